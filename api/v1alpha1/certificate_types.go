@@ -1,0 +1,299 @@
+package v1alpha1
+
+import (
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+// CertificateSpec is what the user asks for: a certificate for some DNS names from an issuer,
+// kept in a Secret and renewed before it expires.
+// +kubebuilder:validation:XValidation:rule="!has(self.solver) || has(self.solver.dns01) || !self.dnsNames.exists(n, n.startsWith('*.'))",message="wildcard names (*.example.com) can only be validated by the dns01 solver"
+type CertificateSpec struct {
+	// DNSNames are the names the certificate is valid for; the first is its subject (common
+	// name). Lowercase DNS names, optionally with a leading "*." for a wildcard (dns01 only).
+	// +required
+	// +listType=set
+	// +kubebuilder:validation:MinItems=1
+	// +kubebuilder:validation:MaxItems=100
+	// +kubebuilder:validation:items:MaxLength=253
+	// +kubebuilder:validation:XValidation:rule=`self.all(n, n.matches('^([*][.])?([a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?[.])+[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$') && !n.matches('^[0-9.]+$'))`,messageExpression=`'dnsNames must be lowercase DNS names such as www.example.com or *.example.com (no IP addresses, no trailing dot); invalid: ' + self.filter(n, !n.matches('^([*][.])?([a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?[.])+[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$') || n.matches('^[0-9.]+$')).map(n, '"' + n + '"').join(', ')`
+	DNSNames []string `json:"dnsNames"`
+
+	// SecretName is the Secret, in the Certificate's namespace, that receives the certificate:
+	// type kubernetes.io/tls with keys "tls.crt" (leaf and chain), "tls.key", "ca.crt" and
+	// "bundle.pem" (key, leaf and chain in one PEM). certpilot creates and owns it; it never
+	// overwrites a Secret it does not own.
+	// +required
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=253
+	// +kubebuilder:validation:Pattern=`^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$`
+	SecretName string `json:"secretName"`
+
+	// IssuerRef names the Issuer (same namespace) or ClusterIssuer that issues the certificate.
+	// +required
+	IssuerRef IssuerReference `json:"issuerRef"`
+
+	// RenewBefore is how long before expiry the certificate is renewed. Short-lived
+	// certificates renew earlier: at most a third of their lifetime before expiry (half under
+	// ten days), so renewals never loop. When the CA publishes renewal information (ARI), its
+	// window wins. At least 5m.
+	// +optional
+	// +kubebuilder:default="168h"
+	// +kubebuilder:validation:Type=string
+	// +kubebuilder:validation:Pattern=`^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$`
+	// +kubebuilder:validation:XValidation:rule="duration(self) >= duration('5m')",message="renewBefore must be at least 5m"
+	RenewBefore *metav1.Duration `json:"renewBefore,omitempty"`
+
+	// PrivateKey sets the algorithm and size of the certificate's key. A new key is generated
+	// for every issuance.
+	// +optional
+	// +kubebuilder:default={algorithm: ECDSA, size: 256}
+	PrivateKey *PrivateKey `json:"privateKey,omitempty"`
+
+	// Solver proves control of the names. Default: the issuer's solver.
+	// +optional
+	Solver *Solver `json:"solver,omitempty"`
+
+	// Inject delivers the certificate to workloads in the Certificate's namespace, as an
+	// environment variable or a mounted volume, and rolls them when it is renewed.
+	// +optional
+	// +listType=atomic
+	// +kubebuilder:validation:MaxItems=20
+	Inject []InjectTarget `json:"inject,omitempty"`
+}
+
+// IssuerReference names an Issuer or ClusterIssuer.
+type IssuerReference struct {
+	// Name of the issuer.
+	// +required
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=253
+	Name string `json:"name"`
+
+	// Kind of the issuer: Issuer (in the Certificate's namespace) or ClusterIssuer.
+	// +optional
+	// +kubebuilder:default=Issuer
+	// +kubebuilder:validation:Enum=Issuer;ClusterIssuer
+	Kind string `json:"kind,omitempty"`
+}
+
+// Private key algorithms.
+const (
+	KeyAlgorithmECDSA = "ECDSA"
+	KeyAlgorithmRSA   = "RSA"
+)
+
+// PrivateKey is the certificate key's algorithm and size.
+// +kubebuilder:validation:XValidation:rule="self.algorithm != 'RSA' || !has(self.size) || self.size in [2048, 3072, 4096]",message="RSA keys must be 2048, 3072 or 4096 bits"
+// +kubebuilder:validation:XValidation:rule="self.algorithm != 'ECDSA' || !has(self.size) || self.size in [256, 384]",message="ECDSA keys must be 256 (P-256) or 384 (P-384) bits"
+type PrivateKey struct {
+	// Algorithm is ECDSA or RSA.
+	// +optional
+	// +kubebuilder:default=ECDSA
+	// +kubebuilder:validation:Enum=ECDSA;RSA
+	Algorithm string `json:"algorithm,omitempty"`
+
+	// Size in bits: 256 or 384 for ECDSA (default 256), 2048, 3072 or 4096 for RSA (default 2048).
+	// +optional
+	Size int32 `json:"size,omitempty"`
+}
+
+// Workload kinds a certificate can be injected into.
+const (
+	InjectKindDeployment  = "Deployment"
+	InjectKindStatefulSet = "StatefulSet"
+	InjectKindDaemonSet   = "DaemonSet"
+)
+
+// InjectTarget delivers the certificate into one workload of the Certificate's namespace.
+// +kubebuilder:validation:XValidation:rule="has(self.env) != has(self.mountPath)",message="set exactly one of env or mountPath"
+type InjectTarget struct {
+	// Kind of the workload.
+	// +required
+	// +kubebuilder:validation:Enum=Deployment;StatefulSet;DaemonSet
+	Kind string `json:"kind"`
+
+	// Name of the workload, in the Certificate's namespace.
+	// +required
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=253
+	// +kubebuilder:validation:Pattern=`^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$`
+	Name string `json:"name"`
+
+	// Container to inject into. Default: every container of the pod template.
+	// +optional
+	// +kubebuilder:validation:MaxLength=63
+	Container string `json:"container,omitempty"`
+
+	// Env is the name of an environment variable that receives the PEM bundle (key, leaf and
+	// chain) through a secretKeyRef to the Secret's "bundle.pem"; the value itself never
+	// appears in the workload.
+	// +optional
+	// +kubebuilder:validation:MaxLength=253
+	// +kubebuilder:validation:Pattern=`^[A-Za-z_][A-Za-z0-9_]*$`
+	Env string `json:"env,omitempty"`
+
+	// MountPath is where the Secret is mounted read-only ("tls.crt", "tls.key", "ca.crt",
+	// "bundle.pem").
+	// +optional
+	// +kubebuilder:validation:MaxLength=4096
+	// +kubebuilder:validation:Pattern=`^/`
+	MountPath string `json:"mountPath,omitempty"`
+}
+
+// Condition types of a Certificate. Ready, Reconciling and Stalled follow kstatus, so
+// `kubectl wait --for=condition=Ready`, Argo CD and Flux understand them.
+const (
+	// ConditionReady is True when the Secret holds a valid certificate matching the spec.
+	ConditionReady = "Ready"
+	// ConditionIssuing is True while an order is in progress.
+	ConditionIssuing = "Issuing"
+	// ConditionReconciling is True while the controller works towards the spec (kstatus).
+	ConditionReconciling = "Reconciling"
+	// ConditionStalled is True when the controller cannot progress without a change (kstatus).
+	ConditionStalled = "Stalled"
+)
+
+// Annotations users and tools set on a Certificate.
+const (
+	// AnnotationRenew requests a renewal now; set it to any new value (for example a
+	// timestamp). `kubectl certpilot renew` sets it.
+	AnnotationRenew = "certpilot.dev/renew"
+)
+
+// CertificateStatus is the observed state of a Certificate.
+type CertificateStatus struct {
+	// Conditions: Ready, Issuing, Reconciling, Stalled.
+	// +optional
+	// +listType=map
+	// +listMapKey=type
+	// +patchStrategy=merge
+	// +patchMergeKey=type
+	Conditions []metav1.Condition `json:"conditions,omitempty" patchStrategy:"merge" patchMergeKey:"type"`
+
+	// ObservedGeneration is the generation of the spec the status describes.
+	// +optional
+	ObservedGeneration int64 `json:"observedGeneration,omitempty"`
+
+	// NotBefore is the start of the current certificate's validity.
+	// +optional
+	NotBefore *metav1.Time `json:"notBefore,omitempty"`
+
+	// NotAfter is when the current certificate expires.
+	// +optional
+	NotAfter *metav1.Time `json:"notAfter,omitempty"`
+
+	// RenewalTime is when certpilot will renew the current certificate.
+	// +optional
+	RenewalTime *metav1.Time `json:"renewalTime,omitempty"`
+
+	// AutoRenewable is true when certpilot renews the certificate without a person: false only
+	// for the dns01 manual solver.
+	// +optional
+	AutoRenewable *bool `json:"autoRenewable,omitempty"`
+
+	// SerialNumber of the current certificate, in hexadecimal.
+	// +optional
+	SerialNumber string `json:"serialNumber,omitempty"`
+
+	// FailedIssuanceAttempts counts issuance failures since the last success; it sets the
+	// backoff (about 1m, 10m, 100m, then daily).
+	// +optional
+	FailedIssuanceAttempts int32 `json:"failedIssuanceAttempts,omitempty"`
+
+	// LastFailureTime is when issuance last failed.
+	// +optional
+	LastFailureTime *metav1.Time `json:"lastFailureTime,omitempty"`
+
+	// RenewalRequest is the value of the certpilot.dev/renew annotation last acted on.
+	// +optional
+	RenewalRequest string `json:"renewalRequest,omitempty"`
+
+	// Order is the ACME order in progress (or the last one).
+	// +optional
+	Order *OrderStatus `json:"order,omitempty"`
+}
+
+// OrderStatus records an ACME order, written before any challenge is touched so a restarted
+// controller resumes it instead of opening another.
+type OrderStatus struct {
+	// URL of the order at the ACME server.
+	// +required
+	URL string `json:"url"`
+
+	// State of the order: pending, ready, processing, valid or invalid.
+	// +optional
+	State string `json:"state,omitempty"`
+
+	// DNSNames the order was created for.
+	// +optional
+	// +listType=atomic
+	DNSNames []string `json:"dnsNames,omitempty"`
+
+	// Challenges, one per name.
+	// +optional
+	// +listType=atomic
+	Challenges []ChallengeStatus `json:"challenges,omitempty"`
+}
+
+// ChallengeStatus is the state of one name's challenge.
+type ChallengeStatus struct {
+	// DNSName being validated.
+	// +required
+	DNSName string `json:"dnsName"`
+
+	// Type of the challenge: tls-alpn-01, http-01 or dns-01.
+	// +required
+	Type string `json:"type"`
+
+	// URL of the challenge at the ACME server.
+	// +optional
+	URL string `json:"url,omitempty"`
+
+	// State: pending, processing, valid or invalid, as the ACME server reports it, or
+	// "presented"/"self-check-failed" before the CA is asked to validate.
+	// +optional
+	State string `json:"state,omitempty"`
+
+	// Reason is the last error or the action a person must take (for dns01 manual: the TXT
+	// record to create).
+	// +optional
+	Reason string `json:"reason,omitempty"`
+}
+
+// +kubebuilder:object:root=true
+// +kubebuilder:subresource:status
+// +kubebuilder:resource:shortName=cpcert;cpcerts,categories=certpilot
+// +kubebuilder:printcolumn:name="Subject",type=string,JSONPath=`.spec.dnsNames[0]`
+// +kubebuilder:printcolumn:name="Ready",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].status`
+// +kubebuilder:printcolumn:name="Expires",type=string,JSONPath=`.status.notAfter`
+// +kubebuilder:printcolumn:name="Auto-Renew",type=boolean,JSONPath=`.status.autoRenewable`
+// +kubebuilder:printcolumn:name="Secret",type=string,JSONPath=`.spec.secretName`
+// +kubebuilder:printcolumn:name="Renewal",type=string,JSONPath=`.status.renewalTime`,priority=1
+// +kubebuilder:printcolumn:name="Issuer",type=string,JSONPath=`.spec.issuerRef.name`,priority=1
+// +kubebuilder:printcolumn:name="Status",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].message`,priority=1
+// +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
+
+// Certificate asks certpilot to obtain a certificate from an ACME CA, keep it in a Secret, hand
+// it to workloads and renew it before it expires.
+type Certificate struct {
+	metav1.TypeMeta   `json:",inline"`
+	metav1.ObjectMeta `json:"metadata,omitempty"`
+
+	// +required
+	Spec CertificateSpec `json:"spec"`
+	// +optional
+	Status CertificateStatus `json:"status,omitempty"`
+}
+
+// +kubebuilder:object:root=true
+
+// CertificateList is a list of Certificates.
+type CertificateList struct {
+	metav1.TypeMeta `json:",inline"`
+	metav1.ListMeta `json:"metadata,omitempty"`
+	Items           []Certificate `json:"items"`
+}
+
+func init() {
+	SchemeBuilder.Register(&Certificate{}, &CertificateList{})
+}

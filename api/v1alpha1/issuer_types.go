@@ -1,0 +1,150 @@
+package v1alpha1
+
+import (
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+// IssuerSpec is shared by Issuer and ClusterIssuer: one ACME account on one ACME server.
+type IssuerSpec struct {
+	// ACME configures the ACME account this issuer uses.
+	// +required
+	ACME ACMEIssuer `json:"acme"`
+
+	// Solver is the default solver of the certificates that name this issuer and set none.
+	// +optional
+	Solver *Solver `json:"solver,omitempty"`
+}
+
+// ACMEIssuer is an account on an ACME server (RFC 8555).
+type ACMEIssuer struct {
+	// Server is the ACME directory URL, for example Let's Encrypt's staging
+	// https://acme-staging-v02.api.letsencrypt.org/directory or production
+	// https://acme-v02.api.letsencrypt.org/directory.
+	// +required
+	// +kubebuilder:validation:MaxLength=2048
+	// +kubebuilder:validation:XValidation:rule="self.startsWith('https://') && isURL(self)",message="server must be an https:// ACME directory URL"
+	Server string `json:"server"`
+
+	// Email is the account's contact address, used by the CA for expiry and policy notices.
+	// +optional
+	// +kubebuilder:validation:MaxLength=254
+	// +kubebuilder:validation:Pattern=`^[^@\s]+@[^@\s]+$`
+	Email string `json:"email,omitempty"`
+
+	// PrivateKeySecretRef names the Secret whose key "tls.key" holds the account's private key
+	// (PEM). certpilot creates the Secret with a new key when it is absent; it never replaces a
+	// key that exists but cannot be read (the issuer reports that instead). For an Issuer the
+	// Secret is in the Issuer's namespace; for a ClusterIssuer in the controller's namespace.
+	// +required
+	PrivateKeySecretRef SecretReference `json:"privateKeySecretRef"`
+
+	// CABundle is PEM-encoded CA certificates trusted for the ACME server's HTTPS, for private
+	// ACME servers such as Pebble or step-ca. Default: the system's trust store.
+	// +optional
+	CABundle []byte `json:"caBundle,omitempty"`
+
+	// ExternalAccountBinding binds the new account to an account the CA already knows (RFC 8555
+	// section 7.3.4), as ZeroSSL, Google Trust Services and many private CAs require.
+	// +optional
+	ExternalAccountBinding *ExternalAccountBinding `json:"externalAccountBinding,omitempty"`
+
+	// Profile is the ACME profile to request in new orders, for example "classic", "tlsserver"
+	// or "shortlived" at Let's Encrypt. Default: the server's default.
+	// +optional
+	// +kubebuilder:validation:MaxLength=64
+	// +kubebuilder:validation:Pattern=`^[a-zA-Z0-9][-_.a-zA-Z0-9]*$`
+	Profile string `json:"profile,omitempty"`
+}
+
+// ExternalAccountBinding holds the CA-issued key identifier and the Secret with its MAC key.
+type ExternalAccountBinding struct {
+	// KeyID is the key identifier the CA issued.
+	// +required
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=1024
+	KeyID string `json:"keyID"`
+
+	// KeySecretRef names the Secret key holding the base64url-encoded HMAC key the CA issued.
+	// +required
+	KeySecretRef SecretKeySelector `json:"keySecretRef"`
+}
+
+// IssuerStatus is the observed state of an Issuer or ClusterIssuer.
+type IssuerStatus struct {
+	// Conditions: Ready is True when the ACME account is registered and usable.
+	// +optional
+	// +listType=map
+	// +listMapKey=type
+	// +patchStrategy=merge
+	// +patchMergeKey=type
+	Conditions []metav1.Condition `json:"conditions,omitempty" patchStrategy:"merge" patchMergeKey:"type"`
+
+	// AccountURI is the URI of the registered ACME account.
+	// +optional
+	AccountURI string `json:"accountURI,omitempty"`
+
+	// ObservedGeneration is the generation of the spec the status describes.
+	// +optional
+	ObservedGeneration int64 `json:"observedGeneration,omitempty"`
+}
+
+// +kubebuilder:object:root=true
+// +kubebuilder:subresource:status
+// +kubebuilder:resource:shortName=cpissuer,categories=certpilot
+// +kubebuilder:printcolumn:name="Ready",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].status`
+// +kubebuilder:printcolumn:name="Server",type=string,JSONPath=`.spec.acme.server`,priority=1
+// +kubebuilder:printcolumn:name="Status",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].message`,priority=1
+// +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
+
+// Issuer is an ACME account that Certificates in its own namespace can use.
+type Issuer struct {
+	metav1.TypeMeta   `json:",inline"`
+	metav1.ObjectMeta `json:"metadata,omitempty"`
+
+	// +required
+	Spec IssuerSpec `json:"spec"`
+	// +optional
+	Status IssuerStatus `json:"status,omitempty"`
+}
+
+// +kubebuilder:object:root=true
+
+// IssuerList is a list of Issuers.
+type IssuerList struct {
+	metav1.TypeMeta `json:",inline"`
+	metav1.ListMeta `json:"metadata,omitempty"`
+	Items           []Issuer `json:"items"`
+}
+
+// +kubebuilder:object:root=true
+// +kubebuilder:subresource:status
+// +kubebuilder:resource:scope=Cluster,shortName=cpclusterissuer,categories=certpilot
+// +kubebuilder:printcolumn:name="Ready",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].status`
+// +kubebuilder:printcolumn:name="Server",type=string,JSONPath=`.spec.acme.server`,priority=1
+// +kubebuilder:printcolumn:name="Status",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].message`,priority=1
+// +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
+
+// ClusterIssuer is an ACME account that Certificates in every namespace can use. The Secrets it
+// names live in the controller's namespace.
+type ClusterIssuer struct {
+	metav1.TypeMeta   `json:",inline"`
+	metav1.ObjectMeta `json:"metadata,omitempty"`
+
+	// +required
+	Spec IssuerSpec `json:"spec"`
+	// +optional
+	Status IssuerStatus `json:"status,omitempty"`
+}
+
+// +kubebuilder:object:root=true
+
+// ClusterIssuerList is a list of ClusterIssuers.
+type ClusterIssuerList struct {
+	metav1.TypeMeta `json:",inline"`
+	metav1.ListMeta `json:"metadata,omitempty"`
+	Items           []ClusterIssuer `json:"items"`
+}
+
+func init() {
+	SchemeBuilder.Register(&Issuer{}, &IssuerList{}, &ClusterIssuer{}, &ClusterIssuerList{})
+}

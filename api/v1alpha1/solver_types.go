@@ -1,0 +1,141 @@
+package v1alpha1
+
+// Solver says how certpilot proves control of a certificate's names to the ACME server. Exactly
+// one challenge type is set. A Certificate's solver wins over its issuer's default solver.
+// +kubebuilder:validation:XValidation:rule="[has(self.tlsALPN01), has(self.http01), has(self.dns01)].exists_one(x, x)",message="set exactly one solver: tlsALPN01, http01 or dns01"
+type Solver struct {
+	// TLSALPN01 answers the tls-alpn-01 challenge (RFC 8737) on the load balancer's TLS port 443:
+	// the validator connects with ALPN "acme-tls/1" and the load balancer presents a challenge
+	// certificate. It cannot validate wildcard names.
+	// +optional
+	TLSALPN01 *TLSALPN01Solver `json:"tlsALPN01,omitempty"`
+
+	// HTTP01 answers the http-01 challenge on the load balancer's plain HTTP port 80 at
+	// /.well-known/acme-challenge/<token>. It cannot validate wildcard names.
+	// +optional
+	HTTP01 *HTTP01Solver `json:"http01,omitempty"`
+
+	// DNS01 answers the dns-01 challenge with a TXT record at _acme-challenge.<name>. It is the
+	// only solver that validates wildcard names.
+	// +optional
+	DNS01 *DNS01Solver `json:"dns01,omitempty"`
+}
+
+// TLSALPN01Solver serves tls-alpn-01 challenge certificates through a load balancer.
+type TLSALPN01Solver struct {
+	// LoadBalancer is the Deployment that owns port 443 for the certificate's names. certpilot
+	// writes challenge certificates into the Secret "<name>-acme-challenges" in its namespace and
+	// mounts that Secret into the Deployment.
+	// +required
+	LoadBalancer LoadBalancerRef `json:"loadBalancer"`
+
+	// ProbeAddress is the host:port the controller dials to check that the challenge is really
+	// served before it asks the CA to validate. Default: the name itself on port 443.
+	// +optional
+	// +kubebuilder:validation:MaxLength=261
+	// +kubebuilder:validation:Pattern=`^[^\s:/]+:[0-9]{1,5}$|^\[[0-9a-fA-F:.]+\]:[0-9]{1,5}$`
+	ProbeAddress string `json:"probeAddress,omitempty"`
+}
+
+// HTTP01Solver serves http-01 challenge tokens through a load balancer.
+type HTTP01Solver struct {
+	// LoadBalancer is the Deployment that owns port 80 for the certificate's names. certpilot
+	// writes the key authorizations into the Secret "<name>-acme-challenges" in its namespace and
+	// mounts that Secret into the Deployment.
+	// +required
+	LoadBalancer LoadBalancerRef `json:"loadBalancer"`
+
+	// ProbeAddress is the host:port the controller sends its self-check GET to before it asks the
+	// CA to validate. Default: the name itself on port 80.
+	// +optional
+	// +kubebuilder:validation:MaxLength=261
+	// +kubebuilder:validation:Pattern=`^[^\s:/]+:[0-9]{1,5}$|^\[[0-9a-fA-F:.]+\]:[0-9]{1,5}$`
+	ProbeAddress string `json:"probeAddress,omitempty"`
+}
+
+// LoadBalancerRef names the Deployment of the load balancer that serves challenge responses.
+type LoadBalancerRef struct {
+	// Name of the Deployment.
+	// +required
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=253
+	// +kubebuilder:validation:Pattern=`^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$`
+	Name string `json:"name"`
+
+	// Namespace of the Deployment. Default: the namespace of the Certificate (or Issuer).
+	// +optional
+	// +kubebuilder:validation:MaxLength=63
+	// +kubebuilder:validation:Pattern=`^[a-z0-9]([-a-z0-9]*[a-z0-9])?$`
+	Namespace string `json:"namespace,omitempty"`
+}
+
+// DNS01Solver publishes dns-01 TXT records, by hand or through RFC 2136 dynamic updates.
+// +kubebuilder:validation:XValidation:rule="[has(self.manual), has(self.rfc2136)].exists_one(x, x)",message="set exactly one dns01 provider: manual or rfc2136"
+type DNS01Solver struct {
+	// Manual asks a person to create the TXT records: the Certificate's status and Events give
+	// the exact record, and the controller waits until it is visible. Certificates using it are
+	// not auto-renewable.
+	// +optional
+	Manual *ManualDNS01 `json:"manual,omitempty"`
+
+	// RFC2136 creates and removes the TXT records with TSIG-signed dynamic updates (RFC 2136)
+	// on an authoritative name server such as BIND.
+	// +optional
+	RFC2136 *RFC2136DNS01 `json:"rfc2136,omitempty"`
+}
+
+// ManualDNS01 has no settings yet: the user creates the records that status names.
+type ManualDNS01 struct{}
+
+// RFC2136DNS01 configures dynamic DNS updates.
+type RFC2136DNS01 struct {
+	// Nameserver is the host:port of the authoritative server that accepts the updates.
+	// +required
+	// +kubebuilder:validation:MaxLength=261
+	// +kubebuilder:validation:Pattern=`^[^\s:/]+:[0-9]{1,5}$|^\[[0-9a-fA-F:.]+\]:[0-9]{1,5}$`
+	Nameserver string `json:"nameserver"`
+
+	// TSIGKeyName is the name of the TSIG key the server knows, for example "certpilot.".
+	// +required
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=253
+	TSIGKeyName string `json:"tsigKeyName"`
+
+	// TSIGAlgorithm is the TSIG HMAC algorithm.
+	// +optional
+	// +kubebuilder:default=HMACSHA256
+	// +kubebuilder:validation:Enum=HMACSHA1;HMACSHA224;HMACSHA256;HMACSHA384;HMACSHA512
+	TSIGAlgorithm string `json:"tsigAlgorithm,omitempty"`
+
+	// TSIGSecretRef names the Secret key holding the base64 TSIG secret, in the namespace of the
+	// Certificate (for an Issuer's default solver: the Issuer's namespace).
+	// +required
+	TSIGSecretRef SecretKeySelector `json:"tsigSecretRef"`
+}
+
+// SecretReference names a Secret in the namespace of the object that holds the reference.
+type SecretReference struct {
+	// Name of the Secret.
+	// +required
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=253
+	// +kubebuilder:validation:Pattern=`^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$`
+	Name string `json:"name"`
+}
+
+// SecretKeySelector names one key of a Secret in the namespace of the object that holds it.
+type SecretKeySelector struct {
+	// Name of the Secret.
+	// +required
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=253
+	// +kubebuilder:validation:Pattern=`^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$`
+	Name string `json:"name"`
+
+	// Key within the Secret's data.
+	// +required
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=253
+	// +kubebuilder:validation:Pattern=`^[-._a-zA-Z0-9]+$`
+	Key string `json:"key"`
+}

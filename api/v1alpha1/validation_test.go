@@ -1,0 +1,219 @@
+package v1alpha1_test
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/yaml"
+
+	"github.com/certpilot/certpilot/internal/testenv"
+)
+
+// kube is one apiserver for the package, with the CRDs from config/crd/bases.
+var kube *testenv.Kube
+
+func TestMain(m *testing.M) { os.Exit(testenv.RunWithKube(m, &kube)) }
+
+// validCertificate is a Certificate the apiserver accepts; each case below changes one thing.
+const validCertificate = `
+apiVersion: certpilot.dev/v1alpha1
+kind: Certificate
+metadata:
+  name: www
+  namespace: default
+spec:
+  dnsNames: [www.example.com, example.com]
+  secretName: www-tls
+  issuerRef:
+    name: letsencrypt
+    kind: ClusterIssuer
+  solver:
+    tlsALPN01:
+      loadBalancer: {name: edge}
+`
+
+const validIssuer = `
+apiVersion: certpilot.dev/v1alpha1
+kind: Issuer
+metadata:
+  name: letsencrypt
+  namespace: default
+spec:
+  acme:
+    server: https://acme-staging-v02.api.letsencrypt.org/directory
+    email: ops@example.com
+    privateKeySecretRef: {name: letsencrypt-account}
+`
+
+// object parses a manifest and applies edit, a set of dotted paths to values (nil deletes).
+func object(t *testing.T, manifest string, edit map[string]any) *unstructured.Unstructured {
+	t.Helper()
+	obj := &unstructured.Unstructured{}
+	if err := yaml.Unmarshal([]byte(manifest), &obj.Object); err != nil {
+		t.Fatalf("parsing manifest: %v", err)
+	}
+	for path, value := range edit {
+		fields := strings.Split(path, ".")
+		if value == nil {
+			unstructured.RemoveNestedField(obj.Object, fields...)
+			continue
+		}
+		// Round-trip through YAML so values written as YAML strings become objects and lists.
+		var parsed any = value
+		if text, ok := value.(string); ok {
+			if err := yaml.Unmarshal([]byte(text), &parsed); err != nil {
+				t.Fatalf("parsing %s: %v", path, err)
+			}
+		}
+		if err := unstructured.SetNestedField(obj.Object, parsed, fields...); err != nil {
+			t.Fatalf("setting %s: %v", path, err)
+		}
+	}
+	return obj
+}
+
+// createDryRun asks the real apiserver to admit obj without storing it.
+func createDryRun(t *testing.T, obj *unstructured.Unstructured) error {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	return kube.Client.Create(ctx, obj, client.DryRunAll)
+}
+
+func TestCertificateAdmission(t *testing.T) {
+	testenv.SkipIfShort(t)
+	hundredAndOne := make([]any, 101)
+	for i := range hundredAndOne {
+		hundredAndOne[i] = fmt.Sprintf("host%d.example.com", i)
+	}
+	tests := map[string]struct {
+		edit map[string]any
+		// wantError is a substring of the apiserver's message; empty means the object is admitted.
+		wantError string
+	}{
+		"valid":                       {},
+		"no dnsNames":                 {edit: map[string]any{"spec.dnsNames": nil}, wantError: "spec.dnsNames: Required value"},
+		"empty dnsNames":              {edit: map[string]any{"spec.dnsNames": "[]"}, wantError: "should have at least 1 items"},
+		"empty name":                  {edit: map[string]any{"spec.dnsNames": `["", a.example.com]`}, wantError: `dnsNames must be lowercase DNS names such as www.example.com or *.example.com (no IP addresses, no trailing dot); invalid: ""`},
+		"underscore":                  {edit: map[string]any{"spec.dnsNames": "[foo_bar.example.com]"}, wantError: `invalid: "foo_bar.example.com"`},
+		"uppercase":                   {edit: map[string]any{"spec.dnsNames": "[WWW.example.com]"}, wantError: `invalid: "WWW.example.com"`},
+		"trailing dot":                {edit: map[string]any{"spec.dnsNames": "[www.example.com.]"}, wantError: `invalid: "www.example.com."`},
+		"single label":                {edit: map[string]any{"spec.dnsNames": "[localhost]"}, wantError: `invalid: "localhost"`},
+		"ip address":                  {edit: map[string]any{"spec.dnsNames": "[10.0.0.1]"}, wantError: `invalid: "10.0.0.1"`},
+		"wildcard in the middle":      {edit: map[string]any{"spec.dnsNames": "[www.*.example.com]"}, wantError: `invalid: "www.*.example.com"`},
+		"label over 63":               {edit: map[string]any{"spec.dnsNames": []any{strings.Repeat("a", 64) + ".example.com"}}, wantError: "invalid: "},
+		"only the bad names listed":   {edit: map[string]any{"spec.dnsNames": "[ok.example.com, Bad.example.com]"}, wantError: `invalid: "Bad.example.com"`},
+		"duplicate names":             {edit: map[string]any{"spec.dnsNames": "[www.example.com, www.example.com]"}, wantError: `Duplicate value: "www.example.com"`},
+		"over 100 names":              {edit: map[string]any{"spec.dnsNames": hundredAndOne}, wantError: "must have at most 100 items"},
+		"wildcard with tls-alpn-01":   {edit: map[string]any{"spec.dnsNames": "['*.example.com']"}, wantError: "wildcard names (*.example.com) can only be validated by the dns01 solver"},
+		"wildcard with http-01":       {edit: map[string]any{"spec.dnsNames": "['*.example.com']", "spec.solver": "{http01: {loadBalancer: {name: edge}}}"}, wantError: "can only be validated by the dns01 solver"},
+		"wildcard with dns-01":        {edit: map[string]any{"spec.dnsNames": "['*.example.com', example.com]", "spec.solver": "{dns01: {manual: {}}}"}},
+		"wildcard with issuer solver": {edit: map[string]any{"spec.dnsNames": "['*.example.com']", "spec.solver": nil}},
+		"two solvers":                 {edit: map[string]any{"spec.solver": "{tlsALPN01: {loadBalancer: {name: edge}}, dns01: {manual: {}}}"}, wantError: "set exactly one solver: tlsALPN01, http01 or dns01"},
+		"empty solver":                {edit: map[string]any{"spec.solver": "{}"}, wantError: "set exactly one solver"},
+		"two dns01 providers":         {edit: map[string]any{"spec.solver": "{dns01: {manual: {}, rfc2136: {nameserver: 'ns:53', tsigKeyName: k, tsigSecretRef: {name: s, key: k}}}}"}, wantError: "set exactly one dns01 provider"},
+		"rfc2136":                     {edit: map[string]any{"spec.solver": "{dns01: {rfc2136: {nameserver: '10.0.0.53:53', tsigKeyName: certpilot., tsigSecretRef: {name: tsig, key: secret}}}}"}},
+		"bad tsig algorithm":          {edit: map[string]any{"spec.solver": "{dns01: {rfc2136: {nameserver: 'ns:53', tsigKeyName: k, tsigAlgorithm: MD5, tsigSecretRef: {name: s, key: k}}}}"}, wantError: `Unsupported value: "MD5"`},
+		"probe address":               {edit: map[string]any{"spec.solver.tlsALPN01.probeAddress": "127.0.0.1:8443"}},
+		"probe address without port":  {edit: map[string]any{"spec.solver.tlsALPN01.probeAddress": "edge.example.com"}, wantError: "spec.solver.tlsALPN01.probeAddress"},
+		"renewBefore 720h":            {edit: map[string]any{"spec.renewBefore": "720h"}},
+		"renewBefore 4m":              {edit: map[string]any{"spec.renewBefore": "4m"}, wantError: "renewBefore must be at least 5m"},
+		"renewBefore not a duration":  {edit: map[string]any{"spec.renewBefore": "a week"}, wantError: "spec.renewBefore"},
+		"RSA 4096":                    {edit: map[string]any{"spec.privateKey": "{algorithm: RSA, size: 4096}"}},
+		"RSA without size":            {edit: map[string]any{"spec.privateKey": "{algorithm: RSA}"}},
+		"RSA 1024":                    {edit: map[string]any{"spec.privateKey": "{algorithm: RSA, size: 1024}"}, wantError: "RSA keys must be 2048, 3072 or 4096 bits"},
+		"ECDSA 384":                   {edit: map[string]any{"spec.privateKey": "{algorithm: ECDSA, size: 384}"}},
+		"ECDSA 521":                   {edit: map[string]any{"spec.privateKey": "{algorithm: ECDSA, size: 521}"}, wantError: "ECDSA keys must be 256 (P-256) or 384 (P-384) bits"},
+		"ECDSA 2048":                  {edit: map[string]any{"spec.privateKey": "{size: 2048}"}, wantError: "ECDSA keys must be 256"},
+		"Ed25519":                     {edit: map[string]any{"spec.privateKey": "{algorithm: Ed25519}"}, wantError: `Unsupported value: "Ed25519"`},
+		"issuer kind Issuer":          {edit: map[string]any{"spec.issuerRef.kind": "Issuer"}},
+		"issuer kind default":         {edit: map[string]any{"spec.issuerRef.kind": nil}},
+		"issuer kind other":           {edit: map[string]any{"spec.issuerRef.kind": "CertificateAuthority"}, wantError: `spec.issuerRef.kind: Unsupported value: "CertificateAuthority": supported values: "Issuer", "ClusterIssuer"`},
+		"no issuer name":              {edit: map[string]any{"spec.issuerRef.name": nil}, wantError: "spec.issuerRef.name: Required value"},
+		"no secretName":               {edit: map[string]any{"spec.secretName": nil}, wantError: "spec.secretName: Required value"},
+		"bad secretName":              {edit: map[string]any{"spec.secretName": "WWW_TLS"}, wantError: "spec.secretName"},
+		"inject env":                  {edit: map[string]any{"spec.inject": "[{kind: Deployment, name: web, env: SSL_CERTS}]"}},
+		"inject mountPath":            {edit: map[string]any{"spec.inject": "[{kind: StatefulSet, name: db, container: db, mountPath: /etc/tls}]"}},
+		"inject env and mountPath":    {edit: map[string]any{"spec.inject": "[{kind: Deployment, name: web, env: SSL_CERTS, mountPath: /etc/tls}]"}, wantError: "set exactly one of env or mountPath"},
+		"inject neither":              {edit: map[string]any{"spec.inject": "[{kind: Deployment, name: web}]"}, wantError: "set exactly one of env or mountPath"},
+		"inject bad env name":         {edit: map[string]any{"spec.inject": "[{kind: Deployment, name: web, env: 1-CERT}]"}, wantError: "spec.inject[0].env"},
+		"inject relative mountPath":   {edit: map[string]any{"spec.inject": "[{kind: Deployment, name: web, mountPath: etc/tls}]"}, wantError: "spec.inject[0].mountPath"},
+		"inject other kind":           {edit: map[string]any{"spec.inject": "[{kind: Pod, name: web, env: X}]"}, wantError: `Unsupported value: "Pod"`},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			err := createDryRun(t, object(t, validCertificate, tc.edit))
+			switch {
+			case tc.wantError == "" && err != nil:
+				t.Fatalf("rejected, want admitted: %v", err)
+			case tc.wantError != "" && err == nil:
+				t.Fatalf("admitted, want rejected with %q", tc.wantError)
+			case tc.wantError != "" && !strings.Contains(err.Error(), tc.wantError):
+				t.Fatalf("rejected with\n  %v\nwant a message containing\n  %q", err, tc.wantError)
+			}
+		})
+	}
+}
+
+func TestCertificateDefaults(t *testing.T) {
+	testenv.SkipIfShort(t)
+	obj := object(t, validCertificate, map[string]any{"spec.issuerRef.kind": nil})
+	if err := createDryRun(t, obj); err != nil {
+		t.Fatal(err)
+	}
+	for path, want := range map[string]any{
+		"spec.renewBefore":          "168h",
+		"spec.issuerRef.kind":       "Issuer",
+		"spec.privateKey.algorithm": "ECDSA",
+		"spec.privateKey.size":      int64(256),
+	} {
+		got, _, _ := unstructured.NestedFieldNoCopy(obj.Object, strings.Split(path, ".")...)
+		if got != want {
+			t.Errorf("%s = %v (%T), want default %v", path, got, got, want)
+		}
+	}
+}
+
+func TestIssuerAdmission(t *testing.T) {
+	testenv.SkipIfShort(t)
+	tests := map[string]struct {
+		kind      string
+		edit      map[string]any
+		wantError string
+	}{
+		"valid":                  {},
+		"valid cluster issuer":   {kind: "ClusterIssuer", edit: map[string]any{"metadata.namespace": nil}},
+		"plain http server":      {edit: map[string]any{"spec.acme.server": "http://acme.example.com/directory"}, wantError: "server must be an https:// ACME directory URL"},
+		"not a url":              {edit: map[string]any{"spec.acme.server": "https://"}, wantError: "server must be an https:// ACME directory URL"},
+		"no account key secret":  {edit: map[string]any{"spec.acme.privateKeySecretRef": nil}, wantError: "spec.acme.privateKeySecretRef: Required value"},
+		"bad email":              {edit: map[string]any{"spec.acme.email": "ops"}, wantError: "spec.acme.email"},
+		"eab":                    {edit: map[string]any{"spec.acme.externalAccountBinding": "{keyID: kid-1, keySecretRef: {name: eab, key: hmac}}"}},
+		"eab without key secret": {edit: map[string]any{"spec.acme.externalAccountBinding": "{keyID: kid-1}"}, wantError: "keySecretRef: Required value"},
+		"profile":                {edit: map[string]any{"spec.acme.profile": "tlsserver"}},
+		"default solver":         {edit: map[string]any{"spec.solver": "{http01: {loadBalancer: {name: edge, namespace: ingress}}}"}},
+		"two default solvers":    {edit: map[string]any{"spec.solver": "{http01: {loadBalancer: {name: edge}}, dns01: {manual: {}}}"}, wantError: "set exactly one solver"},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			obj := object(t, validIssuer, tc.edit)
+			if tc.kind != "" {
+				obj.SetKind(tc.kind)
+			}
+			err := createDryRun(t, obj)
+			switch {
+			case tc.wantError == "" && err != nil:
+				t.Fatalf("rejected, want admitted: %v", err)
+			case tc.wantError != "" && err == nil:
+				t.Fatalf("admitted, want rejected with %q", tc.wantError)
+			case tc.wantError != "" && !strings.Contains(err.Error(), tc.wantError):
+				t.Fatalf("rejected with\n  %v\nwant a message containing\n  %q", err, tc.wantError)
+			}
+		})
+	}
+}
