@@ -15,7 +15,7 @@ type CertificateSpec struct {
 	// +kubebuilder:validation:MinItems=1
 	// +kubebuilder:validation:MaxItems=100
 	// +kubebuilder:validation:items:MaxLength=253
-	// +kubebuilder:validation:XValidation:rule=`self.all(n, n.matches('^([*][.])?([a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?[.])+[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$') && !n.matches('^[0-9.]+$'))`,messageExpression=`'dnsNames must be lowercase DNS names such as www.example.com or *.example.com (no IP addresses, no trailing dot); invalid: ' + self.filter(n, !n.matches('^([*][.])?([a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?[.])+[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$') || n.matches('^[0-9.]+$')).map(n, '"' + n + '"').join(', ')`
+	// +kubebuilder:validation:items:XValidation:rule=`self.matches('^([*][.])?([a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?[.])+[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$') && !self.matches('^[0-9.]+$')`,message="not a valid DNS name: use lowercase names such as www.example.com or *.example.com (no IP addresses, no trailing dot)"
 	DNSNames []string `json:"dnsNames"`
 
 	// SecretName is the Secret, in the Certificate's namespace, that receives the certificate:

@@ -22,7 +22,7 @@ type ACMEIssuer struct {
 	// https://acme-v02.api.letsencrypt.org/directory.
 	// +required
 	// +kubebuilder:validation:MaxLength=2048
-	// +kubebuilder:validation:XValidation:rule="self.startsWith('https://') && isURL(self)",message="server must be an https:// ACME directory URL"
+	// +kubebuilder:validation:XValidation:rule="isURL(self) && url(self).getScheme() == 'https' && url(self).getHostname() != ''",message="server must be an https:// ACME directory URL"
 	Server string `json:"server"`
 
 	// Email is the account's contact address, used by the CA for expiry and policy notices.

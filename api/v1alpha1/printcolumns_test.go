@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -91,6 +92,9 @@ func TestShortNamesAndCategory(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, resource := range list.APIResources {
+		if strings.Contains(resource.Name, "/") {
+			continue // subresources such as certificates/status
+		}
 		for _, short := range resource.ShortNames {
 			// cert-manager owns cert and certs; a clash would make `kubectl get cert` ambiguous.
 			if short == "cert" || short == "certs" {
