@@ -33,6 +33,7 @@ manifests: $(CONTROLLER_GEN) ## Generate CRDs and RBAC into config/ (and the cha
 		output:crd:artifacts:config=config/crd/bases output:rbac:artifacts:config=config/rbac
 	@mkdir -p charts/certpilot/crds
 	cp config/crd/bases/*.yaml charts/certpilot/crds/
+	cp config/rbac/role.yaml charts/certpilot/files/manager-role.yaml
 
 .PHONY: fmt
 fmt: ## Format the Go code.
