@@ -21,14 +21,20 @@ import (
 	"flag"
 	"os"
 
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	certpilotv1alpha1 "github.com/certpilot/certpilot/api/v1alpha1"
+	"github.com/certpilot/certpilot/controllers"
 )
 
 func main() {
@@ -65,21 +71,40 @@ func main() {
 		LeaderElection:          leaderElect,
 		LeaderElectionID:        "certpilot.dev",
 		LeaderElectionNamespace: leaderElectionNS,
-		// The manager's caches hold only what certpilot owns or reads, never every Secret of
-		// the cluster; the reconcilers add their watches with label selectors.
+		// The cache holds only the Secrets certpilot owns, never every Secret of the cluster,
+		// so memory follows the number of certificates. Other Secrets (account, EAB, TSIG keys)
+		// and load balancer Deployments are read straight from the API when needed.
+		Cache: cache.Options{ByObject: map[client.Object]cache.ByObject{
+			&corev1.Secret{}: {Label: labels.SelectorFromSet(labels.Set{
+				certpilotv1alpha1.LabelManagedBy: certpilotv1alpha1.ManagedByValue,
+			})},
+		}},
 	})
 	if err != nil {
 		log.Error(err, "Unable to create the manager")
 		os.Exit(1)
 	}
-	_ = clusterResourceNS // used by the issuer reconcilers
-	_ = maxConcurrentWorkers
+	ctx := ctrl.SetupSignalHandler()
+	accounts := &controllers.Accounts{
+		Reader:                   mgr.GetAPIReader(),
+		ClusterResourceNamespace: clusterResourceNS,
+		UserAgent:                "certpilot",
+	}
+	options := controller.Options{MaxConcurrentReconciles: maxConcurrentWorkers}
+	must((&controllers.IssuerReconciler{Client: mgr.GetClient(), Accounts: accounts}).SetupWithManager(mgr, options))
+	must((&controllers.IssuerReconciler{Client: mgr.GetClient(), Accounts: accounts, ClusterScoped: true}).SetupWithManager(mgr, options))
+	must((&controllers.CertificateReconciler{
+		Client:    mgr.GetClient(),
+		APIReader: mgr.GetAPIReader(),
+		Accounts:  accounts,
+		Recorder:  mgr.GetEventRecorder("certpilot"),
+	}).SetupWithManager(ctx, mgr, options))
 
 	must(mgr.AddHealthzCheck("healthz", healthz.Ping))
 	must(mgr.AddReadyzCheck("readyz", healthz.Ping))
 
 	log.Info("Starting the manager")
-	if err := mgr.Start(ctrl.SetupSignalHandler()); err != nil {
+	if err := mgr.Start(ctx); err != nil {
 		log.Error(err, "The manager stopped with an error")
 		os.Exit(1)
 	}

@@ -1,0 +1,33 @@
+package v1alpha1
+
+import "sigs.k8s.io/controller-runtime/pkg/client"
+
+// GenericIssuer is what Issuer and ClusterIssuer share, so one reconciler and one account cache
+// serve both.
+// +kubebuilder:object:generate=false
+type GenericIssuer interface {
+	client.Object
+	GetSpec() *IssuerSpec
+	GetStatus() *IssuerStatus
+	// Kind is "Issuer" or "ClusterIssuer" (TypeMeta is empty on objects read through a typed
+	// client, so it cannot be relied on).
+	Kind() string
+}
+
+// GetSpec returns the issuer's spec.
+func (i *Issuer) GetSpec() *IssuerSpec { return &i.Spec }
+
+// GetStatus returns the issuer's status.
+func (i *Issuer) GetStatus() *IssuerStatus { return &i.Status }
+
+// Kind returns "Issuer".
+func (i *Issuer) Kind() string { return "Issuer" }
+
+// GetSpec returns the cluster issuer's spec.
+func (i *ClusterIssuer) GetSpec() *IssuerSpec { return &i.Spec }
+
+// GetStatus returns the cluster issuer's status.
+func (i *ClusterIssuer) GetStatus() *IssuerStatus { return &i.Status }
+
+// Kind returns "ClusterIssuer".
+func (i *ClusterIssuer) Kind() string { return "ClusterIssuer" }

@@ -1,0 +1,159 @@
+package controllers
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/hex"
+	"fmt"
+	"strings"
+	"sync"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/types"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	certpilotv1alpha1 "github.com/certpilot/certpilot/api/v1alpha1"
+	"github.com/certpilot/certpilot/internal/acme"
+	"github.com/certpilot/certpilot/internal/pki"
+)
+
+// accountKeyDataKey is the Secret key of an ACME account's private key.
+const accountKeyDataKey = corev1.TLSPrivateKeyKey
+
+// Accounts builds and caches one ACME client per issuer, rebuilt when the server, trust or
+// account key change. Both the issuer and the certificate reconcilers use it.
+type Accounts struct {
+	// Reader reads Secrets straight from the API: account, EAB and TSIG keys are not certpilot's
+	// own Secrets, so they are not in the manager's cache.
+	Reader client.Reader
+	// ClusterResourceNamespace holds the Secrets that ClusterIssuers name.
+	ClusterResourceNamespace string
+	// UserAgent identifies certpilot to the CA.
+	UserAgent string
+
+	mu      sync.Mutex
+	clients map[string]cachedClient
+}
+
+type cachedClient struct {
+	fingerprint string
+	client      *acme.Client
+}
+
+// SecretNamespace is where the Secrets an issuer names live.
+func (a *Accounts) SecretNamespace(issuer certpilotv1alpha1.GenericIssuer) string {
+	if issuer.GetNamespace() == "" {
+		return a.ClusterResourceNamespace
+	}
+	return issuer.GetNamespace()
+}
+
+// ReadSecret reads a Secret an issuer names; a missing Secret is returned as (nil, nil).
+func (a *Accounts) ReadSecret(ctx context.Context, namespace, name string) (*corev1.Secret, error) {
+	secret := &corev1.Secret{}
+	err := a.Reader.Get(ctx, types.NamespacedName{Namespace: namespace, Name: name}, secret)
+	if apierrors.IsNotFound(err) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("reading Secret %s/%s: %w", namespace, name, err)
+	}
+	return secret, nil
+}
+
+// Client returns the ACME client of issuer's account. The account key Secret must exist (the
+// issuer reconciler creates it); a key that cannot be read is a stalled error.
+func (a *Accounts) Client(ctx context.Context, issuer certpilotv1alpha1.GenericIssuer) (*acme.Client, error) {
+	spec := issuer.GetSpec().ACME
+	namespace := a.SecretNamespace(issuer)
+	secret, err := a.ReadSecret(ctx, namespace, spec.PrivateKeySecretRef.Name)
+	if err != nil {
+		return nil, err
+	}
+	if secret == nil {
+		return nil, fmt.Errorf("account key Secret %s/%s does not exist yet", namespace, spec.PrivateKeySecretRef.Name)
+	}
+	keyPEM := secret.Data[accountKeyDataKey]
+	key, err := pki.DecodePrivateKey(keyPEM)
+	if err != nil {
+		return nil, stalled("InvalidAccountKey",
+			"Secret %s/%s key %q does not hold a usable private key (%v); certpilot never replaces an existing account key: fix the Secret or delete it to register a new account",
+			namespace, spec.PrivateKeySecretRef.Name, accountKeyDataKey, err)
+	}
+
+	fingerprint := fingerprintOf(spec.Server, string(spec.CABundle), string(keyPEM))
+	cacheKey := issuer.Kind() + "/" + issuer.GetNamespace() + "/" + issuer.GetName()
+	a.mu.Lock()
+	cached, ok := a.clients[cacheKey]
+	a.mu.Unlock()
+	if ok && cached.fingerprint == fingerprint {
+		return cached.client, nil
+	}
+
+	acmeClient, err := acme.New(ctx, acme.Options{
+		DirectoryURL: spec.Server,
+		AccountKey:   key,
+		AccountURI:   issuer.GetStatus().AccountURI,
+		CABundle:     spec.CABundle,
+		UserAgent:    a.UserAgent,
+	})
+	if err != nil {
+		if acme.IsPermanent(err) {
+			return nil, stalled("InvalidACMEServer", "%v", err)
+		}
+		return nil, err
+	}
+	a.mu.Lock()
+	if a.clients == nil {
+		a.clients = map[string]cachedClient{}
+	}
+	a.clients[cacheKey] = cachedClient{fingerprint: fingerprint, client: acmeClient}
+	a.mu.Unlock()
+	return acmeClient, nil
+}
+
+// Forget drops the cached client of an issuer (deleted, or its account changed).
+func (a *Accounts) Forget(kind, namespace, name string) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	delete(a.clients, kind+"/"+namespace+"/"+name)
+}
+
+// ExternalAccountBinding reads the EAB MAC key an issuer names.
+func (a *Accounts) ExternalAccountBinding(ctx context.Context, issuer certpilotv1alpha1.GenericIssuer) (*acme.ExternalAccountBinding, error) {
+	eab := issuer.GetSpec().ACME.ExternalAccountBinding
+	if eab == nil {
+		return nil, nil
+	}
+	namespace := a.SecretNamespace(issuer)
+	secret, err := a.ReadSecret(ctx, namespace, eab.KeySecretRef.Name)
+	if err != nil {
+		return nil, err
+	}
+	if secret == nil {
+		return nil, stalled("MissingEABSecret", "external account binding Secret %s/%s does not exist", namespace, eab.KeySecretRef.Name)
+	}
+	encoded, ok := secret.Data[eab.KeySecretRef.Key]
+	if !ok {
+		return nil, stalled("InvalidEABSecret", "external account binding Secret %s/%s has no key %q", namespace, eab.KeySecretRef.Name, eab.KeySecretRef.Key)
+	}
+	// CAs hand out the MAC key base64url-encoded without padding; accept padding and the
+	// standard alphabet too, since people paste what they get.
+	text := strings.TrimRight(strings.TrimSpace(string(encoded)), "=")
+	text = strings.NewReplacer("+", "-", "/", "_").Replace(text)
+	mac, err := base64.RawURLEncoding.DecodeString(text)
+	if err != nil || len(mac) == 0 {
+		return nil, stalled("InvalidEABSecret", "external account binding Secret %s/%s key %q is not a base64url-encoded MAC key", namespace, eab.KeySecretRef.Name, eab.KeySecretRef.Key)
+	}
+	return &acme.ExternalAccountBinding{KeyID: eab.KeyID, HMACKey: mac}, nil
+}
+
+func fingerprintOf(parts ...string) string {
+	hash := sha256.New()
+	for _, part := range parts {
+		fmt.Fprintf(hash, "%d:%s;", len(part), part)
+	}
+	return hex.EncodeToString(hash.Sum(nil))
+}

@@ -1,0 +1,249 @@
+package controllers
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/clock"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/builder"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller"
+	"sigs.k8s.io/controller-runtime/pkg/event"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/predicate"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+	"sigs.k8s.io/controller-runtime/pkg/recorder"
+
+	certpilotv1alpha1 "github.com/certpilot/certpilot/api/v1alpha1"
+	"github.com/certpilot/certpilot/internal/acme"
+)
+
+// FieldManager is certpilot's server-side apply field manager.
+const FieldManager = "certpilot"
+
+// issuerRefIndex indexes Certificates by "<kind>/<name>" of their issuer, so an issuer that
+// becomes Ready wakes exactly its certificates.
+const issuerRefIndex = "spec.issuerRef"
+
+// CertificateReconciler obtains a Certificate's certificate from its ACME issuer, keeps it in
+// the Secret and renews it. Each phase is one step in its own file; the steps talk only through
+// the Certificate's status and the objects in the API, so a controller killed at any point
+// resumes the same order.
+type CertificateReconciler struct {
+	client.Client
+	// APIReader reads objects certpilot does not cache: a Secret it does not own (to refuse to
+	// overwrite it) and load balancer Deployments.
+	APIReader client.Reader
+	Accounts  *Accounts
+	Recorder  recorder.EventRecorder
+	// Clock is injected so tests can control time; nil means the real clock.
+	Clock clock.PassiveClock
+	// SelfCheckTimeout bounds one self-check dial.
+	SelfCheckTimeout time.Duration
+}
+
+// certificateRun is what the steps of one reconcile share.
+type certificateRun struct {
+	cert   *certpilotv1alpha1.Certificate
+	now    time.Time
+	issuer certpilotv1alpha1.GenericIssuer
+	solver *certpilotv1alpha1.Solver
+	acme   *acme.Client
+	// secret is the certificate Secret when it exists and certpilot owns it.
+	secret *corev1.Secret
+	// ready is the Ready condition the decision computed from the Secret (nil before it ran).
+	ready *metav1.Condition
+	// order is the order as the server last reported it in this reconcile.
+	order *acme.Order
+	// accept are the challenges whose responses passed the self-check.
+	accept []pendingChallenge
+	// patchBase is the Certificate as last written, for the status patches steps make early.
+	patchBase *certpilotv1alpha1.Certificate
+}
+
+// certificateStep is one idempotent step. A non-zero Result or an error ends the reconcile.
+type certificateStep func(ctx context.Context, run *certificateRun) (ctrl.Result, error)
+
+// Reconcile runs the certificate flow: resolve the issuer, decide, order, present and check the
+// challenges, accept, finalize, store, clean up, schedule the renewal.
+func (r *CertificateReconciler) Reconcile(ctx context.Context, req ctrl.Request) (result ctrl.Result, err error) {
+	cert := &certpilotv1alpha1.Certificate{}
+	if err := r.Get(ctx, req.NamespacedName, cert); err != nil {
+		return ctrl.Result{}, client.IgnoreNotFound(err)
+	}
+	if !cert.DeletionTimestamp.IsZero() {
+		return ctrl.Result{}, nil // owner references clean up the Secret
+	}
+	run := &certificateRun{cert: cert, now: r.clock().Now(), patchBase: cert.DeepCopy()}
+
+	defer func() {
+		r.summarize(run, err)
+		result, err = mergeOutcome(ctx, result, err)
+		if patchErr := r.patchStatus(ctx, run); patchErr != nil && err == nil {
+			err = patchErr
+		}
+	}()
+
+	for _, step := range []certificateStep{
+		r.resolveIssuer,
+		r.decide,
+		r.ensureOrder,
+		r.presentChallenges,
+		r.acceptChallenges,
+		r.waitForOrder,
+		r.finalize,
+		r.storeCertificate,
+	} {
+		if result, err := step(ctx, run); err != nil || !result.IsZero() {
+			return result, err
+		}
+	}
+	return ctrl.Result{}, nil
+}
+
+func (r *CertificateReconciler) clock() clock.PassiveClock {
+	if r.Clock == nil {
+		return clock.RealClock{}
+	}
+	return r.Clock
+}
+
+// patchStatus writes the status when it changed since the last write: an idle cluster writes
+// nothing.
+func (r *CertificateReconciler) patchStatus(ctx context.Context, run *certificateRun) error {
+	if equality.Semantic.DeepEqual(run.patchBase.Status, run.cert.Status) {
+		return nil
+	}
+	if err := r.Status().Patch(ctx, run.cert, client.MergeFrom(run.patchBase)); err != nil {
+		if apierrors.IsNotFound(err) {
+			return nil
+		}
+		return fmt.Errorf("writing the status of Certificate %s/%s: %w", run.cert.Namespace, run.cert.Name, err)
+	}
+	run.patchBase = run.cert.DeepCopy()
+	return nil
+}
+
+// summarize sets the conditions from the outcome. Ready reflects the Secret (a certificate that
+// is valid and matches the spec stays Ready while its renewal runs); Issuing is True while an
+// order is open; Reconciling and Stalled follow kstatus.
+func (r *CertificateReconciler) summarize(run *certificateRun, err error) {
+	cert := run.cert
+	status := &cert.Status
+	generation := cert.Generation
+	status.ObservedGeneration = generation
+
+	if run.ready != nil {
+		setCondition(&status.Conditions, generation, certpilotv1alpha1.ConditionReady, run.ready.Status, run.ready.Reason, run.ready.Message)
+	}
+	issuing := status.Order != nil && status.Order.State != acme.StatusValid
+	if s, ok := asStalled(err); ok {
+		if run.ready == nil || run.ready.Status != metav1.ConditionTrue {
+			setCondition(&status.Conditions, generation, certpilotv1alpha1.ConditionReady, metav1.ConditionFalse, s.reason, s.message)
+		}
+		setCondition(&status.Conditions, generation, certpilotv1alpha1.ConditionStalled, metav1.ConditionTrue, s.reason, s.message)
+		meta.RemoveStatusCondition(&status.Conditions, certpilotv1alpha1.ConditionReconciling)
+		setCondition(&status.Conditions, generation, certpilotv1alpha1.ConditionIssuing, metav1.ConditionFalse, s.reason, s.message)
+		return
+	}
+	meta.RemoveStatusCondition(&status.Conditions, certpilotv1alpha1.ConditionStalled)
+
+	if err == nil && !issuing {
+		meta.RemoveStatusCondition(&status.Conditions, certpilotv1alpha1.ConditionReconciling)
+		if meta.FindStatusCondition(status.Conditions, certpilotv1alpha1.ConditionIssuing) != nil {
+			setCondition(&status.Conditions, generation, certpilotv1alpha1.ConditionIssuing, metav1.ConditionFalse, "Idle", "No order in progress")
+		}
+		return
+	}
+	reason, message := reasonProgressing, "Issuing the certificate"
+	if err != nil {
+		reason, message = reasonError, err.Error()
+		if w, ok := asWait(err); ok {
+			reason = w.reason
+		}
+	}
+	if run.ready == nil || run.ready.Status != metav1.ConditionTrue {
+		setCondition(&status.Conditions, generation, certpilotv1alpha1.ConditionReady, metav1.ConditionFalse, reason, message)
+	}
+	setCondition(&status.Conditions, generation, certpilotv1alpha1.ConditionReconciling, metav1.ConditionTrue, reason, message)
+	if issuing {
+		setCondition(&status.Conditions, generation, certpilotv1alpha1.ConditionIssuing, metav1.ConditionTrue, reason, message)
+	}
+}
+
+// mergeOutcome combines a step's result with the classified error.
+func mergeOutcome(ctx context.Context, result ctrl.Result, err error) (ctrl.Result, error) {
+	if err == nil {
+		return result, nil
+	}
+	return outcome(ctx, err)
+}
+
+// SetupWithManager watches Certificates (spec changes and the renew annotation), the Secrets
+// they own, and their issuers.
+func (r *CertificateReconciler) SetupWithManager(ctx context.Context, mgr ctrl.Manager, options controller.Options) error {
+	if err := mgr.GetFieldIndexer().IndexField(ctx, &certpilotv1alpha1.Certificate{}, issuerRefIndex,
+		func(obj client.Object) []string {
+			ref := obj.(*certpilotv1alpha1.Certificate).Spec.IssuerRef
+			return []string{issuerKey(ref.Kind, ref.Name)}
+		}); err != nil {
+		return err
+	}
+	return ctrl.NewControllerManagedBy(mgr).
+		Named("certificate").
+		For(&certpilotv1alpha1.Certificate{}, builder.WithPredicates(
+			predicate.Or(predicate.GenerationChangedPredicate{}, predicate.AnnotationChangedPredicate{}))).
+		Owns(&corev1.Secret{}).
+		Watches(&certpilotv1alpha1.Issuer{}, handler.EnqueueRequestsFromMapFunc(r.certificatesOfIssuer),
+			builder.WithPredicates(readyChanged{})).
+		Watches(&certpilotv1alpha1.ClusterIssuer{}, handler.EnqueueRequestsFromMapFunc(r.certificatesOfIssuer),
+			builder.WithPredicates(readyChanged{})).
+		WithOptions(options).
+		Complete(r)
+}
+
+func issuerKey(kind, name string) string {
+	if kind == "" {
+		kind = "Issuer"
+	}
+	return kind + "/" + name
+}
+
+// certificatesOfIssuer lists the Certificates that name an issuer.
+func (r *CertificateReconciler) certificatesOfIssuer(ctx context.Context, obj client.Object) []reconcile.Request {
+	issuer := obj.(certpilotv1alpha1.GenericIssuer)
+	var list certpilotv1alpha1.CertificateList
+	opts := []client.ListOption{client.MatchingFields{issuerRefIndex: issuerKey(issuer.Kind(), issuer.GetName())}}
+	if issuer.GetNamespace() != "" {
+		opts = append(opts, client.InNamespace(issuer.GetNamespace()))
+	}
+	if err := r.List(ctx, &list, opts...); err != nil {
+		ctrl.LoggerFrom(ctx).Error(err, "Listing the certificates of an issuer failed", "issuer", issuer.GetName())
+		return nil
+	}
+	requests := make([]reconcile.Request, 0, len(list.Items))
+	for _, cert := range list.Items {
+		requests = append(requests, reconcile.Request{NamespacedName: client.ObjectKeyFromObject(&cert)})
+	}
+	return requests
+}
+
+// readyChanged passes issuer updates whose Ready condition changed status.
+type readyChanged struct{ predicate.Funcs }
+
+func (readyChanged) Update(e event.UpdateEvent) bool {
+	oldIssuer, okOld := e.ObjectOld.(certpilotv1alpha1.GenericIssuer)
+	newIssuer, okNew := e.ObjectNew.(certpilotv1alpha1.GenericIssuer)
+	if !okOld || !okNew {
+		return false
+	}
+	return meta.IsStatusConditionTrue(oldIssuer.GetStatus().Conditions, certpilotv1alpha1.ConditionReady) !=
+		meta.IsStatusConditionTrue(newIssuer.GetStatus().Conditions, certpilotv1alpha1.ConditionReady)
+}

@@ -1,0 +1,175 @@
+package controllers
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	ctrl "sigs.k8s.io/controller-runtime"
+
+	certpilotv1alpha1 "github.com/certpilot/certpilot/api/v1alpha1"
+	"github.com/certpilot/certpilot/internal/pki"
+	"github.com/certpilot/certpilot/internal/renewal"
+)
+
+// Annotations certpilot writes on certificate Secrets, read back by the decision.
+const (
+	annotationIssuerKind = "certpilot.dev/issuer-kind"
+	annotationIssuerName = "certpilot.dev/issuer-name"
+)
+
+// Ready reasons of a Certificate.
+const (
+	reasonUpToDate = "UpToDate"
+)
+
+// decide compares the Secret with the spec and the clock. When nothing needs issuing it records
+// the certificate's dates and schedules the next look at its renewal time; otherwise the flow
+// goes on (after the backoff of earlier failures).
+func (r *CertificateReconciler) decide(ctx context.Context, run *certificateRun) (ctrl.Result, error) {
+	cert := run.cert
+	secret, err := r.certificateSecret(ctx, cert)
+	if err != nil {
+		return ctrl.Result{}, err
+	}
+	run.secret = secret
+
+	in := renewal.Input{
+		Now:              run.now,
+		DNSNames:         cert.Spec.DNSNames,
+		IssuerKind:       cert.Spec.IssuerRef.Kind,
+		IssuerName:       cert.Spec.IssuerRef.Name,
+		RenewBefore:      renewBefore(cert),
+		RenewalRequested: renewalRequested(cert),
+	}
+	if key := cert.Spec.PrivateKey; key != nil {
+		in.KeyAlgorithm, in.KeySize = key.Algorithm, int(key.Size)
+	}
+	if secret != nil {
+		in.Secret = &renewal.Secret{
+			CertificatePEM: secret.Data[corev1.TLSCertKey],
+			PrivateKeyPEM:  secret.Data[corev1.TLSPrivateKeyKey],
+			IssuerKind:     secret.Annotations[annotationIssuerKind],
+			IssuerName:     secret.Annotations[annotationIssuerName],
+		}
+	}
+	trigger, issue := renewal.ShouldIssue(in)
+	renewalTime := r.recordCurrentCertificate(run, in.RenewBefore)
+
+	stillGood := !issue || trigger.Reason == renewal.ReasonRenewalDue || trigger.Reason == renewal.ReasonRenewalRequested
+	if stillGood && cert.Status.NotAfter != nil {
+		run.ready = &metav1.Condition{Status: metav1.ConditionTrue, Reason: reasonUpToDate,
+			Message: fmt.Sprintf("Certificate is valid until %s; renewal at %s",
+				cert.Status.NotAfter.UTC().Format(time.RFC3339), renewalTime.UTC().Format(time.RFC3339))}
+	} else {
+		run.ready = &metav1.Condition{Status: metav1.ConditionFalse, Reason: trigger.Reason, Message: trigger.Message}
+	}
+
+	if !issue {
+		if order := cert.Status.Order; order != nil && order.State != "valid" && order.State != "invalid" {
+			// The spec went back to what the Secret holds while an order was open: drop it.
+			if err := r.removeChallenges(ctx, run); err != nil {
+				return ctrl.Result{}, err
+			}
+			cert.Status.Order = nil
+		}
+		return ctrl.Result{RequeueAfter: max(renewal.RequeueAfter(run.now, renewalTime), time.Second)}, nil
+	}
+
+	if orderOpen(cert) {
+		return ctrl.Result{}, nil // resume the open order, whatever the backoff says
+	}
+	// Back off after failures (1m, 10m, 100m, then daily), unless the spec changed since.
+	if attempts := cert.Status.FailedIssuanceAttempts; attempts > 0 && cert.Status.LastFailureTime != nil &&
+		run.patchBase.Status.ObservedGeneration == cert.Generation && !in.RenewalRequested {
+		next := renewal.NextAttempt(cert.Status.LastFailureTime.Time, attempts)
+		if run.now.Before(next) {
+			return ctrl.Result{}, wait(next.Sub(run.now), "BackingOff",
+				"Issuance failed %d time(s); next attempt at %s (%s)", attempts, next.UTC().Format(time.RFC3339), trigger.Message)
+		}
+	}
+	ctrl.LoggerFrom(ctx).Info("Issuing certificate", "reason", trigger.Reason, "message", trigger.Message)
+	return ctrl.Result{}, nil
+}
+
+// recordCurrentCertificate copies the Secret's certificate dates and serial into the status and
+// returns its renewal time (zero when there is no readable certificate).
+func (r *CertificateReconciler) recordCurrentCertificate(run *certificateRun, renewBefore time.Duration) time.Time {
+	status := &run.cert.Status
+	if run.secret == nil {
+		status.NotBefore, status.NotAfter, status.RenewalTime, status.SerialNumber = nil, nil, nil, ""
+		return time.Time{}
+	}
+	leaf, err := pki.ParseLeaf(run.secret.Data[corev1.TLSCertKey])
+	if err != nil {
+		status.NotBefore, status.NotAfter, status.RenewalTime, status.SerialNumber = nil, nil, nil, ""
+		return time.Time{}
+	}
+	renewalTime := renewal.RenewalTime(leaf.NotBefore, leaf.NotAfter, renewBefore)
+	status.NotBefore = timePtr(leaf.NotBefore)
+	status.NotAfter = timePtr(leaf.NotAfter)
+	status.RenewalTime = timePtr(renewalTime)
+	status.SerialNumber = fmt.Sprintf("%x", leaf.SerialNumber)
+	return renewalTime
+}
+
+// certificateSecret returns the certificate's Secret when certpilot owns it, nil when there is
+// none, and a stalled error when a Secret of that name belongs to someone else: certpilot never
+// overwrites it.
+func (r *CertificateReconciler) certificateSecret(ctx context.Context, cert *certpilotv1alpha1.Certificate) (*corev1.Secret, error) {
+	key := types.NamespacedName{Namespace: cert.Namespace, Name: cert.Spec.SecretName}
+	secret := &corev1.Secret{}
+	err := r.Get(ctx, key, secret) // the cache holds only Secrets labelled as certpilot's
+	if apierrors.IsNotFound(err) {
+		// Not ours, or not there: ask the API, which sees every Secret.
+		err = r.APIReader.Get(ctx, key, secret)
+		if apierrors.IsNotFound(err) {
+			return nil, nil
+		}
+		if err != nil {
+			return nil, err
+		}
+	} else if err != nil {
+		return nil, err
+	}
+	if secret.Labels[certpilotv1alpha1.LabelManagedBy] != certpilotv1alpha1.ManagedByValue {
+		return nil, stalled("SecretNotOwned",
+			"Secret %s/%s exists and was not created by certpilot; certpilot never overwrites it: delete it or choose another secretName",
+			cert.Namespace, cert.Spec.SecretName)
+	}
+	if owner := metav1.GetControllerOf(secret); owner != nil && owner.UID != cert.UID {
+		return nil, stalled("SecretOwnedByAnotherCertificate",
+			"Secret %s/%s belongs to %s %q; two Certificates cannot share a secretName",
+			cert.Namespace, cert.Spec.SecretName, owner.Kind, owner.Name)
+	}
+	return secret, nil
+}
+
+func renewBefore(cert *certpilotv1alpha1.Certificate) time.Duration {
+	if cert.Spec.RenewBefore == nil {
+		return 168 * time.Hour
+	}
+	return cert.Spec.RenewBefore.Duration
+}
+
+// renewalRequested is true when the renew annotation holds a value not yet acted on.
+func renewalRequested(cert *certpilotv1alpha1.Certificate) bool {
+	value := strings.TrimSpace(cert.Annotations[certpilotv1alpha1.AnnotationRenew])
+	return value != "" && value != cert.Status.RenewalRequest
+}
+
+// orderOpen is true while the status records an order that has not ended.
+func orderOpen(cert *certpilotv1alpha1.Certificate) bool {
+	order := cert.Status.Order
+	return order != nil && order.State != "valid" && order.State != "invalid"
+}
+
+func timePtr(t time.Time) *metav1.Time {
+	value := metav1.NewTime(t.Truncate(time.Second))
+	return &value
+}

@@ -1,0 +1,227 @@
+package controllers
+
+import (
+	"context"
+	"crypto"
+	"fmt"
+	"strings"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	corev1ac "k8s.io/client-go/applyconfigurations/core/v1"
+	metav1ac "k8s.io/client-go/applyconfigurations/meta/v1"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	certpilotv1alpha1 "github.com/certpilot/certpilot/api/v1alpha1"
+	"github.com/certpilot/certpilot/internal/acme"
+	"github.com/certpilot/certpilot/internal/pki"
+	"github.com/certpilot/certpilot/internal/renewal"
+)
+
+// nextKeySuffix names the Secret that holds the private key of an order being finalized, so a
+// controller that restarts between finalize and storing the certificate still has the key the
+// CA signed. It is deleted once the certificate Secret is written.
+const nextKeySuffix = "-certpilot-next-key"
+
+// finalize sends the CSR, signed with a fresh private key, once every authorization is valid.
+func (r *CertificateReconciler) finalize(ctx context.Context, run *certificateRun) (ctrl.Result, error) {
+	if run.order.Status == acme.StatusReady {
+		key, err := r.nextPrivateKey(ctx, run)
+		if err != nil {
+			return ctrl.Result{}, err
+		}
+		csr, err := pki.CreateCSR(key, run.cert.Spec.DNSNames)
+		if err != nil {
+			return ctrl.Result{}, err
+		}
+		order, err := run.acme.Finalize(ctx, run.order, csr)
+		if err != nil {
+			if acme.IsPermanent(err) {
+				return ctrl.Result{}, r.recordFailure(ctx, run, "FinalizeFailed", "%v", err)
+			}
+			return ctrl.Result{}, err
+		}
+		run.order = order
+		run.cert.Status.Order.State = order.Status
+	}
+	switch run.order.Status {
+	case acme.StatusValid:
+		return ctrl.Result{}, nil
+	case acme.StatusProcessing:
+		return ctrl.Result{}, wait(run.order.RetryAfter, "WaitingForCertificate", "The CA is issuing the certificate")
+	default:
+		return ctrl.Result{}, r.recordFailure(ctx, run, "OrderInvalid", "the CA marked order %s %s after finalization: %s",
+			run.order.URL, run.order.Status, orderProblem(ctx, run, run.order))
+	}
+}
+
+// storeCertificate downloads the chain, writes the certificate Secret with server-side apply,
+// removes the challenge responses and the pending key, records the result and schedules the
+// renewal.
+func (r *CertificateReconciler) storeCertificate(ctx context.Context, run *certificateRun) (ctrl.Result, error) {
+	cert := run.cert
+	chain, err := run.acme.FetchCertificate(ctx, run.order.CertURL)
+	if err != nil {
+		return ctrl.Result{}, err
+	}
+	keySecret, err := r.nextKeySecret(ctx, run)
+	if err != nil {
+		return ctrl.Result{}, err
+	}
+	if keySecret == nil {
+		// The key the CA signed is gone (deleted by hand): this order cannot be used.
+		return ctrl.Result{}, r.recordFailure(ctx, run, "PrivateKeyLost", "the private key of order %s was deleted before the certificate was stored", run.order.URL)
+	}
+	keyPEM := keySecret.Data[corev1.TLSPrivateKeyKey]
+	key, err := pki.DecodePrivateKey(keyPEM)
+	if err != nil {
+		return ctrl.Result{}, r.recordFailure(ctx, run, "PrivateKeyLost", "the private key of order %s is unreadable: %v", run.order.URL, err)
+	}
+	chainPEM := pki.EncodeChain(chain)
+	leaf, err := pki.ParseLeaf(chainPEM)
+	if err != nil {
+		return ctrl.Result{}, r.recordFailure(ctx, run, "InvalidCertificate", "the CA returned an unreadable certificate: %v", err)
+	}
+	if !pki.KeyMatches(leaf, key) {
+		return ctrl.Result{}, r.recordFailure(ctx, run, "KeyMismatch", "the CA's certificate does not match the order's private key")
+	}
+
+	renewed := run.secret != nil
+	if err := r.applyCertificateSecret(ctx, run, keyPEM, chainPEM, pki.EncodeChain(chain[1:])); err != nil {
+		return ctrl.Result{}, err
+	}
+	if err := r.Delete(ctx, keySecret); err != nil && !apierrors.IsNotFound(err) {
+		return ctrl.Result{}, err
+	}
+	if err := r.removeChallenges(ctx, run); err != nil {
+		return ctrl.Result{}, err
+	}
+
+	status := &cert.Status
+	renewalTime := renewal.RenewalTime(leaf.NotBefore, leaf.NotAfter, renewBefore(cert))
+	status.NotBefore, status.NotAfter, status.RenewalTime = timePtr(leaf.NotBefore), timePtr(leaf.NotAfter), timePtr(renewalTime)
+	status.SerialNumber = fmt.Sprintf("%x", leaf.SerialNumber)
+	status.FailedIssuanceAttempts, status.LastFailureTime = 0, nil
+	status.Order.State = acme.StatusValid
+	for i := range status.Order.Challenges {
+		status.Order.Challenges[i].State, status.Order.Challenges[i].Reason = acme.StatusValid, ""
+	}
+	run.ready = &metav1.Condition{Status: metav1.ConditionTrue, Reason: reasonUpToDate,
+		Message: fmt.Sprintf("Certificate is valid until %s; renewal at %s",
+			leaf.NotAfter.UTC().Format(time.RFC3339), renewalTime.UTC().Format(time.RFC3339))}
+
+	reason, verb := "Issued", "issued"
+	if renewed {
+		reason, verb = "Renewed", "renewed"
+	}
+	r.Recorder.Eventf(cert, nil, corev1.EventTypeNormal, reason, "Issue", "Certificate %s for %s, serial %x, valid until %s",
+		verb, strings.Join(cert.Spec.DNSNames, ", "), leaf.SerialNumber, leaf.NotAfter.UTC().Format(time.RFC3339))
+	ctrl.LoggerFrom(ctx).Info("Stored certificate", "secret", cert.Spec.SecretName, "serial", status.SerialNumber,
+		"notAfter", leaf.NotAfter, "renewalTime", renewalTime)
+	return ctrl.Result{RequeueAfter: max(renewal.RequeueAfter(run.now, renewalTime), time.Second)}, nil
+}
+
+// applyCertificateSecret writes the kubernetes.io/tls Secret with server-side apply, owned by
+// the Certificate.
+func (r *CertificateReconciler) applyCertificateSecret(ctx context.Context, run *certificateRun, keyPEM, chainPEM, caPEM []byte) error {
+	cert := run.cert
+	secret := corev1ac.Secret(cert.Spec.SecretName, cert.Namespace).
+		WithType(corev1.SecretTypeTLS).
+		WithLabels(map[string]string{
+			certpilotv1alpha1.LabelManagedBy:   certpilotv1alpha1.ManagedByValue,
+			certpilotv1alpha1.LabelCertificate: cert.Name,
+		}).
+		WithAnnotations(map[string]string{
+			annotationIssuerKind: issuerKind(cert),
+			annotationIssuerName: cert.Spec.IssuerRef.Name,
+		}).
+		WithOwnerReferences(ownerReference(cert)).
+		WithData(map[string][]byte{
+			corev1.TLSCertKey:              chainPEM,
+			corev1.TLSPrivateKeyKey:        keyPEM,
+			corev1.ServiceAccountRootCAKey: caPEM,
+			certpilotv1alpha1.BundleKey:    pki.Bundle(keyPEM, chainPEM),
+		})
+	if err := r.Apply(ctx, secret, client.FieldOwner(FieldManager), client.ForceOwnership); err != nil {
+		return fmt.Errorf("writing Secret %s/%s: %w", cert.Namespace, cert.Spec.SecretName, err)
+	}
+	return nil
+}
+
+// nextPrivateKey returns the key for the order's CSR, generating and storing it first when
+// there is none yet.
+func (r *CertificateReconciler) nextPrivateKey(ctx context.Context, run *certificateRun) (crypto.Signer, error) {
+	existing, err := r.nextKeySecret(ctx, run)
+	if err != nil {
+		return nil, err
+	}
+	if existing != nil && existing.Annotations["certpilot.dev/order"] == run.order.URL {
+		if key, err := pki.DecodePrivateKey(existing.Data[corev1.TLSPrivateKeyKey]); err == nil {
+			return key, nil
+		}
+	}
+	algorithm, size := certpilotv1alpha1.KeyAlgorithmECDSA, 0
+	if spec := run.cert.Spec.PrivateKey; spec != nil {
+		algorithm, size = spec.Algorithm, int(spec.Size)
+	}
+	if size == 0 {
+		size = renewal.DefaultKeySize(algorithm)
+	}
+	key, err := pki.GenerateKey(algorithm, size)
+	if err != nil {
+		return nil, stalled("InvalidPrivateKeySpec", "%v", err)
+	}
+	keyPEM, err := pki.EncodePrivateKey(key)
+	if err != nil {
+		return nil, err
+	}
+	secret := corev1ac.Secret(run.cert.Name+nextKeySuffix, run.cert.Namespace).
+		WithType(corev1.SecretTypeOpaque).
+		WithLabels(map[string]string{
+			certpilotv1alpha1.LabelManagedBy:   certpilotv1alpha1.ManagedByValue,
+			certpilotv1alpha1.LabelCertificate: run.cert.Name,
+		}).
+		WithAnnotations(map[string]string{"certpilot.dev/order": run.order.URL}).
+		WithOwnerReferences(ownerReference(run.cert)).
+		WithData(map[string][]byte{corev1.TLSPrivateKeyKey: keyPEM})
+	if err := r.Apply(ctx, secret, client.FieldOwner(FieldManager), client.ForceOwnership); err != nil {
+		return nil, fmt.Errorf("storing the next private key: %w", err)
+	}
+	return key, nil
+}
+
+func (r *CertificateReconciler) nextKeySecret(ctx context.Context, run *certificateRun) (*corev1.Secret, error) {
+	secret := &corev1.Secret{}
+	err := r.APIReader.Get(ctx, types.NamespacedName{Namespace: run.cert.Namespace, Name: run.cert.Name + nextKeySuffix}, secret)
+	if apierrors.IsNotFound(err) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	if secret.Labels[certpilotv1alpha1.LabelManagedBy] != certpilotv1alpha1.ManagedByValue {
+		return nil, stalled("SecretNotOwned", "Secret %s/%s exists and was not created by certpilot", secret.Namespace, secret.Name)
+	}
+	return secret, nil
+}
+
+func ownerReference(cert *certpilotv1alpha1.Certificate) *metav1ac.OwnerReferenceApplyConfiguration {
+	return metav1ac.OwnerReference().
+		WithAPIVersion(certpilotv1alpha1.GroupVersion.String()).
+		WithKind("Certificate").
+		WithName(cert.Name).
+		WithUID(cert.UID).
+		WithController(true).
+		WithBlockOwnerDeletion(true)
+}
+
+func issuerKind(cert *certpilotv1alpha1.Certificate) string {
+	if cert.Spec.IssuerRef.Kind == "" {
+		return "Issuer"
+	}
+	return cert.Spec.IssuerRef.Kind
+}

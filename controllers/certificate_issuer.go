@@ -1,0 +1,67 @@
+package controllers
+
+import (
+	"context"
+	"strings"
+	"time"
+
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/utils/ptr"
+	ctrl "sigs.k8s.io/controller-runtime"
+
+	certpilotv1alpha1 "github.com/certpilot/certpilot/api/v1alpha1"
+)
+
+// resolveIssuer finds the Certificate's issuer, its solver and its ACME client. An issuer that
+// does not exist or is not Ready yet is waited for (its watch wakes the Certificate).
+func (r *CertificateReconciler) resolveIssuer(ctx context.Context, run *certificateRun) (ctrl.Result, error) {
+	ref := run.cert.Spec.IssuerRef
+	var issuer certpilotv1alpha1.GenericIssuer
+	key := types.NamespacedName{Name: ref.Name}
+	if ref.Kind == "ClusterIssuer" {
+		issuer = &certpilotv1alpha1.ClusterIssuer{}
+	} else {
+		issuer = &certpilotv1alpha1.Issuer{}
+		key.Namespace = run.cert.Namespace
+	}
+	if err := r.Get(ctx, key, issuer); err != nil {
+		if apierrors.IsNotFound(err) {
+			return ctrl.Result{}, wait(time.Minute, "IssuerNotFound", "%s %q does not exist", issuer.Kind(), ref.Name)
+		}
+		return ctrl.Result{}, err
+	}
+	if !meta.IsStatusConditionTrue(issuer.GetStatus().Conditions, certpilotv1alpha1.ConditionReady) {
+		message := "is not Ready yet"
+		if c := meta.FindStatusCondition(issuer.GetStatus().Conditions, certpilotv1alpha1.ConditionReady); c != nil && c.Message != "" {
+			message = "is not Ready: " + c.Message
+		}
+		return ctrl.Result{}, wait(time.Minute, "IssuerNotReady", "%s %q %s", issuer.Kind(), ref.Name, message)
+	}
+	run.issuer = issuer
+
+	run.solver = run.cert.Spec.Solver
+	if run.solver == nil {
+		run.solver = issuer.GetSpec().Solver
+	}
+	if run.solver == nil {
+		return ctrl.Result{}, stalled("NoSolver", "neither the Certificate nor %s %q sets a solver", issuer.Kind(), ref.Name)
+	}
+	if run.solver.DNS01 == nil {
+		for _, name := range run.cert.Spec.DNSNames {
+			if strings.HasPrefix(name, "*.") {
+				return ctrl.Result{}, stalled("WildcardNeedsDNS01",
+					"%q is a wildcard name, which only the dns01 solver can validate; %s %q's solver is not dns01", name, issuer.Kind(), ref.Name)
+			}
+		}
+	}
+	run.cert.Status.AutoRenewable = ptr.To(run.solver.DNS01 == nil || run.solver.DNS01.Manual == nil)
+
+	client, err := r.Accounts.Client(ctx, issuer)
+	if err != nil {
+		return ctrl.Result{}, err
+	}
+	run.acme = client
+	return ctrl.Result{}, nil
+}

@@ -1,0 +1,123 @@
+package controllers
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	ctrl "sigs.k8s.io/controller-runtime"
+
+	certpilotv1alpha1 "github.com/certpilot/certpilot/api/v1alpha1"
+	"github.com/certpilot/certpilot/internal/acme"
+	"github.com/certpilot/certpilot/internal/renewal"
+)
+
+// ensureOrder resumes the order recorded in status, or creates one and records its URL in status
+// before any challenge is touched, so a controller killed at any point resumes that order.
+func (r *CertificateReconciler) ensureOrder(ctx context.Context, run *certificateRun) (ctrl.Result, error) {
+	cert := run.cert
+	if recorded := cert.Status.Order; orderOpen(cert) && slices.Equal(recorded.DNSNames, cert.Spec.DNSNames) {
+		order, err := run.acme.GetOrder(ctx, recorded.URL)
+		switch {
+		case err == nil && order.Status != acme.StatusInvalid:
+			run.order = order
+			recorded.State = order.Status
+			return ctrl.Result{}, nil
+		case err == nil:
+			return ctrl.Result{}, r.recordFailure(ctx, run, "OrderInvalid", "the CA marked order %s invalid: %s", order.URL, orderProblem(ctx, run, order))
+		case !acme.IsPermanent(err):
+			return ctrl.Result{}, err
+		}
+		// The CA forgot the order (expired, deleted): start a new one.
+		ctrl.LoggerFrom(ctx).Info("Abandoned an order the CA no longer knows", "order", recorded.URL, "error", err.Error())
+	}
+	if orderOpen(cert) {
+		// The names changed while an order was open: its challenges are no longer wanted.
+		if err := r.removeChallenges(ctx, run); err != nil {
+			return ctrl.Result{}, err
+		}
+	}
+
+	order, err := run.acme.NewOrder(ctx, cert.Spec.DNSNames, run.issuer.GetSpec().ACME.Profile)
+	if err != nil {
+		if acme.IsPermanent(err) {
+			return ctrl.Result{}, r.recordFailure(ctx, run, "OrderRejected", "%v", err)
+		}
+		return ctrl.Result{}, err
+	}
+	run.order = order
+	cert.Status.Order = &certpilotv1alpha1.OrderStatus{
+		URL: order.URL, State: order.Status, DNSNames: slices.Clone(cert.Spec.DNSNames),
+	}
+	if value := strings.TrimSpace(cert.Annotations[certpilotv1alpha1.AnnotationRenew]); value != "" {
+		cert.Status.RenewalRequest = value
+	}
+	ctrl.LoggerFrom(ctx).Info("Created ACME order", "order", order.URL)
+	// Record the order now: if the controller dies before the next write, the order is resumed.
+	return ctrl.Result{}, r.patchStatus(ctx, run)
+}
+
+// waitForOrder polls the order after the challenges were accepted: pending or processing
+// requeue after the CA's Retry-After; invalid is a failure; ready and valid go on.
+func (r *CertificateReconciler) waitForOrder(ctx context.Context, run *certificateRun) (ctrl.Result, error) {
+	order, err := run.acme.GetOrder(ctx, run.order.URL)
+	if err != nil {
+		return ctrl.Result{}, err
+	}
+	run.order = order
+	run.cert.Status.Order.State = order.Status
+	switch order.Status {
+	case acme.StatusReady, acme.StatusValid, acme.StatusProcessing:
+		return ctrl.Result{}, nil
+	case acme.StatusPending:
+		return ctrl.Result{}, wait(order.RetryAfter, "WaitingForValidation",
+			"Waiting for the CA to validate %s", strings.Join(run.cert.Spec.DNSNames, ", "))
+	default:
+		return ctrl.Result{}, r.recordFailure(ctx, run, "OrderInvalid", "the CA marked order %s %s: %s", order.URL, order.Status, orderProblem(ctx, run, order))
+	}
+}
+
+// recordFailure counts a failed issuance, tells the user (condition and Warning Event), removes
+// the challenge responses and backs off: about 1m, 10m, 100m, then daily.
+func (r *CertificateReconciler) recordFailure(ctx context.Context, run *certificateRun, reason, format string, args ...any) error {
+	message := fmt.Sprintf(format, args...)
+	status := &run.cert.Status
+	status.FailedIssuanceAttempts++
+	status.LastFailureTime = &metav1.Time{Time: run.now}
+	if status.Order != nil {
+		status.Order.State = acme.StatusInvalid
+	}
+	r.Recorder.Eventf(run.cert, nil, corev1.EventTypeWarning, reason, "Issue", "Issuance failed: %s", message)
+	ctrl.LoggerFrom(ctx).Info("Issuance failed", "reason", reason, "message", message, "attempts", status.FailedIssuanceAttempts)
+	cleanupErr := r.removeChallenges(ctx, run)
+	backoff := renewal.Backoff(status.FailedIssuanceAttempts)
+	return errors.Join(wait(backoff, reason, "Issuance failed (attempt %d, next in %s): %s",
+		status.FailedIssuanceAttempts, backoff, message), cleanupErr)
+}
+
+// orderProblem describes why an order failed: its own problem, or its authorizations' errors.
+func orderProblem(ctx context.Context, run *certificateRun, order *acme.Order) string {
+	if order.Error != nil {
+		return order.Error.Error()
+	}
+	var problems []string
+	for _, url := range order.AuthzURLs {
+		authz, err := run.acme.GetAuthorization(ctx, url)
+		if err != nil {
+			continue
+		}
+		for _, challenge := range authz.Challenges {
+			if challenge.Error != nil {
+				problems = append(problems, fmt.Sprintf("%s %s: %v", authz.Identifier, challenge.Type, challenge.Error))
+			}
+		}
+	}
+	if len(problems) == 0 {
+		return "no reason given"
+	}
+	return strings.Join(problems, "; ")
+}

@@ -1,0 +1,51 @@
+package controllers
+
+import (
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	certpilotv1alpha1 "github.com/certpilot/certpilot/api/v1alpha1"
+)
+
+// Reasons shared by the reconcilers' conditions.
+const (
+	reasonProgressing = "Progressing"
+	reasonError       = "Error"
+)
+
+// setCondition sets one condition; LastTransitionTime moves only when the status changes.
+func setCondition(conditions *[]metav1.Condition, generation int64, conditionType string, status metav1.ConditionStatus, reason, message string) {
+	meta.SetStatusCondition(conditions, metav1.Condition{
+		Type: conditionType, Status: status, ObservedGeneration: generation, Reason: reason, Message: message,
+	})
+}
+
+// summarize sets Ready, Reconciling and Stalled (kstatus) from the outcome of a reconcile:
+// nil means done and ready; a stalledError needs a person; a waitError or any other error means
+// work is still in progress. ready is the Ready condition's reason and message on success.
+func summarize(conditions *[]metav1.Condition, generation int64, err error, readyReason, readyMessage string) {
+	const (
+		ready       = certpilotv1alpha1.ConditionReady
+		reconciling = certpilotv1alpha1.ConditionReconciling
+		stalledType = certpilotv1alpha1.ConditionStalled
+	)
+	if err == nil {
+		setCondition(conditions, generation, ready, metav1.ConditionTrue, readyReason, readyMessage)
+		meta.RemoveStatusCondition(conditions, reconciling)
+		meta.RemoveStatusCondition(conditions, stalledType)
+		return
+	}
+	if s, ok := asStalled(err); ok {
+		setCondition(conditions, generation, ready, metav1.ConditionFalse, s.reason, s.message)
+		setCondition(conditions, generation, stalledType, metav1.ConditionTrue, s.reason, s.message)
+		meta.RemoveStatusCondition(conditions, reconciling)
+		return
+	}
+	reason, message := reasonError, err.Error()
+	if w, ok := asWait(err); ok {
+		reason = w.reason
+	}
+	setCondition(conditions, generation, ready, metav1.ConditionFalse, reason, message)
+	setCondition(conditions, generation, reconciling, metav1.ConditionTrue, reason, message)
+	meta.RemoveStatusCondition(conditions, stalledType)
+}

@@ -1,0 +1,220 @@
+package controllers
+
+import (
+	"context"
+	"crypto"
+	"crypto/x509"
+	"encoding/json"
+	"encoding/pem"
+	"fmt"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	appsv1ac "k8s.io/client-go/applyconfigurations/apps/v1"
+	corev1ac "k8s.io/client-go/applyconfigurations/core/v1"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	certpilotv1alpha1 "github.com/certpilot/certpilot/api/v1alpha1"
+	"github.com/certpilot/certpilot/internal/acme"
+	"github.com/certpilot/certpilot/internal/pki"
+)
+
+// challengeVolumeName is the volume certpilot adds to a load balancer's pod template.
+const challengeVolumeName = "certpilot-acme-challenges"
+
+// loadBalancer returns the namespace and name of the solver's load balancer Deployment.
+func loadBalancer(run *certificateRun) (namespace, name string) {
+	var ref certpilotv1alpha1.LoadBalancerRef
+	switch {
+	case run.solver.TLSALPN01 != nil:
+		ref = run.solver.TLSALPN01.LoadBalancer
+	case run.solver.HTTP01 != nil:
+		ref = run.solver.HTTP01.LoadBalancer
+	default:
+		return "", ""
+	}
+	namespace = ref.Namespace
+	if namespace == "" {
+		namespace = run.cert.Namespace
+		if run.cert.Spec.Solver == nil && run.issuer.GetNamespace() != "" {
+			namespace = run.issuer.GetNamespace()
+		}
+	}
+	return namespace, ref.Name
+}
+
+// publishChallenges writes the responses into the load balancer's challenge Secret (adding
+// only this certificate's keys: several certificates share the Secret) and makes sure the
+// Deployment mounts it.
+func (r *CertificateReconciler) publishChallenges(ctx context.Context, run *certificateRun, pending []pendingChallenge) error {
+	namespace, deployment := loadBalancer(run)
+	secretName := certpilotv1alpha1.ChallengeSecretName(deployment)
+	secret, err := r.challengeSecret(ctx, namespace, secretName)
+	if err != nil {
+		return err
+	}
+
+	data := map[string][]byte{}
+	for _, p := range pending {
+		key := certpilotv1alpha1.TLSALPN01Key(p.dnsName)
+		if secret != nil && servesChallenge(secret.Data[key], p.dnsName, p.keyAuthorization) {
+			continue // already published; regenerating would only churn the Secret
+		}
+		cert, err := run.acme.TLSALPN01Certificate(p.challenge.Token, p.dnsName)
+		if err != nil {
+			return err
+		}
+		encoded, err := encodeTLSCertificate(cert.Certificate, cert.PrivateKey.(crypto.Signer))
+		if err != nil {
+			return err
+		}
+		data[key] = encoded
+	}
+
+	if len(data) > 0 {
+		if secret == nil {
+			err = r.Create(ctx, &corev1.Secret{
+				ObjectMeta: metav1.ObjectMeta{Namespace: namespace, Name: secretName, Labels: map[string]string{
+					certpilotv1alpha1.LabelManagedBy:  certpilotv1alpha1.ManagedByValue,
+					certpilotv1alpha1.LabelChallenges: "true",
+				}},
+				Type: corev1.SecretTypeOpaque,
+				Data: data,
+			})
+		} else {
+			err = r.patchSecretData(ctx, secret, data, nil)
+		}
+		if err != nil {
+			return fmt.Errorf("publishing challenge responses in Secret %s/%s: %w", namespace, secretName, err)
+		}
+		ctrl.LoggerFrom(ctx).Info("Published challenge responses", "secret", namespace+"/"+secretName, "count", len(data))
+	}
+	return r.mountChallengeSecret(ctx, namespace, deployment, secretName)
+}
+
+// removeChallenges deletes this certificate's responses from the load balancer's Secret.
+func (r *CertificateReconciler) removeChallenges(ctx context.Context, run *certificateRun) error {
+	if run.solver == nil || run.cert.Status.Order == nil {
+		return nil
+	}
+	namespace, deployment := loadBalancer(run)
+	if deployment == "" {
+		return nil
+	}
+	secret, err := r.challengeSecret(ctx, namespace, certpilotv1alpha1.ChallengeSecretName(deployment))
+	if err != nil || secret == nil {
+		return err
+	}
+	var remove []string
+	for _, name := range run.cert.Status.Order.DNSNames {
+		if key := certpilotv1alpha1.TLSALPN01Key(name); secret.Data[key] != nil {
+			remove = append(remove, key)
+		}
+	}
+	if len(remove) == 0 {
+		return nil
+	}
+	if err := r.patchSecretData(ctx, secret, nil, remove); err != nil {
+		return fmt.Errorf("removing challenge responses from Secret %s/%s: %w", secret.Namespace, secret.Name, err)
+	}
+	return nil
+}
+
+// challengeSecret returns the load balancer's challenge Secret, nil when absent, and a stalled
+// error when a Secret of that name is not certpilot's.
+func (r *CertificateReconciler) challengeSecret(ctx context.Context, namespace, name string) (*corev1.Secret, error) {
+	secret := &corev1.Secret{}
+	err := r.APIReader.Get(ctx, types.NamespacedName{Namespace: namespace, Name: name}, secret)
+	if apierrors.IsNotFound(err) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	if secret.Labels[certpilotv1alpha1.LabelManagedBy] != certpilotv1alpha1.ManagedByValue {
+		return nil, stalled("ChallengeSecretNotOwned",
+			"Secret %s/%s exists and was not created by certpilot; certpilot never overwrites it", namespace, name)
+	}
+	return secret, nil
+}
+
+// patchSecretData adds and removes keys with a JSON merge patch, which touches only the named
+// keys: other certificates' responses in the same Secret stay.
+func (r *CertificateReconciler) patchSecretData(ctx context.Context, secret *corev1.Secret, add map[string][]byte, remove []string) error {
+	data := map[string]any{}
+	for key, value := range add {
+		data[key] = value // []byte marshals as base64, as the API expects
+	}
+	for _, key := range remove {
+		data[key] = nil
+	}
+	patch, err := json.Marshal(map[string]any{"data": data})
+	if err != nil {
+		return err
+	}
+	return r.Patch(ctx, secret, client.RawPatch(types.MergePatchType, patch))
+}
+
+// mountChallengeSecret makes the load balancer Deployment mount its challenge Secret, with
+// server-side apply under certpilot's own field manager: tools that apply the Deployment
+// server-side (Argo CD, Flux) keep their fields and do not fight certpilot. It is done once;
+// a Deployment that already mounts the Secret is left alone.
+func (r *CertificateReconciler) mountChallengeSecret(ctx context.Context, namespace, name, secretName string) error {
+	deployment := &appsv1.Deployment{}
+	if err := r.APIReader.Get(ctx, types.NamespacedName{Namespace: namespace, Name: name}, deployment); err != nil {
+		if apierrors.IsNotFound(err) {
+			return wait(selfCheckRetry*6, "LoadBalancerNotFound", "the load balancer Deployment %s/%s does not exist", namespace, name)
+		}
+		return err
+	}
+	for _, volume := range deployment.Spec.Template.Spec.Volumes {
+		if volume.Name == challengeVolumeName {
+			return nil
+		}
+	}
+	podSpec := corev1ac.PodSpec().WithVolumes(corev1ac.Volume().WithName(challengeVolumeName).
+		WithSecret(corev1ac.SecretVolumeSource().WithSecretName(secretName)))
+	for _, container := range deployment.Spec.Template.Spec.Containers {
+		podSpec.WithContainers(corev1ac.Container().WithName(container.Name).WithVolumeMounts(
+			corev1ac.VolumeMount().WithName(challengeVolumeName).
+				WithMountPath(certpilotv1alpha1.ChallengeVolumeMountPath).WithReadOnly(true)))
+	}
+	apply := appsv1ac.Deployment(name, namespace).WithSpec(appsv1ac.DeploymentSpec().
+		WithTemplate(corev1ac.PodTemplateSpec().WithSpec(podSpec)))
+	if err := r.Apply(ctx, apply, client.FieldOwner(FieldManager), client.ForceOwnership); err != nil {
+		return fmt.Errorf("mounting Secret %s into Deployment %s/%s: %w", secretName, namespace, name, err)
+	}
+	ctrl.LoggerFrom(ctx).Info("Mounted the challenge Secret into the load balancer", "deployment", namespace+"/"+name)
+	return nil
+}
+
+// servesChallenge reports whether encoded (a challenge Secret value) is the challenge
+// certificate for dnsName and keyAuthorization.
+func servesChallenge(encoded []byte, dnsName, keyAuthorization string) bool {
+	if len(encoded) == 0 {
+		return false
+	}
+	block, _ := pem.Decode(encoded)
+	if block == nil || block.Type != "CERTIFICATE" {
+		return false
+	}
+	cert, err := x509.ParseCertificate(block.Bytes)
+	if err != nil {
+		return false
+	}
+	return acme.VerifyTLSALPN01Certificate(cert, dnsName, keyAuthorization) == nil
+}
+
+// encodeTLSCertificate encodes a challenge certificate and its key as the contract says: the
+// certificate PEM, then the private key PEM.
+func encodeTLSCertificate(chain [][]byte, key crypto.Signer) ([]byte, error) {
+	keyPEM, err := pki.EncodePrivateKey(key)
+	if err != nil {
+		return nil, err
+	}
+	return append(pki.EncodeChain(chain), keyPEM...), nil
+}

@@ -1,0 +1,94 @@
+package acme
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"golang.org/x/crypto/acme"
+)
+
+// Challenge types certpilot solves.
+const (
+	ChallengeTLSALPN01 = "tls-alpn-01"
+	ChallengeHTTP01    = "http-01"
+	ChallengeDNS01     = "dns-01"
+)
+
+// Authorization is the state of one identifier's authorization (RFC 8555 section 7.1.4).
+type Authorization struct {
+	URL string
+	// Identifier is the DNS name to prove control of, without the "*." of a wildcard.
+	Identifier string
+	// Wildcard is true when the order asked for "*.<Identifier>"; only dns-01 can prove it.
+	Wildcard   bool
+	Status     string
+	Expires    time.Time
+	Challenges []Challenge
+	// RetryAfter is when to poll again: the server's Retry-After, or DefaultRetryAfter.
+	RetryAfter time.Duration
+}
+
+// Challenge is one way the server offers to validate an authorization.
+type Challenge struct {
+	Type   string
+	URL    string
+	Token  string
+	Status string
+	// Error is the server's problem (an *acme.Error) when validation failed.
+	Error error
+}
+
+// Challenge returns the authorization's challenge of type challengeType, if the server offers it.
+func (a *Authorization) Challenge(challengeType string) (Challenge, bool) {
+	for _, challenge := range a.Challenges {
+		if challenge.Type == challengeType {
+			return challenge, true
+		}
+	}
+	return Challenge{}, false
+}
+
+// GetAuthorization fetches the current state of the authorization at url.
+func (c *Client) GetAuthorization(ctx context.Context, url string) (*Authorization, error) {
+	authz, err := c.acme.GetAuthorization(ctx, url)
+	if err != nil {
+		return nil, fmt.Errorf("fetching ACME authorization %s: %w", url, err)
+	}
+	result := &Authorization{
+		URL:        url,
+		Identifier: authz.Identifier.Value,
+		Wildcard:   authz.Wildcard,
+		Status:     authz.Status,
+		Expires:    authz.Expires,
+		RetryAfter: c.recorder.get(url),
+	}
+	for _, challenge := range authz.Challenges {
+		result.Challenges = append(result.Challenges, Challenge{
+			Type:   challenge.Type,
+			URL:    challenge.URI,
+			Token:  challenge.Token,
+			Status: challenge.Status,
+			Error:  challenge.Error,
+		})
+	}
+	if result.Status != StatusPending {
+		c.recorder.forget(url)
+	}
+	return result, nil
+}
+
+// Accept tells the server that the response to the challenge at challengeURL is in place, so
+// that it validates it. It returns as soon as the server acknowledged; poll the authorization
+// with GetAuthorization for the outcome. Accepting a challenge that is already processing or
+// valid is harmless.
+func (c *Client) Accept(ctx context.Context, challengeURL string) error {
+	if challengeURL == "" {
+		return permanent(errors.New("accepting ACME challenge: no challenge URL"))
+	}
+	if _, err := c.acme.Accept(ctx, &acme.Challenge{URI: challengeURL}); err != nil {
+		return fmt.Errorf("accepting ACME challenge %s: %w", challengeURL, err)
+	}
+	return nil
+}

@@ -1,0 +1,16 @@
+// Package acme is certpilot's ACME (RFC 8555) client, a thin layer over golang.org/x/crypto/acme
+// shaped for a reconciler that never blocks a worker: every call makes one request (plus, at
+// most, a nonce fetch or an immediate replay after a badNonce) and returns the state the server
+// reported, with the server's Retry-After. Waiting for an authorization or an order is the
+// caller's job, done by requeueing.
+//
+// x/crypto's own polling helpers (WaitAuthorization, WaitOrder, CreateOrderCert,
+// CreateCertFromOrder) sleep until the server is done, so this package does not use them, and it
+// disables x/crypto's retry backoff for everything but badNonce. Finalize signs its request
+// itself (jws.go), because the only x/crypto calls that finalize an order also wait for it.
+//
+// Errors are classified for the caller: IsPermanent (the same request will keep failing until
+// the spec or the account changes) and RetryAfter (when the server said when to come back).
+//
+// The package imports nothing from Kubernetes.
+package acme

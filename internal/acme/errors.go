@@ -1,0 +1,157 @@
+package acme
+
+import (
+	"encoding/json"
+	"errors"
+	"io"
+	"net/http"
+	"strings"
+	"time"
+
+	"golang.org/x/crypto/acme"
+)
+
+// problemPrefix is the namespace of ACME problem types (RFC 8555 section 6.7).
+const problemPrefix = "urn:ietf:params:acme:error:"
+
+// permanentProblems are the problem types a retry of the same request cannot cure: the request,
+// the spec behind it or the account has to change first. Validation failures (connection, dns,
+// incorrectResponse, tls) are not here: they invalidate the order, but a new order may succeed
+// once the responder or DNS is fixed, which exponential backoff covers. caa is the exception: the
+// domain owner has forbidden this CA.
+var permanentProblems = map[string]bool{
+	"accountDoesNotExist":     true,
+	"alreadyReplaced":         true,
+	"alreadyRevoked":          true,
+	"badCSR":                  true,
+	"badPublicKey":            true,
+	"badRevocationReason":     true,
+	"badSignatureAlgorithm":   true,
+	"caa":                     true, // the domain's CAA records forbid this CA
+	"externalAccountRequired": true,
+	"invalidContact":          true,
+	"invalidProfile":          true,
+	"malformed":               true,
+	"rejectedIdentifier":      true,
+	"unauthorized":            true,
+	"unsupportedContact":      true,
+	"unsupportedIdentifier":   true,
+	"userActionRequired":      true, // new terms of service: a human must agree
+}
+
+// permanentError marks an error found on the client side that no retry can cure (a missing URL,
+// a profile the server does not offer).
+type permanentError struct{ err error }
+
+func (e *permanentError) Error() string { return e.err.Error() }
+func (e *permanentError) Unwrap() error { return e.err }
+
+func permanent(err error) error { return &permanentError{err: err} }
+
+// IsPermanent reports whether retrying the request that returned err is pointless until the spec
+// or the account changes: the caller should mark the resource Stalled and stop retrying, instead
+// of backing off. Network errors, timeouts, 5xx, badNonce, rateLimited and anything unknown are
+// transient.
+func IsPermanent(err error) bool {
+	if err == nil {
+		return false
+	}
+	var client *permanentError
+	if errors.As(err, &client) {
+		return true
+	}
+	var problem *acme.Error
+	if !errors.As(err, &problem) {
+		return false
+	}
+	return isPermanentProblem(problem)
+}
+
+func isPermanentProblem(problem *acme.Error) bool {
+	name, ok := strings.CutPrefix(problem.ProblemType, problemPrefix)
+	if !ok {
+		// Pre-RFC servers used urn:acme:error:; be lenient about the namespace.
+		name = problem.ProblemType[strings.LastIndex(problem.ProblemType, ":")+1:]
+	}
+	if name == "compound" && len(problem.Subproblems) > 0 {
+		// A compound problem is permanent only when every part is.
+		for _, sub := range problem.Subproblems {
+			if !isPermanentProblem(&acme.Error{ProblemType: sub.Type}) {
+				return false
+			}
+		}
+		return true
+	}
+	if permanentProblems[name] {
+		return true
+	}
+	if problem.ProblemType == "" {
+		// No problem document (a proxy's error page): judge by the status code alone.
+		switch {
+		case problem.StatusCode == http.StatusRequestTimeout, problem.StatusCode == http.StatusConflict,
+			problem.StatusCode == http.StatusTooEarly, problem.StatusCode == http.StatusTooManyRequests:
+			return false
+		case problem.StatusCode >= 400 && problem.StatusCode < 500:
+			return true
+		}
+	}
+	return false
+}
+
+// RetryAfter returns how long the server asked the client to wait before retrying, from the
+// Retry-After header of the error response (rateLimited, 503), if it sent one.
+func RetryAfter(err error) (time.Duration, bool) {
+	var problem *acme.Error
+	if !errors.As(err, &problem) || problem.Header == nil {
+		return 0, false
+	}
+	return parseRetryAfter(problem.Header.Get("Retry-After"), time.Now())
+}
+
+// ProblemType returns the ACME problem type of err without its namespace ("rateLimited",
+// "rejectedIdentifier", ...), or "" when err carries no ACME problem: a short, stable reason for
+// status conditions and metrics.
+func ProblemType(err error) string {
+	var problem *acme.Error
+	if !errors.As(err, &problem) {
+		return ""
+	}
+	return strings.TrimPrefix(problem.ProblemType, problemPrefix)
+}
+
+// wireProblem is an RFC 7807 problem document as ACME servers send it.
+type wireProblem struct {
+	Type        string
+	Detail      string
+	Instance    string
+	Status      int
+	Subproblems []acme.Subproblem
+}
+
+func (p *wireProblem) toError(status int, header http.Header) *acme.Error {
+	if status == 0 {
+		status = p.Status
+	}
+	return &acme.Error{
+		StatusCode:  status,
+		ProblemType: p.Type,
+		Detail:      p.Detail,
+		Instance:    p.Instance,
+		Header:      header,
+		Subproblems: p.Subproblems,
+	}
+}
+
+// problem turns an error response into an *acme.Error, as x/crypto does for its own requests,
+// so that IsPermanent and RetryAfter treat both alike.
+func problem(res *http.Response) error {
+	body, _ := io.ReadAll(io.LimitReader(res.Body, 64<<10))
+	var wire wireProblem
+	if err := json.Unmarshal(body, &wire); err != nil || wire.Type == "" && wire.Detail == "" {
+		wire = wireProblem{Detail: strings.TrimSpace(string(body))}
+		if wire.Detail == "" {
+			wire.Detail = res.Status
+		}
+	}
+	return wire.toError(res.StatusCode, res.Header)
+}

@@ -1,0 +1,175 @@
+package acme
+
+import (
+	"bytes"
+	"context"
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/rand"
+	"crypto/rsa"
+	"encoding/asn1"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math/big"
+	"net/http"
+	"strings"
+)
+
+// postJWS sends payload to url as a JWS signed by the account key in "kid" form (RFC 8555
+// section 6.2), for the requests x/crypto only offers bundled with waiting (finalize) or not at
+// all (ARI's "replaces"). It fetches a fresh nonce from the server rather than sharing x/crypto's
+// nonce pool, which is unexported, and replays immediately after a badNonce, with the fresh nonce
+// the rejection carried, as x/crypto does (see replayBadNonceOnly).
+//
+// The caller closes the response body; a non-2xx response is returned as is, for the caller to
+// turn into a problem.
+func (c *Client) postJWS(ctx context.Context, url string, payload any) (*http.Response, error) {
+	kid, err := c.kid(ctx)
+	if err != nil {
+		return nil, err
+	}
+	payloadJSON, err := json.Marshal(payload)
+	if err != nil {
+		return nil, err
+	}
+	nonce, err := c.fetchNonce(ctx)
+	if err != nil {
+		return nil, err
+	}
+	for attempt := 0; ; attempt++ {
+		body, err := signJWS(c.acme.Key, kid, nonce, url, payloadJSON)
+		if err != nil {
+			return nil, err
+		}
+		req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(body))
+		if err != nil {
+			return nil, err
+		}
+		req.Header.Set("Content-Type", "application/jose+json")
+		req.Header.Set("User-Agent", c.userAgentHeader())
+		res, err := c.httpClient.Do(req)
+		if err != nil {
+			return nil, err
+		}
+		if res.StatusCode != http.StatusBadRequest || attempt >= maxBadNonceReplays {
+			return res, nil
+		}
+		next := res.Header.Get("Replay-Nonce")
+		err = problem(res)
+		res.Body.Close()
+		if ProblemType(err) != "badNonce" || next == "" {
+			return nil, err
+		}
+		nonce = next
+	}
+}
+
+// maxBadNonceReplays matches the replays replayBadNonceOnly allows x/crypto.
+const maxBadNonceReplays = 3
+
+func (c *Client) userAgentHeader() string {
+	if c.userAgent == "" {
+		return "certpilot"
+	}
+	return c.userAgent + " certpilot"
+}
+
+// kid returns the account URL, looking it up once when neither Options nor Register gave it.
+func (c *Client) kid(ctx context.Context) (string, error) {
+	if uri := c.AccountURI(); uri != "" {
+		return uri, nil
+	}
+	account, err := c.acme.GetReg(ctx, "")
+	if err != nil {
+		return "", fmt.Errorf("looking up the ACME account: %w", err)
+	}
+	c.setAccountURI(account.URI)
+	return account.URI, nil
+}
+
+func (c *Client) fetchNonce(ctx context.Context) (string, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodHead, c.directory.NonceURL, nil)
+	if err != nil {
+		return "", err
+	}
+	req.Header.Set("User-Agent", c.userAgentHeader())
+	res, err := c.httpClient.Do(req)
+	if err != nil {
+		return "", fmt.Errorf("fetching a nonce: %w", err)
+	}
+	defer res.Body.Close()
+	nonce := res.Header.Get("Replay-Nonce")
+	if nonce == "" {
+		if res.StatusCode >= 300 {
+			return "", fmt.Errorf("fetching a nonce: %w", problem(res))
+		}
+		return "", errors.New("fetching a nonce: the server sent no Replay-Nonce")
+	}
+	return nonce, nil
+}
+
+// signJWS returns the flattened JSON serialization of a JWS over payload.
+func signJWS(key crypto.Signer, kid, nonce, url string, payload []byte) ([]byte, error) {
+	alg, hash, err := jwsAlgorithm(key.Public())
+	if err != nil {
+		return nil, err
+	}
+	protected, err := json.Marshal(struct {
+		Alg   string `json:"alg"`
+		KID   string `json:"kid"`
+		Nonce string `json:"nonce"`
+		URL   string `json:"url"`
+	}{alg, kid, nonce, url})
+	if err != nil {
+		return nil, err
+	}
+	encode := base64.RawURLEncoding.EncodeToString
+	signingInput := encode(protected) + "." + encode(payload)
+	digest := hash.New()
+	digest.Write([]byte(signingInput))
+	signature, err := key.Sign(rand.Reader, digest.Sum(nil), hash)
+	if err != nil {
+		return nil, fmt.Errorf("signing ACME request: %w", err)
+	}
+	if pub, ok := key.Public().(*ecdsa.PublicKey); ok {
+		// crypto.Signer returns ASN.1 DER; JWS wants r and s as fixed-size big-endian integers.
+		if signature, err = ecdsaJWSSignature(signature, (pub.Curve.Params().BitSize+7)/8); err != nil {
+			return nil, err
+		}
+	}
+	return json.Marshal(struct {
+		Protected string `json:"protected"`
+		Payload   string `json:"payload"`
+		Signature string `json:"signature"`
+	}{encode(protected), encode(payload), encode(signature)})
+}
+
+func jwsAlgorithm(pub crypto.PublicKey) (string, crypto.Hash, error) {
+	switch pub := pub.(type) {
+	case *rsa.PublicKey:
+		return "RS256", crypto.SHA256, nil
+	case *ecdsa.PublicKey:
+		switch pub.Curve.Params().Name {
+		case "P-256":
+			return "ES256", crypto.SHA256, nil
+		case "P-384":
+			return "ES384", crypto.SHA384, nil
+		}
+		return "", 0, permanent(fmt.Errorf("unsupported ACME account key curve %s", pub.Curve.Params().Name))
+	default:
+		return "", 0, permanent(fmt.Errorf("unsupported ACME account key type %s", strings.TrimPrefix(fmt.Sprintf("%T", pub), "*")))
+	}
+}
+
+func ecdsaJWSSignature(der []byte, size int) ([]byte, error) {
+	var sig struct{ R, S *big.Int }
+	if _, err := asn1.Unmarshal(der, &sig); err != nil {
+		return nil, fmt.Errorf("decoding ECDSA signature: %w", err)
+	}
+	out := make([]byte, 2*size)
+	sig.R.FillBytes(out[:size])
+	sig.S.FillBytes(out[size:])
+	return out, nil
+}

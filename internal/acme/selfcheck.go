@@ -1,0 +1,79 @@
+package acme
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/asn1"
+	"errors"
+	"fmt"
+	"net"
+	"time"
+)
+
+// ALPNProtocol is the ALPN protocol of tls-alpn-01 (RFC 8737 section 6.2).
+const ALPNProtocol = "acme-tls/1"
+
+// idPeAcmeIdentifier is the acmeIdentifier certificate extension (RFC 8737 section 6.1).
+var idPeAcmeIdentifier = asn1.ObjectIdentifier{1, 3, 6, 1, 5, 5, 7, 1, 31}
+
+// VerifyTLSALPN01Certificate checks cert the way the CA's validator will: its only name is
+// domain and its critical acmeIdentifier extension holds the SHA-256 of keyAuthorization.
+func VerifyTLSALPN01Certificate(cert *x509.Certificate, domain, keyAuthorization string) error {
+	if len(cert.DNSNames) != 1 || cert.DNSNames[0] != domain {
+		return fmt.Errorf("the challenge certificate names %v, want only %q", cert.DNSNames, domain)
+	}
+	want := sha256.Sum256([]byte(keyAuthorization))
+	for _, ext := range cert.Extensions {
+		if !ext.Id.Equal(idPeAcmeIdentifier) {
+			continue
+		}
+		if !ext.Critical {
+			return errors.New("the challenge certificate's acmeIdentifier extension is not critical")
+		}
+		var got []byte
+		if rest, err := asn1.Unmarshal(ext.Value, &got); err != nil || len(rest) != 0 {
+			return errors.New("the challenge certificate's acmeIdentifier extension is malformed")
+		}
+		if !bytes.Equal(got, want[:]) {
+			return errors.New("the challenge certificate answers another challenge (acmeIdentifier differs): an old response is still served")
+		}
+		return nil
+	}
+	return errors.New("the served certificate has no acmeIdentifier extension: an ordinary certificate was served instead of the challenge certificate")
+}
+
+// CheckTLSALPN01 dials address as the CA's validator would for domain (SNI domain, ALPN
+// acme-tls/1) and verifies the served challenge certificate, so that a challenge is accepted
+// only when it will pass: failed validations count against the CA's rate limits.
+func CheckTLSALPN01(ctx context.Context, address, domain, keyAuthorization string) error {
+	dialer := &tls.Dialer{
+		NetDialer: &net.Dialer{Timeout: 10 * time.Second},
+		Config: &tls.Config{
+			ServerName: domain,
+			NextProtos: []string{ALPNProtocol},
+			// The challenge certificate is self-signed by design; it is checked below.
+			InsecureSkipVerify: true, //nolint:gosec
+			MinVersion:         tls.VersionTLS12,
+		},
+	}
+	conn, err := dialer.DialContext(ctx, "tcp", address)
+	if err != nil {
+		return fmt.Errorf("tls-alpn-01 self-check of %s at %s: %w", domain, address, err)
+	}
+	defer conn.Close()
+	state := conn.(*tls.Conn).ConnectionState()
+	if state.NegotiatedProtocol != ALPNProtocol {
+		return fmt.Errorf("tls-alpn-01 self-check of %s at %s: the server did not negotiate ALPN %q (it negotiated %q)",
+			domain, address, ALPNProtocol, state.NegotiatedProtocol)
+	}
+	if len(state.PeerCertificates) == 0 {
+		return fmt.Errorf("tls-alpn-01 self-check of %s at %s: no certificate served", domain, address)
+	}
+	if err := VerifyTLSALPN01Certificate(state.PeerCertificates[0], domain, keyAuthorization); err != nil {
+		return fmt.Errorf("tls-alpn-01 self-check of %s at %s: %w", domain, address, err)
+	}
+	return nil
+}
