@@ -145,8 +145,7 @@ func (c *Client) Finalize(ctx context.Context, order *Order, csrDER []byte) (*Or
 	} else {
 		finalized.URI = order.URL
 	}
-	result := c.fromOrder(finalized, order.FinalizeURL)
-	return result, nil
+	return c.fromOrder(finalized, order.FinalizeURL), nil
 }
 
 // decodeOrder reads an order object; x/crypto's equivalent is unexported.

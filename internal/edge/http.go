@@ -1,0 +1,45 @@
+package edge
+
+import (
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
+)
+
+// HTTP01PathPrefix is where ACME servers fetch http-01 key authorizations (RFC 8555, 8.3).
+const HTTP01PathPrefix = "/.well-known/acme-challenge/"
+
+// NewHTTPHandler returns the handler of the edge's plain HTTP port. It answers
+// GET (and HEAD) /.well-known/acme-challenge/<token> with the token's key authorization from
+// challenges, 404 for unknown tokens, 405 for other methods on that path, and (for now) 404 for
+// every other path.
+func NewHTTPHandler(challenges *ChallengeStore) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		token, ok := strings.CutPrefix(r.URL.Path, HTTP01PathPrefix)
+		if !ok || token == "" || strings.Contains(token, "/") {
+			http.NotFound(w, r)
+			return
+		}
+		if r.Method != http.MethodGet && r.Method != http.MethodHead {
+			w.Header().Set("Allow", "GET, HEAD")
+			http.Error(w, http.StatusText(http.StatusMethodNotAllowed), http.StatusMethodNotAllowed)
+			return
+		}
+		keyAuthorization, ok := challenges.KeyAuthorization(token)
+		if !ok {
+			http.NotFound(w, r)
+			return
+		}
+		header := w.Header()
+		header.Set("Content-Type", "text/plain")
+		header.Set("Content-Length", strconv.Itoa(len(keyAuthorization)))
+		header.Set("X-Content-Type-Options", "nosniff")
+		// Responses change with every order: no cache between the edge and the CA may keep one.
+		header.Set("Cache-Control", "no-store")
+		w.WriteHeader(http.StatusOK)
+		if r.Method == http.MethodGet {
+			_, _ = io.WriteString(w, keyAuthorization)
+		}
+	})
+}

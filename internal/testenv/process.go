@@ -1,0 +1,111 @@
+package testenv
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"syscall"
+	"time"
+
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
+)
+
+// GoBuild builds a main package of this module (for example "." or "./cmd/edge") into output,
+// so end-to-end tests run the project's own binaries as users do.
+func GoBuild(ctx context.Context, pkg, output string) error {
+	root, err := RepoRoot()
+	if err != nil {
+		return err
+	}
+	cmd := exec.CommandContext(ctx, "go", "build", "-o", output, pkg)
+	cmd.Dir = root
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("go build %s: %w\n%s", pkg, err, out)
+	}
+	return nil
+}
+
+// WriteKubeconfig writes a kubeconfig for cfg (envtest's admin credentials) to path.
+func WriteKubeconfig(cfg *rest.Config, path string) error {
+	kubeconfig := clientcmdapi.NewConfig()
+	kubeconfig.Clusters["envtest"] = &clientcmdapi.Cluster{
+		Server:                   cfg.Host,
+		CertificateAuthorityData: cfg.CAData,
+	}
+	kubeconfig.AuthInfos["envtest"] = &clientcmdapi.AuthInfo{
+		ClientCertificateData: cfg.CertData,
+		ClientKeyData:         cfg.KeyData,
+		Token:                 cfg.BearerToken,
+	}
+	kubeconfig.Contexts["envtest"] = &clientcmdapi.Context{Cluster: "envtest", AuthInfo: "envtest", Namespace: "default"}
+	kubeconfig.CurrentContext = "envtest"
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return err
+	}
+	return clientcmd.WriteToFile(*kubeconfig, path)
+}
+
+// Process is a started binary whose output is kept (and optionally copied to a writer).
+type Process struct {
+	Name   string
+	cmd    *exec.Cmd
+	output *syncBuffer
+	done   chan struct{}
+	err    error
+}
+
+// StartProcess starts binary with args; its output goes to an internal buffer (Output) and,
+// when copyTo is not nil, to copyTo with each line prefixed by name.
+func StartProcess(name, binary string, args []string, copyTo io.Writer) (*Process, error) {
+	p := &Process{Name: name, output: &syncBuffer{}, done: make(chan struct{})}
+	var out io.Writer = p.output
+	if copyTo != nil {
+		out = io.MultiWriter(p.output, copyTo)
+	}
+	p.cmd = exec.Command(binary, args...)
+	p.cmd.Stdout = &prefixWriter{prefix: name + ": ", w: out}
+	p.cmd.Stderr = p.cmd.Stdout
+	if err := p.cmd.Start(); err != nil {
+		return nil, fmt.Errorf("starting %s: %w", name, err)
+	}
+	go func() {
+		p.err = p.cmd.Wait()
+		close(p.done)
+	}()
+	return p, nil
+}
+
+// Output returns what the process has written so far.
+func (p *Process) Output() string { return p.output.String() }
+
+// Exited reports whether the process has ended, and its error.
+func (p *Process) Exited() (bool, error) {
+	select {
+	case <-p.done:
+		return true, p.err
+	default:
+		return false, nil
+	}
+}
+
+// Stop sends SIGTERM, waits up to timeout for a graceful exit, then kills the process.
+func (p *Process) Stop(timeout time.Duration) {
+	select {
+	case <-p.done:
+		return
+	default:
+	}
+	_ = p.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-p.done:
+	case <-time.After(timeout):
+		_ = p.cmd.Process.Kill()
+		<-p.done
+	}
+}

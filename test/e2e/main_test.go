@@ -1,0 +1,90 @@
+// Package e2e runs certpilot end to end as users run it: the built manager and edge binaries
+// against a real kube-apiserver and etcd, with Let's Encrypt's test CA Pebble validating
+// challenges through the edge.
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/certpilot/certpilot/internal/testenv"
+)
+
+var kube *testenv.Kube
+
+func TestMain(m *testing.M) { os.Exit(testenv.RunWithKube(m, &kube)) }
+
+var (
+	buildOnce sync.Once
+	binDir    string
+	buildErr  error
+)
+
+// binaries builds the manager and the edge once per test run.
+func binaries(t *testing.T) (manager, edge string) {
+	t.Helper()
+	buildOnce.Do(func() {
+		binDir, buildErr = os.MkdirTemp("", "certpilot-e2e-")
+		if buildErr != nil {
+			return
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+		defer cancel()
+		for pkg, name := range map[string]string{".": "manager", "./cmd/edge": "edge"} {
+			if buildErr = testenv.GoBuild(ctx, pkg, filepath.Join(binDir, name)); buildErr != nil {
+				return
+			}
+		}
+	})
+	if buildErr != nil {
+		t.Fatalf("building the binaries: %v", buildErr)
+	}
+	return filepath.Join(binDir, "manager"), filepath.Join(binDir, "edge")
+}
+
+// eventually calls check until it returns nil or timeout passes, then fails with its last error.
+func eventually(t *testing.T, timeout time.Duration, what string, check func() error) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		err := check()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not done after %s: %v", what, timeout, err)
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
+}
+
+// startProcess starts a built binary for the test, stops it at the end and logs its output
+// when the test failed.
+func startProcess(t *testing.T, name, binary string, args ...string) *testenv.Process {
+	t.Helper()
+	process, err := testenv.StartProcess(name, binary, args, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		process.Stop(20 * time.Second)
+		if t.Failed() {
+			t.Logf("output of %s:\n%s", name, process.Output())
+		}
+	})
+	return process
+}
+
+func freeAddress(t *testing.T) string {
+	t.Helper()
+	port, err := testenv.FreePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return fmt.Sprintf("127.0.0.1:%d", port)
+}
