@@ -142,14 +142,18 @@ func TestTLSALPN01IssuanceAndRenewal(t *testing.T) {
 	testenv.SkipIfShort(t)
 	ctx := context.Background()
 	// 40 s certificates renew at half their lifetime: a real renewal, no clock moved.
+	stackStarted := time.Now()
 	s := startStack(t, "e2e-alpn", 40*time.Second)
+	t.Logf("stack started in %s", time.Since(stackStarted).Round(time.Millisecond))
 
 	cert := s.certificate("www", "www.alpn.test", "alpn.test")
 	if err := kube.Client.Create(ctx, cert); err != nil {
 		t.Fatal(err)
 	}
+	started := time.Now()
 	waitReady(t, cert, 2*time.Minute, "")
 	first := cert.Status.SerialNumber
+	t.Logf("issued in %s", time.Since(started).Round(time.Millisecond))
 
 	secret := &corev1.Secret{}
 	if err := kube.Client.Get(ctx, client.ObjectKey{Namespace: s.namespace, Name: "www-tls"}, secret); err != nil {
@@ -211,6 +215,7 @@ func TestTLSALPN01IssuanceAndRenewal(t *testing.T) {
 
 	// Renewal: at half of the 40 s lifetime a new certificate replaces the first.
 	waitReady(t, cert, 2*time.Minute, first)
+	t.Logf("renewed %s after the first issuance", time.Since(started).Round(time.Millisecond))
 	if err := kube.Client.Get(ctx, client.ObjectKeyFromObject(secret), secret); err != nil {
 		t.Fatal(err)
 	}
