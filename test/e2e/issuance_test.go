@@ -6,7 +6,6 @@ import (
 	"crypto/x509"
 	"fmt"
 	"os/exec"
-	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -24,102 +23,26 @@ import (
 	"github.com/certpilot/certpilot/internal/testenv"
 )
 
-// stack is one end-to-end environment: Pebble, the edge and the manager, in a namespace of
-// their own on the package's apiserver.
-type stack struct {
-	pebble     *testenv.Pebble
-	namespace  string
-	kubeconfig string
-	issuer     string
-}
-
-// startStack starts Pebble (certificates valid for validity), the edge in front of Pebble's
-// tls-alpn-01 port, and the manager, and creates a Ready ClusterIssuer.
-func startStack(t *testing.T, namespace string, validity time.Duration) *stack {
+// startStack starts Pebble (certificates valid for validity; 0 is Pebble's default), the
+// built edge in front of Pebble's challenge ports and the built manager, with a Ready
+// ClusterIssuer, all stopped when the test ends.
+func startStack(t *testing.T, namespace string, validity time.Duration) *testenv.Stack {
 	t.Helper()
-	ctx := context.Background()
 	managerBinary, edgeBinary := binaries(t)
 	pebble := testenv.StartPebble(t, testenv.PebbleOptions{DefaultValidity: validity})
-	s := &stack{pebble: pebble, namespace: namespace, kubeconfig: filepath.Join(t.TempDir(), "kubeconfig"), issuer: namespace + "-pebble"}
-	if err := testenv.WriteKubeconfig(kube.Config, s.kubeconfig); err != nil {
-		t.Fatal(err)
-	}
-	for _, name := range []string{namespace, namespace + "-system"} {
-		if err := kube.Client.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name}}); err != nil {
-			t.Fatal(err)
-		}
-	}
-	// The load balancer Deployment certpilot mounts the challenge Secret into. envtest runs no
-	// controllers, so it never rolls out: the edge runs as a local process instead.
-	labels := map[string]string{"app": "edge"}
-	if err := kube.Client.Create(ctx, &appsv1.Deployment{
-		ObjectMeta: metav1.ObjectMeta{Name: "edge", Namespace: namespace},
-		Spec: appsv1.DeploymentSpec{
-			Selector: &metav1.LabelSelector{MatchLabels: labels},
-			Template: corev1.PodTemplateSpec{
-				ObjectMeta: metav1.ObjectMeta{Labels: labels},
-				Spec:       corev1.PodSpec{Containers: []corev1.Container{{Name: "edge", Image: "certpilot-edge:dev"}}},
-			},
-		},
-	}); err != nil {
-		t.Fatal(err)
-	}
-
-	startProcess(t, "edge", edgeBinary,
-		"--kubeconfig", s.kubeconfig, "--namespace", namespace,
-		"--challenge-secret", certpilotv1alpha1.ChallengeSecretName("edge"),
-		"--https-bind-address", fmt.Sprintf("127.0.0.1:%d", pebble.TLSPort),
-		"--http-bind-address", fmt.Sprintf("127.0.0.1:%d", pebble.HTTPPort),
-		"--health-bind-address", freeAddress(t))
-	startProcess(t, "manager", managerBinary,
-		"--kubeconfig", s.kubeconfig,
-		"--metrics-bind-address", "0",
-		"--health-probe-bind-address", freeAddress(t),
-		"--cluster-resource-namespace", namespace+"-system")
-
-	issuer := &certpilotv1alpha1.ClusterIssuer{
-		ObjectMeta: metav1.ObjectMeta{Name: s.issuer},
-		Spec: certpilotv1alpha1.IssuerSpec{ACME: certpilotv1alpha1.ACMEIssuer{
-			Server:              pebble.DirectoryURL(),
-			Email:               "ops@example.com",
-			CABundle:            pebble.CABundle,
-			PrivateKeySecretRef: certpilotv1alpha1.SecretReference{Name: "pebble-account"},
-		}},
-	}
-	if err := kube.Client.Create(ctx, issuer); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = kube.Client.Delete(context.Background(), issuer) })
-	eventually(t, time.Minute, "ClusterIssuer Ready", func() error {
-		if err := kube.Client.Get(ctx, client.ObjectKeyFromObject(issuer), issuer); err != nil {
-			return err
-		}
-		if !meta.IsStatusConditionTrue(issuer.Status.Conditions, certpilotv1alpha1.ConditionReady) {
-			return fmt.Errorf("conditions %+v", issuer.Status.Conditions)
-		}
-		return nil
+	s, err := testenv.StartStack(context.Background(), kube, pebble, testenv.StackOptions{
+		Namespace: namespace, ManagerBinary: managerBinary, EdgeBinary: edgeBinary, Dir: t.TempDir(),
 	})
-	if !strings.HasPrefix(issuer.Status.AccountURI, "https://"+pebble.ListenAddress+"/") {
-		t.Errorf("accountURI = %q, want an account at Pebble", issuer.Status.AccountURI)
+	if err != nil {
+		t.Fatal(err)
 	}
+	t.Cleanup(func() {
+		s.Stop()
+		if t.Failed() {
+			t.Logf("edge output:\n%s\nmanager output:\n%s", s.Edge.Output(), s.Manager.Output())
+		}
+	})
 	return s
-}
-
-// certificate returns a tls-alpn-01 Certificate validated through the stack's edge.
-func (s *stack) certificate(name string, dnsNames ...string) *certpilotv1alpha1.Certificate {
-	return &certpilotv1alpha1.Certificate{
-		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: s.namespace},
-		Spec: certpilotv1alpha1.CertificateSpec{
-			DNSNames:   dnsNames,
-			SecretName: name + "-tls",
-			IssuerRef:  certpilotv1alpha1.IssuerReference{Kind: "ClusterIssuer", Name: s.issuer},
-			Solver: &certpilotv1alpha1.Solver{TLSALPN01: &certpilotv1alpha1.TLSALPN01Solver{
-				LoadBalancer: certpilotv1alpha1.LoadBalancerRef{Name: "edge"},
-				// Pebble's validator dials 127.0.0.1:<TLSPort> for every name; so does the self-check.
-				ProbeAddress: fmt.Sprintf("127.0.0.1:%d", s.pebble.TLSPort),
-			}},
-		},
-	}
 }
 
 // waitReady waits for the Certificate to be Ready with a serial other than notSerial.
@@ -146,7 +69,7 @@ func TestTLSALPN01IssuanceAndRenewal(t *testing.T) {
 	s := startStack(t, "e2e-alpn", 40*time.Second)
 	t.Logf("stack started in %s", time.Since(stackStarted).Round(time.Millisecond))
 
-	cert := s.certificate("www", "www.alpn.test", "alpn.test")
+	cert := s.TLSALPN01Certificate("www", "www.alpn.test", "alpn.test")
 	if err := kube.Client.Create(ctx, cert); err != nil {
 		t.Fatal(err)
 	}
@@ -156,10 +79,10 @@ func TestTLSALPN01IssuanceAndRenewal(t *testing.T) {
 	t.Logf("issued in %s", time.Since(started).Round(time.Millisecond))
 
 	secret := &corev1.Secret{}
-	if err := kube.Client.Get(ctx, client.ObjectKey{Namespace: s.namespace, Name: "www-tls"}, secret); err != nil {
+	if err := kube.Client.Get(ctx, client.ObjectKey{Namespace: s.Namespace, Name: "www-tls"}, secret); err != nil {
 		t.Fatal(err)
 	}
-	leaf := verifySecret(t, s.pebble, cert, secret)
+	leaf := verifySecret(t, s.Pebble, cert, secret)
 	if got := fmt.Sprintf("%x", leaf.SerialNumber); got != first {
 		t.Errorf("status serial %s, Secret serial %s", first, got)
 	}
@@ -175,7 +98,7 @@ func TestTLSALPN01IssuanceAndRenewal(t *testing.T) {
 
 	// The load balancer mounts its challenge Secret, patched by certpilot's field manager.
 	deployment := &appsv1.Deployment{}
-	if err := kube.Client.Get(ctx, client.ObjectKey{Namespace: s.namespace, Name: "edge"}, deployment); err != nil {
+	if err := kube.Client.Get(ctx, client.ObjectKey{Namespace: s.Namespace, Name: "edge"}, deployment); err != nil {
 		t.Fatal(err)
 	}
 	if !slices.ContainsFunc(deployment.Spec.Template.Spec.Volumes, func(v corev1.Volume) bool {
@@ -190,7 +113,7 @@ func TestTLSALPN01IssuanceAndRenewal(t *testing.T) {
 	}
 	// The challenge responses are removed after validation.
 	challenges := &corev1.Secret{}
-	if err := kube.Client.Get(ctx, client.ObjectKey{Namespace: s.namespace, Name: "edge-acme-challenges"}, challenges); err != nil {
+	if err := kube.Client.Get(ctx, client.ObjectKey{Namespace: s.Namespace, Name: "edge-acme-challenges"}, challenges); err != nil {
 		t.Fatal(err)
 	}
 	if len(challenges.Data) != 0 {
@@ -202,7 +125,7 @@ func TestTLSALPN01IssuanceAndRenewal(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	out, err := exec.Command(kubectl, "--kubeconfig", s.kubeconfig, "get", "certificates", "-n", s.namespace).CombinedOutput()
+	out, err := exec.Command(kubectl, "--kubeconfig", s.Kubeconfig, "get", "certificates", "-n", s.Namespace).CombinedOutput()
 	if err != nil {
 		t.Fatalf("kubectl get certificates: %v\n%s", err, out)
 	}
@@ -219,7 +142,7 @@ func TestTLSALPN01IssuanceAndRenewal(t *testing.T) {
 	if err := kube.Client.Get(ctx, client.ObjectKeyFromObject(secret), secret); err != nil {
 		t.Fatal(err)
 	}
-	renewedLeaf := verifySecret(t, s.pebble, cert, secret)
+	renewedLeaf := verifySecret(t, s.Pebble, cert, secret)
 	if !renewedLeaf.NotAfter.After(leaf.NotAfter) {
 		t.Errorf("renewed certificate expires %v, not after the first %v", renewedLeaf.NotAfter, leaf.NotAfter)
 	}
@@ -245,7 +168,7 @@ func TestSelfCheckGatesValidation(t *testing.T) {
 	ctx := context.Background()
 	s := startStack(t, "e2e-selfcheck", 0)
 
-	cert := s.certificate("unserved", "unserved.selfcheck.test")
+	cert := s.TLSALPN01Certificate("unserved", "unserved.selfcheck.test")
 	cert.Spec.Solver.TLSALPN01.ProbeAddress = freeAddress(t) // nothing listens there
 	if err := kube.Client.Create(ctx, cert); err != nil {
 		t.Fatal(err)
@@ -269,8 +192,8 @@ func TestSelfCheckGatesValidation(t *testing.T) {
 		t.Errorf("failedIssuanceAttempts = %d: a self-check failure is not a CA failure", cert.Status.FailedIssuanceAttempts)
 	}
 	// The CA was never asked: the challenge is still pending at Pebble.
-	if strings.Contains(s.pebble.Output(), "unserved.selfcheck.test") && strings.Contains(s.pebble.Output(), "validation") {
-		t.Logf("pebble output:\n%s", s.pebble.Output())
+	if strings.Contains(s.Pebble.Output(), "unserved.selfcheck.test") && strings.Contains(s.Pebble.Output(), "validation") {
+		t.Logf("pebble output:\n%s", s.Pebble.Output())
 	}
 }
 
@@ -281,13 +204,13 @@ func TestSecretNotOwned(t *testing.T) {
 	s := startStack(t, "e2e-owned", 0)
 
 	theirs := &corev1.Secret{
-		ObjectMeta: metav1.ObjectMeta{Name: "theirs-tls", Namespace: s.namespace},
+		ObjectMeta: metav1.ObjectMeta{Name: "theirs-tls", Namespace: s.Namespace},
 		Data:       map[string][]byte{"tls.crt": []byte("not ours")},
 	}
 	if err := kube.Client.Create(ctx, theirs); err != nil {
 		t.Fatal(err)
 	}
-	cert := s.certificate("theirs", "theirs.owned.test")
+	cert := s.TLSALPN01Certificate("theirs", "theirs.owned.test")
 	if err := kube.Client.Create(ctx, cert); err != nil {
 		t.Fatal(err)
 	}

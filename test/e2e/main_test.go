@@ -50,34 +50,9 @@ func binaries(t *testing.T) (manager, edge string) {
 // eventually calls check until it returns nil or timeout passes, then fails with its last error.
 func eventually(t *testing.T, timeout time.Duration, what string, check func() error) {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		err := check()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not done after %s: %v", what, timeout, err)
-		}
-		time.Sleep(250 * time.Millisecond)
+	if err := testenv.Poll(context.Background(), timeout, check); err != nil {
+		t.Fatalf("%s: %v", what, err)
 	}
-}
-
-// startProcess starts a built binary for the test, stops it at the end and logs its output
-// when the test failed.
-func startProcess(t *testing.T, name, binary string, args ...string) *testenv.Process {
-	t.Helper()
-	process, err := testenv.StartProcess(name, binary, args, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		process.Stop(20 * time.Second)
-		if t.Failed() {
-			t.Logf("output of %s:\n%s", name, process.Output())
-		}
-	})
-	return process
 }
 
 func freeAddress(t *testing.T) string {

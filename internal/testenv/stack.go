@@ -1,0 +1,213 @@
+package testenv
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"path/filepath"
+	"strings"
+	"time"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	certpilotv1alpha1 "github.com/certpilot/certpilot/api/v1alpha1"
+)
+
+// Stack is certpilot running as users run it, on a local control plane: the built edge in
+// front of Pebble's tls-alpn-01 and http-01 ports, the built manager, and a Ready ClusterIssuer
+// for Pebble. The end-to-end tests and `make demo` share it.
+type Stack struct {
+	Kube   *Kube
+	Pebble *Pebble
+	// Namespace holds the load balancer Deployment "edge" and the test's Certificates;
+	// Namespace+"-system" holds the ClusterIssuer's account key.
+	Namespace string
+	// Kubeconfig is a kubeconfig file for the apiserver.
+	Kubeconfig string
+	// Issuer is the name of the ClusterIssuer.
+	Issuer string
+
+	Edge, Manager *Process
+	managerArgs   []string
+	managerBinary string
+	output        io.Writer
+}
+
+// StackOptions configure StartStack.
+type StackOptions struct {
+	// Namespace to create; it must not exist.
+	Namespace string
+	// ManagerBinary and EdgeBinary are the built binaries (see GoBuild).
+	ManagerBinary, EdgeBinary string
+	// Dir receives the kubeconfig.
+	Dir string
+	// Output, when set, receives the processes' output as they write it.
+	Output io.Writer
+}
+
+// EdgeDeployment is the name of the load balancer Deployment certpilot mounts challenges into.
+const EdgeDeployment = "edge"
+
+// StartStack starts the edge and the manager against kube and pebble and creates a ClusterIssuer
+// for pebble, waiting until it is Ready. Stop stops the processes.
+func StartStack(ctx context.Context, kube *Kube, pebble *Pebble, opts StackOptions) (_ *Stack, err error) {
+	s := &Stack{
+		Kube: kube, Pebble: pebble, Namespace: opts.Namespace,
+		Kubeconfig: filepath.Join(opts.Dir, "kubeconfig"), Issuer: opts.Namespace + "-pebble",
+		managerBinary: opts.ManagerBinary, output: opts.Output,
+	}
+	defer func() {
+		if err != nil {
+			s.Stop()
+		}
+	}()
+	if err := WriteKubeconfig(kube.Config, s.Kubeconfig); err != nil {
+		return nil, err
+	}
+	for _, name := range []string{s.Namespace, s.Namespace + "-system"} {
+		if err := kube.Client.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name}}); err != nil && !apierrors.IsAlreadyExists(err) {
+			return nil, err
+		}
+	}
+	// The load balancer Deployment. envtest runs no controllers, so it never rolls out: the edge
+	// runs as a local process instead, watching the same challenge Secret.
+	labels := map[string]string{"app": EdgeDeployment}
+	if err := kube.Client.Create(ctx, &appsv1.Deployment{
+		ObjectMeta: metav1.ObjectMeta{Name: EdgeDeployment, Namespace: s.Namespace},
+		Spec: appsv1.DeploymentSpec{
+			Selector: &metav1.LabelSelector{MatchLabels: labels},
+			Template: corev1.PodTemplateSpec{
+				ObjectMeta: metav1.ObjectMeta{Labels: labels},
+				Spec:       corev1.PodSpec{Containers: []corev1.Container{{Name: "edge", Image: "certpilot-edge:dev"}}},
+			},
+		},
+	}); err != nil && !apierrors.IsAlreadyExists(err) {
+		return nil, err
+	}
+
+	edgeHealth, err := FreePort()
+	if err != nil {
+		return nil, err
+	}
+	s.Edge, err = StartProcess("edge", opts.EdgeBinary, []string{
+		"--kubeconfig", s.Kubeconfig, "--namespace", s.Namespace,
+		"--challenge-secret", certpilotv1alpha1.ChallengeSecretName(EdgeDeployment),
+		"--https-bind-address", fmt.Sprintf("127.0.0.1:%d", pebble.TLSPort),
+		"--http-bind-address", fmt.Sprintf("127.0.0.1:%d", pebble.HTTPPort),
+		"--health-bind-address", fmt.Sprintf("127.0.0.1:%d", edgeHealth),
+	}, opts.Output)
+	if err != nil {
+		return nil, err
+	}
+	managerHealth, err := FreePort()
+	if err != nil {
+		return nil, err
+	}
+	s.managerArgs = []string{
+		"--kubeconfig", s.Kubeconfig,
+		"--metrics-bind-address", "0",
+		"--health-probe-bind-address", fmt.Sprintf("127.0.0.1:%d", managerHealth),
+		"--cluster-resource-namespace", s.Namespace + "-system",
+	}
+	if err := s.StartManager(); err != nil {
+		return nil, err
+	}
+
+	issuer := &certpilotv1alpha1.ClusterIssuer{
+		ObjectMeta: metav1.ObjectMeta{Name: s.Issuer},
+		Spec: certpilotv1alpha1.IssuerSpec{ACME: certpilotv1alpha1.ACMEIssuer{
+			Server:              pebble.DirectoryURL(),
+			Email:               "ops@example.com",
+			CABundle:            pebble.CABundle,
+			PrivateKeySecretRef: certpilotv1alpha1.SecretReference{Name: "pebble-account"},
+		}},
+	}
+	if err := kube.Client.Create(ctx, issuer); err != nil {
+		return nil, err
+	}
+	err = Poll(ctx, time.Minute, func() error {
+		if err := kube.Client.Get(ctx, client.ObjectKeyFromObject(issuer), issuer); err != nil {
+			return err
+		}
+		if !meta.IsStatusConditionTrue(issuer.Status.Conditions, certpilotv1alpha1.ConditionReady) {
+			return fmt.Errorf("ClusterIssuer %s is not Ready: %+v", issuer.Name, issuer.Status.Conditions)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	if !strings.HasPrefix(issuer.Status.AccountURI, "https://"+pebble.ListenAddress+"/") {
+		return nil, fmt.Errorf("ClusterIssuer accountURI %q is not at Pebble", issuer.Status.AccountURI)
+	}
+	return s, nil
+}
+
+// StartManager starts the manager (again, after StopManager).
+func (s *Stack) StartManager() error {
+	manager, err := StartProcess("manager", s.managerBinary, s.managerArgs, s.output)
+	if err != nil {
+		return err
+	}
+	s.Manager = manager
+	return nil
+}
+
+// StopManager stops the manager as a Deployment rollout would (SIGTERM).
+func (s *Stack) StopManager() {
+	if s.Manager != nil {
+		s.Manager.Stop(20 * time.Second)
+	}
+}
+
+// Stop stops the manager and the edge and deletes the ClusterIssuer.
+func (s *Stack) Stop() {
+	s.StopManager()
+	if s.Edge != nil {
+		s.Edge.Stop(20 * time.Second)
+	}
+	_ = s.Kube.Client.Delete(context.Background(), &certpilotv1alpha1.ClusterIssuer{ObjectMeta: metav1.ObjectMeta{Name: s.Issuer}})
+}
+
+// TLSALPN01Certificate returns a Certificate validated with tls-alpn-01 through the stack's
+// edge. Pebble's validator dials 127.0.0.1:<TLSPort> for every name, and so does the
+// self-check.
+func (s *Stack) TLSALPN01Certificate(name string, dnsNames ...string) *certpilotv1alpha1.Certificate {
+	return &certpilotv1alpha1.Certificate{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: s.Namespace},
+		Spec: certpilotv1alpha1.CertificateSpec{
+			DNSNames:   dnsNames,
+			SecretName: name + "-tls",
+			IssuerRef:  certpilotv1alpha1.IssuerReference{Kind: "ClusterIssuer", Name: s.Issuer},
+			Solver: &certpilotv1alpha1.Solver{TLSALPN01: &certpilotv1alpha1.TLSALPN01Solver{
+				LoadBalancer: certpilotv1alpha1.LoadBalancerRef{Name: EdgeDeployment},
+				ProbeAddress: fmt.Sprintf("127.0.0.1:%d", s.Pebble.TLSPort),
+			}},
+		},
+	}
+}
+
+// Poll calls check every 250 ms until it returns nil, ctx ends or timeout passes; it returns
+// check's last error.
+func Poll(ctx context.Context, timeout time.Duration, check func() error) error {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	ticker := time.NewTicker(250 * time.Millisecond)
+	defer ticker.Stop()
+	for {
+		err := check()
+		if err == nil {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("not done after %s: %w", timeout, err)
+		case <-ticker.C:
+		}
+	}
+}
