@@ -3,6 +3,7 @@ package controllers
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -70,14 +71,20 @@ func (r *CertificateReconciler) decide(ctx context.Context, run *certificateRun)
 		run.ready = &metav1.Condition{Status: metav1.ConditionFalse, Reason: trigger.Reason, Message: trigger.Message}
 	}
 
-	if !issue {
-		if order := cert.Status.Order; order != nil && order.State != "valid" && order.State != "invalid" {
-			// The spec went back to what the Secret holds while an order was open: drop it.
-			if err := r.removeChallenges(ctx, run); err != nil {
-				return ctrl.Result{}, err
-			}
-			cert.Status.Order = nil
+	if !issue && orderOpen(cert) {
+		if slices.Equal(cert.Status.Order.DNSNames, cert.Spec.DNSNames) {
+			// An open order is finished even when nothing triggers now: it was opened for a
+			// reason (a renewal request is marked as acted on when its order is created).
+			return ctrl.Result{}, nil
 		}
+		// The spec went back to what the Secret holds while an order for other names was
+		// open: drop the order.
+		if err := r.removeChallenges(ctx, run); err != nil {
+			return ctrl.Result{}, err
+		}
+		cert.Status.Order = nil
+	}
+	if !issue {
 		return ctrl.Result{RequeueAfter: max(renewal.RequeueAfter(run.now, renewalTime), time.Second)}, nil
 	}
 

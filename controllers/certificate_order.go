@@ -99,11 +99,9 @@ func (r *CertificateReconciler) recordFailure(ctx context.Context, run *certific
 		status.FailedIssuanceAttempts, backoff, message), cleanupErr)
 }
 
-// orderProblem describes why an order failed: its own problem, or its authorizations' errors.
+// orderProblem describes why an order failed, naming the names: its authorizations' errors, or
+// the order's own problem.
 func orderProblem(ctx context.Context, run *certificateRun, order *acme.Order) string {
-	if order.Error != nil {
-		return order.Error.Error()
-	}
 	var problems []string
 	for _, url := range order.AuthzURLs {
 		authz, err := run.acme.GetAuthorization(ctx, url)
@@ -117,6 +115,9 @@ func orderProblem(ctx context.Context, run *certificateRun, order *acme.Order) s
 		}
 	}
 	if len(problems) == 0 {
+		if order.Error != nil {
+			return fmt.Sprintf("%s: %v", strings.Join(order.Identifiers, ", "), order.Error)
+		}
 		return "no reason given"
 	}
 	return strings.Join(problems, "; ")

@@ -1,0 +1,184 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"k8s.io/apimachinery/pkg/api/meta"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
+	"sigs.k8s.io/cli-utils/pkg/kstatus/status"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	certpilotv1alpha1 "github.com/certpilot/certpilot/api/v1alpha1"
+	"github.com/certpilot/certpilot/internal/testenv"
+)
+
+// TestResumeOrderAfterRestart: the order URL is recorded before challenges are touched, so a
+// manager that stops mid-order and starts again finishes that order instead of opening another.
+func TestResumeOrderAfterRestart(t *testing.T) {
+	testenv.SkipIfShort(t)
+	ctx := context.Background()
+	s := startStack(t, "e2e-resume", 0)
+
+	cert := s.TLSALPN01Certificate("resume", "resume.test")
+	goodProbe := cert.Spec.Solver.TLSALPN01.ProbeAddress
+	cert.Spec.Solver.TLSALPN01.ProbeAddress = freeAddress(t) // the self-check fails: the order stays open
+	if err := kube.Client.Create(ctx, cert); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, time.Minute, "order open, self-check failing", func() error {
+		if err := kube.Client.Get(ctx, client.ObjectKeyFromObject(cert), cert); err != nil {
+			return err
+		}
+		if cert.Status.Order == nil || len(cert.Status.Order.Challenges) != 1 || cert.Status.Order.Challenges[0].State != "self-check-failed" {
+			return fmt.Errorf("order %+v", cert.Status.Order)
+		}
+		return nil
+	})
+	if got := kstatusOf(t, cert); got != status.InProgressStatus {
+		t.Errorf("kstatus while issuing = %s, want InProgress", got)
+	}
+	orderURL := cert.Status.Order.URL
+
+	s.StopManager()
+	patch := client.MergeFrom(cert.DeepCopy())
+	cert.Spec.Solver.TLSALPN01.ProbeAddress = goodProbe
+	if err := kube.Client.Patch(ctx, cert, patch); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.StartManager(); err != nil {
+		t.Fatal(err)
+	}
+	waitReady(t, cert, 2*time.Minute, "")
+	if cert.Status.Order.URL != orderURL {
+		t.Errorf("after the restart the certificate came from order %s, want the recorded %s", cert.Status.Order.URL, orderURL)
+	}
+	if got := kstatusOf(t, cert); got != status.CurrentStatus {
+		t.Errorf("kstatus when Ready = %s, want Current", got)
+	}
+}
+
+// TestValidationFailureBacksOff: when the CA cannot validate, the failure is counted, reported
+// in a Warning Event and the conditions, and the next attempt waits (1 minute after the first
+// failure): no order storm at the CA.
+func TestValidationFailureBacksOff(t *testing.T) {
+	testenv.SkipIfShort(t)
+	ctx := context.Background()
+	s := startStack(t, "e2e-backoff", 0)
+
+	// The self-check dials 127.0.0.1 and passes; the CA resolves the name to 127.0.0.2, where
+	// nothing listens, and fails the validation.
+	if err := s.Pebble.AddA("unreachable.backoff.test", "127.0.0.2"); err != nil {
+		t.Fatal(err)
+	}
+	cert := s.TLSALPN01Certificate("unreachable", "unreachable.backoff.test")
+	if err := kube.Client.Create(ctx, cert); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, time.Minute, "failure recorded", func() error {
+		if err := kube.Client.Get(ctx, client.ObjectKeyFromObject(cert), cert); err != nil {
+			return err
+		}
+		if cert.Status.FailedIssuanceAttempts != 1 || cert.Status.LastFailureTime == nil {
+			return fmt.Errorf("failedIssuanceAttempts %d, conditions %+v", cert.Status.FailedIssuanceAttempts, cert.Status.Conditions)
+		}
+		return nil
+	})
+	failedOrder := cert.Status.Order.URL
+	reconciling := meta.FindStatusCondition(cert.Status.Conditions, certpilotv1alpha1.ConditionReconciling)
+	if reconciling == nil || !strings.Contains(reconciling.Message, "next in 1m0s") || !strings.Contains(reconciling.Message, "unreachable.backoff.test") {
+		t.Errorf("Reconciling condition %+v does not tell the name and the next attempt", reconciling)
+	}
+	if meta.IsStatusConditionTrue(cert.Status.Conditions, certpilotv1alpha1.ConditionReady) {
+		t.Error("Ready is True after a failed issuance")
+	}
+	eventually(t, 30*time.Second, "Warning event", func() error {
+		reasons, err := eventReasons(ctx, cert)
+		if err != nil {
+			return err
+		}
+		if !slices.Contains(reasons, "OrderInvalid") {
+			return fmt.Errorf("event reasons %v", reasons)
+		}
+		return nil
+	})
+
+	// For the next 10 seconds nothing happens: no new order, no new failure.
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		if err := kube.Client.Get(ctx, client.ObjectKeyFromObject(cert), cert); err != nil {
+			t.Fatal(err)
+		}
+		if cert.Status.Order.URL != failedOrder || cert.Status.FailedIssuanceAttempts != 1 {
+			t.Fatalf("retried during the backoff: order %s, attempts %d", cert.Status.Order.URL, cert.Status.FailedIssuanceAttempts)
+		}
+		time.Sleep(time.Second)
+	}
+}
+
+// TestRenewOnRequestAndSpecChange: the renew annotation and a change of names each issue a new
+// certificate, once.
+func TestRenewOnRequestAndSpecChange(t *testing.T) {
+	testenv.SkipIfShort(t)
+	ctx := context.Background()
+	s := startStack(t, "e2e-renew", 0)
+
+	cert := s.TLSALPN01Certificate("renew", "renew.test")
+	if err := kube.Client.Create(ctx, cert); err != nil {
+		t.Fatal(err)
+	}
+	waitReady(t, cert, 2*time.Minute, "")
+	first := cert.Status.SerialNumber
+
+	patch := client.MergeFrom(cert.DeepCopy())
+	cert.Annotations = map[string]string{certpilotv1alpha1.AnnotationRenew: "2026-11-27T10:00:00Z"}
+	if err := kube.Client.Patch(ctx, cert, patch); err != nil {
+		t.Fatal(err)
+	}
+	waitReady(t, cert, 2*time.Minute, first)
+	if cert.Status.RenewalRequest != "2026-11-27T10:00:00Z" {
+		t.Errorf("renewalRequest = %q", cert.Status.RenewalRequest)
+	}
+	second := cert.Status.SerialNumber
+
+	patch = client.MergeFrom(cert.DeepCopy())
+	cert.Spec.DNSNames = append(cert.Spec.DNSNames, "www.renew.test")
+	if err := kube.Client.Patch(ctx, cert, patch); err != nil {
+		t.Fatal(err)
+	}
+	waitReady(t, cert, 2*time.Minute, second)
+	if !slices.Equal(cert.Status.Order.DNSNames, []string{"renew.test", "www.renew.test"}) {
+		t.Errorf("order names %v", cert.Status.Order.DNSNames)
+	}
+	third := cert.Status.SerialNumber
+
+	// Nothing else to do: the serial stays.
+	if err := kube.Client.Get(ctx, client.ObjectKeyFromObject(cert), cert); err != nil {
+		t.Fatal(err)
+	}
+	if cert.Status.SerialNumber != third {
+		t.Errorf("serial changed again without a reason: %s then %s", third, cert.Status.SerialNumber)
+	}
+}
+
+// kstatusOf computes the status Argo CD and Flux would see.
+func kstatusOf(t *testing.T, cert *certpilotv1alpha1.Certificate) status.Status {
+	t.Helper()
+	object, err := runtime.DefaultUnstructuredConverter.ToUnstructured(cert)
+	if err != nil {
+		t.Fatal(err)
+	}
+	u := &unstructured.Unstructured{Object: object}
+	u.SetAPIVersion(certpilotv1alpha1.GroupVersion.String())
+	u.SetKind("Certificate")
+	result, err := status.Compute(u)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return result.Status
+}
