@@ -7,15 +7,32 @@ import (
 	"strings"
 	"time"
 
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	ctrl "sigs.k8s.io/controller-runtime"
 
 	certpilotv1alpha1 "github.com/certpilot/certpilot/api/v1alpha1"
 	"github.com/certpilot/certpilot/internal/acme"
 )
 
-// selfCheckRetry is how long to wait before checking again a challenge response the load
-// balancer does not serve yet (it may be reloading, or the Secret volume may be syncing).
-const selfCheckRetry = 5 * time.Second
+// How long to wait before checking again a challenge response the load balancer does not serve
+// yet: it may be reloading, or kubelet may be syncing the Secret volume (up to a minute or two),
+// so check soon at first, then back off to a slow poll for a load balancer that never serves it.
+const (
+	selfCheckRetry    = 5 * time.Second
+	selfCheckMaxRetry = 5 * time.Minute
+)
+
+// selfCheckDelay grows with the time the certificate has been reconciling: a quarter of it,
+// between selfCheckRetry and selfCheckMaxRetry. It is derived from the Reconciling condition,
+// so it survives a restart.
+func selfCheckDelay(run *certificateRun) time.Duration {
+	reconciling := meta.FindStatusCondition(run.cert.Status.Conditions, certpilotv1alpha1.ConditionReconciling)
+	if reconciling == nil || reconciling.Status != metav1.ConditionTrue {
+		return selfCheckRetry
+	}
+	return min(max(run.now.Sub(reconciling.LastTransitionTime.Time)/4, selfCheckRetry), selfCheckMaxRetry)
+}
 
 // pendingChallenge is a challenge the CA has not been asked to validate yet.
 type pendingChallenge struct {
@@ -95,7 +112,7 @@ func (r *CertificateReconciler) presentChallenges(ctx context.Context, run *cert
 	if failed > 0 {
 		// Accept nothing until every response is served: one failed validation fails the order.
 		run.accept = nil
-		return ctrl.Result{}, wait(selfCheckRetry, "SelfCheckFailed",
+		return ctrl.Result{}, wait(selfCheckDelay(run), "SelfCheckFailed",
 			"%d of %d challenge responses are not served yet; the CA is not asked to validate until they are (see status.order.challenges)",
 			failed, len(pending))
 	}
@@ -115,7 +132,9 @@ func (r *CertificateReconciler) acceptChallenges(ctx context.Context, run *certi
 		if status := findChallengeStatus(run.cert.Status.Order.Challenges, p.dnsName); status != nil {
 			status.State = acme.StatusProcessing
 		}
-		ctrl.LoggerFrom(ctx).V(1).Info("Accepted challenge", "dnsName", p.dnsName, "challenge", p.challenge.URL)
+	}
+	if len(run.accept) > 0 {
+		ctrl.LoggerFrom(ctx).Info("Accepted challenges", "count", len(run.accept))
 	}
 	return ctrl.Result{}, nil
 }

@@ -22,6 +22,8 @@ import (
 const (
 	annotationIssuerKind = "certpilot.dev/issuer-kind"
 	annotationIssuerName = "certpilot.dev/issuer-name"
+	// annotationOrder names the ACME order a certificate Secret (or a next-key Secret) came from.
+	annotationOrder = "certpilot.dev/order"
 )
 
 // Ready reasons of a Certificate.
@@ -34,7 +36,7 @@ const (
 // goes on (after the backoff of earlier failures).
 func (r *CertificateReconciler) decide(ctx context.Context, run *certificateRun) (ctrl.Result, error) {
 	cert := run.cert
-	secret, err := r.certificateSecret(ctx, cert)
+	secret, err := r.certificateSecret(ctx, cert, false)
 	if err != nil {
 		return ctrl.Result{}, err
 	}
@@ -127,21 +129,24 @@ func (r *CertificateReconciler) recordCurrentCertificate(run *certificateRun, re
 
 // certificateSecret returns the certificate's Secret when certpilot owns it, nil when there is
 // none, and a stalled error when a Secret of that name belongs to someone else: certpilot never
-// overwrites it.
-func (r *CertificateReconciler) certificateSecret(ctx context.Context, cert *certpilotv1alpha1.Certificate) (*corev1.Secret, error) {
+// overwrites it. fresh reads from the API instead of the cache.
+func (r *CertificateReconciler) certificateSecret(ctx context.Context, cert *certpilotv1alpha1.Certificate, fresh bool) (*corev1.Secret, error) {
 	key := types.NamespacedName{Namespace: cert.Namespace, Name: cert.Spec.SecretName}
 	secret := &corev1.Secret{}
-	err := r.Get(ctx, key, secret) // the cache holds only Secrets labelled as certpilot's
-	if apierrors.IsNotFound(err) {
+	var err error
+	if fresh {
+		err = r.APIReader.Get(ctx, key, secret)
+	} else {
+		err = r.Get(ctx, key, secret) // the cache holds only Secrets labelled as certpilot's
+	}
+	if apierrors.IsNotFound(err) && !fresh {
 		// Not ours, or not there: ask the API, which sees every Secret.
 		err = r.APIReader.Get(ctx, key, secret)
-		if apierrors.IsNotFound(err) {
-			return nil, nil
-		}
-		if err != nil {
-			return nil, err
-		}
-	} else if err != nil {
+	}
+	if apierrors.IsNotFound(err) {
+		return nil, nil
+	}
+	if err != nil {
 		return nil, err
 	}
 	if secret.Labels[certpilotv1alpha1.LabelManagedBy] != certpilotv1alpha1.ManagedByValue {

@@ -3,6 +3,7 @@ package controllers
 import (
 	"context"
 	"crypto"
+	"crypto/x509"
 	"fmt"
 	"strings"
 	"time"
@@ -47,6 +48,7 @@ func (r *CertificateReconciler) finalize(ctx context.Context, run *certificateRu
 		}
 		run.order = order
 		run.cert.Status.Order.State = order.Status
+		ctrl.LoggerFrom(ctx).Info("Finalized order", "order", order.URL, "state", order.Status)
 	}
 	switch run.order.Status {
 	case acme.StatusValid:
@@ -64,6 +66,22 @@ func (r *CertificateReconciler) finalize(ctx context.Context, run *certificateRu
 // renewal.
 func (r *CertificateReconciler) storeCertificate(ctx context.Context, run *certificateRun) (ctrl.Result, error) {
 	cert := run.cert
+	// An earlier reconcile may have stored this order's certificate already and died (or been
+	// read from a stale cache) before its status write: then only the status is left to do.
+	stored, err := r.certificateSecret(ctx, cert, true)
+	if err != nil {
+		return ctrl.Result{}, err
+	}
+	if stored != nil && stored.Annotations[annotationOrder] == run.order.URL {
+		leaf, err := pki.ParseLeaf(stored.Data[corev1.TLSCertKey])
+		if err == nil {
+			if err := r.removeChallenges(ctx, run); err != nil {
+				return ctrl.Result{}, err
+			}
+			return r.recordIssued(ctx, run, leaf, false, false), nil
+		}
+	}
+
 	chain, err := run.acme.FetchCertificate(ctx, run.order.CertURL)
 	if err != nil {
 		return ctrl.Result{}, err
@@ -101,6 +119,13 @@ func (r *CertificateReconciler) storeCertificate(ctx context.Context, run *certi
 		return ctrl.Result{}, err
 	}
 
+	return r.recordIssued(ctx, run, leaf, renewed, true), nil
+}
+
+// recordIssued records a stored certificate in the status, announces it (Event) when it is new
+// and schedules its renewal.
+func (r *CertificateReconciler) recordIssued(ctx context.Context, run *certificateRun, leaf *x509.Certificate, renewed, announce bool) ctrl.Result {
+	cert := run.cert
 	status := &cert.Status
 	renewalTime := renewal.RenewalTime(leaf.NotBefore, leaf.NotAfter, renewBefore(cert))
 	status.NotBefore, status.NotAfter, status.RenewalTime = timePtr(leaf.NotBefore), timePtr(leaf.NotAfter), timePtr(renewalTime)
@@ -114,6 +139,9 @@ func (r *CertificateReconciler) storeCertificate(ctx context.Context, run *certi
 		Message: fmt.Sprintf("Certificate is valid until %s; renewal at %s",
 			leaf.NotAfter.UTC().Format(time.RFC3339), renewalTime.UTC().Format(time.RFC3339))}
 
+	if !announce {
+		return ctrl.Result{RequeueAfter: max(renewal.RequeueAfter(run.now, renewalTime), time.Second)}
+	}
 	reason, verb := "Issued", "issued"
 	if renewed {
 		reason, verb = "Renewed", "renewed"
@@ -122,7 +150,7 @@ func (r *CertificateReconciler) storeCertificate(ctx context.Context, run *certi
 		verb, strings.Join(cert.Spec.DNSNames, ", "), leaf.SerialNumber, leaf.NotAfter.UTC().Format(time.RFC3339))
 	ctrl.LoggerFrom(ctx).Info("Stored certificate", "secret", cert.Spec.SecretName, "serial", status.SerialNumber,
 		"notAfter", leaf.NotAfter, "renewalTime", renewalTime)
-	return ctrl.Result{RequeueAfter: max(renewal.RequeueAfter(run.now, renewalTime), time.Second)}, nil
+	return ctrl.Result{RequeueAfter: max(renewal.RequeueAfter(run.now, renewalTime), time.Second)}
 }
 
 // applyCertificateSecret writes the kubernetes.io/tls Secret with server-side apply, owned by
@@ -138,6 +166,7 @@ func (r *CertificateReconciler) applyCertificateSecret(ctx context.Context, run 
 		WithAnnotations(map[string]string{
 			annotationIssuerKind: issuerKind(cert),
 			annotationIssuerName: cert.Spec.IssuerRef.Name,
+			annotationOrder:      run.order.URL,
 		}).
 		WithOwnerReferences(ownerReference(cert)).
 		WithData(map[string][]byte{
@@ -159,7 +188,7 @@ func (r *CertificateReconciler) nextPrivateKey(ctx context.Context, run *certifi
 	if err != nil {
 		return nil, err
 	}
-	if existing != nil && existing.Annotations["certpilot.dev/order"] == run.order.URL {
+	if existing != nil && existing.Annotations[annotationOrder] == run.order.URL {
 		if key, err := pki.DecodePrivateKey(existing.Data[corev1.TLSPrivateKeyKey]); err == nil {
 			return key, nil
 		}
@@ -185,7 +214,7 @@ func (r *CertificateReconciler) nextPrivateKey(ctx context.Context, run *certifi
 			certpilotv1alpha1.LabelManagedBy:   certpilotv1alpha1.ManagedByValue,
 			certpilotv1alpha1.LabelCertificate: run.cert.Name,
 		}).
-		WithAnnotations(map[string]string{"certpilot.dev/order": run.order.URL}).
+		WithAnnotations(map[string]string{annotationOrder: run.order.URL}).
 		WithOwnerReferences(ownerReference(run.cert)).
 		WithData(map[string][]byte{corev1.TLSPrivateKeyKey: keyPEM})
 	if err := r.Apply(ctx, secret, client.FieldOwner(FieldManager), client.ForceOwnership); err != nil {

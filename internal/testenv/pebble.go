@@ -21,6 +21,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -457,6 +458,17 @@ func (p *Pebble) Stop() {
 
 // Output returns what both processes have written so far, each line prefixed with its name.
 func (p *Pebble) Output() string { return p.output.String() }
+
+// OrderCount returns how many orders Pebble has created so far (from its log).
+func (p *Pebble) OrderCount() int {
+	return strings.Count(p.output.String(), "Added order ")
+}
+
+// ValidationAttempts returns how many times Pebble's validation authority has tried to validate
+// a challenge for dnsName so far (from its log).
+func (p *Pebble) ValidationAttempts(dnsName string) int {
+	return strings.Count(p.output.String(), `Value:"`+dnsName+`"}, Challenge:`)
+}
 
 // DirectoryURL is the ACME directory URL.
 func (p *Pebble) DirectoryURL() string { return "https://" + p.ListenAddress + "/dir" }

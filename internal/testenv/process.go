@@ -94,6 +94,13 @@ func (p *Process) Exited() (bool, error) {
 	}
 }
 
+// Kill kills the process at once (SIGKILL), as a crashed node or an OOM kill would, and waits
+// for it.
+func (p *Process) Kill() {
+	_ = p.cmd.Process.Kill()
+	<-p.done
+}
+
 // Stop sends SIGTERM, waits up to timeout for a graceful exit, then kills the process.
 func (p *Process) Stop(timeout time.Duration) {
 	select {

@@ -165,6 +165,13 @@ func (s *Stack) StopManager() {
 	}
 }
 
+// KillManager kills the manager with SIGKILL: no graceful shutdown, as in a crash.
+func (s *Stack) KillManager() {
+	if s.Manager != nil {
+		s.Manager.Kill()
+	}
+}
+
 // Stop stops the manager and the edge and deletes the ClusterIssuer.
 func (s *Stack) Stop() {
 	s.StopManager()

@@ -8,7 +8,9 @@ import (
 	"testing"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
 	"sigs.k8s.io/cli-utils/pkg/kstatus/status"
@@ -126,7 +128,9 @@ func TestValidationFailureBacksOff(t *testing.T) {
 func TestRenewOnRequestAndSpecChange(t *testing.T) {
 	testenv.SkipIfShort(t)
 	ctx := context.Background()
-	s := startStack(t, "e2e-renew", 0)
+	// Six-day certificates, like Let's Encrypt's shortlived profile: they renew at half-life,
+	// not 7 days (renewBefore) before expiry, which would be before they were issued.
+	s := startStack(t, "e2e-renew", 6*24*time.Hour)
 
 	cert := s.TLSALPN01Certificate("renew", "renew.test")
 	if err := kube.Client.Create(ctx, cert); err != nil {
@@ -134,6 +138,18 @@ func TestRenewOnRequestAndSpecChange(t *testing.T) {
 	}
 	waitReady(t, cert, 2*time.Minute, "")
 	first := cert.Status.SerialNumber
+	lifetime := cert.Status.NotAfter.Sub(cert.Status.NotBefore.Time)
+	// Status times are whole seconds: allow one second of rounding.
+	if got, want := cert.Status.RenewalTime.Sub(cert.Status.NotBefore.Time), lifetime/2; (got-want).Abs() > time.Second {
+		t.Errorf("a %s certificate renews %s after notBefore, want %s (half its lifetime)", lifetime, got, want)
+	}
+
+	// A deleted Secret is issued again.
+	if err := kube.Client.Delete(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: s.Namespace, Name: "renew-tls"}}); err != nil {
+		t.Fatal(err)
+	}
+	waitReady(t, cert, 2*time.Minute, first)
+	first = cert.Status.SerialNumber
 
 	patch := client.MergeFrom(cert.DeepCopy())
 	cert.Annotations = map[string]string{certpilotv1alpha1.AnnotationRenew: "2026-11-27T10:00:00Z"}
@@ -181,4 +197,44 @@ func kstatusOf(t *testing.T, cert *certpilotv1alpha1.Certificate) status.Status 
 		t.Fatal(err)
 	}
 	return result.Status
+}
+
+// TestKillAtEachStep: a manager killed with SIGKILL at any step of the flow and started again
+// finishes the certificate, and the CA sees at most one extra order per kill.
+func TestKillAtEachStep(t *testing.T) {
+	testenv.SkipIfShort(t)
+	ctx := context.Background()
+	s := startStack(t, "e2e-kill", 0)
+
+	steps := []string{"Created ACME order", "Published challenge responses", "Accepted challenges", "Finalized order", "Stored certificate"}
+	for i, step := range steps {
+		name := fmt.Sprintf("kill-%d", i)
+		t.Run(step, func(t *testing.T) {
+			ordersBefore := s.Pebble.OrderCount()
+			logsBefore := len(s.Manager.Output())
+			cert := s.TLSALPN01Certificate(name, name+".kill.test")
+			if err := kube.Client.Create(ctx, cert); err != nil {
+				t.Fatal(err)
+			}
+			// Kill the manager the moment it logs the step for this certificate.
+			eventually(t, time.Minute, "step "+step, func() error {
+				for _, line := range strings.Split(s.Manager.Output()[logsBefore:], "\n") {
+					if strings.Contains(line, `"msg":"`+step+`"`) && strings.Contains(line, `"name":"`+name+`"`) {
+						return nil
+					}
+				}
+				return fmt.Errorf("the manager has not logged %q for %s", step, name)
+			})
+			s.KillManager()
+			if err := s.StartManager(); err != nil {
+				t.Fatal(err)
+			}
+			waitReady(t, cert, 2*time.Minute, "")
+			if orders := s.Pebble.OrderCount() - ordersBefore; orders > 2 {
+				t.Errorf("Pebble saw %d orders for one certificate and one kill, want at most 2", orders)
+			} else {
+				t.Logf("killed after %q: %d order(s)", step, orders)
+			}
+		})
+	}
 }
