@@ -140,7 +140,7 @@ func TestRenewOnRequestAndSpecChange(t *testing.T) {
 	first := cert.Status.SerialNumber
 	lifetime := cert.Status.NotAfter.Sub(cert.Status.NotBefore.Time)
 	// Status times are whole seconds: allow one second of rounding.
-	if got, want := cert.Status.RenewalTime.Sub(cert.Status.NotBefore.Time), lifetime/2; (got-want).Abs() > time.Second {
+	if got, want := cert.Status.RenewalTime.Sub(cert.Status.NotBefore.Time), lifetime/2; (got - want).Abs() > time.Second {
 		t.Errorf("a %s certificate renews %s after notBefore, want %s (half its lifetime)", lifetime, got, want)
 	}
 
