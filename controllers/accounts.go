@@ -95,7 +95,6 @@ func (a *Accounts) Client(ctx context.Context, issuer certpilotv1alpha1.GenericI
 	acmeClient, err := acme.New(ctx, acme.Options{
 		DirectoryURL: spec.Server,
 		AccountKey:   key,
-		AccountURI:   issuer.GetStatus().AccountURI,
 		CABundle:     spec.CABundle,
 		UserAgent:    a.UserAgent,
 	})

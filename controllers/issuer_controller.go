@@ -3,10 +3,13 @@ package controllers
 import (
 	"context"
 	"fmt"
+	"slices"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
@@ -68,8 +71,13 @@ func (r *IssuerReconciler) Reconcile(ctx context.Context, req ctrl.Request) (res
 			return ctrl.Result{}, err
 		}
 	}
-	return ctrl.Result{}, nil
+	// The Secrets an issuer reads are not watched: look again now and then, so a deleted or
+	// broken account key shows on the issuer and not only on its certificates.
+	return ctrl.Result{RequeueAfter: issuerRecheck}, nil
 }
+
+// issuerRecheck is how often a Ready issuer is looked at again.
+const issuerRecheck = time.Hour
 
 // ensureAccountKey creates the account key Secret when it is absent. An existing Secret is never
 // changed, even when its key cannot be read: replacing it would lose the account.
@@ -115,15 +123,21 @@ func (r *IssuerReconciler) registerAccount(ctx context.Context, issuer certpilot
 		return err
 	}
 	status := issuer.GetStatus()
+	spec := issuer.GetSpec().ACME
+	if spec.Profile != "" && !slices.Contains(acmeClient.Profiles(), spec.Profile) {
+		return stalled("UnknownProfile", "the ACME server %s offers no profile %q (it offers %v)", spec.Server, spec.Profile, acmeClient.Profiles())
+	}
+	// Registered already for this spec (and this key: a changed key rebuilds the client).
 	if status.AccountURI != "" && status.AccountURI == acmeClient.AccountURI() &&
-		status.ObservedGeneration == issuer.GetGeneration() {
+		status.ObservedGeneration == issuer.GetGeneration() &&
+		meta.IsStatusConditionTrue(status.Conditions, certpilotv1alpha1.ConditionReady) {
 		return nil
 	}
 	eab, err := r.Accounts.ExternalAccountBinding(ctx, issuer)
 	if err != nil {
 		return err
 	}
-	uri, err := acmeClient.Register(ctx, issuer.GetSpec().ACME.Email, eab)
+	uri, err := acmeClient.Register(ctx, spec.Email, eab)
 	if err != nil {
 		if acme.IsPermanent(err) {
 			return stalled("RegistrationFailed", "%v", err)

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"slices"
 	"sync"
 	"time"
 
@@ -177,6 +178,14 @@ func (c *Client) Register(ctx context.Context, email string, eab *ExternalAccoun
 			return "", fmt.Errorf("looking up the existing ACME account at %s: %w", c.acme.DirectoryURL, err)
 		}
 		c.setAccountURI(existing.URI)
+		// The account's contact follows the spec: a changed email reaches the CA.
+		// (An empty email leaves the contact as it is: ACME servers refuse an empty update.)
+		if len(account.Contact) > 0 && !slices.Equal(existing.Contact, account.Contact) {
+			existing.Contact = account.Contact
+			if _, err := c.acme.UpdateReg(ctx, existing); err != nil {
+				return "", fmt.Errorf("updating the contact of ACME account %s: %w", existing.URI, err)
+			}
+		}
 		return existing.URI, nil
 	}
 	if err != nil {

@@ -6,7 +6,6 @@ import (
 	"crypto/x509"
 	"fmt"
 	"net/http"
-	"os"
 	"slices"
 	"testing"
 
@@ -21,22 +20,11 @@ import (
 	"github.com/certpilot/certpilot/internal/testenv"
 )
 
-// skipKnownBug skips a test of a reconciler bug that is reported but not fixed yet; set
-// CERTPILOT_KNOWN_BUGS=1 to run it (it fails until the fix lands, then drop the skip).
-func skipKnownBug(t *testing.T, bug string) {
-	t.Helper()
-	if os.Getenv("CERTPILOT_KNOWN_BUGS") == "" {
-		t.Skipf("known bug, not fixed yet (CERTPILOT_KNOWN_BUGS=1 runs it): %s", bug)
-	}
-}
-
 // TestIssuerSpecChangeRegistersAfterTransientFailure: when the first registration after a spec
 // change fails transiently, the retry must register again instead of reporting the account of
 // the previous spec as Ready.
 func TestIssuerSpecChangeRegistersAfterTransientFailure(t *testing.T) {
 	testenv.SkipIfShort(t)
-	skipKnownBug(t, "registerAccount skips registration once status.observedGeneration, which the deferred summary "+
-		"sets even on failure, equals the generation (issuer_controller.go, registerAccount)")
 	ctx := context.Background()
 	first := testenv.StartPebble(t, testenv.PebbleOptions{})
 	// Every nonce is rejected: the directory answers, every newAccount fails with badNonce, a
@@ -78,7 +66,6 @@ func TestIssuerSpecChangeRegistersAfterTransientFailure(t *testing.T) {
 // or the issuer would be Ready for a generation whose contact the CA never got.
 func TestIssuerEmailChangeUpdatesAccountContact(t *testing.T) {
 	testenv.SkipIfShort(t)
-	skipKnownBug(t, "Register finds the existing account for the key and never updates its contact")
 	ctx := context.Background()
 	pebble := testenv.StartPebble(t, testenv.PebbleOptions{})
 	startIssuerManager(t)
