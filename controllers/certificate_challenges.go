@@ -77,7 +77,7 @@ func (r *CertificateReconciler) presentChallenges(ctx context.Context, run *cert
 		}
 		challenge, ok := authz.Challenge(challengeType)
 		if !ok {
-			return ctrl.Result{}, r.recordFailure(ctx, run, "ChallengeNotOffered", "the CA offers no %s challenge for %s", challengeType, dnsName)
+			return ctrl.Result{}, r.recordFailure(ctx, run, true, "ChallengeNotOffered", "the CA offers no %s challenge for %s", challengeType, dnsName)
 		}
 		status.URL, status.State = challenge.URL, challenge.Status
 		statuses = append(statuses, status)
@@ -125,7 +125,7 @@ func (r *CertificateReconciler) acceptChallenges(ctx context.Context, run *certi
 	for _, p := range run.accept {
 		if err := run.acme.Accept(ctx, p.challenge.URL); err != nil {
 			if acme.IsPermanent(err) {
-				return ctrl.Result{}, r.recordFailure(ctx, run, "AcceptFailed", "%v", err)
+				return ctrl.Result{}, r.recordFailure(ctx, run, true, "AcceptFailed", "%v", err)
 			}
 			return ctrl.Result{}, err
 		}

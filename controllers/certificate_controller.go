@@ -84,7 +84,12 @@ func (r *CertificateReconciler) Reconcile(ctx context.Context, req ctrl.Request)
 	run := &certificateRun{cert: cert, now: r.clock().Now(), patchBase: cert.DeepCopy()}
 
 	defer func() {
+		wasStalled := meta.IsStatusConditionTrue(cert.Status.Conditions, certpilotv1alpha1.ConditionStalled)
 		r.summarize(run, err)
+		if s, ok := asStalled(err); ok && !wasStalled {
+			// Once per stall, not on every recheck.
+			r.Recorder.Eventf(cert, nil, corev1.EventTypeWarning, s.reason, "Reconcile", "%s", s.message)
+		}
 		result, err = mergeOutcome(ctx, result, err)
 		if patchErr := r.patchStatus(ctx, run); patchErr != nil && err == nil {
 			err = patchErr
@@ -92,8 +97,8 @@ func (r *CertificateReconciler) Reconcile(ctx context.Context, req ctrl.Request)
 	}()
 
 	for _, step := range []certificateStep{
-		r.resolveIssuer,
 		r.decide,
+		r.resolveIssuer,
 		r.ensureOrder,
 		r.presentChallenges,
 		r.acceptChallenges,
@@ -143,7 +148,7 @@ func (r *CertificateReconciler) summarize(run *certificateRun, err error) {
 	if run.ready != nil {
 		setCondition(&status.Conditions, generation, certpilotv1alpha1.ConditionReady, run.ready.Status, run.ready.Reason, run.ready.Message)
 	}
-	issuing := status.Order != nil && status.Order.State != acme.StatusValid
+	issuing := orderOpen(cert)
 	if s, ok := asStalled(err); ok {
 		if run.ready == nil || run.ready.Status != metav1.ConditionTrue {
 			setCondition(&status.Conditions, generation, certpilotv1alpha1.ConditionReady, metav1.ConditionFalse, s.reason, s.message)

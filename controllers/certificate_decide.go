@@ -3,7 +3,6 @@ package controllers
 import (
 	"context"
 	"fmt"
-	"slices"
 	"strings"
 	"time"
 
@@ -73,8 +72,9 @@ func (r *CertificateReconciler) decide(ctx context.Context, run *certificateRun)
 		run.ready = &metav1.Condition{Status: metav1.ConditionFalse, Reason: trigger.Reason, Message: trigger.Message}
 	}
 
+	r.lookupSolver(ctx, run)
 	if !issue && orderOpen(cert) {
-		if slices.Equal(cert.Status.Order.DNSNames, cert.Spec.DNSNames) {
+		if sameNames(cert.Status.Order.DNSNames, cert.Spec.DNSNames) {
 			// An open order is finished even when nothing triggers now: it was opened for a
 			// reason (a renewal request is marked as acted on when its order is created).
 			return ctrl.Result{}, nil
@@ -149,12 +149,16 @@ func (r *CertificateReconciler) certificateSecret(ctx context.Context, cert *cer
 	if err != nil {
 		return nil, err
 	}
-	if secret.Labels[certpilotv1alpha1.LabelManagedBy] != certpilotv1alpha1.ManagedByValue {
+	owner := metav1.GetControllerOf(secret)
+	if secret.Labels[certpilotv1alpha1.LabelManagedBy] != certpilotv1alpha1.ManagedByValue ||
+		(owner == nil && secret.Labels[certpilotv1alpha1.LabelCertificate] != cert.Name) {
+		// Not a certificate Secret of this Certificate (an account key, a challenge Secret, or
+		// someone else's).
 		return nil, stalled("SecretNotOwned",
 			"Secret %s/%s exists and was not created by certpilot; certpilot never overwrites it: delete it or choose another secretName",
 			cert.Namespace, cert.Spec.SecretName)
 	}
-	if owner := metav1.GetControllerOf(secret); owner != nil && owner.UID != cert.UID {
+	if owner != nil && owner.UID != cert.UID {
 		return nil, stalled("SecretOwnedByAnotherCertificate",
 			"Secret %s/%s belongs to %s %q; two Certificates cannot share a secretName",
 			cert.Namespace, cert.Spec.SecretName, owner.Kind, owner.Name)

@@ -42,7 +42,7 @@ func (r *CertificateReconciler) finalize(ctx context.Context, run *certificateRu
 		order, err := run.acme.Finalize(ctx, run.order, csr)
 		if err != nil {
 			if acme.IsPermanent(err) {
-				return ctrl.Result{}, r.recordFailure(ctx, run, "FinalizeFailed", "%v", err)
+				return ctrl.Result{}, r.recordFailure(ctx, run, true, "FinalizeFailed", "%v", err)
 			}
 			return ctrl.Result{}, err
 		}
@@ -56,7 +56,7 @@ func (r *CertificateReconciler) finalize(ctx context.Context, run *certificateRu
 	case acme.StatusProcessing:
 		return ctrl.Result{}, wait(run.order.RetryAfter, "WaitingForCertificate", "The CA is issuing the certificate")
 	default:
-		return ctrl.Result{}, r.recordFailure(ctx, run, "OrderInvalid", "the CA marked order %s %s after finalization: %s",
+		return ctrl.Result{}, r.recordFailure(ctx, run, false, "OrderInvalid", "the CA marked order %s %s after finalization: %s",
 			run.order.URL, run.order.Status, orderProblem(ctx, run, run.order))
 	}
 }
@@ -92,20 +92,20 @@ func (r *CertificateReconciler) storeCertificate(ctx context.Context, run *certi
 	}
 	if keySecret == nil {
 		// The key the CA signed is gone (deleted by hand): this order cannot be used.
-		return ctrl.Result{}, r.recordFailure(ctx, run, "PrivateKeyLost", "the private key of order %s was deleted before the certificate was stored", run.order.URL)
+		return ctrl.Result{}, r.recordFailure(ctx, run, false, "PrivateKeyLost", "the private key of order %s was deleted before the certificate was stored", run.order.URL)
 	}
 	keyPEM := keySecret.Data[corev1.TLSPrivateKeyKey]
 	key, err := pki.DecodePrivateKey(keyPEM)
 	if err != nil {
-		return ctrl.Result{}, r.recordFailure(ctx, run, "PrivateKeyLost", "the private key of order %s is unreadable: %v", run.order.URL, err)
+		return ctrl.Result{}, r.recordFailure(ctx, run, false, "PrivateKeyLost", "the private key of order %s is unreadable: %v", run.order.URL, err)
 	}
 	chainPEM := pki.EncodeChain(chain)
 	leaf, err := pki.ParseLeaf(chainPEM)
 	if err != nil {
-		return ctrl.Result{}, r.recordFailure(ctx, run, "InvalidCertificate", "the CA returned an unreadable certificate: %v", err)
+		return ctrl.Result{}, r.recordFailure(ctx, run, false, "InvalidCertificate", "the CA returned an unreadable certificate: %v", err)
 	}
 	if !pki.KeyMatches(leaf, key) {
-		return ctrl.Result{}, r.recordFailure(ctx, run, "KeyMismatch", "the CA's certificate does not match the order's private key")
+		return ctrl.Result{}, r.recordFailure(ctx, run, false, "KeyMismatch", "the CA's certificate does not match the order's private key")
 	}
 
 	renewed := run.secret != nil

@@ -14,19 +14,41 @@ import (
 	certpilotv1alpha1 "github.com/certpilot/certpilot/api/v1alpha1"
 )
 
-// resolveIssuer finds the Certificate's issuer, its solver and its ACME client. An issuer that
-// does not exist or is not Ready yet is waited for (its watch wakes the Certificate).
-func (r *CertificateReconciler) resolveIssuer(ctx context.Context, run *certificateRun) (ctrl.Result, error) {
-	ref := run.cert.Spec.IssuerRef
+// lookupSolver finds the solver (the Certificate's, or its issuer's) as far as it can, for the
+// status (autoRenewable) and to clean up challenge responses; resolveIssuer insists.
+func (r *CertificateReconciler) lookupSolver(ctx context.Context, run *certificateRun) {
+	run.solver = run.cert.Spec.Solver
+	if issuer, err := r.getIssuer(ctx, run.cert); err == nil {
+		run.issuer = issuer
+		if run.solver == nil {
+			run.solver = issuer.GetSpec().Solver
+		}
+	}
+	if run.solver != nil {
+		run.cert.Status.AutoRenewable = ptr.To(run.solver.DNS01 == nil || run.solver.DNS01.Manual == nil)
+	}
+}
+
+func (r *CertificateReconciler) getIssuer(ctx context.Context, cert *certpilotv1alpha1.Certificate) (certpilotv1alpha1.GenericIssuer, error) {
+	ref := cert.Spec.IssuerRef
 	var issuer certpilotv1alpha1.GenericIssuer
 	key := types.NamespacedName{Name: ref.Name}
 	if ref.Kind == "ClusterIssuer" {
 		issuer = &certpilotv1alpha1.ClusterIssuer{}
 	} else {
 		issuer = &certpilotv1alpha1.Issuer{}
-		key.Namespace = run.cert.Namespace
+		key.Namespace = cert.Namespace
 	}
-	if err := r.Get(ctx, key, issuer); err != nil {
+	return issuer, r.Get(ctx, key, issuer)
+}
+
+// resolveIssuer finds the Certificate's issuer, its solver and its ACME client, before an order
+// is opened. An issuer that does not exist or is not Ready yet is waited for (its watch wakes the
+// Certificate); a solver that cannot work is a stalled error.
+func (r *CertificateReconciler) resolveIssuer(ctx context.Context, run *certificateRun) (ctrl.Result, error) {
+	ref := run.cert.Spec.IssuerRef
+	issuer, err := r.getIssuer(ctx, run.cert)
+	if err != nil {
 		if apierrors.IsNotFound(err) {
 			return ctrl.Result{}, wait(time.Minute, "IssuerNotFound", "%s %q does not exist", issuer.Kind(), ref.Name)
 		}
@@ -57,6 +79,9 @@ func (r *CertificateReconciler) resolveIssuer(ctx context.Context, run *certific
 		}
 	}
 	run.cert.Status.AutoRenewable = ptr.To(run.solver.DNS01 == nil || run.solver.DNS01.Manual == nil)
+	if _, err := solverChallengeType(run.solver); err != nil {
+		return ctrl.Result{}, err
+	}
 
 	client, err := r.Accounts.Client(ctx, issuer)
 	if err != nil {

@@ -20,7 +20,7 @@ import (
 // before any challenge is touched, so a controller killed at any point resumes that order.
 func (r *CertificateReconciler) ensureOrder(ctx context.Context, run *certificateRun) (ctrl.Result, error) {
 	cert := run.cert
-	if recorded := cert.Status.Order; orderOpen(cert) && slices.Equal(recorded.DNSNames, cert.Spec.DNSNames) {
+	if recorded := cert.Status.Order; orderOpen(cert) && sameNames(recorded.DNSNames, cert.Spec.DNSNames) {
 		order, err := run.acme.GetOrder(ctx, recorded.URL)
 		switch {
 		case err == nil && order.Status != acme.StatusInvalid:
@@ -28,7 +28,7 @@ func (r *CertificateReconciler) ensureOrder(ctx context.Context, run *certificat
 			recorded.State = order.Status
 			return ctrl.Result{}, nil
 		case err == nil:
-			return ctrl.Result{}, r.recordFailure(ctx, run, "OrderInvalid", "the CA marked order %s invalid: %s", order.URL, orderProblem(ctx, run, order))
+			return ctrl.Result{}, r.recordFailure(ctx, run, false, "OrderInvalid", "the CA marked order %s invalid: %s", order.URL, orderProblem(ctx, run, order))
 		case !acme.IsPermanent(err):
 			return ctrl.Result{}, err
 		}
@@ -45,7 +45,7 @@ func (r *CertificateReconciler) ensureOrder(ctx context.Context, run *certificat
 	order, err := run.acme.NewOrder(ctx, cert.Spec.DNSNames, run.issuer.GetSpec().ACME.Profile)
 	if err != nil {
 		if acme.IsPermanent(err) {
-			return ctrl.Result{}, r.recordFailure(ctx, run, "OrderRejected", "%v", err)
+			return ctrl.Result{}, r.recordFailure(ctx, run, true, "OrderRejected", "%v", err)
 		}
 		return ctrl.Result{}, err
 	}
@@ -77,13 +77,15 @@ func (r *CertificateReconciler) waitForOrder(ctx context.Context, run *certifica
 		return ctrl.Result{}, wait(order.RetryAfter, "WaitingForValidation",
 			"Waiting for the CA to validate %s", strings.Join(run.cert.Spec.DNSNames, ", "))
 	default:
-		return ctrl.Result{}, r.recordFailure(ctx, run, "OrderInvalid", "the CA marked order %s %s: %s", order.URL, order.Status, orderProblem(ctx, run, order))
+		return ctrl.Result{}, r.recordFailure(ctx, run, false, "OrderInvalid", "the CA marked order %s %s: %s", order.URL, order.Status, orderProblem(ctx, run, order))
 	}
 }
 
 // recordFailure counts a failed issuance, tells the user (condition and Warning Event), removes
-// the challenge responses and backs off: about 1m, 10m, 100m, then daily.
-func (r *CertificateReconciler) recordFailure(ctx context.Context, run *certificateRun, reason, format string, args ...any) error {
+// the challenge responses and backs off: about 1m, 10m, 100m, then daily. A permanent failure
+// (the CA refuses the request itself, not a validation) also sets Stalled: it needs a change of
+// the spec, and is retried only at the backoff's pace.
+func (r *CertificateReconciler) recordFailure(ctx context.Context, run *certificateRun, permanent bool, reason, format string, args ...any) error {
 	message := fmt.Sprintf(format, args...)
 	status := &run.cert.Status
 	status.FailedIssuanceAttempts++
@@ -95,8 +97,17 @@ func (r *CertificateReconciler) recordFailure(ctx context.Context, run *certific
 	ctrl.LoggerFrom(ctx).Info("Issuance failed", "reason", reason, "message", message, "attempts", status.FailedIssuanceAttempts)
 	cleanupErr := r.removeChallenges(ctx, run)
 	backoff := renewal.Backoff(status.FailedIssuanceAttempts)
-	return errors.Join(wait(backoff, reason, "Issuance failed (attempt %d, next in %s): %s",
-		status.FailedIssuanceAttempts, backoff, message), cleanupErr)
+	summary := fmt.Sprintf("Issuance failed (attempt %d, next in %s): %s", status.FailedIssuanceAttempts, backoff, message)
+	if permanent {
+		return errors.Join(&stalledError{reason: reason, message: summary, after: backoff}, cleanupErr)
+	}
+	return errors.Join(wait(backoff, reason, "%s", summary), cleanupErr)
+}
+
+// sameNames compares DNS name lists as sets: an order for the same names in another order is
+// the same order.
+func sameNames(a, b []string) bool {
+	return slices.Equal(slices.Sorted(slices.Values(a)), slices.Sorted(slices.Values(b)))
 }
 
 // orderProblem describes why an order failed, naming the names: its authorizations' errors, or

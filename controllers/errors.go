@@ -16,6 +16,9 @@ import (
 type stalledError struct {
 	reason  string
 	message string
+	// after, when set, replaces stalledRecheck: the backoff of a failed issuance, so that a
+	// permanent error is not retried every recheck.
+	after time.Duration
 }
 
 func (e *stalledError) Error() string { return e.message }

@@ -93,7 +93,7 @@ func (r *CertificateReconciler) publishChallenges(ctx context.Context, run *cert
 		}
 		ctrl.LoggerFrom(ctx).Info("Published challenge responses", "secret", namespace+"/"+secretName, "count", len(data))
 	}
-	return r.mountChallengeSecret(ctx, namespace, deployment, secretName)
+	return r.mountChallengeSecret(ctx, run, namespace, deployment, secretName)
 }
 
 // removeChallenges deletes this certificate's responses from the load balancer's Secret.
@@ -163,11 +163,11 @@ func (r *CertificateReconciler) patchSecretData(ctx context.Context, secret *cor
 // server-side apply under certpilot's own field manager: tools that apply the Deployment
 // server-side (Argo CD, Flux) keep their fields and do not fight certpilot. It is done once;
 // a Deployment that already mounts the Secret is left alone.
-func (r *CertificateReconciler) mountChallengeSecret(ctx context.Context, namespace, name, secretName string) error {
+func (r *CertificateReconciler) mountChallengeSecret(ctx context.Context, run *certificateRun, namespace, name, secretName string) error {
 	deployment := &appsv1.Deployment{}
 	if err := r.APIReader.Get(ctx, types.NamespacedName{Namespace: namespace, Name: name}, deployment); err != nil {
 		if apierrors.IsNotFound(err) {
-			return wait(selfCheckRetry*6, "LoadBalancerNotFound", "the load balancer Deployment %s/%s does not exist", namespace, name)
+			return wait(selfCheckDelay(run), "LoadBalancerNotFound", "the load balancer Deployment %s/%s does not exist", namespace, name)
 		}
 		return err
 	}

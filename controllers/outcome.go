@@ -16,6 +16,9 @@ func outcome(ctx context.Context, err error) (ctrl.Result, error) {
 	}
 	if s, ok := asStalled(err); ok {
 		ctrl.LoggerFrom(ctx).Info("Stalled until the spec or a referenced object changes", "reason", s.reason, "message", s.message)
+		if s.after > 0 {
+			return ctrl.Result{RequeueAfter: s.after}, nil
+		}
 		return ctrl.Result{RequeueAfter: stalledRecheck}, nil
 	}
 	if w, ok := asWait(err); ok {

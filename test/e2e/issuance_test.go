@@ -236,6 +236,35 @@ func TestSecretNotOwned(t *testing.T) {
 	if cert.Status.Order != nil {
 		t.Errorf("an order was created for a Secret certpilot cannot write: %+v", cert.Status.Order)
 	}
+	reasons, err := eventReasons(ctx, cert)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Contains(reasons, "SecretNotOwned") {
+		t.Errorf("no Warning event for the stall; events: %v", reasons)
+	}
+
+	// A solver this version cannot serve stalls before any order is opened at the CA.
+	unsupported := s.TLSALPN01Certificate("unsupported", "unsupported.owned.test")
+	unsupported.Spec.Solver = &certpilotv1alpha1.Solver{DNS01: &certpilotv1alpha1.DNS01Solver{Manual: &certpilotv1alpha1.ManualDNS01{}}}
+	if err := kube.Client.Create(ctx, unsupported); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, time.Minute, "Stalled SolverNotSupported", func() error {
+		if err := kube.Client.Get(ctx, client.ObjectKeyFromObject(unsupported), unsupported); err != nil {
+			return err
+		}
+		if c := meta.FindStatusCondition(unsupported.Status.Conditions, certpilotv1alpha1.ConditionStalled); c == nil || c.Reason != "SolverNotSupported" {
+			return fmt.Errorf("conditions %+v", unsupported.Status.Conditions)
+		}
+		return nil
+	})
+	if unsupported.Status.AutoRenewable == nil || *unsupported.Status.AutoRenewable {
+		t.Errorf("autoRenewable = %v, want false for dns01 manual", unsupported.Status.AutoRenewable)
+	}
+	if n := s.Pebble.OrderCount(); n != 0 {
+		t.Errorf("Pebble saw %d orders, want none", n)
+	}
 }
 
 // verifySecret checks the certificate Secret: type, keys, names, key match, chain to Pebble's
