@@ -48,7 +48,8 @@ lint: fmt vet ## Check formatting and vet (fails when gofmt would change a file)
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); exit 1; }
 
 .PHONY: verify
-verify: generate manifests ## Fail when generated files are stale or the tree is dirty after generation.
+verify: generate manifests ## Fail when generated files (or go.mod) are stale or the tree is dirty after generation.
+	$(GO) mod tidy -diff
 	@if [ -n "$$(git status --porcelain -- api config charts)" ]; then \
 		echo "generated files are stale; run 'make generate manifests' and commit:"; \
 		git status --porcelain -- api config charts; git --no-pager diff --stat -- api config charts; exit 1; fi

@@ -78,10 +78,13 @@ func (r *CertificateReconciler) Reconcile(ctx context.Context, req ctrl.Request)
 	if err := r.Get(ctx, req.NamespacedName, cert); err != nil {
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
-	if !cert.DeletionTimestamp.IsZero() {
-		return ctrl.Result{}, nil // owner references clean up the Secret
-	}
 	run := &certificateRun{cert: cert, now: r.clock().Now(), patchBase: cert.DeepCopy()}
+	if !cert.DeletionTimestamp.IsZero() {
+		// Owner references delete the Secrets; only challenge responses in the shared
+		// challenge Secret are left to remove.
+		r.lookupSolver(ctx, run)
+		return ctrl.Result{}, r.removeChallenges(ctx, run)
+	}
 
 	defer func() {
 		wasStalled := meta.IsStatusConditionTrue(cert.Status.Conditions, certpilotv1alpha1.ConditionStalled)

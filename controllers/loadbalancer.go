@@ -17,6 +17,7 @@ import (
 	corev1ac "k8s.io/client-go/applyconfigurations/core/v1"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
 
 	certpilotv1alpha1 "github.com/certpilot/certpilot/api/v1alpha1"
 	"github.com/certpilot/certpilot/internal/acme"
@@ -58,6 +59,10 @@ func (r *CertificateReconciler) publishChallenges(ctx context.Context, run *cert
 		return err
 	}
 
+	// Responses are removed when the Certificate is deleted mid-order, too.
+	if err := r.setFinalizer(ctx, run.cert, true); err != nil {
+		return err
+	}
 	data := map[string][]byte{}
 	for _, p := range pending {
 		key := certpilotv1alpha1.TLSALPN01Key(p.dnsName)
@@ -96,8 +101,16 @@ func (r *CertificateReconciler) publishChallenges(ctx context.Context, run *cert
 	return r.mountChallengeSecret(ctx, run, namespace, deployment, secretName)
 }
 
-// removeChallenges deletes this certificate's responses from the load balancer's Secret.
+// removeChallenges deletes this certificate's responses from the load balancer's Secret, then
+// the finalizer that guards them.
 func (r *CertificateReconciler) removeChallenges(ctx context.Context, run *certificateRun) error {
+	if err := r.removeChallengeKeys(ctx, run); err != nil {
+		return err
+	}
+	return r.setFinalizer(ctx, run.cert, false)
+}
+
+func (r *CertificateReconciler) removeChallengeKeys(ctx context.Context, run *certificateRun) error {
 	if run.solver == nil || run.cert.Status.Order == nil {
 		return nil
 	}
@@ -107,6 +120,9 @@ func (r *CertificateReconciler) removeChallenges(ctx context.Context, run *certi
 	}
 	secret, err := r.challengeSecret(ctx, namespace, certpilotv1alpha1.ChallengeSecretName(deployment))
 	if err != nil || secret == nil {
+		if _, ok := asStalled(err); ok {
+			return nil // not ours to clean
+		}
 		return err
 	}
 	var remove []string
@@ -121,6 +137,32 @@ func (r *CertificateReconciler) removeChallenges(ctx context.Context, run *certi
 	if err := r.patchSecretData(ctx, secret, nil, remove); err != nil {
 		return fmt.Errorf("removing challenge responses from Secret %s/%s: %w", secret.Namespace, secret.Name, err)
 	}
+	return nil
+}
+
+// challengeFinalizer keeps a Certificate with published challenge responses until they are
+// removed from the shared challenge Secret.
+const challengeFinalizer = "certpilot.dev/challenge-cleanup"
+
+// setFinalizer adds or removes the challenge finalizer with a patch of a copy, so the
+// in-memory status being built is not replaced by the server's.
+func (r *CertificateReconciler) setFinalizer(ctx context.Context, cert *certpilotv1alpha1.Certificate, present bool) error {
+	if controllerutil.ContainsFinalizer(cert, challengeFinalizer) == present {
+		return nil
+	}
+	updated := cert.DeepCopy()
+	if present {
+		controllerutil.AddFinalizer(updated, challengeFinalizer)
+	} else {
+		controllerutil.RemoveFinalizer(updated, challengeFinalizer)
+	}
+	if err := r.Patch(ctx, updated, client.MergeFrom(cert)); err != nil {
+		if apierrors.IsNotFound(err) {
+			return nil
+		}
+		return fmt.Errorf("updating the finalizers of Certificate %s/%s: %w", cert.Namespace, cert.Name, err)
+	}
+	cert.Finalizers = updated.Finalizers
 	return nil
 }
 

@@ -199,6 +199,28 @@ func TestSelfCheckGatesValidation(t *testing.T) {
 	if cert.Status.FailedIssuanceAttempts != 0 {
 		t.Errorf("failedIssuanceAttempts = %d: a self-check failure is not a CA failure", cert.Status.FailedIssuanceAttempts)
 	}
+
+	// Deleted mid-order, the Certificate takes its responses out of the shared Secret.
+	challenges := &corev1.Secret{}
+	key := client.ObjectKey{Namespace: s.Namespace, Name: certpilotv1alpha1.ChallengeSecretName(testenv.EdgeDeployment)}
+	if err := kube.Client.Get(ctx, key, challenges); err != nil || len(challenges.Data) != 1 {
+		t.Fatalf("challenge Secret: %d responses, %v; want the one of the open order", len(challenges.Data), err)
+	}
+	if err := kube.Client.Delete(ctx, cert); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, time.Minute, "Certificate deleted and its response removed", func() error {
+		if err := kube.Client.Get(ctx, client.ObjectKeyFromObject(cert), cert); err == nil {
+			return fmt.Errorf("the Certificate still exists, finalizers %v", cert.Finalizers)
+		}
+		if err := kube.Client.Get(ctx, key, challenges); err != nil {
+			return err
+		}
+		if len(challenges.Data) != 0 {
+			return fmt.Errorf("%d responses left", len(challenges.Data))
+		}
+		return nil
+	})
 }
 
 // TestSecretNotOwned: certpilot never overwrites a Secret it did not create.
