@@ -19,7 +19,8 @@ type CertificateSpec struct {
 	DNSNames []string `json:"dnsNames"`
 
 	// SecretName is the Secret, in the Certificate's namespace, that receives the certificate:
-	// type kubernetes.io/tls with keys "tls.crt" (leaf and chain), "tls.key", "ca.crt" and
+	// type kubernetes.io/tls with keys "tls.crt" (leaf, then the CA's intermediates), "tls.key",
+	// "ca.crt" (the intermediates the CA sent with the leaf; ACME delivers no root) and
 	// "bundle.pem" (key, leaf and chain in one PEM). certpilot creates and owns it; it never
 	// overwrites a Secret it does not own.
 	// +required

@@ -108,7 +108,8 @@ type RFC2136DNS01 struct {
 	TSIGAlgorithm string `json:"tsigAlgorithm,omitempty"`
 
 	// TSIGSecretRef names the Secret key holding the base64 TSIG secret, in the namespace of the
-	// Certificate (for an Issuer's default solver: the Issuer's namespace).
+	// Certificate; for an issuer's default solver, in the Issuer's namespace, or for a
+	// ClusterIssuer in the controller's (--cluster-resource-namespace).
 	// +required
 	TSIGSecretRef SecretKeySelector `json:"tsigSecretRef"`
 }
