@@ -1,7 +1,6 @@
 package controllers
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"os"
@@ -71,7 +70,7 @@ func startIssuerManager(t *testing.T) *issuerManager {
 		ClusterIssuers:           newCountingRateLimiter(),
 	}
 
-	logs := &syncBuffer{}
+	logs := &testenv.SyncBuffer{}
 	logger := funcr.New(func(prefix, args string) {
 		fmt.Fprintf(logs, "%s %s %s\n", time.Now().Format("15:04:05.000"), prefix, args)
 	}, funcr.Options{Verbosity: 1})
@@ -299,22 +298,4 @@ func kstatusOf(t *testing.T, obj client.Object) *status.Result {
 		t.Fatalf("kstatus.Compute: %v", err)
 	}
 	return result
-}
-
-// syncBuffer is a bytes.Buffer safe for concurrent writers.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(data []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(data)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }

@@ -86,6 +86,20 @@ func createDryRun(t *testing.T, obj *unstructured.Unstructured) error {
 	return kube.Client.Create(ctx, obj, client.DryRunAll)
 }
 
+// checkAdmission fails the test unless err is nil when wantError is empty, or else the
+// apiserver's message contains wantError.
+func checkAdmission(t *testing.T, err error, wantError string) {
+	t.Helper()
+	switch {
+	case wantError == "" && err != nil:
+		t.Fatalf("rejected, want admitted: %v", err)
+	case wantError != "" && err == nil:
+		t.Fatalf("admitted, want rejected with %q", wantError)
+	case wantError != "" && !strings.Contains(err.Error(), wantError):
+		t.Fatalf("rejected with\n  %v\nwant a message containing\n  %q", err, wantError)
+	}
+}
+
 func TestCertificateAdmission(t *testing.T) {
 	testenv.SkipIfShort(t)
 	hundredAndOne := make([]any, 101)
@@ -148,15 +162,7 @@ func TestCertificateAdmission(t *testing.T) {
 	}
 	for name, tc := range tests {
 		t.Run(name, func(t *testing.T) {
-			err := createDryRun(t, object(t, validCertificate, tc.edit))
-			switch {
-			case tc.wantError == "" && err != nil:
-				t.Fatalf("rejected, want admitted: %v", err)
-			case tc.wantError != "" && err == nil:
-				t.Fatalf("admitted, want rejected with %q", tc.wantError)
-			case tc.wantError != "" && !strings.Contains(err.Error(), tc.wantError):
-				t.Fatalf("rejected with\n  %v\nwant a message containing\n  %q", err, tc.wantError)
-			}
+			checkAdmission(t, createDryRun(t, object(t, validCertificate, tc.edit)), tc.wantError)
 		})
 	}
 }
@@ -205,15 +211,7 @@ func TestIssuerAdmission(t *testing.T) {
 			if tc.kind != "" {
 				obj.SetKind(tc.kind)
 			}
-			err := createDryRun(t, obj)
-			switch {
-			case tc.wantError == "" && err != nil:
-				t.Fatalf("rejected, want admitted: %v", err)
-			case tc.wantError != "" && err == nil:
-				t.Fatalf("admitted, want rejected with %q", tc.wantError)
-			case tc.wantError != "" && !strings.Contains(err.Error(), tc.wantError):
-				t.Fatalf("rejected with\n  %v\nwant a message containing\n  %q", err, tc.wantError)
-			}
+			checkAdmission(t, createDryRun(t, obj), tc.wantError)
 		})
 	}
 }

@@ -19,8 +19,6 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/rest"
-	"k8s.io/client-go/tools/clientcmd"
-	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 
 	"github.com/certpilot/certpilot/api/v1alpha1"
 	"github.com/certpilot/certpilot/internal/edge"
@@ -75,23 +73,11 @@ func buildEdge(t *testing.T) string {
 	return buildBinary
 }
 
-// writeKubeconfig writes a kubeconfig holding config's server, CA and credentials.
-func writeKubeconfig(t *testing.T, config *rest.Config, namespace string) string {
+// writeKubeconfig writes a kubeconfig for config into the test's directory.
+func writeKubeconfig(t *testing.T, config *rest.Config) string {
 	t.Helper()
-	kubeconfig := clientcmdapi.NewConfig()
-	kubeconfig.Clusters["envtest"] = &clientcmdapi.Cluster{
-		Server:                   config.Host,
-		CertificateAuthorityData: config.CAData,
-	}
-	kubeconfig.AuthInfos["envtest"] = &clientcmdapi.AuthInfo{
-		ClientCertificateData: config.CertData,
-		ClientKeyData:         config.KeyData,
-		Token:                 config.BearerToken,
-	}
-	kubeconfig.Contexts["envtest"] = &clientcmdapi.Context{Cluster: "envtest", AuthInfo: "envtest", Namespace: namespace}
-	kubeconfig.CurrentContext = "envtest"
 	path := filepath.Join(t.TempDir(), "kubeconfig")
-	if err := clientcmd.WriteToFile(*kubeconfig, path); err != nil {
+	if err := testenv.WriteKubeconfig(config, path); err != nil {
 		t.Fatal(err)
 	}
 	return path
@@ -168,15 +154,6 @@ func (p *process) wait(t *testing.T, timeout time.Duration) int {
 	return 0
 }
 
-func freeAddress(t *testing.T) string {
-	t.Helper()
-	port, err := testenv.FreePort()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return fmt.Sprintf("127.0.0.1:%d", port)
-}
-
 func TestEdgeBinary(t *testing.T) {
 	testenv.SkipIfShort(t)
 	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
@@ -212,9 +189,9 @@ func TestEdgeBinary(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	httpsAddress, httpAddress, healthAddress := freeAddress(t), freeAddress(t), freeAddress(t)
+	httpsAddress, httpAddress, healthAddress := testenv.FreeAddress(t), testenv.FreeAddress(t), testenv.FreeAddress(t)
 	edgeProcess := start(t, binary,
-		"--kubeconfig", writeKubeconfig(t, kube.Config, "default"),
+		"--kubeconfig", writeKubeconfig(t, kube.Config),
 		"--namespace", namespace,
 		"--challenge-secret", secret.Name,
 		"--https-bind-address", httpsAddress,

@@ -77,6 +77,16 @@ func FreePort() (int, error) {
 	return listener.Addr().(*net.TCPAddr).Port, nil
 }
 
+// FreeAddress returns "127.0.0.1:<port>" for a TCP port that was free a moment ago.
+func FreeAddress(tb testing.TB) string {
+	tb.Helper()
+	port, err := FreePort()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return fmt.Sprintf("127.0.0.1:%d", port)
+}
+
 // FreeUDPAndTCPPort returns a port on 127.0.0.1 that is free for both UDP and TCP, as a DNS
 // server needs.
 func FreeUDPAndTCPPort() (int, error) {

@@ -98,7 +98,7 @@ type Pebble struct {
 	CABundle []byte
 
 	client    *http.Client // trusts CABundle
-	output    *syncBuffer
+	output    *SyncBuffer
 	procs     []*process
 	removeDir string // removed by Stop when RunPebble created it
 	stopOnce  sync.Once
@@ -150,7 +150,7 @@ func RunPebble(ctx context.Context, opts PebbleOptions) (_ *Pebble, err error) {
 		return nil, err
 	}
 
-	p := &Pebble{HTTPPort: opts.HTTPPort, TLSPort: opts.TLSPort, output: &syncBuffer{}}
+	p := &Pebble{HTTPPort: opts.HTTPPort, TLSPort: opts.TLSPort, output: &SyncBuffer{}}
 	dir := opts.Dir
 	if dir == "" {
 		if dir, err = os.MkdirTemp("", "certpilot-pebble-"); err != nil {
@@ -554,19 +554,20 @@ func (p *Pebble) SetRenewalInfo(certPEM []byte, ariResponse string) error {
 	return nil
 }
 
-// syncBuffer is a bytes.Buffer both processes' output goroutines may write to at once.
-type syncBuffer struct {
+// SyncBuffer is a bytes.Buffer that concurrent writers (processes' output goroutines, loggers)
+// may write to at once.
+type SyncBuffer struct {
 	mu  sync.Mutex
 	buf bytes.Buffer
 }
 
-func (b *syncBuffer) Write(data []byte) (int, error) {
+func (b *SyncBuffer) Write(data []byte) (int, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.buf.Write(data)
 }
 
-func (b *syncBuffer) String() string {
+func (b *SyncBuffer) String() string {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.buf.String()

@@ -55,7 +55,7 @@ func WriteKubeconfig(cfg *rest.Config, path string) error {
 type Process struct {
 	Name   string
 	cmd    *exec.Cmd
-	output *syncBuffer
+	output *SyncBuffer
 	done   chan struct{}
 	err    error
 }
@@ -63,7 +63,7 @@ type Process struct {
 // StartProcess starts binary with args; its output goes to an internal buffer (Output) and,
 // when copyTo is not nil, to copyTo with each line prefixed by name.
 func StartProcess(name, binary string, args []string, copyTo io.Writer) (*Process, error) {
-	p := &Process{Name: name, output: &syncBuffer{}, done: make(chan struct{})}
+	p := &Process{Name: name, output: &SyncBuffer{}, done: make(chan struct{})}
 	var out io.Writer = p.output
 	if copyTo != nil {
 		out = io.MultiWriter(p.output, copyTo)

@@ -170,7 +170,7 @@ func TestSelfCheckGatesValidation(t *testing.T) {
 	s := startStack(t, "e2e-selfcheck", 0)
 
 	cert := s.TLSALPN01Certificate("unserved", "unserved.selfcheck.test")
-	cert.Spec.Solver.TLSALPN01.ProbeAddress = freeAddress(t) // nothing listens there
+	cert.Spec.Solver.TLSALPN01.ProbeAddress = testenv.FreeAddress(t) // nothing listens there
 	if err := kube.Client.Create(ctx, cert); err != nil {
 		t.Fatal(err)
 	}

@@ -5,7 +5,6 @@ package e2e
 
 import (
 	"context"
-	"fmt"
 	"os"
 	"path/filepath"
 	"sync"
@@ -53,13 +52,4 @@ func eventually(t *testing.T, timeout time.Duration, what string, check func() e
 	if err := testenv.Poll(context.Background(), timeout, check); err != nil {
 		t.Fatalf("%s: %v", what, err)
 	}
-}
-
-func freeAddress(t *testing.T) string {
-	t.Helper()
-	port, err := testenv.FreePort()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return fmt.Sprintf("127.0.0.1:%d", port)
 }
