@@ -13,7 +13,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"crypto/x509"
 	"errors"
@@ -26,7 +25,6 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync"
 	"syscall"
 	"text/tabwriter"
 	"time"
@@ -55,10 +53,12 @@ const (
 var dnsNames = []string{"www.demo.test", "demo.test"}
 
 func main() {
-	keep := flag.Bool("keep", false, "after issuance, keep everything running until Ctrl-C, to watch the certificate renew")
-	verbose := flag.Bool("verbose", false, "stream the manager, edge and Pebble output (by default it is shown only on failure)")
-	timeout := flag.Duration("timeout", 3*time.Minute, "how long the Certificate may take to become Ready")
-	flag.Parse()
+	// Its own flag set: controller-runtime registers --kubeconfig on the global one.
+	flags := flag.NewFlagSet("demo", flag.ExitOnError)
+	keep := flags.Bool("keep", false, "after issuance, keep everything running until Ctrl-C, to watch the certificate renew")
+	verbose := flags.Bool("verbose", false, "stream the manager, edge and Pebble output (by default it is shown only on failure)")
+	timeout := flags.Duration("timeout", 3*time.Minute, "how long the Certificate may take to become Ready")
+	_ = flags.Parse(os.Args[1:]) // ExitOnError: exits on a bad flag
 
 	// The demo's own client and envtest log through controller-runtime; the processes' logs are
 	// what matters, and --verbose streams those.
@@ -66,7 +66,7 @@ func main() {
 
 	// Ctrl-C and SIGTERM cancel ctx; every deferred stop in run still runs.
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	d := &demo{start: time.Now(), keep: *keep, timeout: *timeout, output: &lockedBuffer{}}
+	d := &demo{start: time.Now(), keep: *keep, timeout: *timeout, output: &testenv.SyncBuffer{}}
 	if *verbose {
 		d.processOutput = os.Stderr
 	} else {
@@ -83,8 +83,8 @@ func main() {
 		fmt.Fprintln(os.Stderr, "demo: interrupted; everything it started is stopped")
 		os.Exit(130)
 	case err != nil:
-		if !*verbose && d.output.Len() > 0 {
-			fmt.Fprintf(os.Stderr, "\n--- output of the manager, the edge and Pebble ---\n%s--- end of output ---\n\n", d.output)
+		if output := d.output.String(); output != "" && !*verbose {
+			fmt.Fprintf(os.Stderr, "\n--- output of the manager, the edge and Pebble ---\n%s--- end of output ---\n\n", output)
 		}
 		fmt.Fprintf(os.Stderr, "demo FAILED: %v\n", err)
 		os.Exit(1)
@@ -98,7 +98,7 @@ type demo struct {
 	timeout time.Duration
 	// output keeps the processes' output for a failure report; processOutput is where the
 	// processes write (output, or stderr under --verbose).
-	output        *lockedBuffer
+	output        *testenv.SyncBuffer
 	processOutput io.Writer
 	// progress is what the Certificate's status has shown so far; issued is set once it is
 	// Ready.
@@ -488,28 +488,4 @@ func printEvents(ctx context.Context, c client.Client, cert *certpilotv1alpha1.C
 		fmt.Fprintf(w, "  %s\t%s\t%s\t%s\n", e.Type, e.Reason, e.ReportingController, e.Note)
 	}
 	return w.Flush()
-}
-
-// lockedBuffer collects the output of several processes, written concurrently.
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *lockedBuffer) Len() int {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Len()
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }
