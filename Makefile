@@ -89,6 +89,28 @@ build: ## Build the manager, the edge and the kubectl plugin into bin/.
 demo: test-binaries ## Run a local control plane and Pebble and issue a real certificate end to end.
 	$(GO) run ./hack/demo
 
+LOCAL_DIR := $(BIN)/local
+.PHONY: local-up
+local-up: test-binaries ## Start the demo environment in the background; writes bin/local/{kubeconfig,env}.
+	@mkdir -p $(LOCAL_DIR)
+	@if [ -f $(LOCAL_DIR)/pid ] && kill -0 $$(cat $(LOCAL_DIR)/pid) 2>/dev/null; then \
+		echo "already up (pid $$(cat $(LOCAL_DIR)/pid)); source $(LOCAL_DIR)/env"; exit 0; fi
+	rm -f $(LOCAL_DIR)/env
+	$(GO) build -o $(LOCAL_DIR)/demo ./hack/demo
+	nohup $(LOCAL_DIR)/demo --keep --state-dir $(LOCAL_DIR) > $(LOCAL_DIR)/log 2>&1 & echo $$! > $(LOCAL_DIR)/pid
+	@for i in $$(seq 1 240); do [ -f $(LOCAL_DIR)/env ] && break; \
+		kill -0 $$(cat $(LOCAL_DIR)/pid) 2>/dev/null || { cat $(LOCAL_DIR)/log; exit 1; }; sleep 0.5; done
+	@[ -f $(LOCAL_DIR)/env ] || { echo "not up after 2 minutes; see $(LOCAL_DIR)/log"; exit 1; }
+	@echo "up: . $(LOCAL_DIR)/env && \$$KUBECTL get certificates -A   (log: $(LOCAL_DIR)/log; stop: make local-down)"
+
+.PHONY: local-down
+local-down: ## Stop the environment started by local-up.
+	@if [ -f $(LOCAL_DIR)/pid ] && kill -0 $$(cat $(LOCAL_DIR)/pid) 2>/dev/null; then \
+		kill -TERM $$(cat $(LOCAL_DIR)/pid); \
+		for i in $$(seq 1 60); do kill -0 $$(cat $(LOCAL_DIR)/pid) 2>/dev/null || break; sleep 0.5; done; \
+		echo "stopped"; else echo "not running"; fi
+	@rm -f $(LOCAL_DIR)/pid $(LOCAL_DIR)/env
+
 IMG ?= certpilot:dev
 .PHONY: docker-build
 docker-build: ## Build the container image (needs a Docker engine).

@@ -58,6 +58,7 @@ func main() {
 	keep := flags.Bool("keep", false, "after issuance, keep everything running until Ctrl-C, to watch the certificate renew")
 	verbose := flags.Bool("verbose", false, "stream the manager, edge and Pebble output (by default it is shown only on failure)")
 	timeout := flags.Duration("timeout", 3*time.Minute, "how long the Certificate may take to become Ready")
+	stateDir := flags.String("state-dir", "", "with --keep: write kubeconfig and env (addresses of the apiserver and Pebble) here, for `make local-up`")
 	_ = flags.Parse(os.Args[1:]) // ExitOnError: exits on a bad flag
 
 	// The demo's own client and envtest log through controller-runtime; the processes' logs are
@@ -66,7 +67,7 @@ func main() {
 
 	// Ctrl-C and SIGTERM cancel ctx; every deferred stop in run still runs.
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	d := &demo{start: time.Now(), keep: *keep, timeout: *timeout, output: &testenv.SyncBuffer{}}
+	d := &demo{start: time.Now(), keep: *keep, timeout: *timeout, stateDir: *stateDir, output: &testenv.SyncBuffer{}}
 	if *verbose {
 		d.processOutput = os.Stderr
 	} else {
@@ -95,6 +96,8 @@ func main() {
 type demo struct {
 	start   time.Time
 	keep    bool
+	// stateDir, when set, receives the kubeconfig and an env file while --keep runs.
+	stateDir string
 	timeout time.Duration
 	// output keeps the processes' output for a failure report; processOutput is where the
 	// processes write (output, or stderr under --verbose).
@@ -237,8 +240,16 @@ func (d *demo) keepRunning(ctx context.Context, stack *testenv.Stack, cert *cert
 	if err != nil {
 		return err
 	}
+	kubeconfig := stack.Kubeconfig
+	if d.stateDir != "" {
+		if kubeconfig, err = writeState(d.stateDir, stack, kubectl); err != nil {
+			return err
+		}
+		defer os.Remove(filepath.Join(d.stateDir, "env"))
+		fmt.Printf("Wrote %s and %s.\n", kubeconfig, filepath.Join(d.stateDir, "env"))
+	}
 	fmt.Println("Everything keeps running; press Ctrl-C to stop it. To watch from another terminal:")
-	fmt.Printf("  %s --kubeconfig %s get certificates -n %s -w\n", kubectl, stack.Kubeconfig, namespace)
+	fmt.Printf("  %s --kubeconfig %s get certificates -n %s -w\n", kubectl, kubeconfig, namespace)
 	if renewal := cert.Status.RenewalTime; renewal != nil {
 		fmt.Printf("The certificate is valid for %s; certpilot renews it at %s (in %s).\n",
 			validity, renewal.UTC().Format(time.TimeOnly+" MST"), time.Until(renewal.Time).Round(time.Second))
@@ -247,6 +258,40 @@ func (d *demo) keepRunning(ctx context.Context, stack *testenv.Stack, cert *cert
 
 	// Each renewal prints its flow as the first issuance did, with a new order.
 	return d.poll(ctx, stack, cert, func() (bool, error) { return false, nil })
+}
+
+// writeState writes what `make local-up` users need to apply their own manifests: a kubeconfig
+// and an env file (KUBECONFIG, KUBECTL, the ACME directory and its CA bundle, the edge's ports).
+// The env file is written last: its presence means the environment is up.
+func writeState(dir string, stack *testenv.Stack, kubectl string) (kubeconfig string, err error) {
+	if dir, err = filepath.Abs(dir); err != nil {
+		return "", err
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return "", err
+	}
+	kubeconfig = filepath.Join(dir, "kubeconfig")
+	if err := testenv.WriteKubeconfig(stack.Kube.Config, kubeconfig); err != nil {
+		return "", err
+	}
+	caBundle := filepath.Join(dir, "pebble-https-ca.pem")
+	if err := os.WriteFile(caBundle, stack.Pebble.CABundle, 0o644); err != nil {
+		return "", err
+	}
+	env := fmt.Sprintf(`# certpilot local environment (make local-up); source it: . %[1]s/env
+export KUBECONFIG=%[2]s
+export KUBECTL=%[3]s
+# Pebble's ACME directory; put the CA bundle's PEM into an Issuer's spec.acme.caBundle.
+export ACME_DIRECTORY=%[4]s
+export ACME_CA_BUNDLE=%[5]s
+# The ClusterIssuer for Pebble and the load balancer Deployment the edge stands for.
+export CLUSTER_ISSUER=%[6]s
+export EDGE_NAMESPACE=%[7]s EDGE_DEPLOYMENT=%[8]s
+# Where the edge listens: Pebble validates tls-alpn-01 and http-01 there (use as probeAddress).
+export EDGE_TLS_ADDRESS=127.0.0.1:%[9]d EDGE_HTTP_ADDRESS=127.0.0.1:%[10]d
+`, dir, kubeconfig, kubectl, stack.Pebble.DirectoryURL(), caBundle, stack.Issuer, stack.Namespace,
+		testenv.EdgeDeployment, stack.Pebble.TLSPort, stack.Pebble.HTTPPort)
+	return kubeconfig, os.WriteFile(filepath.Join(dir, "env"), []byte(env), 0o644)
 }
 
 // poll gets the Certificate every 200 ms, prints what changed and calls check until it reports
