@@ -250,6 +250,10 @@ type ChallengeStatus struct {
 	// +optional
 	URL string `json:"url,omitempty"`
 
+	// Token of the challenge (public: http-01 serves it in the URL path).
+	// +optional
+	Token string `json:"token,omitempty"`
+
 	// State: pending, processing, valid or invalid, as the ACME server reports it, or
 	// "presented"/"self-check-failed" before the CA is asked to validate.
 	// +optional

@@ -82,6 +82,15 @@ type DNS01Solver struct {
 	// on an authoritative name server such as BIND.
 	// +optional
 	RFC2136 *RFC2136DNS01 `json:"rfc2136,omitempty"`
+
+	// Nameservers (host:port) the controller asks to see a TXT record before it asks the CA to
+	// validate. Default: for rfc2136 its nameserver (the authoritative server), for manual the
+	// system resolver.
+	// +optional
+	// +kubebuilder:validation:MaxItems=10
+	// +kubebuilder:validation:items:MaxLength=261
+	// +kubebuilder:validation:items:Pattern=`^[^\s:/]+:[0-9]{1,5}$|^\[[0-9a-fA-F:.]+\]:[0-9]{1,5}$`
+	Nameservers []string `json:"nameservers,omitempty"`
 }
 
 // ManualDNS01 has no settings yet: the user creates the records that status names.
