@@ -55,7 +55,7 @@ func TestRFC2136(t *testing.T) {
 		name    string
 		want    error
 	}{
-		"wrong secret": {updater: dns01.RFC2136{Nameserver: bind.Address, TSIGKeyName: bind.TSIGKeyName, TSIGSecret: "d3Jvbmcgc2VjcmV0IHdyb25nIHNlY3JldA=="}, name: name, want: dns01.ErrTSIG},
+		"wrong secret":   {updater: dns01.RFC2136{Nameserver: bind.Address, TSIGKeyName: bind.TSIGKeyName, TSIGSecret: "d3Jvbmcgc2VjcmV0IHdyb25nIHNlY3JldA=="}, name: name, want: dns01.ErrTSIG},
 		"wrong key name": {updater: dns01.RFC2136{Nameserver: bind.Address, TSIGKeyName: "other.", TSIGSecret: bind.TSIGSecret}, name: name, want: dns01.ErrTSIG},
 		"zone refuses":   {updater: *updater, name: "_acme-challenge." + bind.RefusedZone, want: dns01.ErrRefused},
 		"no such zone":   {updater: *updater, name: "_acme-challenge.elsewhere.example.", want: dns01.ErrRefused},
