@@ -26,6 +26,7 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/go-logr/logr"
@@ -48,7 +49,11 @@ type options struct {
 	healthAddress      string
 	certificateFile    string
 	keyFile            string
-	shutdownTimeout    time.Duration
+	// Ordinary certificates by SNI.
+	certificateNamespaces stringList
+	certificateDirs       stringList
+	certificateDirResync  time.Duration
+	shutdownTimeout       time.Duration
 }
 
 func main() {
@@ -68,7 +73,13 @@ func main() {
 	flag.StringVar(&opts.httpAddress, "http-bind-address", ":80", "Address of the HTTP listener (http-01).")
 	flag.StringVar(&opts.healthAddress, "health-bind-address", ":8082", "Address of the /healthz and /readyz endpoints; empty disables them.")
 	flag.StringVar(&opts.certificateFile, "certificate", "",
-		"PEM certificate chain served to ordinary (non-challenge) handshakes whatever their SNI; needs --key.")
+		"PEM certificate chain of the default certificate, served to ordinary handshakes whose SNI no other certificate covers; needs --key.")
+	flag.Var(&opts.certificateNamespaces, "certificate-namespaces",
+		"Serve the certificates of certpilot's certificate Secrets (label "+edge.CertificateSecretSelector+") in these namespaces, watched through the API (comma-separated, repeatable).")
+	flag.Var(&opts.certificateDirs, "certificate-dir",
+		"Serve the certificate of this directory: a mounted certificate Secret (tls.crt and tls.key, or bundle.pem) or a directory of *.pem bundles (repeatable).")
+	flag.DurationVar(&opts.certificateDirResync, "certificate-dir-resync", time.Minute,
+		"Re-read --certificate-dir at this interval besides watching it; 0 disables.")
 	flag.StringVar(&opts.keyFile, "key", "", "PEM private key of --certificate.")
 	flag.DurationVar(&opts.shutdownTimeout, "shutdown-timeout", 20*time.Second,
 		"How long open connections may finish after SIGTERM (keep it under the pod's termination grace period).")
@@ -97,15 +108,9 @@ func run(ctx context.Context, opts options, log logr.Logger) error {
 		return errors.New("--certificate and --key go together")
 	}
 
-	var certificates edge.CertificateSource
-	if opts.certificateFile != "" {
-		certificate, err := tls.LoadX509KeyPair(opts.certificateFile, opts.keyFile)
-		if err != nil {
-			return fmt.Errorf("loading --certificate and --key: %w", err)
-		}
-		if certificates, err = edge.NewStaticCertificates(nil, &certificate); err != nil {
-			return err
-		}
+	certificates, certificateSources, err := newCertificates(opts, log)
+	if err != nil {
+		return err
 	}
 
 	store := edge.NewChallengeStore()
@@ -128,6 +133,15 @@ func run(ctx context.Context, opts options, log logr.Logger) error {
 		}
 		return err
 	})
+	for _, certificateSource := range certificateSources {
+		group.Go(func() error {
+			err := certificateSource.Run(groupCtx)
+			if err == nil && groupCtx.Err() == nil {
+				err = errors.New("certificate source stopped")
+			}
+			return err
+		})
+	}
 	group.Go(func() error { return server.Serve(listeners) })
 	group.Go(func() error {
 		<-groupCtx.Done()
@@ -137,6 +151,72 @@ func run(ctx context.Context, opts options, log logr.Logger) error {
 		return server.Shutdown(shutdownCtx)
 	})
 	return group.Wait()
+}
+
+// newCertificates returns the store of ordinary certificates, loaded with the default
+// certificate and $SSL_CERTS, and the sources that keep it up to date.
+func newCertificates(opts options, log logr.Logger) (*edge.CertificateStore, []edge.Source, error) {
+	store := edge.NewCertificateStore()
+	if opts.certificateFile != "" {
+		certificate, err := tls.LoadX509KeyPair(opts.certificateFile, opts.keyFile)
+		if err != nil {
+			return nil, nil, fmt.Errorf("loading --certificate and --key: %w", err)
+		}
+		if err := store.SetDefault(&certificate); err != nil {
+			return nil, nil, err
+		}
+	}
+	if bundles := os.Getenv("SSL_CERTS"); bundles != "" {
+		certificates, err := edge.ParseBundles([]byte(bundles))
+		if err != nil {
+			// Kontena's load balancer refused to start on a bad bundle; so does the edge.
+			return nil, nil, fmt.Errorf("loading $SSL_CERTS: %w", err)
+		}
+		store.Replace(edge.CertificateSetEnvironment, certificates)
+		log.Info("Loaded $SSL_CERTS", "certificates", len(certificates))
+	}
+	var sources []edge.Source
+	if len(opts.certificateDirs) > 0 {
+		sources = append(sources, edge.NewCertificateDirSource(opts.certificateDirs, opts.certificateDirResync, store,
+			log.WithName("certificate-dir")))
+	}
+	if len(opts.certificateNamespaces) > 0 {
+		client, err := newClient()
+		if err != nil {
+			return nil, nil, err
+		}
+		sources = append(sources, edge.NewCertificateSecretSource(client, opts.certificateNamespaces, store,
+			log.WithName("certificate-secrets")))
+	}
+	return store, sources, nil
+}
+
+// newClient returns a Kubernetes client from --kubeconfig, $KUBECONFIG or the pod's account.
+func newClient() (kubernetes.Interface, error) {
+	config, err := ctrl.GetConfig()
+	if err != nil {
+		return nil, fmt.Errorf("loading the Kubernetes client configuration: %w", err)
+	}
+	config.UserAgent = "certpilot-edge"
+	client, err := kubernetes.NewForConfig(config)
+	if err != nil {
+		return nil, fmt.Errorf("creating the Kubernetes client: %w", err)
+	}
+	return client, nil
+}
+
+// stringList is a repeatable flag whose values may also be comma-separated.
+type stringList []string
+
+func (l *stringList) String() string { return strings.Join(*l, ",") }
+
+func (l *stringList) Set(value string) error {
+	for item := range strings.SplitSeq(value, ",") {
+		if item = strings.TrimSpace(item); item != "" {
+			*l = append(*l, item)
+		}
+	}
+	return nil
 }
 
 // newSource returns the source named by the flags.
@@ -149,14 +229,9 @@ func newSource(opts options, store *edge.ChallengeStore, log logr.Logger) (edge.
 	if opts.namespace == "" {
 		return nil, errors.New("--challenge-secret needs --namespace (or $POD_NAMESPACE)")
 	}
-	config, err := ctrl.GetConfig()
+	client, err := newClient()
 	if err != nil {
-		return nil, fmt.Errorf("loading the Kubernetes client configuration: %w", err)
-	}
-	config.UserAgent = "certpilot-edge"
-	client, err := kubernetes.NewForConfig(config)
-	if err != nil {
-		return nil, fmt.Errorf("creating the Kubernetes client: %w", err)
+		return nil, err
 	}
 	return &edge.SecretSource{
 		Client: client, Namespace: opts.namespace, Name: opts.challengeSecret, Store: store, Log: log.WithName("secret"),

@@ -65,8 +65,9 @@ func (l *Listeners) Close() {
 // Server runs the edge's listeners: HTTPS (tls-alpn-01 challenges and, for now, a minimal answer
 // to ordinary connections), HTTP (http-01 challenges) and health probes.
 type Server struct {
-	challenges *ChallengeStore
-	log        logr.Logger
+	challenges   *ChallengeStore
+	certificates CertificateSource
+	log          logr.Logger
 
 	httpsServer  *http.Server
 	httpServer   *http.Server
@@ -79,7 +80,7 @@ type Server struct {
 // NewServer returns a Server answering challenges from challenges and ordinary handshakes with
 // certificates from certificates (nil: ordinary handshakes fail).
 func NewServer(challenges *ChallengeStore, certificates CertificateSource, log logr.Logger) *Server {
-	s := &Server{challenges: challenges, log: log}
+	s := &Server{challenges: challenges, certificates: certificates, log: log}
 	// net/http's own messages are mostly failed handshakes: scanners, clients that trust
 	// nothing we serve, validations of names without a challenge. Useful when debugging a
 	// validation, noise otherwise.
@@ -188,6 +189,9 @@ func (s *Server) Ready() error {
 		return errors.New("not serving yet")
 	case !s.challenges.Synced():
 		return errors.New("challenge responses not synced yet")
+	}
+	if synced, ok := s.certificates.(interface{ Synced() bool }); ok && !synced.Synced() {
+		return errors.New("certificates not loaded yet")
 	}
 	return nil
 }

@@ -203,3 +203,64 @@ func Eventually(tb testing.TB, timeout time.Duration, check func() error) {
 		interval = min(2*interval, 200*time.Millisecond)
 	}
 }
+
+// CertificateValid returns an ordinary self-signed ECDSA P-256 server certificate for dnsNames,
+// valid from notBefore to notAfter, with its Leaf set.
+func CertificateValid(tb testing.TB, notBefore, notAfter time.Time, dnsNames ...string) *tls.Certificate {
+	tb.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	serial, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 64))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	template := &x509.Certificate{
+		SerialNumber:          serial,
+		Subject:               pkix.Name{CommonName: "certpilot test"},
+		DNSNames:              dnsNames,
+		NotBefore:             notBefore,
+		NotAfter:              notAfter,
+		KeyUsage:              x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		BasicConstraintsValid: true,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, template, template, key.Public(), key)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	leaf, err := x509.ParseCertificate(der)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return &tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key, Leaf: leaf}
+}
+
+// ChainPEM encodes only certificate's chain (tls.crt of a kubernetes.io/tls Secret).
+func ChainPEM(certificate *tls.Certificate) []byte {
+	var out []byte
+	for _, der := range certificate.Certificate {
+		out = append(out, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})...)
+	}
+	return out
+}
+
+// KeyPEM encodes only certificate's private key as PKCS #8 (tls.key).
+func KeyPEM(tb testing.TB, certificate *tls.Certificate) []byte {
+	tb.Helper()
+	keyDER, err := x509.MarshalPKCS8PrivateKey(certificate.PrivateKey)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER})
+}
+
+// ServedLeaf dials address with SNI serverName (no ALPN) and returns the leaf it was served.
+func ServedLeaf(ctx context.Context, address, serverName string) (*x509.Certificate, error) {
+	state, err := Handshake(ctx, address, serverName, nil, 0)
+	if err != nil {
+		return nil, err
+	}
+	return state.PeerCertificates[0], nil
+}

@@ -1,0 +1,158 @@
+package edge
+
+import (
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"strings"
+)
+
+// Keys of a certificate Secret (kubernetes.io/tls, plus certpilot's bundle; see
+// api/v1alpha1.BundleKey) and so names of the files of its mounted volume.
+const (
+	secretCertificateKey = "tls.crt"
+	secretPrivateKeyKey  = "tls.key"
+	secretBundleKey      = "bundle.pem"
+)
+
+// ParseBundle parses one PEM bundle: a private key and its certificate chain, in any order (the
+// leaf is the certificate that matches the key; the others follow it in their order). This is
+// what certpilot writes as bundle.pem and what one entry of Kontena's SSL_CERTS holds.
+func ParseBundle(data []byte) (*tls.Certificate, error) {
+	var keyPEM []byte
+	var certificates []*pem.Block
+	for {
+		var block *pem.Block
+		block, data = pem.Decode(data)
+		if block == nil {
+			break
+		}
+		switch {
+		case block.Type == "CERTIFICATE":
+			certificates = append(certificates, block)
+		case strings.HasSuffix(block.Type, "PRIVATE KEY"):
+			if keyPEM != nil {
+				return nil, errors.New("more than one private key in one bundle")
+			}
+			keyPEM = pem.EncodeToMemory(block)
+		}
+	}
+	if keyPEM == nil {
+		return nil, errors.New("no private key")
+	}
+	if len(certificates) == 0 {
+		return nil, errors.New("no certificate")
+	}
+	// Try each certificate as the leaf, the first one first: bundles put the leaf first, but
+	// a key-last or chain-first bundle is still unambiguous.
+	var firstErr error
+	for i := range certificates {
+		ordered := append([]*pem.Block{certificates[i]}, certificates[:i]...)
+		ordered = append(ordered, certificates[i+1:]...)
+		var chainPEM []byte
+		for _, block := range ordered {
+			chainPEM = append(chainPEM, pem.EncodeToMemory(block)...)
+		}
+		certificate, err := LoadKeyPair(chainPEM, keyPEM)
+		if err == nil {
+			return certificate, nil
+		}
+		if firstErr == nil {
+			firstErr = err
+		}
+	}
+	return nil, firstErr
+}
+
+// LoadKeyPair parses a PEM certificate chain (leaf first) and its PEM private key, with the
+// leaf parsed.
+func LoadKeyPair(chainPEM, keyPEM []byte) (*tls.Certificate, error) {
+	certificate, err := tls.X509KeyPair(chainPEM, keyPEM)
+	if err != nil {
+		return nil, err
+	}
+	if certificate.Leaf == nil {
+		if certificate.Leaf, err = x509.ParseCertificate(certificate.Certificate[0]); err != nil {
+			return nil, err
+		}
+	}
+	return &certificate, nil
+}
+
+// ParseBundles parses Kontena's SSL_CERTS format: one or more PEM bundles (each a private key
+// and its certificate chain) concatenated. A bundle ends where the next one starts: at the next
+// private key when the bundles put the key first, or at the first certificate after a key when
+// they put it last. Bad bundles are skipped and reported in the error; the good ones are
+// returned.
+func ParseBundles(data []byte) ([]*tls.Certificate, error) {
+	var groups [][]*pem.Block
+	var current []*pem.Block
+	keyFirst := false
+	hasKey := func(blocks []*pem.Block) bool {
+		for _, block := range blocks {
+			if strings.HasSuffix(block.Type, "PRIVATE KEY") {
+				return true
+			}
+		}
+		return false
+	}
+	for {
+		var block *pem.Block
+		block, data = pem.Decode(data)
+		if block == nil {
+			break
+		}
+		isKey := strings.HasSuffix(block.Type, "PRIVATE KEY")
+		if !isKey && block.Type != "CERTIFICATE" {
+			continue
+		}
+		if len(groups) == 0 && len(current) == 0 {
+			keyFirst = isKey
+		}
+		startsNew := len(current) > 0 && ((keyFirst && isKey) || (!keyFirst && !isKey && hasKey(current)))
+		if startsNew {
+			groups = append(groups, current)
+			current = nil
+		}
+		current = append(current, block)
+	}
+	if len(current) > 0 {
+		groups = append(groups, current)
+	}
+
+	var certificates []*tls.Certificate
+	var errs []error
+	for i, group := range groups {
+		var bundle []byte
+		for _, block := range group {
+			bundle = append(bundle, pem.EncodeToMemory(block)...)
+		}
+		certificate, err := ParseBundle(bundle)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("bundle %d: %w", i+1, err))
+			continue
+		}
+		certificates = append(certificates, certificate)
+	}
+	if len(groups) == 0 {
+		errs = append(errs, errors.New("no PEM bundle found"))
+	}
+	return certificates, errors.Join(errs...)
+}
+
+// certificateFromFiles returns the certificate held by a certificate Secret's data or the files
+// of its mounted volume: tls.crt with tls.key, else bundle.pem. ok is false when neither is
+// there (not a certificate Secret).
+func certificateFromFiles(files map[string][]byte) (certificate *tls.Certificate, ok bool, err error) {
+	if chainPEM, keyPEM := files[secretCertificateKey], files[secretPrivateKeyKey]; len(chainPEM) > 0 && len(keyPEM) > 0 {
+		certificate, err = LoadKeyPair(chainPEM, keyPEM)
+		return certificate, true, err
+	}
+	if bundle := files[secretBundleKey]; len(bundle) > 0 {
+		certificate, err = ParseBundle(bundle)
+		return certificate, true, err
+	}
+	return nil, false, nil
+}

@@ -1,0 +1,304 @@
+package edge
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"maps"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/fsnotify/fsnotify"
+	"github.com/go-logr/logr"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/cache"
+
+	"github.com/certpilot/certpilot/api/v1alpha1"
+)
+
+// CertificateSecretSelector selects certpilot's certificate Secrets: managed by certpilot, and
+// not a load balancer's challenge Secret.
+const CertificateSecretSelector = v1alpha1.LabelManagedBy + "=" + v1alpha1.ManagedByValue + ",!" + v1alpha1.LabelChallenges
+
+// Names of the certificate sets in a CertificateStore.
+const (
+	certificateSetSecrets = "secrets"
+	certificateSetFiles   = "files"
+	// CertificateSetEnvironment is the set of the SSL_CERTS variable.
+	CertificateSetEnvironment = "environment"
+)
+
+// CertificateSecretSource feeds a CertificateStore with the certificates of certpilot's
+// certificate Secrets (tls.crt and tls.key, or bundle.pem), watched through the API with
+// LabelSelector in each of Namespaces (empty: every namespace). It caches only the Secrets the
+// selector matches; its RBAC needs get, list and watch on Secrets in those namespaces.
+type CertificateSecretSource struct {
+	Client     kubernetes.Interface
+	Namespaces []string
+	// LabelSelector defaults to CertificateSecretSelector.
+	LabelSelector string
+	Store         *CertificateStore
+	Log           logr.Logger
+
+	mu           sync.Mutex
+	certificates map[string]*tls.Certificate // by namespace/name
+	synced       bool
+}
+
+// NewCertificateSecretSource returns a source of the certificate Secrets in namespaces (empty:
+// all) and registers it with store, so that store is not Synced before the source has listed.
+func NewCertificateSecretSource(client kubernetes.Interface, namespaces []string, store *CertificateStore, log logr.Logger) *CertificateSecretSource {
+	store.Expect(certificateSetSecrets)
+	return &CertificateSecretSource{Client: client, Namespaces: namespaces, Store: store, Log: log}
+}
+
+// Run watches the Secrets until ctx is done. The store's set is replaced after the initial
+// lists and after every change; it returns nil when ctx is done.
+func (s *CertificateSecretSource) Run(ctx context.Context) error {
+	if s.Client == nil || s.Store == nil {
+		return errors.New("certificate secret source needs a client and a store")
+	}
+	selector := s.LabelSelector
+	if selector == "" {
+		selector = CertificateSecretSelector
+	}
+	namespaces := s.Namespaces
+	if len(namespaces) == 0 {
+		namespaces = []string{metav1.NamespaceAll}
+	}
+	s.Store.Expect(certificateSetSecrets)
+	s.certificates = map[string]*tls.Certificate{}
+
+	var synced []cache.InformerSynced
+	for _, namespace := range namespaces {
+		listWatch := cache.NewFilteredListWatchFromClient(s.Client.CoreV1().RESTClient(), "secrets", namespace,
+			func(options *metav1.ListOptions) { options.LabelSelector = selector })
+		informer := cache.NewSharedIndexInformerWithOptions(listWatch, &corev1.Secret{}, cache.SharedIndexInformerOptions{
+			ObjectDescription: "certificate Secrets in " + displayNamespace(namespace),
+		})
+		registration, err := informer.AddEventHandler(cache.ResourceEventHandlerFuncs{
+			AddFunc:    func(obj any) { s.update(obj) },
+			UpdateFunc: func(_, obj any) { s.update(obj) },
+			DeleteFunc: func(obj any) {
+				if tombstone, ok := obj.(cache.DeletedFinalStateUnknown); ok {
+					obj = tombstone.Obj
+				}
+				if secret, ok := obj.(*corev1.Secret); ok {
+					s.set(secret.Namespace+"/"+secret.Name, nil)
+				}
+			},
+		})
+		if err != nil {
+			return fmt.Errorf("watching certificate Secrets in %s: %w", displayNamespace(namespace), err)
+		}
+		synced = append(synced, registration.HasSynced)
+		go informer.RunWithContext(ctx)
+	}
+	if cache.WaitForCacheSync(ctx.Done(), synced...) {
+		s.mu.Lock()
+		s.synced = true
+		s.publishLocked()
+		count := len(s.certificates)
+		s.mu.Unlock()
+		s.Log.Info("Synced the certificate Secrets", "namespaces", namespaces, "certificates", count)
+	}
+	<-ctx.Done()
+	return nil
+}
+
+func displayNamespace(namespace string) string {
+	if namespace == metav1.NamespaceAll {
+		return "all namespaces"
+	}
+	return "namespace " + namespace
+}
+
+// update loads one Secret's certificate.
+func (s *CertificateSecretSource) update(obj any) {
+	secret, ok := obj.(*corev1.Secret)
+	if !ok {
+		return
+	}
+	key := secret.Namespace + "/" + secret.Name
+	log := s.Log.WithValues("secret", key, "resourceVersion", secret.ResourceVersion)
+	certificate, ok, err := certificateFromFiles(secret.Data)
+	switch {
+	case !ok:
+		log.V(1).Info("Ignored a Secret without a certificate")
+		certificate = nil
+	case err != nil:
+		// Keep serving what the Secret held before: a half-written Secret is no reason to drop
+		// a working certificate.
+		log.Error(err, "Failed to load the certificate of a Secret; kept the previous one")
+		return
+	default:
+		log.Info("Loaded a certificate", "dnsNames", certificate.Leaf.DNSNames, "notAfter", certificate.Leaf.NotAfter)
+	}
+	s.set(key, certificate)
+}
+
+// set records key's certificate (nil: none) and republishes the set once synced.
+func (s *CertificateSecretSource) set(key string, certificate *tls.Certificate) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if certificate == nil {
+		if _, had := s.certificates[key]; !had {
+			return
+		}
+		delete(s.certificates, key)
+	} else {
+		s.certificates[key] = certificate
+	}
+	if s.synced {
+		s.publishLocked()
+	}
+}
+
+func (s *CertificateSecretSource) publishLocked() {
+	keys := slices.Sorted(maps.Keys(s.certificates))
+	certificates := make([]*tls.Certificate, 0, len(keys))
+	for _, key := range keys {
+		certificates = append(certificates, s.certificates[key])
+	}
+	s.Store.Replace(certificateSetSecrets, certificates)
+}
+
+// CertificateDirSource feeds a CertificateStore from directories: each is a mounted
+// certificate Secret (tls.crt and tls.key, or bundle.pem, read through the kubelet's ..data
+// link so that one read sees one version) or a directory of PEM bundles (*.pem files holding a
+// key and its chain). It re-reads them on file events and every ResyncInterval.
+type CertificateDirSource struct {
+	Dirs           []string
+	Store          *CertificateStore
+	Log            logr.Logger
+	ResyncInterval time.Duration
+}
+
+// NewCertificateDirSource returns a source of the certificates in dirs and registers it with
+// store, so that store is not Synced before the source has read them.
+func NewCertificateDirSource(dirs []string, resync time.Duration, store *CertificateStore, log logr.Logger) *CertificateDirSource {
+	store.Expect(certificateSetFiles)
+	return &CertificateDirSource{Dirs: dirs, Store: store, Log: log, ResyncInterval: resync}
+}
+
+// Run loads the directories, then reloads them on changes until ctx is done. It fails at
+// start when a directory cannot be read or watched.
+func (s *CertificateDirSource) Run(ctx context.Context) error {
+	if len(s.Dirs) == 0 || s.Store == nil {
+		return errors.New("certificate directory source needs directories and a store")
+	}
+	s.Store.Expect(certificateSetFiles)
+	var previous []*tls.Certificate
+	loaded := false
+	load := func() error {
+		var certificates []*tls.Certificate
+		for _, dir := range s.Dirs {
+			found, err := ReadCertificateDir(dir)
+			var unreadable *dirError
+			if errors.As(err, &unreadable) {
+				// A directory in the middle of a swap, or gone: keep the last good state.
+				return err
+			}
+			if err != nil {
+				s.Log.Error(err, "Skipped bad certificate files", "directory", dir)
+			}
+			certificates = append(certificates, found...)
+		}
+		if loaded && sameCertificates(previous, certificates) {
+			return nil
+		}
+		previous, loaded = certificates, true
+		s.Store.Replace(certificateSetFiles, certificates)
+		s.Log.Info("Loaded the certificate directories", "certificates", len(certificates))
+		return nil
+	}
+	return watchDirs(ctx, s.Dirs, s.ResyncInterval, load, s.Log)
+}
+
+// ReadCertificateDir returns the certificates of dir: the one of a mounted certificate Secret
+// (tls.crt and tls.key, or bundle.pem), or else one per *.pem bundle file. Bad files are
+// reported in the error; the good certificates are returned.
+func ReadCertificateDir(dir string) ([]*tls.Certificate, error) {
+	files, err := ReadChallengeDir(dir)
+	if err != nil {
+		return nil, &dirError{err}
+	}
+	certificate, ok, err := certificateFromFiles(files)
+	if ok {
+		if err != nil {
+			return nil, err
+		}
+		return []*tls.Certificate{certificate}, nil
+	}
+	var certificates []*tls.Certificate
+	var errs []error
+	for _, name := range slices.Sorted(maps.Keys(files)) {
+		if !strings.HasSuffix(strings.ToLower(name), ".pem") {
+			continue
+		}
+		certificate, err := ParseBundle(files[name])
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", name, err))
+			continue
+		}
+		certificates = append(certificates, certificate)
+	}
+	return certificates, errors.Join(errs...)
+}
+
+// watchDirs calls load once (its error is fatal then), then again on every file event in dirs
+// and every resync interval (0: never), until ctx is done. Later errors are logged: load keeps
+// the last good state. Reading on any event instead of interpreting events handles the
+// kubelet's ..data swap, editors' rename-over and plain writes alike.
+func watchDirs(ctx context.Context, dirs []string, resync time.Duration, load func() error, log logr.Logger) error {
+	watcher, err := fsnotify.NewWatcher()
+	if err != nil {
+		return fmt.Errorf("watching directories: %w", err)
+	}
+	defer watcher.Close()
+	for _, dir := range dirs {
+		if err := watcher.Add(dir); err != nil {
+			return fmt.Errorf("watching %s: %w", dir, err)
+		}
+	}
+	if err := load(); err != nil {
+		return err
+	}
+	var tick <-chan time.Time
+	if resync > 0 {
+		ticker := time.NewTicker(resync)
+		defer ticker.Stop()
+		tick = ticker.C
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case _, ok := <-watcher.Events:
+			if !ok {
+				return nil
+			}
+		case err, ok := <-watcher.Errors:
+			if !ok {
+				return nil
+			}
+			log.Error(err, "Failed to watch a directory")
+			continue
+		case <-tick:
+		}
+		if err := load(); err != nil {
+			log.Error(err, "Failed to reload; kept the last good content")
+		}
+	}
+}
+
+// dirError is a directory that could not be read at all, as opposed to bad files in it.
+type dirError struct{ err error }
+
+func (e *dirError) Error() string { return e.err.Error() }
+func (e *dirError) Unwrap() error { return e.err }
