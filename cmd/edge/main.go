@@ -54,6 +54,14 @@ type options struct {
 	certificateDirs       stringList
 	certificateDirResync  time.Duration
 	shutdownTimeout       time.Duration
+	// Traffic.
+	mode         string
+	routesFile   string
+	routesResync time.Duration
+	upstream     string
+	proxyProto   bool
+	httpRedirect bool
+	redirectPort int
 }
 
 func main() {
@@ -83,6 +91,17 @@ func main() {
 	flag.StringVar(&opts.keyFile, "key", "", "PEM private key of --certificate.")
 	flag.DurationVar(&opts.shutdownTimeout, "shutdown-timeout", 20*time.Second,
 		"How long open connections may finish after SIGTERM (keep it under the pod's termination grace period).")
+	flag.StringVar(&opts.mode, "mode", string(edge.ModeTerminate),
+		"How ordinary TLS connections are carried: terminate (TLS ends here; HTTP proxied to upstreams) or passthrough (spliced by SNI to upstream TLS endpoints).")
+	flag.StringVar(&opts.routesFile, "routes", "",
+		"Route file (YAML or JSON; see docs/edge.md), reloaded when it changes.")
+	flag.DurationVar(&opts.routesResync, "routes-resync", time.Minute, "Re-read --routes at this interval besides watching it; 0 disables.")
+	flag.StringVar(&opts.upstream, "upstream", "",
+		"Route every host to this upstream (terminate: an http:// or https:// URL; passthrough: host:port); instead of --routes.")
+	flag.BoolVar(&opts.proxyProto, "upstream-proxy-protocol", false, "With --upstream in passthrough mode, send a PROXY protocol v2 header first.")
+	flag.BoolVar(&opts.httpRedirect, "http-redirect", true,
+		"Redirect plain HTTP requests other than http-01 challenges to HTTPS (otherwise 404).")
+	flag.IntVar(&opts.redirectPort, "https-redirect-port", 443, "Port of the HTTPS URLs the HTTP listener redirects to.")
 	zapOptions := zap.Options{}
 	zapOptions.BindFlags(flag.CommandLine)
 	flag.Parse()
@@ -119,11 +138,34 @@ func run(ctx context.Context, opts options, log logr.Logger) error {
 		return err
 	}
 
+	mode := edge.Mode(opts.mode)
+	if mode != edge.ModeTerminate && mode != edge.ModePassthrough {
+		return fmt.Errorf("--mode must be %s or %s", edge.ModeTerminate, edge.ModePassthrough)
+	}
+	routes := edge.NewRoutes(mode)
+	var routeSource edge.Source
+	switch {
+	case opts.routesFile != "" && opts.upstream != "":
+		return errors.New("set at most one of --routes and --upstream")
+	case opts.upstream != "":
+		config, err := edge.ParseRouteConfig(fmt.Appendf(nil, "routes: [{host: '*', upstream: %q, proxyProtocol: %t}]",
+			opts.upstream, opts.proxyProto), mode)
+		if err != nil {
+			return fmt.Errorf("--upstream: %w", err)
+		}
+		routes.Set(config)
+	case opts.routesFile != "":
+		routeSource = &edge.RouteFileSource{Path: opts.routesFile, Routes: routes, Log: log.WithName("routes"), ResyncInterval: opts.routesResync}
+	}
+
 	listeners, err := edge.Listen(opts.httpsAddress, opts.httpAddress, opts.healthAddress)
 	if err != nil {
 		return err
 	}
-	server := edge.NewServer(store, certificates, log)
+	server := edge.NewServer(edge.Options{
+		Mode: mode, Challenges: store, Certificates: certificates, Routes: routes,
+		RedirectHTTP: opts.httpRedirect, HTTPSPort: opts.redirectPort, Log: log,
+	})
 
 	group, groupCtx := errgroup.WithContext(ctx)
 	group.Go(func() error {
@@ -133,11 +175,14 @@ func run(ctx context.Context, opts options, log logr.Logger) error {
 		}
 		return err
 	})
+	if routeSource != nil {
+		certificateSources = append(certificateSources, routeSource)
+	}
 	for _, certificateSource := range certificateSources {
 		group.Go(func() error {
 			err := certificateSource.Run(groupCtx)
 			if err == nil && groupCtx.Err() == nil {
-				err = errors.New("certificate source stopped")
+				err = errors.New("certificate or route source stopped")
 			}
 			return err
 		})

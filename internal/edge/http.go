@@ -15,9 +15,47 @@ const HTTP01PathPrefix = "/.well-known/acme-challenge/"
 // challenges, 404 for unknown tokens, 405 for other methods on that path, and (for now) 404 for
 // every other path.
 func NewHTTPHandler(challenges *ChallengeStore) http.Handler {
+	return newHTTPHandler(challenges, nil, nil)
+}
+
+// NewRedirectingHTTPHandler is NewHTTPHandler, except that every request outside
+// /.well-known/acme-challenge/ is redirected (308, method and body kept) to the same URL over
+// HTTPS, on httpsPort (0 or 443: the default port).
+func NewRedirectingHTTPHandler(challenges *ChallengeStore, httpsPort int) http.Handler {
+	return newHTTPHandler(challenges, redirectToHTTPS(httpsPort), nil)
+}
+
+// redirectToHTTPS returns a handler that redirects to the request's URL over HTTPS.
+func redirectToHTTPS(httpsPort int) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		host := hostOnly(r.Host)
+		if host == "" {
+			http.Error(w, "certpilot edge: a Host header is needed to redirect to HTTPS", http.StatusBadRequest)
+			return
+		}
+		if strings.Contains(host, ":") { // IPv6 literal
+			host = "[" + host + "]"
+		}
+		if httpsPort != 0 && httpsPort != 443 {
+			host += ":" + strconv.Itoa(httpsPort)
+		}
+		http.Redirect(w, r, "https://"+host+r.URL.RequestURI(), http.StatusPermanentRedirect)
+	})
+}
+
+// newHTTPHandler answers http-01 and passes every other request to fallback (nil: 404).
+func newHTTPHandler(challenges *ChallengeStore, fallback http.Handler, metrics *Metrics) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		token, ok := strings.CutPrefix(r.URL.Path, HTTP01PathPrefix)
-		if !ok || token == "" || strings.Contains(token, "/") {
+		if !ok {
+			if fallback != nil {
+				fallback.ServeHTTP(w, r)
+				return
+			}
+			http.NotFound(w, r)
+			return
+		}
+		if token == "" || strings.Contains(token, "/") {
 			http.NotFound(w, r)
 			return
 		}
@@ -27,6 +65,7 @@ func NewHTTPHandler(challenges *ChallengeStore) http.Handler {
 			return
 		}
 		keyAuthorization, ok := challenges.KeyAuthorization(token)
+		metrics.acmeAnswer(challengeTypeHTTP01, ok)
 		if !ok {
 			http.NotFound(w, r)
 			return

@@ -58,7 +58,7 @@ func TestSecretSource(t *testing.T) {
 		t.Fatal(err)
 	}
 	store := edge.NewChallengeStore()
-	running := startServer(t, store, nil)
+	running := startServer(t, edge.Options{Challenges: store, Log: testr.New(t)})
 	sourceCtx, stopSource := context.WithCancel(ctx)
 	sourceDone := make(chan error, 1)
 	go func() {

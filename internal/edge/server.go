@@ -6,7 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log"
+	stdlog "log"
 	"net"
 	"net/http"
 	"strings"
@@ -62,14 +62,38 @@ func (l *Listeners) Close() {
 	}
 }
 
-// Server runs the edge's listeners: HTTPS (tls-alpn-01 challenges and, for now, a minimal answer
-// to ordinary connections), HTTP (http-01 challenges) and health probes.
-type Server struct {
-	challenges   *ChallengeStore
-	certificates CertificateSource
-	log          logr.Logger
+// Options configure a Server.
+type Options struct {
+	// Mode is how ordinary TLS connections are carried (default ModeTerminate).
+	Mode Mode
+	// Challenges holds the ACME challenge responses; required.
+	Challenges *ChallengeStore
+	// Certificates serves ordinary handshakes in terminate mode (nil: they fail). When it has a
+	// Synced method, the edge is not ready before it reports true.
+	Certificates CertificateSource
+	// Routes are the upstreams (nil: none; every request gets 404, every passthrough
+	// connection is closed).
+	Routes *Routes
+	// RedirectHTTP redirects every plain HTTP request that is not an http-01 challenge to
+	// HTTPS, on HTTPSPort (0 or 443: the default port). Otherwise such requests get 404.
+	RedirectHTTP bool
+	HTTPSPort    int
+	// Metrics (nil: a new registry).
+	Metrics *Metrics
+	Log     logr.Logger
+}
 
-	httpsServer  *http.Server
+// Server runs the edge's listeners: HTTPS (tls-alpn-01 challenges, and ordinary connections
+// terminated and proxied, or passed through), HTTP (http-01 challenges, redirects to HTTPS) and
+// health probes and metrics.
+type Server struct {
+	opts       Options
+	challenges *ChallengeStore
+	log        logr.Logger
+	metrics    *Metrics
+
+	httpsServer  *http.Server // terminate mode
+	passthrough  *passthrough // passthrough mode
 	httpServer   *http.Server
 	healthServer *http.Server
 
@@ -77,38 +101,58 @@ type Server struct {
 	shuttingDown atomic.Bool
 }
 
-// NewServer returns a Server answering challenges from challenges and ordinary handshakes with
-// certificates from certificates (nil: ordinary handshakes fail).
-func NewServer(challenges *ChallengeStore, certificates CertificateSource, log logr.Logger) *Server {
-	s := &Server{challenges: challenges, certificates: certificates, log: log}
+// NewServer returns a Server for opts.
+func NewServer(opts Options) *Server {
+	if opts.Mode == "" {
+		opts.Mode = ModeTerminate
+	}
+	if opts.Metrics == nil {
+		opts.Metrics = NewMetrics()
+	}
+	if opts.Routes == nil {
+		opts.Routes = NewRoutes(opts.Mode)
+	}
+	opts.Routes.metrics = opts.Metrics
+	if store, ok := opts.Certificates.(*CertificateStore); ok {
+		store.OnChange(opts.Metrics.SetCertificates)
+	}
+	log := opts.Log
+	s := &Server{opts: opts, challenges: opts.Challenges, log: log, metrics: opts.Metrics}
 	// net/http's own messages are mostly failed handshakes: scanners, clients that trust
 	// nothing we serve, validations of names without a challenge. Useful when debugging a
-	// validation, noise otherwise.
-	errorLog := newErrorLog(log.V(1))
+	// validation, noise otherwise. They are counted as failed handshakes.
+	errorLog := stdlog.New(handshakeCounter{logger: log.V(1), metrics: opts.Metrics}, "", 0)
 
-	// HTTP/1.1 only for now. Setting Protocols keeps net/http from adding h2, which the
-	// minimal ordinary answer does not need; the proxy will decide later.
-	protocols := new(http.Protocols)
-	protocols.SetHTTP1(true)
-
-	s.httpsServer = &http.Server{
-		Handler:           http.HandlerFunc(s.serveOrdinary),
-		TLSConfig:         NewTLSConfig(challenges, certificates),
-		Protocols:         protocols,
-		ReadHeaderTimeout: readHeaderTimeout,
-		IdleTimeout:       idleTimeout,
-		ErrorLog:          errorLog,
-		// For acme-tls/1 the handshake is the whole exchange (RFC 8737, section 3): the
-		// validator sends no data. net/http closes the connection when this returns.
-		TLSNextProto: map[string]func(*http.Server, *tls.Conn, http.Handler){
-			acme.ALPNProto: func(_ *http.Server, conn *tls.Conn, _ http.Handler) {
-				s.log.V(1).Info("Answered a tls-alpn-01 validation", "serverName", conn.ConnectionState().ServerName,
-					"remoteAddress", conn.RemoteAddr().String())
+	if opts.Mode == ModePassthrough {
+		s.passthrough = newPassthrough(opts.Routes, newTLSConfig(opts.Challenges, nil, nil, opts.Metrics), opts.Metrics, log)
+	} else {
+		protocols := new(http.Protocols)
+		protocols.SetHTTP1(true)
+		protocols.SetHTTP2(true)
+		s.httpsServer = &http.Server{
+			Handler:           newTerminateProxy(opts.Routes, opts.Metrics, log),
+			TLSConfig:         newTLSConfig(opts.Challenges, opts.Certificates, []string{"h2", "http/1.1"}, opts.Metrics),
+			Protocols:         protocols,
+			ReadHeaderTimeout: readHeaderTimeout,
+			IdleTimeout:       idleTimeout,
+			ErrorLog:          errorLog,
+			// For acme-tls/1 the handshake is the whole exchange (RFC 8737, section 3): the
+			// validator sends no data. net/http closes the connection when this returns.
+			// net/http adds h2 beside it, as Protocols asks.
+			TLSNextProto: map[string]func(*http.Server, *tls.Conn, http.Handler){
+				acme.ALPNProto: func(_ *http.Server, conn *tls.Conn, _ http.Handler) {
+					s.log.V(1).Info("Answered a tls-alpn-01 validation", "serverName", conn.ConnectionState().ServerName,
+						"remoteAddress", conn.RemoteAddr().String())
+				},
 			},
-		},
+		}
+	}
+	var fallback http.Handler
+	if opts.RedirectHTTP {
+		fallback = redirectToHTTPS(opts.HTTPSPort)
 	}
 	s.httpServer = &http.Server{
-		Handler:           NewHTTPHandler(challenges),
+		Handler:           newHTTPHandler(opts.Challenges, fallback, opts.Metrics),
 		ReadHeaderTimeout: readHeaderTimeout,
 		IdleTimeout:       idleTimeout,
 		ErrorLog:          errorLog,
@@ -121,13 +165,22 @@ func NewServer(challenges *ChallengeStore, certificates CertificateSource, log l
 	return s
 }
 
+// Metrics returns the server's metrics.
+func (s *Server) Metrics() *Metrics { return s.metrics }
+
 // Serve serves on listeners until Shutdown, then returns nil. When a listener fails it closes
 // the others and returns that error. Serve takes ownership of the listeners.
 func (s *Server) Serve(listeners *Listeners) error {
 	type serveFunc func() error
 	serves := []serveFunc{
-		func() error { return s.httpsServer.ServeTLS(listeners.HTTPS, "", "") },
-		func() error { return s.httpServer.Serve(listeners.HTTP) },
+		func() error {
+			https := s.metrics.countListener(listeners.HTTPS, listenerHTTPS)
+			if s.passthrough != nil {
+				return s.passthrough.serve(https)
+			}
+			return s.httpsServer.ServeTLS(https, "", "")
+		},
+		func() error { return s.httpServer.Serve(s.metrics.countListener(listeners.HTTP, listenerHTTP)) },
 	}
 	if listeners.Health != nil {
 		serves = append(serves, func() error { return s.healthServer.Serve(listeners.Health) })
@@ -144,7 +197,7 @@ func (s *Server) Serve(listeners *Listeners) error {
 		}()
 	}
 	s.serving.Store(true)
-	s.log.Info("Serving", "https", listeners.HTTPS.Addr().String(), "http", listeners.HTTP.Addr().String())
+	s.log.Info("Serving", "mode", s.opts.Mode, "https", listeners.HTTPS.Addr().String(), "http", listeners.HTTP.Addr().String())
 
 	var first error
 	for range serves {
@@ -162,12 +215,18 @@ func (s *Server) Serve(listeners *Listeners) error {
 // finish or ctx is done.
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.shuttingDown.Store(true)
-	results := make(chan error, 3)
-	for _, server := range []*http.Server{s.httpsServer, s.httpServer, s.healthServer} {
-		go func() { results <- server.Shutdown(ctx) }()
+	shutdowns := []func(context.Context) error{s.httpServer.Shutdown, s.healthServer.Shutdown}
+	if s.passthrough != nil {
+		shutdowns = append(shutdowns, s.passthrough.shutdown)
+	} else {
+		shutdowns = append(shutdowns, s.httpsServer.Shutdown)
+	}
+	results := make(chan error, len(shutdowns))
+	for _, shutdown := range shutdowns {
+		go func() { results <- shutdown(ctx) }()
 	}
 	var errs []error
-	for range 3 {
+	for range shutdowns {
 		errs = append(errs, <-results)
 	}
 	return errors.Join(errs...)
@@ -175,7 +234,12 @@ func (s *Server) Shutdown(ctx context.Context) error {
 
 func (s *Server) closeAll() {
 	for _, server := range []*http.Server{s.httpsServer, s.httpServer, s.healthServer} {
-		_ = server.Close()
+		if server != nil {
+			_ = server.Close()
+		}
+	}
+	if s.passthrough != nil {
+		s.passthrough.closeAll()
 	}
 }
 
@@ -190,15 +254,16 @@ func (s *Server) Ready() error {
 	case !s.challenges.Synced():
 		return errors.New("challenge responses not synced yet")
 	}
-	if synced, ok := s.certificates.(interface{ Synced() bool }); ok && !synced.Synced() {
+	if synced, ok := s.opts.Certificates.(interface{ Synced() bool }); ok && !synced.Synced() {
 		return errors.New("certificates not loaded yet")
 	}
 	return nil
 }
 
-// HealthHandler serves /healthz (the process answers) and /readyz (Ready).
+// HealthHandler serves /healthz (the process answers), /readyz (Ready) and /metrics.
 func (s *Server) HealthHandler() http.Handler {
 	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", s.metrics.Handler())
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		_, _ = io.WriteString(w, "ok\n")
 	})
@@ -212,18 +277,26 @@ func (s *Server) HealthHandler() http.Handler {
 	return mux
 }
 
-// serveOrdinary answers requests over ordinary TLS connections. For now the edge has no
-// upstream to proxy to, so it says so.
-func (s *Server) serveOrdinary(w http.ResponseWriter, _ *http.Request) {
-	http.Error(w, "certpilot edge: no upstream configured", http.StatusNotFound)
-}
-
 // newErrorLog adapts net/http's *log.Logger to logr.
-func newErrorLog(logger logr.Logger) *log.Logger {
-	return log.New(logWriter{logger}, "", 0)
+func newErrorLog(logger logr.Logger) *stdlog.Logger {
+	return stdlog.New(logWriter{logger}, "", 0)
 }
 
 type logWriter struct{ logger logr.Logger }
+
+// handshakeCounter is a logWriter that also counts net/http's "TLS handshake error" messages as
+// failed handshakes: net/http reports them only there.
+type handshakeCounter struct {
+	logger  logr.Logger
+	metrics *Metrics
+}
+
+func (w handshakeCounter) Write(p []byte) (int, error) {
+	if strings.Contains(string(p), "TLS handshake error") {
+		w.metrics.handshake(handshakeFailed)
+	}
+	return logWriter{w.logger}.Write(p)
+}
 
 func (w logWriter) Write(p []byte) (int, error) {
 	w.logger.Info(strings.TrimSpace(string(p)), "source", "net/http")

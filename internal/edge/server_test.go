@@ -26,15 +26,15 @@ type runningServer struct {
 	done                      chan error
 }
 
-// startServer serves store on free loopback ports until the test ends.
-func startServer(t *testing.T, store *edge.ChallengeStore, certificates edge.CertificateSource) *runningServer {
+// startServer serves opts on free loopback ports until the test ends.
+func startServer(t *testing.T, opts edge.Options) *runningServer {
 	t.Helper()
 	listeners, err := edge.Listen("127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	running := &runningServer{
-		server:        edge.NewServer(store, certificates, testr.New(t)),
+		server:        edge.NewServer(opts),
 		httpsAddress:  listeners.HTTPS.Addr().String(),
 		httpAddress:   listeners.HTTP.Addr().String(),
 		healthAddress: listeners.Health.Addr().String(),
@@ -89,7 +89,7 @@ func TestServer(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	running := startServer(t, store, certificates)
+	running := startServer(t, edge.Options{Challenges: store, Certificates: certificates, Log: testr.New(t)})
 	client := &http.Client{Timeout: 5 * time.Second}
 
 	// Not ready until the store has synced, even though the listeners serve.
@@ -152,7 +152,7 @@ func TestServer(t *testing.T) {
 			t.Fatal(err)
 		}
 		if status != http.StatusNotFound {
-			t.Errorf("status %d, want 404 (no upstream yet)", status)
+			t.Errorf("status %d, want 404 (no route)", status)
 		}
 		if served == nil || !served.PeerCertificates[0].Equal(ordinary.Leaf) {
 			t.Error("ordinary connection did not get the ordinary certificate")

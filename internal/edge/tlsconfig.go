@@ -28,6 +28,12 @@ type CertificateSource interface {
 // never a challenge certificate, so that a self-signed challenge certificate can never reach a
 // browser.
 func NewTLSConfig(challenges *ChallengeStore, certificates CertificateSource) *tls.Config {
+	return newTLSConfig(challenges, certificates, nil, nil)
+}
+
+// newTLSConfig is NewTLSConfig with the ALPN protocols of ordinary connections (nil: none
+// negotiated) and metrics (nil: none).
+func newTLSConfig(challenges *ChallengeStore, certificates CertificateSource, nextProtos []string, metrics *Metrics) *tls.Config {
 	challengeConfig := &tls.Config{
 		MinVersion: tls.VersionTLS12, // RFC 8737, section 4
 		NextProtos: []string{acme.ALPNProto},
@@ -38,6 +44,7 @@ func NewTLSConfig(challenges *ChallengeStore, certificates CertificateSource) *t
 				return nil, errors.New("certpilot edge: challenge certificate requested without ALPN acme-tls/1")
 			}
 			certificate, ok := challenges.ChallengeCertificate(hello.ServerName)
+			metrics.acmeAnswer(challengeTypeTLSALPN01, ok)
 			if !ok {
 				return nil, fmt.Errorf("certpilot edge: no tls-alpn-01 challenge certificate for server name %q", hello.ServerName)
 			}
@@ -46,12 +53,20 @@ func NewTLSConfig(challenges *ChallengeStore, certificates CertificateSource) *t
 		// The validator never resumes, and a ticket issued under this configuration must not
 		// resume an ordinary session later.
 		SessionTicketsDisabled: true,
+		VerifyConnection: func(tls.ConnectionState) error {
+			metrics.handshake(handshakeACME)
+			return nil
+		},
 	}
 
 	ordinaryConfig := &tls.Config{
 		MinVersion: tls.VersionTLS12,
-		// No NextProtos for now: the edge answers ordinary connections with HTTP/1.1 only, and
-		// leaving ALPN unnegotiated lets clients that offer only h2 fall back instead of failing.
+		// Without NextProtos no protocol is negotiated, and HTTP/1.1 is spoken.
+		NextProtos: nextProtos,
+		VerifyConnection: func(tls.ConnectionState) error {
+			metrics.handshake(handshakeOK)
+			return nil
+		},
 		GetCertificate: func(hello *tls.ClientHelloInfo) (*tls.Certificate, error) {
 			if certificates == nil {
 				return nil, fmt.Errorf("certpilot edge: no certificate configured for server name %q", hello.ServerName)
