@@ -343,4 +343,3 @@ func TestChallengeOnlyForACME(t *testing.T) {
 		t.Error("acme-tls/1 for a name without a challenge succeeded (an ordinary certificate was served?)")
 	}
 }
-

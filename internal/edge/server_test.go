@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"strings"
 	"testing"
 	"time"
 
@@ -176,4 +177,18 @@ func TestServer(t *testing.T) {
 	if _, err := edgetest.Handshake(ctx, running.httpsAddress, "a.example.com", []string{acme.ALPNProto}, 0); err == nil {
 		t.Error("handshake succeeded after Shutdown")
 	}
+}
+
+func getURL(ctx context.Context, url string) (int, string, error) {
+	return get(ctx, &http.Client{Timeout: 5 * time.Second}, url)
+}
+
+// containsLine reports whether metrics text has a sample line starting with prefix.
+func containsLine(text, prefix string) bool {
+	for line := range strings.SplitSeq(text, "\n") {
+		if strings.HasPrefix(line, prefix) {
+			return true
+		}
+	}
+	return false
 }
