@@ -2,8 +2,6 @@ package controllers
 
 import (
 	"context"
-	"fmt"
-	"net"
 	"strings"
 	"time"
 
@@ -49,10 +47,11 @@ func (r *CertificateReconciler) presentChallenges(ctx context.Context, run *cert
 	if run.order.Status != acme.StatusPending {
 		return ctrl.Result{}, nil
 	}
-	challengeType, err := solverChallengeType(run.solver)
+	solver, err := r.challengeSolver(run.solver)
 	if err != nil {
 		return ctrl.Result{}, err
 	}
+	challengeType := solver.challengeType()
 
 	var statuses []certpilotv1alpha1.ChallengeStatus
 	var pending []pendingChallenge
@@ -79,7 +78,7 @@ func (r *CertificateReconciler) presentChallenges(ctx context.Context, run *cert
 		if !ok {
 			return ctrl.Result{}, r.recordFailure(ctx, run, true, "ChallengeNotOffered", "the CA offers no %s challenge for %s", challengeType, dnsName)
 		}
-		status.URL, status.State = challenge.URL, challenge.Status
+		status.URL, status.State, status.Token = challenge.URL, challenge.Status, challenge.Token
 		statuses = append(statuses, status)
 		if challenge.Status != acme.StatusPending {
 			continue // already accepted; the CA is validating it
@@ -95,26 +94,28 @@ func (r *CertificateReconciler) presentChallenges(ctx context.Context, run *cert
 		return ctrl.Result{}, nil
 	}
 
-	if err := r.publishChallenges(ctx, run, pending); err != nil {
+	if err := solver.present(ctx, run, pending); err != nil {
 		return ctrl.Result{}, err
 	}
-	failed := 0
+	var failed []string
 	for _, p := range pending {
 		status := findChallengeStatus(run.cert.Status.Order.Challenges, p.dnsName)
-		if err := r.selfCheck(ctx, run, p); err != nil {
-			failed++
+		checkCtx, cancel := context.WithTimeout(ctx, r.selfCheckTimeout())
+		err := solver.check(checkCtx, run, p)
+		cancel()
+		if err != nil {
+			failed = append(failed, err.Error())
 			status.State, status.Reason = "self-check-failed", err.Error()
 			continue
 		}
 		status.State, status.Reason = "presented", ""
 		run.accept = append(run.accept, p)
 	}
-	if failed > 0 {
-		// Accept nothing until every response is served: one failed validation fails the order.
+	if len(failed) > 0 {
+		// Accept nothing until every response is visible: one failed validation fails the order.
 		run.accept = nil
-		return ctrl.Result{}, wait(selfCheckDelay(run), "SelfCheckFailed",
-			"%d of %d challenge responses are not served yet; the CA is not asked to validate until they are (see status.order.challenges)",
-			failed, len(pending))
+		reason, message := solver.notVisible(failed, len(pending))
+		return ctrl.Result{}, wait(selfCheckDelay(run), reason, "%s", message)
 	}
 	return ctrl.Result{}, nil
 }
@@ -139,36 +140,42 @@ func (r *CertificateReconciler) acceptChallenges(ctx context.Context, run *certi
 	return ctrl.Result{}, nil
 }
 
-// selfCheck verifies that the load balancer serves the response as the CA will see it.
-func (r *CertificateReconciler) selfCheck(ctx context.Context, run *certificateRun, p pendingChallenge) error {
-	timeout := r.SelfCheckTimeout
-	if timeout == 0 {
-		timeout = 10 * time.Second
+func (r *CertificateReconciler) selfCheckTimeout() time.Duration {
+	if r.SelfCheckTimeout == 0 {
+		return 10 * time.Second
 	}
-	ctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
-	switch {
-	case run.solver.TLSALPN01 != nil:
-		address := run.solver.TLSALPN01.ProbeAddress
-		if address == "" {
-			address = net.JoinHostPort(p.dnsName, "443")
-		}
-		return acme.CheckTLSALPN01(ctx, address, p.dnsName, p.keyAuthorization)
-	default:
-		return fmt.Errorf("no self-check for this solver")
-	}
+	return r.SelfCheckTimeout
 }
 
-// solverChallengeType maps the solver to its ACME challenge type. Only tls-alpn-01 is served so
-// far; http-01 and dns-01 are reported, not silently ignored.
-func solverChallengeType(solver *certpilotv1alpha1.Solver) (string, error) {
+// challengeSolver publishes, checks and removes the responses of one kind of solver.
+type challengeSolver interface {
+	// challengeType is the ACME challenge type the solver answers.
+	challengeType() string
+	// present publishes the responses of pending challenges; it is idempotent.
+	present(ctx context.Context, run *certificateRun, pending []pendingChallenge) error
+	// check verifies that a response is visible as the CA will see it.
+	check(ctx context.Context, run *certificateRun, p pendingChallenge) error
+	// notVisible is the condition reason and message when some checks failed.
+	notVisible(failures []string, pending int) (reason, message string)
+	// cleanup removes the responses of the certificate's order (status.order.challenges).
+	cleanup(ctx context.Context, run *certificateRun) error
+}
+
+// challengeSolver returns the implementation of a solver spec.
+func (r *CertificateReconciler) challengeSolver(solver *certpilotv1alpha1.Solver) (challengeSolver, error) {
 	switch {
+	case solver == nil:
+		return nil, stalled("NoSolver", "no solver is set")
 	case solver.TLSALPN01 != nil:
-		return acme.ChallengeTLSALPN01, nil
+		return &loadBalancerSolver{r: r, typ: acme.ChallengeTLSALPN01}, nil
 	case solver.HTTP01 != nil:
-		return "", stalled("SolverNotSupported", "the http01 solver is not implemented yet in this version of certpilot; use tlsALPN01")
+		return &loadBalancerSolver{r: r, typ: acme.ChallengeHTTP01}, nil
+	case solver.DNS01 != nil && solver.DNS01.RFC2136 != nil:
+		return &rfc2136Solver{r: r}, nil
+	case solver.DNS01 != nil && solver.DNS01.Manual != nil:
+		return &manualDNSSolver{r: r}, nil
 	default:
-		return "", stalled("SolverNotSupported", "the dns01 solver is not implemented yet in this version of certpilot; use tlsALPN01")
+		return nil, stalled("NoSolver", "the solver names no challenge type")
 	}
 }
 

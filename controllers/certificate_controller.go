@@ -83,7 +83,13 @@ func (r *CertificateReconciler) Reconcile(ctx context.Context, req ctrl.Request)
 		// Owner references delete the Secrets; only challenge responses in the shared
 		// challenge Secret are left to remove.
 		r.lookupSolver(ctx, run)
-		return ctrl.Result{}, r.removeChallenges(ctx, run)
+		if err := r.removeChallenges(ctx, run); err != nil {
+			// Do not hold the deletion hostage to an unreachable DNS server or a deleted
+			// load balancer: the responses are useless once the order is gone.
+			ctrl.LoggerFrom(ctx).Error(err, "Removing challenge responses failed; deleting anyway")
+			return ctrl.Result{}, r.setFinalizer(ctx, cert, false)
+		}
+		return ctrl.Result{}, nil
 	}
 
 	defer func() {
@@ -149,7 +155,12 @@ func (r *CertificateReconciler) summarize(run *certificateRun, err error) {
 	status.ObservedGeneration = generation
 
 	if run.ready != nil {
-		setCondition(&status.Conditions, generation, certpilotv1alpha1.ConditionReady, run.ready.Status, run.ready.Reason, run.ready.Message)
+		message := run.ready.Message
+		if w, ok := asWait(err); ok && w.reason == "DNSRecordRequired" && run.ready.Status == metav1.ConditionTrue {
+			// A manual renewal needs a person: say so where everyone looks.
+			message += ". The renewal needs you: " + w.message
+		}
+		setCondition(&status.Conditions, generation, certpilotv1alpha1.ConditionReady, run.ready.Status, run.ready.Reason, message)
 	}
 	issuing := orderOpen(cert)
 	if s, ok := asStalled(err); ok {

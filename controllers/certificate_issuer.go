@@ -79,7 +79,7 @@ func (r *CertificateReconciler) resolveIssuer(ctx context.Context, run *certific
 		}
 	}
 	run.cert.Status.AutoRenewable = ptr.To(run.solver.DNS01 == nil || run.solver.DNS01.Manual == nil)
-	if _, err := solverChallengeType(run.solver); err != nil {
+	if _, err := r.challengeSolver(run.solver); err != nil {
 		return ctrl.Result{}, err
 	}
 

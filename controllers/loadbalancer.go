@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"encoding/pem"
 	"fmt"
+	"net"
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -48,10 +49,29 @@ func loadBalancer(run *certificateRun) (namespace, name string) {
 	return namespace, ref.Name
 }
 
-// publishChallenges writes the responses into the load balancer's challenge Secret (adding
-// only this certificate's keys: several certificates share the Secret) and makes sure the
-// Deployment mounts it.
-func (r *CertificateReconciler) publishChallenges(ctx context.Context, run *certificateRun, pending []pendingChallenge) error {
+// loadBalancerSolver answers tls-alpn-01 or http-01 through the load balancer that owns ports
+// 443 and 80 for the names: it writes the responses into the load balancer's challenge Secret
+// (the contract in api/v1alpha1/contract.go) and self-checks them as the CA's validator will.
+type loadBalancerSolver struct {
+	r   *CertificateReconciler
+	typ string // acme.ChallengeTLSALPN01 or acme.ChallengeHTTP01
+}
+
+func (s *loadBalancerSolver) challengeType() string { return s.typ }
+
+// key is the challenge Secret key of a response.
+func (s *loadBalancerSolver) key(dnsName, token string) string {
+	if s.typ == acme.ChallengeHTTP01 {
+		return certpilotv1alpha1.HTTP01Key(token)
+	}
+	return certpilotv1alpha1.TLSALPN01Key(dnsName)
+}
+
+// present writes the responses into the load balancer's challenge Secret (adding only this
+// certificate's keys: several certificates share the Secret) and makes sure the Deployment
+// mounts it.
+func (s *loadBalancerSolver) present(ctx context.Context, run *certificateRun, pending []pendingChallenge) error {
+	r := s.r
 	namespace, deployment := loadBalancer(run)
 	secretName := certpilotv1alpha1.ChallengeSecretName(deployment)
 	secret, err := r.challengeSecret(ctx, namespace, secretName)
@@ -65,7 +85,13 @@ func (r *CertificateReconciler) publishChallenges(ctx context.Context, run *cert
 	}
 	data := map[string][]byte{}
 	for _, p := range pending {
-		key := certpilotv1alpha1.TLSALPN01Key(p.dnsName)
+		key := s.key(p.dnsName, p.challenge.Token)
+		if s.typ == acme.ChallengeHTTP01 {
+			if secret == nil || string(secret.Data[key]) != p.keyAuthorization {
+				data[key] = []byte(p.keyAuthorization)
+			}
+			continue
+		}
 		if secret != nil && servesChallenge(secret.Data[key], p.dnsName, p.keyAuthorization) {
 			continue // already published; regenerating would only churn the Secret
 		}
@@ -101,19 +127,46 @@ func (r *CertificateReconciler) publishChallenges(ctx context.Context, run *cert
 	return r.mountChallengeSecret(ctx, run, namespace, deployment, secretName)
 }
 
-// removeChallenges deletes this certificate's responses from the load balancer's Secret, then
-// the finalizer that guards them.
+// removeChallenges deletes this certificate's challenge responses, then the finalizer that
+// guards them.
 func (r *CertificateReconciler) removeChallenges(ctx context.Context, run *certificateRun) error {
-	if err := r.removeChallengeKeys(ctx, run); err != nil {
-		return err
+	if run.solver != nil && run.cert.Status.Order != nil {
+		solver, err := r.challengeSolver(run.solver)
+		if err == nil {
+			if err := solver.cleanup(ctx, run); err != nil {
+				return err
+			}
+		}
 	}
 	return r.setFinalizer(ctx, run.cert, false)
 }
 
-func (r *CertificateReconciler) removeChallengeKeys(ctx context.Context, run *certificateRun) error {
-	if run.solver == nil || run.cert.Status.Order == nil {
-		return nil
+// check verifies the response as the CA's validator will see it: a TLS handshake with ALPN
+// acme-tls/1, or an HTTP GET of the token.
+func (s *loadBalancerSolver) check(ctx context.Context, run *certificateRun, p pendingChallenge) error {
+	if s.typ == acme.ChallengeHTTP01 {
+		address := run.solver.HTTP01.ProbeAddress
+		if address == "" {
+			address = net.JoinHostPort(p.dnsName, "80")
+		}
+		return acme.CheckHTTP01(ctx, address, p.dnsName, p.challenge.Token, p.keyAuthorization)
 	}
+	address := run.solver.TLSALPN01.ProbeAddress
+	if address == "" {
+		address = net.JoinHostPort(p.dnsName, "443")
+	}
+	return acme.CheckTLSALPN01(ctx, address, p.dnsName, p.keyAuthorization)
+}
+
+func (s *loadBalancerSolver) notVisible(failures []string, pending int) (string, string) {
+	return "SelfCheckFailed", fmt.Sprintf(
+		"%d of %d challenge responses are not served by the load balancer yet; the CA is not asked to validate until they are (see status.order.challenges): %s",
+		len(failures), pending, failures[0])
+}
+
+// cleanup removes the order's responses from the challenge Secret.
+func (s *loadBalancerSolver) cleanup(ctx context.Context, run *certificateRun) error {
+	r := s.r
 	namespace, deployment := loadBalancer(run)
 	if deployment == "" {
 		return nil
@@ -128,6 +181,11 @@ func (r *CertificateReconciler) removeChallengeKeys(ctx context.Context, run *ce
 	var remove []string
 	for _, name := range run.cert.Status.Order.DNSNames {
 		if key := certpilotv1alpha1.TLSALPN01Key(name); secret.Data[key] != nil {
+			remove = append(remove, key)
+		}
+	}
+	for _, challenge := range run.cert.Status.Order.Challenges {
+		if key := certpilotv1alpha1.HTTP01Key(challenge.Token); challenge.Token != "" && secret.Data[key] != nil {
 			remove = append(remove, key)
 		}
 	}

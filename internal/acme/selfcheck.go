@@ -9,7 +9,10 @@ import (
 	"encoding/asn1"
 	"errors"
 	"fmt"
+	"io"
 	"net"
+	"net/http"
+	"strings"
 	"time"
 )
 
@@ -74,6 +77,39 @@ func CheckTLSALPN01(ctx context.Context, address, domain, keyAuthorization strin
 	}
 	if err := VerifyTLSALPN01Certificate(state.PeerCertificates[0], domain, keyAuthorization); err != nil {
 		return fmt.Errorf("tls-alpn-01 self-check of %s at %s: %w", domain, address, err)
+	}
+	return nil
+}
+
+// CheckHTTP01 fetches http://<address>/.well-known/acme-challenge/<token> with Host domain, as
+// the CA's validator will, and compares the body with keyAuthorization. Redirects are not
+// followed: a load balancer that redirects the token to HTTPS must answer there instead, which
+// this check cannot vouch for.
+func CheckHTTP01(ctx context.Context, address, domain, token, keyAuthorization string) error {
+	url := "http://" + address + "/.well-known/acme-challenge/" + token
+	request, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return err
+	}
+	request.Host = domain
+	client := &http.Client{
+		Timeout:       10 * time.Second,
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+	}
+	response, err := client.Do(request)
+	if err != nil {
+		return fmt.Errorf("http-01 self-check of %s at %s: %w", domain, address, err)
+	}
+	defer response.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(response.Body, 4096))
+	if err != nil {
+		return fmt.Errorf("http-01 self-check of %s at %s: %w", domain, address, err)
+	}
+	if response.StatusCode != http.StatusOK {
+		return fmt.Errorf("http-01 self-check of %s at %s: GET /.well-known/acme-challenge/%s answered %s", domain, address, token, response.Status)
+	}
+	if strings.TrimSpace(string(body)) != keyAuthorization {
+		return fmt.Errorf("http-01 self-check of %s at %s: the served key authorization differs (an old response is still served)", domain, address)
 	}
 	return nil
 }

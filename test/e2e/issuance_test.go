@@ -28,9 +28,15 @@ import (
 // ClusterIssuer, all stopped when the test ends.
 func startStack(t *testing.T, namespace string, validity time.Duration) *testenv.Stack {
 	t.Helper()
-	managerBinary, edgeBinary := binaries(t)
 	// Pebble's default 5 % bad-nonce faults stay on: the client must cope with them.
-	pebble := testenv.StartPebble(t, testenv.PebbleOptions{DefaultValidity: validity, NonceRejectPercent: 5})
+	return startStackWith(t, namespace, testenv.PebbleOptions{DefaultValidity: validity, NonceRejectPercent: 5})
+}
+
+// startStackWith is startStack with Pebble configured by options.
+func startStackWith(t *testing.T, namespace string, options testenv.PebbleOptions) *testenv.Stack {
+	t.Helper()
+	managerBinary, edgeBinary := binaries(t)
+	pebble := testenv.StartPebble(t, options)
 	s, err := testenv.StartStack(context.Background(), kube, pebble, testenv.StackOptions{
 		Namespace: namespace, ManagerBinary: managerBinary, EdgeBinary: edgeBinary, Dir: t.TempDir(),
 	})
@@ -266,24 +272,22 @@ func TestSecretNotOwned(t *testing.T) {
 		t.Errorf("no Warning event for the stall; events: %v", reasons)
 	}
 
-	// A solver this version cannot serve stalls before any order is opened at the CA.
-	unsupported := s.TLSALPN01Certificate("unsupported", "unsupported.owned.test")
-	unsupported.Spec.Solver = &certpilotv1alpha1.Solver{DNS01: &certpilotv1alpha1.DNS01Solver{Manual: &certpilotv1alpha1.ManualDNS01{}}}
+	// A Certificate without a solver (the issuer sets none either) stalls before any order is
+	// opened at the CA.
+	unsupported := s.TLSALPN01Certificate("nosolver", "nosolver.owned.test")
+	unsupported.Spec.Solver = nil
 	if err := kube.Client.Create(ctx, unsupported); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, time.Minute, "Stalled SolverNotSupported", func() error {
+	eventually(t, time.Minute, "Stalled NoSolver", func() error {
 		if err := kube.Client.Get(ctx, client.ObjectKeyFromObject(unsupported), unsupported); err != nil {
 			return err
 		}
-		if c := meta.FindStatusCondition(unsupported.Status.Conditions, certpilotv1alpha1.ConditionStalled); c == nil || c.Reason != "SolverNotSupported" {
+		if c := meta.FindStatusCondition(unsupported.Status.Conditions, certpilotv1alpha1.ConditionStalled); c == nil || c.Reason != "NoSolver" {
 			return fmt.Errorf("conditions %+v", unsupported.Status.Conditions)
 		}
 		return nil
 	})
-	if unsupported.Status.AutoRenewable == nil || *unsupported.Status.AutoRenewable {
-		t.Errorf("autoRenewable = %v, want false for dns01 manual", unsupported.Status.AutoRenewable)
-	}
 	if n := s.Pebble.OrderCount(); n != 0 {
 		t.Errorf("Pebble saw %d orders, want none", n)
 	}
