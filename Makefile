@@ -73,6 +73,10 @@ test-short: ## Run only the tests that need no real parts.
 test-e2e: test-binaries ## Run the end-to-end tests only.
 	$(GO) test -count=1 -timeout 30m ./test/e2e/...
 
+.PHONY: helm-lint
+helm-lint: ## Lint and render the Helm chart with helm's Go packages (pinned in go.mod); no cluster needed.
+	$(GO) test -count=1 -short -run '^TestChart' ./test/install
+
 .PHONY: bench
 bench: test-binaries ## Run the benchmarks.
 	$(GO) test -run '^$$' -bench . -benchmem -count 6 ./...
@@ -83,6 +87,10 @@ bench: test-binaries ## Run the benchmarks.
 build: ## Build the manager, the edge and the kubectl plugin into bin/.
 	CGO_ENABLED=0 $(GO) build -trimpath -o $(BIN)/manager .
 	CGO_ENABLED=0 $(GO) build -trimpath -o $(BIN)/edge ./cmd/edge
+	CGO_ENABLED=0 $(GO) build -trimpath -o $(BIN)/kubectl-certpilot ./cmd/kubectl-certpilot
+
+.PHONY: plugin
+plugin: ## Build the kubectl plugin into bin/; with bin/ on PATH, `kubectl certpilot ls` runs it.
 	CGO_ENABLED=0 $(GO) build -trimpath -o $(BIN)/kubectl-certpilot ./cmd/kubectl-certpilot
 
 .PHONY: demo

@@ -17,6 +17,8 @@ import (
 	"helm.sh/helm/v3/pkg/lint/support"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"sigs.k8s.io/yaml"
+
+	"github.com/certpilot/certpilot/internal/testenv"
 )
 
 const (
@@ -331,6 +333,7 @@ func TestChartAllOptions(t *testing.T) {
 
 // TestChartDryRun installs the chart's CRDs and every rendered object with a server-side dry-run.
 func TestChartDryRun(t *testing.T) {
+	testenv.SkipIfShort(t)
 	for name, values := range map[string]map[string]any{"defaults": nil, "all options": allOptions()} {
 		t.Run(name, func(t *testing.T) {
 			if name == "all options" {
