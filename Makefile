@@ -81,6 +81,10 @@ helm-lint: ## Lint and render the Helm chart with helm's Go packages (pinned in 
 bench: test-binaries ## Run the benchmarks.
 	$(GO) test -run '^$$' -bench . -benchmem -count 6 ./...
 
+.PHONY: bench-edge
+bench-edge: ## Benchmark the edge against nginx over loopback with wrk (installs nginx and wrk with apt-get when missing).
+	bash hack/bench-edge.sh
+
 ##@ Build
 
 .PHONY: build

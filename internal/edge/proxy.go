@@ -66,10 +66,11 @@ func (p *terminateProxy) compile(table *routeTable) {
 					r.Out.Host = r.In.Host // the upstream routes by the name the client asked for
 					r.SetXForwarded()
 				},
-				Transport:     upstream,
-				FlushInterval: -1, // stream: server-sent events, long polls
-				ErrorLog:      newErrorLog(p.log.V(1)),
-				ErrorHandler:  p.upstreamError,
+				Transport: upstream,
+				// FlushInterval 0: ReverseProxy flushes at once for streams (text/event-stream, unknown
+				// length) and batches small responses into one write.
+				ErrorLog:     newErrorLog(p.log.V(1)),
+				ErrorHandler: p.upstreamError,
 			}
 		}
 	}

@@ -1,0 +1,127 @@
+#!/usr/bin/env bash
+# Benchmark of the certpilot edge (terminate mode) against nginx from Debian's packages, on this
+# machine, over loopback: same ECDSA P-256 certificate, same upstream, same load tool (wrk).
+#
+#   new TLS connections/s   wrk with "Connection: close": every request is a new TCP
+#                           connection, a full TLS handshake and one proxied request
+#   proxied requests/s      wrk over keep-alive connections
+#
+# Usage: hack/bench-edge.sh  (or make bench-edge). DURATION, CONNECTIONS, THREADS override the
+# defaults. Installs nginx and wrk with apt-get when they are missing (needs root).
+set -euo pipefail
+
+DURATION=${DURATION:-10s}
+CONNECTIONS=${CONNECTIONS:-64}
+THREADS=${THREADS:-2}
+
+cd "$(dirname "$0")/.."
+
+if ! command -v nginx >/dev/null || ! command -v wrk >/dev/null; then
+	echo "Installing nginx and wrk from Debian's packages..."
+	apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx wrk >/dev/null
+fi
+NGINX=$(command -v nginx)
+
+work=$(mktemp -d)
+pids=()
+cleanup() {
+	for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+	wait 2>/dev/null || true
+	rm -rf "$work"
+}
+trap cleanup EXIT
+
+go build -o "$work/edge" ./cmd/edge
+go build -o "$work/bench-edge" ./hack/bench-edge
+"$work/bench-edge" cert "$work"
+read -r upstream_port edge_port edge_http_port edge_health_port nginx_port < <("$work/bench-edge" ports 5 | xargs)
+
+"$work/bench-edge" upstream "127.0.0.1:$upstream_port" &
+pids+=($!)
+
+mkdir -p "$work/challenges"
+"$work/edge" --mode terminate --upstream "http://127.0.0.1:$upstream_port" \
+	--certificate "$work/cert.pem" --key "$work/key.pem" \
+	--challenge-dir "$work/challenges" \
+	--https-bind-address "127.0.0.1:$edge_port" --http-bind-address "127.0.0.1:$edge_http_port" \
+	--health-bind-address "127.0.0.1:$edge_health_port" --zap-log-level error \
+	>"$work/edge.log" 2>&1 &
+pids+=($!)
+
+cat >"$work/nginx.conf" <<NGINX
+daemon off;
+worker_processes auto;
+pid $work/nginx.pid;
+error_log $work/nginx-error.log error;
+events { worker_connections 8192; }
+http {
+	access_log off;
+	client_body_temp_path $work/nginx-body;
+	proxy_temp_path $work/nginx-proxy;
+	fastcgi_temp_path $work/nginx-fastcgi;
+	uwsgi_temp_path $work/nginx-uwsgi;
+	scgi_temp_path $work/nginx-scgi;
+	upstream backend {
+		server 127.0.0.1:$upstream_port;
+		keepalive 256;
+	}
+	server {
+		listen 127.0.0.1:$nginx_port ssl http2;
+		ssl_certificate $work/cert.pem;
+		ssl_certificate_key $work/key.pem;
+		ssl_protocols TLSv1.2 TLSv1.3;
+		location / {
+			proxy_pass http://backend;
+			proxy_http_version 1.1;
+			proxy_set_header Connection "";
+			proxy_set_header Host \$host;
+			proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
+			proxy_set_header X-Forwarded-Proto https;
+			proxy_set_header X-Forwarded-Host \$host;
+		}
+	}
+}
+NGINX
+"$NGINX" -c "$work/nginx.conf" -p "$work" &
+pids+=($!)
+
+for port in "$edge_port" "$nginx_port"; do
+	for _ in $(seq 100); do
+		curl -ksf "https://127.0.0.1:$port/" >/dev/null && break
+		sleep 0.1
+	done
+	curl -ksf "https://127.0.0.1:$port/" >/dev/null || { echo "server on port $port did not come up"; cat "$work"/*.log; exit 1; }
+done
+
+# rps NAME PORT [wrk args...]: run wrk and print its Requests/sec.
+rps() {
+	local port=$1
+	shift
+	wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" "$@" "https://127.0.0.1:$port/" >"$work/wrk.out" 2>&1
+	if grep -q "Non-2xx\|Socket errors" "$work/wrk.out"; then
+		grep "Non-2xx\|Socket errors" "$work/wrk.out" >&2
+	fi
+	awk '/Requests\/sec/ {print $2}' "$work/wrk.out"
+}
+
+echo "warming up..."
+DURATION=2s rps "$edge_port" >/dev/null
+DURATION=2s rps "$nginx_port" >/dev/null
+
+echo "machine: $(nproc) CPUs, $(uname -r); nginx $("$NGINX" -v 2>&1 | sed 's/.*\///'), $(wrk --version 2>&1 | head -1 | cut -d' ' -f1-2), $(go version | cut -d' ' -f3)"
+echo "wrk -t$THREADS -c$CONNECTIONS -d$DURATION [-H 'Connection: close'] https://127.0.0.1:PORT/"
+printf '%-34s %12s %12s %8s\n' "" "edge" "nginx" "edge/nginx"
+for kind in handshakes keepalive; do
+	if [ "$kind" = handshakes ]; then
+		label="new TLS connections/s (close)"
+		edge=$(rps "$edge_port" -H "Connection: close")
+		nginx=$(rps "$nginx_port" -H "Connection: close")
+	else
+		label="proxied requests/s (keep-alive)"
+		edge=$(rps "$edge_port")
+		nginx=$(rps "$nginx_port")
+	fi
+	ratio=$(awk -v a="$edge" -v b="$nginx" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "n/a" }')
+	printf '%-34s %12s %12s %8s\n' "$label" "$edge" "$nginx" "$ratio"
+done

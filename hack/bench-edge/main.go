@@ -1,0 +1,104 @@
+// Command bench-edge is the helper of hack/bench-edge.sh, the benchmark of the edge against
+// nginx: it writes the shared ECDSA P-256 certificate, runs the shared upstream, and finds free
+// ports. It is not part of any shipped binary.
+//
+//	bench-edge cert DIR         write DIR/cert.pem and DIR/key.pem
+//	bench-edge upstream ADDR    serve "ok\n" over HTTP/1.1 on ADDR until killed
+//	bench-edge ports N          print N free loopback ports
+package main
+
+import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"fmt"
+	"io"
+	"math/big"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"time"
+)
+
+func main() {
+	if err := run(os.Args[1:]); err != nil {
+		fmt.Fprintln(os.Stderr, "bench-edge:", err)
+		os.Exit(1)
+	}
+}
+
+func run(args []string) error {
+	if len(args) != 2 {
+		return fmt.Errorf("usage: bench-edge cert DIR | upstream ADDR | ports N")
+	}
+	switch args[0] {
+	case "cert":
+		return writeCertificate(args[1])
+	case "upstream":
+		server := &http.Server{
+			Addr: args[1],
+			Handler: http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+				w.Header().Set("Content-Type", "text/plain")
+				_, _ = io.WriteString(w, "ok\n")
+			}),
+			ReadHeaderTimeout: 10 * time.Second,
+		}
+		return server.ListenAndServe()
+	case "ports":
+		n, err := strconv.Atoi(args[1])
+		if err != nil {
+			return err
+		}
+		var listeners []net.Listener
+		for range n {
+			listener, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				return err
+			}
+			listeners = append(listeners, listener)
+			fmt.Println(listener.Addr().(*net.TCPAddr).Port)
+		}
+		for _, listener := range listeners {
+			_ = listener.Close()
+		}
+		return nil
+	}
+	return fmt.Errorf("unknown command %q", args[0])
+}
+
+// writeCertificate writes a self-signed ECDSA P-256 certificate for bench.example.test and
+// 127.0.0.1, the one both servers present.
+func writeCertificate(dir string) error {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return err
+	}
+	template := &x509.Certificate{
+		SerialNumber:          big.NewInt(time.Now().UnixNano()),
+		Subject:               pkix.Name{CommonName: "bench.example.test"},
+		DNSNames:              []string{"bench.example.test"},
+		IPAddresses:           []net.IP{net.IPv4(127, 0, 0, 1)},
+		NotBefore:             time.Now().Add(-time.Hour),
+		NotAfter:              time.Now().Add(24 * time.Hour),
+		KeyUsage:              x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		BasicConstraintsValid: true,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, template, template, key.Public(), key)
+	if err != nil {
+		return err
+	}
+	keyDER, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		return err
+	}
+	if err := os.WriteFile(filepath.Join(dir, "cert.pem"), pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644); err != nil {
+		return err
+	}
+	return os.WriteFile(filepath.Join(dir, "key.pem"), pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}), 0o600)
+}
