@@ -244,7 +244,7 @@ func TestStatusAndDNS(t *testing.T) {
 	for _, want := range []string{
 		"DNS names:       www.example.com, example.com",
 		"Issuer:          ClusterIssuer/letsencrypt",
-		"  Not after:       2026-12-02T12:00:00Z (5 days left)",
+		"  Not after:       2026-12-02T12:00:00Z (in 5d, 5 days left)",
 		"  Next renewal:    2026-11-25T12:00:00Z (2d ago)",
 		"  Auto-renewable:  false",
 		"  Ready     True     Issued    60m ago   certificate is valid",

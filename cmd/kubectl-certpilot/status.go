@@ -99,7 +99,7 @@ func writeStatus(w io.Writer, certificate *certpilotv1alpha1.Certificate, events
 		if status.NotBefore != nil {
 			field(2, "Not before", "%s", timestamp(status.NotBefore))
 		}
-		field(2, "Not after", "%s (%s)", timestamp(status.NotAfter), leftText)
+		field(2, "Not after", "%s (%s, %s)", timestamp(status.NotAfter), relative(status.NotAfter.Time, now), leftText)
 		if status.SerialNumber != "" {
 			field(2, "Serial", "%s", status.SerialNumber)
 		}
