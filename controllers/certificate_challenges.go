@@ -2,6 +2,7 @@ package controllers
 
 import (
 	"context"
+	"slices"
 	"strings"
 	"time"
 
@@ -38,6 +39,19 @@ type pendingChallenge struct {
 	challenge acme.Challenge
 	// keyAuthorization is what the response proves (RFC 8555 section 8.1).
 	keyAuthorization string
+	// solver answers the challenge.
+	solver challengeSolver
+}
+
+// distinctSolvers lists the solvers of pending challenges, in order of first use.
+func distinctSolvers(pending []pendingChallenge) []challengeSolver {
+	var solvers []challengeSolver
+	for _, p := range pending {
+		if !slices.Contains(solvers, p.solver) {
+			solvers = append(solvers, p.solver)
+		}
+	}
+	return solvers
 }
 
 // presentChallenges publishes a response for every pending authorization through the load
@@ -47,12 +61,6 @@ func (r *CertificateReconciler) presentChallenges(ctx context.Context, run *cert
 	if run.order.Status != acme.StatusPending {
 		return ctrl.Result{}, nil
 	}
-	solver, err := r.challengeSolver(run.solver)
-	if err != nil {
-		return ctrl.Result{}, err
-	}
-	challengeType := solver.challengeType()
-
 	var statuses []certpilotv1alpha1.ChallengeStatus
 	var pending []pendingChallenge
 	for _, url := range run.order.AuthzURLs {
@@ -64,6 +72,11 @@ func (r *CertificateReconciler) presentChallenges(ctx context.Context, run *cert
 		if authz.Wildcard {
 			dnsName = "*." + dnsName
 		}
+		solver, err := r.solverFor(run, dnsName)
+		if err != nil {
+			return ctrl.Result{}, err
+		}
+		challengeType := solver.challengeType()
 		status := certpilotv1alpha1.ChallengeStatus{DNSName: dnsName, Type: challengeType, State: authz.Status}
 		switch authz.Status {
 		case acme.StatusValid:
@@ -87,34 +100,47 @@ func (r *CertificateReconciler) presentChallenges(ctx context.Context, run *cert
 		if err != nil {
 			return ctrl.Result{}, err
 		}
-		pending = append(pending, pendingChallenge{dnsName: dnsName, challenge: challenge, keyAuthorization: keyAuthorization})
+		pending = append(pending, pendingChallenge{dnsName: dnsName, challenge: challenge, keyAuthorization: keyAuthorization, solver: solver})
 	}
 	run.cert.Status.Order.Challenges = statuses
 	if len(pending) == 0 {
 		return ctrl.Result{}, nil
 	}
 
-	if err := solver.present(ctx, run, pending); err != nil {
-		return ctrl.Result{}, err
+	// Each solver publishes its own challenges' responses.
+	for _, solver := range distinctSolvers(pending) {
+		var own []pendingChallenge
+		for _, p := range pending {
+			if p.solver == solver {
+				own = append(own, p)
+			}
+		}
+		if err := solver.present(ctx, run, own); err != nil {
+			return ctrl.Result{}, err
+		}
 	}
-	var failed []string
+	failed := map[challengeSolver][]string{}
+	var firstFailed challengeSolver
 	for _, p := range pending {
 		status := findChallengeStatus(run.cert.Status.Order.Challenges, p.dnsName)
 		checkCtx, cancel := context.WithTimeout(ctx, r.selfCheckTimeout())
-		err := solver.check(checkCtx, run, p)
+		err := p.solver.check(checkCtx, run, p)
 		cancel()
 		if err != nil {
-			failed = append(failed, err.Error())
+			if firstFailed == nil {
+				firstFailed = p.solver
+			}
+			failed[p.solver] = append(failed[p.solver], err.Error())
 			status.State, status.Reason = "self-check-failed", err.Error()
 			continue
 		}
 		status.State, status.Reason = "presented", ""
 		run.accept = append(run.accept, p)
 	}
-	if len(failed) > 0 {
+	if firstFailed != nil {
 		// Accept nothing until every response is visible: one failed validation fails the order.
 		run.accept = nil
-		reason, message := solver.notVisible(failed, len(pending))
+		reason, message := firstFailed.notVisible(failed[firstFailed], len(pending))
 		return ctrl.Result{}, wait(selfCheckDelay(run), reason, "%s", message)
 	}
 	return ctrl.Result{}, nil
@@ -157,26 +183,79 @@ type challengeSolver interface {
 	check(ctx context.Context, run *certificateRun, p pendingChallenge) error
 	// notVisible is the condition reason and message when some checks failed.
 	notVisible(failures []string, pending int) (reason, message string)
-	// cleanup removes the responses of the certificate's order (status.order.challenges).
-	cleanup(ctx context.Context, run *certificateRun) error
+	// cleanup removes the responses of challenges (of every type: each solver takes its own).
+	cleanup(ctx context.Context, run *certificateRun, challenges []certpilotv1alpha1.ChallengeStatus) error
 }
 
-// challengeSolver returns the implementation of a solver spec.
-func (r *CertificateReconciler) challengeSolver(solver *certpilotv1alpha1.Solver) (challengeSolver, error) {
+// solverSource says where a solver spec came from: the Secrets and load balancers it names
+// are in the Certificate's namespace, or in the issuer's.
+type solverSource struct {
+	spec       *certpilotv1alpha1.Solver
+	fromIssuer bool
+}
+
+// solverSpecFor returns the solver of dnsName: the first spec.solvers entry that lists it, else
+// spec.solver, else the issuer's. The name is as in spec.dnsNames ("*." for wildcards).
+func solverSpecFor(run *certificateRun, dnsName string) (solverSource, bool) {
+	for i := range run.cert.Spec.Solvers {
+		if slices.Contains(run.cert.Spec.Solvers[i].DNSNames, dnsName) {
+			return solverSource{spec: &run.cert.Spec.Solvers[i].Solver}, true
+		}
+	}
+	if run.cert.Spec.Solver != nil {
+		return solverSource{spec: run.cert.Spec.Solver}, true
+	}
+	if run.issuer != nil && run.issuer.GetSpec().Solver != nil {
+		return solverSource{spec: run.issuer.GetSpec().Solver, fromIssuer: true}, true
+	}
+	return solverSource{}, false
+}
+
+// solverFor returns the solver of dnsName, or a stalled error when there is none.
+func (r *CertificateReconciler) solverFor(run *certificateRun, dnsName string) (challengeSolver, error) {
+	source, ok := solverSpecFor(run, dnsName)
+	if !ok {
+		return nil, stalled("NoSolver", "no solver for %q: neither the Certificate nor its issuer sets one", dnsName)
+	}
+	return r.challengeSolver(run, source)
+}
+
+// challengeSolver returns the implementation of a solver spec; one per spec and reconcile, so
+// that challenges of one solver are published together.
+func (r *CertificateReconciler) challengeSolver(run *certificateRun, source solverSource) (challengeSolver, error) {
+	if cached, ok := run.solvers[source.spec]; ok {
+		return cached, nil
+	}
+	var solver challengeSolver
+	spec := source.spec
 	switch {
-	case solver == nil:
-		return nil, stalled("NoSolver", "no solver is set")
-	case solver.TLSALPN01 != nil:
-		return &loadBalancerSolver{r: r, typ: acme.ChallengeTLSALPN01}, nil
-	case solver.HTTP01 != nil:
-		return &loadBalancerSolver{r: r, typ: acme.ChallengeHTTP01}, nil
-	case solver.DNS01 != nil && solver.DNS01.RFC2136 != nil:
-		return &rfc2136Solver{r: r}, nil
-	case solver.DNS01 != nil && solver.DNS01.Manual != nil:
-		return &manualDNSSolver{r: r}, nil
+	case spec.TLSALPN01 != nil:
+		solver = &loadBalancerSolver{r: r, typ: acme.ChallengeTLSALPN01, source: source}
+	case spec.HTTP01 != nil:
+		solver = &loadBalancerSolver{r: r, typ: acme.ChallengeHTTP01, source: source}
+	case spec.DNS01 != nil && spec.DNS01.RFC2136 != nil:
+		solver = &rfc2136Solver{r: r, source: source}
+	case spec.DNS01 != nil && spec.DNS01.Manual != nil:
+		solver = &manualDNSSolver{r: r, source: source}
 	default:
 		return nil, stalled("NoSolver", "the solver names no challenge type")
 	}
+	if run.solvers == nil {
+		run.solvers = map[*certpilotv1alpha1.Solver]challengeSolver{}
+	}
+	run.solvers[spec] = solver
+	return solver, nil
+}
+
+// allSolvers returns the solvers of every name of the Certificate (for cleanup).
+func (r *CertificateReconciler) allSolvers(run *certificateRun) []challengeSolver {
+	var solvers []challengeSolver
+	for _, name := range run.cert.Spec.DNSNames {
+		if solver, err := r.solverFor(run, name); err == nil && !slices.Contains(solvers, solver) {
+			solvers = append(solvers, solver)
+		}
+	}
+	return solvers
 }
 
 func findChallengeStatus(statuses []certpilotv1alpha1.ChallengeStatus, dnsName string) *certpilotv1alpha1.ChallengeStatus {

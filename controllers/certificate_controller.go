@@ -54,7 +54,6 @@ type certificateRun struct {
 	cert   *certpilotv1alpha1.Certificate
 	now    time.Time
 	issuer certpilotv1alpha1.GenericIssuer
-	solver *certpilotv1alpha1.Solver
 	acme   *acme.Client
 	// secret is the certificate Secret when it exists and certpilot owns it.
 	secret *corev1.Secret
@@ -62,6 +61,8 @@ type certificateRun struct {
 	ready *metav1.Condition
 	// order is the order as the server last reported it in this reconcile.
 	order *acme.Order
+	// solvers are the solver implementations built in this reconcile, by spec.
+	solvers map[*certpilotv1alpha1.Solver]challengeSolver
 	// accept are the challenges whose responses passed the self-check.
 	accept []pendingChallenge
 	// patchBase is the Certificate as last written, for the status patches steps make early.

@@ -11,6 +11,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
 
 	certpilotv1alpha1 "github.com/certpilot/certpilot/api/v1alpha1"
 	"github.com/certpilot/certpilot/internal/pki"
@@ -87,6 +88,12 @@ func (r *CertificateReconciler) decide(ctx context.Context, run *certificateRun)
 		cert.Status.Order = nil
 	}
 	if !issue {
+		if controllerutil.ContainsFinalizer(cert, challengeFinalizer) {
+			// An earlier cleanup failed after the certificate was stored: finish it.
+			if err := r.removeChallenges(ctx, run); err != nil {
+				return ctrl.Result{}, err
+			}
+		}
 		return ctrl.Result{RequeueAfter: max(renewal.RequeueAfter(run.now, renewalTime), time.Second)}, nil
 	}
 

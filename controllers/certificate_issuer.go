@@ -17,15 +17,28 @@ import (
 // lookupSolver finds the solver (the Certificate's, or its issuer's) as far as it can, for the
 // status (autoRenewable) and to clean up challenge responses; resolveIssuer insists.
 func (r *CertificateReconciler) lookupSolver(ctx context.Context, run *certificateRun) {
-	run.solver = run.cert.Spec.Solver
 	if issuer, err := r.getIssuer(ctx, run.cert); err == nil {
 		run.issuer = issuer
-		if run.solver == nil {
-			run.solver = issuer.GetSpec().Solver
+	}
+	setAutoRenewable(run)
+}
+
+// setAutoRenewable records whether renewals need a person: they do when any name is validated
+// by the dns01 manual solver.
+func setAutoRenewable(run *certificateRun) {
+	auto, known := true, false
+	for _, name := range run.cert.Spec.DNSNames {
+		source, ok := solverSpecFor(run, name)
+		if !ok {
+			continue
+		}
+		known = true
+		if source.spec.DNS01 != nil && source.spec.DNS01.Manual != nil {
+			auto = false
 		}
 	}
-	if run.solver != nil {
-		run.cert.Status.AutoRenewable = ptr.To(run.solver.DNS01 == nil || run.solver.DNS01.Manual == nil)
+	if known {
+		run.cert.Status.AutoRenewable = ptr.To(auto)
 	}
 }
 
@@ -63,25 +76,20 @@ func (r *CertificateReconciler) resolveIssuer(ctx context.Context, run *certific
 	}
 	run.issuer = issuer
 
-	run.solver = run.cert.Spec.Solver
-	if run.solver == nil {
-		run.solver = issuer.GetSpec().Solver
-	}
-	if run.solver == nil {
-		return ctrl.Result{}, stalled("NoSolver", "neither the Certificate nor %s %q sets a solver", issuer.Kind(), ref.Name)
-	}
-	if run.solver.DNS01 == nil {
-		for _, name := range run.cert.Spec.DNSNames {
-			if strings.HasPrefix(name, "*.") {
-				return ctrl.Result{}, stalled("WildcardNeedsDNS01",
-					"%q is a wildcard name, which only the dns01 solver can validate; %s %q's solver is not dns01", name, issuer.Kind(), ref.Name)
-			}
+	for _, name := range run.cert.Spec.DNSNames {
+		source, ok := solverSpecFor(run, name)
+		if !ok {
+			return ctrl.Result{}, stalled("NoSolver", "no solver for %q: neither the Certificate nor %s %q sets one", name, issuer.Kind(), ref.Name)
+		}
+		if strings.HasPrefix(name, "*.") && source.spec.DNS01 == nil {
+			return ctrl.Result{}, stalled("WildcardNeedsDNS01",
+				"%q is a wildcard name, which only the dns01 solver can validate; %s %q's solver is not dns01", name, issuer.Kind(), ref.Name)
+		}
+		if _, err := r.challengeSolver(run, source); err != nil {
+			return ctrl.Result{}, err
 		}
 	}
-	run.cert.Status.AutoRenewable = ptr.To(run.solver.DNS01 == nil || run.solver.DNS01.Manual == nil)
-	if _, err := r.challengeSolver(run.solver); err != nil {
-		return ctrl.Result{}, err
-	}
+	setAutoRenewable(run)
 
 	client, err := r.Accounts.Client(ctx, issuer)
 	if err != nil {

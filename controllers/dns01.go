@@ -9,20 +9,25 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	ctrl "sigs.k8s.io/controller-runtime"
 
+	certpilotv1alpha1 "github.com/certpilot/certpilot/api/v1alpha1"
+
 	"github.com/certpilot/certpilot/internal/acme"
 	"github.com/certpilot/certpilot/internal/dns01"
 )
 
 // rfc2136Solver answers dns-01 with TSIG-signed dynamic updates on an authoritative server.
-type rfc2136Solver struct{ r *CertificateReconciler }
+type rfc2136Solver struct {
+	r      *CertificateReconciler
+	source solverSource
+}
 
 func (s *rfc2136Solver) challengeType() string { return acme.ChallengeDNS01 }
 
 // updater builds the RFC 2136 client, with the TSIG secret read from its Secret.
 func (s *rfc2136Solver) updater(ctx context.Context, run *certificateRun) (*dns01.RFC2136, error) {
-	spec := run.solver.DNS01.RFC2136
+	spec := s.source.spec.DNS01.RFC2136
 	namespace := run.cert.Namespace
-	if run.cert.Spec.Solver == nil && run.issuer != nil {
+	if s.source.fromIssuer && run.issuer != nil {
 		namespace = s.r.Accounts.SecretNamespace(run.issuer) // the issuer's default solver
 	}
 	secret, err := s.r.Accounts.ReadSecret(ctx, namespace, spec.TSIGSecretRef.Name)
@@ -86,9 +91,9 @@ func dnsUpdateError(run *certificateRun, updater *dns01.RFC2136, fqdn string, er
 
 // check asks the configured nameservers (default: the authoritative server) for the record.
 func (s *rfc2136Solver) check(ctx context.Context, run *certificateRun, p pendingChallenge) error {
-	nameservers := run.solver.DNS01.Nameservers
+	nameservers := s.source.spec.DNS01.Nameservers
 	if len(nameservers) == 0 {
-		nameservers = []string{run.solver.DNS01.RFC2136.Nameserver}
+		nameservers = []string{s.source.spec.DNS01.RFC2136.Nameserver}
 	}
 	return checkTXT(ctx, run, nameservers, p)
 }
@@ -99,7 +104,7 @@ func (s *rfc2136Solver) notVisible(failures []string, pending int) (string, stri
 }
 
 // cleanup removes the order's TXT values (and only them: other values at the name stay).
-func (s *rfc2136Solver) cleanup(ctx context.Context, run *certificateRun) error {
+func (s *rfc2136Solver) cleanup(ctx context.Context, run *certificateRun, challenges []certpilotv1alpha1.ChallengeStatus) error {
 	updater, err := s.updater(ctx, run)
 	if err != nil {
 		return nil // nothing can be removed without the key; the records expire with their TTL
@@ -108,9 +113,12 @@ func (s *rfc2136Solver) cleanup(ctx context.Context, run *certificateRun) error 
 	if err != nil {
 		return err
 	}
-	for _, challenge := range run.cert.Status.Order.Challenges {
+	for _, challenge := range challenges {
 		if challenge.Token == "" || challenge.Type != acme.ChallengeDNS01 {
 			continue
+		}
+		if source, ok := solverSpecFor(run, challenge.DNSName); !ok || source.spec != s.source.spec {
+			continue // another solver's name
 		}
 		fqdn, value, err := client.DNS01Record(challenge.DNSName, challenge.Token)
 		if err != nil {
@@ -124,7 +132,10 @@ func (s *rfc2136Solver) cleanup(ctx context.Context, run *certificateRun) error 
 }
 
 // manualDNSSolver asks a person to create the TXT records and waits until they are visible.
-type manualDNSSolver struct{ r *CertificateReconciler }
+type manualDNSSolver struct {
+	r      *CertificateReconciler
+	source solverSource
+}
 
 func (s *manualDNSSolver) challengeType() string { return acme.ChallengeDNS01 }
 
@@ -147,7 +158,7 @@ func (s *manualDNSSolver) present(ctx context.Context, run *certificateRun, pend
 }
 
 func (s *manualDNSSolver) check(ctx context.Context, run *certificateRun, p pendingChallenge) error {
-	return checkTXT(ctx, run, run.solver.DNS01.Nameservers, p)
+	return checkTXT(ctx, run, s.source.spec.DNS01.Nameservers, p)
 }
 
 func (s *manualDNSSolver) notVisible(failures []string, pending int) (string, string) {
@@ -157,7 +168,9 @@ func (s *manualDNSSolver) notVisible(failures []string, pending int) (string, st
 }
 
 // cleanup cannot remove records a person created; the status told them which.
-func (s *manualDNSSolver) cleanup(context.Context, *certificateRun) error { return nil }
+func (s *manualDNSSolver) cleanup(context.Context, *certificateRun, []certpilotv1alpha1.ChallengeStatus) error {
+	return nil
+}
 
 // checkTXT reports whether the challenge's TXT record is visible at nameservers (the system
 // resolver when empty), with a message naming the record to create.

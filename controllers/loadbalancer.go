@@ -8,6 +8,7 @@ import (
 	"encoding/pem"
 	"fmt"
 	"net"
+	"slices"
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -29,20 +30,20 @@ import (
 const challengeVolumeName = "certpilot-acme-challenges"
 
 // loadBalancer returns the namespace and name of the solver's load balancer Deployment.
-func loadBalancer(run *certificateRun) (namespace, name string) {
+func (s *loadBalancerSolver) loadBalancer(run *certificateRun) (namespace, name string) {
 	var ref certpilotv1alpha1.LoadBalancerRef
 	switch {
-	case run.solver.TLSALPN01 != nil:
-		ref = run.solver.TLSALPN01.LoadBalancer
-	case run.solver.HTTP01 != nil:
-		ref = run.solver.HTTP01.LoadBalancer
+	case s.source.spec.TLSALPN01 != nil:
+		ref = s.source.spec.TLSALPN01.LoadBalancer
+	case s.source.spec.HTTP01 != nil:
+		ref = s.source.spec.HTTP01.LoadBalancer
 	default:
 		return "", ""
 	}
 	namespace = ref.Namespace
 	if namespace == "" {
 		namespace = run.cert.Namespace
-		if run.cert.Spec.Solver == nil && run.issuer.GetNamespace() != "" {
+		if s.source.fromIssuer && run.issuer.GetNamespace() != "" {
 			namespace = run.issuer.GetNamespace()
 		}
 	}
@@ -53,8 +54,9 @@ func loadBalancer(run *certificateRun) (namespace, name string) {
 // 443 and 80 for the names: it writes the responses into the load balancer's challenge Secret
 // (the contract in api/v1alpha1/contract.go) and self-checks them as the CA's validator will.
 type loadBalancerSolver struct {
-	r   *CertificateReconciler
-	typ string // acme.ChallengeTLSALPN01 or acme.ChallengeHTTP01
+	r      *CertificateReconciler
+	typ    string // acme.ChallengeTLSALPN01 or acme.ChallengeHTTP01
+	source solverSource
 }
 
 func (s *loadBalancerSolver) challengeType() string { return s.typ }
@@ -72,7 +74,7 @@ func (s *loadBalancerSolver) key(dnsName, token string) string {
 // mounts it.
 func (s *loadBalancerSolver) present(ctx context.Context, run *certificateRun, pending []pendingChallenge) error {
 	r := s.r
-	namespace, deployment := loadBalancer(run)
+	namespace, deployment := s.loadBalancer(run)
 	secretName := certpilotv1alpha1.ChallengeSecretName(deployment)
 	secret, err := r.challengeSecret(ctx, namespace, secretName)
 	if err != nil {
@@ -130,10 +132,10 @@ func (s *loadBalancerSolver) present(ctx context.Context, run *certificateRun, p
 // removeChallenges deletes this certificate's challenge responses, then the finalizer that
 // guards them.
 func (r *CertificateReconciler) removeChallenges(ctx context.Context, run *certificateRun) error {
-	if run.solver != nil && run.cert.Status.Order != nil {
-		solver, err := r.challengeSolver(run.solver)
-		if err == nil {
-			if err := solver.cleanup(ctx, run); err != nil {
+	if run.cert.Status.Order != nil {
+		challenges := r.challengesToClean(ctx, run)
+		for _, solver := range r.allSolvers(run) {
+			if err := solver.cleanup(ctx, run, challenges); err != nil {
 				return err
 			}
 		}
@@ -141,17 +143,41 @@ func (r *CertificateReconciler) removeChallenges(ctx context.Context, run *certi
 	return r.setFinalizer(ctx, run.cert, false)
 }
 
+// challengesToClean lists the challenges whose responses may be published: those in the status
+// and, when the order is at hand, those the CA lists for it. The CA's list does not depend on a
+// status write having landed (a reconcile may read a stale cache).
+func (r *CertificateReconciler) challengesToClean(ctx context.Context, run *certificateRun) []certpilotv1alpha1.ChallengeStatus {
+	challenges := slices.Clone(run.cert.Status.Order.Challenges)
+	if run.order == nil || run.acme == nil {
+		return challenges
+	}
+	for _, url := range run.order.AuthzURLs {
+		authz, err := run.acme.GetAuthorization(ctx, url)
+		if err != nil {
+			continue
+		}
+		dnsName := authz.Identifier
+		if authz.Wildcard {
+			dnsName = "*." + dnsName
+		}
+		for _, challenge := range authz.Challenges {
+			challenges = append(challenges, certpilotv1alpha1.ChallengeStatus{DNSName: dnsName, Type: challenge.Type, Token: challenge.Token})
+		}
+	}
+	return challenges
+}
+
 // check verifies the response as the CA's validator will see it: a TLS handshake with ALPN
 // acme-tls/1, or an HTTP GET of the token.
 func (s *loadBalancerSolver) check(ctx context.Context, run *certificateRun, p pendingChallenge) error {
 	if s.typ == acme.ChallengeHTTP01 {
-		address := run.solver.HTTP01.ProbeAddress
+		address := s.source.spec.HTTP01.ProbeAddress
 		if address == "" {
 			address = net.JoinHostPort(p.dnsName, "80")
 		}
 		return acme.CheckHTTP01(ctx, address, p.dnsName, p.challenge.Token, p.keyAuthorization)
 	}
-	address := run.solver.TLSALPN01.ProbeAddress
+	address := s.source.spec.TLSALPN01.ProbeAddress
 	if address == "" {
 		address = net.JoinHostPort(p.dnsName, "443")
 	}
@@ -165,9 +191,9 @@ func (s *loadBalancerSolver) notVisible(failures []string, pending int) (string,
 }
 
 // cleanup removes the order's responses from the challenge Secret.
-func (s *loadBalancerSolver) cleanup(ctx context.Context, run *certificateRun) error {
+func (s *loadBalancerSolver) cleanup(ctx context.Context, run *certificateRun, challenges []certpilotv1alpha1.ChallengeStatus) error {
 	r := s.r
-	namespace, deployment := loadBalancer(run)
+	namespace, deployment := s.loadBalancer(run)
 	if deployment == "" {
 		return nil
 	}
@@ -184,7 +210,7 @@ func (s *loadBalancerSolver) cleanup(ctx context.Context, run *certificateRun) e
 			remove = append(remove, key)
 		}
 	}
-	for _, challenge := range run.cert.Status.Order.Challenges {
+	for _, challenge := range challenges {
 		if key := certpilotv1alpha1.HTTP01Key(challenge.Token); challenge.Token != "" && secret.Data[key] != nil {
 			remove = append(remove, key)
 		}

@@ -6,7 +6,8 @@ import (
 
 // CertificateSpec is what the user asks for: a certificate for some DNS names from an issuer,
 // kept in a Secret and renewed before it expires.
-// +kubebuilder:validation:XValidation:rule="!has(self.solver) || has(self.solver.dns01) || !self.dnsNames.exists(n, n.startsWith('*.'))",message="wildcard names (*.example.com) can only be validated by the dns01 solver"
+// +kubebuilder:validation:XValidation:rule="self.dnsNames.all(n, !n.startsWith('*.') || (has(self.solvers) && self.solvers.exists(s, n in s.dnsNames) ? self.solvers.exists(s, n in s.dnsNames && has(s.dns01)) : (!has(self.solver) || has(self.solver.dns01))))",message="wildcard names (*.example.com) can only be validated by the dns01 solver"
+// +kubebuilder:validation:XValidation:rule="!has(self.solvers) || self.solvers.all(s, s.dnsNames.all(n, n in self.dnsNames))",message="every name in spec.solvers[].dnsNames must be one of spec.dnsNames"
 type CertificateSpec struct {
 	// DNSNames are the names the certificate is valid for; the first is its subject (common
 	// name). Lowercase DNS names, optionally with a leading "*." for a wildcard (dns01 only).
@@ -53,6 +54,14 @@ type CertificateSpec struct {
 	// Solver proves control of the names. Default: the issuer's solver.
 	// +optional
 	Solver *Solver `json:"solver,omitempty"`
+
+	// Solvers validate some of the names with another solver than spec.solver, for example a
+	// wildcard through dns01 while the other names use tlsALPN01. A name no entry lists uses
+	// spec.solver (or the issuer's); the first entry that lists a name wins.
+	// +optional
+	// +listType=atomic
+	// +kubebuilder:validation:MaxItems=5
+	Solvers []NamedSolver `json:"solvers,omitempty"`
 
 	// Inject delivers the certificate to workloads in the Certificate's namespace, as an
 	// environment variable or a mounted volume, and rolls them when it is renewed.

@@ -21,6 +21,20 @@ type Solver struct {
 	DNS01 *DNS01Solver `json:"dns01,omitempty"`
 }
 
+// NamedSolver is a solver for some of a Certificate's names.
+// +kubebuilder:validation:XValidation:rule="[has(self.tlsALPN01), has(self.http01), has(self.dns01)].exists_one(x, x)",message="set exactly one solver: tlsALPN01, http01 or dns01"
+type NamedSolver struct {
+	// DNSNames this solver validates, each written exactly as in spec.dnsNames.
+	// +required
+	// +listType=set
+	// +kubebuilder:validation:MinItems=1
+	// +kubebuilder:validation:MaxItems=100
+	// +kubebuilder:validation:items:MaxLength=253
+	DNSNames []string `json:"dnsNames"`
+
+	Solver `json:",inline"`
+}
+
 // TLSALPN01Solver serves tls-alpn-01 challenge certificates through a load balancer.
 type TLSALPN01Solver struct {
 	// LoadBalancer is the Deployment that owns port 443 for the certificate's names. certpilot

@@ -122,6 +122,27 @@ ns	IN A 127.0.0.1
 `, "ZONE", zone)
 }
 
+// AddA adds an A record (signed with the zone's TSIG key).
+func (b *BIND) AddA(name, ip string) error {
+	record, err := dns.NewRR(fmt.Sprintf("%s 60 IN A %s", dns.Fqdn(name), ip))
+	if err != nil {
+		return err
+	}
+	message := new(dns.Msg)
+	message.SetUpdate(b.Zone)
+	message.Insert([]dns.RR{record})
+	message.SetTsig(b.TSIGKeyName, dns.HmacSHA256, 300, time.Now().Unix())
+	client := &dns.Client{Net: "tcp", Timeout: 5 * time.Second, TsigSecret: map[string]string{b.TSIGKeyName: b.TSIGSecret}}
+	reply, _, err := client.Exchange(message, b.Address)
+	if err != nil {
+		return err
+	}
+	if reply.Rcode != dns.RcodeSuccess {
+		return fmt.Errorf("adding %s: %s", name, dns.RcodeToString[reply.Rcode])
+	}
+	return nil
+}
+
 // TXT returns the TXT values at name, asked of the server directly.
 func (b *BIND) TXT(name string) ([]string, error) {
 	query := new(dns.Msg)

@@ -189,3 +189,47 @@ func TestDNS01Manual(t *testing.T) {
 	}
 	waitReady(t, cert, 3*time.Minute, "")
 }
+
+// TestMixedSolvers: one Certificate whose wildcard is validated through dns01 (RFC 2136 on
+// BIND) and whose apex through tls-alpn-01 at the edge, selected per name.
+func TestMixedSolvers(t *testing.T) {
+	testenv.SkipIfShort(t)
+	ctx := context.Background()
+	bind := testenv.StartBIND(t, "mixed.test")
+	s := startStackWith(t, "e2e-mixed", testenv.PebbleOptions{DNSServer: bind.Address})
+	// Pebble resolves the apex through BIND for tls-alpn-01: point it at the edge.
+	if err := bind.AddA("mixed.test.", "127.0.0.1"); err != nil {
+		t.Fatal(err)
+	}
+	tsig := &corev1.Secret{
+		ObjectMeta: metav1.ObjectMeta{Name: "tsig", Namespace: s.Namespace},
+		Data:       map[string][]byte{"secret": []byte(bind.TSIGSecret)},
+	}
+	if err := kube.Client.Create(ctx, tsig); err != nil {
+		t.Fatal(err)
+	}
+	cert := s.TLSALPN01Certificate("mixed", "mixed.test", "*.mixed.test") // spec.solver: tls-alpn-01
+	cert.Spec.Solvers = []certpilotv1alpha1.NamedSolver{{
+		DNSNames: []string{"*.mixed.test"},
+		Solver: certpilotv1alpha1.Solver{DNS01: &certpilotv1alpha1.DNS01Solver{RFC2136: &certpilotv1alpha1.RFC2136DNS01{
+			Nameserver: bind.Address, TSIGKeyName: bind.TSIGKeyName, TSIGAlgorithm: bind.TSIGAlgorithm,
+			TSIGSecretRef: certpilotv1alpha1.SecretKeySelector{Name: "tsig", Key: "secret"},
+		}}},
+	}}
+	if err := kube.Client.Create(ctx, cert); err != nil {
+		t.Fatal(err)
+	}
+	waitReady(t, cert, 2*time.Minute, "")
+	types := map[string]string{}
+	for _, challenge := range cert.Status.Order.Challenges {
+		types[challenge.DNSName] = challenge.Type
+	}
+	if types["mixed.test"] != "tls-alpn-01" || types["*.mixed.test"] != "dns-01" {
+		t.Errorf("challenge types %v, want tls-alpn-01 for the apex and dns-01 for the wildcard", types)
+	}
+	secret := &corev1.Secret{}
+	if err := kube.Client.Get(ctx, client.ObjectKey{Namespace: s.Namespace, Name: cert.Spec.SecretName}, secret); err != nil {
+		t.Fatal(err)
+	}
+	verifySecret(t, s.Pebble, cert, secret)
+}
