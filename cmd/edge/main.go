@@ -62,6 +62,7 @@ type options struct {
 	proxyProto   bool
 	httpRedirect bool
 	redirectPort int
+	profiling    bool
 }
 
 func main() {
@@ -102,6 +103,7 @@ func main() {
 	flag.BoolVar(&opts.httpRedirect, "http-redirect", true,
 		"Redirect plain HTTP requests other than http-01 challenges to HTTPS (otherwise 404).")
 	flag.IntVar(&opts.redirectPort, "https-redirect-port", 443, "Port of the HTTPS URLs the HTTP listener redirects to.")
+	flag.BoolVar(&opts.profiling, "profiling", false, "Serve Go's pprof handlers at /debug/pprof/ on the health listener.")
 	zapOptions := zap.Options{}
 	zapOptions.BindFlags(flag.CommandLine)
 	flag.Parse()
@@ -164,7 +166,7 @@ func run(ctx context.Context, opts options, log logr.Logger) error {
 	}
 	server := edge.NewServer(edge.Options{
 		Mode: mode, Challenges: store, Certificates: certificates, Routes: routes,
-		RedirectHTTP: opts.httpRedirect, HTTPSPort: opts.redirectPort, Log: log,
+		RedirectHTTP: opts.httpRedirect, HTTPSPort: opts.redirectPort, Profiling: opts.profiling, Log: log,
 	})
 
 	group, groupCtx := errgroup.WithContext(ctx)

