@@ -6,13 +6,16 @@
 #                           connection, a full TLS handshake and one proxied request
 #   proxied requests/s      wrk over keep-alive connections
 #
-# Usage: hack/bench-edge.sh  (or make bench-edge). DURATION, CONNECTIONS, THREADS override the
-# defaults. Installs nginx and wrk with apt-get when they are missing (needs root).
+# Usage: hack/bench-edge.sh  (or make bench-edge). DURATION, CONNECTIONS, THREADS, ROUNDS
+# override the defaults. Installs nginx and wrk with apt-get when they are missing (needs root).
 set -euo pipefail
 
 DURATION=${DURATION:-10s}
 CONNECTIONS=${CONNECTIONS:-64}
 THREADS=${THREADS:-2}
+# Each measurement alternates edge and nginx ROUNDS times and reports the median of each, so
+# that a burst of other work on the machine does not land on one side only.
+ROUNDS=${ROUNDS:-3}
 
 cd "$(dirname "$0")/.."
 
@@ -109,19 +112,26 @@ echo "warming up..."
 DURATION=2s rps "$edge_port" >/dev/null
 DURATION=2s rps "$nginx_port" >/dev/null
 
-echo "machine: $(nproc) CPUs, $(uname -r); nginx $("$NGINX" -v 2>&1 | sed 's/.*\///'), $(wrk --version 2>&1 | head -1 | cut -d' ' -f1-2), $(go version | cut -d' ' -f3)"
-echo "wrk -t$THREADS -c$CONNECTIONS -d$DURATION [-H 'Connection: close'] https://127.0.0.1:PORT/"
-printf '%-34s %12s %12s %8s\n' "" "edge" "nginx" "edge/nginx"
+# median VALUES...: the median of numbers.
+median() { printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
+
+echo "machine: $(nproc) CPUs, $(uname -r), load average $(cut -d' ' -f1-3 /proc/loadavg); nginx $("$NGINX" -v 2>&1 | sed 's/.*\///'), $(wrk --version 2>&1 | head -1 | cut -d' ' -f1-2), $(go version | cut -d' ' -f3)"
+echo "wrk -t$THREADS -c$CONNECTIONS -d$DURATION [-H 'Connection: close'] https://127.0.0.1:PORT/, edge and nginx alternated $ROUNDS times, medians"
+printf '%-34s %12s %12s %10s\n' "" "edge" "nginx" "edge/nginx"
 for kind in handshakes keepalive; do
+	args=()
+	label="proxied requests/s (keep-alive)"
 	if [ "$kind" = handshakes ]; then
+		args=(-H "Connection: close")
 		label="new TLS connections/s (close)"
-		edge=$(rps "$edge_port" -H "Connection: close")
-		nginx=$(rps "$nginx_port" -H "Connection: close")
-	else
-		label="proxied requests/s (keep-alive)"
-		edge=$(rps "$edge_port")
-		nginx=$(rps "$nginx_port")
 	fi
+	edge_runs=() nginx_runs=()
+	for _ in $(seq "$ROUNDS"); do
+		edge_runs+=("$(rps "$edge_port" "${args[@]}")")
+		nginx_runs+=("$(rps "$nginx_port" "${args[@]}")")
+	done
+	edge=$(median "${edge_runs[@]}")
+	nginx=$(median "${nginx_runs[@]}")
 	ratio=$(awk -v a="$edge" -v b="$nginx" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "n/a" }')
-	printf '%-34s %12s %12s %8s\n' "$label" "$edge" "$nginx" "$ratio"
+	printf '%-34s %12s %12s %10s   (edge %s; nginx %s)\n' "$label" "$edge" "$nginx" "$ratio" "${edge_runs[*]}" "${nginx_runs[*]}"
 done
