@@ -79,8 +79,8 @@ func main() {
 	flag.DurationVar(&opts.challengeDirResync, "challenge-dir-resync", time.Minute,
 		"Re-read --challenge-dir at this interval besides watching it; 0 disables.")
 	flag.StringVar(&opts.httpsAddress, "https-bind-address", ":443", "Address of the TLS listener (tls-alpn-01 and ordinary TLS).")
-	flag.StringVar(&opts.httpAddress, "http-bind-address", ":80", "Address of the HTTP listener (http-01).")
-	flag.StringVar(&opts.healthAddress, "health-bind-address", ":8082", "Address of the /healthz and /readyz endpoints; empty disables them.")
+	flag.StringVar(&opts.httpAddress, "http-bind-address", ":80", "Address of the HTTP listener (http-01, redirects to HTTPS).")
+	flag.StringVar(&opts.healthAddress, "health-bind-address", ":8082", "Address of /healthz, /readyz and /metrics (Prometheus); empty disables them.")
 	flag.StringVar(&opts.certificateFile, "certificate", "",
 		"PEM certificate chain of the default certificate, served to ordinary handshakes whose SNI no other certificate covers; needs --key.")
 	flag.Var(&opts.certificateNamespaces, "certificate-namespaces",
@@ -216,7 +216,7 @@ func newCertificates(opts options, log logr.Logger) (*edge.CertificateStore, []e
 	if bundles := os.Getenv("SSL_CERTS"); bundles != "" {
 		certificates, err := edge.ParseBundles([]byte(bundles))
 		if err != nil {
-			// Kontena's load balancer refused to start on a bad bundle; so does the edge.
+			// A bad bundle is a configuration error: refuse to start rather than serve without it.
 			return nil, nil, fmt.Errorf("loading $SSL_CERTS: %w", err)
 		}
 		store.Replace(edge.CertificateSetEnvironment, certificates)
