@@ -93,10 +93,11 @@ func (a *Accounts) Client(ctx context.Context, issuer certpilotv1alpha1.GenericI
 	}
 
 	acmeClient, err := acme.New(ctx, acme.Options{
-		DirectoryURL: spec.Server,
-		AccountKey:   key,
-		CABundle:     spec.CABundle,
-		UserAgent:    a.UserAgent,
+		DirectoryURL:   spec.Server,
+		AccountKey:     key,
+		CABundle:       spec.CABundle,
+		UserAgent:      a.UserAgent,
+		ObserveRequest: observeACMERequest,
 	})
 	if err != nil {
 		if acme.IsPermanent(err) {

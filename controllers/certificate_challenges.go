@@ -126,6 +126,7 @@ func (r *CertificateReconciler) presentChallenges(ctx context.Context, run *cert
 		checkCtx, cancel := context.WithTimeout(ctx, r.selfCheckTimeout())
 		err := p.solver.check(checkCtx, run, p)
 		cancel()
+		selfChecks.WithLabelValues(p.solver.challengeType(), map[bool]string{true: "success", false: "failure"}[err == nil]).Inc()
 		if err != nil {
 			if firstFailed == nil {
 				firstFailed = p.solver

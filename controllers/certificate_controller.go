@@ -77,6 +77,9 @@ type certificateStep func(ctx context.Context, run *certificateRun) (ctrl.Result
 func (r *CertificateReconciler) Reconcile(ctx context.Context, req ctrl.Request) (result ctrl.Result, err error) {
 	cert := &certpilotv1alpha1.Certificate{}
 	if err := r.Get(ctx, req.NamespacedName, cert); err != nil {
+		if apierrors.IsNotFound(err) {
+			forgetCertificateMetrics(req.Namespace, req.Name)
+		}
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
 	run := &certificateRun{cert: cert, now: r.clock().Now(), patchBase: cert.DeepCopy()}
@@ -96,6 +99,7 @@ func (r *CertificateReconciler) Reconcile(ctx context.Context, req ctrl.Request)
 	defer func() {
 		wasStalled := meta.IsStatusConditionTrue(cert.Status.Conditions, certpilotv1alpha1.ConditionStalled)
 		r.summarize(run, err)
+		recordCertificateMetrics(cert)
 		if s, ok := asStalled(err); ok && !wasStalled {
 			// Once per stall, not on every recheck.
 			r.Recorder.Eventf(cert, nil, corev1.EventTypeWarning, s.reason, "Reconcile", "%s", s.message)

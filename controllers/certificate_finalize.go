@@ -146,6 +146,7 @@ func (r *CertificateReconciler) recordIssued(ctx context.Context, run *certifica
 	if renewed {
 		reason, verb = "Renewed", "renewed"
 	}
+	issuances.WithLabelValues("success", reason).Inc()
 	r.Recorder.Eventf(cert, nil, corev1.EventTypeNormal, reason, "Issue", "Certificate %s for %s, serial %x, valid until %s",
 		verb, strings.Join(cert.Spec.DNSNames, ", "), leaf.SerialNumber, leaf.NotAfter.UTC().Format(time.RFC3339))
 	ctrl.LoggerFrom(ctx).Info("Stored certificate", "secret", cert.Spec.SecretName, "serial", status.SerialNumber,

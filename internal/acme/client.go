@@ -44,6 +44,10 @@ type Options struct {
 	UserAgent string
 	// HTTPClient sends the requests. Nil means a client with a 30 s timeout per request.
 	HTTPClient *http.Client
+	// ObserveRequest, when set, is told about every request: the endpoint (see Endpoint), the
+	// HTTP status (0 when no response came) and how long it took. The controller feeds its
+	// metrics with it.
+	ObserveRequest func(endpoint string, status int, duration time.Duration)
 }
 
 // ExternalAccountBinding ties a new account to an account at the CA (RFC 8555 section 7.3.4),
@@ -79,10 +83,14 @@ func New(ctx context.Context, opts Options) (*Client, error) {
 	if err != nil {
 		return nil, err
 	}
-	recorder := &retryAfterRecorder{base: httpClient.Transport, values: map[string]time.Duration{}}
-	if recorder.base == nil {
-		recorder.base = http.DefaultTransport
+	base := httpClient.Transport
+	if base == nil {
+		base = http.DefaultTransport
 	}
+	if opts.ObserveRequest != nil {
+		base = &observingTransport{base: base, observe: opts.ObserveRequest}
+	}
+	recorder := &retryAfterRecorder{base: base, values: map[string]time.Duration{}}
 	recording := *httpClient
 	recording.Transport = recorder
 

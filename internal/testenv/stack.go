@@ -31,6 +31,8 @@ type Stack struct {
 	Kubeconfig string
 	// Issuer is the name of the ClusterIssuer.
 	Issuer string
+	// MetricsAddress is where the manager serves /metrics (plain HTTP).
+	MetricsAddress string
 
 	Edge, Manager *Process
 	managerArgs   []string
@@ -108,9 +110,14 @@ func StartStack(ctx context.Context, kube *Kube, pebble *Pebble, opts StackOptio
 	if err != nil {
 		return nil, err
 	}
+	metricsPort, err := FreePort()
+	if err != nil {
+		return nil, err
+	}
+	s.MetricsAddress = fmt.Sprintf("127.0.0.1:%d", metricsPort)
 	s.managerArgs = []string{
 		"--kubeconfig", s.Kubeconfig,
-		"--metrics-bind-address", "0",
+		"--metrics-bind-address", s.MetricsAddress,
 		"--health-probe-bind-address", fmt.Sprintf("127.0.0.1:%d", managerHealth),
 		"--cluster-resource-namespace", s.Namespace + "-system",
 	}

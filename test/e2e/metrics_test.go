@@ -1,0 +1,102 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	dto "github.com/prometheus/client_model/go"
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
+
+	"github.com/certpilot/certpilot/internal/testenv"
+)
+
+// TestMetrics scrapes the manager's metrics endpoint after an issuance and finds certpilot's
+// series with sane values.
+func TestMetrics(t *testing.T) {
+	testenv.SkipIfShort(t)
+	ctx := context.Background()
+	s := startStack(t, "e2e-metrics", 0)
+	cert := s.TLSALPN01Certificate("metered", "metered.test")
+	if err := kube.Client.Create(ctx, cert); err != nil {
+		t.Fatal(err)
+	}
+	waitReady(t, cert, 2*time.Minute, "")
+
+	certLabels := map[string]string{"namespace": s.Namespace, "name": "metered"}
+	checks := []struct {
+		metric string
+		labels map[string]string
+		ok     func(float64) bool
+		want   string
+	}{
+		{"certpilot_certificate_not_after_timestamp_seconds", certLabels, func(v float64) bool { return v == float64(cert.Status.NotAfter.Unix()) }, "status.notAfter"},
+		{"certpilot_certificate_renewal_timestamp_seconds", certLabels, func(v float64) bool { return v == float64(cert.Status.RenewalTime.Unix()) }, "status.renewalTime"},
+		{"certpilot_certificate_ready", certLabels, func(v float64) bool { return v == 1 }, "1"},
+		{"certpilot_certificate_auto_renewable", certLabels, func(v float64) bool { return v == 1 }, "1"},
+		{"certpilot_issuances_total", map[string]string{"result": "success", "reason": "Issued"}, func(v float64) bool { return v >= 1 }, ">= 1"},
+		{"certpilot_acme_requests_total", map[string]string{"endpoint": "newOrder", "status": "201"}, func(v float64) bool { return v >= 1 }, ">= 1"},
+		{"certpilot_acme_requests_total", map[string]string{"endpoint": "finalize", "status": "200"}, func(v float64) bool { return v >= 1 }, ">= 1"},
+		{"certpilot_acme_request_duration_seconds", map[string]string{"endpoint": "newOrder"}, func(v float64) bool { return v >= 1 }, "a sample count >= 1"},
+		{"certpilot_challenge_self_checks_total", map[string]string{"type": "tls-alpn-01", "result": "success"}, func(v float64) bool { return v >= 1 }, ">= 1"},
+	}
+	eventually(t, 30*time.Second, "metrics", func() error {
+		families, err := scrape(s.MetricsAddress)
+		if err != nil {
+			return err
+		}
+		var problems []string
+		for _, check := range checks {
+			value, found := find(families[check.metric], check.labels)
+			if !found || !check.ok(value) {
+				problems = append(problems, fmt.Sprintf("%s%v = %v (found %v), want %s", check.metric, check.labels, value, found, check.want))
+			}
+		}
+		if len(problems) > 0 {
+			return fmt.Errorf("%s", strings.Join(problems, "; "))
+		}
+		return nil
+	})
+}
+
+func scrape(address string) (map[string]*dto.MetricFamily, error) {
+	response, err := http.Get("http://" + address + "/metrics")
+	if err != nil {
+		return nil, err
+	}
+	defer response.Body.Close()
+	parser := expfmt.NewTextParser(model.UTF8Validation)
+	return parser.TextToMetricFamilies(response.Body)
+}
+
+// find returns the value of the series with labels (a counter's or gauge's value, a histogram's
+// sample count).
+func find(family *dto.MetricFamily, labels map[string]string) (float64, bool) {
+	if family == nil {
+		return 0, false
+	}
+	for _, metric := range family.GetMetric() {
+		matched := 0
+		for _, pair := range metric.GetLabel() {
+			if want, ok := labels[pair.GetName()]; ok && want == pair.GetValue() {
+				matched++
+			}
+		}
+		if matched != len(labels) {
+			continue
+		}
+		switch {
+		case metric.Gauge != nil:
+			return metric.GetGauge().GetValue(), true
+		case metric.Counter != nil:
+			return metric.GetCounter().GetValue(), true
+		case metric.Histogram != nil:
+			return float64(metric.GetHistogram().GetSampleCount()), true
+		}
+	}
+	return 0, false
+}
