@@ -122,13 +122,13 @@ func (d *demo) run(ctx context.Context) error {
 	defer os.RemoveAll(dir)
 
 	// Build first: a tree that does not compile fails before anything starts.
-	d.logf("building the manager (.) and the edge (./cmd/edge)")
+	d.logf("building the manager (.), the edge (./cmd/edge) and the kubectl plugin (./cmd/kubectl-certpilot)")
 	managerBinary, edgeBinary := filepath.Join(dir, "manager"), filepath.Join(dir, "edge")
-	if err := testenv.GoBuild(ctx, ".", managerBinary); err != nil {
-		return err
-	}
-	if err := testenv.GoBuild(ctx, "./cmd/edge", edgeBinary); err != nil {
-		return err
+	for pkg, binary := range map[string]string{".": managerBinary, "./cmd/edge": edgeBinary,
+		"./cmd/kubectl-certpilot": filepath.Join(dir, "kubectl-certpilot")} {
+		if err := testenv.GoBuild(ctx, pkg, binary); err != nil {
+			return err
+		}
 	}
 
 	d.logf("starting a local control plane: kube-apiserver and etcd from bin/k8s")
@@ -199,11 +199,33 @@ func (d *demo) run(ctx context.Context) error {
 		return err
 	}
 	fmt.Println()
+	if err := kubectlCertpilotLs(ctx, stack, dir); err != nil {
+		return err
+	}
+	fmt.Println()
 
 	if d.keep {
 		return d.keepRunning(ctx, stack, cert)
 	}
 	d.logf("done: the certificate was issued end to end (run with --keep to watch it renew)")
+	return nil
+}
+
+// kubectlCertpilotLs shows the operators' view through the kubectl plugin, found by kubectl on
+// PATH as users install it.
+func kubectlCertpilotLs(ctx context.Context, stack *testenv.Stack, pluginDir string) error {
+	kubectl, err := testenv.KubectlPath()
+	if err != nil {
+		return err
+	}
+	fmt.Printf("$ kubectl certpilot ls -n %s\n", namespace)
+	// kubectl looks for a plugin up to the first flag: the flags come after "certpilot ls".
+	cmd := exec.CommandContext(ctx, kubectl, "certpilot", "ls", "-n", namespace, "--kubeconfig", stack.Kubeconfig)
+	cmd.Env = append(os.Environ(), "PATH="+pluginDir+string(os.PathListSeparator)+os.Getenv("PATH"))
+	cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
+	if err := cmd.Run(); err != nil {
+		return fmt.Errorf("kubectl certpilot ls: %w", err)
+	}
 	return nil
 }
 
