@@ -284,6 +284,17 @@ func TestPebbleThroughEdge(t *testing.T) {
 	})
 }
 
+// insecureTransport connects every name to address and verifies no certificate.
+func insecureTransport(address string) *http.Transport {
+	dialer := &net.Dialer{Timeout: 5 * time.Second}
+	return &http.Transport{
+		DialContext: func(ctx context.Context, network, _ string) (net.Conn, error) {
+			return dialer.DialContext(ctx, network, address)
+		},
+		TLSClientConfig: &tls.Config{InsecureSkipVerify: true},
+	}
+}
+
 // getThrough GETs url over a connection to address, verifying the server against roots.
 func getThrough(ctx context.Context, address, url string, roots *x509.CertPool) (string, error) {
 	dialer := &net.Dialer{Timeout: 5 * time.Second}

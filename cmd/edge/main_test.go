@@ -95,6 +95,12 @@ type process struct {
 // The process is killed at cleanup if the test has not stopped it.
 func start(t *testing.T, binary string, args ...string) *process {
 	t.Helper()
+	return startWithEnv(t, binary, nil, args...)
+}
+
+// startWithEnv is start with extra environment variables ("NAME=value").
+func startWithEnv(t *testing.T, binary string, env []string, args ...string) *process {
+	t.Helper()
 	logPath := filepath.Join(t.TempDir(), "edge.log")
 	logFile, err := os.Create(logPath)
 	if err != nil {
@@ -102,7 +108,7 @@ func start(t *testing.T, binary string, args ...string) *process {
 	}
 	cmd := exec.Command(binary, args...)
 	cmd.Stdout, cmd.Stderr = logFile, logFile
-	cmd.Env = append(os.Environ(), "KUBECONFIG=", "POD_NAMESPACE=")
+	cmd.Env = append(append(os.Environ(), "KUBECONFIG=", "POD_NAMESPACE="), env...)
 	if err := cmd.Start(); err != nil {
 		logFile.Close()
 		t.Fatal(err)

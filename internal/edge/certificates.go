@@ -229,13 +229,6 @@ func (s *CertificateStore) GetCertificate(hello *tls.ClientHelloInfo) (*tls.Cert
 	return nil, fmt.Errorf("certpilot edge: no certificate for server name %q", hello.ServerName)
 }
 
-// Has reports whether the store holds a certificate for serverName other than the default.
-func (s *CertificateStore) Has(serverName string) bool {
-	index := s.index.Load()
-	certificate := index.lookup(serverName)
-	return certificate != nil && certificate != index.defaultCert
-}
-
 // leafOf returns the parsed leaf of certificate, parsing and caching it when tls.X509KeyPair did
 // not (older GODEBUG settings) or the certificate was built by hand.
 func leafOf(certificate *tls.Certificate) (*x509.Certificate, error) {

@@ -1,18 +1,23 @@
-// Package edge is certpilot's edge: the process that owns a load balancer's ports 443 and 80 and
-// honours the challenge Secret contract of api/v1alpha1 (see contract.go there).
+// Package edge is certpilot's edge: the load balancer that owns ports 443 and 80 for a set of
+// names, honours the challenge Secret contract of api/v1alpha1 (see contract.go there), serves
+// the issued certificates by SNI and carries traffic on to upstreams. docs/edge.md is its user
+// documentation.
 //
-// It is built from small parts so that it can grow into the full load balancer:
+// Parts, one concern a file:
 //
-//   - ChallengeStore holds the challenge responses: tls-alpn-01 certificates by DNS name and
-//     http-01 key authorizations by token. The challenge Secret is the truth; every update
-//     replaces the whole set.
-//   - Sources feed the store: SecretSource watches one Secret through the API, DirSource reads the
-//     same keys from a mounted volume.
-//   - NewTLSConfig answers handshakes that offer ALPN "acme-tls/1" with the challenge certificate
-//     and every other handshake with a certificate from a CertificateSource
-//     (StaticCertificates for now; Secrets and files later).
-//   - NewHTTPHandler answers http-01 requests on port 80.
-//   - Server runs the listeners, readiness and graceful shutdown.
+//   - ChallengeStore (store.go) holds the challenge responses; SecretSource and DirSource feed
+//     it from the challenge Secret, through the API or as a mounted volume.
+//   - CertificateStore (certificates.go) serves ordinary certificates by SNI (exact, then
+//     wildcard, then default) from sets that CertificateSecretSource, CertificateDirSource
+//     (certsources.go) and ParseBundles (bundle.go, SSL_CERTS) give it; every change swaps an
+//     immutable index, so reloads never block a handshake nor touch open connections.
+//   - NewTLSConfig (tlsconfig.go) answers ALPN "acme-tls/1" with challenge certificates only,
+//     and every other handshake from a CertificateSource only.
+//   - Routes (routes.go) is the hot-reloaded route file; the terminate proxy (proxy.go) and the
+//     passthrough splicer (passthrough.go) carry traffic by it.
+//   - NewHTTPHandler (http.go) answers http-01 on port 80 and redirects the rest to HTTPS.
+//   - Server (server.go) runs the listeners, readiness, metrics (metrics.go) and graceful
+//     shutdown.
 //
 // Nothing in this package logs key material, key authorizations or tokens.
 package edge
