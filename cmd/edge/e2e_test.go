@@ -256,7 +256,7 @@ func TestPebbleThroughEdge(t *testing.T) {
 		// Stored the way certpilot stores it, the certificate is served at once.
 		secret := &corev1.Secret{
 			ObjectMeta: metav1.ObjectMeta{Namespace: namespace, Name: "www-tls",
-				Labels: map[string]string{v1alpha1.LabelManagedBy: v1alpha1.ManagedByValue}},
+				Labels: map[string]string{v1alpha1.LabelManagedBy: v1alpha1.ManagedByValue, v1alpha1.LabelCertificate: "www"}},
 			Type: corev1.SecretTypeTLS, Data: data,
 		}
 		if err := kube.Client.Create(ctx, secret); err != nil {

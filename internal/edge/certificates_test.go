@@ -201,7 +201,7 @@ func certificateSecret(namespace, name string, certificate *tls.Certificate, t *
 	return &corev1.Secret{
 		ObjectMeta: metav1.ObjectMeta{
 			Namespace: namespace, Name: name,
-			Labels: map[string]string{v1alpha1.LabelManagedBy: v1alpha1.ManagedByValue},
+			Labels: map[string]string{v1alpha1.LabelManagedBy: v1alpha1.ManagedByValue, v1alpha1.LabelCertificate: name},
 		},
 		Type: corev1.SecretTypeTLS,
 		Data: map[string][]byte{"tls.crt": edgetest.ChainPEM(certificate), "tls.key": edgetest.KeyPEM(t, certificate)},
@@ -220,10 +220,14 @@ func TestCertificateSecretSource(t *testing.T) {
 	www := edgetest.SelfSignedCertificate(t, "www.example.com")
 	notOurs := certificateSecret(watched, "not-ours", edgetest.SelfSignedCertificate(t, "foreign.example.com"), t)
 	notOurs.Labels = nil
+	// certpilot's account key Secrets carry the managed-by label but name no Certificate.
+	account := certificateSecret(watched, "account", edgetest.SelfSignedCertificate(t, "account.example.com"), t)
+	delete(account.Labels, v1alpha1.LabelCertificate)
 	for _, secret := range []*corev1.Secret{
 		certificateSecret(watched, "www-tls", www, t),
 		certificateSecret(other, "elsewhere-tls", edgetest.SelfSignedCertificate(t, "elsewhere.example.com"), t),
 		notOurs,
+		account,
 	} {
 		if err := kube.Client.Create(ctx, secret); err != nil {
 			t.Fatal(err)
@@ -242,7 +246,7 @@ func TestCertificateSecretSource(t *testing.T) {
 	if got := served(t, store, "www.example.com"); got == nil || !got.Leaf.Equal(www.Leaf) {
 		t.Errorf("www.example.com: served %v, want the Secret's certificate", leafNames(got))
 	}
-	for _, name := range []string{"elsewhere.example.com", "foreign.example.com"} {
+	for _, name := range []string{"elsewhere.example.com", "foreign.example.com", "account.example.com"} {
 		if got := served(t, store, name); got != nil {
 			t.Errorf("%s: served a certificate from a Secret outside the selection", name)
 		}

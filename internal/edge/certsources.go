@@ -21,9 +21,10 @@ import (
 	"github.com/certpilot/certpilot/api/v1alpha1"
 )
 
-// CertificateSecretSelector selects certpilot's certificate Secrets: managed by certpilot, and
-// not a load balancer's challenge Secret.
-const CertificateSecretSelector = v1alpha1.LabelManagedBy + "=" + v1alpha1.ManagedByValue + ",!" + v1alpha1.LabelChallenges
+// CertificateSecretSelector selects certpilot's certificate Secrets: managed by certpilot and
+// naming their Certificate. Challenge Secrets and ACME account key Secrets, which certpilot
+// also manages, do not match: the edge never caches an account key.
+const CertificateSecretSelector = v1alpha1.LabelManagedBy + "=" + v1alpha1.ManagedByValue + "," + v1alpha1.LabelCertificate
 
 // Names of the certificate sets in a CertificateStore.
 const (
