@@ -6,7 +6,7 @@ import (
 
 // CertificateSpec is what the user asks for: a certificate for some DNS names from an issuer,
 // kept in a Secret and renewed before it expires.
-// +kubebuilder:validation:XValidation:rule="self.dnsNames.all(n, !n.startsWith('*.') || (has(self.solvers) && self.solvers.exists(s, n in s.dnsNames) ? self.solvers.exists(s, n in s.dnsNames && has(s.dns01)) : (!has(self.solver) || has(self.solver.dns01))))",message="wildcard names (*.example.com) can only be validated by the dns01 solver"
+// +kubebuilder:validation:XValidation:rule="self.dnsNames.all(n, !n.startsWith('*.') || (has(self.solvers) && self.solvers.exists(s, n in s.dnsNames) ? has(self.solvers.filter(s, n in s.dnsNames)[0].dns01) : (!has(self.solver) || has(self.solver.dns01))))",message="wildcard names (*.example.com) can only be validated by the dns01 solver"
 // +kubebuilder:validation:XValidation:rule="!has(self.solvers) || self.solvers.all(s, s.dnsNames.all(n, n in self.dnsNames))",message="every name in spec.solvers[].dnsNames must be one of spec.dnsNames"
 type CertificateSpec struct {
 	// DNSNames are the names the certificate is valid for; the first is its subject (common
@@ -148,7 +148,22 @@ type InjectTarget struct {
 	// +kubebuilder:validation:MaxLength=4096
 	// +kubebuilder:validation:Pattern=`^/`
 	MountPath string `json:"mountPath,omitempty"`
+
+	// Rollout says whether a new certificate rolls the workload. Always writes the
+	// certificate's serial into a pod-template annotation ("certpilot.dev/serial-<certificate>"),
+	// so each issuance or renewal starts new pods; Never leaves the pods alone. Default: Always
+	// for env (a variable is read only when the container starts), Never for mountPath (the
+	// kubelet refreshes mounted Secrets in place; the workload reloads the files itself).
+	// +optional
+	// +kubebuilder:validation:Enum=Always;Never
+	Rollout string `json:"rollout,omitempty"`
 }
+
+// Rollout policies of an InjectTarget.
+const (
+	RolloutAlways = "Always"
+	RolloutNever  = "Never"
+)
 
 // Condition types of a Certificate. Ready, Reconciling and Stalled follow kstatus, so
 // `kubectl wait --for=condition=Ready`, Argo CD and Flux understand them.
@@ -161,6 +176,9 @@ const (
 	ConditionReconciling = "Reconciling"
 	// ConditionStalled is True when the controller cannot progress without a change (kstatus).
 	ConditionStalled = "Stalled"
+	// ConditionInjected is True when every spec.inject entry is in its workload. Injection
+	// problems are reported here and never turn a valid certificate's Ready to False.
+	ConditionInjected = "Injected"
 )
 
 // Annotations users and tools set on a Certificate.
@@ -172,7 +190,7 @@ const (
 
 // CertificateStatus is the observed state of a Certificate.
 type CertificateStatus struct {
-	// Conditions: Ready, Issuing, Reconciling, Stalled.
+	// Conditions: Ready, Issuing, Reconciling, Stalled, Injected.
 	// +optional
 	// +listType=map
 	// +listMapKey=type
@@ -221,6 +239,24 @@ type CertificateStatus struct {
 	// Order is the ACME order in progress (or the last one).
 	// +optional
 	Order *OrderStatus `json:"order,omitempty"`
+
+	// Injected lists the workloads certpilot may have written into for spec.inject, recorded
+	// before each write, so that a removed entry is undone even after a restart.
+	// +optional
+	// +listType=atomic
+	Injected []InjectedWorkload `json:"injected,omitempty"`
+}
+
+// InjectedWorkload names a workload of the Certificate's namespace that certpilot injected
+// the certificate into.
+type InjectedWorkload struct {
+	// Kind of the workload: Deployment, StatefulSet or DaemonSet.
+	// +required
+	Kind string `json:"kind"`
+
+	// Name of the workload.
+	// +required
+	Name string `json:"name"`
 }
 
 // OrderStatus records an ACME order, written before any challenge is touched so a restarted
