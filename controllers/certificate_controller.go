@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"time"
 
+	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -63,6 +64,8 @@ type certificateRun struct {
 	order *acme.Order
 	// solvers are the solver implementations built in this reconcile, by spec.
 	solvers map[*certpilotv1alpha1.Solver]challengeSolver
+	// failureRecorded is set when recordFailure already told the user (one Warning is enough).
+	failureRecorded bool
 	// accept are the challenges whose responses passed the self-check.
 	accept []pendingChallenge
 	// patchBase is the Certificate as last written, for the status patches steps make early.
@@ -100,7 +103,7 @@ func (r *CertificateReconciler) Reconcile(ctx context.Context, req ctrl.Request)
 		wasStalled := meta.IsStatusConditionTrue(cert.Status.Conditions, certpilotv1alpha1.ConditionStalled)
 		r.summarize(run, err)
 		recordCertificateMetrics(cert)
-		if s, ok := asStalled(err); ok && !wasStalled {
+		if s, ok := asStalled(err); ok && !wasStalled && !run.failureRecorded {
 			// Once per stall, not on every recheck.
 			r.Recorder.Eventf(cert, nil, corev1.EventTypeWarning, s.reason, "Reconcile", "%s", s.message)
 		}
@@ -111,6 +114,7 @@ func (r *CertificateReconciler) Reconcile(ctx context.Context, req ctrl.Request)
 	}()
 
 	for _, step := range []certificateStep{
+		r.inject, // first: it runs on every reconcile, from the current Secret
 		r.decide,
 		r.resolveIssuer,
 		r.ensureOrder,
@@ -178,6 +182,9 @@ func (r *CertificateReconciler) summarize(run *certificateRun, err error) {
 		return
 	}
 	meta.RemoveStatusCondition(&status.Conditions, certpilotv1alpha1.ConditionStalled)
+	if !issuing && meta.IsStatusConditionTrue(status.Conditions, certpilotv1alpha1.ConditionIssuing) {
+		setCondition(&status.Conditions, generation, certpilotv1alpha1.ConditionIssuing, metav1.ConditionFalse, "Idle", "No order in progress")
+	}
 
 	if err == nil && !issuing {
 		meta.RemoveStatusCondition(&status.Conditions, certpilotv1alpha1.ConditionReconciling)
@@ -211,7 +218,7 @@ func mergeOutcome(ctx context.Context, result ctrl.Result, err error) (ctrl.Resu
 }
 
 // SetupWithManager watches Certificates (spec changes and the renew annotation), the Secrets
-// they own, and their issuers.
+// they own, their issuers, and the workloads they inject into.
 func (r *CertificateReconciler) SetupWithManager(ctx context.Context, mgr ctrl.Manager, options controller.Options) error {
 	if err := mgr.GetFieldIndexer().IndexField(ctx, &certpilotv1alpha1.Certificate{}, issuerRefIndex,
 		func(obj client.Object) []string {
@@ -220,7 +227,20 @@ func (r *CertificateReconciler) SetupWithManager(ctx context.Context, mgr ctrl.M
 		}); err != nil {
 		return err
 	}
-	return ctrl.NewControllerManagedBy(mgr).
+	if err := mgr.GetFieldIndexer().IndexField(ctx, &certpilotv1alpha1.Certificate{}, injectTargetIndex, injectTargetKeys); err != nil {
+		return err
+	}
+	// Inject targets are watched as metadata only (the cache holds no pod templates); a
+	// target created or changed later wakes the Certificates that name it.
+	injectTargets := func(b *builder.Builder, kind string, obj client.Object) *builder.Builder {
+		return b.Watches(obj, handler.EnqueueRequestsFromMapFunc(r.certificatesInjectingInto(kind)),
+			builder.OnlyMetadata, builder.WithPredicates(predicate.GenerationChangedPredicate{}))
+	}
+	b := ctrl.NewControllerManagedBy(mgr)
+	b = injectTargets(b, certpilotv1alpha1.InjectKindDeployment, &appsv1.Deployment{})
+	b = injectTargets(b, certpilotv1alpha1.InjectKindStatefulSet, &appsv1.StatefulSet{})
+	b = injectTargets(b, certpilotv1alpha1.InjectKindDaemonSet, &appsv1.DaemonSet{})
+	return b.
 		Named("certificate").
 		For(&certpilotv1alpha1.Certificate{}, builder.WithPredicates(
 			predicate.Or(predicate.GenerationChangedPredicate{}, predicate.AnnotationChangedPredicate{}))).

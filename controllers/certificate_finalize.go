@@ -112,14 +112,16 @@ func (r *CertificateReconciler) storeCertificate(ctx context.Context, run *certi
 	if err := r.applyCertificateSecret(ctx, run, keyPEM, chainPEM, pki.EncodeChain(chain[1:])); err != nil {
 		return ctrl.Result{}, err
 	}
+	// Record and announce first: the certificate is stored, whatever the cleanup does (a failed
+	// cleanup is finished by a later reconcile, guarded by the finalizer).
+	result := r.recordIssued(ctx, run, leaf, renewed, true)
 	if err := r.Delete(ctx, keySecret); err != nil && !apierrors.IsNotFound(err) {
 		return ctrl.Result{}, err
 	}
 	if err := r.removeChallenges(ctx, run); err != nil {
 		return ctrl.Result{}, err
 	}
-
-	return r.recordIssued(ctx, run, leaf, renewed, true), nil
+	return result, nil
 }
 
 // recordIssued records a stored certificate in the status, announces it (Event) when it is new

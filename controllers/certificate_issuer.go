@@ -83,10 +83,20 @@ func (r *CertificateReconciler) resolveIssuer(ctx context.Context, run *certific
 		}
 		if strings.HasPrefix(name, "*.") && source.spec.DNS01 == nil {
 			return ctrl.Result{}, stalled("WildcardNeedsDNS01",
-				"%q is a wildcard name, which only the dns01 solver can validate; %s %q's solver is not dns01", name, issuer.Kind(), ref.Name)
+				"%q is a wildcard name, which only the dns01 solver can validate; the solver chosen for it (from %s) is not dns01",
+				name, map[bool]string{true: issuer.Kind() + " " + ref.Name, false: "the Certificate"}[source.fromIssuer])
 		}
-		if _, err := r.challengeSolver(run, source); err != nil {
+		solver, err := r.challengeSolver(run, source)
+		if err != nil {
 			return ctrl.Result{}, err
+		}
+		// Settings a solver can check before an order is opened (a missing TSIG Secret).
+		if v, ok := solver.(interface {
+			validate(context.Context, *certificateRun) error
+		}); ok {
+			if err := v.validate(ctx, run); err != nil {
+				return ctrl.Result{}, err
+			}
 		}
 	}
 	setAutoRenewable(run)

@@ -89,6 +89,7 @@ func (r *CertificateReconciler) recordFailure(ctx context.Context, run *certific
 	message := fmt.Sprintf(format, args...)
 	status := &run.cert.Status
 	status.FailedIssuanceAttempts++
+	run.failureRecorded = true
 	issuances.WithLabelValues("failure", reason).Inc()
 	status.LastFailureTime = &metav1.Time{Time: run.now}
 	if status.Order != nil {

@@ -49,6 +49,12 @@ func (s *rfc2136Solver) updater(ctx context.Context, run *certificateRun) (*dns0
 	}, nil
 }
 
+// validate checks the TSIG Secret before an order is opened.
+func (s *rfc2136Solver) validate(ctx context.Context, run *certificateRun) error {
+	_, err := s.updater(ctx, run)
+	return err
+}
+
 // present adds the TXT records that are not visible at the authoritative server yet.
 func (s *rfc2136Solver) present(ctx context.Context, run *certificateRun, pending []pendingChallenge) error {
 	updater, err := s.updater(ctx, run)
@@ -107,7 +113,10 @@ func (s *rfc2136Solver) notVisible(failures []string, pending int) (string, stri
 func (s *rfc2136Solver) cleanup(ctx context.Context, run *certificateRun, challenges []certpilotv1alpha1.ChallengeStatus) error {
 	updater, err := s.updater(ctx, run)
 	if err != nil {
-		return nil // nothing can be removed without the key; the records expire with their TTL
+		// Without the key nothing can be removed: the records stay in the zone (harmless, but
+		// clutter) until someone deletes them.
+		ctrl.LoggerFrom(ctx).Info("Cannot remove dns-01 TXT records without the TSIG key", "error", err.Error())
+		return nil
 	}
 	client, err := s.r.acmeClient(ctx, run)
 	if err != nil {

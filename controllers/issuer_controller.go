@@ -71,8 +71,9 @@ func (r *IssuerReconciler) Reconcile(ctx context.Context, req ctrl.Request) (res
 			return ctrl.Result{}, err
 		}
 	}
-	// The Secrets an issuer reads are not watched: look again now and then, so a deleted or
-	// broken account key shows on the issuer and not only on its certificates.
+	// The Secrets an issuer reads are not watched: look again now and then, so a broken account
+	// key shows on the issuer and not only on its certificates (a deleted one is replaced by a
+	// new key, which registers a new account).
 	return ctrl.Result{RequeueAfter: issuerRecheck}, nil
 }
 
