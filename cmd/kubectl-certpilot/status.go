@@ -86,6 +86,9 @@ func writeStatus(w io.Writer, certificate *certpilotv1alpha1.Certificate, events
 		field(0, "Private key", "%s %d", spec.PrivateKey.Algorithm, spec.PrivateKey.Size)
 	}
 	field(0, "Solver", "%s", solverSummary(spec.Solver))
+	for _, named := range spec.Solvers {
+		field(0, "Solver for "+strings.Join(named.DNSNames, ", "), "%s", solverSummary(&named.Solver))
+	}
 
 	b.WriteString("\nCertificate:\n")
 	if status.NotAfter == nil {
