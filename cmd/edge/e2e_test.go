@@ -21,6 +21,7 @@ import (
 
 	"github.com/certpilot/certpilot/api/v1alpha1"
 	"github.com/certpilot/certpilot/internal/acme"
+	"github.com/certpilot/certpilot/internal/edge"
 	"github.com/certpilot/certpilot/internal/edge/edgetest"
 	"github.com/certpilot/certpilot/internal/pki"
 	"github.com/certpilot/certpilot/internal/testenv"
@@ -85,11 +86,14 @@ func issueThroughEdge(t *testing.T, ctx context.Context, acmeClient *acme.Client
 		}
 		// The edge reloads the Secret within moments; what the controller's self-check would
 		// wait for, this waits for too, by asking the edge the way the CA will.
+		keyAuthorization, err := acmeClient.KeyAuthorization(challenge.Token)
+		if err != nil {
+			t.Fatal(err)
+		}
 		edgetest.Eventually(t, 10*time.Second, func() error {
 			if challengeType == "http-01" {
-				return nil // checked by Pebble below; the Secret source is the same
+				return checkHTTP01(ctx, challenge.Token, keyAuthorization)
 			}
-			keyAuthorization, _ := acmeClient.KeyAuthorization(challenge.Token)
 			return edgetest.ValidateChallenge(ctx, edgeTLSAddress, authz.Identifier, keyAuthorization)
 		})
 		if err := acmeClient.Accept(ctx, challenge.URL); err != nil {
@@ -141,21 +145,41 @@ func waitOrder(t *testing.T, ctx context.Context, acmeClient *acme.Client, order
 	return order
 }
 
-// edgeTLSAddress is where the edge under test listens for TLS: Pebble's tls-alpn-01 port.
-var edgeTLSAddress string
+// edgeTLSAddress and edgeHTTPAddress are where the edge under test listens: Pebble's
+// tls-alpn-01 and http-01 ports.
+var edgeTLSAddress, edgeHTTPAddress string
+
+// checkHTTP01 asks the edge for token's key authorization, as Pebble will.
+func checkHTTP01(ctx context.Context, token, keyAuthorization string) error {
+	request, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+edgeHTTPAddress+edge.HTTP01PathPrefix+token, nil)
+	if err != nil {
+		return err
+	}
+	response, err := (&http.Client{Timeout: 5 * time.Second}).Do(request)
+	if err != nil {
+		return err
+	}
+	defer response.Body.Close()
+	body, _ := io.ReadAll(response.Body)
+	if response.StatusCode != http.StatusOK || string(body) != keyAuthorization {
+		return fmt.Errorf("http-01 answered %d", response.StatusCode)
+	}
+	return nil
+}
 
 // startEdgeForPebble runs the edge binary on Pebble's validation ports with args and waits
 // until it is ready.
 func startEdgeForPebble(t *testing.T, pebble *testenv.Pebble, namespace string, args ...string) *process {
 	t.Helper()
 	edgeTLSAddress = net.JoinHostPort("127.0.0.1", strconv.Itoa(pebble.TLSPort))
+	edgeHTTPAddress = net.JoinHostPort("127.0.0.1", strconv.Itoa(pebble.HTTPPort))
 	healthAddress := testenv.FreeAddress(t)
 	edgeProcess := start(t, buildEdge(t), append([]string{
 		"--kubeconfig", writeKubeconfig(t, kube.Config),
 		"--namespace", namespace,
 		"--challenge-secret", v1alpha1.ChallengeSecretName("edge"),
 		"--https-bind-address", edgeTLSAddress,
-		"--http-bind-address", net.JoinHostPort("127.0.0.1", strconv.Itoa(pebble.HTTPPort)),
+		"--http-bind-address", edgeHTTPAddress,
 		"--health-bind-address", healthAddress,
 	}, args...)...)
 	waitReady(t, edgeProcess, healthAddress)
