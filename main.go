@@ -20,6 +20,7 @@ package main
 import (
 	"flag"
 	"os"
+	"strings"
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/labels"
@@ -45,6 +46,7 @@ func main() {
 		leaderElectionNS     string
 		clusterResourceNS    string
 		maxConcurrentWorkers int
+		watchNamespaces      string
 	)
 	flag.StringVar(&metricsAddr, "metrics-bind-address", ":8080", "Address of the Prometheus metrics endpoint; 0 disables it.")
 	flag.StringVar(&probeAddr, "health-probe-bind-address", ":8081", "Address of the /healthz and /readyz endpoints.")
@@ -52,6 +54,8 @@ func main() {
 	flag.StringVar(&leaderElectionNS, "leader-election-namespace", "", "Namespace of the leader election Lease (default: the pod's namespace).")
 	flag.StringVar(&clusterResourceNS, "cluster-resource-namespace", envOr("POD_NAMESPACE", "certpilot-system"),
 		"Namespace of the Secrets that ClusterIssuers name (account keys, EAB and TSIG keys).")
+	flag.StringVar(&watchNamespaces, "watch-namespaces", "",
+		"Comma-separated namespaces whose Certificates, Issuers, Secrets and workloads the manager watches (default: all). The cluster resource namespace is always included.")
 	flag.IntVar(&maxConcurrentWorkers, "workers", 4, "Reconcile workers per kind; ACME waits are requeues, so a few carry thousands of certificates.")
 	zapOptions := zap.Options{}
 	zapOptions.BindFlags(flag.CommandLine)
@@ -64,6 +68,21 @@ func main() {
 	must(clientgoscheme.AddToScheme(scheme))
 	must(certpilotv1alpha1.AddToScheme(scheme))
 
+	cacheOptions := cache.Options{ByObject: map[client.Object]cache.ByObject{
+		&corev1.Secret{}: {Label: labels.SelectorFromSet(labels.Set{
+			certpilotv1alpha1.LabelManagedBy: certpilotv1alpha1.ManagedByValue,
+		})},
+	}}
+	if watchNamespaces != "" {
+		// Confined to some namespaces (the Helm chart's watchNamespaces grants Roles there).
+		cacheOptions.DefaultNamespaces = map[string]cache.Config{clusterResourceNS: {}}
+		for _, namespace := range strings.Split(watchNamespaces, ",") {
+			if namespace = strings.TrimSpace(namespace); namespace != "" {
+				cacheOptions.DefaultNamespaces[namespace] = cache.Config{}
+			}
+		}
+	}
+
 	mgr, err := ctrl.NewManager(ctrl.GetConfigOrDie(), ctrl.Options{
 		Scheme:                  scheme,
 		Metrics:                 metricsserver.Options{BindAddress: metricsAddr},
@@ -74,11 +93,7 @@ func main() {
 		// The cache holds only the Secrets certpilot owns, never every Secret of the cluster,
 		// so memory follows the number of certificates. Other Secrets (account, EAB, TSIG keys)
 		// and load balancer Deployments are read straight from the API when needed.
-		Cache: cache.Options{ByObject: map[client.Object]cache.ByObject{
-			&corev1.Secret{}: {Label: labels.SelectorFromSet(labels.Set{
-				certpilotv1alpha1.LabelManagedBy: certpilotv1alpha1.ManagedByValue,
-			})},
-		}},
+		Cache: cacheOptions,
 	})
 	if err != nil {
 		log.Error(err, "Unable to create the manager")

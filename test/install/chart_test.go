@@ -319,12 +319,12 @@ func TestChartAllOptions(t *testing.T) {
 		t.Errorf("image = %q", image)
 	}
 	managerArgs, _, _ := unstructured.NestedStringSlice(manager, "args")
-	for _, want := range []string{"--workers=8", "--cluster-resource-namespace=certpilot-secrets", "--zap-log-level=debug"} {
+	for _, want := range []string{"--workers=8", "--cluster-resource-namespace=certpilot-secrets", "--zap-log-level=debug", "--watch-namespaces=team-a,team-b"} {
 		if !slices.Contains(managerArgs, want) {
 			t.Errorf("manager args %v miss %s", managerArgs, want)
 		}
 	}
-	for _, want := range []string{"WARNING: watchNamespaces", "name: certpilot-edge", "ServiceMonitor certpilot created"} {
+	for _, want := range []string{"The manager watches only team-a", "name: certpilot-edge", "ServiceMonitor certpilot created"} {
 		if !strings.Contains(notes, want) {
 			t.Errorf("NOTES miss %q:\n%s", want, notes)
 		}
