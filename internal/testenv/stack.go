@@ -50,6 +50,8 @@ type StackOptions struct {
 	Dir string
 	// Output, when set, receives the processes' output as they write it.
 	Output io.Writer
+	// ManagerArgs are added to the manager's flags.
+	ManagerArgs []string
 }
 
 // EdgeDeployment is the name of the load balancer Deployment certpilot mounts challenges into.
@@ -121,6 +123,7 @@ func StartStack(ctx context.Context, kube *Kube, pebble *Pebble, opts StackOptio
 		"--health-probe-bind-address", fmt.Sprintf("127.0.0.1:%d", managerHealth),
 		"--cluster-resource-namespace", s.Namespace + "-system",
 	}
+	s.managerArgs = append(s.managerArgs, opts.ManagerArgs...)
 	if err := s.StartManager(); err != nil {
 		return nil, err
 	}

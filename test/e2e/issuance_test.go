@@ -33,12 +33,13 @@ func startStack(t *testing.T, namespace string, validity time.Duration) *testenv
 }
 
 // startStackWith is startStack with Pebble configured by options.
-func startStackWith(t *testing.T, namespace string, options testenv.PebbleOptions) *testenv.Stack {
+func startStackWith(t *testing.T, namespace string, options testenv.PebbleOptions, managerArgs ...string) *testenv.Stack {
 	t.Helper()
 	managerBinary, edgeBinary := binaries(t)
 	pebble := testenv.StartPebble(t, options)
 	s, err := testenv.StartStack(context.Background(), kube, pebble, testenv.StackOptions{
 		Namespace: namespace, ManagerBinary: managerBinary, EdgeBinary: edgeBinary, Dir: t.TempDir(),
+		ManagerArgs: managerArgs,
 	})
 	if err != nil {
 		t.Fatal(err)

@@ -238,3 +238,30 @@ func TestKillAtEachStep(t *testing.T) {
 		})
 	}
 }
+
+// TestWatchNamespaces: a manager confined with --watch-namespaces issues in its namespaces and
+// leaves Certificates elsewhere alone.
+func TestWatchNamespaces(t *testing.T) {
+	testenv.SkipIfShort(t)
+	ctx := context.Background()
+	s := startStackWith(t, "e2e-watched", testenv.PebbleOptions{}, "--watch-namespaces=e2e-watched")
+	if err := kube.Client.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "e2e-unwatched"}}); err != nil {
+		t.Fatal(err)
+	}
+	elsewhere := s.TLSALPN01Certificate("elsewhere", "elsewhere.watched.test")
+	elsewhere.Namespace = "e2e-unwatched"
+	if err := kube.Client.Create(ctx, elsewhere); err != nil {
+		t.Fatal(err)
+	}
+	watched := s.TLSALPN01Certificate("watched", "watched.test")
+	if err := kube.Client.Create(ctx, watched); err != nil {
+		t.Fatal(err)
+	}
+	waitReady(t, watched, 2*time.Minute, "")
+	if err := kube.Client.Get(ctx, client.ObjectKeyFromObject(elsewhere), elsewhere); err != nil {
+		t.Fatal(err)
+	}
+	if len(elsewhere.Status.Conditions) != 0 || elsewhere.Status.Order != nil {
+		t.Errorf("a Certificate outside --watch-namespaces was reconciled: %+v", elsewhere.Status)
+	}
+}
