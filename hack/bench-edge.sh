@@ -2,8 +2,10 @@
 # Benchmark of the certpilot edge (terminate mode) against nginx from Debian's packages, on this
 # machine, over loopback: same ECDSA P-256 certificate, same upstream, same load tool (wrk).
 #
-#   new TLS connections/s   wrk with "Connection: close": every request is a new TCP
-#                           connection, a full TLS handshake and one proxied request
+#   full TLS handshakes/s   hack/bench-edge handshakes: every request is a new TCP connection,
+#                           a full TLS 1.3 handshake (no resumption) and one proxied request
+#   resumed connections/s   wrk with "Connection: close": the same, but wrk resumes TLS
+#                           sessions (tickets), so most handshakes are abbreviated
 #   proxied requests/s      wrk over keep-alive connections
 #
 # Usage: hack/bench-edge.sh  (or make bench-edge). DURATION, CONNECTIONS, THREADS, ROUNDS
@@ -116,19 +118,37 @@ DURATION=2s rps "$nginx_port" >/dev/null
 median() { printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
 
 echo "machine: $(nproc) CPUs, $(uname -r), load average $(cut -d' ' -f1-3 /proc/loadavg); nginx $("$NGINX" -v 2>&1 | sed 's/.*\///'), $(wrk --version 2>&1 | head -1 | cut -d' ' -f1-2), $(go version | cut -d' ' -f3)"
-echo "wrk -t$THREADS -c$CONNECTIONS -d$DURATION [-H 'Connection: close'] https://127.0.0.1:PORT/, edge and nginx alternated $ROUNDS times, medians"
+echo "bench-edge handshakes 127.0.0.1:PORT $CONNECTIONS $DURATION; wrk -t$THREADS -c$CONNECTIONS -d$DURATION [-H 'Connection: close'] https://127.0.0.1:PORT/"
+echo "edge and nginx alternated $ROUNDS times; medians"
 printf '%-34s %12s %12s %10s\n' "" "edge" "nginx" "edge/nginx"
-for kind in handshakes keepalive; do
-	args=()
-	label="proxied requests/s (keep-alive)"
-	if [ "$kind" = handshakes ]; then
-		args=(-H "Connection: close")
-		label="new TLS connections/s (close)"
-	fi
+# full PORT: full handshakes per second with the Go client.
+full() {
+	local result
+	result=$("$work/bench-edge" handshakes "127.0.0.1:$1" "$CONNECTIONS" "$DURATION")
+	[ "${result#* }" = 0 ] || echo "  ${result#* } failed connections on port $1" >&2
+	echo "${result% *}"
+}
+
+for kind in full resumed keepalive; do
 	edge_runs=() nginx_runs=()
 	for _ in $(seq "$ROUNDS"); do
-		edge_runs+=("$(rps "$edge_port" "${args[@]}")")
-		nginx_runs+=("$(rps "$nginx_port" "${args[@]}")")
+		case $kind in
+		full)
+			label="full TLS handshakes/s (Go client)"
+			edge_runs+=("$(full "$edge_port")")
+			nginx_runs+=("$(full "$nginx_port")")
+			;;
+		resumed)
+			label="resumed TLS connections/s (wrk)"
+			edge_runs+=("$(rps "$edge_port" -H "Connection: close")")
+			nginx_runs+=("$(rps "$nginx_port" -H "Connection: close")")
+			;;
+		keepalive)
+			label="proxied requests/s (keep-alive)"
+			edge_runs+=("$(rps "$edge_port")")
+			nginx_runs+=("$(rps "$nginx_port")")
+			;;
+		esac
 	done
 	edge=$(median "${edge_runs[@]}")
 	nginx=$(median "${nginx_runs[@]}")
