@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -53,11 +54,33 @@ func TestInjectIntoWorkloads(t *testing.T) {
 	}
 	gitops()
 	original := get("web").Spec.Template
+	// The other kinds: a StatefulSet with the variable, a DaemonSet with a mount that rolls.
+	podTemplate := func(name string) corev1.PodTemplateSpec {
+		return corev1.PodTemplateSpec{
+			ObjectMeta: metav1.ObjectMeta{Labels: map[string]string{"app": name}},
+			Spec:       corev1.PodSpec{Containers: []corev1.Container{{Name: name, Image: name + ":1"}}},
+		}
+	}
+	selector := func(name string) *metav1.LabelSelector {
+		return &metav1.LabelSelector{MatchLabels: map[string]string{"app": name}}
+	}
+	for _, obj := range []client.Object{
+		&appsv1.StatefulSet{ObjectMeta: metav1.ObjectMeta{Name: "db", Namespace: ns},
+			Spec: appsv1.StatefulSetSpec{Selector: selector("db"), Template: podTemplate("db")}},
+		&appsv1.DaemonSet{ObjectMeta: metav1.ObjectMeta{Name: "agent", Namespace: ns},
+			Spec: appsv1.DaemonSetSpec{Selector: selector("agent"), Template: podTemplate("agent")}},
+	} {
+		if err := kube.Client.Create(ctx, obj); err != nil {
+			t.Fatal(err)
+		}
+	}
 
 	cert := s.TLSALPN01Certificate("inject", "inject.test")
 	cert.Spec.Inject = []certpilotv1alpha1.InjectTarget{
 		{Kind: "Deployment", Name: "web", Container: "app", Env: "SSL_CERTS"},
 		{Kind: "Deployment", Name: "late", MountPath: "/etc/tls"}, // created below
+		{Kind: "StatefulSet", Name: "db", Env: "DB_CERTS"},
+		{Kind: "DaemonSet", Name: "agent", MountPath: "/tls", Rollout: "Always"},
 	}
 	if err := kube.Client.Create(ctx, cert); err != nil {
 		t.Fatal(err)
@@ -103,6 +126,26 @@ func TestInjectIntoWorkloads(t *testing.T) {
 		}
 		return injectedCondition(ctx, cert, metav1.ConditionTrue, "Injected")
 	})
+	db := &appsv1.StatefulSet{}
+	if err := kube.Client.Get(ctx, client.ObjectKey{Namespace: ns, Name: "db"}, db); err != nil {
+		t.Fatal(err)
+	}
+	if err := hasEnvRef(db.Spec.Template, "db", "DB_CERTS", "inject-tls"); err != nil {
+		t.Errorf("StatefulSet: %v", err)
+	}
+	if got := db.Spec.Template.Annotations[serialAnnotation]; got != cert.Status.SerialNumber {
+		t.Errorf("StatefulSet annotation %q, want %s", got, cert.Status.SerialNumber)
+	}
+	agent := &appsv1.DaemonSet{}
+	if err := kube.Client.Get(ctx, client.ObjectKey{Namespace: ns, Name: "agent"}, agent); err != nil {
+		t.Fatal(err)
+	}
+	if err := hasSecretVolume(agent.Spec.Template, "agent", "/tls", "inject-tls"); err != nil {
+		t.Errorf("DaemonSet: %v", err)
+	}
+	if got := agent.Spec.Template.Annotations[serialAnnotation]; got != cert.Status.SerialNumber {
+		t.Errorf("DaemonSet with rollout Always: annotation %q, want %s", got, cert.Status.SerialNumber)
+	}
 
 	// GitOps applies its manifest again, with a new variable: both keep their fields, and
 	// nobody fights (certpilot writes nothing back).
@@ -138,6 +181,16 @@ func TestInjectIntoWorkloads(t *testing.T) {
 	waitReady(t, other, time.Minute, "")
 	eventually(t, 30*time.Second, "second Certificate refused", func() error {
 		return injectedCondition(ctx, other, metav1.ConditionFalse, "InjectConflict")
+	})
+	eventually(t, 10*time.Second, "Warning event for the refusal", func() error {
+		reasons, err := eventReasons(ctx, other)
+		if err != nil {
+			return err
+		}
+		if !slices.Contains(reasons, "InjectConflict") {
+			return fmt.Errorf("event reasons %v", reasons)
+		}
+		return nil
 	})
 	if err := hasEnvRef(get("web").Spec.Template, "app", "SSL_CERTS", "inject-tls"); err != nil {
 		t.Errorf("the refused Certificate changed the first one's variable: %v", err)
@@ -201,7 +254,7 @@ func TestInjectIntoWorkloads(t *testing.T) {
 	// exactly what GitOps applied, as its twin is.
 	gitops()
 	patch = client.MergeFrom(cert.DeepCopy())
-	cert.Spec.Inject = []certpilotv1alpha1.InjectTarget{{Kind: "Deployment", Name: "late", MountPath: "/etc/tls"}}
+	cert.Spec.Inject = slices.DeleteFunc(cert.Spec.Inject, func(entry certpilotv1alpha1.InjectTarget) bool { return entry.Name == "web" })
 	if err := kube.Client.Patch(ctx, cert, patch); err != nil {
 		t.Fatal(err)
 	}
@@ -218,8 +271,8 @@ func TestInjectIntoWorkloads(t *testing.T) {
 		if err := kube.Client.Get(ctx, client.ObjectKeyFromObject(cert), cert); err != nil {
 			return err
 		}
-		if len(cert.Status.Injected) != 1 || cert.Status.Injected[0].Name != "late" {
-			return fmt.Errorf("status.injected %+v, want only late", cert.Status.Injected)
+		if len(cert.Status.Injected) != 3 || slices.Contains(cert.Status.Injected, certpilotv1alpha1.InjectedWorkload{Kind: "Deployment", Name: "web"}) {
+			return fmt.Errorf("status.injected %+v, want late, db and agent", cert.Status.Injected)
 		}
 		return nil
 	})
