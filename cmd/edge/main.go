@@ -157,6 +157,7 @@ func run(ctx context.Context, opts options, log logr.Logger) error {
 		}
 		routes.Set(config)
 	case opts.routesFile != "":
+		routes.Expect()
 		routeSource = &edge.RouteFileSource{Path: opts.routesFile, Routes: routes, Log: log.WithName("routes"), ResyncInterval: opts.routesResync}
 	}
 

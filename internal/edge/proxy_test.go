@@ -260,12 +260,19 @@ func TestCertificateHotReload(t *testing.T) {
 
 	web := startEcho(t, "web")
 	routes := edge.NewRoutes(edge.ModeTerminate)
+	challenges := edge.NewChallengeStore()
+	challenges.MarkSynced()
+	routes.Expect() // as with a route file: not ready until loaded
+	running := startServer(t, edge.Options{Challenges: challenges, Certificates: certificates, Routes: routes, Log: testr.New(t)})
+	edgetest.Eventually(t, 10*time.Second, func() error {
+		if err := running.server.Ready(); err == nil || !strings.Contains(err.Error(), "routes") {
+			return fmt.Errorf("ready before the routes were loaded: %v", err)
+		}
+		return nil
+	})
 	if err := routes.Load(routeFile("- {host: '*', upstream: " + web.URL + "}")); err != nil {
 		t.Fatal(err)
 	}
-	challenges := edge.NewChallengeStore()
-	challenges.MarkSynced()
-	running := startServer(t, edge.Options{Challenges: challenges, Certificates: certificates, Routes: routes, Log: testr.New(t)})
 	edgetest.Eventually(t, 10*time.Second, func() error { return running.server.Ready() })
 
 	conn, err := tls.Dial("tcp", running.httpsAddress, &tls.Config{ServerName: "www.example.com", InsecureSkipVerify: true})

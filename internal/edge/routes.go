@@ -211,7 +211,9 @@ func pathHasPrefix(path, prefix string) bool {
 // Routes holds the current route table; every load replaces it atomically, so requests and
 // connections in flight keep the route they were given.
 type Routes struct {
-	mode    Mode
+	mode Mode
+	// pending is true between Expect and the first Set: the edge is not ready meanwhile.
+	pending atomic.Bool
 	table   atomic.Pointer[routeTable]
 	onSwap  func(*routeTable) // the terminate proxy compiles handlers here
 	metrics *Metrics
@@ -224,6 +226,13 @@ func NewRoutes(mode Mode) *Routes {
 	return r
 }
 
+// Expect marks the routes as pending until the first Set or Load, so that the edge does not
+// report ready (and answer 404 to everything) before its route file has been read.
+func (r *Routes) Expect() { r.pending.Store(true) }
+
+// Loaded reports whether no load is pending (see Expect).
+func (r *Routes) Loaded() bool { return !r.pending.Load() }
+
 // Mode returns the mode the routes are for.
 func (r *Routes) Mode() Mode { return r.mode }
 
@@ -234,6 +243,7 @@ func (r *Routes) Set(config *RouteConfig) {
 		r.onSwap(table)
 	}
 	r.table.Store(table)
+	r.pending.Store(false)
 }
 
 // Load parses data as a route file and makes it current; on error the current table stays.

@@ -257,6 +257,9 @@ func (s *Server) Ready() error {
 	case !s.challenges.Synced():
 		return errors.New("challenge responses not synced yet")
 	}
+	if !s.opts.Routes.Loaded() {
+		return errors.New("routes not loaded yet")
+	}
 	if synced, ok := s.opts.Certificates.(interface{ Synced() bool }); ok && !synced.Synced() {
 		return errors.New("certificates not loaded yet")
 	}
