@@ -196,6 +196,7 @@ func (s *CertificateDirSource) Run(ctx context.Context) error {
 	s.Store.Expect(certificateSetFiles)
 	var previous []*tls.Certificate
 	loaded := false
+	lastGood := map[string][]*tls.Certificate{}
 	load := func() error {
 		var certificates []*tls.Certificate
 		for _, dir := range s.Dirs {
@@ -207,7 +208,13 @@ func (s *CertificateDirSource) Run(ctx context.Context) error {
 			}
 			if err != nil {
 				s.Log.Error(err, "Skipped bad certificate files", "directory", dir)
+				if len(found) == 0 {
+					// Nothing good in it now: keep serving what it held before, as the
+					// Secret source does for a Secret that stops parsing.
+					found = lastGood[dir]
+				}
 			}
+			lastGood[dir] = found
 			certificates = append(certificates, found...)
 		}
 		if loaded && sameCertificates(previous, certificates) {
