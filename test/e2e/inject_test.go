@@ -279,6 +279,16 @@ func TestInjectIntoWorkloads(t *testing.T) {
 	if err := hasSecretVolume(get("late").Spec.Template, "late", "/etc/tls", "inject-tls"); err != nil {
 		t.Errorf("removing web's entries touched late: %v", err)
 	}
+	eventually(t, 10*time.Second, "Normal events for the writes", func() error {
+		reasons, err := eventReasons(ctx, cert)
+		if err != nil {
+			return err
+		}
+		if !slices.Contains(reasons, "Injected") || !slices.Contains(reasons, "InjectionRemoved") {
+			return fmt.Errorf("event reasons %v, want Injected and InjectionRemoved", reasons)
+		}
+		return nil
+	})
 	for _, field := range get("web").ManagedFields {
 		if strings.HasPrefix(field.Manager, "certpilot-inject-") {
 			t.Errorf("certpilot still manages fields of web: %s %s", field.Manager, field.FieldsV1)
