@@ -87,16 +87,22 @@ func (r *CertificateReconciler) Reconcile(ctx context.Context, req ctrl.Request)
 	}
 	run := &certificateRun{cert: cert, now: r.clock().Now(), patchBase: cert.DeepCopy()}
 	if !cert.DeletionTimestamp.IsZero() {
-		// Owner references delete the Secrets; only challenge responses in the shared
-		// challenge Secret are left to remove.
+		// Owner references delete the Secrets; left to undo are the challenge responses in
+		// shared Secrets and what was injected into workloads.
 		r.lookupSolver(ctx, run)
 		if err := r.removeChallenges(ctx, run); err != nil {
 			// Do not hold the deletion hostage to an unreachable DNS server or a deleted
 			// load balancer: the responses are useless once the order is gone.
 			ctrl.LoggerFrom(ctx).Error(err, "Removing challenge responses failed; deleting anyway")
-			return ctrl.Result{}, r.setFinalizer(ctx, cert, false)
+			if err := r.setFinalizer(ctx, cert, false); err != nil {
+				return ctrl.Result{}, err
+			}
 		}
-		return ctrl.Result{}, nil
+		result, err := r.uninjectAll(ctx, run)
+		if patchErr := r.patchStatus(ctx, run); patchErr != nil && err == nil {
+			err = patchErr
+		}
+		return result, err
 	}
 
 	defer func() {

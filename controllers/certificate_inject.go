@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -21,6 +22,7 @@ import (
 	corev1ac "k8s.io/client-go/applyconfigurations/core/v1"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
@@ -142,6 +144,25 @@ type injectSource struct {
 	serial      string // hexadecimal serial of the certificate in the Secret
 }
 
+// injectFinalizer keeps a Certificate until what it injected into workloads is undone.
+const injectFinalizer = "certpilot.dev/inject-cleanup"
+
+// uninjectAll undoes every injection of a Certificate being deleted and then lets it go. A
+// workload that cannot be restored now is retried (requeue); one that is gone needs nothing.
+func (r *CertificateReconciler) uninjectAll(ctx context.Context, run *certificateRun) (ctrl.Result, error) {
+	if !controllerutil.ContainsFinalizer(run.cert, injectFinalizer) {
+		return ctrl.Result{}, nil
+	}
+	run.cert.Spec.Inject = nil // in memory only: undo everything recorded in status.injected
+	if _, err := r.inject(ctx, run); err != nil {
+		return ctrl.Result{}, err
+	}
+	if len(run.cert.Status.Injected) > 0 {
+		return ctrl.Result{RequeueAfter: 10 * time.Second}, nil
+	}
+	return ctrl.Result{}, r.setNamedFinalizer(ctx, run.cert, injectFinalizer, false)
+}
+
 // inject delivers the certificate in the current Secret into the workloads of spec.inject and
 // undoes what it wrote into workloads no longer listed. It runs first on every reconcile,
 // writes nothing when every workload already holds what it should, and never ends the
@@ -152,6 +173,13 @@ func (r *CertificateReconciler) inject(ctx context.Context, run *certificateRun)
 	if len(cert.Spec.Inject) == 0 && len(cert.Status.Injected) == 0 {
 		meta.RemoveStatusCondition(&cert.Status.Conditions, certpilotv1alpha1.ConditionInjected)
 		return ctrl.Result{}, nil
+	}
+	// While certpilot may own fields in workloads, deleting the Certificate first undoes them:
+	// left behind, an env reference to the deleted Secret would keep new pods from starting.
+	if len(cert.Spec.Inject) > 0 && cert.DeletionTimestamp.IsZero() {
+		if err := r.setNamedFinalizer(ctx, cert, injectFinalizer, true); err != nil {
+			return ctrl.Result{}, err
+		}
 	}
 	source := r.injectSource(ctx, cert)
 

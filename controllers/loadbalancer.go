@@ -228,17 +228,22 @@ func (s *loadBalancerSolver) cleanup(ctx context.Context, run *certificateRun, c
 // removed from the shared challenge Secret.
 const challengeFinalizer = "certpilot.dev/challenge-cleanup"
 
-// setFinalizer adds or removes the challenge finalizer with a patch of a copy, so the
-// in-memory status being built is not replaced by the server's.
+// setFinalizer adds or removes the challenge finalizer.
 func (r *CertificateReconciler) setFinalizer(ctx context.Context, cert *certpilotv1alpha1.Certificate, present bool) error {
-	if controllerutil.ContainsFinalizer(cert, challengeFinalizer) == present {
+	return r.setNamedFinalizer(ctx, cert, challengeFinalizer, present)
+}
+
+// setNamedFinalizer adds or removes a finalizer with a patch of a copy, so the in-memory status
+// being built is not replaced by the server's.
+func (r *CertificateReconciler) setNamedFinalizer(ctx context.Context, cert *certpilotv1alpha1.Certificate, finalizer string, present bool) error {
+	if controllerutil.ContainsFinalizer(cert, finalizer) == present {
 		return nil
 	}
 	updated := cert.DeepCopy()
 	if present {
-		controllerutil.AddFinalizer(updated, challengeFinalizer)
+		controllerutil.AddFinalizer(updated, finalizer)
 	} else {
-		controllerutil.RemoveFinalizer(updated, challengeFinalizer)
+		controllerutil.RemoveFinalizer(updated, finalizer)
 	}
 	if err := r.Patch(ctx, updated, client.MergeFrom(cert)); err != nil {
 		if apierrors.IsNotFound(err) {

@@ -295,6 +295,30 @@ func TestInjectIntoWorkloads(t *testing.T) {
 		}
 	}
 	scanWorkloads(t, ctx, ns)
+
+	// Deleting the Certificate undoes its remaining injections before it goes: no workload is
+	// left referring to the Secret that is garbage-collected with it.
+	if err := kube.Client.Delete(ctx, cert); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, time.Minute, "Certificate gone and its injections undone", func() error {
+		if err := kube.Client.Get(ctx, client.ObjectKeyFromObject(cert), cert); err == nil {
+			return fmt.Errorf("the Certificate still exists: finalizers %v, injected %+v", cert.Finalizers, cert.Status.Injected)
+		}
+		for _, obj := range []client.Object{&appsv1.Deployment{}, &appsv1.StatefulSet{}, &appsv1.DaemonSet{}} {
+			for _, name := range []string{"late", "db", "agent"} {
+				if err := kube.Client.Get(ctx, client.ObjectKey{Namespace: ns, Name: name}, obj); err != nil {
+					continue // not this kind
+				}
+				for _, field := range obj.GetManagedFields() {
+					if strings.HasPrefix(field.Manager, "certpilot-inject-") {
+						return fmt.Errorf("%T %s still has fields of %s", obj, name, field.Manager)
+					}
+				}
+			}
+		}
+		return nil
+	})
 }
 
 // gitopsDeployment is the manifest a GitOps tool applies: two containers, a variable of its own
