@@ -68,11 +68,16 @@ func main() {
 	must(clientgoscheme.AddToScheme(scheme))
 	must(certpilotv1alpha1.AddToScheme(scheme))
 
-	cacheOptions := cache.Options{ByObject: map[client.Object]cache.ByObject{
-		&corev1.Secret{}: {Label: labels.SelectorFromSet(labels.Set{
-			certpilotv1alpha1.LabelManagedBy: certpilotv1alpha1.ManagedByValue,
-		})},
-	}}
+	cacheOptions := cache.Options{
+		// Nothing reads managedFields from the cache (injection reads workloads from the API):
+		// dropping them keeps cached objects small.
+		DefaultTransform: cache.TransformStripManagedFields(),
+		ByObject: map[client.Object]cache.ByObject{
+			&corev1.Secret{}: {Label: labels.SelectorFromSet(labels.Set{
+				certpilotv1alpha1.LabelManagedBy: certpilotv1alpha1.ManagedByValue,
+			})},
+		},
+	}
 	if watchNamespaces != "" {
 		// Confined to some namespaces (the Helm chart's watchNamespaces grants Roles there).
 		cacheOptions.DefaultNamespaces = map[string]cache.Config{clusterResourceNS: {}}
