@@ -81,6 +81,9 @@ func StartProcess(name, binary string, args []string, copyTo io.Writer) (*Proces
 	return p, nil
 }
 
+// PID is the process's id.
+func (p *Process) PID() int { return p.cmd.Process.Pid }
+
 // Output returns what the process has written so far.
 func (p *Process) Output() string { return p.output.String() }
 

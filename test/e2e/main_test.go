@@ -27,6 +27,12 @@ var (
 // binaries builds the manager and the edge once per test run.
 func binaries(t *testing.T) (manager, edge string) {
 	t.Helper()
+	return binariesFor(t)
+}
+
+// binariesFor is binaries for tests and benchmarks.
+func binariesFor(t testing.TB) (manager, edge string) {
+	t.Helper()
 	buildOnce.Do(func() {
 		binDir, buildErr = os.MkdirTemp("", "certpilot-e2e-")
 		if buildErr != nil {
