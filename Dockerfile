@@ -1,5 +1,6 @@
-# Multi-stage build of certpilot's static, non-root image: the manager, the edge and the kubectl
-# plugin. `make docker-build` (needs a Docker engine).
+# Multi-stage build of certpilot's static, non-root image: the manager (entrypoint) and the edge
+# (run it with `command: ["/edge"]`). The kubectl plugin is a client tool: `make plugin`.
+# `make docker-build` (needs a Docker engine).
 FROM golang:1.26 AS build
 WORKDIR /src
 COPY go.mod go.sum ./
