@@ -94,11 +94,11 @@ func main() {
 
 // demo is one run: what it was asked to do and what it has seen.
 type demo struct {
-	start   time.Time
-	keep    bool
+	start time.Time
+	keep  bool
 	// stateDir, when set, receives the kubeconfig and an env file while --keep runs.
 	stateDir string
-	timeout time.Duration
+	timeout  time.Duration
 	// output keeps the processes' output for a failure report; processOutput is where the
 	// processes write (output, or stderr under --verbose).
 	output        *testenv.SyncBuffer
