@@ -87,22 +87,7 @@ func (r *CertificateReconciler) Reconcile(ctx context.Context, req ctrl.Request)
 	}
 	run := &certificateRun{cert: cert, now: r.clock().Now(), patchBase: cert.DeepCopy()}
 	if !cert.DeletionTimestamp.IsZero() {
-		// Owner references delete the Secrets; left to undo are the challenge responses in
-		// shared Secrets and what was injected into workloads.
-		r.lookupSolver(ctx, run)
-		if err := r.removeChallenges(ctx, run); err != nil {
-			// Do not hold the deletion hostage to an unreachable DNS server or a deleted
-			// load balancer: the responses are useless once the order is gone.
-			ctrl.LoggerFrom(ctx).Error(err, "Removing challenge responses failed; deleting anyway")
-			if err := r.setFinalizer(ctx, cert, false); err != nil {
-				return ctrl.Result{}, err
-			}
-		}
-		result, err := r.uninjectAll(ctx, run)
-		if patchErr := r.patchStatus(ctx, run); patchErr != nil && err == nil {
-			err = patchErr
-		}
-		return result, err
+		return r.finalizeDeletion(ctx, run)
 	}
 
 	defer func() {
@@ -135,6 +120,25 @@ func (r *CertificateReconciler) Reconcile(ctx context.Context, req ctrl.Request)
 		}
 	}
 	return ctrl.Result{}, nil
+}
+
+// finalizeDeletion undoes what owner references cannot: the challenge responses in shared
+// Secrets and what was injected into workloads (the Secrets themselves are garbage-collected).
+func (r *CertificateReconciler) finalizeDeletion(ctx context.Context, run *certificateRun) (ctrl.Result, error) {
+	r.lookupSolver(ctx, run)
+	if err := r.removeChallenges(ctx, run); err != nil {
+		// Do not hold the deletion hostage to an unreachable DNS server or a deleted load
+		// balancer: the responses are useless once the order is gone.
+		ctrl.LoggerFrom(ctx).Error(err, "Removing challenge responses failed; deleting anyway")
+		if err := r.setFinalizer(ctx, run.cert, false); err != nil {
+			return ctrl.Result{}, err
+		}
+	}
+	result, err := r.uninjectAll(ctx, run)
+	if patchErr := r.patchStatus(ctx, run); patchErr != nil && err == nil {
+		err = patchErr
+	}
+	return result, err
 }
 
 func (r *CertificateReconciler) clock() clock.PassiveClock {
