@@ -182,16 +182,7 @@ func TestInjectIntoWorkloads(t *testing.T) {
 	eventually(t, 30*time.Second, "second Certificate refused", func() error {
 		return injectedCondition(ctx, other, metav1.ConditionFalse, "InjectConflict")
 	})
-	eventually(t, 10*time.Second, "Warning event for the refusal", func() error {
-		reasons, err := eventReasons(ctx, other)
-		if err != nil {
-			return err
-		}
-		if !slices.Contains(reasons, "InjectConflict") {
-			return fmt.Errorf("event reasons %v", reasons)
-		}
-		return nil
-	})
+	waitForEvents(t, other, 10*time.Second, "InjectConflict")
 	if err := hasEnvRef(get("web").Spec.Template, "app", "SSL_CERTS", "inject-tls"); err != nil {
 		t.Errorf("the refused Certificate changed the first one's variable: %v", err)
 	}
@@ -279,16 +270,7 @@ func TestInjectIntoWorkloads(t *testing.T) {
 	if err := hasSecretVolume(get("late").Spec.Template, "late", "/etc/tls", "inject-tls"); err != nil {
 		t.Errorf("removing web's entries touched late: %v", err)
 	}
-	eventually(t, 10*time.Second, "Normal events for the writes", func() error {
-		reasons, err := eventReasons(ctx, cert)
-		if err != nil {
-			return err
-		}
-		if !slices.Contains(reasons, "Injected") || !slices.Contains(reasons, "InjectionRemoved") {
-			return fmt.Errorf("event reasons %v, want Injected and InjectionRemoved", reasons)
-		}
-		return nil
-	})
+	waitForEvents(t, cert, 10*time.Second, "Injected", "InjectionRemoved")
 	for _, field := range get("web").ManagedFields {
 		if strings.HasPrefix(field.Manager, "certpilot-inject-") {
 			t.Errorf("certpilot still manages fields of web: %s %s", field.Manager, field.FieldsV1)

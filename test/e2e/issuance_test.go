@@ -86,11 +86,7 @@ func TestTLSALPN01IssuanceAndRenewal(t *testing.T) {
 	first := cert.Status.SerialNumber
 	t.Logf("issued in %s", time.Since(started).Round(time.Millisecond))
 
-	secret := &corev1.Secret{}
-	if err := kube.Client.Get(ctx, client.ObjectKey{Namespace: s.Namespace, Name: "www-tls"}, secret); err != nil {
-		t.Fatal(err)
-	}
-	leaf := verifySecret(t, s.Pebble, cert, secret)
+	leaf, _ := verifySecret(t, s.Pebble, cert)
 	if got := fmt.Sprintf("%x", leaf.SerialNumber); got != first {
 		t.Errorf("status serial %s, Secret serial %s", first, got)
 	}
@@ -147,26 +143,14 @@ func TestTLSALPN01IssuanceAndRenewal(t *testing.T) {
 	// Renewal: at half of the 40 s lifetime a new certificate replaces the first.
 	waitReady(t, cert, 2*time.Minute, first)
 	t.Logf("renewed %s after the first issuance", time.Since(started).Round(time.Millisecond))
-	if err := kube.Client.Get(ctx, client.ObjectKeyFromObject(secret), secret); err != nil {
-		t.Fatal(err)
-	}
-	renewedLeaf := verifySecret(t, s.Pebble, cert, secret)
+	renewedLeaf, _ := verifySecret(t, s.Pebble, cert)
 	if !renewedLeaf.NotAfter.After(leaf.NotAfter) {
 		t.Errorf("renewed certificate expires %v, not after the first %v", renewedLeaf.NotAfter, leaf.NotAfter)
 	}
 	if cert.Status.FailedIssuanceAttempts != 0 {
 		t.Errorf("failedIssuanceAttempts = %d", cert.Status.FailedIssuanceAttempts)
 	}
-	eventually(t, 30*time.Second, "Issued and Renewed events", func() error {
-		reasons, err := eventReasons(ctx, cert)
-		if err != nil {
-			return err
-		}
-		if !slices.Contains(reasons, "Issued") || !slices.Contains(reasons, "Renewed") {
-			return fmt.Errorf("event reasons %v", reasons)
-		}
-		return nil
-	})
+	waitForEvents(t, cert, 30*time.Second, "Issued", "Renewed")
 }
 
 // TestSelfCheckGatesValidation: when the load balancer does not serve the response, certpilot
@@ -265,13 +249,7 @@ func TestSecretNotOwned(t *testing.T) {
 	if cert.Status.Order != nil {
 		t.Errorf("an order was created for a Secret certpilot cannot write: %+v", cert.Status.Order)
 	}
-	reasons, err := eventReasons(ctx, cert)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !slices.Contains(reasons, "SecretNotOwned") {
-		t.Errorf("no Warning event for the stall; events: %v", reasons)
-	}
+	waitForEvents(t, cert, 10*time.Second, "SecretNotOwned")
 
 	// A Certificate without a solver (the issuer sets none either) stalls before any order is
 	// opened at the CA.
@@ -294,10 +272,14 @@ func TestSecretNotOwned(t *testing.T) {
 	}
 }
 
-// verifySecret checks the certificate Secret: type, keys, names, key match, chain to Pebble's
-// root, labels and owner.
-func verifySecret(t *testing.T, pebble *testenv.Pebble, cert *certpilotv1alpha1.Certificate, secret *corev1.Secret) *x509.Certificate {
+// verifySecret reads the Certificate's Secret and checks it: type, keys, names, key match,
+// chain to Pebble's root, labels and owner.
+func verifySecret(t *testing.T, pebble *testenv.Pebble, cert *certpilotv1alpha1.Certificate) (*x509.Certificate, *corev1.Secret) {
 	t.Helper()
+	secret := &corev1.Secret{}
+	if err := kube.Client.Get(context.Background(), client.ObjectKey{Namespace: cert.Namespace, Name: cert.Spec.SecretName}, secret); err != nil {
+		t.Fatal(err)
+	}
 	if secret.Type != corev1.SecretTypeTLS {
 		t.Errorf("Secret type %q", secret.Type)
 	}
@@ -339,7 +321,24 @@ func verifySecret(t *testing.T, pebble *testenv.Pebble, cert *certpilotv1alpha1.
 	if owner := metav1.GetControllerOf(secret); owner == nil || owner.UID != cert.UID {
 		t.Errorf("Secret controller %+v, want the Certificate", owner)
 	}
-	return leaf
+	return leaf, secret
+}
+
+// waitForEvents waits until the Certificate has Events with each of reasons.
+func waitForEvents(t *testing.T, cert *certpilotv1alpha1.Certificate, timeout time.Duration, reasons ...string) {
+	t.Helper()
+	eventually(t, timeout, fmt.Sprintf("events %v", reasons), func() error {
+		got, err := eventReasons(context.Background(), cert)
+		if err != nil {
+			return err
+		}
+		for _, reason := range reasons {
+			if !slices.Contains(got, reason) {
+				return fmt.Errorf("event reasons %v, want %v", got, reasons)
+			}
+		}
+		return nil
+	})
 }
 
 func eventReasons(ctx context.Context, cert *certpilotv1alpha1.Certificate) ([]string, error) {

@@ -99,16 +99,7 @@ func TestValidationFailureBacksOff(t *testing.T) {
 	if meta.IsStatusConditionTrue(cert.Status.Conditions, certpilotv1alpha1.ConditionReady) {
 		t.Error("Ready is True after a failed issuance")
 	}
-	eventually(t, 30*time.Second, "Warning event", func() error {
-		reasons, err := eventReasons(ctx, cert)
-		if err != nil {
-			return err
-		}
-		if !slices.Contains(reasons, "OrderInvalid") {
-			return fmt.Errorf("event reasons %v", reasons)
-		}
-		return nil
-	})
+	waitForEvents(t, cert, 30*time.Second, "OrderInvalid")
 
 	// For the next 10 seconds nothing happens: no new order, no new failure.
 	deadline := time.Now().Add(10 * time.Second)

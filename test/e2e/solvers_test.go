@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"regexp"
-	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -34,11 +33,7 @@ func TestHTTP01ThroughTheEdge(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitReady(t, cert, 2*time.Minute, "")
-	secret := &corev1.Secret{}
-	if err := kube.Client.Get(ctx, client.ObjectKey{Namespace: s.Namespace, Name: cert.Spec.SecretName}, secret); err != nil {
-		t.Fatal(err)
-	}
-	verifySecret(t, s.Pebble, cert, secret)
+	verifySecret(t, s.Pebble, cert)
 	for _, challenge := range cert.Status.Order.Challenges {
 		if challenge.Type != "http-01" || challenge.Token == "" {
 			t.Errorf("challenge %+v, want http-01 with its token", challenge)
@@ -82,11 +77,7 @@ func TestDNS01RFC2136Wildcard(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitReady(t, cert, 2*time.Minute, "")
-	secret := &corev1.Secret{}
-	if err := kube.Client.Get(ctx, client.ObjectKey{Namespace: s.Namespace, Name: cert.Spec.SecretName}, secret); err != nil {
-		t.Fatal(err)
-	}
-	verifySecret(t, s.Pebble, cert, secret)
+	verifySecret(t, s.Pebble, cert)
 	if cert.Status.AutoRenewable == nil || !*cert.Status.AutoRenewable {
 		t.Errorf("autoRenewable = %v, want true for rfc2136", cert.Status.AutoRenewable)
 	}
@@ -172,16 +163,7 @@ func TestDNS01Manual(t *testing.T) {
 	if cert.Status.AutoRenewable == nil || *cert.Status.AutoRenewable {
 		t.Errorf("autoRenewable = %v, want false", cert.Status.AutoRenewable)
 	}
-	eventually(t, 30*time.Second, "DNSRecordRequired event", func() error {
-		reasons, err := eventReasons(ctx, cert)
-		if err != nil {
-			return err
-		}
-		if !slices.Contains(reasons, "DNSRecordRequired") {
-			return fmt.Errorf("event reasons %v", reasons)
-		}
-		return nil
-	})
+	waitForEvents(t, cert, 30*time.Second, "DNSRecordRequired")
 
 	// The person creates the record.
 	if err := s.Pebble.SetTXT(name, value); err != nil {
@@ -227,9 +209,5 @@ func TestMixedSolvers(t *testing.T) {
 	if types["mixed.test"] != "tls-alpn-01" || types["*.mixed.test"] != "dns-01" {
 		t.Errorf("challenge types %v, want tls-alpn-01 for the apex and dns-01 for the wildcard", types)
 	}
-	secret := &corev1.Secret{}
-	if err := kube.Client.Get(ctx, client.ObjectKey{Namespace: s.Namespace, Name: cert.Spec.SecretName}, secret); err != nil {
-		t.Fatal(err)
-	}
-	verifySecret(t, s.Pebble, cert, secret)
+	verifySecret(t, s.Pebble, cert)
 }
