@@ -60,8 +60,12 @@ verify: generate manifests ## Fail when generated files (or go.mod) are stale or
 test-binaries: ## Build kube-apiserver, etcd, kubectl and Pebble from pinned versions into bin/ (cached).
 	bash hack/build-test-binaries.sh all
 
+.PHONY: test-deps
+test-deps: ## Install BIND 9 and openssl from Debian's packages when missing (as root or with sudo).
+	bash hack/install-test-deps.sh
+
 .PHONY: test
-test: test-binaries ## Run every test on real parts (envtest, Pebble).
+test: test-deps test-binaries ## Run every test on real parts (envtest, Pebble, BIND); builds or installs each part first.
 	$(GO) vet ./...
 	$(GO) test -count=1 -timeout 30m ./...
 
@@ -70,7 +74,7 @@ test-short: ## Run only the tests that need no real parts.
 	$(GO) test -short ./...
 
 .PHONY: test-e2e
-test-e2e: test-binaries ## Run the end-to-end tests only.
+test-e2e: test-deps test-binaries ## Run the end-to-end tests only.
 	$(GO) test -count=1 -timeout 30m ./test/e2e/...
 
 .PHONY: helm-lint
@@ -78,7 +82,7 @@ helm-lint: ## Lint and render the Helm chart with helm's Go packages (pinned in 
 	$(GO) test -count=1 -short -run '^TestChart' ./test/install
 
 .PHONY: bench
-bench: test-binaries ## Run the benchmarks.
+bench: test-deps test-binaries ## Run the benchmarks.
 	$(GO) test -run '^$$' -bench . -benchmem -count 6 ./...
 
 .PHONY: bench-edge

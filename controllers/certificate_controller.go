@@ -92,7 +92,7 @@ func (r *CertificateReconciler) Reconcile(ctx context.Context, req ctrl.Request)
 
 	defer func() {
 		wasStalled := meta.IsStatusConditionTrue(cert.Status.Conditions, certpilotv1alpha1.ConditionStalled)
-		r.summarize(run, err)
+		summarizeCertificate(cert, run.ready, err)
 		recordCertificateMetrics(cert)
 		if s, ok := asStalled(err); ok && !wasStalled && !run.failureRecorded {
 			// Once per stall, not on every recheck.
@@ -162,61 +162,6 @@ func (r *CertificateReconciler) patchStatus(ctx context.Context, run *certificat
 	}
 	run.patchBase = run.cert.DeepCopy()
 	return nil
-}
-
-// summarize sets the conditions from the outcome. Ready reflects the Secret (a certificate that
-// is valid and matches the spec stays Ready while its renewal runs); Issuing is True while an
-// order is open; Reconciling and Stalled follow kstatus.
-func (r *CertificateReconciler) summarize(run *certificateRun, err error) {
-	cert := run.cert
-	status := &cert.Status
-	generation := cert.Generation
-	status.ObservedGeneration = generation
-
-	if run.ready != nil {
-		message := run.ready.Message
-		if w, ok := asWait(err); ok && w.reason == "DNSRecordRequired" && run.ready.Status == metav1.ConditionTrue {
-			// A manual renewal needs a person: say so where everyone looks.
-			message += ". The renewal needs you: " + w.message
-		}
-		setCondition(&status.Conditions, generation, certpilotv1alpha1.ConditionReady, run.ready.Status, run.ready.Reason, message)
-	}
-	issuing := orderOpen(cert)
-	if s, ok := asStalled(err); ok {
-		if run.ready == nil || run.ready.Status != metav1.ConditionTrue {
-			setCondition(&status.Conditions, generation, certpilotv1alpha1.ConditionReady, metav1.ConditionFalse, s.reason, s.message)
-		}
-		setCondition(&status.Conditions, generation, certpilotv1alpha1.ConditionStalled, metav1.ConditionTrue, s.reason, s.message)
-		meta.RemoveStatusCondition(&status.Conditions, certpilotv1alpha1.ConditionReconciling)
-		setCondition(&status.Conditions, generation, certpilotv1alpha1.ConditionIssuing, metav1.ConditionFalse, s.reason, s.message)
-		return
-	}
-	meta.RemoveStatusCondition(&status.Conditions, certpilotv1alpha1.ConditionStalled)
-	if !issuing && meta.IsStatusConditionTrue(status.Conditions, certpilotv1alpha1.ConditionIssuing) {
-		setCondition(&status.Conditions, generation, certpilotv1alpha1.ConditionIssuing, metav1.ConditionFalse, "Idle", "No order in progress")
-	}
-
-	if err == nil && !issuing {
-		meta.RemoveStatusCondition(&status.Conditions, certpilotv1alpha1.ConditionReconciling)
-		if meta.FindStatusCondition(status.Conditions, certpilotv1alpha1.ConditionIssuing) != nil {
-			setCondition(&status.Conditions, generation, certpilotv1alpha1.ConditionIssuing, metav1.ConditionFalse, "Idle", "No order in progress")
-		}
-		return
-	}
-	reason, message := reasonProgressing, "Issuing the certificate"
-	if err != nil {
-		reason, message = reasonError, err.Error()
-		if w, ok := asWait(err); ok {
-			reason = w.reason
-		}
-	}
-	if run.ready == nil || run.ready.Status != metav1.ConditionTrue {
-		setCondition(&status.Conditions, generation, certpilotv1alpha1.ConditionReady, metav1.ConditionFalse, reason, message)
-	}
-	setCondition(&status.Conditions, generation, certpilotv1alpha1.ConditionReconciling, metav1.ConditionTrue, reason, message)
-	if issuing {
-		setCondition(&status.Conditions, generation, certpilotv1alpha1.ConditionIssuing, metav1.ConditionTrue, reason, message)
-	}
 }
 
 // mergeOutcome combines a step's result with the classified error.

@@ -30,14 +30,14 @@ type BIND struct {
 
 // StartBIND starts named for a test with zone (for example "certpilot.test") and
 // "refused."+zone, and stops it when the test ends. It skips under -short and fails when
-// named is not installed (.ci/run installs bind9).
+// named is not installed (make test-deps installs bind9).
 func StartBIND(tb testing.TB, zone string) *BIND {
 	tb.Helper()
 	SkipIfShort(tb)
 	named, err := exec.LookPath("named")
 	if err != nil {
 		if _, statErr := os.Stat("/usr/sbin/named"); statErr != nil {
-			tb.Fatalf("named is not installed: apt-get install -y bind9 bind9-dnsutils (.ci/run does)")
+			tb.Fatalf("named is not installed: run make test-deps (it installs bind9 and bind9-dnsutils from Debian's packages)")
 		}
 		named = "/usr/sbin/named"
 	}

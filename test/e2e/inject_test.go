@@ -162,12 +162,7 @@ func TestInjectIntoWorkloads(t *testing.T) {
 	})
 	settled := get("web")
 	// A reconcile that changes nothing writes nothing.
-	poke := client.MergeFrom(cert.DeepCopy())
-	cert.Annotations = map[string]string{"example.com/poke": "1"}
-	if err := kube.Client.Patch(ctx, cert, poke); err != nil {
-		t.Fatal(err)
-	}
-	time.Sleep(2 * time.Second)
+	pokeAndWaitForReconcile(t, s, cert)
 	if web := get("web"); web.ResourceVersion != settled.ResourceVersion {
 		t.Errorf("an idle reconcile wrote the Deployment: generation %d -> %d", settled.Generation, web.Generation)
 	}

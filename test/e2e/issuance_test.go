@@ -32,13 +32,14 @@ func startStack(t *testing.T, namespace string, validity time.Duration) *testenv
 	return startStackWith(t, namespace, testenv.PebbleOptions{DefaultValidity: validity, NonceRejectPercent: 5})
 }
 
-// startStackWith is startStack with Pebble configured by options.
+// startStackWith is startStack with Pebble configured by options. The stack's namespace is
+// namespaceFor(t, namespace): the suite can run twice in one process.
 func startStackWith(t *testing.T, namespace string, options testenv.PebbleOptions, managerArgs ...string) *testenv.Stack {
 	t.Helper()
 	managerBinary, edgeBinary := binaries(t)
 	pebble := testenv.StartPebble(t, options)
 	s, err := testenv.StartStack(context.Background(), kube, pebble, testenv.StackOptions{
-		Namespace: namespace, ManagerBinary: managerBinary, EdgeBinary: edgeBinary, Dir: t.TempDir(),
+		Namespace: namespaceFor(t, namespace), ManagerBinary: managerBinary, EdgeBinary: edgeBinary, Dir: t.TempDir(),
 		ManagerArgs: managerArgs,
 	})
 	if err != nil {

@@ -12,7 +12,9 @@ import (
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
 
+	certpilotv1alpha1 "github.com/certpilot/certpilot/api/v1alpha1"
 	"github.com/certpilot/certpilot/internal/testenv"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 )
 
 // TestMetrics scrapes the manager's metrics endpoint after an issuance and finds certpilot's
@@ -99,4 +101,50 @@ func find(family *dto.MetricFamily, labels map[string]string) (float64, bool) {
 		}
 	}
 	return 0, false
+}
+
+// reconcileCount is how many reconciles of Certificates the manager has finished, whatever
+// their result (controller-runtime's controller_runtime_reconcile_total for the "certificate"
+// controller): a test waits for it to grow to know that a reconcile it caused has run.
+func reconcileCount(t *testing.T, s *testenv.Stack) float64 {
+	t.Helper()
+	families, err := scrape(s.MetricsAddress)
+	if err != nil {
+		t.Fatalf("scraping the manager's metrics: %v", err)
+	}
+	var total float64
+	for _, metric := range families["controller_runtime_reconcile_total"].GetMetric() {
+		for _, pair := range metric.GetLabel() {
+			if pair.GetName() == "controller" && pair.GetValue() == "certificate" {
+				total += metric.GetCounter().GetValue()
+			}
+		}
+	}
+	return total
+}
+
+// pokeAndWaitForReconcile changes an annotation of cert (which the certificate controller
+// reacts to) and returns once the manager has finished at least one more reconcile: a settle
+// condition that needs no sleep.
+func pokeAndWaitForReconcile(t *testing.T, s *testenv.Stack, cert *certpilotv1alpha1.Certificate) {
+	t.Helper()
+	ctx := context.Background()
+	before := reconcileCount(t, s)
+	if err := kube.Client.Get(ctx, client.ObjectKeyFromObject(cert), cert); err != nil {
+		t.Fatal(err)
+	}
+	poke := client.MergeFrom(cert.DeepCopy())
+	if cert.Annotations == nil {
+		cert.Annotations = map[string]string{}
+	}
+	cert.Annotations["example.com/poke"] = time.Now().Format(time.RFC3339Nano)
+	if err := kube.Client.Patch(ctx, cert, poke); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 30*time.Second, "a reconcile after the poke", func() error {
+		if n := reconcileCount(t, s); n <= before {
+			return fmt.Errorf("%v reconciles, waiting for more than %v", n, before)
+		}
+		return nil
+	})
 }
