@@ -21,6 +21,7 @@ import (
 	"flag"
 	"os"
 	"strings"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/labels"
@@ -36,6 +37,7 @@ import (
 
 	certpilotv1alpha1 "github.com/certpilot/certpilot/api/v1alpha1"
 	"github.com/certpilot/certpilot/controllers"
+	"github.com/certpilot/certpilot/internal/solver"
 )
 
 func main() {
@@ -45,7 +47,11 @@ func main() {
 		leaderElect          bool
 		leaderElectionNS     string
 		clusterResourceNS    string
-		maxConcurrentWorkers int
+		issuerWorkers        int
+		certificateWorkers   int
+		apiQPS               float64
+		apiBurst             int
+		selfCheckTimeout     time.Duration
 		watchNamespaces      string
 	)
 	flag.StringVar(&metricsAddr, "metrics-bind-address", ":8080", "Address of the Prometheus metrics endpoint; 0 disables it.")
@@ -56,7 +62,13 @@ func main() {
 		"Namespace of the Secrets that ClusterIssuers name (account keys, EAB and TSIG keys).")
 	flag.StringVar(&watchNamespaces, "watch-namespaces", "",
 		"Comma-separated namespaces whose Certificates, Issuers, Secrets and workloads the manager watches (default: all). The cluster resource namespace is always included.")
-	flag.IntVar(&maxConcurrentWorkers, "workers", 4, "Reconcile workers per kind; ACME waits are requeues, so a few carry thousands of certificates.")
+	flag.IntVar(&issuerWorkers, "issuer-workers", 2, "Reconcile workers of the Issuer and of the ClusterIssuer controller.")
+	flag.IntVar(&certificateWorkers, "certificate-workers", 64,
+		"Reconcile workers of the Certificate controller. ACME waits are requeues, so each worker only carries the network round trips of one step; the default carries 1,000 concurrent issuances.")
+	flag.Float64Var(&apiQPS, "kube-api-qps", 200, "Requests per second the manager may send to the apiserver (client-go's default, 20, throttles bursts of issuances).")
+	flag.IntVar(&apiBurst, "kube-api-burst", 400, "Burst of requests above --kube-api-qps.")
+	flag.DurationVar(&selfCheckTimeout, "self-check-timeout", 10*time.Second,
+		"Deadline of the self-checks of one reconcile (all names of an order are checked in parallel within it).")
 	zapOptions := zap.Options{}
 	zapOptions.BindFlags(flag.CommandLine)
 	flag.Parse()
@@ -88,7 +100,9 @@ func main() {
 		}
 	}
 
-	mgr, err := ctrl.NewManager(ctrl.GetConfigOrDie(), ctrl.Options{
+	restConfig := ctrl.GetConfigOrDie()
+	restConfig.QPS, restConfig.Burst = float32(apiQPS), apiBurst
+	mgr, err := ctrl.NewManager(restConfig, ctrl.Options{
 		Scheme:                  scheme,
 		Metrics:                 metricsserver.Options{BindAddress: metricsAddr},
 		HealthProbeBindAddress:  probeAddr,
@@ -110,15 +124,24 @@ func main() {
 		ClusterResourceNamespace: clusterResourceNS,
 		UserAgent:                "certpilot",
 	}
-	options := controller.Options{MaxConcurrentReconciles: maxConcurrentWorkers}
-	must((&controllers.IssuerReconciler{Client: mgr.GetClient(), Accounts: accounts}).SetupWithManager(mgr, options))
-	must((&controllers.IssuerReconciler{Client: mgr.GetClient(), Accounts: accounts, ClusterScoped: true}).SetupWithManager(mgr, options))
+	issuerOptions := controller.Options{MaxConcurrentReconciles: issuerWorkers}
+	must((&controllers.IssuerReconciler{Client: mgr.GetClient(), Accounts: accounts}).SetupWithManager(mgr, issuerOptions))
+	must((&controllers.IssuerReconciler{Client: mgr.GetClient(), Accounts: accounts, ClusterScoped: true}).SetupWithManager(mgr, issuerOptions))
+	recorder := mgr.GetEventRecorder("certpilot")
 	must((&controllers.CertificateReconciler{
 		Client:    mgr.GetClient(),
 		APIReader: mgr.GetAPIReader(),
 		Accounts:  accounts,
-		Recorder:  mgr.GetEventRecorder("certpilot"),
-	}).SetupWithManager(ctx, mgr, options))
+		Recorder:  recorder,
+		Solvers: &solver.Deps{
+			Client:       mgr.GetClient(),
+			APIReader:    mgr.GetAPIReader(),
+			Recorder:     recorder,
+			Shards:       &solver.ShardWriter{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader()},
+			Mounts:       &solver.MountTracker{},
+			CheckTimeout: selfCheckTimeout,
+		},
+	}).SetupWithManager(ctx, mgr, controller.Options{MaxConcurrentReconciles: certificateWorkers}))
 
 	must(mgr.AddHealthzCheck("healthz", healthz.Ping))
 	must(mgr.AddReadyzCheck("readyz", healthz.Ping))

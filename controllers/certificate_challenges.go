@@ -4,6 +4,7 @@ import (
 	"context"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"k8s.io/apimachinery/pkg/api/meta"
@@ -12,6 +13,8 @@ import (
 
 	certpilotv1alpha1 "github.com/certpilot/certpilot/api/v1alpha1"
 	"github.com/certpilot/certpilot/internal/acme"
+	"github.com/certpilot/certpilot/internal/kube"
+	"github.com/certpilot/certpilot/internal/solver"
 )
 
 // How long to wait before checking again a challenge response the load balancer does not serve
@@ -21,6 +24,10 @@ const (
 	selfCheckRetry    = 5 * time.Second
 	selfCheckMaxRetry = 5 * time.Minute
 )
+
+// challengeFinalizer keeps a Certificate with published challenge responses until they are
+// removed (they live in Secrets or zones the Certificate does not own).
+const challengeFinalizer = "certpilot.dev/challenge-cleanup"
 
 // selfCheckDelay grows with the time the certificate has been reconciling: a quarter of it,
 // between selfCheckRetry and selfCheckMaxRetry. It is derived from the Reconciling condition,
@@ -33,19 +40,164 @@ func selfCheckDelay(run *certificateRun) time.Duration {
 	return min(max(run.now.Sub(reconciling.LastTransitionTime.Time)/4, selfCheckRetry), selfCheckMaxRetry)
 }
 
-// pendingChallenge is a challenge the CA has not been asked to validate yet.
+// pendingChallenge is a challenge the CA has not been asked to validate yet, with its solver.
 type pendingChallenge struct {
-	dnsName   string
-	challenge acme.Challenge
-	// keyAuthorization is what the response proves (RFC 8555 section 8.1).
-	keyAuthorization string
-	// solver answers the challenge.
-	solver challengeSolver
+	solver.Challenge
+	url    string
+	solver solver.Solver
+}
+
+// presentChallenges publishes a response for every pending authorization and self-checks them
+// all, in parallel, within one deadline. Only when every response is really served are the
+// challenges accepted: failed validations count against the CA's rate limits.
+func (r *CertificateReconciler) presentChallenges(ctx context.Context, run *certificateRun) (ctrl.Result, error) {
+	if run.order.Status != acme.StatusPending {
+		return ctrl.Result{}, nil
+	}
+	statuses, pending, err := r.pendingChallenges(ctx, run)
+	if err != nil {
+		return ctrl.Result{}, err
+	}
+	run.cert.Status.Order.Challenges = statuses
+	if len(pending) == 0 {
+		return ctrl.Result{}, nil
+	}
+
+	// Responses live outside the Certificate: they are removed when it is deleted mid-order.
+	if err := kube.SetFinalizer(ctx, r.Client, run.cert, challengeFinalizer, true); err != nil {
+		return ctrl.Result{}, err
+	}
+	for _, s := range distinctSolvers(pending) {
+		if err := s.Present(ctx, challengesOf(pending, s)); err != nil {
+			return ctrl.Result{}, err
+		}
+	}
+
+	errs := r.checkAll(ctx, pending)
+	failed := map[solver.Solver][]string{}
+	var firstFailed solver.Solver
+	for i, p := range pending {
+		status := findChallengeStatus(run.cert.Status.Order.Challenges, p.DNSName)
+		selfChecks.WithLabelValues(p.solver.Type(), map[bool]string{true: "success", false: "failure"}[errs[i] == nil]).Inc()
+		if errs[i] != nil {
+			if firstFailed == nil {
+				firstFailed = p.solver
+			}
+			failed[p.solver] = append(failed[p.solver], errs[i].Error())
+			status.State, status.Reason = "self-check-failed", errs[i].Error()
+			continue
+		}
+		status.State, status.Reason = "presented", ""
+	}
+	if firstFailed != nil {
+		// Accept nothing until every response is visible: one failed validation fails the order.
+		reason, message := firstFailed.NotVisible(failed[firstFailed], len(pending))
+		return ctrl.Result{}, wait(selfCheckDelay(run), reason, "%s", message)
+	}
+	run.accept = pending
+	return ctrl.Result{}, nil
+}
+
+// pendingChallenges reads the order's authorizations: the status of each name's challenge, and
+// the challenges still to answer with their solvers.
+func (r *CertificateReconciler) pendingChallenges(ctx context.Context, run *certificateRun) ([]certpilotv1alpha1.ChallengeStatus, []pendingChallenge, error) {
+	var statuses []certpilotv1alpha1.ChallengeStatus
+	var pending []pendingChallenge
+	for _, url := range run.order.AuthzURLs {
+		authz, err := run.acme.GetAuthorization(ctx, url)
+		if err != nil {
+			return nil, nil, err
+		}
+		dnsName := authz.Identifier
+		if authz.Wildcard {
+			dnsName = "*." + dnsName
+		}
+		s, err := r.solverFor(run, dnsName)
+		if err != nil {
+			return nil, nil, err
+		}
+		status := certpilotv1alpha1.ChallengeStatus{DNSName: dnsName, Type: s.Type(), State: authz.Status}
+		if authz.Status != acme.StatusPending {
+			// valid needs nothing; invalid fails the order, which waitForOrder reports
+			statuses = append(statuses, status)
+			continue
+		}
+		challenge, ok := authz.Challenge(s.Type())
+		if !ok {
+			return nil, nil, r.recordFailure(ctx, run, true, "ChallengeNotOffered", "the CA offers no %s challenge for %s", s.Type(), dnsName)
+		}
+		status.URL, status.State, status.Token = challenge.URL, challenge.Status, challenge.Token
+		statuses = append(statuses, status)
+		if challenge.Status != acme.StatusPending {
+			continue // already accepted; the CA is validating it
+		}
+		keyAuthorization, err := run.acme.KeyAuthorization(challenge.Token)
+		if err != nil {
+			return nil, nil, err
+		}
+		pending = append(pending, pendingChallenge{
+			Challenge: solver.Challenge{DNSName: dnsName, Type: s.Type(), Token: challenge.Token,
+				KeyAuthorization: keyAuthorization, Announced: announced(run, dnsName, challenge.Token)},
+			url: challenge.URL, solver: s,
+		})
+	}
+	return statuses, pending, nil
+}
+
+// announced reports whether the last written status already showed this challenge (a person
+// was told about it then).
+func announced(run *certificateRun, dnsName, token string) bool {
+	if previous := run.patchBase.Status.Order; previous != nil {
+		old := findChallengeStatus(previous.Challenges, dnsName)
+		return old != nil && old.Token == token
+	}
+	return false
+}
+
+// checkAll runs the self-checks of every pending challenge at once, all within one deadline, so
+// that a slow or unreachable name costs one timeout per reconcile, not one per name.
+func (r *CertificateReconciler) checkAll(ctx context.Context, pending []pendingChallenge) []error {
+	ctx, cancel := context.WithTimeout(ctx, r.selfCheckTimeout())
+	defer cancel()
+	errs := make([]error, len(pending))
+	var wg sync.WaitGroup
+	for i, p := range pending {
+		wg.Go(func() { errs[i] = p.solver.Check(ctx, p.Challenge) })
+	}
+	wg.Wait()
+	return errs
+}
+
+// acceptChallenges tells the CA to validate the challenges whose responses passed the
+// self-check. One request each; the CA's answer is polled by waitForOrder.
+func (r *CertificateReconciler) acceptChallenges(ctx context.Context, run *certificateRun) (ctrl.Result, error) {
+	for _, p := range run.accept {
+		if err := run.acme.Accept(ctx, p.url); err != nil {
+			if acme.IsPermanent(err) {
+				return ctrl.Result{}, r.recordFailure(ctx, run, true, "AcceptFailed", "%v", err)
+			}
+			return ctrl.Result{}, err
+		}
+		if status := findChallengeStatus(run.cert.Status.Order.Challenges, p.DNSName); status != nil {
+			status.State = acme.StatusProcessing
+		}
+	}
+	if len(run.accept) > 0 {
+		ctrl.LoggerFrom(ctx).V(1).Info("Accepted challenges", "count", len(run.accept))
+	}
+	return ctrl.Result{}, nil
+}
+
+func (r *CertificateReconciler) selfCheckTimeout() time.Duration {
+	if r.Solvers.CheckTimeout == 0 {
+		return 10 * time.Second
+	}
+	return r.Solvers.CheckTimeout
 }
 
 // distinctSolvers lists the solvers of pending challenges, in order of first use.
-func distinctSolvers(pending []pendingChallenge) []challengeSolver {
-	var solvers []challengeSolver
+func distinctSolvers(pending []pendingChallenge) []solver.Solver {
+	var solvers []solver.Solver
 	for _, p := range pending {
 		if !slices.Contains(solvers, p.solver) {
 			solvers = append(solvers, p.solver)
@@ -54,209 +206,79 @@ func distinctSolvers(pending []pendingChallenge) []challengeSolver {
 	return solvers
 }
 
-// presentChallenges publishes a response for every pending authorization through the load
-// balancer and self-checks it. Only challenges whose response is really served are accepted:
-// failed validations count against the CA's rate limits.
-func (r *CertificateReconciler) presentChallenges(ctx context.Context, run *certificateRun) (ctrl.Result, error) {
-	if run.order.Status != acme.StatusPending {
-		return ctrl.Result{}, nil
-	}
-	var statuses []certpilotv1alpha1.ChallengeStatus
-	var pending []pendingChallenge
-	for _, url := range run.order.AuthzURLs {
-		authz, err := run.acme.GetAuthorization(ctx, url)
-		if err != nil {
-			return ctrl.Result{}, err
-		}
-		dnsName := authz.Identifier
-		if authz.Wildcard {
-			dnsName = "*." + dnsName
-		}
-		solver, err := r.solverFor(run, dnsName)
-		if err != nil {
-			return ctrl.Result{}, err
-		}
-		challengeType := solver.challengeType()
-		status := certpilotv1alpha1.ChallengeStatus{DNSName: dnsName, Type: challengeType, State: authz.Status}
-		switch authz.Status {
-		case acme.StatusValid:
-			statuses = append(statuses, status)
-			continue
-		case acme.StatusPending:
-		default:
-			statuses = append(statuses, status)
-			continue // invalid authorizations fail the order, which waitForOrder reports
-		}
-		challenge, ok := authz.Challenge(challengeType)
-		if !ok {
-			return ctrl.Result{}, r.recordFailure(ctx, run, true, "ChallengeNotOffered", "the CA offers no %s challenge for %s", challengeType, dnsName)
-		}
-		status.URL, status.State, status.Token = challenge.URL, challenge.Status, challenge.Token
-		statuses = append(statuses, status)
-		if challenge.Status != acme.StatusPending {
-			continue // already accepted; the CA is validating it
-		}
-		_, keyAuthorization, err := run.acme.HTTP01Response(challenge.Token)
-		if err != nil {
-			return ctrl.Result{}, err
-		}
-		pending = append(pending, pendingChallenge{dnsName: dnsName, challenge: challenge, keyAuthorization: keyAuthorization, solver: solver})
-	}
-	run.cert.Status.Order.Challenges = statuses
-	if len(pending) == 0 {
-		return ctrl.Result{}, nil
-	}
-
-	// Each solver publishes its own challenges' responses.
-	for _, solver := range distinctSolvers(pending) {
-		var own []pendingChallenge
-		for _, p := range pending {
-			if p.solver == solver {
-				own = append(own, p)
-			}
-		}
-		if err := solver.present(ctx, run, own); err != nil {
-			return ctrl.Result{}, err
-		}
-	}
-	failed := map[challengeSolver][]string{}
-	var firstFailed challengeSolver
+func challengesOf(pending []pendingChallenge, s solver.Solver) []solver.Challenge {
+	var challenges []solver.Challenge
 	for _, p := range pending {
-		status := findChallengeStatus(run.cert.Status.Order.Challenges, p.dnsName)
-		checkCtx, cancel := context.WithTimeout(ctx, r.selfCheckTimeout())
-		err := p.solver.check(checkCtx, run, p)
-		cancel()
-		selfChecks.WithLabelValues(p.solver.challengeType(), map[bool]string{true: "success", false: "failure"}[err == nil]).Inc()
-		if err != nil {
-			if firstFailed == nil {
-				firstFailed = p.solver
+		if p.solver == s {
+			challenges = append(challenges, p.Challenge)
+		}
+	}
+	return challenges
+}
+
+// removeChallenges deletes this certificate's challenge responses, then the finalizer that
+// guards them.
+func (r *CertificateReconciler) removeChallenges(ctx context.Context, run *certificateRun) error {
+	if run.cert.Status.Order != nil {
+		challenges := r.challengesToClean(ctx, run)
+		for _, s := range r.allSolvers(run) {
+			var own []solver.Challenge
+			for _, c := range challenges {
+				if owner, err := r.solverFor(run, c.DNSName); err == nil && owner == s {
+					own = append(own, c)
+				}
 			}
-			failed[p.solver] = append(failed[p.solver], err.Error())
-			status.State, status.Reason = "self-check-failed", err.Error()
-			continue
-		}
-		status.State, status.Reason = "presented", ""
-		run.accept = append(run.accept, p)
-	}
-	if firstFailed != nil {
-		// Accept nothing until every response is visible: one failed validation fails the order.
-		run.accept = nil
-		reason, message := firstFailed.notVisible(failed[firstFailed], len(pending))
-		return ctrl.Result{}, wait(selfCheckDelay(run), reason, "%s", message)
-	}
-	return ctrl.Result{}, nil
-}
-
-// acceptChallenges tells the CA to validate the challenges whose responses passed the
-// self-check. One request each; the CA's answer is polled by waitForOrder.
-func (r *CertificateReconciler) acceptChallenges(ctx context.Context, run *certificateRun) (ctrl.Result, error) {
-	for _, p := range run.accept {
-		if err := run.acme.Accept(ctx, p.challenge.URL); err != nil {
-			if acme.IsPermanent(err) {
-				return ctrl.Result{}, r.recordFailure(ctx, run, true, "AcceptFailed", "%v", err)
+			if err := s.CleanUp(ctx, own); err != nil {
+				return err
 			}
-			return ctrl.Result{}, err
-		}
-		if status := findChallengeStatus(run.cert.Status.Order.Challenges, p.dnsName); status != nil {
-			status.State = acme.StatusProcessing
 		}
 	}
-	if len(run.accept) > 0 {
-		ctrl.LoggerFrom(ctx).Info("Accepted challenges", "count", len(run.accept))
+	return kube.SetFinalizer(ctx, r.Client, run.cert, challengeFinalizer, false)
+}
+
+// challengesToClean lists the challenges whose responses may be published: those in the status
+// and, when the order is at hand, those the CA lists for it. The CA's list does not depend on a
+// status write having landed (a reconcile may read a stale cache). Key authorizations are
+// computed when the issuer's account is at hand (removing a TXT value needs it).
+func (r *CertificateReconciler) challengesToClean(ctx context.Context, run *certificateRun) []solver.Challenge {
+	var challenges []solver.Challenge
+	for _, status := range run.cert.Status.Order.Challenges {
+		challenges = append(challenges, solver.Challenge{DNSName: status.DNSName, Type: status.Type, Token: status.Token})
 	}
-	return ctrl.Result{}, nil
-}
-
-func (r *CertificateReconciler) selfCheckTimeout() time.Duration {
-	if r.SelfCheckTimeout == 0 {
-		return 10 * time.Second
-	}
-	return r.SelfCheckTimeout
-}
-
-// challengeSolver publishes, checks and removes the responses of one kind of solver.
-type challengeSolver interface {
-	// challengeType is the ACME challenge type the solver answers.
-	challengeType() string
-	// present publishes the responses of pending challenges; it is idempotent.
-	present(ctx context.Context, run *certificateRun, pending []pendingChallenge) error
-	// check verifies that a response is visible as the CA will see it.
-	check(ctx context.Context, run *certificateRun, p pendingChallenge) error
-	// notVisible is the condition reason and message when some checks failed.
-	notVisible(failures []string, pending int) (reason, message string)
-	// cleanup removes the responses of challenges (of every type: each solver takes its own).
-	cleanup(ctx context.Context, run *certificateRun, challenges []certpilotv1alpha1.ChallengeStatus) error
-}
-
-// solverSource says where a solver spec came from: the Secrets and load balancers it names
-// are in the Certificate's namespace, or in the issuer's.
-type solverSource struct {
-	spec       *certpilotv1alpha1.Solver
-	fromIssuer bool
-}
-
-// solverSpecFor returns the solver of dnsName: the first spec.solvers entry that lists it, else
-// spec.solver, else the issuer's. The name is as in spec.dnsNames ("*." for wildcards).
-func solverSpecFor(run *certificateRun, dnsName string) (solverSource, bool) {
-	for i := range run.cert.Spec.Solvers {
-		if slices.Contains(run.cert.Spec.Solvers[i].DNSNames, dnsName) {
-			return solverSource{spec: &run.cert.Spec.Solvers[i].Solver}, true
+	if run.order != nil && run.acme != nil {
+		for _, url := range run.order.AuthzURLs {
+			authz, err := run.acme.GetAuthorization(ctx, url)
+			if err != nil {
+				continue
+			}
+			dnsName := authz.Identifier
+			if authz.Wildcard {
+				dnsName = "*." + dnsName
+			}
+			for _, challenge := range authz.Challenges {
+				challenges = append(challenges, solver.Challenge{DNSName: dnsName, Type: challenge.Type, Token: challenge.Token})
+			}
 		}
 	}
-	if run.cert.Spec.Solver != nil {
-		return solverSource{spec: run.cert.Spec.Solver}, true
-	}
-	if run.issuer != nil && run.issuer.GetSpec().Solver != nil {
-		return solverSource{spec: run.issuer.GetSpec().Solver, fromIssuer: true}, true
-	}
-	return solverSource{}, false
-}
-
-// solverFor returns the solver of dnsName, or a stalled error when there is none.
-func (r *CertificateReconciler) solverFor(run *certificateRun, dnsName string) (challengeSolver, error) {
-	source, ok := solverSpecFor(run, dnsName)
-	if !ok {
-		return nil, stalled("NoSolver", "no solver for %q: neither the Certificate nor its issuer sets one", dnsName)
-	}
-	return r.challengeSolver(run, source)
-}
-
-// challengeSolver returns the implementation of a solver spec; one per spec and reconcile, so
-// that challenges of one solver are published together.
-func (r *CertificateReconciler) challengeSolver(run *certificateRun, source solverSource) (challengeSolver, error) {
-	if cached, ok := run.solvers[source.spec]; ok {
-		return cached, nil
-	}
-	var solver challengeSolver
-	spec := source.spec
-	switch {
-	case spec.TLSALPN01 != nil:
-		solver = &loadBalancerSolver{r: r, typ: acme.ChallengeTLSALPN01, source: source}
-	case spec.HTTP01 != nil:
-		solver = &loadBalancerSolver{r: r, typ: acme.ChallengeHTTP01, source: source}
-	case spec.DNS01 != nil && spec.DNS01.RFC2136 != nil:
-		solver = &rfc2136Solver{r: r, source: source}
-	case spec.DNS01 != nil && spec.DNS01.Manual != nil:
-		solver = &manualDNSSolver{r: r, source: source}
-	default:
-		return nil, stalled("NoSolver", "the solver names no challenge type")
-	}
-	if run.solvers == nil {
-		run.solvers = map[*certpilotv1alpha1.Solver]challengeSolver{}
-	}
-	run.solvers[spec] = solver
-	return solver, nil
-}
-
-// allSolvers returns the solvers of every name of the Certificate (for cleanup).
-func (r *CertificateReconciler) allSolvers(run *certificateRun) []challengeSolver {
-	var solvers []challengeSolver
-	for _, name := range run.cert.Spec.DNSNames {
-		if solver, err := r.solverFor(run, name); err == nil && !slices.Contains(solvers, solver) {
-			solvers = append(solvers, solver)
+	client, err := r.acmeClient(ctx, run)
+	for i := range challenges {
+		if err == nil && challenges[i].Token != "" {
+			challenges[i].KeyAuthorization, _ = client.KeyAuthorization(challenges[i].Token)
 		}
 	}
-	return solvers
+	return slices.CompactFunc(challenges, func(a, b solver.Challenge) bool { return a == b })
+}
+
+// acmeClient returns the run's ACME client, or builds it from the issuer (cleanup after the
+// issuer stopped being Ready, or on deletion).
+func (r *CertificateReconciler) acmeClient(ctx context.Context, run *certificateRun) (*acme.Client, error) {
+	if run.acme != nil {
+		return run.acme, nil
+	}
+	if run.issuer == nil {
+		return nil, errNoIssuer
+	}
+	return r.Accounts.Client(ctx, run.issuer)
 }
 
 func findChallengeStatus(statuses []certpilotv1alpha1.ChallengeStatus, dnsName string) *certpilotv1alpha1.ChallengeStatus {

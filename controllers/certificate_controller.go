@@ -24,10 +24,12 @@ import (
 
 	certpilotv1alpha1 "github.com/certpilot/certpilot/api/v1alpha1"
 	"github.com/certpilot/certpilot/internal/acme"
+	"github.com/certpilot/certpilot/internal/kube"
+	"github.com/certpilot/certpilot/internal/solver"
 )
 
 // FieldManager is certpilot's server-side apply field manager.
-const FieldManager = "certpilot"
+const FieldManager = kube.FieldManager
 
 // issuerRefIndex indexes Certificates by "<kind>/<name>" of their issuer, so an issuer that
 // becomes Ready wakes exactly its certificates.
@@ -46,8 +48,8 @@ type CertificateReconciler struct {
 	Recorder  recorder.EventRecorder
 	// Clock is injected so tests can control time; nil means the real clock.
 	Clock clock.PassiveClock
-	// SelfCheckTimeout bounds one self-check dial.
-	SelfCheckTimeout time.Duration
+	// Solvers are what the challenge solvers share (shard writer, mounts, self-check timeout).
+	Solvers *solver.Deps
 }
 
 // certificateRun is what the steps of one reconcile share.
@@ -62,8 +64,10 @@ type certificateRun struct {
 	ready *metav1.Condition
 	// order is the order as the server last reported it in this reconcile.
 	order *acme.Order
+	// secretNamespace holds the Secrets the issuer names (its account key, its solver's TSIG key).
+	secretNamespace string
 	// solvers are the solver implementations built in this reconcile, by spec.
-	solvers map[*certpilotv1alpha1.Solver]challengeSolver
+	solvers map[*certpilotv1alpha1.Solver]solver.Solver
 	// failureRecorded is set when recordFailure already told the user (one Warning is enough).
 	failureRecorded bool
 	// accept are the challenges whose responses passed the self-check.
@@ -96,7 +100,7 @@ func (r *CertificateReconciler) Reconcile(ctx context.Context, req ctrl.Request)
 		recordCertificateMetrics(cert)
 		if s, ok := asStalled(err); ok && !wasStalled && !run.failureRecorded {
 			// Once per stall, not on every recheck.
-			r.Recorder.Eventf(cert, nil, corev1.EventTypeWarning, s.reason, "Reconcile", "%s", s.message)
+			r.Recorder.Eventf(cert, nil, corev1.EventTypeWarning, s.Reason, "Reconcile", "%s", s.Message)
 		}
 		result, err = mergeOutcome(ctx, result, err)
 		if patchErr := r.patchStatus(ctx, run); patchErr != nil && err == nil {
@@ -130,7 +134,7 @@ func (r *CertificateReconciler) finalizeDeletion(ctx context.Context, run *certi
 		// Do not hold the deletion hostage to an unreachable DNS server or a deleted load
 		// balancer: the responses are useless once the order is gone.
 		ctrl.LoggerFrom(ctx).Error(err, "Removing challenge responses failed; deleting anyway")
-		if err := r.setFinalizer(ctx, run.cert, false); err != nil {
+		if err := kube.SetFinalizer(ctx, r.Client, run.cert, challengeFinalizer, false); err != nil {
 			return ctrl.Result{}, err
 		}
 	}
@@ -169,7 +173,7 @@ func mergeOutcome(ctx context.Context, result ctrl.Result, err error) (ctrl.Resu
 	if err == nil {
 		return result, nil
 	}
-	return outcome(ctx, err)
+	return resultOf(ctx, err)
 }
 
 // SetupWithManager watches Certificates (spec changes and the renew annotation), the Secrets

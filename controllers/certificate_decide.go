@@ -31,9 +31,9 @@ const (
 	reasonUpToDate = "UpToDate"
 )
 
-// decide compares the Secret with the spec and the clock. When nothing needs issuing it records
-// the certificate's dates and schedules the next look at its renewal time; otherwise the flow
-// goes on (after the backoff of earlier failures).
+// decide reads what the decision needs (the Secret, the issuer), records the current
+// certificate in the status, and acts on what decideIssuance says: go on issuing, clean up what
+// an earlier reconcile left, or schedule the next look at the renewal time.
 func (r *CertificateReconciler) decide(ctx context.Context, run *certificateRun) (ctrl.Result, error) {
 	cert := run.cert
 	secret, err := r.certificateSecret(ctx, cert, false)
@@ -41,7 +41,40 @@ func (r *CertificateReconciler) decide(ctx context.Context, run *certificateRun)
 		return ctrl.Result{}, err
 	}
 	run.secret = secret
+	r.lookupSolver(ctx, run)
 
+	in := renewalInput(run)
+	renewalTime := r.recordCurrentCertificate(run, in.RenewBefore)
+	d := decideIssuance(in, renewalTime, cert, run.patchBase.Status.ObservedGeneration)
+	run.ready = d.ready
+	if d.dropOrder {
+		// The spec went back to what the Secret holds while an order for other names was open.
+		if err := r.removeChallenges(ctx, run); err != nil {
+			return ctrl.Result{}, err
+		}
+		cert.Status.Order = nil
+	}
+	if d.finishCleanup {
+		// An earlier cleanup failed after the certificate was stored: finish it.
+		if err := r.removeChallenges(ctx, run); err != nil {
+			return ctrl.Result{}, err
+		}
+	}
+	if d.wait != nil {
+		return ctrl.Result{}, d.wait
+	}
+	if d.requeueAfter > 0 {
+		return ctrl.Result{RequeueAfter: d.requeueAfter}, nil
+	}
+	if !orderOpen(cert) {
+		ctrl.LoggerFrom(ctx).Info("Issuing certificate", "reason", d.trigger.Reason, "message", d.trigger.Message)
+	}
+	return ctrl.Result{}, nil
+}
+
+// renewalInput is what the renewal policy compares: the spec, the Secret, the clock.
+func renewalInput(run *certificateRun) renewal.Input {
+	cert := run.cert
 	in := renewal.Input{
 		Now:              run.now,
 		DNSNames:         cert.Spec.DNSNames,
@@ -53,7 +86,7 @@ func (r *CertificateReconciler) decide(ctx context.Context, run *certificateRun)
 	if key := cert.Spec.PrivateKey; key != nil {
 		in.KeyAlgorithm, in.KeySize = key.Algorithm, int(key.Size)
 	}
-	if secret != nil {
+	if secret := run.secret; secret != nil {
 		in.Secret = &renewal.Secret{
 			CertificatePEM: secret.Data[corev1.TLSCertKey],
 			PrivateKeyPEM:  secret.Data[corev1.TLSPrivateKeyKey],
@@ -61,56 +94,63 @@ func (r *CertificateReconciler) decide(ctx context.Context, run *certificateRun)
 			IssuerName:     secret.Annotations[annotationIssuerName],
 		}
 	}
-	trigger, issue := renewal.ShouldIssue(in)
-	renewalTime := r.recordCurrentCertificate(run, in.RenewBefore)
+	return in
+}
 
+// issuanceDecision is what decideIssuance concludes.
+type issuanceDecision struct {
+	trigger renewal.Trigger
+	// ready is the Ready condition the Secret deserves.
+	ready *metav1.Condition
+	// dropOrder: an open order is for other names than the spec, which the Secret matches.
+	dropOrder bool
+	// finishCleanup: responses of a stored certificate may still be published.
+	finishCleanup bool
+	// requeueAfter, when set, ends the reconcile: nothing to issue before then.
+	requeueAfter time.Duration
+	// wait, when set, ends the reconcile: backing off after failures.
+	wait error
+}
+
+// decideIssuance is the decision as a pure function of what was read: the renewal input, the
+// renewal time of the certificate in the Secret, the Certificate (its status: open order,
+// failures, finalizers) and the generation the controller last saw.
+func decideIssuance(in renewal.Input, renewalTime time.Time, cert *certpilotv1alpha1.Certificate, observedGeneration int64) issuanceDecision {
+	trigger, issue := renewal.ShouldIssue(in)
+	d := issuanceDecision{trigger: trigger}
 	stillGood := !issue || trigger.Reason == renewal.ReasonRenewalDue || trigger.Reason == renewal.ReasonRenewalRequested
 	if stillGood && cert.Status.NotAfter != nil {
-		run.ready = &metav1.Condition{Status: metav1.ConditionTrue, Reason: reasonUpToDate,
+		d.ready = &metav1.Condition{Status: metav1.ConditionTrue, Reason: reasonUpToDate,
 			Message: fmt.Sprintf("Certificate is valid until %s; renewal at %s",
 				cert.Status.NotAfter.UTC().Format(time.RFC3339), renewalTime.UTC().Format(time.RFC3339))}
 	} else {
-		run.ready = &metav1.Condition{Status: metav1.ConditionFalse, Reason: trigger.Reason, Message: trigger.Message}
+		d.ready = &metav1.Condition{Status: metav1.ConditionFalse, Reason: trigger.Reason, Message: trigger.Message}
 	}
 
-	r.lookupSolver(ctx, run)
-	if !issue && orderOpen(cert) {
-		if sameNames(cert.Status.Order.DNSNames, cert.Spec.DNSNames) {
+	if !issue {
+		if orderOpen(cert) && sameNames(cert.Status.Order.DNSNames, cert.Spec.DNSNames) {
 			// An open order is finished even when nothing triggers now: it was opened for a
 			// reason (a renewal request is marked as acted on when its order is created).
-			return ctrl.Result{}, nil
+			return d
 		}
-		// The spec went back to what the Secret holds while an order for other names was
-		// open: drop the order.
-		if err := r.removeChallenges(ctx, run); err != nil {
-			return ctrl.Result{}, err
-		}
-		cert.Status.Order = nil
+		d.dropOrder = orderOpen(cert)
+		d.finishCleanup = !d.dropOrder && controllerutil.ContainsFinalizer(cert, challengeFinalizer)
+		d.requeueAfter = max(renewal.RequeueAfter(in.Now, renewalTime), time.Second)
+		return d
 	}
-	if !issue {
-		if controllerutil.ContainsFinalizer(cert, challengeFinalizer) {
-			// An earlier cleanup failed after the certificate was stored: finish it.
-			if err := r.removeChallenges(ctx, run); err != nil {
-				return ctrl.Result{}, err
-			}
-		}
-		return ctrl.Result{RequeueAfter: max(renewal.RequeueAfter(run.now, renewalTime), time.Second)}, nil
-	}
-
 	if orderOpen(cert) {
-		return ctrl.Result{}, nil // resume the open order, whatever the backoff says
+		return d // resume the open order, whatever the backoff says
 	}
 	// Back off after failures (1m, 10m, 100m, then daily), unless the spec changed since.
 	if attempts := cert.Status.FailedIssuanceAttempts; attempts > 0 && cert.Status.LastFailureTime != nil &&
-		run.patchBase.Status.ObservedGeneration == cert.Generation && !in.RenewalRequested {
+		observedGeneration == cert.Generation && !in.RenewalRequested {
 		next := renewal.NextAttempt(cert.Status.LastFailureTime.Time, attempts)
-		if run.now.Before(next) {
-			return ctrl.Result{}, wait(next.Sub(run.now), "BackingOff",
+		if in.Now.Before(next) {
+			d.wait = wait(next.Sub(in.Now), "BackingOff",
 				"Issuance failed %d time(s); next attempt at %s (%s)", attempts, next.UTC().Format(time.RFC3339), trigger.Message)
 		}
 	}
-	ctrl.LoggerFrom(ctx).Info("Issuing certificate", "reason", trigger.Reason, "message", trigger.Message)
-	return ctrl.Result{}, nil
+	return d
 }
 
 // recordCurrentCertificate copies the Secret's certificate dates and serial into the status and

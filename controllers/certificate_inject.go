@@ -27,6 +27,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	certpilotv1alpha1 "github.com/certpilot/certpilot/api/v1alpha1"
+	"github.com/certpilot/certpilot/internal/kube"
 	"github.com/certpilot/certpilot/internal/pki"
 )
 
@@ -160,7 +161,7 @@ func (r *CertificateReconciler) uninjectAll(ctx context.Context, run *certificat
 	if len(run.cert.Status.Injected) > 0 {
 		return ctrl.Result{RequeueAfter: 10 * time.Second}, nil
 	}
-	return ctrl.Result{}, r.setNamedFinalizer(ctx, run.cert, injectFinalizer, false)
+	return ctrl.Result{}, kube.SetFinalizer(ctx, r.Client, run.cert, injectFinalizer, false)
 }
 
 // inject delivers the certificate in the current Secret into the workloads of spec.inject and
@@ -177,7 +178,7 @@ func (r *CertificateReconciler) inject(ctx context.Context, run *certificateRun)
 	// While certpilot may own fields in workloads, deleting the Certificate first undoes them:
 	// left behind, an env reference to the deleted Secret would keep new pods from starting.
 	if len(cert.Spec.Inject) > 0 && cert.DeletionTimestamp.IsZero() {
-		if err := r.setNamedFinalizer(ctx, cert, injectFinalizer, true); err != nil {
+		if err := kube.SetFinalizer(ctx, r.Client, cert, injectFinalizer, true); err != nil {
 			return ctrl.Result{}, err
 		}
 	}

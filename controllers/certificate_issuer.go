@@ -8,7 +8,6 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/apimachinery/pkg/types"
-	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
 
 	certpilotv1alpha1 "github.com/certpilot/certpilot/api/v1alpha1"
@@ -18,28 +17,15 @@ import (
 // status (autoRenewable) and to clean up challenge responses; resolveIssuer insists.
 func (r *CertificateReconciler) lookupSolver(ctx context.Context, run *certificateRun) {
 	if issuer, err := r.getIssuer(ctx, run.cert); err == nil {
-		run.issuer = issuer
+		r.setIssuer(run, issuer)
 	}
-	setAutoRenewable(run)
+	r.setAutoRenewable(run)
 }
 
-// setAutoRenewable records whether renewals need a person: they do when any name is validated
-// by the dns01 manual solver.
-func setAutoRenewable(run *certificateRun) {
-	auto, known := true, false
-	for _, name := range run.cert.Spec.DNSNames {
-		source, ok := solverSpecFor(run, name)
-		if !ok {
-			continue
-		}
-		known = true
-		if source.spec.DNS01 != nil && source.spec.DNS01.Manual != nil {
-			auto = false
-		}
-	}
-	if known {
-		run.cert.Status.AutoRenewable = ptr.To(auto)
-	}
+// setIssuer records the issuer and where the Secrets its solver names live.
+func (r *CertificateReconciler) setIssuer(run *certificateRun, issuer certpilotv1alpha1.GenericIssuer) {
+	run.issuer = issuer
+	run.secretNamespace = r.Accounts.SecretNamespace(issuer)
 }
 
 func (r *CertificateReconciler) getIssuer(ctx context.Context, cert *certpilotv1alpha1.Certificate) (certpilotv1alpha1.GenericIssuer, error) {
@@ -74,32 +60,27 @@ func (r *CertificateReconciler) resolveIssuer(ctx context.Context, run *certific
 		}
 		return ctrl.Result{}, wait(time.Minute, "IssuerNotReady", "%s %q %s", issuer.Kind(), ref.Name, message)
 	}
-	run.issuer = issuer
+	r.setIssuer(run, issuer)
 
 	for _, name := range run.cert.Spec.DNSNames {
-		source, ok := solverSpecFor(run, name)
+		spec, source, ok := solverSpecFor(run, name)
 		if !ok {
 			return ctrl.Result{}, stalled("NoSolver", "no solver for %q: neither the Certificate nor %s %q sets one", name, issuer.Kind(), ref.Name)
 		}
-		if strings.HasPrefix(name, "*.") && source.spec.DNS01 == nil {
+		if strings.HasPrefix(name, "*.") && spec.DNS01 == nil {
 			return ctrl.Result{}, stalled("WildcardNeedsDNS01",
 				"%q is a wildcard name, which only the dns01 solver can validate; the solver chosen for it (from %s) is not dns01",
-				name, map[bool]string{true: issuer.Kind() + " " + ref.Name, false: "the Certificate"}[source.fromIssuer])
-		}
-		solver, err := r.challengeSolver(run, source)
-		if err != nil {
-			return ctrl.Result{}, err
-		}
-		// Settings a solver can check before an order is opened (a missing TSIG Secret).
-		if v, ok := solver.(interface {
-			validate(context.Context, *certificateRun) error
-		}); ok {
-			if err := v.validate(ctx, run); err != nil {
-				return ctrl.Result{}, err
-			}
+				name, source.Issuer)
 		}
 	}
-	setAutoRenewable(run)
+	// What each solver can check before an order is opened: the Secrets it reads, the tenant
+	// boundary, the probe address. Nothing is written before these pass.
+	for _, s := range r.allSolvers(run) {
+		if err := s.Prepare(ctx); err != nil {
+			return ctrl.Result{}, err
+		}
+	}
+	r.setAutoRenewable(run)
 
 	client, err := r.Accounts.Client(ctx, issuer)
 	if err != nil {

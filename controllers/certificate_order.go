@@ -101,7 +101,7 @@ func (r *CertificateReconciler) recordFailure(ctx context.Context, run *certific
 	backoff := renewal.Backoff(status.FailedIssuanceAttempts)
 	summary := fmt.Sprintf("Issuance failed (attempt %d, next in %s): %s", status.FailedIssuanceAttempts, backoff, message)
 	if permanent {
-		return errors.Join(&stalledError{reason: reason, message: summary, after: backoff}, cleanupErr)
+		return errors.Join(&stalledError{Reason: reason, Message: summary, After: backoff}, cleanupErr)
 	}
 	return errors.Join(wait(backoff, reason, "%s", summary), cleanupErr)
 }

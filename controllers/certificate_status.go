@@ -20,20 +20,20 @@ func summarizeCertificate(cert *certpilotv1alpha1.Certificate, ready *metav1.Con
 
 	if ready != nil {
 		message := ready.Message
-		if w, ok := asWait(err); ok && w.reason == "DNSRecordRequired" && ready.Status == metav1.ConditionTrue {
+		if w, ok := asWait(err); ok && w.Reason == "DNSRecordRequired" && ready.Status == metav1.ConditionTrue {
 			// A manual renewal needs a person: say so where everyone looks.
-			message += ". The renewal needs you: " + w.message
+			message += ". The renewal needs you: " + w.Message
 		}
 		setCondition(&status.Conditions, generation, certpilotv1alpha1.ConditionReady, ready.Status, ready.Reason, message)
 	}
 	issuing := orderOpen(cert)
 	if s, ok := asStalled(err); ok {
 		if ready == nil || ready.Status != metav1.ConditionTrue {
-			setCondition(&status.Conditions, generation, certpilotv1alpha1.ConditionReady, metav1.ConditionFalse, s.reason, s.message)
+			setCondition(&status.Conditions, generation, certpilotv1alpha1.ConditionReady, metav1.ConditionFalse, s.Reason, s.Message)
 		}
-		setCondition(&status.Conditions, generation, certpilotv1alpha1.ConditionStalled, metav1.ConditionTrue, s.reason, s.message)
+		setCondition(&status.Conditions, generation, certpilotv1alpha1.ConditionStalled, metav1.ConditionTrue, s.Reason, s.Message)
 		meta.RemoveStatusCondition(&status.Conditions, certpilotv1alpha1.ConditionReconciling)
-		setCondition(&status.Conditions, generation, certpilotv1alpha1.ConditionIssuing, metav1.ConditionFalse, s.reason, s.message)
+		setCondition(&status.Conditions, generation, certpilotv1alpha1.ConditionIssuing, metav1.ConditionFalse, s.Reason, s.Message)
 		return
 	}
 	meta.RemoveStatusCondition(&status.Conditions, certpilotv1alpha1.ConditionStalled)
@@ -52,7 +52,7 @@ func summarizeCertificate(cert *certpilotv1alpha1.Certificate, ready *metav1.Con
 	if err != nil {
 		reason, message = reasonError, err.Error()
 		if w, ok := asWait(err); ok {
-			reason = w.reason
+			reason = w.Reason
 		}
 	}
 	if ready == nil || ready.Status != metav1.ConditionTrue {

@@ -36,14 +36,14 @@ func summarize(conditions *[]metav1.Condition, generation int64, err error, read
 		return
 	}
 	if s, ok := asStalled(err); ok {
-		setCondition(conditions, generation, ready, metav1.ConditionFalse, s.reason, s.message)
-		setCondition(conditions, generation, stalledType, metav1.ConditionTrue, s.reason, s.message)
+		setCondition(conditions, generation, ready, metav1.ConditionFalse, s.Reason, s.Message)
+		setCondition(conditions, generation, stalledType, metav1.ConditionTrue, s.Reason, s.Message)
 		meta.RemoveStatusCondition(conditions, reconciling)
 		return
 	}
 	reason, message := reasonError, err.Error()
 	if w, ok := asWait(err); ok {
-		reason = w.reason
+		reason = w.Reason
 	}
 	setCondition(conditions, generation, ready, metav1.ConditionFalse, reason, message)
 	setCondition(conditions, generation, reconciling, metav1.ConditionTrue, reason, message)

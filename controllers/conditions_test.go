@@ -158,7 +158,7 @@ func TestOutcome(t *testing.T) {
 	}
 	for name, tt := range tests {
 		t.Run(name, func(t *testing.T) {
-			result, err := outcome(context.Background(), tt.err)
+			result, err := resultOf(context.Background(), tt.err)
 			if result != tt.wantResult {
 				t.Errorf("result = %+v, want %+v", result, tt.wantResult)
 			}

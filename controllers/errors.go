@@ -1,54 +1,29 @@
 package controllers
 
 import (
-	"errors"
-	"fmt"
 	"time"
+
+	"github.com/certpilot/certpilot/internal/outcome"
 )
 
-// Errors say what to do next (Flux's classification):
-//   - stalledError: the spec or a referenced object is wrong; set Stalled, do not retry until
-//     something changes (a long safety requeue only).
-//   - waitError: nothing is wrong, something is not there yet; requeue after a delay.
-//   - any other error: transient; return it and let the rate limiter back off.
-
-// stalledError is a problem a person must fix.
-type stalledError struct {
-	reason  string
-	message string
-	// after, when set, replaces stalledRecheck: the backoff of a failed issuance, so that a
-	// permanent error is not retried every recheck.
-	after time.Duration
-}
-
-func (e *stalledError) Error() string { return e.message }
+// Errors say what to do next; the classification lives in internal/outcome, shared with the
+// solvers. These short names keep the steps readable.
+type (
+	stalledError = outcome.Stalled
+	waitError    = outcome.Wait
+)
 
 func stalled(reason, format string, args ...any) error {
-	return &stalledError{reason: reason, message: fmt.Sprintf(format, args...)}
+	return outcome.NewStalled(reason, format, args...)
 }
-
-// waitError is progress that needs time: requeue after the delay, no failure counted.
-type waitError struct {
-	reason  string
-	message string
-	after   time.Duration
-}
-
-func (e *waitError) Error() string { return e.message }
 
 func wait(after time.Duration, reason, format string, args ...any) error {
-	return &waitError{reason: reason, message: fmt.Sprintf(format, args...), after: after}
+	return outcome.NewWait(after, reason, format, args...)
 }
 
-func asStalled(err error) (*stalledError, bool) {
-	var s *stalledError
-	return s, errors.As(err, &s)
-}
+func asStalled(err error) (*stalledError, bool) { return outcome.AsStalled(err) }
 
-func asWait(err error) (*waitError, bool) {
-	var w *waitError
-	return w, errors.As(err, &w)
-}
+func asWait(err error) (*waitError, bool) { return outcome.AsWait(err) }
 
 // stalledRecheck is how often a stalled object is looked at again even without a change, since
 // the Secrets it names are not watched (certpilot caches only the Secrets it owns).

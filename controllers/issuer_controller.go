@@ -58,7 +58,7 @@ func (r *IssuerReconciler) Reconcile(ctx context.Context, req ctrl.Request) (res
 		summarize(&status.Conditions, issuer.GetGeneration(), err, "AccountRegistered",
 			fmt.Sprintf("ACME account %s is registered", status.AccountURI))
 		status.ObservedGeneration = issuer.GetGeneration()
-		result, err = outcome(ctx, err)
+		result, err = resultOf(ctx, err)
 		if !equality.Semantic.DeepEqual(original.GetStatus(), status) {
 			if patchErr := r.Status().Patch(ctx, issuer, client.MergeFrom(original)); patchErr != nil && err == nil {
 				err = patchErr

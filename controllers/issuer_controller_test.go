@@ -82,7 +82,7 @@ func TestIssuerCreatesAccountKeyAndRegisters(t *testing.T) {
 	readyBefore := condition(t, issuer, typeReady)
 	base := issuer.DeepCopy()
 	issuer.Spec.ACME.Email = "security@example.com"
-	if err := kube.Client.Patch(ctx, issuer, client.MergeFrom(base)); err != nil {
+	if err := testKube.Client.Patch(ctx, issuer, client.MergeFrom(base)); err != nil {
 		t.Fatal(err)
 	}
 	if issuer.Generation != base.Generation+1 {
@@ -150,7 +150,7 @@ func TestIssuerInvalidAccountKeyStalls(t *testing.T) {
 	// Another reconcile (a spec change) leaves the Secret alone and the condition as it was.
 	base := issuer.DeepCopy()
 	issuer.Spec.ACME.Email = "security@example.com"
-	if err := kube.Client.Patch(ctx, issuer, client.MergeFrom(base)); err != nil {
+	if err := testKube.Client.Patch(ctx, issuer, client.MergeFrom(base)); err != nil {
 		t.Fatal(err)
 	}
 	waitForIssuer(t, issuer, "Issuer Stalled for the new generation", reconciledCondition(issuer, typeStalled, metav1.ConditionTrue, "InvalidAccountKey"))
@@ -202,7 +202,7 @@ func TestClusterIssuerAccountKeyInClusterResourceNamespace(t *testing.T) {
 		t.Errorf("account key Secret holds no private key: %v", err)
 	}
 	for _, namespace := range []string{metav1.NamespaceDefault, metav1.NamespaceSystem} {
-		err := kube.Client.Get(ctx, client.ObjectKey{Namespace: namespace, Name: "pebble-cluster-account"}, &corev1.Secret{})
+		err := testKube.Client.Get(ctx, client.ObjectKey{Namespace: namespace, Name: "pebble-cluster-account"}, &corev1.Secret{})
 		if !apierrors.IsNotFound(err) {
 			t.Errorf("Secret %s/pebble-cluster-account: %v, want not found", namespace, err)
 		}
@@ -248,7 +248,7 @@ func TestIssuerExternalAccountBinding(t *testing.T) {
 		KeyID:        "kid-1",
 		KeySecretRef: certpilotv1alpha1.SecretKeySelector{Name: "eab-mac", Key: "secret"},
 	}
-	if err := kube.Client.Patch(ctx, issuer, client.MergeFrom(base)); err != nil {
+	if err := testKube.Client.Patch(ctx, issuer, client.MergeFrom(base)); err != nil {
 		t.Fatal(err)
 	}
 	waitForIssuer(t, issuer, "Issuer with a missing EAB Secret Stalled", reconciledCondition(issuer, typeStalled, metav1.ConditionTrue, "MissingEABSecret"))
@@ -264,7 +264,7 @@ func TestIssuerExternalAccountBinding(t *testing.T) {
 	})
 	base = issuer.DeepCopy()
 	issuer.Spec.ACME.Email = "security@example.com"
-	if err := kube.Client.Patch(ctx, issuer, client.MergeFrom(base)); err != nil {
+	if err := testKube.Client.Patch(ctx, issuer, client.MergeFrom(base)); err != nil {
 		t.Fatal(err)
 	}
 	waitForIssuer(t, issuer, "Issuer with EAB Ready", reconciledCondition(issuer, typeReady, metav1.ConditionTrue, "AccountRegistered"))
@@ -336,7 +336,7 @@ func TestIssuerUnreachableServerBacksOff(t *testing.T) {
 		})
 	}
 	waitForBackoffs(3)
-	if err := kube.Client.Get(ctx, client.ObjectKeyFromObject(issuer), issuer); err != nil {
+	if err := testKube.Client.Get(ctx, client.ObjectKeyFromObject(issuer), issuer); err != nil {
 		t.Fatal(err)
 	}
 	written := issuer.ResourceVersion
@@ -344,7 +344,7 @@ func TestIssuerUnreachableServerBacksOff(t *testing.T) {
 	if n := m.Issuers.Forgets(issuer); n != 0 {
 		t.Errorf("the rate limiter forgot the failing issuer %d times: the reconciler did not return its error", n)
 	}
-	if err := kube.Client.Get(ctx, client.ObjectKeyFromObject(issuer), issuer); err != nil {
+	if err := testKube.Client.Get(ctx, client.ObjectKeyFromObject(issuer), issuer); err != nil {
 		t.Fatal(err)
 	}
 	if issuer.ResourceVersion != written {
@@ -358,7 +358,7 @@ func TestIssuerUnreachableServerBacksOff(t *testing.T) {
 	// Fixed spec: the issuer recovers, Reconciling goes away.
 	base := issuer.DeepCopy()
 	issuer.Spec.ACME.Server, issuer.Spec.ACME.CABundle = pebble.DirectoryURL(), pebble.CABundle
-	if err := kube.Client.Patch(ctx, issuer, client.MergeFrom(base)); err != nil {
+	if err := testKube.Client.Patch(ctx, issuer, client.MergeFrom(base)); err != nil {
 		t.Fatal(err)
 	}
 	waitForIssuer(t, issuer, "Issuer Ready after the fix", reconciledCondition(issuer, typeReady, metav1.ConditionTrue, "AccountRegistered"))
@@ -392,7 +392,7 @@ func (h *issuerHistory) readyTrue() int {
 // watchIssuers records every version of the Issuers in namespace until ctx ends.
 func watchIssuers(ctx context.Context, t *testing.T, namespace string) *issuerHistory {
 	t.Helper()
-	watcher, err := client.NewWithWatch(kube.Config, client.Options{Scheme: kube.Scheme})
+	watcher, err := client.NewWithWatch(testKube.Config, client.Options{Scheme: testKube.Scheme})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -43,7 +43,7 @@ func TestIssuerSpecChangeRegistersAfterTransientFailure(t *testing.T) {
 
 	base := issuer.DeepCopy()
 	issuer.Spec.ACME.Server, issuer.Spec.ACME.CABundle = failing.DirectoryURL(), failing.CABundle
-	if err := kube.Client.Patch(ctx, issuer, client.MergeFrom(base)); err != nil {
+	if err := testKube.Client.Patch(ctx, issuer, client.MergeFrom(base)); err != nil {
 		t.Fatal(err)
 	}
 	// Wait for several failed registrations, or for the issuer to claim Ready.
@@ -79,7 +79,7 @@ func TestIssuerEmailChangeUpdatesAccountContact(t *testing.T) {
 	waitForIssuer(t, issuer, "Issuer Ready", reconciledCondition(issuer, typeReady, metav1.ConditionTrue, "AccountRegistered"))
 	base := issuer.DeepCopy()
 	issuer.Spec.ACME.Email = "security@example.com"
-	if err := kube.Client.Patch(ctx, issuer, client.MergeFrom(base)); err != nil {
+	if err := testKube.Client.Patch(ctx, issuer, client.MergeFrom(base)); err != nil {
 		t.Fatal(err)
 	}
 	waitForIssuer(t, issuer, "Issuer Ready for the new email", reconciledCondition(issuer, typeReady, metav1.ConditionTrue, "AccountRegistered"))

@@ -7,22 +7,22 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 )
 
-// outcome turns a step's error into what controller-runtime should do: stalled errors wait for a
+// resultOf turns a step's error into what controller-runtime should do: stalled errors wait for a
 // change (with a slow safety recheck), wait errors requeue after their delay, other errors go to
 // the rate limiter's exponential backoff.
-func outcome(ctx context.Context, err error) (ctrl.Result, error) {
+func resultOf(ctx context.Context, err error) (ctrl.Result, error) {
 	if err == nil {
 		return ctrl.Result{}, nil
 	}
 	if s, ok := asStalled(err); ok {
-		ctrl.LoggerFrom(ctx).Info("Stalled until the spec or a referenced object changes", "reason", s.reason, "message", s.message)
-		if s.after > 0 {
-			return ctrl.Result{RequeueAfter: s.after}, nil
+		ctrl.LoggerFrom(ctx).Info("Stalled until the spec or a referenced object changes", "reason", s.Reason, "message", s.Message)
+		if s.After > 0 {
+			return ctrl.Result{RequeueAfter: s.After}, nil
 		}
 		return ctrl.Result{RequeueAfter: stalledRecheck}, nil
 	}
 	if w, ok := asWait(err); ok {
-		return ctrl.Result{RequeueAfter: w.after}, nil
+		return ctrl.Result{RequeueAfter: w.After}, nil
 	}
 	return ctrl.Result{}, err
 }

@@ -33,8 +33,8 @@ import (
 	"github.com/certpilot/certpilot/internal/testenv"
 )
 
-// kube is the package's apiserver and etcd (nil under -short).
-var kube *testenv.Kube
+// testKube is the package's apiserver and etcd (nil under -short).
+var testKube *testenv.Kube
 
 // testScheme knows the built-in and certpilot's types, also under -short.
 var testScheme = testenv.NewScheme()
@@ -43,7 +43,7 @@ func TestMain(m *testing.M) {
 	// Managers log to a per-test buffer (see startIssuerManager); anything logged through the
 	// global logger is dropped rather than warned about.
 	ctrl.SetLogger(logr.Discard())
-	os.Exit(testenv.RunWithKube(m, &kube))
+	os.Exit(testenv.RunWithKube(m, &testKube))
 }
 
 // testTimeout bounds every wait of a test on the reconcilers.
@@ -75,8 +75,8 @@ func startIssuerManager(t *testing.T) *issuerManager {
 		fmt.Fprintf(logs, "%s %s %s\n", time.Now().Format("15:04:05.000"), prefix, args)
 	}, funcr.Options{Verbosity: 1})
 
-	mgr, err := ctrl.NewManager(kube.Config, ctrl.Options{
-		Scheme:                 kube.Scheme,
+	mgr, err := ctrl.NewManager(testKube.Config, ctrl.Options{
+		Scheme:                 testKube.Scheme,
 		Logger:                 logger,
 		Metrics:                metricsserver.Options{BindAddress: "0"},
 		HealthProbeBindAddress: "0",
@@ -179,7 +179,7 @@ func (l *countingRateLimiter) Forgets(obj client.Object) int {
 func createNamespace(t *testing.T, prefix string) string {
 	t.Helper()
 	namespace := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{GenerateName: prefix}}
-	if err := kube.Client.Create(context.Background(), namespace); err != nil {
+	if err := testKube.Client.Create(context.Background(), namespace); err != nil {
 		t.Fatalf("Creating a namespace: %v", err)
 	}
 	return namespace.Name
@@ -189,11 +189,11 @@ func createNamespace(t *testing.T, prefix string) string {
 // not reconcile it.
 func create(t *testing.T, obj client.Object) {
 	t.Helper()
-	if err := kube.Client.Create(context.Background(), obj); err != nil {
+	if err := testKube.Client.Create(context.Background(), obj); err != nil {
 		t.Fatalf("Creating %T %s: %v", obj, obj.GetName(), err)
 	}
 	t.Cleanup(func() {
-		if err := kube.Client.Delete(context.Background(), obj); err != nil && !apierrors.IsNotFound(err) {
+		if err := testKube.Client.Delete(context.Background(), obj); err != nil && !apierrors.IsNotFound(err) {
 			t.Errorf("Deleting %T %s: %v", obj, obj.GetName(), err)
 		}
 	})
@@ -222,7 +222,7 @@ func eventually(t *testing.T, what string, check func() error) {
 func waitForIssuer(t *testing.T, issuer certpilotv1alpha1.GenericIssuer, what string, check func() error) {
 	t.Helper()
 	eventually(t, what, func() error {
-		if err := kube.Client.Get(context.Background(), client.ObjectKeyFromObject(issuer), issuer); err != nil {
+		if err := testKube.Client.Get(context.Background(), client.ObjectKeyFromObject(issuer), issuer); err != nil {
 			return err
 		}
 		if err := check(); err != nil {
@@ -273,7 +273,7 @@ func condition(t *testing.T, issuer certpilotv1alpha1.GenericIssuer, conditionTy
 func getSecret(t *testing.T, namespace, name string) *corev1.Secret {
 	t.Helper()
 	secret := &corev1.Secret{}
-	if err := kube.Client.Get(context.Background(), client.ObjectKey{Namespace: namespace, Name: name}, secret); err != nil {
+	if err := testKube.Client.Get(context.Background(), client.ObjectKey{Namespace: namespace, Name: name}, secret); err != nil {
 		t.Fatalf("Reading Secret %s/%s: %v", namespace, name, err)
 	}
 	return secret

@@ -36,11 +36,13 @@ import (
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
+	"github.com/certpilot/certpilot/api/v1alpha1"
 	"github.com/certpilot/certpilot/internal/edge"
 )
 
 type options struct {
 	namespace          string
+	loadBalancer       string
 	challengeSecret    string
 	challengeDir       string
 	challengeDirResync time.Duration
@@ -72,8 +74,10 @@ func main() {
 	// ~/.kube/config.
 	flag.StringVar(&opts.namespace, "namespace", os.Getenv("POD_NAMESPACE"),
 		"Namespace of the challenge Secret (default: $POD_NAMESPACE).")
+	flag.StringVar(&opts.loadBalancer, "load-balancer", "",
+		"Name of the load balancer Deployment the edge serves challenges for: its challenge shard Secrets (and the single challenge Secret of earlier versions) are watched through the API.")
 	flag.StringVar(&opts.challengeSecret, "challenge-secret", "",
-		"Name of the challenge Secret to watch through the API (the load balancer Deployment's name + \"-acme-challenges\").")
+		"Name of one challenge Secret to watch through the API (the single Secret of earlier versions: the Deployment's name + \"-acme-challenges\"); prefer --load-balancer.")
 	flag.StringVar(&opts.challengeDir, "challenge-dir", "",
 		"Directory holding the challenge Secret's keys as files (the Secret mounted as a volume); alternative to --challenge-secret.")
 	flag.DurationVar(&opts.challengeDirResync, "challenge-dir-resync", time.Minute,
@@ -122,8 +126,8 @@ func main() {
 
 // run wires the edge and serves until ctx is done or a part fails.
 func run(ctx context.Context, opts options, log logr.Logger) error {
-	if (opts.challengeSecret == "") == (opts.challengeDir == "") {
-		return errors.New("set exactly one of --challenge-secret and --challenge-dir")
+	if set := btoi(opts.loadBalancer != "") + btoi(opts.challengeSecret != "") + btoi(opts.challengeDir != ""); set != 1 {
+		return errors.New("set exactly one of --load-balancer, --challenge-secret and --challenge-dir")
 	}
 	if (opts.certificateFile == "") != (opts.keyFile == "") {
 		return errors.New("--certificate and --key go together")
@@ -275,13 +279,28 @@ func newSource(opts options, store *edge.ChallengeStore, log logr.Logger) (edge.
 		}, nil
 	}
 	if opts.namespace == "" {
-		return nil, errors.New("--challenge-secret needs --namespace (or $POD_NAMESPACE)")
+		return nil, errors.New("--load-balancer and --challenge-secret need --namespace (or $POD_NAMESPACE)")
 	}
 	client, err := newClient()
 	if err != nil {
 		return nil, err
 	}
+	names := []string{opts.challengeSecret}
+	if opts.loadBalancer != "" {
+		names = names[:0]
+		for i := range v1alpha1.ChallengeShards {
+			names = append(names, v1alpha1.ChallengeShardName(opts.loadBalancer, i))
+		}
+		names = append(names, v1alpha1.ChallengeSecretName(opts.loadBalancer))
+	}
 	return &edge.SecretSource{
-		Client: client, Namespace: opts.namespace, Name: opts.challengeSecret, Store: store, Log: log.WithName("secret"),
+		Client: client, Namespace: opts.namespace, Names: names, Store: store, Log: log.WithName("secret"),
 	}, nil
+}
+
+func btoi(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
 }

@@ -63,7 +63,7 @@ func TestSecretSource(t *testing.T) {
 	sourceDone := make(chan error, 1)
 	go func() {
 		sourceDone <- (&edge.SecretSource{
-			Client: clientset, Namespace: namespace, Name: name, Store: store, Log: testr.New(t),
+			Client: clientset, Namespace: namespace, Names: []string{name}, Store: store, Log: testr.New(t),
 		}).Run(sourceCtx)
 	}()
 	t.Cleanup(func() {
@@ -137,7 +137,7 @@ func TestSecretSource(t *testing.T) {
 }
 
 func TestSecretSourceNeedsItsFields(t *testing.T) {
-	source := &edge.SecretSource{Store: edge.NewChallengeStore(), Namespace: "x", Name: "y"}
+	source := &edge.SecretSource{Store: edge.NewChallengeStore(), Namespace: "x", Names: []string{"y"}}
 	if err := source.Run(t.Context()); err == nil {
 		t.Fatal("Run without a client succeeded")
 	}

@@ -7,7 +7,6 @@ import (
 	"encoding/asn1"
 	"errors"
 	"fmt"
-	"maps"
 	"strings"
 	"sync"
 
@@ -25,12 +24,15 @@ var idPeACMEIdentifier = asn1.ObjectIdentifier{1, 3, 6, 1, 5, 5, 7, 1, 31}
 
 // ChallengeStore holds the challenge responses the edge serves. It is safe for concurrent use:
 // sources write it while handshakes and requests read it.
+//
+// Its content is the union of parts: one per source object (each challenge shard Secret of the
+// load balancer, the single Secret of earlier versions), or one for a whole mounted directory.
+// An update parses only the entries whose bytes changed, so a change to one response costs one
+// parse, however many responses the store holds.
 type ChallengeStore struct {
 	mu sync.RWMutex
-	// data is the last set of entries given to Replace, kept so that an unchanged update (an
-	// informer resync, a second file event for one kubelet swap) costs a comparison instead of a
-	// parse and does not report the same bad entries again.
-	data map[string][]byte
+	// parts are the entries of each part, as last given, with what was parsed of them.
+	parts map[string]map[string]parsedEntry
 	// certificates maps a lower-case DNS name to its tls-alpn-01 challenge certificate.
 	certificates map[string]*tls.Certificate
 	// keyAuthorizations maps an http-01 token to its key authorization.
@@ -40,9 +42,20 @@ type ChallengeStore struct {
 	synced bool
 }
 
+// parsedEntry is one entry of a part: its bytes and what they hold (err when skipped).
+type parsedEntry struct {
+	value            []byte
+	challengeType    string
+	name             string
+	certificate      *tls.Certificate
+	keyAuthorization string
+	err              error
+}
+
 // NewChallengeStore returns an empty store that has not synced.
 func NewChallengeStore() *ChallengeStore {
 	return &ChallengeStore{
+		parts:             map[string]map[string]parsedEntry{},
 		certificates:      map[string]*tls.Certificate{},
 		keyAuthorizations: map[string]string{},
 	}
@@ -76,49 +89,108 @@ func (e *EntryError) Unwrap() error { return e.Err }
 // error (errors.Join of *EntryError); the good ones are served regardless. changed is false when
 // data equals the previous update, in which case nothing is parsed and no error is returned.
 func (s *ChallengeStore) Replace(data map[string][]byte) (changed bool, err error) {
+	s.mu.Lock()
+	for part := range s.parts {
+		if part != "" {
+			delete(s.parts, part)
+		}
+	}
+	s.mu.Unlock()
+	changed, err = s.ReplacePart("", data)
+	s.MarkSynced()
+	return changed, err
+}
+
+// ReplacePart makes data the content of one part (one source object) and leaves the others;
+// it does not mark the store synced (the source does, once all its parts are delivered). Only
+// entries whose bytes changed since the part's last update are parsed; bad entries are skipped
+// and reported as by Replace.
+func (s *ChallengeStore) ReplacePart(part string, data map[string][]byte) (changed bool, err error) {
 	s.mu.RLock()
-	unchanged := s.synced && maps.EqualFunc(s.data, data, bytes.Equal)
+	previous := s.parts[part]
+	unchanged := previous != nil && len(previous) == len(data)
+	if unchanged {
+		for key, value := range data {
+			if entry, ok := previous[key]; !ok || !bytes.Equal(entry.value, value) {
+				unchanged = false
+				break
+			}
+		}
+	}
 	s.mu.RUnlock()
 	if unchanged {
 		return false, nil
 	}
 
 	// Parse outside the lock: handshakes keep reading the old set meanwhile.
-	certificates := map[string]*tls.Certificate{}
-	keyAuthorizations := map[string]string{}
+	entries := make(map[string]parsedEntry, len(data))
 	var errs []error
 	for key, value := range data {
-		challengeType, name, ok := v1alpha1.ParseChallengeKey(key)
-		if !ok {
-			errs = append(errs, &EntryError{Key: key, Err: errors.New("not a challenge key of the load balancer contract")})
+		if entry, ok := previous[key]; ok && bytes.Equal(entry.value, value) {
+			entries[key] = entry
 			continue
 		}
-		switch challengeType {
-		case challengeTypeTLSALPN01:
-			dnsName := strings.ToLower(name)
-			certificate, err := parseChallengeCertificate(dnsName, value)
-			if err != nil {
-				errs = append(errs, &EntryError{Key: key, Err: err})
-				continue
-			}
-			certificates[dnsName] = certificate
-		case challengeTypeHTTP01:
-			keyAuthorization := strings.TrimSpace(string(value))
-			if keyAuthorization == "" {
-				errs = append(errs, &EntryError{Key: key, Err: errors.New("empty key authorization")})
-				continue
-			}
-			keyAuthorizations[name] = keyAuthorization
+		entry := parseEntry(key, value)
+		if entry.err != nil {
+			errs = append(errs, &EntryError{Key: key, Err: entry.err})
 		}
+		entries[key] = entry
 	}
 
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.data = maps.Clone(data)
-	s.certificates = certificates
-	s.keyAuthorizations = keyAuthorizations
-	s.synced = true
+	s.parts[part] = entries
+	s.rebuild()
 	return true, errors.Join(errs...)
+}
+
+// ClearPart drops one part, as when its Secret is deleted.
+func (s *ChallengeStore) ClearPart(part string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	delete(s.parts, part)
+	s.rebuild()
+}
+
+// rebuild merges the parts into the maps handshakes and requests read; the caller holds mu.
+func (s *ChallengeStore) rebuild() {
+	certificates := map[string]*tls.Certificate{}
+	keyAuthorizations := map[string]string{}
+	for _, entries := range s.parts {
+		for _, entry := range entries {
+			switch {
+			case entry.err != nil:
+			case entry.challengeType == challengeTypeTLSALPN01:
+				certificates[entry.name] = entry.certificate
+			case entry.challengeType == challengeTypeHTTP01:
+				keyAuthorizations[entry.name] = entry.keyAuthorization
+			}
+		}
+	}
+	s.certificates, s.keyAuthorizations = certificates, keyAuthorizations
+}
+
+// parseEntry parses one challenge Secret entry.
+func parseEntry(key string, value []byte) parsedEntry {
+	entry := parsedEntry{value: bytes.Clone(value)}
+	challengeType, name, ok := v1alpha1.ParseChallengeKey(key)
+	if !ok {
+		entry.err = errors.New("not a challenge key of the load balancer contract")
+		return entry
+	}
+	entry.challengeType = challengeType
+	switch challengeType {
+	case challengeTypeTLSALPN01:
+		entry.name = strings.ToLower(name)
+		entry.certificate, entry.err = parseChallengeCertificate(entry.name, value)
+	case challengeTypeHTTP01:
+		entry.name = name
+		entry.keyAuthorization = strings.TrimSpace(string(value))
+		if entry.keyAuthorization == "" {
+			entry.err = errors.New("empty key authorization")
+		}
+	}
+	return entry
 }
 
 // Clear empties the store, as when the challenge Secret is deleted, and marks it synced: an
@@ -126,9 +198,8 @@ func (s *ChallengeStore) Replace(data map[string][]byte) (changed bool, err erro
 func (s *ChallengeStore) Clear() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.data = nil
-	s.certificates = map[string]*tls.Certificate{}
-	s.keyAuthorizations = map[string]string{}
+	s.parts = map[string]map[string]parsedEntry{}
+	s.rebuild()
 	s.synced = true
 }
 

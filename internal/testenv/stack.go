@@ -82,7 +82,11 @@ func StartStack(ctx context.Context, kube *Kube, pebble *Pebble, opts StackOptio
 	// runs as a local process instead, watching the same challenge Secret.
 	labels := map[string]string{"app": EdgeDeployment}
 	if err := kube.Client.Create(ctx, &appsv1.Deployment{
-		ObjectMeta: metav1.ObjectMeta{Name: EdgeDeployment, Namespace: s.Namespace},
+		ObjectMeta: metav1.ObjectMeta{Name: EdgeDeployment, Namespace: s.Namespace, Annotations: map[string]string{
+			// The self-checks dial the edge on loopback instead of each name: the load
+			// balancer's owner says where it listens.
+			certpilotv1alpha1.AnnotationProbeAddresses: fmt.Sprintf("127.0.0.1:%d,127.0.0.1:%d", pebble.TLSPort, pebble.HTTPPort),
+		}},
 		Spec: appsv1.DeploymentSpec{
 			Selector: &metav1.LabelSelector{MatchLabels: labels},
 			Template: corev1.PodTemplateSpec{
@@ -100,7 +104,7 @@ func StartStack(ctx context.Context, kube *Kube, pebble *Pebble, opts StackOptio
 	}
 	s.Edge, err = StartProcess("edge", opts.EdgeBinary, []string{
 		"--kubeconfig", s.Kubeconfig, "--namespace", s.Namespace,
-		"--challenge-secret", certpilotv1alpha1.ChallengeSecretName(EdgeDeployment),
+		"--load-balancer", EdgeDeployment,
 		"--https-bind-address", fmt.Sprintf("127.0.0.1:%d", pebble.TLSPort),
 		"--http-bind-address", fmt.Sprintf("127.0.0.1:%d", pebble.HTTPPort),
 		"--health-bind-address", fmt.Sprintf("127.0.0.1:%d", edgeHealth),
@@ -227,4 +231,33 @@ func Poll(ctx context.Context, timeout time.Duration, check func() error) error 
 		case <-ticker.C:
 		}
 	}
+}
+
+// AllowProbeAddress lists address in the edge Deployment's probe-addresses annotation, as the
+// load balancer's owner would, so that a Certificate may point its self-check there.
+func (s *Stack) AllowProbeAddress(ctx context.Context, address string) error {
+	deployment := &appsv1.Deployment{}
+	if err := s.Kube.Client.Get(ctx, client.ObjectKey{Namespace: s.Namespace, Name: EdgeDeployment}, deployment); err != nil {
+		return err
+	}
+	patch := client.MergeFrom(deployment.DeepCopy())
+	deployment.Annotations[certpilotv1alpha1.AnnotationProbeAddresses] += "," + address
+	return s.Kube.Client.Patch(ctx, deployment, patch)
+}
+
+// ChallengeResponses returns every challenge response published for the edge: the union of its
+// challenge shard Secrets' data.
+func (s *Stack) ChallengeResponses(ctx context.Context) (map[string][]byte, error) {
+	var secrets corev1.SecretList
+	if err := s.Kube.Client.List(ctx, &secrets, client.InNamespace(s.Namespace),
+		client.MatchingLabels{certpilotv1alpha1.LabelLoadBalancer: EdgeDeployment, certpilotv1alpha1.LabelChallenges: "true"}); err != nil {
+		return nil, err
+	}
+	responses := map[string][]byte{}
+	for _, secret := range secrets.Items {
+		for key, value := range secret.Data {
+			responses[key] = value
+		}
+	}
+	return responses, nil
 }

@@ -101,15 +101,17 @@ func TestTLSALPN01IssuanceAndRenewal(t *testing.T) {
 		t.Errorf("order status = %+v, want valid with two challenges", cert.Status.Order)
 	}
 
-	// The load balancer mounts its challenge Secret, patched by certpilot's field manager.
+	// The load balancer mounts its challenge shards as one projected volume, patched by
+	// certpilot's field manager.
 	deployment := &appsv1.Deployment{}
 	if err := kube.Client.Get(ctx, client.ObjectKey{Namespace: s.Namespace, Name: "edge"}, deployment); err != nil {
 		t.Fatal(err)
 	}
 	if !slices.ContainsFunc(deployment.Spec.Template.Spec.Volumes, func(v corev1.Volume) bool {
-		return v.Secret != nil && v.Secret.SecretName == "edge-acme-challenges"
+		return v.Projected != nil && len(v.Projected.Sources) == certpilotv1alpha1.ChallengeShards &&
+			v.Projected.Sources[0].Secret.Name == certpilotv1alpha1.ChallengeShardName("edge", 0)
 	}) {
-		t.Errorf("the edge Deployment does not mount edge-acme-challenges: %+v", deployment.Spec.Template.Spec.Volumes)
+		t.Errorf("the edge Deployment does not mount its challenge shards: %+v", deployment.Spec.Template.Spec.Volumes)
 	}
 	if !slices.ContainsFunc(deployment.ManagedFields, func(m metav1.ManagedFieldsEntry) bool {
 		return m.Manager == "certpilot" && m.Operation == metav1.ManagedFieldsOperationApply
@@ -117,12 +119,8 @@ func TestTLSALPN01IssuanceAndRenewal(t *testing.T) {
 		t.Errorf("no server-side apply by field manager certpilot on the Deployment")
 	}
 	// The challenge responses are removed after validation.
-	challenges := &corev1.Secret{}
-	if err := kube.Client.Get(ctx, client.ObjectKey{Namespace: s.Namespace, Name: "edge-acme-challenges"}, challenges); err != nil {
-		t.Fatal(err)
-	}
-	if len(challenges.Data) != 0 {
-		t.Errorf("challenge Secret still holds %d responses after issuance", len(challenges.Data))
+	if responses, err := s.ChallengeResponses(ctx); err != nil || len(responses) != 0 {
+		t.Errorf("challenge shards still hold %d responses after issuance (%v)", len(responses), err)
 	}
 
 	// kubectl get certificates: what is served, until when, whether it renews.
@@ -163,6 +161,9 @@ func TestSelfCheckGatesValidation(t *testing.T) {
 
 	cert := s.TLSALPN01Certificate("unserved", "unserved.selfcheck.test")
 	cert.Spec.Solver.TLSALPN01.ProbeAddress = testenv.FreeAddress(t) // nothing listens there
+	if err := s.AllowProbeAddress(ctx, cert.Spec.Solver.TLSALPN01.ProbeAddress); err != nil {
+		t.Fatal(err)
+	}
 	if err := kube.Client.Create(ctx, cert); err != nil {
 		t.Fatal(err)
 	}
@@ -192,11 +193,9 @@ func TestSelfCheckGatesValidation(t *testing.T) {
 		t.Errorf("failedIssuanceAttempts = %d: a self-check failure is not a CA failure", cert.Status.FailedIssuanceAttempts)
 	}
 
-	// Deleted mid-order, the Certificate takes its responses out of the shared Secret.
-	challenges := &corev1.Secret{}
-	key := client.ObjectKey{Namespace: s.Namespace, Name: certpilotv1alpha1.ChallengeSecretName(testenv.EdgeDeployment)}
-	if err := kube.Client.Get(ctx, key, challenges); err != nil || len(challenges.Data) != 1 {
-		t.Fatalf("challenge Secret: %d responses, %v; want the one of the open order", len(challenges.Data), err)
+	// Deleted mid-order, the Certificate takes its responses out of the shared shards.
+	if responses, err := s.ChallengeResponses(ctx); err != nil || len(responses) != 1 {
+		t.Fatalf("challenge shards: %d responses, %v; want the one of the open order", len(responses), err)
 	}
 	if err := kube.Client.Delete(ctx, cert); err != nil {
 		t.Fatal(err)
@@ -205,11 +204,12 @@ func TestSelfCheckGatesValidation(t *testing.T) {
 		if err := kube.Client.Get(ctx, client.ObjectKeyFromObject(cert), cert); err == nil {
 			return fmt.Errorf("the Certificate still exists, finalizers %v", cert.Finalizers)
 		}
-		if err := kube.Client.Get(ctx, key, challenges); err != nil {
+		responses, err := s.ChallengeResponses(ctx)
+		if err != nil {
 			return err
 		}
-		if len(challenges.Data) != 0 {
-			return fmt.Errorf("%d responses left", len(challenges.Data))
+		if len(responses) != 0 {
+			return fmt.Errorf("%d responses left", len(responses))
 		}
 		return nil
 	})

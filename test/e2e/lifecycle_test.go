@@ -30,6 +30,9 @@ func TestResumeOrderAfterRestart(t *testing.T) {
 	cert := s.TLSALPN01Certificate("resume", "resume.test")
 	goodProbe := cert.Spec.Solver.TLSALPN01.ProbeAddress
 	cert.Spec.Solver.TLSALPN01.ProbeAddress = testenv.FreeAddress(t) // the self-check fails: the order stays open
+	if err := s.AllowProbeAddress(ctx, cert.Spec.Solver.TLSALPN01.ProbeAddress); err != nil {
+		t.Fatal(err)
+	}
 	if err := kube.Client.Create(ctx, cert); err != nil {
 		t.Fatal(err)
 	}

@@ -39,12 +39,8 @@ func TestHTTP01ThroughTheEdge(t *testing.T) {
 			t.Errorf("challenge %+v, want http-01 with its token", challenge)
 		}
 	}
-	challenges := &corev1.Secret{}
-	if err := kube.Client.Get(ctx, client.ObjectKey{Namespace: s.Namespace, Name: certpilotv1alpha1.ChallengeSecretName(testenv.EdgeDeployment)}, challenges); err != nil {
-		t.Fatal(err)
-	}
-	if len(challenges.Data) != 0 {
-		t.Errorf("challenge Secret still holds %d responses", len(challenges.Data))
+	if responses, err := s.ChallengeResponses(ctx); err != nil || len(responses) != 0 {
+		t.Errorf("challenge shards still hold %d responses (%v)", len(responses), err)
 	}
 }
 

@@ -1,0 +1,354 @@
+package solver
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"sync"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	certpilotv1alpha1 "github.com/certpilot/certpilot/api/v1alpha1"
+	"github.com/certpilot/certpilot/internal/kube"
+)
+
+// ShardWriter writes challenge responses into the shard Secrets of load balancers (the contract
+// in api/v1alpha1/contract.go). One write touches one shard and carries only the keys it
+// changes, so its size and its conflict domain do not grow with the number of certificates.
+//
+// Writes to one shard are serialised in this process and each carries the resourceVersion the
+// writer last saw (optimistic locking): another replica, or a person, writing the same shard
+// makes the write fail with a conflict instead of overwriting, and the shard is read again. The
+// last written state of each shard is kept in memory, so a write needs no read first.
+type ShardWriter struct {
+	// Client writes; its cache serves the first read of a shard.
+	Client client.Client
+	// APIReader reads a shard again after a conflict (the cache may lag behind).
+	APIReader client.Reader
+
+	mu     sync.Mutex
+	shards map[types.NamespacedName]*shardState
+}
+
+type shardState struct {
+	mu sync.Mutex
+	// secret is the shard as last written or read; nil when not known yet.
+	secret *corev1.Secret
+	// absent records that the shard did not exist when last looked at.
+	absent bool
+}
+
+// Entry is one response to write.
+type Entry struct {
+	Key   string
+	Value []byte
+	// Satisfied, when set, says whether a stored value already answers the challenge (nil:
+	// the stored value must equal Value).
+	Satisfied func(current []byte) bool
+}
+
+func (e Entry) satisfiedBy(current []byte) bool {
+	if e.Satisfied != nil {
+		return e.Satisfied(current)
+	}
+	return string(current) == string(e.Value)
+}
+
+// HeldError says a key is held by another Certificate.
+type HeldError struct {
+	Key, Holder string
+}
+
+func (e *HeldError) Error() string {
+	return fmt.Sprintf("%s is held by Certificate %s", e.Key, e.Holder)
+}
+
+func (w *ShardWriter) state(key types.NamespacedName) *shardState {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.shards == nil {
+		w.shards = map[types.NamespacedName]*shardState{}
+	}
+	s, ok := w.shards[key]
+	if !ok {
+		s = &shardState{}
+		w.shards[key] = s
+	}
+	return s
+}
+
+// Put writes entries for owner ("<namespace>/<name>") into the load balancer's shards.
+// replaceable decides whether an existing value of another owner may be replaced (an expired
+// challenge certificate); when it says no, Put writes nothing for that key and returns a
+// *HeldError for it after writing the others. Values equal to what is stored are not written.
+func (w *ShardWriter) Put(ctx context.Context, namespace, deployment, owner string, entries []Entry,
+	replaceable func(key string, value []byte) bool) error {
+	var held error
+	for shard, group := range groupByShard(entries, func(e Entry) string { return e.Key }) {
+		err := w.update(ctx, namespace, deployment, shard, func(secret *corev1.Secret) (map[string]any, map[string]any) {
+			data, annotations := map[string]any{}, map[string]any{}
+			for _, entry := range group {
+				annotation := certpilotv1alpha1.ChallengeOwnerAnnotation(entry.Key)
+				current, exists := secretData(secret, entry.Key)
+				holder := secretAnnotation(secret, annotation)
+				if exists && holder != "" && holder != owner && !replaceable(entry.Key, current) {
+					held = &HeldError{Key: entry.Key, Holder: holder}
+					continue
+				}
+				if exists && holder == owner && entry.satisfiedBy(current) {
+					continue
+				}
+				data[entry.Key] = entry.Value // []byte marshals as base64, as the API expects
+				annotations[annotation] = owner
+			}
+			return data, annotations
+		})
+		if err != nil {
+			return err
+		}
+	}
+	return held
+}
+
+// Remove deletes owner's keys from the load balancer's shards and returns those it removed;
+// keys another owner wrote since are left alone.
+func (w *ShardWriter) Remove(ctx context.Context, namespace, deployment, owner string, keys []string) ([]string, error) {
+	var removed []string
+	for shard, group := range groupByShard(keys, func(k string) string { return k }) {
+		var removing []string
+		err := w.update(ctx, namespace, deployment, shard, func(secret *corev1.Secret) (map[string]any, map[string]any) {
+			data, annotations := map[string]any{}, map[string]any{}
+			removing = removing[:0]
+			for _, key := range group {
+				annotation := certpilotv1alpha1.ChallengeOwnerAnnotation(key)
+				if _, exists := secretData(secret, key); !exists || secretAnnotation(secret, annotation) != owner {
+					continue
+				}
+				data[key], annotations[annotation] = nil, nil
+				removing = append(removing, key)
+			}
+			return data, annotations
+		})
+		if err != nil {
+			return removed, err
+		}
+		removed = append(removed, removing...)
+	}
+	return removed, nil
+}
+
+// PutLegacy writes entries into the single challenge Secret of earlier versions when it
+// exists, so that a load balancer still mounting it keeps working through an upgrade; its
+// absence (the normal case) costs a cache read.
+func (w *ShardWriter) PutLegacy(ctx context.Context, namespace, deployment string, entries []Entry) error {
+	secret, err := w.legacy(ctx, namespace, deployment)
+	if err != nil || secret == nil {
+		return err
+	}
+	data := map[string]any{}
+	for _, entry := range entries {
+		if current, ok := secret.Data[entry.Key]; !ok || !entry.satisfiedBy(current) {
+			data[entry.Key] = entry.Value
+		}
+	}
+	return w.patchLegacy(ctx, secret, data)
+}
+
+// RemoveLegacy removes keys from the single challenge Secret of earlier versions, when it
+// exists. Only keys Remove removed from the shards are passed: what this owner wrote.
+func (w *ShardWriter) RemoveLegacy(ctx context.Context, namespace, deployment string, keys []string) error {
+	if len(keys) == 0 {
+		return nil
+	}
+	secret, err := w.legacy(ctx, namespace, deployment)
+	if err != nil || secret == nil {
+		return err
+	}
+	data := map[string]any{}
+	for _, key := range keys {
+		if _, ok := secret.Data[key]; ok {
+			data[key] = nil
+		}
+	}
+	return w.patchLegacy(ctx, secret, data)
+}
+
+func (w *ShardWriter) legacy(ctx context.Context, namespace, deployment string) (*corev1.Secret, error) {
+	name := types.NamespacedName{Namespace: namespace, Name: certpilotv1alpha1.ChallengeSecretName(deployment)}
+	secret := &corev1.Secret{}
+	err := w.Client.Get(ctx, name, secret) // the cache holds certpilot's Secrets
+	if apierrors.IsNotFound(err) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("reading challenge Secret %s: %w", name, err)
+	}
+	if secret.Labels[certpilotv1alpha1.LabelChallenges] != "true" {
+		return nil, nil // a certificate Secret or someone else's: not the old challenge Secret
+	}
+	return secret, nil
+}
+
+// patchLegacy adds and removes keys with a JSON merge patch, which touches only the named keys
+// (as earlier versions did): other certificates' responses in the same Secret stay.
+func (w *ShardWriter) patchLegacy(ctx context.Context, secret *corev1.Secret, data map[string]any) error {
+	if len(data) == 0 {
+		return nil
+	}
+	patch, err := json.Marshal(map[string]any{"data": data})
+	if err != nil {
+		return err
+	}
+	if err := w.Client.Patch(ctx, secret.DeepCopy(), client.RawPatch(types.MergePatchType, patch)); err != nil && !apierrors.IsNotFound(err) {
+		return fmt.Errorf("writing challenge Secret %s/%s: %w", secret.Namespace, secret.Name, err)
+	}
+	return nil
+}
+
+// Holder returns the owner of key as last seen ("" when none).
+func (w *ShardWriter) Holder(ctx context.Context, namespace, deployment, key string) (string, error) {
+	name := types.NamespacedName{Namespace: namespace, Name: certpilotv1alpha1.ChallengeShardName(deployment, certpilotv1alpha1.ChallengeShard(key))}
+	state := w.state(name)
+	state.mu.Lock()
+	defer state.mu.Unlock()
+	if err := w.load(ctx, name, state, false); err != nil {
+		return "", err
+	}
+	return secretAnnotation(state.secret, certpilotv1alpha1.ChallengeOwnerAnnotation(key)), nil
+}
+
+// update applies the change computed by change to one shard, creating it when absent, with
+// optimistic locking; after a conflict it reads the shard from the API and computes again (at
+// most three times: a shard written that often by others is a problem to report).
+func (w *ShardWriter) update(ctx context.Context, namespace, deployment string, shard int,
+	change func(*corev1.Secret) (data, annotations map[string]any)) error {
+	name := types.NamespacedName{Namespace: namespace, Name: certpilotv1alpha1.ChallengeShardName(deployment, shard)}
+	state := w.state(name)
+	state.mu.Lock()
+	defer state.mu.Unlock()
+	fresh := false
+	for attempt := 0; ; attempt++ {
+		if err := w.load(ctx, name, state, fresh); err != nil {
+			return err
+		}
+		data, annotations := change(state.secret)
+		if len(data) == 0 && len(annotations) == 0 {
+			return nil
+		}
+		err := w.write(ctx, name, deployment, state, data, annotations)
+		if err == nil {
+			return nil
+		}
+		if !(apierrors.IsConflict(err) || apierrors.IsAlreadyExists(err) || apierrors.IsNotFound(err)) || attempt == 2 {
+			return fmt.Errorf("writing challenge Secret %s: %w", name, err)
+		}
+		fresh = true // someone else wrote the shard: read it again
+	}
+}
+
+// load makes state.secret current enough to write against: the last state this process wrote
+// or read, else the cache's copy, else (fresh, or after a conflict) the API's.
+func (w *ShardWriter) load(ctx context.Context, name types.NamespacedName, state *shardState, fresh bool) error {
+	if !fresh && (state.secret != nil || state.absent) {
+		return nil
+	}
+	var reader client.Reader = w.Client
+	if fresh {
+		reader = w.APIReader
+	}
+	secret := &corev1.Secret{}
+	err := reader.Get(ctx, name, secret)
+	switch {
+	case apierrors.IsNotFound(err):
+		state.secret, state.absent = nil, true
+		return nil
+	case err != nil:
+		return fmt.Errorf("reading challenge Secret %s: %w", name, err)
+	}
+	if !kube.IsManaged(secret) {
+		return notOwned(name)
+	}
+	state.secret, state.absent = secret, false
+	return nil
+}
+
+func notOwned(name types.NamespacedName) error {
+	return stalledf("ChallengeSecretNotOwned",
+		"Secret %s exists and was not created by certpilot; certpilot never overwrites it: delete it or rename the load balancer", name)
+}
+
+// write creates the shard or patches it with the resourceVersion last seen.
+func (w *ShardWriter) write(ctx context.Context, name types.NamespacedName, deployment string, state *shardState,
+	data, annotations map[string]any) error {
+	if state.secret == nil {
+		secret := &corev1.Secret{
+			ObjectMeta: metav1.ObjectMeta{Namespace: name.Namespace, Name: name.Name,
+				Labels: map[string]string{
+					certpilotv1alpha1.LabelManagedBy:    certpilotv1alpha1.ManagedByValue,
+					certpilotv1alpha1.LabelChallenges:   "true",
+					certpilotv1alpha1.LabelLoadBalancer: deployment,
+				},
+				Annotations: map[string]string{},
+			},
+			Type: corev1.SecretTypeOpaque,
+			Data: map[string][]byte{},
+		}
+		for key, value := range data {
+			if value != nil {
+				secret.Data[key] = value.([]byte)
+			}
+		}
+		for key, value := range annotations {
+			if value != nil {
+				secret.Annotations[key] = value.(string)
+			}
+		}
+		if err := w.Client.Create(ctx, secret); err != nil {
+			return err
+		}
+		state.secret, state.absent = secret, false
+		return nil
+	}
+	patch, err := json.Marshal(map[string]any{
+		"metadata": map[string]any{"resourceVersion": state.secret.ResourceVersion, "annotations": annotations},
+		"data":     data,
+	})
+	if err != nil {
+		return err
+	}
+	patched := state.secret.DeepCopy()
+	if err := w.Client.Patch(ctx, patched, client.RawPatch(types.MergePatchType, patch)); err != nil {
+		return err
+	}
+	state.secret = patched
+	return nil
+}
+
+func secretData(secret *corev1.Secret, key string) ([]byte, bool) {
+	if secret == nil {
+		return nil, false
+	}
+	value, ok := secret.Data[key]
+	return value, ok
+}
+
+func secretAnnotation(secret *corev1.Secret, key string) string {
+	if secret == nil {
+		return ""
+	}
+	return secret.Annotations[key]
+}
+
+// groupByShard groups items by the shard of their key, in shard order.
+func groupByShard[T any](items []T, key func(T) string) map[int][]T {
+	groups := map[int][]T{}
+	for _, item := range items {
+		shard := certpilotv1alpha1.ChallengeShard(key(item))
+		groups[shard] = append(groups[shard], item)
+	}
+	return groups
+}
