@@ -42,17 +42,17 @@ import (
 
 func main() {
 	var (
-		metricsAddr          string
-		probeAddr            string
-		leaderElect          bool
-		leaderElectionNS     string
-		clusterResourceNS    string
-		issuerWorkers        int
-		certificateWorkers   int
-		apiQPS               float64
-		apiBurst             int
-		selfCheckTimeout     time.Duration
-		watchNamespaces      string
+		metricsAddr        string
+		probeAddr          string
+		leaderElect        bool
+		leaderElectionNS   string
+		clusterResourceNS  string
+		issuerWorkers      int
+		certificateWorkers int
+		apiQPS             float64
+		apiBurst           int
+		selfCheckTimeout   time.Duration
+		watchNamespaces    string
 	)
 	flag.StringVar(&metricsAddr, "metrics-bind-address", ":8080", "Address of the Prometheus metrics endpoint; 0 disables it.")
 	flag.StringVar(&probeAddr, "health-probe-bind-address", ":8081", "Address of the /healthz and /readyz endpoints.")
