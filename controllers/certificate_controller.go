@@ -189,6 +189,9 @@ func (r *CertificateReconciler) SetupWithManager(ctx context.Context, mgr ctrl.M
 	if err := mgr.GetFieldIndexer().IndexField(ctx, &certpilotv1alpha1.Certificate{}, injectTargetIndex, injectTargetKeys); err != nil {
 		return err
 	}
+	if err := mgr.GetFieldIndexer().IndexField(ctx, &certpilotv1alpha1.Certificate{}, loadBalancerIndex, loadBalancerKeys); err != nil {
+		return err
+	}
 	// Inject targets are watched as metadata only (the cache holds no pod templates); a
 	// target created or changed later wakes the Certificates that name it.
 	injectTargets := func(b *builder.Builder, kind string, obj client.Object) *builder.Builder {
@@ -199,6 +202,9 @@ func (r *CertificateReconciler) SetupWithManager(ctx context.Context, mgr ctrl.M
 	b = injectTargets(b, certpilotv1alpha1.InjectKindDeployment, &appsv1.Deployment{})
 	b = injectTargets(b, certpilotv1alpha1.InjectKindStatefulSet, &appsv1.StatefulSet{})
 	b = injectTargets(b, certpilotv1alpha1.InjectKindDaemonSet, &appsv1.DaemonSet{})
+	// A load balancer's owner opting in (or out) wakes the Certificates that name it.
+	b = b.Watches(&appsv1.Deployment{}, handler.EnqueueRequestsFromMapFunc(r.certificatesUsingLoadBalancer),
+		builder.OnlyMetadata, builder.WithPredicates(predicate.AnnotationChangedPredicate{}))
 	return b.
 		Named("certificate").
 		For(&certpilotv1alpha1.Certificate{}, builder.WithPredicates(

@@ -1,10 +1,14 @@
 package controllers
 
 import (
+	"context"
 	"errors"
 	"slices"
 
 	"k8s.io/utils/ptr"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	certpilotv1alpha1 "github.com/certpilot/certpilot/api/v1alpha1"
 	"github.com/certpilot/certpilot/internal/solver"
@@ -89,4 +93,54 @@ func (r *CertificateReconciler) setAutoRenewable(run *certificateRun) {
 	if known {
 		run.cert.Status.AutoRenewable = ptr.To(auto)
 	}
+}
+
+// loadBalancerIndex indexes Certificates by the "<namespace>/<name>" of the load balancer
+// Deployments their own solvers name, so that a load balancer whose owner changes its opt-in
+// annotations wakes the Certificates that wait for it.
+const loadBalancerIndex = "spec.solver.loadBalancer"
+
+func loadBalancerKeys(obj client.Object) []string {
+	cert := obj.(*certpilotv1alpha1.Certificate)
+	specs := []*certpilotv1alpha1.Solver{cert.Spec.Solver}
+	for i := range cert.Spec.Solvers {
+		specs = append(specs, &cert.Spec.Solvers[i].Solver)
+	}
+	var keys []string
+	for _, spec := range specs {
+		var ref *certpilotv1alpha1.LoadBalancerRef
+		switch {
+		case spec == nil:
+		case spec.TLSALPN01 != nil:
+			ref = &spec.TLSALPN01.LoadBalancer
+		case spec.HTTP01 != nil:
+			ref = &spec.HTTP01.LoadBalancer
+		}
+		if ref == nil {
+			continue
+		}
+		namespace := ref.Namespace
+		if namespace == "" {
+			namespace = cert.Namespace
+		}
+		if key := namespace + "/" + ref.Name; !slices.Contains(keys, key) {
+			keys = append(keys, key)
+		}
+	}
+	return keys
+}
+
+// certificatesUsingLoadBalancer maps a load balancer Deployment to the Certificates whose
+// solvers name it.
+func (r *CertificateReconciler) certificatesUsingLoadBalancer(ctx context.Context, obj client.Object) []reconcile.Request {
+	var list certpilotv1alpha1.CertificateList
+	if err := r.List(ctx, &list, client.MatchingFields{loadBalancerIndex: obj.GetNamespace() + "/" + obj.GetName()}); err != nil {
+		ctrl.LoggerFrom(ctx).Error(err, "Listing the certificates of a load balancer failed", "deployment", obj.GetNamespace()+"/"+obj.GetName())
+		return nil
+	}
+	requests := make([]reconcile.Request, 0, len(list.Items))
+	for _, cert := range list.Items {
+		requests = append(requests, reconcile.Request{NamespacedName: client.ObjectKeyFromObject(&cert)})
+	}
+	return requests
 }

@@ -52,6 +52,9 @@ type StackOptions struct {
 	Output io.Writer
 	// ManagerArgs are added to the manager's flags.
 	ManagerArgs []string
+	// EdgeChallengeArgs replace the edge's challenge source flags (default: --load-balancer
+	// edge), for example to run it as an earlier version did, on the single challenge Secret.
+	EdgeChallengeArgs []string
 }
 
 // EdgeDeployment is the name of the load balancer Deployment certpilot mounts challenges into.
@@ -102,13 +105,16 @@ func StartStack(ctx context.Context, kube *Kube, pebble *Pebble, opts StackOptio
 	if err != nil {
 		return nil, err
 	}
-	s.Edge, err = StartProcess("edge", opts.EdgeBinary, []string{
-		"--kubeconfig", s.Kubeconfig, "--namespace", s.Namespace,
-		"--load-balancer", EdgeDeployment,
+	challengeArgs := opts.EdgeChallengeArgs
+	if len(challengeArgs) == 0 {
+		challengeArgs = []string{"--load-balancer", EdgeDeployment}
+	}
+	s.Edge, err = StartProcess("edge", opts.EdgeBinary, append([]string{
+		"--kubeconfig", s.Kubeconfig, "--namespace", s.Namespace}, append(challengeArgs,
 		"--https-bind-address", fmt.Sprintf("127.0.0.1:%d", pebble.TLSPort),
 		"--http-bind-address", fmt.Sprintf("127.0.0.1:%d", pebble.HTTPPort),
 		"--health-bind-address", fmt.Sprintf("127.0.0.1:%d", edgeHealth),
-	}, opts.Output)
+	)...), opts.Output)
 	if err != nil {
 		return nil, err
 	}

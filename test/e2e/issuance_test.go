@@ -36,12 +36,18 @@ func startStack(t *testing.T, namespace string, validity time.Duration) *testenv
 // namespaceFor(t, namespace): the suite can run twice in one process.
 func startStackWith(t *testing.T, namespace string, options testenv.PebbleOptions, managerArgs ...string) *testenv.Stack {
 	t.Helper()
+	return startStackOptions(t, namespace, options, testenv.StackOptions{ManagerArgs: managerArgs})
+}
+
+// startStackOptions is startStackWith with the stack's own options (namespace, binaries and
+// directory are filled in).
+func startStackOptions(t *testing.T, namespace string, options testenv.PebbleOptions, stackOptions testenv.StackOptions) *testenv.Stack {
+	t.Helper()
 	managerBinary, edgeBinary := binaries(t)
 	pebble := testenv.StartPebble(t, options)
-	s, err := testenv.StartStack(context.Background(), kube, pebble, testenv.StackOptions{
-		Namespace: namespaceFor(t, namespace), ManagerBinary: managerBinary, EdgeBinary: edgeBinary, Dir: t.TempDir(),
-		ManagerArgs: managerArgs,
-	})
+	stackOptions.Namespace, stackOptions.Dir = namespaceFor(t, namespace), t.TempDir()
+	stackOptions.ManagerBinary, stackOptions.EdgeBinary = managerBinary, edgeBinary
+	s, err := testenv.StartStack(context.Background(), kube, pebble, stackOptions)
 	if err != nil {
 		t.Fatal(err)
 	}
