@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"time"
+
+	"github.com/certpilot/certpilot/internal/pki"
 )
 
 // ACME Renewal Information (RFC 9773): the CA suggests a window, the client renews at a random
@@ -113,4 +115,29 @@ func NextRenewalInfoFetch(now time.Time, retryAfter time.Duration) time.Time {
 		return now.Add(DefaultRenewalInfoInterval)
 	}
 	return now.Add(min(max(retryAfter, MinRenewalInfoInterval), MaxRenewalInfoInterval))
+}
+
+// CanReplace reports whether the order that reissues the certificate in in.Secret may name it
+// in replaces (RFC 9773 section 5), for an issuer now using account accountURI. Only a
+// certificate this server and account issued qualifies: the Secret must record the same server
+// as in.IssuerServer (compared as ShouldIssue compares them) and accountURI, and share at least
+// one DNS name with in.DNSNames. A CA refuses any other replaces, and not always as
+// alreadyReplaced (Pebble answers unauthorized for another account and serverInternal for a
+// certificate it does not know), so such an order would fail at every retry instead of falling
+// back. A Secret that records neither server nor account (written before certpilot recorded
+// them) gets no replaces.
+func CanReplace(in Input, accountURI string) bool {
+	secret := in.Secret
+	if secret == nil || secret.IssuerServer == "" || secret.IssuerAccount == "" || in.IssuerServer == "" || accountURI == "" {
+		return false
+	}
+	if !sameServer(secret.IssuerServer, in.IssuerServer) || secret.IssuerAccount != accountURI {
+		return false
+	}
+	leaf, err := pki.ParseLeaf(secret.CertificatePEM)
+	if err != nil {
+		return false
+	}
+	want := nameSet(in.DNSNames)
+	return len(difference(want, nameSet(leaf.DNSNames))) < len(want)
 }

@@ -191,3 +191,71 @@ func TestNextRenewalInfoFetch(t *testing.T) {
 		})
 	}
 }
+
+func TestCanReplace(t *testing.T) {
+	const (
+		server  = "https://acme-v02.api.letsencrypt.org/directory"
+		account = "https://acme-v02.api.letsencrypt.org/acme/acct/1"
+	)
+	names := []string{"www.example.com", "example.com"}
+	leaf := cert{
+		key: testKey(t, "ECDSA", 256, "leaf"), commonName: names[0], dnsNames: names,
+		notBefore: t0, notAfter: t0.Add(90 * day),
+	}.pem(t)
+	secret := func(edit func(*Secret)) *Secret {
+		s := &Secret{CertificatePEM: leaf, IssuerServer: server, IssuerAccount: account}
+		if edit != nil {
+			edit(s)
+		}
+		return s
+	}
+	tests := map[string]struct {
+		in      Input
+		account string
+		want    bool
+	}{
+		"same server, account and names": {
+			in: Input{DNSNames: names, IssuerServer: server, Secret: secret(nil)}, account: account, want: true,
+		},
+		"server spelled differently": {
+			in: Input{DNSNames: names, IssuerServer: "HTTPS://acme-v02.api.letsencrypt.org/directory/", Secret: secret(nil)}, account: account, want: true,
+		},
+		"one name in common is enough": {
+			in: Input{DNSNames: []string{"Example.com.", "new.example.com"}, IssuerServer: server, Secret: secret(nil)}, account: account, want: true,
+		},
+		"no name in common": {
+			in: Input{DNSNames: []string{"other.example.com"}, IssuerServer: server, Secret: secret(nil)}, account: account,
+		},
+		"another server": {
+			in: Input{DNSNames: names, IssuerServer: "https://acme-staging-v02.api.letsencrypt.org/directory", Secret: secret(nil)}, account: account,
+		},
+		"another account": {
+			in: Input{DNSNames: names, IssuerServer: server, Secret: secret(nil)}, account: account + "0",
+		},
+		"Secret records no server": {
+			in: Input{DNSNames: names, IssuerServer: server, Secret: secret(func(s *Secret) { s.IssuerServer = "" })}, account: account,
+		},
+		"Secret records no account": {
+			in: Input{DNSNames: names, IssuerServer: server, Secret: secret(func(s *Secret) { s.IssuerAccount = "" })}, account: account,
+		},
+		"account unknown": {
+			in: Input{DNSNames: names, IssuerServer: server, Secret: secret(nil)},
+		},
+		"issuer server unknown": {
+			in: Input{DNSNames: names, Secret: secret(nil)}, account: account,
+		},
+		"certificate unreadable": {
+			in: Input{DNSNames: names, IssuerServer: server, Secret: secret(func(s *Secret) { s.CertificatePEM = []byte("junk") })}, account: account,
+		},
+		"no Secret": {
+			in: Input{DNSNames: names, IssuerServer: server}, account: account,
+		},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			if got := CanReplace(tc.in, tc.account); got != tc.want {
+				t.Errorf("CanReplace = %v, want %v", got, tc.want)
+			}
+		})
+	}
+}

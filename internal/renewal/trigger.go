@@ -77,9 +77,11 @@ type Secret struct {
 	// IssuerServer is the ACME directory URL the certificate was issued by, recorded on the
 	// Secret by certpilot when it wrote it. Empty (a Secret written before certpilot recorded
 	// it) never triggers a reissue, so an upgrade does not reissue every certificate.
-	// (The account URL recorded beside it triggers nothing: a new account at the same CA does
-	// not make the certificate any less valid.)
 	IssuerServer string
+	// IssuerAccount is the ACME account URL the certificate was issued to, recorded beside
+	// IssuerServer. It triggers nothing (a new account at the same CA does not make the
+	// certificate any less valid); CanReplace reads it.
+	IssuerAccount string
 }
 
 // Trigger says why a certificate must be issued.
