@@ -28,6 +28,9 @@ type Authorization struct {
 	Challenges []Challenge
 	// RetryAfter is when to poll again: the server's Retry-After, or DefaultRetryAfter.
 	RetryAfter time.Duration
+	// ServerRetryAfter is the server's Retry-After alone, 0 when it sent none; pass it to
+	// PollInterval.
+	ServerRetryAfter time.Duration
 }
 
 // Challenge is one way the server offers to validate an authorization.
@@ -64,6 +67,7 @@ func (c *Client) GetAuthorization(ctx context.Context, url string) (*Authorizati
 		Expires:    authz.Expires,
 		RetryAfter: c.recorder.get(url),
 	}
+	result.ServerRetryAfter, _ = c.recorder.lookup(url)
 	for _, challenge := range authz.Challenges {
 		result.Challenges = append(result.Challenges, Challenge{
 			Type:   challenge.Type,

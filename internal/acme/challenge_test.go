@@ -3,6 +3,7 @@ package acme
 import (
 	"crypto"
 	"crypto/ecdsa"
+	"crypto/ed25519"
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/rsa"
@@ -34,15 +35,17 @@ func TestSignJWS(t *testing.T) {
 	p384, _ := ecdsa.GenerateKey(elliptic.P384(), rand.Reader)
 	p521, _ := ecdsa.GenerateKey(elliptic.P521(), rand.Reader)
 	rsaKey, _ := rsa.GenerateKey(rand.Reader, 2048)
+	_, ed25519Key, _ := ed25519.GenerateKey(rand.Reader)
 	tests := map[string]struct {
 		key     crypto.Signer
 		alg     string
 		wantErr bool
 	}{
-		"ES256":         {key: p256, alg: "ES256"},
-		"ES384":         {key: p384, alg: "ES384"},
-		"RS256":         {key: rsaKey, alg: "RS256"},
-		"P-521 refused": {key: p521, wantErr: true},
+		"ES256":           {key: p256, alg: "ES256"},
+		"ES384":           {key: p384, alg: "ES384"},
+		"ES512":           {key: p521, alg: "ES512"},
+		"RS256":           {key: rsaKey, alg: "RS256"},
+		"Ed25519 refused": {key: ed25519Key, wantErr: true},
 	}
 	for name, tc := range tests {
 		t.Run(name, func(t *testing.T) {
@@ -85,10 +88,14 @@ func TestSignJWS(t *testing.T) {
 				}
 				r, s := new(big.Int).SetBytes(signature[:size]), new(big.Int).SetBytes(signature[size:])
 				var digest []byte
-				if strings.HasSuffix(tc.alg, "384") {
+				switch {
+				case strings.HasSuffix(tc.alg, "384"):
 					sum := sha512.Sum384(input)
 					digest = sum[:]
-				} else {
+				case strings.HasSuffix(tc.alg, "512"):
+					sum := sha512.Sum512(input)
+					digest = sum[:]
+				default:
 					sum := sha256.Sum256(input)
 					digest = sum[:]
 				}

@@ -32,7 +32,8 @@ type Options struct {
 	// DirectoryURL is the ACME server's directory, for example Let's Encrypt staging's
 	// https://acme-staging-v02.api.letsencrypt.org/directory.
 	DirectoryURL string
-	// AccountKey identifies the ACME account (ECDSA P-256/P-384 or RSA).
+	// AccountKey identifies the ACME account: RSA or ECDSA P-256, P-384 or P-521 (see
+	// CheckAccountKey).
 	AccountKey crypto.Signer
 	// AccountURI is the account's URL when already known (recorded in an Issuer's status). It
 	// saves the lookup that signed requests otherwise need once per Client.
@@ -65,19 +66,22 @@ type Client struct {
 	httpClient *http.Client
 	userAgent  string
 	recorder   *retryAfterRecorder
+	// renewalInfoURL is the directory's renewalInfo (RFC 9773), empty when the server has no ARI.
+	renewalInfoURL string
 
 	mu         sync.Mutex
 	accountURI string
 }
 
 // New returns a Client for the server at opts.DirectoryURL, after fetching its directory (one
-// request).
+// request). An account key CheckAccountKey refuses is a permanent error, found before any
+// request.
 func New(ctx context.Context, opts Options) (*Client, error) {
 	if opts.DirectoryURL == "" {
 		return nil, permanent(errors.New("ACME directory URL is empty"))
 	}
-	if opts.AccountKey == nil {
-		return nil, permanent(errors.New("ACME account key is missing"))
+	if err := CheckAccountKey(opts.AccountKey); err != nil {
+		return nil, err
 	}
 	httpClient, err := newHTTPClient(opts)
 	if err != nil {
@@ -90,7 +94,8 @@ func New(ctx context.Context, opts Options) (*Client, error) {
 	if opts.ObserveRequest != nil {
 		base = &observingTransport{base: base, observe: opts.ObserveRequest}
 	}
-	recorder := &retryAfterRecorder{base: base, values: map[string]time.Duration{}}
+	directory := &directoryReader{base: base, url: opts.DirectoryURL}
+	recorder := &retryAfterRecorder{base: directory, values: map[string]time.Duration{}}
 	recording := *httpClient
 	recording.Transport = recorder
 
@@ -112,6 +117,7 @@ func New(ctx context.Context, opts Options) (*Client, error) {
 	if err != nil {
 		return nil, fmt.Errorf("fetching ACME directory %s: %w", opts.DirectoryURL, err)
 	}
+	c.renewalInfoURL = directory.renewalInfoURL()
 	return c, nil
 }
 

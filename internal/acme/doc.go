@@ -9,8 +9,14 @@
 // disables x/crypto's retry backoff for everything but badNonce. Finalize signs its request
 // itself (jws.go), because the only x/crypto calls that finalize an order also wait for it.
 //
+// ACME Renewal Information (RFC 9773), which x/crypto lacks, is here too (renewalinfo.go):
+// RenewalInfo fetches a certificate's suggested window, and CreateOrder's OrderRequest.Replaces
+// names the certificate a renewal replaces.
+//
 // Errors are classified for the caller: IsPermanent (the same request will keep failing until
-// the spec or the account changes) and RetryAfter (when the server said when to come back).
+// the spec or the account changes), RetryAfterOf (the CA asked to slow down, and for how long),
+// IsAlreadyReplaced (retry the order without Replaces) and RetryAfter (when the server said when
+// to come back).
 //
 // The package imports nothing from Kubernetes.
 package acme

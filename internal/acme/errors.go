@@ -68,11 +68,8 @@ func IsPermanent(err error) bool {
 }
 
 func isPermanentProblem(problem *acme.Error) bool {
-	name, ok := strings.CutPrefix(problem.ProblemType, problemPrefix)
-	if !ok {
-		// Pre-RFC servers used urn:acme:error:; be lenient about the namespace.
-		name = problem.ProblemType[strings.LastIndex(problem.ProblemType, ":")+1:]
-	}
+	// Pre-RFC servers used urn:acme:error:; problemName is lenient about the namespace.
+	name := problemName(problem.ProblemType)
 	if name == "compound" && len(problem.Subproblems) > 0 {
 		// A compound problem is permanent only when every part is.
 		for _, sub := range problem.Subproblems {
@@ -106,6 +103,66 @@ func RetryAfter(err error) (time.Duration, bool) {
 		return 0, false
 	}
 	return parseRetryAfter(problem.Header.Get("Retry-After"), time.Now())
+}
+
+// MaxServerRetryAfter caps the wait RetryAfterOf passes on: a day, the longest step of the
+// renewal backoff. Let's Encrypt's rate limits can ask for a week, but a retry a day later costs
+// the CA one refused request, and it keeps a stale limit from outliving a certificate.
+const MaxServerRetryAfter = 24 * time.Hour
+
+// RetryAfterOf reports whether err is the CA asking the client to slow down: HTTP 429 or 503,
+// or a rateLimited or serverInternal problem (also inside a compound problem). wait is the
+// response's Retry-After, capped at MaxServerRetryAfter, or 0 when it sent none: the caller's
+// own backoff then decides alone.
+//
+// The controller counts such an error as a failed attempt and requeues at
+// renewal.RetryTime(lastFailure, attempts, wait, notAfter), which waits at least wait.
+func RetryAfterOf(err error) (wait time.Duration, slowDown bool) {
+	var problem *acme.Error
+	if !errors.As(err, &problem) || !asksToSlowDown(problem) {
+		return 0, false
+	}
+	if problem.Header != nil {
+		if d, ok := parseRetryAfter(problem.Header.Get("Retry-After"), time.Now()); ok {
+			wait = min(d, MaxServerRetryAfter)
+		}
+	}
+	return wait, true
+}
+
+func asksToSlowDown(problem *acme.Error) bool {
+	switch problem.StatusCode {
+	case http.StatusTooManyRequests, http.StatusServiceUnavailable:
+		return true
+	}
+	switch problemName(problem.ProblemType) {
+	case "rateLimited", "serverInternal":
+		return true
+	case "compound":
+		for _, sub := range problem.Subproblems {
+			if name := problemName(sub.Type); name == "rateLimited" || name == "serverInternal" {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// problemName strips the ACME namespace from a problem type, leniently (see isPermanentProblem).
+func problemName(problemType string) string {
+	if name, ok := strings.CutPrefix(problemType, problemPrefix); ok {
+		return name
+	}
+	return problemType[strings.LastIndex(problemType, ":")+1:]
+}
+
+// IsAlreadyReplaced reports whether err is the server refusing an order whose Replaces names a
+// certificate that already has a replacement (RFC 9773 section 5, problem alreadyReplaced,
+// HTTP 409): for example a renewal whose first order certpilot lost track of. Create the order
+// again without Replaces, once; IsPermanent is true for it too, so check this first.
+func IsAlreadyReplaced(err error) bool {
+	var problem *acme.Error
+	return errors.As(err, &problem) && problemName(problem.ProblemType) == "alreadyReplaced"
 }
 
 // ProblemType returns the ACME problem type of err without its namespace ("rateLimited",

@@ -6,7 +6,6 @@ import (
 	"crypto"
 	"crypto/ecdsa"
 	"crypto/rand"
-	"crypto/rsa"
 	"encoding/asn1"
 	"encoding/base64"
 	"encoding/json"
@@ -14,7 +13,6 @@ import (
 	"fmt"
 	"math/big"
 	"net/http"
-	"strings"
 )
 
 // postJWS sends payload to url as a JWS signed by the account key in "kid" form (RFC 8555
@@ -144,23 +142,6 @@ func signJWS(key crypto.Signer, kid, nonce, url string, payload []byte) ([]byte,
 		Payload   string `json:"payload"`
 		Signature string `json:"signature"`
 	}{encode(protected), encode(payload), encode(signature)})
-}
-
-func jwsAlgorithm(pub crypto.PublicKey) (string, crypto.Hash, error) {
-	switch pub := pub.(type) {
-	case *rsa.PublicKey:
-		return "RS256", crypto.SHA256, nil
-	case *ecdsa.PublicKey:
-		switch pub.Curve.Params().Name {
-		case "P-256":
-			return "ES256", crypto.SHA256, nil
-		case "P-384":
-			return "ES384", crypto.SHA384, nil
-		}
-		return "", 0, permanent(fmt.Errorf("unsupported ACME account key curve %s", pub.Curve.Params().Name))
-	default:
-		return "", 0, permanent(fmt.Errorf("unsupported ACME account key type %s", strings.TrimPrefix(fmt.Sprintf("%T", pub), "*")))
-	}
 }
 
 func ecdsaJWSSignature(der []byte, size int) ([]byte, error) {

@@ -31,19 +31,40 @@ type Order struct {
 	Error error
 	// RetryAfter is when to poll again: the server's Retry-After, or DefaultRetryAfter.
 	RetryAfter time.Duration
+	// ServerRetryAfter is the server's Retry-After alone, 0 when it sent none; pass it to
+	// PollInterval.
+	ServerRetryAfter time.Duration
 }
 
-// NewOrder creates an order for dnsNames. A non-empty profile names an issuance profile the
-// server advertises (Let's Encrypt: classic, tlsserver, shortlived); asking for one it does not
-// advertise is a permanent error, found before any request.
-//
-// Name one whenever the server offers several: Pebble picks a random profile for orders that
-// name none.
+// OrderRequest is what a new order asks for.
+type OrderRequest struct {
+	// DNSNames are the identifiers; at least one.
+	DNSNames []string
+	// Profile names an issuance profile the server advertises (Let's Encrypt: classic,
+	// tlsserver, shortlived); empty for none. Asking for one it does not advertise is a
+	// permanent error, found before any request. Name one whenever the server offers several:
+	// Pebble picks a random profile for orders that name none.
+	Profile string
+	// Replaces is the CertID (see CertID) of the certificate this order renews (RFC 9773
+	// section 5). Such renewals are exempt from some of Let's Encrypt's rate limits. It is left
+	// out when the server does not advertise ARI. A server that already has a replacement for
+	// that certificate refuses the order with alreadyReplaced (IsAlreadyReplaced): create it
+	// again without Replaces, once.
+	Replaces string
+}
+
+// NewOrder creates an order for dnsNames with an optional profile and no Replaces; see
+// CreateOrder.
 func (c *Client) NewOrder(ctx context.Context, dnsNames []string, profile string) (*Order, error) {
+	return c.CreateOrder(ctx, OrderRequest{DNSNames: dnsNames, Profile: profile})
+}
+
+// CreateOrder creates an order (RFC 8555 section 7.4) and returns it, usually pending.
+func (c *Client) CreateOrder(ctx context.Context, request OrderRequest) (*Order, error) {
+	dnsNames, profile := request.DNSNames, request.Profile
 	if len(dnsNames) == 0 {
 		return nil, permanent(errors.New("creating ACME order: no DNS names"))
 	}
-	var opts []acme.OrderOption
 	if profile != "" {
 		// x/crypto (v0.59.0) supports profiles (WithOrderIssuanceProfile) and checks them against
 		// the directory itself, but with unexported errors; checking here makes them permanent.
@@ -51,11 +72,55 @@ func (c *Client) NewOrder(ctx context.Context, dnsNames []string, profile string
 			return nil, permanent(fmt.Errorf("creating ACME order for %v: the server at %s offers no profile %q (it offers %v)",
 				dnsNames, c.acme.DirectoryURL, profile, c.profileNames()))
 		}
+	}
+	if request.Replaces != "" && c.SupportsRenewalInfo() {
+		return c.createReplacingOrder(ctx, request)
+	}
+	var opts []acme.OrderOption
+	if profile != "" {
 		opts = append(opts, acme.WithOrderIssuanceProfile(acme.ProfileName(profile)))
 	}
 	order, err := c.acme.AuthorizeOrder(ctx, acme.DomainIDs(dnsNames...), opts...)
 	if err != nil {
 		return nil, fmt.Errorf("creating ACME order for %v: %w", dnsNames, err)
+	}
+	return c.fromOrder(order, c.directory.OrderURL), nil
+}
+
+// createReplacingOrder signs the newOrder request itself (jws.go): x/crypto's AuthorizeOrder
+// cannot carry replaces.
+func (c *Client) createReplacingOrder(ctx context.Context, request OrderRequest) (*Order, error) {
+	type identifier struct {
+		Type  string `json:"type"`
+		Value string `json:"value"`
+	}
+	payload := struct {
+		Identifiers []identifier `json:"identifiers"`
+		Profile     string       `json:"profile,omitempty"`
+		Replaces    string       `json:"replaces"`
+	}{Profile: request.Profile, Replaces: request.Replaces}
+	for _, name := range request.DNSNames {
+		payload.Identifiers = append(payload.Identifiers, identifier{Type: "dns", Value: name})
+	}
+	fail := func(err error) error {
+		return fmt.Errorf("creating ACME order for %v replacing %s: %w", request.DNSNames, request.Replaces, err)
+	}
+	res, err := c.postJWS(ctx, c.directory.OrderURL, payload)
+	if err != nil {
+		return nil, fail(err)
+	}
+	defer res.Body.Close()
+	if res.StatusCode != http.StatusCreated && res.StatusCode != http.StatusOK {
+		return nil, fail(problem(res))
+	}
+	order, err := decodeOrder(res.Body)
+	if err != nil {
+		return nil, fail(err)
+	}
+	// RFC 8555 section 7.4 requires the Location of the new order: without it the order could
+	// not be polled or resumed.
+	if order.URI = res.Header.Get("Location"); order.URI == "" {
+		return nil, fail(errors.New("the server sent no Location for the new order"))
 	}
 	return c.fromOrder(order, c.directory.OrderURL), nil
 }
@@ -92,6 +157,7 @@ func (c *Client) fromOrder(o *acme.Order, requestURL string) *Order {
 		Expires:     o.Expires,
 		RetryAfter:  c.recorder.get(requestURL),
 	}
+	order.ServerRetryAfter, _ = c.recorder.lookup(requestURL)
 	for _, id := range o.Identifiers {
 		order.Identifiers = append(order.Identifiers, id.Value)
 	}

@@ -20,6 +20,30 @@ const (
 	maxRetryAfter = 30 * 24 * time.Hour
 )
 
+// MaxPollInterval caps PollInterval's growth: a pending order or authorization is looked at at
+// least once a minute.
+const MaxPollInterval = time.Minute
+
+// pollGrowthStart is how long an object polls every DefaultRetryAfter before PollInterval grows.
+const pollGrowthStart = 10 * time.Second
+
+// PollInterval returns how long to wait before polling a pending (or processing) order or
+// authorization again. serverRetryAfter is the server's Retry-After (Order.ServerRetryAfter,
+// Authorization.ServerRetryAfter; 0 when it sent none) and wins when set. Otherwise the wait is a
+// pure function of pending, how long the object has been waiting (since the order was created
+// or the challenge accepted): DefaultRetryAfter (1 s) for the first 10 s, then a tenth of
+// pending, so a wait adds at most 10 % to the time an object takes, capped at MaxPollInterval.
+// The result is whole seconds.
+func PollInterval(serverRetryAfter, pending time.Duration) time.Duration {
+	if serverRetryAfter > 0 {
+		return max(serverRetryAfter, MinRetryAfter)
+	}
+	if pending < pollGrowthStart {
+		return DefaultRetryAfter
+	}
+	return min(max((pending/10).Truncate(time.Second), DefaultRetryAfter), MaxPollInterval)
+}
+
 // retryAfterRecorder is an http.RoundTripper that remembers the Retry-After header of the last
 // response for each request URL. x/crypto reads Retry-After only inside its sleeping helpers and
 // does not return it, so this is where a non-blocking caller gets it from.
@@ -50,12 +74,18 @@ func (r *retryAfterRecorder) RoundTrip(req *http.Request) (*http.Response, error
 // until the next response from the same URL replaces or clears them; the map is bounded by the
 // number of distinct URLs (orders and authorizations) the client polls.
 func (r *retryAfterRecorder) get(url string) time.Duration {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if d, ok := r.values[url]; ok {
+	if d, ok := r.lookup(url); ok {
 		return d
 	}
 	return DefaultRetryAfter
+}
+
+// lookup returns the Retry-After of the last response from url, if it had one.
+func (r *retryAfterRecorder) lookup(url string) (time.Duration, bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	d, ok := r.values[url]
+	return d, ok
 }
 
 // forget drops what was recorded for url, for objects that reached a final state.

@@ -1,9 +1,9 @@
 package renewal
 
 import (
-	"errors"
-	"fmt"
-	"math/rand/v2"
+	"crypto/sha256"
+	"encoding/binary"
+	"math/bits"
 	"time"
 )
 
@@ -40,40 +40,50 @@ func RenewalTime(notBefore, notAfter time.Time, renewBefore time.Duration) time.
 	return notAfter.Add(-limit)
 }
 
-// ErrInvalidWindow is returned (wrapped) by ARIRenewalTime for a window the CA should not have
-// sent. Callers fall back to RenewalTime.
-var ErrInvalidWindow = errors.New("invalid ACME renewal information window")
+// JitterPercent is the largest share of a certificate's lifetime by which FallbackRenewalTime
+// moves its renewal earlier.
+const JitterPercent = 3
 
-// ARIRenewalTime picks the renewal time inside the window a CA suggests through ACME Renewal
-// Information (RFC 9773, section 4.2): a uniformly random point in [windowStart, windowEnd), so
-// that certificates issued together do not all renew in the same second.
+// FallbackRenewalTime is the renewal time when the CA offers no usable ARI window: RenewalTime
+// made earlier by a jitter of up to JitterPercent of the lifetime (2.7 days of a 90-day
+// certificate, 4.3 hours of a 6-day one), so that certificates issued together, which would all
+// be due in the same second, spread over that share of their lifetime instead and do not hit
+// the CA (and its rate limits) at once.
 //
-// random returns a uniform integer in [0, n), like rand.Int64N; tests inject a fixed one, and
-// nil means math/rand/v2. Values outside [0, n) are clamped into the window, so a faulty
-// random source cannot schedule a renewal outside what the CA asked for.
+// The jitter is deterministic: a hash of seed, which should be unique per certificate and
+// stable for its lifetime; pass the certificate's serial number (leaf.SerialNumber.Bytes()).
+// The same certificate therefore always gets the same time, so the status does not change
+// from one reconcile to the next. An empty seed means no jitter.
 //
-// A window with a zero start or end (a field missing from the response) or whose end is before
-// its start is invalid and yields ErrInvalidWindow. A window in the past is valid: RFC 9773 asks
-// clients to renew immediately, which RequeueAfter expresses by returning 0.
-func ARIRenewalTime(windowStart, windowEnd time.Time, random func(n int64) int64) (time.Time, error) {
-	if windowStart.IsZero() || windowEnd.IsZero() {
-		return time.Time{}, fmt.Errorf("%w: start %s and end %s must both be set",
-			ErrInvalidWindow, formatTime(windowStart), formatTime(windowEnd))
+// The jitter only ever moves renewal earlier, never past RenewalTime's margin before notAfter,
+// and never before a third of the lifetime has passed, so the no-loop guarantee of RenewalTime
+// holds.
+func FallbackRenewalTime(notBefore, notAfter time.Time, renewBefore time.Duration, seed []byte) time.Time {
+	renewalTime := RenewalTime(notBefore, notAfter, renewBefore)
+	lifetime := notAfter.Sub(notBefore)
+	if lifetime <= 0 || len(seed) == 0 {
+		return renewalTime
 	}
-	if windowEnd.Before(windowStart) {
-		return time.Time{}, fmt.Errorf("%w: end %s is before start %s",
-			ErrInvalidWindow, formatTime(windowEnd), formatTime(windowStart))
+	maxJitter := uint64(lifetime / 100 * JitterPercent)
+	sum := sha256.Sum256(seed)
+	// jitter = maxJitter * u / 2^64 for a uniform 64-bit u: in [0, maxJitter), without overflow.
+	jitter, _ := bits.Mul64(maxJitter, binary.BigEndian.Uint64(sum[:8]))
+	earliest := notBefore.Add(lifetime / 3)
+	return maxTime(renewalTime.Add(-time.Duration(jitter)), minTime(earliest, renewalTime))
+}
+
+func minTime(a, b time.Time) time.Time {
+	if a.Before(b) {
+		return a
 	}
-	width := int64(windowEnd.Sub(windowStart))
-	if width == 0 {
-		// rand.Int64N panics on 0; a single-instant window leaves no choice anyway.
-		return windowStart, nil
+	return b
+}
+
+func maxTime(a, b time.Time) time.Time {
+	if a.After(b) {
+		return a
 	}
-	if random == nil {
-		random = rand.Int64N
-	}
-	offset := min(max(random(width), 0), width-1)
-	return windowStart.Add(time.Duration(offset)), nil
+	return b
 }
 
 func formatTime(t time.Time) string {

@@ -1,7 +1,7 @@
 package renewal
 
 import (
-	"errors"
+	"math/big"
 	"testing"
 	"time"
 )
@@ -97,77 +97,63 @@ func TestRenewalTimeNeverLoops(t *testing.T) {
 	}
 }
 
-func TestARIRenewalTime(t *testing.T) {
-	start, end := t0, t0.Add(2*day)
-	width := int64(2 * day)
-	fixed := func(v int64) func(int64) int64 {
-		return func(n int64) int64 {
-			if n != width {
-				t.Errorf("random called with n = %d, want the window's width %d", n, width)
-			}
-			return v
-		}
-	}
-	mustNotCall := func(int64) int64 {
-		t.Error("random called for a window that leaves no choice")
-		return 0
-	}
+func TestFallbackRenewalTime(t *testing.T) {
+	seed := []byte{0x04, 0x2a, 0x9c, 0x11, 0x7e}
 	tests := map[string]struct {
-		start, end time.Time
-		random     func(int64) int64
-		want       time.Time
-		wantErr    bool
+		notBefore   time.Time
+		lifetime    time.Duration
+		renewBefore time.Duration
 	}{
-		"lowest draw is the window's start": {start: start, end: end, random: fixed(0), want: start},
-		"middle draw is the middle":         {start: start, end: end, random: fixed(width / 2), want: start.Add(day)},
-		"highest draw is just before the end": {
-			start: start, end: end, random: fixed(width - 1), want: end.Add(-time.Nanosecond),
-		},
-		"draw past the end is clamped into the window": {
-			start: start, end: end, random: fixed(width + 5), want: end.Add(-time.Nanosecond),
-		},
-		"negative draw is clamped to the start": {start: start, end: end, random: fixed(-7), want: start},
-		"window in the past is valid":           {start: t0.Add(-3 * day), end: t0.Add(-day), random: func(int64) int64 { return 0 }, want: t0.Add(-3 * day)},
-		"single-instant window is its start":    {start: start, end: start, random: mustNotCall, want: start},
-		"end before start is invalid":           {start: end, end: start, random: mustNotCall, wantErr: true},
-		"missing start is invalid":              {start: time.Time{}, end: end, random: mustNotCall, wantErr: true},
-		"missing end is invalid":                {start: start, end: time.Time{}, random: mustNotCall, wantErr: true},
+		"90 days":                      {notBefore: t0, lifetime: 90 * day, renewBefore: 168 * time.Hour},
+		"45 days":                      {notBefore: t0, lifetime: 45 * day, renewBefore: 168 * time.Hour},
+		"6 days":                       {notBefore: t0, lifetime: 6 * day, renewBefore: 168 * time.Hour},
+		"10-minute Pebble certificate": {notBefore: t0, lifetime: 10 * time.Minute, renewBefore: 168 * time.Hour},
+		"90 days, renewBefore longer than lifetime": {notBefore: t0, lifetime: 90 * day, renewBefore: 100 * day},
+		"6 days, renewBefore longer than lifetime":  {notBefore: t0, lifetime: 6 * day, renewBefore: 30 * day},
+		"45 days, short renewBefore":                {notBefore: t0, lifetime: 45 * day, renewBefore: time.Hour},
+		"notBefore in the future":                   {notBefore: t0.Add(time.Hour), lifetime: 90 * day, renewBefore: 168 * time.Hour},
 	}
 	for name, tc := range tests {
 		t.Run(name, func(t *testing.T) {
-			got, err := ARIRenewalTime(tc.start, tc.end, tc.random)
-			if tc.wantErr {
-				if !errors.Is(err, ErrInvalidWindow) {
-					t.Fatalf("ARIRenewalTime(%v, %v) error = %v, want ErrInvalidWindow", tc.start, tc.end, err)
-				}
-				return
+			notAfter := tc.notBefore.Add(tc.lifetime)
+			base := RenewalTime(tc.notBefore, notAfter, tc.renewBefore)
+			got := FallbackRenewalTime(tc.notBefore, notAfter, tc.renewBefore, seed)
+			if got.After(base) {
+				t.Errorf("FallbackRenewalTime = base + %v, want never later than RenewalTime", got.Sub(base))
 			}
-			if err != nil {
-				t.Fatalf("ARIRenewalTime(%v, %v) error = %v, want none", tc.start, tc.end, err)
+			if maxJitter := tc.lifetime / 100 * JitterPercent; base.Sub(got) >= maxJitter {
+				t.Errorf("jitter = %v, want under %d%% of the lifetime (%v)", base.Sub(got), JitterPercent, maxJitter)
 			}
-			if !got.Equal(tc.want) {
-				t.Errorf("ARIRenewalTime(%v, %v) = %v, want %v", tc.start, tc.end, got, tc.want)
+			if got.Sub(tc.notBefore) < tc.lifetime/3 {
+				t.Errorf("FallbackRenewalTime = notBefore + %v, want at least a third of the lifetime", got.Sub(tc.notBefore))
+			}
+			if again := FallbackRenewalTime(tc.notBefore, notAfter, tc.renewBefore, seed); !again.Equal(got) {
+				t.Errorf("FallbackRenewalTime is not deterministic: %v, then %v", got, again)
+			}
+			if none := FallbackRenewalTime(tc.notBefore, notAfter, tc.renewBefore, nil); !none.Equal(base) {
+				t.Errorf("FallbackRenewalTime without a seed = %v, want RenewalTime %v", none, base)
 			}
 		})
 	}
+	t.Run("no positive lifetime renews at notAfter", func(t *testing.T) {
+		if got := FallbackRenewalTime(t0, t0.Add(-day), 168*time.Hour, seed); !got.Equal(t0.Add(-day)) {
+			t.Errorf("FallbackRenewalTime = %v, want notAfter %v", got, t0.Add(-day))
+		}
+	})
 }
 
-// TestARIRenewalTimeDefaultRandom checks that a nil random source draws real, varying points
-// inside the window.
-func TestARIRenewalTimeDefaultRandom(t *testing.T) {
-	start, end := t0, t0.Add(day)
-	seen := map[time.Time]bool{}
-	for range 100 {
-		got, err := ARIRenewalTime(start, end, nil)
-		if err != nil {
-			t.Fatalf("ARIRenewalTime error = %v", err)
+// TestFallbackRenewalTimeSpreads checks what the jitter is for: 200 certificates issued in the
+// same second, with consecutive serial numbers, renew over more than 1 % of their lifetime.
+func TestFallbackRenewalTimeSpreads(t *testing.T) {
+	for _, lifetime := range []time.Duration{90 * day, 45 * day, 6 * day} {
+		notAfter := t0.Add(lifetime)
+		earliest, latest := notAfter, t0
+		for serial := range 200 {
+			got := FallbackRenewalTime(t0, notAfter, 168*time.Hour, big.NewInt(int64(1_000_000+serial)).Bytes())
+			earliest, latest = minTime(earliest, got), maxTime(latest, got)
 		}
-		if got.Before(start) || !got.Before(end) {
-			t.Fatalf("ARIRenewalTime = %v, want within [%v, %v)", got, start, end)
+		if spread := latest.Sub(earliest); spread < lifetime/100 {
+			t.Errorf("lifetime %v: 200 certificates renew within %v, want at least 1%% of the lifetime (%v)", lifetime, spread, lifetime/100)
 		}
-		seen[got] = true
-	}
-	if len(seen) < 2 {
-		t.Errorf("100 draws gave %d distinct times, want randomness", len(seen))
 	}
 }

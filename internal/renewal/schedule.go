@@ -55,3 +55,64 @@ func RequeueAfter(now, renewalTime time.Time) time.Duration {
 	}
 	return min(wait, MaxRequeueAfter)
 }
+
+// RetryTime returns the earliest time issuance may be retried after failedAttempts consecutive
+// failures, the last at lastFailure, for a certificate that expires at notAfter (zero when
+// there is none yet). It is NextAttempt's backoff (1m, 10m, 100m, then daily), with two
+// corrections:
+//
+//   - It never waits more than half the time left before notAfter (but at least the first
+//     step, a minute), so a certificate close to expiry gets retry after retry, each closer
+//     together, instead of expiring during a daily wait when a retry could still have worked.
+//     Once the certificate has expired, the plain backoff applies.
+//   - It waits at least serverRetryAfter (capped at MaxBackoff), the wait the CA asked for when
+//     it refused for load or rate limits (acme.RetryAfterOf): retrying earlier would only be
+//     refused again, and the CA's word wins over the expiry cap.
+func RetryTime(lastFailure time.Time, failedAttempts int32, serverRetryAfter time.Duration, notAfter time.Time) time.Time {
+	wait := Backoff(failedAttempts)
+	if left := notAfter.Sub(lastFailure); !notAfter.IsZero() && left > 0 {
+		wait = min(wait, max(left/2, backoffSteps[0]))
+	}
+	wait = max(wait, min(serverRetryAfter, MaxBackoff))
+	return lastFailure.Add(wait)
+}
+
+// Validity states of a certificate at a moment, for the Ready condition's reason.
+const (
+	ValidityNotYetValid = "NotYetValid"
+	ValidityValid       = "Valid"
+	ValidityExpired     = "Expired"
+)
+
+// Validity returns whether a certificate valid from notBefore to notAfter is NotYetValid, Valid
+// or Expired at now. Expired starts at notAfter, as in ShouldIssue.
+func Validity(now, notBefore, notAfter time.Time) string {
+	switch {
+	case now.Before(notBefore):
+		return ValidityNotYetValid
+	case !now.Before(notAfter):
+		return ValidityExpired
+	default:
+		return ValidityValid
+	}
+}
+
+// NextEvaluation returns the earliest of moments strictly after now: the next time a
+// certificate's status changes by the passage of time alone, so that Ready (and the rest of the
+// status) is never stale. Pass notBefore (NotYetValid becomes Valid), notAfter (Valid becomes
+// Expired), the renewal time (the certificate becomes due), and, where they apply, the next
+// renewal information fetch (NextRenewalInfoFetch) and the next retry (RetryTime). Zero
+// moments are ignored.
+//
+// It returns the zero time when no moment is after now; the controller then requeues after
+// MaxRequeueAfter at most. Otherwise it requeues after RequeueAfter(now, next), which is
+// positive and capped at MaxRequeueAfter.
+func NextEvaluation(now time.Time, moments ...time.Time) time.Time {
+	var next time.Time
+	for _, moment := range moments {
+		if moment.After(now) && (next.IsZero() || moment.Before(next)) {
+			next = moment
+		}
+	}
+	return next
+}

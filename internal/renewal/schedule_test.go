@@ -72,3 +72,205 @@ func TestRequeueAfter(t *testing.T) {
 		})
 	}
 }
+
+func TestRetryTime(t *testing.T) {
+	none := time.Time{}
+	tests := map[string]struct {
+		failedAttempts   int32
+		serverRetryAfter time.Duration
+		notAfter         time.Time // relative to lastFailure = t0
+		want             time.Duration
+	}{
+		"first failure, far from expiry":    {failedAttempts: 1, notAfter: t0.Add(30 * day), want: time.Minute},
+		"second failure, far from expiry":   {failedAttempts: 2, notAfter: t0.Add(30 * day), want: 10 * time.Minute},
+		"third failure, far from expiry":    {failedAttempts: 3, notAfter: t0.Add(30 * day), want: 100 * time.Minute},
+		"fourth failure, far from expiry":   {failedAttempts: 4, notAfter: t0.Add(30 * day), want: 24 * time.Hour},
+		"no certificate yet: plain backoff": {failedAttempts: 4, notAfter: none, want: 24 * time.Hour},
+		"daily wait capped at half of 30 hours left": {
+			failedAttempts: 9, notAfter: t0.Add(30 * time.Hour), want: 15 * time.Hour,
+		},
+		"100 minutes capped at half of an hour left": {
+			failedAttempts: 3, notAfter: t0.Add(time.Hour), want: 30 * time.Minute,
+		},
+		"a minute left still waits a minute, not less": {
+			failedAttempts: 9, notAfter: t0.Add(time.Minute), want: time.Minute,
+		},
+		"expired: plain backoff": {failedAttempts: 9, notAfter: t0.Add(-time.Hour), want: 24 * time.Hour},
+		"CA's Retry-After longer than the backoff wins": {
+			failedAttempts: 1, serverRetryAfter: 3 * time.Hour, notAfter: t0.Add(30 * day), want: 3 * time.Hour,
+		},
+		"CA's Retry-After shorter than the backoff: backoff": {
+			failedAttempts: 3, serverRetryAfter: 5 * time.Minute, notAfter: t0.Add(30 * day), want: 100 * time.Minute,
+		},
+		"CA's Retry-After wins over the expiry cap": {
+			failedAttempts: 4, serverRetryAfter: 2 * time.Hour, notAfter: t0.Add(time.Hour), want: 2 * time.Hour,
+		},
+		"CA's week-long Retry-After is capped at a day": {
+			failedAttempts: 1, serverRetryAfter: 7 * day, notAfter: t0.Add(30 * day), want: MaxBackoff,
+		},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			got := RetryTime(t0, tc.failedAttempts, tc.serverRetryAfter, tc.notAfter)
+			if !got.Equal(t0.Add(tc.want)) {
+				t.Errorf("RetryTime(t0, %d, %v, notAfter) = t0 + %v, want t0 + %v", tc.failedAttempts, tc.serverRetryAfter, got.Sub(t0), tc.want)
+			}
+		})
+	}
+}
+
+// TestRetryTimeReachesExpiry checks the point of the expiry cap: a certificate that keeps
+// failing from a day and a half before expiry is retried more than twice before it expires,
+// where the plain daily backoff would try once.
+func TestRetryTimeReachesExpiry(t *testing.T) {
+	notAfter := t0.Add(36 * time.Hour)
+	at, attempts := t0, int32(4)
+	tries := 0
+	for at.Before(notAfter) {
+		tries++
+		at = RetryTime(at, attempts, 0, notAfter)
+		attempts++
+	}
+	if tries < 10 {
+		t.Errorf("%d attempts before expiry, want retries closing in on notAfter", tries)
+	}
+}
+
+func TestValidity(t *testing.T) {
+	notBefore, notAfter := t0, t0.Add(90*day)
+	tests := map[string]struct {
+		now  time.Time
+		want string
+	}{
+		"before notBefore": {now: notBefore.Add(-time.Second), want: ValidityNotYetValid},
+		"at notBefore":     {now: notBefore, want: ValidityValid},
+		"mid-life":         {now: notBefore.Add(45 * day), want: ValidityValid},
+		"just before end":  {now: notAfter.Add(-time.Nanosecond), want: ValidityValid},
+		"at notAfter":      {now: notAfter, want: ValidityExpired},
+		"after notAfter":   {now: notAfter.Add(day), want: ValidityExpired},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			if got := Validity(tc.now, notBefore, notAfter); got != tc.want {
+				t.Errorf("Validity = %s, want %s", got, tc.want)
+			}
+		})
+	}
+}
+
+func TestNextEvaluation(t *testing.T) {
+	tests := map[string]struct {
+		moments []time.Time
+		want    time.Time
+	}{
+		"earliest future moment":   {moments: []time.Time{t0.Add(3 * time.Hour), t0.Add(time.Hour), t0.Add(2 * time.Hour)}, want: t0.Add(time.Hour)},
+		"past moments are ignored": {moments: []time.Time{t0.Add(-time.Hour), t0.Add(2 * time.Hour)}, want: t0.Add(2 * time.Hour)},
+		"now itself is past":       {moments: []time.Time{t0, t0.Add(time.Minute)}, want: t0.Add(time.Minute)},
+		"zero moments are ignored": {moments: []time.Time{{}, t0.Add(time.Minute), {}}, want: t0.Add(time.Minute)},
+		"nothing ahead: zero":      {moments: []time.Time{t0.Add(-day), t0}, want: time.Time{}},
+		"no moments: zero":         {want: time.Time{}},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			if got := NextEvaluation(t0, tc.moments...); !got.Equal(tc.want) {
+				t.Errorf("NextEvaluation(t0, %v) = %v, want %v", tc.moments, got, tc.want)
+			}
+		})
+	}
+}
+
+// TestTimeline runs the time functions together the way the controller will, for each lifetime
+// Let's Encrypt issues: the validity, the renewal time (ARI when the window is usable, the
+// jittered fallback otherwise) and the next moment to look at the certificate again.
+func TestTimeline(t *testing.T) {
+	serial := []byte{0x03, 0x7a, 0x51, 0xe2, 0x90, 0x0c}
+	lowest := func(int64) int64 { return 0 }
+	type window struct{ start, end time.Duration } // relative to notBefore
+	for _, lifetime := range []time.Duration{90 * day, 45 * day, 6 * day} {
+		notBefore := t0
+		notAfter := notBefore.Add(lifetime)
+		fallback := FallbackRenewalTime(notBefore, notAfter, 168*time.Hour, serial)
+		tests := map[string]struct {
+			now          time.Duration // relative to notBefore
+			renewBefore  time.Duration
+			window       *window
+			wantValidity string
+			// wantRenewal is the expected renewal time relative to notBefore; -1 means the
+			// fallback.
+			wantRenewal time.Duration
+			wantARI     bool
+			wantNext    time.Duration // relative to notBefore
+			wantDue     bool
+		}{
+			"notBefore in the future (CA clock ahead)": {
+				now: -time.Minute, renewBefore: 168 * time.Hour, wantValidity: ValidityNotYetValid,
+				wantRenewal: -1, wantNext: 0,
+			},
+			"fresh certificate, no ARI": {
+				now: time.Minute, renewBefore: 168 * time.Hour, wantValidity: ValidityValid,
+				wantRenewal: -1, wantNext: fallback.Sub(notBefore),
+			},
+			"renewBefore longer than the lifetime": {
+				now: time.Minute, renewBefore: 2 * lifetime, wantValidity: ValidityValid,
+				wantRenewal: FallbackRenewalTime(notBefore, notAfter, 2*lifetime, serial).Sub(notBefore),
+				wantNext:    FallbackRenewalTime(notBefore, notAfter, 2*lifetime, serial).Sub(notBefore),
+			},
+			"ARI window in the future": {
+				now: time.Minute, renewBefore: 168 * time.Hour, window: &window{lifetime / 2, lifetime/2 + lifetime/20},
+				wantValidity: ValidityValid, wantRenewal: lifetime / 2, wantARI: true, wantNext: lifetime / 2,
+			},
+			"ARI window in the past: renew now": {
+				now: lifetime / 4, renewBefore: 168 * time.Hour, window: &window{lifetime / 8, lifetime / 6},
+				wantValidity: ValidityValid, wantRenewal: lifetime / 8, wantARI: true, wantDue: true,
+				wantNext: lifetime,
+			},
+			"malformed ARI window: fallback": {
+				now: time.Minute, renewBefore: 168 * time.Hour, window: &window{lifetime / 2, lifetime / 3},
+				wantValidity: ValidityValid, wantRenewal: -1, wantNext: fallback.Sub(notBefore),
+			},
+			"past the fallback renewal time": {
+				now: fallback.Sub(notBefore) + time.Second, renewBefore: 168 * time.Hour, wantValidity: ValidityValid,
+				wantRenewal: -1, wantDue: true, wantNext: lifetime,
+			},
+			"expired": {
+				now: lifetime, renewBefore: 168 * time.Hour, wantValidity: ValidityExpired, wantRenewal: -1, wantDue: true,
+				wantNext: -1,
+			},
+		}
+		for name, tc := range tests {
+			t.Run(lifetime.String()+"/"+name, func(t *testing.T) {
+				now := notBefore.Add(tc.now)
+				renewalTime := FallbackRenewalTime(notBefore, notAfter, tc.renewBefore, serial)
+				usedARI := false
+				if tc.window != nil {
+					chosen, err := ChooseARIRenewalTime(Window{notBefore.Add(tc.window.start), notBefore.Add(tc.window.end)}, notAfter, time.Time{}, lowest)
+					if err == nil {
+						renewalTime, usedARI = chosen, true
+					}
+				}
+				if got := Validity(now, notBefore, notAfter); got != tc.wantValidity {
+					t.Errorf("Validity = %s, want %s", got, tc.wantValidity)
+				}
+				wantRenewal := fallback
+				if tc.wantRenewal != -1 {
+					wantRenewal = notBefore.Add(tc.wantRenewal)
+				}
+				if !renewalTime.Equal(wantRenewal) || usedARI != tc.wantARI {
+					t.Errorf("renewal time = notBefore + %v (ARI %v), want notBefore + %v (ARI %v)",
+						renewalTime.Sub(notBefore), usedARI, wantRenewal.Sub(notBefore), tc.wantARI)
+				}
+				if due := RequeueAfter(now, renewalTime) == 0; due != tc.wantDue {
+					t.Errorf("due = %v, want %v", due, tc.wantDue)
+				}
+				next := NextEvaluation(now, notBefore, notAfter, renewalTime)
+				wantNext := time.Time{}
+				if tc.wantNext != -1 {
+					wantNext = notBefore.Add(tc.wantNext)
+				}
+				if !next.Equal(wantNext) {
+					t.Errorf("NextEvaluation = %v, want %v", next, wantNext)
+				}
+			})
+		}
+	}
+}

@@ -4,6 +4,7 @@ import (
 	"crypto"
 	"crypto/x509"
 	"fmt"
+	"net/url"
 	"slices"
 	"strings"
 	"time"
@@ -31,6 +32,7 @@ const (
 	ReasonKeyAlgorithmChanged = "KeyAlgorithmChanged"
 	ReasonKeySizeChanged      = "KeySizeChanged"
 	ReasonIssuerChanged       = "IssuerChanged"
+	ReasonIssuerServerChanged = "IssuerServerChanged"
 	ReasonExpired             = "Expired"
 	ReasonRenewalDue          = "RenewalDue"
 	ReasonRenewalRequested    = "RenewalRequested"
@@ -49,6 +51,9 @@ type Input struct {
 	KeySize int
 	// IssuerKind ("Issuer" when empty, the API default) and IssuerName name the spec's issuer.
 	IssuerKind, IssuerName string
+	// IssuerServer is the ACME directory URL the issuer points to now (its spec.server). Empty
+	// means unknown (the issuer could not be read): the check is skipped.
+	IssuerServer string
 	// RenewBefore is the spec's renewBefore; see RenewalTime.
 	RenewBefore time.Duration
 	// RenewalTime, when set, replaces the RenewalTime computed from the certificate: it is
@@ -69,6 +74,14 @@ type Secret struct {
 	PrivateKeyPEM []byte
 	// IssuerKind and IssuerName are recorded on the Secret by certpilot when it wrote it.
 	IssuerKind, IssuerName string
+	// IssuerServer is the ACME directory URL the certificate was issued by, recorded on the
+	// Secret by certpilot when it wrote it. Empty (a Secret written before certpilot recorded
+	// it) never triggers a reissue, so an upgrade does not reissue every certificate.
+	IssuerServer string
+	// IssuerAccount is the ACME account URL the certificate was issued to, recorded beside
+	// IssuerServer. It triggers nothing (a new account at the same CA does not make the
+	// certificate any less valid); CanReplace reads it.
+	IssuerAccount string
 }
 
 // Trigger says why a certificate must be issued.
@@ -142,6 +155,7 @@ var checks = []check{
 	keyAlgorithmChanged,
 	keySizeChanged,
 	issuerChanged,
+	issuerServerChanged,
 	expired,
 	renewalDue,
 	renewalRequested,
@@ -254,6 +268,34 @@ func issuerChanged(s *state) (Trigger, bool) {
 	return Trigger{ReasonIssuerChanged, fmt.Sprintf(
 		"The certificate was issued by %s %s, the spec names %s %s.",
 		haveKind, s.Secret.IssuerName, wantKind, s.IssuerName)}, true
+}
+
+func issuerServerChanged(s *state) (Trigger, bool) {
+	if s.IssuerServer == "" || s.Secret.IssuerServer == "" || sameServer(s.IssuerServer, s.Secret.IssuerServer) {
+		return Trigger{}, false
+	}
+	return Trigger{ReasonIssuerServerChanged, fmt.Sprintf(
+		"The certificate was issued by the ACME server %s, %s %s now points to %s.",
+		s.Secret.IssuerServer, issuerKind(s.IssuerKind), s.IssuerName, s.IssuerServer)}, true
+}
+
+// sameServer reports whether two ACME directory URLs name the same server: scheme and host
+// compare case-insensitively, a trailing slash does not count, the rest compares exactly.
+func sameServer(a, b string) bool {
+	return normalizeServer(a) == normalizeServer(b)
+}
+
+func normalizeServer(server string) string {
+	server = strings.TrimSpace(server)
+	u, err := url.Parse(server)
+	if err != nil || u.Host == "" {
+		return strings.TrimSuffix(server, "/")
+	}
+	u.Scheme = strings.ToLower(u.Scheme)
+	u.Host = strings.ToLower(u.Host)
+	u.Path = strings.TrimSuffix(u.Path, "/")
+	u.RawPath = ""
+	return u.String()
 }
 
 func expired(s *state) (Trigger, bool) {

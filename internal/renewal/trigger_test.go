@@ -103,6 +103,12 @@ func TestShouldIssue(t *testing.T) {
 	rsa2048Key := testKey(t, "RSA", 2048, "leaf")
 	rsa3072Key := testKey(t, "RSA", 3072, "leaf")
 	caKey := testKey(t, "ECDSA", 256, "ca")
+	const (
+		production = "https://acme-v02.api.letsencrypt.org/directory"
+		staging    = "https://acme-staging-v02.api.letsencrypt.org/directory"
+	)
+	server := func(url string) func(*Input) { return func(in *Input) { in.IssuerServer = url } }
+	secretServer := func(s *Secret, url string) *Secret { s.IssuerServer = url; return s }
 
 	// A 90-day certificate issued 10 days ago, followed by its "chain" (an unrelated CA
 	// certificate), as tls.crt holds them: due for renewal 7 days before expiry.
@@ -116,6 +122,7 @@ func TestShouldIssue(t *testing.T) {
 			PrivateKeyPEM:  pkcs8PEM(t, c.key),
 			IssuerKind:     "Issuer",
 			IssuerName:     "letsencrypt",
+			IssuerServer:   production,
 		}
 	}
 	// input returns the spec matching healthy, changed by edits.
@@ -126,6 +133,7 @@ func TestShouldIssue(t *testing.T) {
 			KeyAlgorithm: "ECDSA",
 			IssuerKind:   "Issuer",
 			IssuerName:   "letsencrypt",
+			IssuerServer: production,
 			RenewBefore:  168 * time.Hour,
 			Secret:       s,
 		}
@@ -297,10 +305,39 @@ func TestShouldIssue(t *testing.T) {
 			wantReason:  ReasonIssuerChanged,
 			wantMessage: []string{"does not record"},
 		},
+		"issuer points to another ACME server": {
+			in:          input(secret(healthy), server(staging)),
+			wantReason:  ReasonIssuerServerChanged,
+			wantMessage: []string{"issued by the ACME server " + production, "Issuer letsencrypt now points to " + staging},
+		},
+		"issuer server differs only in case and a trailing slash": {
+			in: input(secret(healthy), server("HTTPS://ACME-v02.API.LetsEncrypt.org/directory/")),
+		},
+		"issuer server path differs": {
+			in:         input(secret(healthy), server("https://acme-v02.api.letsencrypt.org/other")),
+			wantReason: ReasonIssuerServerChanged,
+		},
+		"Secret records no server (written before certpilot recorded it)": {
+			in: input(secretServer(secret(healthy), ""), server(staging)),
+		},
+		"issuer server unknown": {
+			in: input(secret(healthy), server("")),
+		},
+		"issuer name change wins over server change": {
+			in:         input(secret(healthy), server(staging), func(in *Input) { in.IssuerName = "letsencrypt-staging" }),
+			wantReason: ReasonIssuerChanged,
+		},
+		"server change wins over expiry": {
+			in:         input(secret(healthy), server(staging), at(healthy.notAfter.Add(time.Hour))),
+			wantReason: ReasonIssuerServerChanged,
+		},
 		"expired at notAfter": {
 			in:          input(secret(healthy), at(healthy.notAfter)),
 			wantReason:  ReasonExpired,
 			wantMessage: []string{healthy.notAfter.Format(time.RFC3339)},
+		},
+		"certificate not yet valid (notBefore in the future) is not reissued": {
+			in: input(secret(with(healthy, func(c *cert) { c.notBefore, c.notAfter = now.Add(time.Hour), now.Add(90*day) }))),
 		},
 		"one second before the renewal time": {
 			in: input(secret(healthy), at(healthy.notAfter.Add(-7*day-time.Second))),
