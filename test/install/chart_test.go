@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -18,6 +19,7 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"sigs.k8s.io/yaml"
 
+	certpilotv1alpha1 "github.com/certpilot/certpilot/api/v1alpha1"
 	"github.com/certpilot/certpilot/internal/testenv"
 )
 
@@ -32,7 +34,7 @@ func allOptions() map[string]any {
 		"image":                    map[string]any{"repository": "registry.example/certpilot", "tag": "v9.9.9", "pullPolicy": "Always"},
 		"imagePullSecrets":         []any{map[string]any{"name": "registry"}},
 		"replicas":                 3,
-		"workers":                  8,
+		"certificateWorkers":       8,
 		"clusterResourceNamespace": "certpilot-secrets",
 		"watchNamespaces":          []any{"team-a", "team-b"},
 		"extraArgs":                []any{"--zap-log-level=debug"},
@@ -298,7 +300,7 @@ func TestChartAllOptions(t *testing.T) {
 	container := firstContainer(t, edge)
 	args, _, _ := unstructured.NestedStringSlice(container, "args")
 	for _, want := range []string{
-		"--namespace=certpilot-system", "--challenge-secret=certpilot-edge-acme-challenges",
+		"--namespace=certpilot-system", "--load-balancer=certpilot-edge",
 		"--https-bind-address=:8443", "--http-bind-address=:8080", "--shutdown-timeout=10s",
 	} {
 		if !slices.Contains(args, want) {
@@ -311,7 +313,7 @@ func TestChartAllOptions(t *testing.T) {
 		t.Errorf("edge Service ports %s", got)
 	}
 	edgeRole, _, _ := unstructured.NestedSlice(index["Role certpilot-system/certpilot-edge"].Object, "rules")
-	if got := mustJSON(t, edgeRole); got != `[{"apiGroups":[""],"resourceNames":["certpilot-edge-acme-challenges"],"resources":["secrets"],"verbs":["get","list","watch"]}]` {
+	if got := mustJSON(t, edgeRole); got != `[{"apiGroups":[""],"resourceNames":["certpilot-edge-acme-challenges",`+edgeShardNames()+`],"resources":["secrets"],"verbs":["get","list","watch"]}]` {
 		t.Errorf("edge Role rules %s", got)
 	}
 	manager := firstContainer(t, index["Deployment certpilot-system/certpilot"])
@@ -319,7 +321,7 @@ func TestChartAllOptions(t *testing.T) {
 		t.Errorf("image = %q", image)
 	}
 	managerArgs, _, _ := unstructured.NestedStringSlice(manager, "args")
-	for _, want := range []string{"--workers=8", "--cluster-resource-namespace=certpilot-secrets", "--zap-log-level=debug", "--watch-namespaces=team-a,team-b"} {
+	for _, want := range []string{"--certificate-workers=8", "--cluster-resource-namespace=certpilot-secrets", "--zap-log-level=debug", "--watch-namespaces=team-a,team-b"} {
 		if !slices.Contains(managerArgs, want) {
 			t.Errorf("manager args %v miss %s", managerArgs, want)
 		}
@@ -445,4 +447,13 @@ func mustRead(t *testing.T, path string) []byte {
 		t.Fatal(err)
 	}
 	return data
+}
+
+// edgeShardNames is the chart edge's 32 challenge shards, as JSON list items.
+func edgeShardNames() string {
+	names := make([]string, certpilotv1alpha1.ChallengeShards)
+	for i := range names {
+		names[i] = strconv.Quote(certpilotv1alpha1.ChallengeShardName("certpilot-edge", i))
+	}
+	return strings.Join(names, ",")
 }
