@@ -1,0 +1,130 @@
+package controllers
+
+import (
+	"crypto/rand"
+	"crypto/x509"
+	"math/big"
+	"testing"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	certpilotv1alpha1 "github.com/certpilot/certpilot/api/v1alpha1"
+	"github.com/certpilot/certpilot/internal/pki"
+	"github.com/certpilot/certpilot/internal/renewal"
+)
+
+// TestDecideIssuance: the decision is a pure function of the renewal input, the renewal time and
+// the Certificate's status.
+func TestDecideIssuance(t *testing.T) {
+	now := time.Date(2026, 12, 1, 12, 0, 0, 0, time.UTC)
+	names := []string{"www.example.test"}
+	renewalTime := now.Add(24 * time.Hour)
+	openOrder := &certpilotv1alpha1.OrderStatus{URL: "https://ca/order/1", State: "pending", DNSNames: names}
+	otherNamesOrder := &certpilotv1alpha1.OrderStatus{URL: "https://ca/order/2", State: "pending", DNSNames: []string{"old.example.test"}}
+	lastFailure := metav1.NewTime(now.Add(-30 * time.Second))
+
+	tests := map[string]struct {
+		secretMissing bool
+		requested     bool
+		order         *certpilotv1alpha1.OrderStatus
+		finalizer     bool
+		failures      int32
+		specChanged   bool
+
+		wantIssue, wantDrop, wantCleanup, wantWait bool
+		wantReady                                  metav1.ConditionStatus
+		wantRequeue                                time.Duration
+	}{
+		"up to date: requeue at the renewal time": {
+			wantReady: metav1.ConditionTrue, wantRequeue: 24 * time.Hour,
+		},
+		"up to date, responses left: finish the cleanup": {
+			finalizer: true, wantCleanup: true, wantReady: metav1.ConditionTrue, wantRequeue: 24 * time.Hour,
+		},
+		"up to date, order for other names open: drop it": {
+			order: otherNamesOrder, wantDrop: true, wantReady: metav1.ConditionTrue, wantRequeue: 24 * time.Hour,
+		},
+		"up to date, its own order open: finish it": {
+			order: openOrder, wantIssue: true, wantReady: metav1.ConditionTrue,
+		},
+		"no Secret: issue": {
+			secretMissing: true, wantIssue: true, wantReady: metav1.ConditionFalse,
+		},
+		"renewal requested: issue, still Ready": {
+			requested: true, wantIssue: true, wantReady: metav1.ConditionTrue,
+		},
+		"failed a moment ago: back off": {
+			secretMissing: true, failures: 1, wantWait: true, wantReady: metav1.ConditionFalse,
+		},
+		"failed, spec changed since: issue now": {
+			secretMissing: true, failures: 1, specChanged: true, wantIssue: true, wantReady: metav1.ConditionFalse,
+		},
+		"failed, renewal requested: issue now": {
+			requested: true, failures: 1, wantIssue: true, wantReady: metav1.ConditionTrue,
+		},
+		"failed, order still open: resume it": {
+			secretMissing: true, failures: 1, order: openOrder, wantIssue: true, wantReady: metav1.ConditionFalse,
+		},
+	}
+	for name, tt := range tests {
+		t.Run(name, func(t *testing.T) {
+			cert := &certpilotv1alpha1.Certificate{}
+			cert.Generation = 3
+			cert.Spec.DNSNames = names
+			cert.Status.Order = tt.order
+			cert.Status.NotAfter = &metav1.Time{Time: now.Add(30 * 24 * time.Hour)}
+			if tt.finalizer {
+				cert.Finalizers = []string{challengeFinalizer}
+			}
+			if tt.failures > 0 {
+				cert.Status.FailedIssuanceAttempts, cert.Status.LastFailureTime = tt.failures, &lastFailure
+			}
+			observed := cert.Generation
+			if tt.specChanged {
+				observed--
+			}
+			in := renewal.Input{Now: now, DNSNames: names, RenewBefore: 7 * 24 * time.Hour, RenewalRequested: tt.requested}
+			if !tt.secretMissing {
+				in.Secret = validSecret(t, names, now)
+			}
+			d := decideIssuance(in, renewalTime, cert, observed)
+
+			issue := d.requeueAfter == 0 && d.wait == nil
+			if issue != tt.wantIssue || d.dropOrder != tt.wantDrop || d.finishCleanup != tt.wantCleanup || (d.wait != nil) != tt.wantWait {
+				t.Errorf("issue %v, drop %v, cleanup %v, wait %v; want %v, %v, %v, %v (trigger %+v)",
+					issue, d.dropOrder, d.finishCleanup, d.wait, tt.wantIssue, tt.wantDrop, tt.wantCleanup, tt.wantWait, d.trigger)
+			}
+			if d.ready == nil || d.ready.Status != tt.wantReady {
+				t.Errorf("ready = %+v, want %s", d.ready, tt.wantReady)
+			}
+			if tt.wantRequeue != 0 && d.requeueAfter != tt.wantRequeue {
+				t.Errorf("requeueAfter = %s, want %s", d.requeueAfter, tt.wantRequeue)
+			}
+			if w, ok := asWait(d.wait); tt.wantWait && (!ok || w.Reason != "BackingOff") {
+				t.Errorf("wait = %v, want BackingOff", d.wait)
+			}
+		})
+	}
+}
+
+// validSecret is a certificate Secret for names, valid for 30 days from now, self-signed with
+// the default key type.
+func validSecret(t *testing.T, names []string, now time.Time) *renewal.Secret {
+	t.Helper()
+	key, err := pki.GenerateKey(certpilotv1alpha1.KeyAlgorithmECDSA, 256)
+	if err != nil {
+		t.Fatal(err)
+	}
+	template := &x509.Certificate{SerialNumber: big.NewInt(1), DNSNames: names,
+		NotBefore: now.Add(-time.Hour), NotAfter: now.Add(30 * 24 * time.Hour)}
+	der, err := x509.CreateCertificate(rand.Reader, template, template, key.Public(), key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyPEM, err := pki.EncodePrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &renewal.Secret{CertificatePEM: pki.EncodeChain([][]byte{der}), PrivateKeyPEM: keyPEM}
+}

@@ -1,0 +1,185 @@
+package solver_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"sync"
+	"sync/atomic"
+	"testing"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	certpilotv1alpha1 "github.com/certpilot/certpilot/api/v1alpha1"
+	"github.com/certpilot/certpilot/internal/outcome"
+	"github.com/certpilot/certpilot/internal/solver"
+	"github.com/certpilot/certpilot/internal/testenv"
+)
+
+var kube *testenv.Kube
+
+func TestMain(m *testing.M) { os.Exit(testenv.RunWithKube(m, &kube)) }
+
+var namespaces atomic.Int32
+
+// newNamespace creates a namespace of its own for a test (tests can run twice in one process).
+func newNamespace(t *testing.T) string {
+	t.Helper()
+	name := fmt.Sprintf("shards-%d", namespaces.Add(1))
+	if err := kube.Client.Create(context.Background(), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name}}); err != nil {
+		t.Fatal(err)
+	}
+	return name
+}
+
+func newWriter() *solver.ShardWriter {
+	return &solver.ShardWriter{Client: kube.Client, APIReader: kube.Client}
+}
+
+func never(string, []byte) bool { return false }
+
+func shardOf(t *testing.T, namespace, key string) *corev1.Secret {
+	t.Helper()
+	secret := &corev1.Secret{}
+	name := certpilotv1alpha1.ChallengeShardName("lb", certpilotv1alpha1.ChallengeShard(key))
+	if err := kube.Client.Get(context.Background(), client.ObjectKey{Namespace: namespace, Name: name}, secret); err != nil {
+		t.Fatal(err)
+	}
+	return secret
+}
+
+// TestShardWriterOwnership: a response is written into its key's shard with its writer; another
+// Certificate cannot take a held key nor remove it; its writer can.
+func TestShardWriterOwnership(t *testing.T) {
+	testenv.SkipIfShort(t)
+	ctx := context.Background()
+	namespace := newNamespace(t)
+	w := newWriter()
+	key := certpilotv1alpha1.TLSALPN01Key("www.example.test")
+
+	if err := w.Put(ctx, namespace, "lb", "team/a", []solver.Entry{{Key: key, Value: []byte("a")}}, never); err != nil {
+		t.Fatal(err)
+	}
+	shard := shardOf(t, namespace, key)
+	if string(shard.Data[key]) != "a" || shard.Annotations[certpilotv1alpha1.ChallengeOwnerAnnotation(key)] != "team/a" {
+		t.Fatalf("shard %s: data %v, annotations %v", shard.Name, shard.Data, shard.Annotations)
+	}
+	for label, want := range map[string]string{
+		certpilotv1alpha1.LabelManagedBy: "certpilot", certpilotv1alpha1.LabelChallenges: "true", certpilotv1alpha1.LabelLoadBalancer: "lb",
+	} {
+		if shard.Labels[label] != want {
+			t.Errorf("label %s = %q, want %q", label, shard.Labels[label], want)
+		}
+	}
+
+	// Another Certificate: held, nothing written.
+	var held *solver.HeldError
+	err := w.Put(ctx, namespace, "lb", "team/b", []solver.Entry{{Key: key, Value: []byte("b")}}, never)
+	if !errors.As(err, &held) || held.Holder != "team/a" {
+		t.Fatalf("Put by another Certificate: %v, want held by team/a", err)
+	}
+	if removed, err := w.Remove(ctx, namespace, "lb", "team/b", []string{key}); err != nil || len(removed) != 0 {
+		t.Fatalf("Remove by another Certificate removed %v (%v)", removed, err)
+	}
+	if got := shardOf(t, namespace, key); string(got.Data[key]) != "a" || got.ResourceVersion != shard.ResourceVersion {
+		t.Errorf("the held key changed: %q (resourceVersion %s -> %s)", got.Data[key], shard.ResourceVersion, got.ResourceVersion)
+	}
+
+	// The writer removes it; then the other may take it.
+	if removed, err := w.Remove(ctx, namespace, "lb", "team/a", []string{key}); err != nil || len(removed) != 1 {
+		t.Fatalf("Remove by the writer removed %v (%v)", removed, err)
+	}
+	if err := w.Put(ctx, namespace, "lb", "team/b", []solver.Entry{{Key: key, Value: []byte("b")}}, never); err != nil {
+		t.Fatalf("Put after release: %v", err)
+	}
+	if got := shardOf(t, namespace, key); string(got.Data[key]) != "b" || got.Annotations[certpilotv1alpha1.ChallengeOwnerAnnotation(key)] != "team/b" {
+		t.Errorf("after release: data %q, owner %q", got.Data[key], got.Annotations[certpilotv1alpha1.ChallengeOwnerAnnotation(key)])
+	}
+}
+
+// TestShardWriterConflicts: another writer (another replica, a person) changing a shard between
+// two writes is neither overwritten nor lost; two writers racing for one free name never both
+// get it.
+func TestShardWriterConflicts(t *testing.T) {
+	testenv.SkipIfShort(t)
+	ctx := context.Background()
+	namespace := newNamespace(t)
+	w := newWriter()
+	key := certpilotv1alpha1.HTTP01Key("token-1")
+	if err := w.Put(ctx, namespace, "lb", "team/a", []solver.Entry{{Key: key, Value: []byte("one")}}, never); err != nil {
+		t.Fatal(err)
+	}
+	// Someone else adds a key to the same shard behind the writer's back.
+	other := newWriter()
+	var sameShard string
+	for i := range 1000 {
+		candidate := certpilotv1alpha1.HTTP01Key(fmt.Sprintf("other-%d", i))
+		if certpilotv1alpha1.ChallengeShard(candidate) == certpilotv1alpha1.ChallengeShard(key) {
+			sameShard = candidate
+			break
+		}
+	}
+	if err := other.Put(ctx, namespace, "lb", "team/c", []solver.Entry{{Key: sameShard, Value: []byte("c")}}, never); err != nil {
+		t.Fatal(err)
+	}
+	// The first writer's state is stale: its next write conflicts, reads again, and keeps both.
+	if err := w.Put(ctx, namespace, "lb", "team/a", []solver.Entry{{Key: key, Value: []byte("two")}}, never); err != nil {
+		t.Fatalf("Put after a concurrent write: %v", err)
+	}
+	shard := shardOf(t, namespace, key)
+	if string(shard.Data[key]) != "two" || string(shard.Data[sameShard]) != "c" {
+		t.Errorf("shard data %v: a write was lost", shard.Data)
+	}
+
+	// Ten writers (as ten replicas would) race for one free tls-alpn-01 name: one holds it.
+	name := certpilotv1alpha1.TLSALPN01Key("race.example.test")
+	var wg sync.WaitGroup
+	var won atomic.Int32
+	for i := range 10 {
+		wg.Go(func() {
+			err := newWriter().Put(ctx, namespace, "lb", fmt.Sprintf("team/r%d", i), []solver.Entry{{Key: name, Value: fmt.Appendf(nil, "r%d", i)}}, never)
+			var held *solver.HeldError
+			switch {
+			case err == nil:
+				won.Add(1)
+			case errors.As(err, &held):
+			default:
+				t.Errorf("writer %d: %v", i, err)
+			}
+		})
+	}
+	wg.Wait()
+	if won.Load() != 1 {
+		t.Errorf("%d writers believe they hold the name, want exactly 1", won.Load())
+	}
+	shard = shardOf(t, namespace, name)
+	owner := shard.Annotations[certpilotv1alpha1.ChallengeOwnerAnnotation(name)]
+	if want := "team/" + string(shard.Data[name]); owner != want {
+		t.Errorf("the stored value %q is not its recorded owner's (%q)", shard.Data[name], owner)
+	}
+}
+
+// TestShardWriterNeverOverwritesForeignSecrets: a Secret named like a shard that certpilot did
+// not create stalls the writer; it is left as it is.
+func TestShardWriterNeverOverwritesForeignSecrets(t *testing.T) {
+	testenv.SkipIfShort(t)
+	ctx := context.Background()
+	namespace := newNamespace(t)
+	key := certpilotv1alpha1.HTTP01Key("token")
+	foreign := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: namespace,
+		Name: certpilotv1alpha1.ChallengeShardName("lb", certpilotv1alpha1.ChallengeShard(key))},
+		Data: map[string][]byte{"theirs": []byte("x")}}
+	if err := kube.Client.Create(ctx, foreign); err != nil {
+		t.Fatal(err)
+	}
+	err := newWriter().Put(ctx, namespace, "lb", "team/a", []solver.Entry{{Key: key, Value: []byte("v")}}, never)
+	if s, ok := outcome.AsStalled(err); !ok || s.Reason != "ChallengeSecretNotOwned" {
+		t.Fatalf("Put into a foreign Secret: %v, want Stalled ChallengeSecretNotOwned", err)
+	}
+	if got := shardOf(t, namespace, key); got.ResourceVersion != foreign.ResourceVersion {
+		t.Errorf("the foreign Secret was written")
+	}
+}
