@@ -72,6 +72,7 @@ func (r *CertificateReconciler) presentChallenges(ctx context.Context, run *cert
 			return ctrl.Result{}, err
 		}
 	}
+	ctrl.LoggerFrom(ctx).Info("Published challenge responses", "count", len(pending))
 
 	errs := r.checkAll(ctx, pending)
 	failed := map[solver.Solver][]string{}
@@ -183,7 +184,7 @@ func (r *CertificateReconciler) acceptChallenges(ctx context.Context, run *certi
 		}
 	}
 	if len(run.accept) > 0 {
-		ctrl.LoggerFrom(ctx).V(1).Info("Accepted challenges", "count", len(run.accept))
+		ctrl.LoggerFrom(ctx).Info("Accepted challenges", "count", len(run.accept))
 	}
 	return ctrl.Result{}, nil
 }
