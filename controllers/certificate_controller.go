@@ -3,6 +3,7 @@ package controllers
 import (
 	"context"
 	"fmt"
+	"hash/fnv"
 	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
@@ -11,6 +12,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/util/workqueue"
 	"k8s.io/utils/clock"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
@@ -210,10 +212,8 @@ func (r *CertificateReconciler) SetupWithManager(ctx context.Context, mgr ctrl.M
 		For(&certpilotv1alpha1.Certificate{}, builder.WithPredicates(
 			predicate.Or(predicate.GenerationChangedPredicate{}, predicate.AnnotationChangedPredicate{}))).
 		Owns(&corev1.Secret{}).
-		Watches(&certpilotv1alpha1.Issuer{}, handler.EnqueueRequestsFromMapFunc(r.certificatesOfIssuer),
-			builder.WithPredicates(readyChanged{})).
-		Watches(&certpilotv1alpha1.ClusterIssuer{}, handler.EnqueueRequestsFromMapFunc(r.certificatesOfIssuer),
-			builder.WithPredicates(readyChanged{})).
+		Watches(&certpilotv1alpha1.Issuer{}, r.issuerChanges()).
+		Watches(&certpilotv1alpha1.ClusterIssuer{}, r.issuerChanges()).
 		WithOptions(options).
 		Complete(r)
 }
@@ -244,15 +244,48 @@ func (r *CertificateReconciler) certificatesOfIssuer(ctx context.Context, obj cl
 	return requests
 }
 
-// readyChanged passes issuer updates whose Ready condition changed status.
-type readyChanged struct{ predicate.Funcs }
+// issuerSpreadWindow bounds how far the Certificates of an issuer whose spec changed are spread
+// out: each is looked at once within it (at a moment derived from its name), so that a changed
+// server URL reissues every certificate without a burst at the new CA.
+const issuerSpreadWindow = 5 * time.Minute
 
-func (readyChanged) Update(e event.UpdateEvent) bool {
-	oldIssuer, okOld := e.ObjectOld.(certpilotv1alpha1.GenericIssuer)
-	newIssuer, okNew := e.ObjectNew.(certpilotv1alpha1.GenericIssuer)
-	if !okOld || !okNew {
-		return false
+// issuerChanges wakes the Certificates of an issuer: at once when it becomes Ready or stops
+// being Ready, spread over issuerSpreadWindow when its spec changed (another server, another
+// account: renewal.ShouldIssue decides which need a new certificate).
+func (r *CertificateReconciler) issuerChanges() handler.EventHandler {
+	return handler.Funcs{
+		UpdateFunc: func(ctx context.Context, e event.UpdateEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+			oldIssuer, okOld := e.ObjectOld.(certpilotv1alpha1.GenericIssuer)
+			newIssuer, okNew := e.ObjectNew.(certpilotv1alpha1.GenericIssuer)
+			if !okOld || !okNew {
+				return
+			}
+			readyFlipped := meta.IsStatusConditionTrue(oldIssuer.GetStatus().Conditions, certpilotv1alpha1.ConditionReady) !=
+				meta.IsStatusConditionTrue(newIssuer.GetStatus().Conditions, certpilotv1alpha1.ConditionReady)
+			specChanged := e.ObjectOld.GetGeneration() != e.ObjectNew.GetGeneration()
+			if !readyFlipped && !specChanged {
+				return
+			}
+			requests := r.certificatesOfIssuer(ctx, e.ObjectNew)
+			for _, request := range requests {
+				if readyFlipped {
+					q.Add(request)
+					continue
+				}
+				q.AddAfter(request, spreadDelay(request.String(), issuerSpreadWindow, len(requests)))
+			}
+		},
 	}
-	return meta.IsStatusConditionTrue(oldIssuer.GetStatus().Conditions, certpilotv1alpha1.ConditionReady) !=
-		meta.IsStatusConditionTrue(newIssuer.GetStatus().Conditions, certpilotv1alpha1.ConditionReady)
+}
+
+// spreadDelay places key in [0, window) by a hash of it, with a window that shrinks to a second
+// per hundred objects for small sets (ten Certificates need no five-minute spread).
+func spreadDelay(key string, window time.Duration, count int) time.Duration {
+	window = min(window, time.Duration(count)*10*time.Millisecond)
+	if window <= 0 {
+		return 0
+	}
+	h := fnv.New64a()
+	_, _ = h.Write([]byte(key))
+	return time.Duration(h.Sum64() % uint64(window))
 }

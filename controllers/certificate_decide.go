@@ -24,6 +24,12 @@ const (
 	annotationIssuerName = "certpilot.dev/issuer-name"
 	// annotationOrder names the ACME order a certificate Secret (or a next-key Secret) came from.
 	annotationOrder = "certpilot.dev/order"
+	// annotationRenewed is "true" on a certificate Secret whose certificate replaced another.
+	annotationRenewed = "certpilot.dev/renewed"
+	// annotationACMEServer and annotationACMEAccount record the ACME directory and account a
+	// certificate came from: an issuer that points elsewhere later reissues it.
+	annotationACMEServer  = "certpilot.dev/acme-server"
+	annotationACMEAccount = "certpilot.dev/acme-account"
 )
 
 // Ready reasons of a Certificate.
@@ -45,6 +51,7 @@ func (r *CertificateReconciler) decide(ctx context.Context, run *certificateRun)
 
 	in := renewalInput(run)
 	renewalTime := r.recordCurrentCertificate(run, in.RenewBefore)
+	in.RenewalTime = renewalTime
 	d := decideIssuance(in, renewalTime, cert, run.patchBase.Status.ObservedGeneration)
 	run.ready = d.ready
 	if d.dropOrder {
@@ -86,12 +93,17 @@ func renewalInput(run *certificateRun) renewal.Input {
 	if key := cert.Spec.PrivateKey; key != nil {
 		in.KeyAlgorithm, in.KeySize = key.Algorithm, int(key.Size)
 	}
+	if run.issuer != nil {
+		in.IssuerServer = run.issuer.GetSpec().ACME.Server
+	}
 	if secret := run.secret; secret != nil {
 		in.Secret = &renewal.Secret{
 			CertificatePEM: secret.Data[corev1.TLSCertKey],
 			PrivateKeyPEM:  secret.Data[corev1.TLSPrivateKeyKey],
 			IssuerKind:     secret.Annotations[annotationIssuerKind],
 			IssuerName:     secret.Annotations[annotationIssuerName],
+			IssuerServer:   secret.Annotations[annotationACMEServer],
+			IssuerAccount:  secret.Annotations[annotationACMEAccount],
 		}
 	}
 	return in
@@ -118,7 +130,10 @@ type issuanceDecision struct {
 func decideIssuance(in renewal.Input, renewalTime time.Time, cert *certpilotv1alpha1.Certificate, observedGeneration int64) issuanceDecision {
 	trigger, issue := renewal.ShouldIssue(in)
 	d := issuanceDecision{trigger: trigger}
-	stillGood := !issue || trigger.Reason == renewal.ReasonRenewalDue || trigger.Reason == renewal.ReasonRenewalRequested
+	// A certificate that is valid stays Ready while its renewal (or its reissue from the CA the
+	// issuer points to now) runs.
+	stillGood := !issue || trigger.Reason == renewal.ReasonRenewalDue || trigger.Reason == renewal.ReasonRenewalRequested ||
+		trigger.Reason == renewal.ReasonIssuerServerChanged
 	if stillGood && cert.Status.NotAfter != nil {
 		d.ready = &metav1.Condition{Status: metav1.ConditionTrue, Reason: reasonUpToDate,
 			Message: fmt.Sprintf("Certificate is valid until %s; renewal at %s",
@@ -135,7 +150,13 @@ func decideIssuance(in renewal.Input, renewalTime time.Time, cert *certpilotv1al
 		}
 		d.dropOrder = orderOpen(cert)
 		d.finishCleanup = !d.dropOrder && controllerutil.ContainsFinalizer(cert, challengeFinalizer)
-		d.requeueAfter = max(renewal.RequeueAfter(in.Now, renewalTime), time.Second)
+		// Look again at the renewal time, and at notBefore and notAfter, so that Ready turns
+		// True or False at those moments even when nothing else happens.
+		next := renewalTime
+		if cert.Status.NotBefore != nil && cert.Status.NotAfter != nil {
+			next = renewal.NextEvaluation(in.Now, cert.Status.NotBefore.Time, cert.Status.NotAfter.Time, renewalTime)
+		}
+		d.requeueAfter = max(renewal.RequeueAfter(in.Now, next), time.Second)
 		return d
 	}
 	if orderOpen(cert) {
@@ -144,7 +165,12 @@ func decideIssuance(in renewal.Input, renewalTime time.Time, cert *certpilotv1al
 	// Back off after failures (1m, 10m, 100m, then daily), unless the spec changed since.
 	if attempts := cert.Status.FailedIssuanceAttempts; attempts > 0 && cert.Status.LastFailureTime != nil &&
 		observedGeneration == cert.Generation && !in.RenewalRequested {
-		next := renewal.NextAttempt(cert.Status.LastFailureTime.Time, attempts)
+		var notAfter time.Time
+		if cert.Status.NotAfter != nil {
+			notAfter = cert.Status.NotAfter.Time
+		}
+		// Never so long that a served certificate expires while a retry could still succeed.
+		next := renewal.RetryTime(cert.Status.LastFailureTime.Time, attempts, 0, notAfter)
 		if in.Now.Before(next) {
 			d.wait = wait(next.Sub(in.Now), "BackingOff",
 				"Issuance failed %d time(s); next attempt at %s (%s)", attempts, next.UTC().Format(time.RFC3339), trigger.Message)
@@ -166,7 +192,7 @@ func (r *CertificateReconciler) recordCurrentCertificate(run *certificateRun, re
 		status.NotBefore, status.NotAfter, status.RenewalTime, status.SerialNumber = nil, nil, nil, ""
 		return time.Time{}
 	}
-	renewalTime := renewal.RenewalTime(leaf.NotBefore, leaf.NotAfter, renewBefore)
+	renewalTime := renewal.FallbackRenewalTime(leaf.NotBefore, leaf.NotAfter, renewBefore, leaf.SerialNumber.Bytes())
 	status.NotBefore = timePtr(leaf.NotBefore)
 	status.NotAfter = timePtr(leaf.NotAfter)
 	status.RenewalTime = timePtr(renewalTime)

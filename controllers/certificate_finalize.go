@@ -47,7 +47,7 @@ func (r *CertificateReconciler) finalize(ctx context.Context, run *certificateRu
 			return ctrl.Result{}, err
 		}
 		run.order = order
-		run.cert.Status.Order.State = order.Status
+		recordOrderState(run.cert.Status.Order, order.Status)
 		ctrl.LoggerFrom(ctx).Info("Finalized order", "order", order.URL, "state", order.Status)
 	}
 	switch run.order.Status {
@@ -75,10 +75,17 @@ func (r *CertificateReconciler) storeCertificate(ctx context.Context, run *certi
 	if stored != nil && stored.Annotations[annotationOrder] == run.order.URL {
 		leaf, err := pki.ParseLeaf(stored.Data[corev1.TLSCertKey])
 		if err == nil {
+			// Finish what the earlier reconcile did not: the pending key, the cleanup, and the
+			// Event when no status write recorded this certificate yet.
+			announce := run.patchBase.Status.SerialNumber != fmt.Sprintf("%x", leaf.SerialNumber)
+			result := r.recordIssued(ctx, run, leaf, announce && stored.Annotations[annotationRenewed] == "true", announce)
+			if err := r.deleteNextKey(ctx, run); err != nil {
+				return ctrl.Result{}, err
+			}
 			if err := r.removeChallenges(ctx, run); err != nil {
 				return ctrl.Result{}, err
 			}
-			return r.recordIssued(ctx, run, leaf, false, false), nil
+			return result, nil
 		}
 	}
 
@@ -109,13 +116,13 @@ func (r *CertificateReconciler) storeCertificate(ctx context.Context, run *certi
 	}
 
 	renewed := run.secret != nil
-	if err := r.applyCertificateSecret(ctx, run, keyPEM, chainPEM, pki.EncodeChain(chain[1:])); err != nil {
+	if err := r.applyCertificateSecret(ctx, run, keyPEM, chainPEM, pki.EncodeChain(chain[1:]), renewed); err != nil {
 		return ctrl.Result{}, err
 	}
 	// Record and announce first: the certificate is stored, whatever the cleanup does (a failed
 	// cleanup is finished by a later reconcile, guarded by the finalizer).
 	result := r.recordIssued(ctx, run, leaf, renewed, true)
-	if err := r.Delete(ctx, keySecret); err != nil && !apierrors.IsNotFound(err) {
+	if err := r.deleteNextKey(ctx, run); err != nil {
 		return ctrl.Result{}, err
 	}
 	if err := r.removeChallenges(ctx, run); err != nil {
@@ -129,7 +136,7 @@ func (r *CertificateReconciler) storeCertificate(ctx context.Context, run *certi
 func (r *CertificateReconciler) recordIssued(ctx context.Context, run *certificateRun, leaf *x509.Certificate, renewed, announce bool) ctrl.Result {
 	cert := run.cert
 	status := &cert.Status
-	renewalTime := renewal.RenewalTime(leaf.NotBefore, leaf.NotAfter, renewBefore(cert))
+	renewalTime := renewal.FallbackRenewalTime(leaf.NotBefore, leaf.NotAfter, renewBefore(cert), leaf.SerialNumber.Bytes())
 	status.NotBefore, status.NotAfter, status.RenewalTime = timePtr(leaf.NotBefore), timePtr(leaf.NotAfter), timePtr(renewalTime)
 	status.SerialNumber = fmt.Sprintf("%x", leaf.SerialNumber)
 	status.FailedIssuanceAttempts, status.LastFailureTime = 0, nil
@@ -158,7 +165,7 @@ func (r *CertificateReconciler) recordIssued(ctx context.Context, run *certifica
 
 // applyCertificateSecret writes the kubernetes.io/tls Secret with server-side apply, owned by
 // the Certificate.
-func (r *CertificateReconciler) applyCertificateSecret(ctx context.Context, run *certificateRun, keyPEM, chainPEM, caPEM []byte) error {
+func (r *CertificateReconciler) applyCertificateSecret(ctx context.Context, run *certificateRun, keyPEM, chainPEM, caPEM []byte, renewed bool) error {
 	cert := run.cert
 	secret := corev1ac.Secret(cert.Spec.SecretName, cert.Namespace).
 		WithType(corev1.SecretTypeTLS).
@@ -167,9 +174,12 @@ func (r *CertificateReconciler) applyCertificateSecret(ctx context.Context, run 
 			certpilotv1alpha1.LabelCertificate: cert.Name,
 		}).
 		WithAnnotations(map[string]string{
-			annotationIssuerKind: issuerKind(cert),
-			annotationIssuerName: cert.Spec.IssuerRef.Name,
-			annotationOrder:      run.order.URL,
+			annotationIssuerKind:  issuerKind(cert),
+			annotationIssuerName:  cert.Spec.IssuerRef.Name,
+			annotationOrder:       run.order.URL,
+			annotationRenewed:     fmt.Sprint(renewed),
+			annotationACMEServer:  run.issuer.GetSpec().ACME.Server,
+			annotationACMEAccount: run.acme.AccountURI(),
 		}).
 		WithOwnerReferences(ownerReference(cert)).
 		WithData(map[string][]byte{
@@ -224,6 +234,15 @@ func (r *CertificateReconciler) nextPrivateKey(ctx context.Context, run *certifi
 		return nil, fmt.Errorf("storing the next private key: %w", err)
 	}
 	return key, nil
+}
+
+// deleteNextKey deletes the pending key Secret of a stored certificate.
+func (r *CertificateReconciler) deleteNextKey(ctx context.Context, run *certificateRun) error {
+	secret := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: run.cert.Namespace, Name: run.cert.Name + nextKeySuffix}}
+	if err := r.Delete(ctx, secret); err != nil && !apierrors.IsNotFound(err) {
+		return fmt.Errorf("deleting the pending key Secret %s/%s: %w", secret.Namespace, secret.Name, err)
+	}
+	return nil
 }
 
 func (r *CertificateReconciler) nextKeySecret(ctx context.Context, run *certificateRun) (*corev1.Secret, error) {

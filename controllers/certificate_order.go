@@ -25,7 +25,7 @@ func (r *CertificateReconciler) ensureOrder(ctx context.Context, run *certificat
 		switch {
 		case err == nil && order.Status != acme.StatusInvalid:
 			run.order = order
-			recorded.State = order.Status
+			recordOrderState(recorded, order.Status)
 			return ctrl.Result{}, nil
 		case err == nil:
 			return ctrl.Result{}, r.recordFailure(ctx, run, false, "OrderInvalid", "the CA marked order %s invalid: %s", order.URL, orderProblem(ctx, run, order))
@@ -69,7 +69,7 @@ func (r *CertificateReconciler) waitForOrder(ctx context.Context, run *certifica
 		return ctrl.Result{}, err
 	}
 	run.order = order
-	run.cert.Status.Order.State = order.Status
+	recordOrderState(run.cert.Status.Order, order.Status)
 	switch order.Status {
 	case acme.StatusReady, acme.StatusValid, acme.StatusProcessing:
 		return ctrl.Result{}, nil
@@ -104,6 +104,18 @@ func (r *CertificateReconciler) recordFailure(ctx context.Context, run *certific
 		return errors.Join(&stalledError{Reason: reason, Message: summary, After: backoff}, cleanupErr)
 	}
 	return errors.Join(wait(backoff, reason, "%s", summary), cleanupErr)
+}
+
+// recordOrderState records the CA's state of the order in the status, except valid: the order
+// stays open, recorded as processing, until its certificate is stored in the Secret
+// (recordIssued). A transient error between the CA's valid and the stored Secret (a bad nonce
+// while downloading, a crash) then resumes the same order and downloads its certificate,
+// instead of ordering a second certificate for the same names.
+func recordOrderState(order *certpilotv1alpha1.OrderStatus, caState string) {
+	if caState == acme.StatusValid {
+		caState = acme.StatusProcessing
+	}
+	order.State = caState
 }
 
 // sameNames compares DNS name lists as sets: an order for the same names in another order is
