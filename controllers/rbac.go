@@ -3,17 +3,27 @@
 // certificate flow in its own file.
 package controllers
 
-// The permissions the manager needs, in one place; `make manifests` turns them into
-// config/rbac/role.yaml.
+// The permissions the manager needs, in one place, and no more; `make manifests` turns them into
+// config/rbac/role.yaml. Each verb and the code that needs it:
 //
-// Secrets: certificate Secrets and challenge Secrets are created and owned by certpilot; account
-// keys, EAB and TSIG keys are read. Workloads: the load balancer Deployment is patched to mount
-// its challenge Secret, and inject targets get an env reference or a volume.
+//   - certificates, issuers, clusterissuers: get, list, watch (the manager's cache); patch on
+//     certificates only (their finalizers: kube.SetFinalizer).
+//   - certificates/status, issuers/status, clusterissuers/status: patch (patchStatus; the
+//     issuer reconciler's deferred status patch).
+//   - */finalizers: update, so that the owner references certpilot sets with
+//     blockOwnerDeletion pass the OwnerReferencesPermissionEnforcement admission plugin.
+//   - secrets: get, list, watch (cache of certpilot's Secrets; direct reads of account, EAB and
+//     TSIG keys); create (account keys, challenge shards); patch (server-side apply of
+//     certificate and pending-key Secrets, challenge shard patches); delete (pending keys).
+//   - deployments, statefulsets, daemonsets: get, list, watch (metadata cache, pod templates);
+//     patch (server-side apply of the challenge volume and of injections).
+//   - events: create, patch (the event recorder).
 //
-// +kubebuilder:rbac:groups=certpilot.dev,resources=certificates;issuers;clusterissuers,verbs=get;list;watch;update;patch
-// +kubebuilder:rbac:groups=certpilot.dev,resources=certificates/status;issuers/status;clusterissuers/status,verbs=get;update;patch
+// +kubebuilder:rbac:groups=certpilot.dev,resources=certificates,verbs=get;list;watch;patch
+// +kubebuilder:rbac:groups=certpilot.dev,resources=issuers;clusterissuers,verbs=get;list;watch
+// +kubebuilder:rbac:groups=certpilot.dev,resources=certificates/status;issuers/status;clusterissuers/status,verbs=patch
 // +kubebuilder:rbac:groups=certpilot.dev,resources=certificates/finalizers;issuers/finalizers;clusterissuers/finalizers,verbs=update
-// +kubebuilder:rbac:groups="",resources=secrets,verbs=get;list;watch;create;update;patch;delete
+// +kubebuilder:rbac:groups="",resources=secrets,verbs=get;list;watch;create;patch;delete
 // +kubebuilder:rbac:groups="",resources=events,verbs=create;patch
 // +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
 // +kubebuilder:rbac:groups=apps,resources=deployments;statefulsets;daemonsets,verbs=get;list;watch;patch
