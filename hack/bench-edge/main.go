@@ -4,6 +4,9 @@
 //
 //	bench-edge cert DIR         write DIR/cert.pem and DIR/key.pem
 //	bench-edge upstream ADDR    serve "ok\n" over HTTP/1.1 on ADDR until killed
+//	bench-edge upstream-tls ADDR DIR
+//	                            the same over HTTPS (DIR/cert.pem, DIR/key.pem), and 1 MiB at
+//	                            /mib: the TLS server behind the passthrough proxies
 //	bench-edge ports N          print N free loopback ports
 //	bench-edge handshakes ADDR CONNECTIONS DURATION
 //	                            new connections per second, each a full TLS 1.3 handshake (no
@@ -51,8 +54,11 @@ func run(args []string) error {
 		}
 		return handshakes(args[1], connections, duration)
 	}
+	if len(args) == 3 && args[0] == "upstream-tls" {
+		return upstreamTLS(args[1], args[2])
+	}
 	if len(args) != 2 {
-		return fmt.Errorf("usage: bench-edge cert DIR | upstream ADDR | ports N")
+		return fmt.Errorf("usage: bench-edge cert DIR | upstream ADDR | upstream-tls ADDR DIR | ports N | handshakes ADDR CONNECTIONS DURATION")
 	}
 	switch args[0] {
 	case "cert":
@@ -87,6 +93,35 @@ func run(args []string) error {
 		return nil
 	}
 	return fmt.Errorf("unknown command %q", args[0])
+}
+
+// upstreamTLS serves "ok\n" at / and 1 MiB at /mib over HTTPS (HTTP/1.1) on address.
+func upstreamTLS(address, dir string) error {
+	certificate, err := tls.LoadX509KeyPair(filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem"))
+	if err != nil {
+		return err
+	}
+	mib := bytes.Repeat([]byte("certpilot edge benchmark\n"), (1<<20)/25+1)[:1<<20]
+	mux := http.NewServeMux()
+	mux.HandleFunc("/mib", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/octet-stream")
+		w.Header().Set("Content-Length", strconv.Itoa(len(mib)))
+		_, _ = w.Write(mib)
+	})
+	mux.HandleFunc("/", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "text/plain")
+		_, _ = io.WriteString(w, "ok\n")
+	})
+	protocols := new(http.Protocols)
+	protocols.SetHTTP1(true)
+	server := &http.Server{
+		Addr:              address,
+		Handler:           mux,
+		TLSConfig:         &tls.Config{Certificates: []tls.Certificate{certificate}},
+		Protocols:         protocols,
+		ReadHeaderTimeout: 10 * time.Second,
+	}
+	return server.ListenAndServeTLS("", "")
 }
 
 // writeCertificate writes a self-signed ECDSA P-256 certificate for bench.example.test and
