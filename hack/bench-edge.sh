@@ -4,7 +4,9 @@
 #
 # Terminate mode (edge --mode terminate; nginx http with proxy_pass):
 #   full TLS handshakes/s   hack/bench-edge handshakes: every request is a new TCP connection,
-#                           a full TLS 1.3 handshake (no resumption) and one proxied request
+#                           a full TLS 1.3 handshake (no resumption, X25519 key exchange) and
+#                           one proxied request; "full-pq" offers Go's default key exchanges,
+#                           so the edge does X25519MLKEM768 and nginx (OpenSSL 3.0) X25519
 #   resumed connections/s   wrk with "Connection: close": the same, but wrk resumes TLS
 #                           sessions (tickets), so most handshakes are abbreviated
 #   proxied requests/s      wrk over keep-alive connections
@@ -16,7 +18,7 @@
 #   MiB/s                   wrk -c8 over keep-alive, GET of 1 MiB
 #
 # Usage: hack/bench-edge.sh  (or make bench-edge). DURATION, CONNECTIONS, THREADS, ROUNDS
-# override the defaults; KINDS picks measurements (full resumed keepalive passthrough
+# override the defaults; KINDS picks measurements (full full-pq resumed keepalive passthrough
 # passthrough-mib), EDGE_FLAGS adds edge flags (--access-log, --profiling). Installs nginx and
 # wrk with apt-get when they are missing (needs root).
 set -euo pipefail
@@ -167,22 +169,27 @@ echo "machine: $(nproc) CPUs, $(uname -r), load average $(cut -d' ' -f1-3 /proc/
 echo "bench-edge handshakes 127.0.0.1:PORT $CONNECTIONS $DURATION; wrk -t$THREADS -c$CONNECTIONS -d$DURATION [-H 'Connection: close'] https://127.0.0.1:PORT/; wrk -t$THREADS -c8 -d$DURATION https://127.0.0.1:PORT/mib"
 echo "edge and nginx alternated $ROUNDS times; medians"
 printf '%-34s %12s %12s %10s\n' "" "edge" "nginx" "edge/nginx"
-# full PORT: full handshakes per second with the Go client.
+# full PORT [KEX]: full handshakes per second with the Go client.
 full() {
 	local result
-	result=$("$work/bench-edge" handshakes "127.0.0.1:$1" "$CONNECTIONS" "$DURATION")
+	result=$("$work/bench-edge" handshakes "127.0.0.1:$1" "$CONNECTIONS" "$DURATION" "${2:-x25519}")
 	[ "${result#* }" = 0 ] || echo "  ${result#* } failed connections on port $1" >&2
 	echo "${result% *}"
 }
 
-for kind in ${KINDS:-full resumed keepalive passthrough passthrough-mib}; do
+for kind in ${KINDS:-full full-pq resumed keepalive passthrough passthrough-mib}; do
 	edge_runs=() nginx_runs=()
 	for _ in $(seq "$ROUNDS"); do
 		case $kind in
 		full)
-			label="full TLS handshakes/s (Go client)"
+			label="full TLS handshakes/s (X25519)"
 			edge_runs+=("$(full "$edge_port")")
 			nginx_runs+=("$(full "$nginx_port")")
+			;;
+		full-pq)
+			label="full handshakes/s (Go defaults)"
+			edge_runs+=("$(full "$edge_port" go)")
+			nginx_runs+=("$(full "$nginx_port" go)")
 			;;
 		resumed)
 			label="resumed TLS connections/s (wrk)"

@@ -97,45 +97,73 @@ func newUpstreamClient(target *url.URL, insecure bool, timeouts Timeouts) *upstr
 			if err != nil {
 				return nil, err
 			}
-			return &firstByteDeadlineConn{Conn: conn, timeout: responseHeader}, nil
+			return newReadTimeoutConn(conn, responseHeader), nil
 		},
 		MaxConns:                  upstreamConnsPerHost,
 		MaxConnWaitTimeout:        timeouts.Dial.Duration,
 		MaxIdleConnDuration:       timeouts.Idle.Duration,
-		MaxIdemponentCallAttempts: 2, // one retry of an idempotent request on a pooled connection the upstream closed
-		ConnPoolStrategy:          fasthttp.LIFO,
-		DisablePathNormalizing:    true, // the upstream gets the path the client sent
-		NoDefaultUserAgentHeader:  true,
-		StreamResponseBody:        true,
-		SecureErrorLogMessage:     true,
+		MaxIdemponentCallAttempts: 2,
+		// One retry of a GET or HEAD on a pooled connection the upstream had closed; never
+		// after a timeout (that would double the wait) nor of a request with a body.
+		RetryIfErr: func(request *fasthttp.Request, _ int, err error) (bool, bool) {
+			idempotent := request.Header.IsGet() || request.Header.IsHead()
+			return false, idempotent && !request.IsBodyStream() && !errors.Is(err, fasthttp.ErrTimeout) && !isTimeout(err)
+		},
+		ConnPoolStrategy:         fasthttp.LIFO,
+		DisablePathNormalizing:   true, // the upstream gets the path the client sent
+		NoDefaultUserAgentHeader: true,
+		StreamResponseBody:       true,
+		SecureErrorLogMessage:    true,
 	}
 	return u
 }
 
-// firstByteDeadlineConn enforces the upstream's response-header timeout as a time to first
-// byte: a write (a request) arms a read deadline, the first bytes read lift it, so streamed
-// response bodies are not cut.
-type firstByteDeadlineConn struct {
+// readTimeoutConn bounds the wait for the upstream as nginx's proxy_read_timeout does: at most
+// timeout for the response to begin, and then between two reads, so streamed bodies are not
+// cut while bytes flow. The deadline moves at most once per slack (a second), not per
+// request: setting a deadline costs a runtime timer update, which per request showed in
+// profiles.
+type readTimeoutConn struct {
 	net.Conn
-	timeout time.Duration
-	armed   bool
+	timeout, slack time.Duration
+	deadline       time.Time
 }
 
-func (c *firstByteDeadlineConn) Write(p []byte) (int, error) {
-	if !c.armed && c.timeout > 0 {
-		_ = c.Conn.SetReadDeadline(time.Now().Add(c.timeout))
-		c.armed = true
+func newReadTimeoutConn(conn net.Conn, timeout time.Duration) net.Conn {
+	if timeout <= 0 {
+		return conn
 	}
+	return &readTimeoutConn{Conn: conn, timeout: timeout, slack: min(time.Second, timeout/10)}
+}
+
+func (c *readTimeoutConn) refresh() {
+	now := time.Now()
+	if c.deadline.Sub(now) < c.timeout-c.slack {
+		c.deadline = now.Add(c.timeout)
+		_ = c.Conn.SetReadDeadline(c.deadline)
+	}
+}
+
+// SetReadDeadline and SetDeadline are the client's (fasthttp clears deadlines it did not set):
+// the next read or write arms the timeout again.
+func (c *readTimeoutConn) SetReadDeadline(t time.Time) error {
+	c.deadline = t
+	return c.Conn.SetReadDeadline(t)
+}
+
+func (c *readTimeoutConn) SetDeadline(t time.Time) error {
+	c.deadline = t
+	return c.Conn.SetDeadline(t)
+}
+
+func (c *readTimeoutConn) Write(p []byte) (int, error) {
+	c.refresh() // a request: its response has the whole timeout to begin
 	return c.Conn.Write(p)
 }
 
-func (c *firstByteDeadlineConn) Read(p []byte) (int, error) {
-	n, err := c.Conn.Read(p)
-	if n > 0 && c.armed {
-		_ = c.Conn.SetReadDeadline(time.Time{})
-		c.armed = false
-	}
-	return n, err
+func (c *readTimeoutConn) Read(p []byte) (int, error) {
+	c.refresh()
+	return c.Conn.Read(p)
 }
 
 // hop-by-hop headers (RFC 9110, section 7.6.1), never forwarded. Transfer-Encoding and
@@ -172,8 +200,10 @@ func (p *terminateProxy) serveHTTP1(ctx *fasthttp.RequestCtx) {
 	if entry != nil {
 		entry.upstream = upstream.name
 	}
-	// Request headers were read within readHeaderTimeout; a streamed body may take longer.
-	_ = ctx.Conn().SetReadDeadline(time.Time{})
+	if request.IsBodyStream() {
+		// Request headers were read within readHeaderTimeout; a streamed body may take longer.
+		_ = ctx.Conn().SetReadDeadline(time.Time{})
+	}
 
 	if request.Header.ConnectionUpgrade() {
 		p.upgrade(ctx, upstream, entry)
@@ -196,7 +226,8 @@ func (p *terminateProxy) serveHTTP1(ctx *fasthttp.RequestCtx) {
 // upstream routes by it), hop-by-hop headers go, X-Forwarded-* are the edge's.
 func (p *terminateProxy) rewriteRequest(ctx *fasthttp.RequestCtx, upstream *upstreamClient) {
 	header := &ctx.Request.Header
-	removeConnectionHeaders(header.Peek("Connection"), header.Del)
+	var connection [128]byte // a copy: Del rewrites the header storage Peek points into
+	removeConnectionHeaders(append(connection[:0], header.Peek("Connection")...), header.Del)
 	header.ResetConnectionClose() // the upstream connection stays pooled whatever the client does
 	header.Del("Connection")
 	for _, name := range hopByHopHeaders {
