@@ -65,6 +65,10 @@ type options struct {
 	httpRedirect bool
 	redirectPort int
 	profiling    bool
+	// Access log and shutdown.
+	accessLog       bool
+	accessLogSample float64
+	shutdownDelay   time.Duration
 }
 
 func main() {
@@ -108,6 +112,12 @@ func main() {
 		"Redirect plain HTTP requests other than http-01 challenges to HTTPS (otherwise 404).")
 	flag.IntVar(&opts.redirectPort, "https-redirect-port", 443, "Port of the HTTPS URLs the HTTP listener redirects to.")
 	flag.BoolVar(&opts.profiling, "profiling", false, "Serve Go's pprof handlers at /debug/pprof/ on the health listener.")
+	flag.BoolVar(&opts.accessLog, "access-log", false,
+		"Write an access log line (JSON) per request, or per connection in passthrough mode, to standard output. Never holds header values, query strings or http-01 tokens.")
+	flag.Float64Var(&opts.accessLogSample, "access-log-sample", 1,
+		"With --access-log, the fraction of lines written (0 < f <= 1); lines with a 5xx status are always written.")
+	flag.DurationVar(&opts.shutdownDelay, "shutdown-delay", 0,
+		"On SIGTERM, report not ready and keep serving this long before draining (for endpoints to drop the pod); counts against --shutdown-timeout.")
 	zapOptions := zap.Options{}
 	zapOptions.BindFlags(flag.CommandLine)
 	flag.Parse()
@@ -144,6 +154,17 @@ func run(ctx context.Context, opts options, log logr.Logger) error {
 		return err
 	}
 
+	var accessLog *edge.AccessLog
+	if opts.accessLog {
+		if opts.accessLogSample <= 0 || opts.accessLogSample > 1 {
+			return errors.New("--access-log-sample must be more than 0 and at most 1")
+		}
+		accessLog = edge.NewAccessLog(os.Stdout, opts.accessLogSample)
+	}
+	if opts.shutdownDelay < 0 || opts.shutdownDelay >= opts.shutdownTimeout {
+		return errors.New("--shutdown-delay must be at least 0 and less than --shutdown-timeout")
+	}
+
 	mode := edge.Mode(opts.mode)
 	if mode != edge.ModeTerminate && mode != edge.ModePassthrough {
 		return fmt.Errorf("--mode must be %s or %s", edge.ModeTerminate, edge.ModePassthrough)
@@ -171,7 +192,8 @@ func run(ctx context.Context, opts options, log logr.Logger) error {
 	}
 	server := edge.NewServer(edge.Options{
 		Mode: mode, Challenges: store, Certificates: certificates, Routes: routes,
-		RedirectHTTP: opts.httpRedirect, HTTPSPort: opts.redirectPort, Profiling: opts.profiling, Log: log,
+		RedirectHTTP: opts.httpRedirect, HTTPSPort: opts.redirectPort, Profiling: opts.profiling,
+		AccessLog: accessLog, ShutdownDelay: opts.shutdownDelay, Log: log,
 	})
 
 	group, groupCtx := errgroup.WithContext(ctx)
@@ -200,7 +222,13 @@ func run(ctx context.Context, opts options, log logr.Logger) error {
 		log.Info("Shutting down", "timeout", opts.shutdownTimeout.String())
 		shutdownCtx, cancel := context.WithTimeout(context.Background(), opts.shutdownTimeout)
 		defer cancel()
-		return server.Shutdown(shutdownCtx)
+		err := server.Shutdown(shutdownCtx)
+		if errors.Is(err, context.DeadlineExceeded) {
+			// Draining ends at the deadline by design: what was still open has been closed.
+			log.Info("Shutdown deadline reached; closed the connections still open", "timeout", opts.shutdownTimeout.String())
+			return nil
+		}
+		return err
 	})
 	return group.Wait()
 }

@@ -4,10 +4,17 @@
 //
 //	bench-edge cert DIR         write DIR/cert.pem and DIR/key.pem
 //	bench-edge upstream ADDR    serve "ok\n" over HTTP/1.1 on ADDR until killed
+//	bench-edge upstream-tls ADDR DIR
+//	                            the same over HTTPS (DIR/cert.pem, DIR/key.pem), and 1 MiB at
+//	                            /mib: the TLS server behind the passthrough proxies
 //	bench-edge ports N          print N free loopback ports
-//	bench-edge handshakes ADDR CONNECTIONS DURATION
+//	bench-edge handshakes ADDR CONNECTIONS DURATION [KEX]
 //	                            new connections per second, each a full TLS 1.3 handshake (no
-//	                            session resumption) and one HTTP/1.1 request; prints the rate
+//	                            session resumption) and one HTTP/1.1 request; prints the rate.
+//	                            KEX x25519 (the default) offers only X25519, the key exchange
+//	                            both servers can do; go offers Go's defaults, X25519MLKEM768
+//	                            first, which the edge negotiates and nginx 1.22 (OpenSSL 3.0)
+//	                            cannot
 package main
 
 import (
@@ -40,7 +47,13 @@ func main() {
 }
 
 func run(args []string) error {
-	if len(args) == 4 && args[0] == "handshakes" {
+	if (len(args) == 4 || len(args) == 5) && args[0] == "handshakes" {
+		var curves []tls.CurveID // Go's defaults
+		if len(args) == 4 || args[4] == "x25519" {
+			curves = []tls.CurveID{tls.X25519}
+		} else if args[4] != "go" {
+			return fmt.Errorf("key exchange %q: want x25519 or go", args[4])
+		}
 		connections, err := strconv.Atoi(args[2])
 		if err != nil {
 			return err
@@ -49,10 +62,13 @@ func run(args []string) error {
 		if err != nil {
 			return err
 		}
-		return handshakes(args[1], connections, duration)
+		return handshakes(args[1], connections, duration, curves)
+	}
+	if len(args) == 3 && args[0] == "upstream-tls" {
+		return upstreamTLS(args[1], args[2])
 	}
 	if len(args) != 2 {
-		return fmt.Errorf("usage: bench-edge cert DIR | upstream ADDR | ports N")
+		return fmt.Errorf("usage: bench-edge cert DIR | upstream ADDR | upstream-tls ADDR DIR | ports N | handshakes ADDR CONNECTIONS DURATION")
 	}
 	switch args[0] {
 	case "cert":
@@ -87,6 +103,35 @@ func run(args []string) error {
 		return nil
 	}
 	return fmt.Errorf("unknown command %q", args[0])
+}
+
+// upstreamTLS serves "ok\n" at / and 1 MiB at /mib over HTTPS (HTTP/1.1) on address.
+func upstreamTLS(address, dir string) error {
+	certificate, err := tls.LoadX509KeyPair(filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem"))
+	if err != nil {
+		return err
+	}
+	mib := bytes.Repeat([]byte("certpilot edge benchmark\n"), (1<<20)/25+1)[:1<<20]
+	mux := http.NewServeMux()
+	mux.HandleFunc("/mib", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/octet-stream")
+		w.Header().Set("Content-Length", strconv.Itoa(len(mib)))
+		_, _ = w.Write(mib)
+	})
+	mux.HandleFunc("/", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "text/plain")
+		_, _ = io.WriteString(w, "ok\n")
+	})
+	protocols := new(http.Protocols)
+	protocols.SetHTTP1(true)
+	server := &http.Server{
+		Addr:              address,
+		Handler:           mux,
+		TLSConfig:         &tls.Config{Certificates: []tls.Certificate{certificate}},
+		Protocols:         protocols,
+		ReadHeaderTimeout: 10 * time.Second,
+	}
+	return server.ListenAndServeTLS("", "")
 }
 
 // writeCertificate writes a self-signed ECDSA P-256 certificate for bench.example.test and
@@ -125,7 +170,7 @@ func writeCertificate(dir string) error {
 // connection, completes a full handshake (a fresh client configuration without a session cache,
 // so nothing is resumed), sends one request with "Connection: close" and reads the response to
 // the end. It prints completed connections per second and the errors.
-func handshakes(address string, connections int, duration time.Duration) error {
+func handshakes(address string, connections int, duration time.Duration, curves []tls.CurveID) error {
 	var completed, failed atomic.Int64
 	deadline := time.Now().Add(duration)
 	var wg sync.WaitGroup
@@ -133,7 +178,7 @@ func handshakes(address string, connections int, duration time.Duration) error {
 	for range connections {
 		wg.Go(func() {
 			for time.Now().Before(deadline) {
-				if err := oneConnection(address, request); err != nil {
+				if err := oneConnection(address, request, curves); err != nil {
 					failed.Add(1)
 					continue
 				}
@@ -146,11 +191,12 @@ func handshakes(address string, connections int, duration time.Duration) error {
 	return nil
 }
 
-func oneConnection(address string, request []byte) error {
+func oneConnection(address string, request []byte, curves []tls.CurveID) error {
 	conn, err := tls.DialWithDialer(&net.Dialer{Timeout: 5 * time.Second}, "tcp", address, &tls.Config{
 		ServerName:         "bench.example.test",
 		InsecureSkipVerify: true, // the benchmark measures the server, not chain verification
 		MinVersion:         tls.VersionTLS13,
+		CurvePreferences:   curves,
 	})
 	if err != nil {
 		return err

@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // HTTP01PathPrefix is where ACME servers fetch http-01 key authorizations (RFC 8555, 8.3).
@@ -80,5 +81,19 @@ func newHTTPHandler(challenges *ChallengeStore, fallback http.Handler, metrics *
 		if r.Method == http.MethodGet {
 			_, _ = io.WriteString(w, keyAuthorization)
 		}
+	})
+}
+
+// logHTTPRequests writes an access log line per request of the HTTP listener (log nil: the
+// handler itself). An http-01 token never reaches the log (see logPath).
+func logHTTPRequests(handler http.Handler, log *AccessLog) http.Handler {
+	if log == nil {
+		return handler
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		logged := &loggedResponse{ResponseWriter: w, started: time.Now()}
+		handler.ServeHTTP(logged, r)
+		log.write(&accessEntry{start: logged.started, listener: listenerHTTP, kind: accessKindRequest, client: r.RemoteAddr,
+			host: r.Host, method: r.Method, path: r.URL.RequestURI(), protocol: r.Proto, status: logged.status, bytesSent: logged.bytes})
 	})
 }

@@ -7,11 +7,11 @@ import (
 	"errors"
 	"io"
 	"net"
-	"sync"
 	"time"
 
 	"github.com/go-logr/logr"
 	proxyproto "github.com/pires/go-proxyproto"
+	"github.com/valyala/fasthttp"
 )
 
 // clientHelloTimeout bounds how long a client may take to send its ClientHello.
@@ -73,113 +73,35 @@ type passthrough struct {
 	routes      *Routes
 	challengeTL *tls.Config
 	metrics     *Metrics
+	accessLog   *AccessLog
 	log         logr.Logger
-
-	mu       sync.Mutex
-	conns    map[net.Conn]struct{}
-	closing  bool
-	wg       sync.WaitGroup
-	listener net.Listener
+	// conns holds the accepted connections and their upstream connections: shutdown waits
+	// for them until its deadline, then closes them.
+	conns *connSet
 }
 
-func newPassthrough(routes *Routes, challenges *tls.Config, metrics *Metrics, log logr.Logger) *passthrough {
-	return &passthrough{routes: routes, challengeTL: challenges, metrics: metrics, log: log, conns: map[net.Conn]struct{}{}}
+func newPassthrough(routes *Routes, challenges *tls.Config, metrics *Metrics, accessLog *AccessLog, log logr.Logger) *passthrough {
+	return &passthrough{routes: routes, challengeTL: challenges, metrics: metrics, accessLog: accessLog, log: log, conns: newConnSet()}
 }
 
-// serve accepts connections until the listener is closed by shutdown.
+// serve accepts connections until shutdown.
 func (p *passthrough) serve(listener net.Listener) error {
-	p.mu.Lock()
-	if p.closing {
-		p.mu.Unlock()
-		_ = listener.Close()
-		return nil
-	}
-	p.listener = listener
-	p.mu.Unlock()
-	var backoff time.Duration
-	for {
-		conn, err := listener.Accept()
-		if err != nil {
-			p.mu.Lock()
-			closing := p.closing
-			p.mu.Unlock()
-			if closing {
-				return nil
-			}
-			if isTimeout(err) { // temporary: too many open files and the like
-				backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
-				time.Sleep(backoff)
-				continue
-			}
-			return err
-		}
-		backoff = 0
-		if !p.track(conn) {
-			_ = conn.Close()
-			continue
-		}
-		go func() {
-			defer p.untrack(conn)
-			p.handle(conn)
-		}()
-	}
-}
-
-func (p *passthrough) track(conn net.Conn) bool {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.closing {
-		return false
-	}
-	p.conns[conn] = struct{}{}
-	p.wg.Add(1)
-	return true
-}
-
-func (p *passthrough) untrack(conn net.Conn) {
-	_ = conn.Close()
-	p.mu.Lock()
-	delete(p.conns, conn)
-	p.mu.Unlock()
-	p.wg.Done()
+	return p.conns.serve(listener, func(conn net.Conn) {
+		defer conn.Close()
+		p.handle(conn)
+	})
 }
 
 // shutdown stops accepting and waits for open connections to end until ctx is done, then
 // closes them.
-func (p *passthrough) shutdown(ctx context.Context) error {
-	p.mu.Lock()
-	p.closing = true
-	if p.listener != nil {
-		_ = p.listener.Close()
-	}
-	p.mu.Unlock()
-	done := make(chan struct{})
-	go func() { p.wg.Wait(); close(done) }()
-	select {
-	case <-done:
-		return nil
-	case <-ctx.Done():
-		p.closeAll()
-		<-done
-		return ctx.Err()
-	}
-}
+func (p *passthrough) shutdown(ctx context.Context) error { return p.conns.drain(ctx) }
 
-func (p *passthrough) closeAll() {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	p.closing = true
-	if p.listener != nil {
-		_ = p.listener.Close()
-	}
-	for conn := range p.conns {
-		_ = conn.Close()
-	}
-}
+func (p *passthrough) closeAll() { p.conns.closeAll() }
 
 // handle reads the ClientHello and answers acme-tls/1 locally or splices the connection to the
 // route's upstream.
 func (p *passthrough) handle(conn net.Conn) {
+	started := time.Now()
 	_ = conn.SetReadDeadline(time.Now().Add(clientHelloTimeout))
 	hello, prefix, err := readClientHello(conn)
 	if err != nil {
@@ -213,18 +135,20 @@ func (p *passthrough) handle(conn net.Conn) {
 	}
 	p.metrics.handshake(handshakeSpliced)
 	timeouts := p.routes.current().config.Timeouts.withDefaults()
-	started := time.Now()
+	dialed := time.Now()
 	upstream, err := net.DialTimeout("tcp", route.Upstream, timeouts.Dial.Duration)
-	p.metrics.upstream(ModePassthrough, started, err)
+	p.metrics.upstream(ModePassthrough, dialed, err)
 	if err != nil {
 		p.log.Info("Failed to connect to the upstream", "upstream", route.Upstream, "serverName", hello.ServerName, "error", err.Error())
+		p.logConnection(started, conn, hello.ServerName, route.Upstream, 0, 0, fasthttp.StatusBadGateway)
 		return
 	}
-	if !p.track(upstream) {
+	tracked, ok := p.conns.track(upstream)
+	if !ok {
 		_ = upstream.Close()
 		return
 	}
-	defer p.untrack(upstream)
+	defer tracked.Close()
 
 	if route.ProxyProtocol {
 		header := proxyproto.HeaderProxyFromAddrs(2, conn.RemoteAddr(), conn.LocalAddr())
@@ -235,29 +159,32 @@ func (p *passthrough) handle(conn net.Conn) {
 	if _, err := upstream.Write(prefix); err != nil {
 		return
 	}
-	splice(rawConn(conn), upstream)
+	sent, received := splice(rawConn(conn), upstream)
+	p.logConnection(started, conn, hello.ServerName, route.Upstream, sent, received+int64(len(prefix)), 0)
 }
 
-// rawConn unwraps the metrics wrapper so that io.Copy between two TCP connections can use the
-// kernel's splice.
-func rawConn(conn net.Conn) net.Conn {
-	if wrapped, ok := conn.(interface{ NetConn() net.Conn }); ok {
-		return wrapped.NetConn()
+// logConnection writes the access log line of a passthrough connection.
+func (p *passthrough) logConnection(started time.Time, conn net.Conn, sni, upstream string, sent, received int64, status int) {
+	if p.accessLog == nil {
+		return
 	}
-	return conn
+	p.accessLog.write(&accessEntry{start: started, listener: listenerHTTPS, mode: ModePassthrough, kind: accessKindConnection,
+		client: conn.RemoteAddr().String(), sni: sni, status: status, bytesSent: sent, bytesReceived: received, upstream: upstream})
 }
 
-// splice copies both ways until both directions end, passing half-closes on.
-func splice(client, upstream net.Conn) {
-	done := make(chan struct{})
+// splice copies both ways until both directions end, passing half-closes on. Between two TCP
+// sockets io.Copy is the kernel's splice(2) through a pipe: the bytes never enter user space.
+// It returns the bytes sent to the client and received from it.
+func splice(client, upstream net.Conn) (sent, received int64) {
+	done := make(chan int64, 1)
 	go func() {
-		defer close(done)
-		_, _ = io.Copy(upstream, client)
+		n, _ := io.Copy(upstream, client)
 		closeWrite(upstream)
+		done <- n
 	}()
-	_, _ = io.Copy(client, upstream)
+	sent, _ = io.Copy(client, upstream)
 	closeWrite(client)
-	<-done
+	return sent, <-done
 }
 
 func closeWrite(conn net.Conn) {

@@ -13,19 +13,22 @@ import (
 	"github.com/go-logr/logr"
 )
 
-// terminateProxy is the handler of terminated HTTPS requests: it picks the route by Host and
-// path and proxies to its upstream with X-Forwarded-For, -Host and -Proto, keeping the
-// client's Host header. WebSocket upgrades (HTTP/1.1) are proxied too.
+// terminateProxy proxies terminated HTTPS requests: it picks the route by Host and path and
+// proxies to its upstream with X-Forwarded-For, -Host and -Proto, keeping the client's Host
+// header. HTTP/1.1 requests go through serveHTTP1 (fasthttp, http1proxy.go), WebSocket and
+// other upgrades included; HTTP/2 requests through ServeHTTP (net/http's ReverseProxy).
 type terminateProxy struct {
-	routes  *Routes
-	metrics *Metrics
-	log     logr.Logger
+	routes    *Routes
+	metrics   *Metrics
+	accessLog *AccessLog // nil: off
+	conns     *connSet   // the HTTPS listener's connections, and upgraded tunnels
+	log       logr.Logger
 }
 
 // newTerminateProxy returns the proxy and arranges for every route table loaded into routes to
 // get its upstream handlers, built once per load and shared by all requests.
-func newTerminateProxy(routes *Routes, metrics *Metrics, log logr.Logger) *terminateProxy {
-	p := &terminateProxy{routes: routes, metrics: metrics, log: log}
+func newTerminateProxy(routes *Routes, metrics *Metrics, accessLog *AccessLog, conns *connSet, log logr.Logger) *terminateProxy {
+	p := &terminateProxy{routes: routes, metrics: metrics, accessLog: accessLog, conns: conns, log: log}
 	routes.onSwap = p.compile
 	p.compile(routes.current())
 	return p
@@ -57,9 +60,19 @@ func (p *terminateProxy) compile(table *routeTable) {
 		transports[insecure] = t
 		return t
 	}
+	type clientKey struct {
+		upstream string
+		insecure bool
+	}
+	clients := map[clientKey]*upstreamClient{}
 	for _, routes := range table.byHost {
 		for _, route := range routes {
 			target := route.target
+			key := clientKey{route.Upstream, route.InsecureSkipVerify}
+			if clients[key] == nil {
+				clients[key] = newUpstreamClient(target, route.InsecureSkipVerify, timeouts)
+			}
+			route.http1 = clients[key]
 			upstream := &timedTransport{next: transport(route.InsecureSkipVerify), metrics: p.metrics}
 			route.handler = &httputil.ReverseProxy{
 				Rewrite: func(r *httputil.ProxyRequest) {
@@ -78,14 +91,59 @@ func (p *terminateProxy) compile(table *routeTable) {
 	}
 }
 
+// ServeHTTP proxies an HTTP/2 request.
 func (p *terminateProxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	route := p.routes.current().match(hostOnly(r.Host), r.URL.Path)
+	if p.accessLog != nil {
+		logged := &loggedResponse{ResponseWriter: w}
+		defer func() {
+			entry := &accessEntry{start: logged.started, listener: listenerHTTPS, mode: ModeTerminate, kind: accessKindRequest, client: r.RemoteAddr,
+				host: r.Host, method: r.Method, path: r.URL.RequestURI(), protocol: r.Proto,
+				status: logged.status, bytesSent: logged.bytes}
+			if r.TLS != nil {
+				entry.sni = r.TLS.ServerName
+			}
+			if route != nil {
+				entry.upstream = route.http1.name
+			}
+			p.accessLog.write(entry)
+		}()
+		logged.started = time.Now()
+		w = logged
+	}
 	if route == nil {
 		http.Error(w, "certpilot edge: no route for this host and path", http.StatusNotFound)
 		return
 	}
 	route.handler.(http.Handler).ServeHTTP(w, r)
 }
+
+// loggedResponse records the status and body size of a response for the access log.
+type loggedResponse struct {
+	http.ResponseWriter
+	started time.Time
+	status  int
+	bytes   int64
+}
+
+func (w *loggedResponse) WriteHeader(status int) {
+	if w.status == 0 && status >= 200 {
+		w.status = status
+	}
+	w.ResponseWriter.WriteHeader(status)
+}
+
+func (w *loggedResponse) Write(p []byte) (int, error) {
+	if w.status == 0 {
+		w.status = http.StatusOK
+	}
+	n, err := w.ResponseWriter.Write(p)
+	w.bytes += int64(n)
+	return n, err
+}
+
+// Unwrap lets http.ResponseController (ReverseProxy's flushes) reach the connection's writer.
+func (w *loggedResponse) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
 func (p *terminateProxy) upstreamError(w http.ResponseWriter, r *http.Request, err error) {
 	status := http.StatusBadGateway

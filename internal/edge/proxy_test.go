@@ -136,6 +136,56 @@ func TestTerminate(t *testing.T) {
 		})
 	}
 
+	t.Run("hop-by-hop and spoofed headers stay out", func(t *testing.T) {
+		request, err := http.NewRequest(http.MethodGet, "https://a.example.com/h", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for name, value := range map[string]string{
+			"Connection": "keep-alive, X-Hop", "X-Hop": "1", "Keep-Alive": "timeout=5",
+			"X-Forwarded-For": "192.0.2.66", "X-Forwarded-Host": "evil.example", "Forwarded": "for=192.0.2.66", "X-End": "kept",
+		} {
+			request.Header.Set(name, value)
+		}
+		response, err := clientTo(running.httpsAddress, "http/1.1").Do(request)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer response.Body.Close()
+		var got seen
+		if err := json.NewDecoder(response.Body).Decode(&got); err != nil {
+			t.Fatal(err)
+		}
+		for _, name := range []string{"X-Hop", "Keep-Alive", "Forwarded"} {
+			if value := got.Header.Get(name); value != "" {
+				t.Errorf("the upstream got %s: %q", name, value)
+			}
+		}
+		if got.Header.Get("X-Forwarded-For") != "127.0.0.1" || got.Header.Get("X-Forwarded-Host") != "a.example.com" ||
+			got.Header.Get("X-End") != "kept" {
+			t.Errorf("upstream saw %v", got.Header)
+		}
+	})
+
+	t.Run("an upstream that does not answer in time gets 504", func(t *testing.T) {
+		release := make(chan struct{})
+		silent := httptest.NewServer(http.HandlerFunc(func(http.ResponseWriter, *http.Request) { <-release }))
+		defer silent.Close()
+		defer close(release)
+		timeoutRoutes := edge.NewRoutes(edge.ModeTerminate)
+		if err := timeoutRoutes.Load([]byte("routes: [{host: '*', upstream: '" + silent.URL + "'}]\ntimeouts: {responseHeader: 1s}\n")); err != nil {
+			t.Fatal(err)
+		}
+		slow := startServer(t, edge.Options{Challenges: challenges, Certificates: certificates, Routes: timeoutRoutes, Log: testr.New(t)})
+		for _, protocol := range []string{"http/1.1", "h2"} {
+			started := time.Now()
+			status, _, err := get(ctx, clientTo(slow.httpsAddress, protocol), "https://a.example.com/")
+			if err != nil || status != http.StatusGatewayTimeout || time.Since(started) > 5*time.Second {
+				t.Errorf("%s: %d, %v after %v; want 504 after about 1s", protocol, status, err, time.Since(started))
+			}
+		}
+	})
+
 	t.Run("HTTP/2 and HTTP/1.1 clients", func(t *testing.T) {
 		for _, protocol := range []string{"h2", "http/1.1"} {
 			response, err := clientTo(running.httpsAddress, protocol).Get("https://a.example.com/")

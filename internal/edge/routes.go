@@ -161,8 +161,9 @@ type routeTable struct {
 type compiledRoute struct {
 	Route
 	target *url.URL // terminate mode
-	// handler is set by the terminate proxy.
+	// handler (HTTP/2 clients) and http1 (HTTP/1.1 clients) are set by the terminate proxy.
 	handler any
+	http1   *upstreamClient
 }
 
 func compileRoutes(config *RouteConfig) *routeTable {

@@ -2,7 +2,6 @@ package edge
 
 import (
 	"context"
-	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -15,7 +14,6 @@ import (
 	"time"
 
 	"github.com/go-logr/logr"
-	"golang.org/x/crypto/acme"
 )
 
 // Timeouts of the edge's listeners. readHeaderTimeout also bounds the TLS handshake (net/http
@@ -83,7 +81,12 @@ type Options struct {
 	Metrics *Metrics
 	// Profiling serves Go's pprof handlers at /debug/pprof/ on the health listener.
 	Profiling bool
-	Log       logr.Logger
+	// AccessLog gets a line per request or connection (nil: none).
+	AccessLog *AccessLog
+	// ShutdownDelay is how long Shutdown keeps serving, not ready, before it stops accepting:
+	// time for endpoints to drop the pod, so that no new connection arrives at a closed port.
+	ShutdownDelay time.Duration
+	Log           logr.Logger
 }
 
 // Server runs the edge's listeners: HTTPS (tls-alpn-01 challenges, and ordinary connections
@@ -95,7 +98,7 @@ type Server struct {
 	log        logr.Logger
 	metrics    *Metrics
 
-	httpsServer  *http.Server // terminate mode
+	terminate    *terminate   // terminate mode
 	passthrough  *passthrough // passthrough mode
 	httpServer   *http.Server
 	healthServer *http.Server
@@ -127,35 +130,19 @@ func NewServer(opts Options) *Server {
 	errorLog := stdlog.New(handshakeCounter{logger: log.V(1), metrics: opts.Metrics}, "", 0)
 
 	if opts.Mode == ModePassthrough {
-		s.passthrough = newPassthrough(opts.Routes, newTLSConfig(opts.Challenges, nil, nil, opts.Metrics), opts.Metrics, log)
+		s.passthrough = newPassthrough(opts.Routes, newTLSConfig(opts.Challenges, nil, nil, opts.Metrics), opts.Metrics, opts.AccessLog, log)
 	} else {
-		protocols := new(http.Protocols)
-		protocols.SetHTTP1(true)
-		protocols.SetHTTP2(true)
-		s.httpsServer = &http.Server{
-			Handler:           newTerminateProxy(opts.Routes, opts.Metrics, log),
-			TLSConfig:         newTLSConfig(opts.Challenges, opts.Certificates, []string{"h2", "http/1.1"}, opts.Metrics),
-			Protocols:         protocols,
-			ReadHeaderTimeout: readHeaderTimeout,
-			IdleTimeout:       idleTimeout,
-			ErrorLog:          errorLog,
-			// For acme-tls/1 the handshake is the whole exchange (RFC 8737, section 3): the
-			// validator sends no data. net/http closes the connection when this returns.
-			// net/http adds h2 beside it, as Protocols asks.
-			TLSNextProto: map[string]func(*http.Server, *tls.Conn, http.Handler){
-				acme.ALPNProto: func(_ *http.Server, conn *tls.Conn, _ http.Handler) {
-					s.log.V(1).Info("Answered a tls-alpn-01 validation", "serverName", conn.ConnectionState().ServerName,
-						"remoteAddress", conn.RemoteAddr().String())
-				},
-			},
-		}
+		conns := newConnSet()
+		proxy := newTerminateProxy(opts.Routes, opts.Metrics, opts.AccessLog, conns, log)
+		tlsConfig := newTLSConfig(opts.Challenges, opts.Certificates, []string{"h2", "http/1.1"}, opts.Metrics)
+		s.terminate = newTerminate(tlsConfig, proxy, conns, log.V(1), opts.Metrics, log)
 	}
 	var fallback http.Handler
 	if opts.RedirectHTTP {
 		fallback = redirectToHTTPS(opts.HTTPSPort)
 	}
 	s.httpServer = &http.Server{
-		Handler:           newHTTPHandler(opts.Challenges, fallback, opts.Metrics),
+		Handler:           logHTTPRequests(newHTTPHandler(opts.Challenges, fallback, opts.Metrics), opts.AccessLog),
 		ReadHeaderTimeout: readHeaderTimeout,
 		IdleTimeout:       idleTimeout,
 		ErrorLog:          errorLog,
@@ -181,7 +168,7 @@ func (s *Server) Serve(listeners *Listeners) error {
 			if s.passthrough != nil {
 				return s.passthrough.serve(https)
 			}
-			return s.httpsServer.ServeTLS(https, "", "")
+			return s.terminate.serve(https)
 		},
 		func() error { return s.httpServer.Serve(s.metrics.countListener(listeners.HTTP, listenerHTTP)) },
 	}
@@ -214,15 +201,26 @@ func (s *Server) Serve(listeners *Listeners) error {
 	return first
 }
 
-// Shutdown stops accepting connections, reports not ready, and waits until open connections
-// finish or ctx is done.
+// Shutdown reports not ready first, keeps serving for ShutdownDelay (bounded by ctx), then
+// stops accepting connections and waits until open requests, upgraded (WebSocket) tunnels and
+// passthrough connections end or ctx is done; then it closes what is left and returns ctx's
+// error.
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.shuttingDown.Store(true)
+	if s.opts.ShutdownDelay > 0 {
+		s.log.Info("Not ready; serving on until endpoints drop this pod", "delay", s.opts.ShutdownDelay.String())
+		delay := time.NewTimer(s.opts.ShutdownDelay)
+		select {
+		case <-delay.C:
+		case <-ctx.Done():
+			delay.Stop()
+		}
+	}
 	shutdowns := []func(context.Context) error{s.httpServer.Shutdown, s.healthServer.Shutdown}
 	if s.passthrough != nil {
 		shutdowns = append(shutdowns, s.passthrough.shutdown)
 	} else {
-		shutdowns = append(shutdowns, s.httpsServer.Shutdown)
+		shutdowns = append(shutdowns, s.terminate.shutdown)
 	}
 	results := make(chan error, len(shutdowns))
 	for _, shutdown := range shutdowns {
@@ -236,13 +234,14 @@ func (s *Server) Shutdown(ctx context.Context) error {
 }
 
 func (s *Server) closeAll() {
-	for _, server := range []*http.Server{s.httpsServer, s.httpServer, s.healthServer} {
-		if server != nil {
-			_ = server.Close()
-		}
+	for _, server := range []*http.Server{s.httpServer, s.healthServer} {
+		_ = server.Close()
 	}
 	if s.passthrough != nil {
 		s.passthrough.closeAll()
+	}
+	if s.terminate != nil {
+		s.terminate.closeAll()
 	}
 }
 

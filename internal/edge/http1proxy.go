@@ -1,0 +1,387 @@
+package edge
+
+import (
+	"bytes"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"net/url"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/go-logr/logr"
+	"github.com/valyala/fasthttp"
+)
+
+// The HTTP/1.1 side of terminate mode runs on fasthttp, server and upstream client: measured
+// against net/http's server and Transport (docs/bench-edge.md), it does the same request with
+// no allocation, no goroutine hand-off and no per-request header map, which is what kept the
+// edge at half of nginx's keep-alive rate. HTTP/2 clients stay on net/http (proxy.go).
+
+// Limits of the HTTP/1.1 server.
+const (
+	// maxRequestHeaderBytes bounds the request line and headers (fasthttp's read buffer).
+	maxRequestHeaderBytes = 16 << 10
+	// bufferedRequestBody: bodies up to this size are read before the request is proxied,
+	// larger ones (and chunked ones) are streamed.
+	bufferedRequestBody = 64 << 10
+	// upstreamConnsPerHost bounds the connections to one upstream; a request waits up to the
+	// dial timeout for one to free.
+	upstreamConnsPerHost = 4096
+)
+
+// newHTTP1Server returns the fasthttp server of terminated HTTP/1.1 connections.
+func newHTTP1Server(handler fasthttp.RequestHandler, log logr.Logger) *fasthttp.Server {
+	return &fasthttp.Server{
+		Handler:                       handler,
+		ReadTimeout:                   readHeaderTimeout, // request headers; the handler lifts it for bodies
+		IdleTimeout:                   idleTimeout,
+		ReadBufferSize:                maxRequestHeaderBytes,
+		MaxRequestBodySize:            bufferedRequestBody,
+		StreamRequestBody:             true,
+		DisablePreParseMultipartForm:  true,
+		NoDefaultServerHeader:         true,
+		NoDefaultDate:                 true,
+		NoDefaultContentType:          true,
+		DisableHeaderNamesNormalizing: false,
+		SecureErrorLogMessage:         true, // never a request's content in an error message
+		CloseOnShutdown:               true,
+		KeepHijackedConns:             true, // upgraded tunnels own their connection
+		Logger:                        fasthttpLogger{log},
+	}
+}
+
+// fasthttpLogger adapts fasthttp's logger to logr (debug level: they are per-connection).
+type fasthttpLogger struct{ log logr.Logger }
+
+func (l fasthttpLogger) Printf(format string, args ...any) {
+	l.log.V(1).Info("HTTP/1.1 server", "message", fmt.Sprintf(format, args...), "source", "fasthttp")
+}
+
+// upstreamClient is the HTTP/1.1 client of one upstream, with its keep-alive pool.
+type upstreamClient struct {
+	client   *fasthttp.HostClient
+	target   *url.URL
+	https    bool
+	basePath string // the target URL's path, prepended to request paths
+	name     string // for logs: the upstream URL without credentials
+	dial     time.Duration
+}
+
+func newUpstreamClient(target *url.URL, insecure bool, timeouts Timeouts) *upstreamClient {
+	https := target.Scheme == "https"
+	address := target.Host
+	if target.Port() == "" {
+		address = net.JoinHostPort(target.Hostname(), map[bool]string{true: "443", false: "80"}[https])
+	}
+	dialer := &net.Dialer{Timeout: timeouts.Dial.Duration, KeepAlive: 30 * time.Second}
+	responseHeader := timeouts.ResponseHeader.Duration
+	u := &upstreamClient{target: target, https: https, name: target.Redacted(), dial: timeouts.Dial.Duration}
+	if target.Path != "/" {
+		u.basePath = target.Path
+	}
+	u.client = &fasthttp.HostClient{
+		Addr:  address,
+		IsTLS: https,
+		TLSConfig: &tls.Config{
+			ServerName:         target.Hostname(),
+			InsecureSkipVerify: insecure, //nolint:gosec // opted into per route
+			NextProtos:         []string{"http/1.1"},
+		},
+		Dial: func(address string) (net.Conn, error) {
+			conn, err := dialer.Dial("tcp", address)
+			if err != nil {
+				return nil, err
+			}
+			return newReadTimeoutConn(conn, responseHeader), nil
+		},
+		MaxConns:                  upstreamConnsPerHost,
+		MaxConnWaitTimeout:        timeouts.Dial.Duration,
+		MaxIdleConnDuration:       timeouts.Idle.Duration,
+		MaxIdemponentCallAttempts: 2,
+		// One retry of a GET or HEAD on a pooled connection the upstream had closed; never
+		// after a timeout (that would double the wait) nor of a request with a body.
+		RetryIfErr: func(request *fasthttp.Request, _ int, err error) (bool, bool) {
+			idempotent := request.Header.IsGet() || request.Header.IsHead()
+			return false, idempotent && !request.IsBodyStream() && !errors.Is(err, fasthttp.ErrTimeout) && !isTimeout(err)
+		},
+		ConnPoolStrategy:         fasthttp.LIFO,
+		DisablePathNormalizing:   true, // the upstream gets the path the client sent
+		NoDefaultUserAgentHeader: true,
+		StreamResponseBody:       true,
+		SecureErrorLogMessage:    true,
+	}
+	return u
+}
+
+// readTimeoutConn bounds the wait for the upstream as nginx's proxy_read_timeout does: at most
+// timeout for the response to begin, and then between two reads, so streamed bodies are not
+// cut while bytes flow. The deadline moves at most once per slack (a second), not per
+// request: setting a deadline costs a runtime timer update, which per request showed in
+// profiles.
+type readTimeoutConn struct {
+	net.Conn
+	timeout, slack time.Duration
+	deadline       time.Time
+}
+
+func newReadTimeoutConn(conn net.Conn, timeout time.Duration) net.Conn {
+	if timeout <= 0 {
+		return conn
+	}
+	return &readTimeoutConn{Conn: conn, timeout: timeout, slack: min(time.Second, timeout/10)}
+}
+
+func (c *readTimeoutConn) refresh() {
+	now := time.Now()
+	if c.deadline.Sub(now) < c.timeout-c.slack {
+		c.deadline = now.Add(c.timeout)
+		_ = c.Conn.SetReadDeadline(c.deadline)
+	}
+}
+
+// SetReadDeadline and SetDeadline are the client's (fasthttp clears deadlines it did not set):
+// the next read or write arms the timeout again.
+func (c *readTimeoutConn) SetReadDeadline(t time.Time) error {
+	c.deadline = t
+	return c.Conn.SetReadDeadline(t)
+}
+
+func (c *readTimeoutConn) SetDeadline(t time.Time) error {
+	c.deadline = t
+	return c.Conn.SetDeadline(t)
+}
+
+func (c *readTimeoutConn) Write(p []byte) (int, error) {
+	c.refresh() // a request: its response has the whole timeout to begin
+	return c.Conn.Write(p)
+}
+
+func (c *readTimeoutConn) Read(p []byte) (int, error) {
+	c.refresh()
+	return c.Conn.Read(p)
+}
+
+// hop-by-hop headers (RFC 9110, section 7.6.1), never forwarded. Transfer-Encoding and
+// Content-Length are fasthttp's: it frames bodies itself.
+var hopByHopHeaders = []string{"Keep-Alive", "Proxy-Connection", "Proxy-Authenticate", "Proxy-Authorization", "Te", "Trailer", "Upgrade"}
+
+// forwardedHeaders are the client's own claims, replaced by the edge's.
+var forwardedHeaders = []string{"Forwarded", "X-Forwarded-For", "X-Forwarded-Host", "X-Forwarded-Proto"}
+
+// serveHTTP1 proxies one HTTP/1.1 request.
+func (p *terminateProxy) serveHTTP1(ctx *fasthttp.RequestCtx) {
+	started := time.Now()
+	request := &ctx.Request
+	host := string(request.Header.Host())
+	requestURI := request.Header.RequestURI()
+	path := requestURI
+	if i := bytes.IndexByte(path, '?'); i >= 0 {
+		path = path[:i]
+	}
+	route := p.routes.current().match(hostOnly(host), string(path))
+
+	var entry *accessEntry
+	if p.accessLog != nil {
+		entry = &accessEntry{start: started, listener: listenerHTTPS, mode: ModeTerminate, kind: accessKindRequest, client: ctx.RemoteAddr().String(),
+			sni: ctx.TLSConnectionState().ServerName, host: host, method: string(request.Header.Method()),
+			path: string(requestURI), protocol: string(request.Header.Protocol())}
+	}
+
+	if route == nil {
+		p.localError(ctx, entry, fasthttp.StatusNotFound, "certpilot edge: no route for this host and path\n")
+		return
+	}
+	upstream := route.http1
+	if entry != nil {
+		entry.upstream = upstream.name
+	}
+	if request.IsBodyStream() {
+		// Request headers were read within readHeaderTimeout; a streamed body may take longer.
+		_ = ctx.Conn().SetReadDeadline(time.Time{})
+	}
+
+	if request.Header.ConnectionUpgrade() {
+		p.upgrade(ctx, upstream, entry)
+		return
+	}
+
+	p.rewriteRequest(ctx, upstream)
+	response := fasthttp.AcquireResponse()
+	err := upstream.client.Do(request, response)
+	p.metrics.upstream(ModeTerminate, started, err)
+	if err != nil {
+		fasthttp.ReleaseResponse(response)
+		p.upstreamErrorHTTP1(ctx, entry, upstream, err)
+		return
+	}
+	p.copyResponse(ctx, response, entry)
+}
+
+// rewriteRequest turns the client's request into the upstream's: the client's Host stays (the
+// upstream routes by it), hop-by-hop headers go, X-Forwarded-* are the edge's.
+func (p *terminateProxy) rewriteRequest(ctx *fasthttp.RequestCtx, upstream *upstreamClient) {
+	header := &ctx.Request.Header
+	var connection [128]byte // a copy: Del rewrites the header storage Peek points into
+	removeConnectionHeaders(append(connection[:0], header.Peek("Connection")...), header.Del)
+	header.ResetConnectionClose() // the upstream connection stays pooled whatever the client does
+	header.Del("Connection")
+	for _, name := range hopByHopHeaders {
+		header.Del(name)
+	}
+	header.Del("Expect") // 100-continue was answered by the edge
+	host := header.Host()
+	for _, name := range forwardedHeaders {
+		header.Del(name)
+	}
+	var buffer [64]byte
+	header.SetBytesV("X-Forwarded-For", appendClientIP(buffer[:0], ctx.RemoteAddr()))
+	header.SetBytesV("X-Forwarded-Host", host)
+	header.Set("X-Forwarded-Proto", "https")
+	if upstream.basePath != "" {
+		header.SetRequestURI(joinURLPath(upstream.basePath, string(header.RequestURI())))
+	}
+	ctx.Request.UseHostHeader = true
+	scheme := "http"
+	if upstream.https {
+		scheme = "https"
+	}
+	ctx.Request.URI().SetScheme(scheme)
+}
+
+// copyResponse makes the upstream's response the client's, its body streamed.
+func (p *terminateProxy) copyResponse(ctx *fasthttp.RequestCtx, upstream *fasthttp.Response, entry *accessEntry) {
+	// The client's response is a copy, so that what the client connection does (close after
+	// this response) does not close the pooled upstream connection.
+	response := &ctx.Response
+	upstream.Header.CopyTo(&response.Header)
+	response.Header.ResetConnectionClose()
+	removeConnectionHeaders(upstream.Header.Peek("Connection"), response.Header.Del)
+	response.Header.Del("Connection")
+	for _, name := range hopByHopHeaders {
+		response.Header.Del(name)
+	}
+	if entry != nil {
+		entry.status = response.StatusCode()
+	}
+	stream := upstream.BodyStream()
+	if stream == nil { // no body (HEAD, 204, 304) or already read
+		body := upstream.Body()
+		if len(body) > 0 {
+			response.SetBody(body)
+		}
+		if entry != nil {
+			entry.bytesSent = int64(len(body))
+			p.accessLog.write(entry)
+		}
+		fasthttp.ReleaseResponse(upstream)
+		return
+	}
+	size := upstream.Header.ContentLength()
+	if size < 0 {
+		size = -1 // unknown length: chunked to the client
+	}
+	body := upstreamBodyPool.Get().(*upstreamBody)
+	*body = upstreamBody{response: upstream, stream: stream, entry: entry, log: p.accessLog}
+	if ctx.Request.Header.IsHead() {
+		response.SkipBody = true
+	}
+	response.SetBodyStream(body, size)
+	if size >= 0 {
+		response.Header.SetContentLength(size)
+	}
+}
+
+// upstreamBody is the client response's body: it reads the upstream's, counts it for the
+// access log, and when fasthttp closes it, releases the upstream response (and returns the
+// connection to its pool).
+type upstreamBody struct {
+	response *fasthttp.Response
+	stream   io.Reader
+	entry    *accessEntry
+	log      *AccessLog
+	n        int64
+}
+
+var upstreamBodyPool = sync.Pool{New: func() any { return new(upstreamBody) }}
+
+func (b *upstreamBody) Read(p []byte) (int, error) {
+	n, err := b.stream.Read(p)
+	b.n += int64(n)
+	return n, err
+}
+
+func (b *upstreamBody) Close() error {
+	err := b.response.CloseBodyStream()
+	fasthttp.ReleaseResponse(b.response)
+	if b.entry != nil {
+		b.entry.bytesSent = b.n
+		b.log.write(b.entry)
+	}
+	*b = upstreamBody{}
+	upstreamBodyPool.Put(b)
+	return err
+}
+
+func (p *terminateProxy) localError(ctx *fasthttp.RequestCtx, entry *accessEntry, status int, message string) {
+	ctx.Response.Reset()
+	ctx.Response.SetStatusCode(status)
+	ctx.Response.Header.SetContentType("text/plain; charset=utf-8")
+	ctx.Response.Header.Set("X-Content-Type-Options", "nosniff")
+	ctx.Response.SetBodyString(message)
+	if entry != nil {
+		entry.status = status
+		entry.bytesSent = int64(len(message))
+		p.accessLog.write(entry)
+	}
+}
+
+func (p *terminateProxy) upstreamErrorHTTP1(ctx *fasthttp.RequestCtx, entry *accessEntry, upstream *upstreamClient, err error) {
+	status := fasthttp.StatusBadGateway
+	if errors.Is(err, fasthttp.ErrTimeout) || errors.Is(err, os.ErrDeadlineExceeded) || isTimeout(err) {
+		status = fasthttp.StatusGatewayTimeout
+	}
+	p.log.V(1).Info("Upstream request failed", "host", string(ctx.Request.Header.Host()), "upstream", upstream.name, "error", err.Error())
+	p.localError(ctx, entry, status, "certpilot edge: upstream unavailable\n")
+}
+
+// removeConnectionHeaders deletes the headers a Connection header names (RFC 9110, 7.6.1).
+func removeConnectionHeaders(connection []byte, del func(string)) {
+	for len(connection) > 0 {
+		var token []byte
+		token, connection, _ = bytes.Cut(connection, []byte(","))
+		token = bytes.TrimSpace(token)
+		if len(token) > 0 && !bytes.EqualFold(token, []byte("close")) && !bytes.EqualFold(token, []byte("keep-alive")) {
+			del(string(token))
+		}
+	}
+}
+
+// appendClientIP appends the IP of addr (a TCP address) to b.
+func appendClientIP(b []byte, addr net.Addr) []byte {
+	if tcp, ok := addr.(*net.TCPAddr); ok {
+		if ip, ok := netip.AddrFromSlice(tcp.IP); ok {
+			return ip.Unmap().AppendTo(b)
+		}
+	}
+	host, _, err := net.SplitHostPort(addr.String())
+	if err != nil {
+		return b
+	}
+	return append(b, host...)
+}
+
+// joinURLPath prepends base to a request URI, with one slash between them.
+func joinURLPath(base, requestURI string) string {
+	switch {
+	case len(base) > 0 && base[len(base)-1] == '/' && len(requestURI) > 0 && requestURI[0] == '/':
+		return base + requestURI[1:]
+	case (len(base) == 0 || base[len(base)-1] != '/') && (len(requestURI) == 0 || requestURI[0] != '/'):
+		return base + "/" + requestURI
+	}
+	return base + requestURI
+}
