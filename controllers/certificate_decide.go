@@ -2,6 +2,7 @@ package controllers
 
 import (
 	"context"
+	"crypto/x509"
 	"fmt"
 	"strings"
 	"time"
@@ -50,7 +51,7 @@ func (r *CertificateReconciler) decide(ctx context.Context, run *certificateRun)
 	r.lookupSolver(ctx, run)
 
 	in := renewalInput(run)
-	renewalTime := r.recordCurrentCertificate(run, in.RenewBefore)
+	renewalTime := r.recordCurrentCertificate(ctx, run, in.RenewBefore)
 	in.RenewalTime = renewalTime
 	d := decideIssuance(in, renewalTime, cert, run.patchBase.Status.ObservedGeneration)
 	run.ready = d.ready
@@ -152,10 +153,14 @@ func decideIssuance(in renewal.Input, renewalTime time.Time, cert *certpilotv1al
 		d.finishCleanup = !d.dropOrder && controllerutil.ContainsFinalizer(cert, challengeFinalizer)
 		// Look again at the renewal time, and at notBefore and notAfter, so that Ready turns
 		// True or False at those moments even when nothing else happens.
-		next := renewalTime
+		moments := []time.Time{renewalTime}
 		if cert.Status.NotBefore != nil && cert.Status.NotAfter != nil {
-			next = renewal.NextEvaluation(in.Now, cert.Status.NotBefore.Time, cert.Status.NotAfter.Time, renewalTime)
+			moments = append(moments, cert.Status.NotBefore.Time, cert.Status.NotAfter.Time)
 		}
+		if info := cert.Status.RenewalInfo; info != nil && info.NextFetch != nil {
+			moments = append(moments, info.NextFetch.Time) // the CA's window may move
+		}
+		next := renewal.NextEvaluation(in.Now, moments...)
 		d.requeueAfter = max(renewal.RequeueAfter(in.Now, next), time.Second)
 		return d
 	}
@@ -179,24 +184,33 @@ func decideIssuance(in renewal.Input, renewalTime time.Time, cert *certpilotv1al
 	return d
 }
 
-// recordCurrentCertificate copies the Secret's certificate dates and serial into the status and
-// returns its renewal time (zero when there is no readable certificate).
-func (r *CertificateReconciler) recordCurrentCertificate(run *certificateRun, renewBefore time.Duration) time.Time {
+// recordCurrentCertificate copies the Secret's certificate dates and serial into the status,
+// refreshes the CA's renewal window when due, and returns the renewal time (zero when there is
+// no readable certificate).
+func (r *CertificateReconciler) recordCurrentCertificate(ctx context.Context, run *certificateRun, renewBefore time.Duration) time.Time {
 	status := &run.cert.Status
-	if run.secret == nil {
+	var leaf *x509.Certificate
+	if run.secret != nil {
+		leaf, _ = pki.ParseLeaf(run.secret.Data[corev1.TLSCertKey])
+	}
+	if leaf == nil {
 		status.NotBefore, status.NotAfter, status.RenewalTime, status.SerialNumber = nil, nil, nil, ""
+		status.RenewalTimeSource, status.RenewalInfo = "", nil
 		return time.Time{}
 	}
-	leaf, err := pki.ParseLeaf(run.secret.Data[corev1.TLSCertKey])
-	if err != nil {
-		status.NotBefore, status.NotAfter, status.RenewalTime, status.SerialNumber = nil, nil, nil, ""
-		return time.Time{}
+	serial := fmt.Sprintf("%x", leaf.SerialNumber)
+	if status.SerialNumber != serial {
+		status.RenewalInfo = nil // another certificate's window
 	}
-	renewalTime := renewal.FallbackRenewalTime(leaf.NotBefore, leaf.NotAfter, renewBefore, leaf.SerialNumber.Bytes())
+	if !run.now.After(leaf.NotAfter) {
+		r.refreshRenewalInfo(ctx, run, leaf, false)
+	}
+	renewalTime, source := renewalSchedule(status, leaf, renewBefore)
 	status.NotBefore = timePtr(leaf.NotBefore)
 	status.NotAfter = timePtr(leaf.NotAfter)
 	status.RenewalTime = timePtr(renewalTime)
-	status.SerialNumber = fmt.Sprintf("%x", leaf.SerialNumber)
+	status.RenewalTimeSource = source
+	status.SerialNumber = serial
 	return renewalTime
 }
 

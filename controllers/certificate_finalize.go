@@ -136,8 +136,12 @@ func (r *CertificateReconciler) storeCertificate(ctx context.Context, run *certi
 func (r *CertificateReconciler) recordIssued(ctx context.Context, run *certificateRun, leaf *x509.Certificate, renewed, announce bool) ctrl.Result {
 	cert := run.cert
 	status := &cert.Status
-	renewalTime := renewal.FallbackRenewalTime(leaf.NotBefore, leaf.NotAfter, renewBefore(cert), leaf.SerialNumber.Bytes())
+	// The new certificate's window, fetched now so that it lands in this reconcile's status write.
+	status.RenewalInfo, status.RenewalTimeSource = nil, ""
+	r.refreshRenewalInfo(ctx, run, leaf, true)
+	renewalTime, source := renewalSchedule(status, leaf, renewBefore(cert))
 	status.NotBefore, status.NotAfter, status.RenewalTime = timePtr(leaf.NotBefore), timePtr(leaf.NotAfter), timePtr(renewalTime)
+	status.RenewalTimeSource = source
 	status.SerialNumber = fmt.Sprintf("%x", leaf.SerialNumber)
 	status.FailedIssuanceAttempts, status.LastFailureTime = 0, nil
 	status.Order.State = acme.StatusValid

@@ -6,6 +6,9 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"time"
+
+	"k8s.io/apimachinery/pkg/api/meta"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -42,7 +45,15 @@ func (r *CertificateReconciler) ensureOrder(ctx context.Context, run *certificat
 		}
 	}
 
-	order, err := run.acme.NewOrder(ctx, cert.Spec.DNSNames, run.issuer.GetSpec().ACME.Profile)
+	request := acme.OrderRequest{DNSNames: cert.Spec.DNSNames, Profile: run.issuer.GetSpec().ACME.Profile, Replaces: r.replacesFor(run)}
+	order, err := run.acme.CreateOrder(ctx, request)
+	if request.Replaces != "" && acme.IsAlreadyReplaced(err) {
+		// The certificate was replaced already (an order of a run that died, another
+		// controller): order once more without replaces, never in a loop.
+		ctrl.LoggerFrom(ctx).Info("The CA says the certificate was replaced already; ordering without replaces", "replaces", request.Replaces)
+		request.Replaces = ""
+		order, err = run.acme.CreateOrder(ctx, request)
+	}
 	if err != nil {
 		if acme.IsPermanent(err) {
 			return ctrl.Result{}, r.recordFailure(ctx, run, true, "OrderRejected", "%v", err)
@@ -56,7 +67,7 @@ func (r *CertificateReconciler) ensureOrder(ctx context.Context, run *certificat
 	if value := strings.TrimSpace(cert.Annotations[certpilotv1alpha1.AnnotationRenew]); value != "" {
 		cert.Status.RenewalRequest = value
 	}
-	ctrl.LoggerFrom(ctx).Info("Created ACME order", "order", order.URL)
+	ctrl.LoggerFrom(ctx).Info("Created ACME order", "order", order.URL, "replaces", request.Replaces)
 	// Record the order now: if the controller dies before the next write, the order is resumed.
 	return ctrl.Result{}, r.patchStatus(ctx, run)
 }
@@ -74,7 +85,9 @@ func (r *CertificateReconciler) waitForOrder(ctx context.Context, run *certifica
 	case acme.StatusReady, acme.StatusValid, acme.StatusProcessing:
 		return ctrl.Result{}, nil
 	case acme.StatusPending:
-		return ctrl.Result{}, wait(order.RetryAfter, "WaitingForValidation",
+		// The CA's Retry-After when it sends one; else 1 s at first, then slower (a tenth of the
+		// time spent waiting, at most a minute), so a slow CA is not polled every second.
+		return ctrl.Result{}, wait(acme.PollInterval(order.ServerRetryAfter, orderAge(run)), "WaitingForValidation",
 			"Waiting for the CA to validate %s", strings.Join(run.cert.Spec.DNSNames, ", "))
 	default:
 		return ctrl.Result{}, r.recordFailure(ctx, run, false, "OrderInvalid", "the CA marked order %s %s: %s", order.URL, order.Status, orderProblem(ctx, run, order))
@@ -104,6 +117,41 @@ func (r *CertificateReconciler) recordFailure(ctx context.Context, run *certific
 		return errors.Join(&stalledError{Reason: reason, Message: summary, After: backoff}, cleanupErr)
 	}
 	return errors.Join(wait(backoff, reason, "%s", summary), cleanupErr)
+}
+
+// orderAge is how long the open order has been issuing (from the Issuing condition).
+func orderAge(run *certificateRun) time.Duration {
+	issuing := meta.FindStatusCondition(run.cert.Status.Conditions, certpilotv1alpha1.ConditionIssuing)
+	if issuing == nil || issuing.Status != metav1.ConditionTrue {
+		return 0
+	}
+	return run.now.Sub(issuing.LastTransitionTime.Time)
+}
+
+// slowedDown turns the CA asking to slow down (429 or 503, rateLimited, serverInternal) into a
+// wait of what it asked for: a failed attempt, counted and announced, retried at
+// renewal.RetryTime (the backoff, at least the CA's Retry-After, never so late that the served
+// certificate expires first); an open order is kept and resumed. Other errors are returned as
+// they are.
+func (r *CertificateReconciler) slowedDown(ctx context.Context, run *certificateRun, err error) error {
+	retryAfter, slowDown := acme.RetryAfterOf(err)
+	if !slowDown {
+		return err
+	}
+	status := &run.cert.Status
+	status.FailedIssuanceAttempts++
+	status.LastFailureTime = &metav1.Time{Time: run.now}
+	var notAfter time.Time
+	if status.NotAfter != nil {
+		notAfter = status.NotAfter.Time
+	}
+	next := renewal.RetryTime(run.now, status.FailedIssuanceAttempts, retryAfter, notAfter)
+	run.failureRecorded = true
+	issuances.WithLabelValues("failure", "CASlowDown").Inc()
+	r.Recorder.Eventf(run.cert, nil, corev1.EventTypeWarning, "CASlowDown", "Issue",
+		"The CA asked to slow down (attempt %d); next attempt at %s: %v", status.FailedIssuanceAttempts, next.UTC().Format(time.RFC3339), err)
+	return wait(next.Sub(run.now), "CASlowDown", "The CA asked to slow down (attempt %d, Retry-After %s); next attempt at %s: %v",
+		status.FailedIssuanceAttempts, retryAfter, next.UTC().Format(time.RFC3339), err)
 }
 
 // recordOrderState records the CA's state of the order in the status, except valid: the order

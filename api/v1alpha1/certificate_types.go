@@ -214,6 +214,18 @@ type CertificateStatus struct {
 	// +optional
 	RenewalTime *metav1.Time `json:"renewalTime,omitempty"`
 
+	// RenewalTimeSource says where renewalTime came from: "ari", a moment inside the window the
+	// CA suggests (ACME Renewal Information, RFC 9773), or "fallback", notAfter minus
+	// min(renewBefore, a third of the lifetime), a little earlier by a per-certificate jitter.
+	// +optional
+	// +kubebuilder:validation:Enum=ari;fallback
+	RenewalTimeSource string `json:"renewalTimeSource,omitempty"`
+
+	// RenewalInfo is the CA's suggested renewal window for the current certificate, when the CA
+	// publishes ACME Renewal Information and the issuer does not turn it off.
+	// +optional
+	RenewalInfo *RenewalInfoStatus `json:"renewalInfo,omitempty"`
+
 	// AutoRenewable is true when certpilot renews the certificate without a person: false only
 	// for the dns01 manual solver.
 	// +optional
@@ -257,6 +269,28 @@ type InjectedWorkload struct {
 	// Name of the workload.
 	// +required
 	Name string `json:"name"`
+}
+
+// RenewalInfoStatus is the CA's suggested renewal window (RFC 9773) as last fetched.
+type RenewalInfoStatus struct {
+	// WindowStart and WindowEnd bound the window the CA suggests.
+	// +optional
+	WindowStart *metav1.Time `json:"windowStart,omitempty"`
+	// +optional
+	WindowEnd *metav1.Time `json:"windowEnd,omitempty"`
+	// ExplanationURL is the CA's page about the window, when it gives one (for example after a
+	// mass revocation).
+	// +optional
+	// +kubebuilder:validation:MaxLength=2048
+	ExplanationURL string `json:"explanationURL,omitempty"`
+	// NextFetch is when certpilot asks the CA again (as its Retry-After says, between one
+	// minute and twelve hours).
+	// +optional
+	NextFetch *metav1.Time `json:"nextFetch,omitempty"`
+	// Error is why the last fetch failed; the fallback renewal time stands meanwhile.
+	// +optional
+	// +kubebuilder:validation:MaxLength=1024
+	Error string `json:"error,omitempty"`
 }
 
 // OrderStatus records an ACME order, written before any challenge is touched so a restarted

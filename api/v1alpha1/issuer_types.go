@@ -54,6 +54,12 @@ type ACMEIssuer struct {
 	// +kubebuilder:validation:MaxLength=64
 	// +kubebuilder:validation:Pattern=`^[a-zA-Z0-9][-_.a-zA-Z0-9]*$`
 	Profile string `json:"profile,omitempty"`
+
+	// DisableRenewalInfo turns off ACME Renewal Information (RFC 9773): certificates then renew
+	// at the fallback time only, and renewal orders do not name the certificate they replace.
+	// Default: ARI is used when the server publishes it.
+	// +optional
+	DisableRenewalInfo bool `json:"disableRenewalInfo,omitempty"`
 }
 
 // ExternalAccountBinding holds the CA-issued key identifier and the Secret with its MAC key.

@@ -1,0 +1,118 @@
+package controllers
+
+import (
+	"context"
+	"crypto/x509"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	ctrl "sigs.k8s.io/controller-runtime"
+
+	certpilotv1alpha1 "github.com/certpilot/certpilot/api/v1alpha1"
+	"github.com/certpilot/certpilot/internal/acme"
+	"github.com/certpilot/certpilot/internal/pki"
+	"github.com/certpilot/certpilot/internal/renewal"
+)
+
+// Where a renewal time came from (status.renewalTimeSource).
+const (
+	renewalSourceARI      = "ari"
+	renewalSourceFallback = "fallback"
+)
+
+// renewalSchedule returns the renewal time of leaf and where it came from: a moment inside the
+// CA's renewal window in the status when there is a usable one (the moment already chosen stays
+// while it is inside the window), otherwise the jittered fallback. A window in the past means
+// now; a malformed one is ignored (the fallback stands).
+func renewalSchedule(status *certpilotv1alpha1.CertificateStatus, leaf *x509.Certificate, renewBefore time.Duration) (time.Time, string) {
+	fallback := renewal.FallbackRenewalTime(leaf.NotBefore, leaf.NotAfter, renewBefore, leaf.SerialNumber.Bytes())
+	info := status.RenewalInfo
+	if info == nil || info.WindowStart == nil || info.WindowEnd == nil {
+		return fallback, renewalSourceFallback
+	}
+	var previous time.Time
+	if status.RenewalTimeSource == renewalSourceARI && status.RenewalTime != nil {
+		previous = status.RenewalTime.Time
+	}
+	chosen, err := renewal.ChooseARIRenewalTime(renewal.Window{Start: info.WindowStart.Time, End: info.WindowEnd.Time}, leaf.NotAfter, previous, nil)
+	if err != nil {
+		return fallback, renewalSourceFallback
+	}
+	return chosen, renewalSourceARI
+}
+
+// refreshRenewalInfo asks the CA for the certificate's renewal window (RFC 9773) when it is due
+// (status.renewalInfo.nextFetch), the issuer has not turned ARI off and the server publishes it.
+// A failure never blocks renewal: it is recorded, the fallback time stands, and the fetch is
+// tried again later (after the CA's Retry-After, or an hour).
+func (r *CertificateReconciler) refreshRenewalInfo(ctx context.Context, run *certificateRun, leaf *x509.Certificate, force bool) {
+	status := &run.cert.Status
+	if run.issuer == nil || run.issuer.GetSpec().ACME.DisableRenewalInfo {
+		status.RenewalInfo = nil
+		return
+	}
+	if !force && status.RenewalInfo != nil && status.RenewalInfo.NextFetch != nil && run.now.Before(status.RenewalInfo.NextFetch.Time) {
+		return
+	}
+	client, err := r.acmeClient(ctx, run)
+	if err != nil {
+		return // the issuer is not usable now; its recovery wakes the Certificate
+	}
+	if !client.SupportsRenewalInfo() {
+		status.RenewalInfo = nil
+		return
+	}
+	info, err := client.RenewalInfo(ctx, leaf)
+	if err != nil {
+		wait, _ := acme.RetryAfterOf(err)
+		if wait == 0 {
+			wait = time.Hour
+		}
+		previous := status.RenewalInfo
+		status.RenewalInfo = &certpilotv1alpha1.RenewalInfoStatus{
+			NextFetch: timePtr(renewal.NextRenewalInfoFetch(run.now, wait)),
+			Error:     truncate(err.Error(), 1024),
+		}
+		if previous != nil { // keep the last window the CA gave: it is still the CA's word
+			status.RenewalInfo.WindowStart, status.RenewalInfo.WindowEnd = previous.WindowStart, previous.WindowEnd
+			status.RenewalInfo.ExplanationURL = previous.ExplanationURL
+		}
+		ctrl.LoggerFrom(ctx).V(1).Info("Fetching the renewal window failed; the fallback renewal time stands", "error", err.Error())
+		return
+	}
+	status.RenewalInfo = &certpilotv1alpha1.RenewalInfoStatus{
+		WindowStart:    &metav1.Time{Time: info.WindowStart.Truncate(time.Second)},
+		WindowEnd:      &metav1.Time{Time: info.WindowEnd.Truncate(time.Second)},
+		ExplanationURL: truncate(info.ExplanationURL, 2048),
+		NextFetch:      timePtr(renewal.NextRenewalInfoFetch(run.now, info.RetryAfter)),
+	}
+}
+
+// replacesFor returns the certificate ID the new order names in `replaces` (RFC 9773 section
+// 5): the current certificate, when it came from this server and account and the issuer uses
+// ARI; "" otherwise.
+func (r *CertificateReconciler) replacesFor(run *certificateRun) string {
+	if run.secret == nil || run.issuer.GetSpec().ACME.DisableRenewalInfo || !run.acme.SupportsRenewalInfo() {
+		return ""
+	}
+	in := renewalInput(run)
+	if !renewal.CanReplace(in, run.acme.AccountURI()) {
+		return ""
+	}
+	leaf, err := pki.ParseLeaf(in.Secret.CertificatePEM)
+	if err != nil {
+		return ""
+	}
+	id, err := acme.CertID(leaf)
+	if err != nil {
+		return ""
+	}
+	return id
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n]
+}
