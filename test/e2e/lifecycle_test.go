@@ -131,9 +131,24 @@ func TestRenewOnRequestAndSpecChange(t *testing.T) {
 	waitReady(t, cert, 2*time.Minute, "")
 	first := cert.Status.SerialNumber
 	lifetime := cert.Status.NotAfter.Sub(cert.Status.NotBefore.Time)
-	// Status times are whole seconds: allow one second of rounding.
-	if got, want := cert.Status.RenewalTime.Sub(cert.Status.NotBefore.Time), lifetime/2; (got - want).Abs() > time.Second {
-		t.Errorf("a %s certificate renews %s after notBefore, want %s (half its lifetime)", lifetime, got, want)
+	// Pebble publishes renewal windows (ARI): the renewal time is inside the window. Without
+	// one, the fallback is half the lifetime, earlier by a jitter of at most 3 % of it. Status
+	// times are whole seconds: allow one second of rounding.
+	got := cert.Status.RenewalTime.Sub(cert.Status.NotBefore.Time)
+	switch info := cert.Status.RenewalInfo; cert.Status.RenewalTimeSource {
+	case "ari":
+		if info == nil || cert.Status.RenewalTime.Before(info.WindowStart) || info.WindowEnd.Before(cert.Status.RenewalTime) {
+			t.Errorf("renewal time %v from ARI is outside the window %+v", cert.Status.RenewalTime, info)
+		}
+		if got < lifetime/3 {
+			t.Errorf("a %s certificate renews %s after notBefore: before a third of its lifetime", lifetime, got)
+		}
+	case "fallback":
+		if half := lifetime / 2; got > half+time.Second || got < half-lifetime*3/100-time.Second {
+			t.Errorf("a %s certificate renews %s after notBefore, want about %s (half its lifetime, jittered)", lifetime, got, half)
+		}
+	default:
+		t.Errorf("renewalTimeSource = %q, want ari or fallback", cert.Status.RenewalTimeSource)
 	}
 
 	// A deleted Secret is issued again.
