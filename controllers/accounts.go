@@ -83,6 +83,10 @@ func (a *Accounts) Client(ctx context.Context, issuer certpilotv1alpha1.GenericI
 			namespace, spec.PrivateKeySecretRef.Name, accountKeyDataKey, err)
 	}
 
+	if err := acme.CheckAccountKey(key); err != nil {
+		return nil, stalled("UnsupportedAccountKey", "Secret %s/%s key %q: %v", namespace, spec.PrivateKeySecretRef.Name, accountKeyDataKey, err)
+	}
+
 	fingerprint := fingerprintOf(spec.Server, string(spec.CABundle), string(keyPEM))
 	cacheKey := issuer.Kind() + "/" + issuer.GetNamespace() + "/" + issuer.GetName()
 	a.mu.Lock()
@@ -112,6 +116,17 @@ func (a *Accounts) Client(ctx context.Context, issuer certpilotv1alpha1.GenericI
 	a.clients[cacheKey] = cachedClient{fingerprint: fingerprint, client: acmeClient}
 	a.mu.Unlock()
 	return acmeClient, nil
+}
+
+// Reregister registers the issuer's key again after the CA said it no longer knows the account
+// (a CA that was reset): the same key gets a new account, whose URL the client uses from now
+// on. The issuer's status follows at its next recheck (its URI no longer matches the client's).
+func (a *Accounts) Reregister(ctx context.Context, issuer certpilotv1alpha1.GenericIssuer, client *acme.Client) (string, error) {
+	eab, err := a.ExternalAccountBinding(ctx, issuer)
+	if err != nil {
+		return "", err
+	}
+	return client.Register(ctx, issuer.GetSpec().ACME.Email, eab)
 }
 
 // Forget drops the cached client of an issuer (deleted, or its account changed).

@@ -97,7 +97,7 @@ func (r *CertificateReconciler) Reconcile(ctx context.Context, req ctrl.Request)
 	}
 
 	defer func() {
-		err = r.slowedDown(ctx, run, err)
+		err = r.slowedDown(ctx, run, r.reregisterIfForgotten(ctx, run, err))
 		wasStalled := meta.IsStatusConditionTrue(cert.Status.Conditions, certpilotv1alpha1.ConditionStalled)
 		summarizeCertificate(cert, run.ready, err)
 		recordCertificateMetrics(cert)

@@ -154,6 +154,32 @@ func (r *CertificateReconciler) slowedDown(ctx context.Context, run *certificate
 		status.FailedIssuanceAttempts, retryAfter, next.UTC().Format(time.RFC3339), err)
 }
 
+// reregisterIfForgotten handles a CA that no longer knows the issuer's account (it was reset,
+// like a restarted Pebble): the key is registered again, the open order (the old account's) is
+// dropped, and the Certificate starts over at once with one fresh order. Never a permanent
+// stall: the same request would work with the new account.
+func (r *CertificateReconciler) reregisterIfForgotten(ctx context.Context, run *certificateRun, err error) error {
+	if err == nil || !acme.IsAccountGone(err) || run.issuer == nil {
+		return err
+	}
+	client, clientErr := r.acmeClient(ctx, run)
+	if clientErr != nil {
+		return err
+	}
+	old := client.AccountURI()
+	uri, registerErr := r.Accounts.Reregister(ctx, run.issuer, client)
+	if registerErr != nil {
+		return fmt.Errorf("the CA no longer knows ACME account %s, and registering again failed: %w", old, registerErr)
+	}
+	ctrl.LoggerFrom(ctx).Info("Registered the ACME account again: the CA no longer knew it", "oldAccount", old, "account", uri)
+	r.Recorder.Eventf(run.cert, nil, corev1.EventTypeWarning, "AccountReregistered", "Issue",
+		"The CA no longer knew ACME account %s (was it reset?); registered again as %s and starting a new order", old, uri)
+	if run.cert.Status.Order != nil && orderOpen(run.cert) {
+		run.cert.Status.Order = nil // the old account's order is gone with it
+	}
+	return wait(time.Second, "AccountReregistered", "The CA no longer knew ACME account %s; registered again as %s", old, uri)
+}
+
 // recordOrderState records the CA's state of the order in the status, except valid: the order
 // stays open, recorded as processing, until its certificate is stored in the Secret
 // (recordIssued). A transient error between the CA's valid and the stored Secret (a bad nonce

@@ -53,8 +53,8 @@ func permanent(err error) error { return &permanentError{err: err} }
 // of backing off. Network errors, timeouts, 5xx, badNonce, rateLimited and anything unknown are
 // transient.
 func IsPermanent(err error) bool {
-	if err == nil {
-		return false
+	if err == nil || IsAccountGone(err) {
+		return false // registering the account again cures it
 	}
 	var client *permanentError
 	if errors.As(err, &client) {
@@ -154,6 +154,26 @@ func problemName(problemType string) string {
 		return name
 	}
 	return problemType[strings.LastIndex(problemType, ":")+1:]
+}
+
+// IsAccountGone reports whether the CA no longer knows the account the request was signed for:
+// accountDoesNotExist, or a key ID the server refuses as not one of its account URLs (a CA that
+// was reset, such as a restarted Pebble, or a test environment wiped). Registering the key again
+// creates a new account; the old account's orders are gone with it.
+func IsAccountGone(err error) bool {
+	var problem *acme.Error
+	if !errors.As(err, &problem) {
+		return false
+	}
+	switch problemName(problem.ProblemType) {
+	case "accountDoesNotExist":
+		return true
+	case "malformed", "unauthorized":
+		detail := strings.ToLower(problem.Detail)
+		return strings.Contains(detail, "key id") || strings.Contains(detail, "kid") || strings.Contains(detail, "account does not exist") ||
+			strings.Contains(detail, "no account")
+	}
+	return false
 }
 
 // IsAlreadyReplaced reports whether err is the server refusing an order whose Replaces names a

@@ -31,7 +31,8 @@ func TestIsPermanent(t *testing.T) {
 		"badCSR":                {err: problem(400, problemPrefix+"badCSR"), want: true},
 		"caa":                   {err: problem(403, problemPrefix+"caa"), want: true},
 		"unauthorized":          {err: problem(403, problemPrefix+"unauthorized"), want: true},
-		"accountDoesNotExist":   {err: problem(400, problemPrefix+"accountDoesNotExist"), want: true},
+		// Not permanent: registering the account again cures it (IsAccountGone).
+		"accountDoesNotExist":   {err: problem(400, problemPrefix+"accountDoesNotExist"), want: false},
 		"externalAccountReq":    {err: problem(403, problemPrefix+"externalAccountRequired"), want: true},
 		"wrapped problem":       {err: fmt.Errorf("finalizing: %w", problem(400, problemPrefix+"badCSR")), want: true},
 		"pre-RFC namespace":     {err: problem(400, "urn:acme:error:malformed"), want: true},
@@ -143,6 +144,30 @@ func TestReplayBadNonceOnly(t *testing.T) {
 			got := replayBadNonceOnly(tc.n, nil, &http.Response{StatusCode: tc.status}) > 0
 			if got != tc.want {
 				t.Errorf("retry = %v, want %v", got, tc.want)
+			}
+		})
+	}
+}
+
+func TestIsAccountGone(t *testing.T) {
+	problem := func(status int, problemType string) *acme.Error {
+		return &acme.Error{StatusCode: status, ProblemType: problemType}
+	}
+	tests := map[string]struct {
+		err  error
+		want bool
+	}{
+		"accountDoesNotExist":         {err: problem(400, problemPrefix+"accountDoesNotExist"), want: true},
+		"kid of a reset CA":           {err: &acme.Error{StatusCode: 400, ProblemType: problemPrefix + "malformed", Detail: "Key ID (kid) in JWS header missing expected URL prefix"}, want: true},
+		"another malformed request":   {err: &acme.Error{StatusCode: 400, ProblemType: problemPrefix + "malformed", Detail: "invalid CSR"}, want: false},
+		"badNonce":                    {err: problem(400, problemPrefix+"badNonce"), want: false},
+		"not an ACME problem":         {err: errors.New("connection refused"), want: false},
+		"wrapped accountDoesNotExist": {err: fmt.Errorf("creating order: %w", problem(400, problemPrefix+"accountDoesNotExist")), want: true},
+	}
+	for name, tt := range tests {
+		t.Run(name, func(t *testing.T) {
+			if got := IsAccountGone(tt.err); got != tt.want {
+				t.Errorf("IsAccountGone(%v) = %v, want %v", tt.err, got, tt.want)
 			}
 		})
 	}
