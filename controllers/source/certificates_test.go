@@ -159,7 +159,7 @@ func TestDesiredCertificates(t *testing.T) {
 			wantNames: []string{"www-tls"}, wantRefused: []string{"wild-tls"}, wantMessages: []string{"has no default solver"},
 		},
 		"wildcard, issuer not found": {
-			template: template{IssuerRef: issuerRef},
+			template:  template{IssuerRef: issuerRef},
 			wantNames: []string{"www-tls"}, wantRefused: []string{"wild-tls"}, wantMessages: []string{"ClusterIssuer le was not found"},
 		},
 	} {
