@@ -10,18 +10,12 @@
 // the Gateway API CRDs appear.
 package source
 
-// The permissions of the sources, generated into config/rbac/source/role.yaml by
-// `make manifests` and granted by the Helm chart only when a source is enabled.
+// The permissions of the sources are config/rbac/source_role.yaml (the Helm chart grants the
+// same rules, per enabled source, in templates/rbac-sources.yaml). They are written by hand, not
+// generated from +kubebuilder:rbac markers: `make manifests` reads ./controllers/... for the
+// manager's role, so markers here would land in the role every install gets.
 //
-// Certificates are created, applied server-side and deleted; issuers are read to decide whether
-// a wildcard can be validated. Setting blockOwnerDeletion on a Certificate's owner reference
-// needs update on the owner's finalizers where OwnerReferencesPermissionEnforcement is on.
-//
-// +kubebuilder:rbac:groups=certpilot.dev,resources=certificates,verbs=get;list;watch;create;update;patch;delete
-// +kubebuilder:rbac:groups=certpilot.dev,resources=issuers;clusterissuers,verbs=get;list;watch
-// +kubebuilder:rbac:groups=gateway.networking.k8s.io,resources=gateways,verbs=get;list;watch
-// +kubebuilder:rbac:groups=gateway.networking.k8s.io,resources=gateways/finalizers,verbs=update
-// +kubebuilder:rbac:groups=networking.k8s.io,resources=ingresses,verbs=get;list;watch
-// +kubebuilder:rbac:groups=networking.k8s.io,resources=ingresses/finalizers,verbs=update
-// +kubebuilder:rbac:groups="",resources=events,verbs=create;patch
-// +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
+// Certificates are created, applied server-side and deleted; Issuers and ClusterIssuers are read
+// to decide whether a wildcard can be validated; Gateways and Ingresses are read; Events are
+// written about them. Setting blockOwnerDeletion on a Certificate's owner reference needs update
+// on the owner's finalizers where the OwnerReferencesPermissionEnforcement admission plugin is on.
