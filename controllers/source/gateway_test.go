@@ -124,14 +124,20 @@ func TestGatewayListeners(t *testing.T) {
 	}
 	waitForEvent(t, gateway, corev1.EventTypeNormal, reasonCertificateUpdated)
 
-	// A hand edit of a generated Certificate is put back.
-	cert.Spec.DNSNames = []string{"edited.example.com"}
+	// A hand edit of a field certpilot sets is put back (server-side apply with force; what
+	// another manager adds beside certpilot's fields, such as a label, stays).
+	cert.Spec.IssuerRef.Name = "edited"
 	if err := k8s.Update(ctx, cert); err != nil {
 		t.Fatal(err)
 	}
-	waitForCertificates(t, ns, "Gateway", map[string][]string{
-		"shared-tls": {"a.example.com", "b.example.com"},
-		"c-tls":      {"d.example.com"},
+	eventually(t, 30*time.Second, "issuerRef put back", func() error {
+		if err := k8s.Get(ctx, client.ObjectKeyFromObject(cert), cert); err != nil {
+			return err
+		}
+		if cert.Spec.IssuerRef.Name != "letsencrypt" {
+			return fmt.Errorf("issuerRef %+v", cert.Spec.IssuerRef)
+		}
+		return nil
 	})
 
 	// Removing the listener deletes its Certificate; a listener of a shared Secret only
