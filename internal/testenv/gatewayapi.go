@@ -4,15 +4,17 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"time"
 
 	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	"sigs.k8s.io/controller-runtime/pkg/envtest"
+	"sigs.k8s.io/yaml"
 )
 
 // GatewayAPIModule is the Go module whose CRD manifests the tests install; its version is the
@@ -42,43 +44,100 @@ func GatewayAPICRDDir() (string, error) {
 	return filepath.Join(module.Dir, "config", "crd", "standard"), nil
 }
 
-// InstallGatewayAPI installs the Gateway API's standard CRDs and waits until they are served.
+// gatewayAPIGroup is the API group of the Gateway API's CRDs.
+const gatewayAPIGroup = "gateway.networking.k8s.io"
+
+// InstallGatewayAPI installs the Gateway API's standard CRDs (the ones already there are left
+// as they are) and waits until they are established. It reads the manifests itself rather than
+// through envtest, which logs through controller-runtime's logger.
 func InstallGatewayAPI(cfg *rest.Config) error {
 	dir, err := GatewayAPICRDDir()
 	if err != nil {
 		return err
 	}
-	_, err = envtest.InstallCRDs(cfg, envtest.CRDInstallOptions{Paths: []string{dir}, ErrorIfPathMissing: true})
-	return err
-}
-
-// UninstallGatewayAPI deletes the Gateway API's CRDs (and so every Gateway) and waits until they
-// are gone.
-func UninstallGatewayAPI(ctx context.Context, cfg *rest.Config) error {
-	dir, err := GatewayAPICRDDir()
+	files, err := filepath.Glob(filepath.Join(dir, "*.yaml"))
 	if err != nil {
-		return err
-	}
-	options := envtest.CRDInstallOptions{Paths: []string{dir}, ErrorIfPathMissing: true}
-	if err := envtest.ReadCRDFiles(&options); err != nil {
-		return err
-	}
-	if err := envtest.UninstallCRDs(cfg, options); err != nil {
 		return err
 	}
 	c, err := client.New(cfg, client.Options{Scheme: NewScheme()})
 	if err != nil {
 		return err
 	}
-	return Poll(ctx, 2*time.Minute, func() error {
-		for _, crd := range options.CRDs {
-			err := c.Get(ctx, client.ObjectKey{Name: crd.Name}, &apiextensionsv1.CustomResourceDefinition{})
-			if err == nil {
-				return fmt.Errorf("CRD %s is still there", crd.Name)
+	ctx := context.Background()
+	var names []string
+	for _, file := range files {
+		data, err := os.ReadFile(file)
+		if err != nil {
+			return err
+		}
+		for _, document := range strings.Split(string(data), "\n---") {
+			crd := &apiextensionsv1.CustomResourceDefinition{}
+			if err := yaml.Unmarshal([]byte(document), crd); err != nil {
+				return fmt.Errorf("%s: %w", file, err)
 			}
-			if !apierrors.IsNotFound(err) {
+			if crd.Kind != "CustomResourceDefinition" || crd.Spec.Group != gatewayAPIGroup {
+				continue // the ValidatingAdmissionPolicy the module ships beside them
+			}
+			if err := c.Create(ctx, crd); err != nil && !apierrors.IsAlreadyExists(err) {
+				return fmt.Errorf("creating CRD %s: %w", crd.Name, err)
+			}
+			names = append(names, crd.Name)
+		}
+	}
+	return Poll(ctx, time.Minute, func() error {
+		for _, name := range names {
+			crd := &apiextensionsv1.CustomResourceDefinition{}
+			if err := c.Get(ctx, client.ObjectKey{Name: name}, crd); err != nil {
 				return err
 			}
+			established := false
+			for _, condition := range crd.Status.Conditions {
+				established = established || (condition.Type == apiextensionsv1.Established && condition.Status == apiextensionsv1.ConditionTrue)
+			}
+			if !established {
+				return fmt.Errorf("CRD %s is not established", name)
+			}
+		}
+		return nil
+	})
+}
+
+// UninstallGatewayAPI deletes the Gateway API's CRDs (and so every Gateway) and waits until they
+// are gone.
+func UninstallGatewayAPI(ctx context.Context, cfg *rest.Config) error {
+	c, err := client.New(cfg, client.Options{Scheme: NewScheme()})
+	if err != nil {
+		return err
+	}
+	gatewayCRDs := func() ([]apiextensionsv1.CustomResourceDefinition, error) {
+		var list apiextensionsv1.CustomResourceDefinitionList
+		if err := c.List(ctx, &list); err != nil {
+			return nil, err
+		}
+		var crds []apiextensionsv1.CustomResourceDefinition
+		for _, crd := range list.Items {
+			if crd.Spec.Group == gatewayAPIGroup {
+				crds = append(crds, crd)
+			}
+		}
+		return crds, nil
+	}
+	crds, err := gatewayCRDs()
+	if err != nil {
+		return err
+	}
+	for i := range crds {
+		if err := c.Delete(ctx, &crds[i]); err != nil && !apierrors.IsNotFound(err) {
+			return err
+		}
+	}
+	return Poll(ctx, 2*time.Minute, func() error {
+		left, err := gatewayCRDs()
+		if err != nil {
+			return err
+		}
+		if len(left) > 0 {
+			return fmt.Errorf("%d Gateway API CRDs are still there, %s first", len(left), left[0].Name)
 		}
 		return nil
 	})
