@@ -6,6 +6,8 @@ import (
 	"testing"
 
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+
+	"github.com/certpilot/certpilot/internal/testenv"
 )
 
 // TestChartSources: the Gateway and Ingress sources get their RBAC and their manager flag only
@@ -99,5 +101,21 @@ func TestChartSources(t *testing.T) {
 				}
 			}
 		})
+	}
+
+	// The API accepts what the chart renders with both sources on, cluster-wide and namespaced.
+	testenv.SkipIfShort(t)
+	for _, namespaces := range [][]any{nil, {"team-a"}} {
+		values := map[string]any{"sources": map[string]any{
+			"gateway": map[string]any{"enabled": true}, "ingress": map[string]any{"enabled": true},
+		}}
+		if namespaces != nil {
+			values["watchNamespaces"] = namespaces
+		}
+		objects, _ := renderChart(t, values)
+		for _, namespace := range []string{releaseNamespace, "team-a"} {
+			ensureNamespace(t, namespace)
+		}
+		dryRunApply(t, append(chartCRDs(t), objects...))
 	}
 }
