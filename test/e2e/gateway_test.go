@@ -39,11 +39,6 @@ func gatewayClient(t *testing.T) client.Client {
 	return c
 }
 
-// uniqueNamespace is a namespace name of its own for each run (the suite survives -count=2).
-func uniqueNamespace(prefix string) string {
-	return fmt.Sprintf("%s-%d", prefix, time.Now().UnixNano()%1_000_000)
-}
-
 // dataPlane stands for a Gateway implementation's data plane: a TLS server that serves, for
 // each handshake, the certificate in the Secret the Gateway's listener references, read from
 // the API, as implementations do with certificateRefs. certpilot's edge sits in front of it in
@@ -89,7 +84,7 @@ func TestGatewayCertificateThroughEdge(t *testing.T) {
 		t.Fatal(err)
 	}
 	gateways := gatewayClient(t)
-	namespace := uniqueNamespace("e2e-gateway")
+	namespace := namespaceFor(t, "e2e-gateway")
 	const secretName = "web-tls"
 	plane := startDataPlane(t, namespace, secretName)
 
@@ -262,7 +257,7 @@ func TestGatewaySourceTurnsOnWhenCRDsAppear(t *testing.T) {
 		t.Fatal(err)
 	}
 	gateways := gatewayClient(t)
-	namespace := uniqueNamespace("e2e-gateway-crds")
+	namespace := namespaceFor(t, "e2e-gateway-crds")
 	if err := kube.Client.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: namespace}}); err != nil {
 		t.Fatal(err)
 	}
