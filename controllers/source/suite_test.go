@@ -19,7 +19,6 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/controller"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
-	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
 
 	"github.com/certpilot/certpilot/internal/testenv"
 )
@@ -29,7 +28,7 @@ import (
 // tests are about what the sources write).
 var (
 	kube *testenv.Kube
-	// k8s talks to the apiserver directly, with the Gateway API types in its scheme.
+	// k8s talks to the apiserver directly (kube.Client; its scheme has the Gateway API types).
 	k8s client.Client
 )
 
@@ -47,30 +46,18 @@ func run(m *testing.M) int {
 	}
 	defer func() { _ = started.Stop() }()
 	kube = started
-	if err := testenv.InstallGatewayAPI(kube.Config); err != nil {
+	if err := testenv.InstallGatewayAPI(context.Background(), kube.Client); err != nil {
 		fmt.Fprintf(os.Stderr, "FAIL: installing the Gateway API CRDs: %v\n", err)
 		return 1
 	}
-	scheme := testScheme()
-	if k8s, err = client.New(kube.Config, client.Options{Scheme: scheme}); err != nil {
-		fmt.Fprintf(os.Stderr, "FAIL: %v\n", err)
-		return 1
-	}
+	k8s = kube.Client
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	if err := startManager(ctx, scheme); err != nil {
+	if err := startManager(ctx, kube.Scheme); err != nil {
 		fmt.Fprintf(os.Stderr, "FAIL: starting the manager: %v\n", err)
 		return 1
 	}
 	return m.Run()
-}
-
-func testScheme() *runtime.Scheme {
-	scheme := testenv.NewScheme()
-	if err := gatewayv1.Install(scheme); err != nil {
-		panic(err)
-	}
-	return scheme
 }
 
 func startManager(ctx context.Context, scheme *runtime.Scheme) error {

@@ -12,7 +12,6 @@ import (
 
 	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/yaml"
 )
@@ -47,25 +46,24 @@ func GatewayAPICRDDir() (string, error) {
 // gatewayAPIGroup is the API group of the Gateway API's CRDs.
 const gatewayAPIGroup = "gateway.networking.k8s.io"
 
-// InstallGatewayAPI installs the Gateway API's standard CRDs (the ones already there are left
-// as they are) and waits until they are established. It reads the manifests itself rather than
-// through envtest, which logs through controller-runtime's logger.
-func InstallGatewayAPI(cfg *rest.Config) error {
+// gatewayAPICRDFiles are the standard-channel CRDs the tests install: what certpilot reads. The
+// others (routes, policies) are not needed, and fewer CRDs make installing and deleting them in
+// every run cheaper.
+var gatewayAPICRDFiles = []string{"gateway.networking.k8s.io_gatewayclasses.yaml", "gateway.networking.k8s.io_gateways.yaml"}
+
+// InstallGatewayAPI installs the Gateway API's GatewayClass and Gateway CRDs (the ones already
+// there are left as they are) and waits until they are established, through c (a client of
+// NewScheme, such as Kube.Client). It reads the manifests itself rather than through envtest,
+// which logs through controller-runtime's logger (and so does a new client: tests that run late
+// in a package would print controller-runtime's "SetLogger was never called" warning).
+func InstallGatewayAPI(ctx context.Context, c client.Client) error {
 	dir, err := GatewayAPICRDDir()
 	if err != nil {
 		return err
 	}
-	files, err := filepath.Glob(filepath.Join(dir, "*.yaml"))
-	if err != nil {
-		return err
-	}
-	c, err := client.New(cfg, client.Options{Scheme: NewScheme()})
-	if err != nil {
-		return err
-	}
-	ctx := context.Background()
 	var names []string
-	for _, file := range files {
+	for _, name := range gatewayAPICRDFiles {
+		file := filepath.Join(dir, name)
 		data, err := os.ReadFile(file)
 		if err != nil {
 			return err
@@ -76,7 +74,7 @@ func InstallGatewayAPI(cfg *rest.Config) error {
 				return fmt.Errorf("%s: %w", file, err)
 			}
 			if crd.Kind != "CustomResourceDefinition" || crd.Spec.Group != gatewayAPIGroup {
-				continue // the ValidatingAdmissionPolicy the module ships beside them
+				continue
 			}
 			if err := c.Create(ctx, crd); err != nil && !apierrors.IsAlreadyExists(err) {
 				return fmt.Errorf("creating CRD %s: %w", crd.Name, err)
@@ -104,11 +102,7 @@ func InstallGatewayAPI(cfg *rest.Config) error {
 
 // UninstallGatewayAPI deletes the Gateway API's CRDs (and so every Gateway) and waits until they
 // are gone.
-func UninstallGatewayAPI(ctx context.Context, cfg *rest.Config) error {
-	c, err := client.New(cfg, client.Options{Scheme: NewScheme()})
-	if err != nil {
-		return err
-	}
+func UninstallGatewayAPI(ctx context.Context, c client.Client) error {
 	gatewayCRDs := func() ([]apiextensionsv1.CustomResourceDefinition, error) {
 		var list apiextensionsv1.CustomResourceDefinitionList
 		if err := c.List(ctx, &list); err != nil {
@@ -137,7 +131,8 @@ func UninstallGatewayAPI(ctx context.Context, cfg *rest.Config) error {
 			return err
 		}
 		if len(left) > 0 {
-			return fmt.Errorf("%d Gateway API CRDs are still there, %s first", len(left), left[0].Name)
+			return fmt.Errorf("%d Gateway API CRDs are still there, %s first (finalizers %v, conditions %+v)",
+				len(left), left[0].Name, left[0].Finalizers, left[0].Status.Conditions)
 		}
 		return nil
 	})

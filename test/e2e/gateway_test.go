@@ -25,20 +25,6 @@ import (
 	"github.com/certpilot/certpilot/internal/testenv"
 )
 
-// gatewayClient is a client whose scheme knows the Gateway API types.
-func gatewayClient(t *testing.T) client.Client {
-	t.Helper()
-	scheme := testenv.NewScheme()
-	if err := gatewayv1.Install(scheme); err != nil {
-		t.Fatal(err)
-	}
-	c, err := client.New(kube.Config, client.Options{Scheme: scheme})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return c
-}
-
 // dataPlane stands for a Gateway implementation's data plane: a TLS server that serves, for
 // each handshake, the certificate in the Secret the Gateway's listener references, read from
 // the API, as implementations do with certificateRefs. certpilot's edge sits in front of it in
@@ -80,10 +66,10 @@ func startDataPlane(t *testing.T, namespace, secretName string) *dataPlane {
 func TestGatewayCertificateThroughEdge(t *testing.T) {
 	testenv.SkipIfShort(t)
 	ctx := context.Background()
-	if err := testenv.InstallGatewayAPI(kube.Config); err != nil {
+	if err := testenv.InstallGatewayAPI(ctx, kube.Client); err != nil {
 		t.Fatal(err)
 	}
-	gateways := gatewayClient(t)
+	gateways := kube.Client
 	namespace := namespaceFor(t, "e2e-gateway")
 	const secretName = "web-tls"
 	plane := startDataPlane(t, namespace, secretName)
@@ -218,11 +204,11 @@ func assertServedThroughEdge(t *testing.T, pebble *testenv.Pebble, name, serial 
 func TestGatewaySourceTurnsOnWhenCRDsAppear(t *testing.T) {
 	testenv.SkipIfShort(t)
 	ctx := context.Background()
-	if err := testenv.UninstallGatewayAPI(ctx, kube.Config); err != nil {
+	if err := testenv.UninstallGatewayAPI(ctx, kube.Client); err != nil {
 		t.Fatal(err)
 	}
 	// Leave them installed for the tests after this one, as TestMain found them or not.
-	t.Cleanup(func() { _ = testenv.InstallGatewayAPI(kube.Config) })
+	t.Cleanup(func() { _ = testenv.InstallGatewayAPI(context.Background(), kube.Client) })
 
 	managerBinary, _ := binaries(t)
 	dir := t.TempDir()
@@ -253,10 +239,10 @@ func TestGatewaySourceTurnsOnWhenCRDsAppear(t *testing.T) {
 		return nil
 	})
 
-	if err := testenv.InstallGatewayAPI(kube.Config); err != nil {
+	if err := testenv.InstallGatewayAPI(ctx, kube.Client); err != nil {
 		t.Fatal(err)
 	}
-	gateways := gatewayClient(t)
+	gateways := kube.Client
 	namespace := namespaceFor(t, "e2e-gateway-crds")
 	if err := kube.Client.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: namespace}}); err != nil {
 		t.Fatal(err)
