@@ -34,9 +34,11 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
 
 	certpilotv1alpha1 "github.com/certpilot/certpilot/api/v1alpha1"
 	"github.com/certpilot/certpilot/controllers"
+	"github.com/certpilot/certpilot/controllers/source"
 	"github.com/certpilot/certpilot/internal/solver"
 )
 
@@ -53,6 +55,8 @@ func main() {
 		apiBurst           int
 		selfCheckTimeout   time.Duration
 		watchNamespaces    string
+		gatewaySource      bool
+		ingressSource      bool
 	)
 	flag.StringVar(&metricsAddr, "metrics-bind-address", ":8080", "Address of the Prometheus metrics endpoint; 0 disables it.")
 	flag.StringVar(&probeAddr, "health-probe-bind-address", ":8081", "Address of the /healthz and /readyz endpoints.")
@@ -69,6 +73,9 @@ func main() {
 	flag.IntVar(&apiBurst, "kube-api-burst", 400, "Burst of requests above --kube-api-qps.")
 	flag.DurationVar(&selfCheckTimeout, "self-check-timeout", 10*time.Second,
 		"Deadline of the self-checks of one reconcile (all names of an order are checked in parallel within it).")
+	flag.BoolVar(&gatewaySource, "gateway-source", true,
+		"Generate Certificates from Gateways (gateway.networking.k8s.io/v1) annotated with an issuer; off until the Gateway API CRDs are installed.")
+	flag.BoolVar(&ingressSource, "ingress-source", true, "Generate Certificates from Ingresses (networking.k8s.io/v1) annotated with an issuer.")
 	zapOptions := zap.Options{}
 	zapOptions.BindFlags(flag.CommandLine)
 	flag.Parse()
@@ -79,6 +86,7 @@ func main() {
 	scheme := runtime.NewScheme()
 	must(clientgoscheme.AddToScheme(scheme))
 	must(certpilotv1alpha1.AddToScheme(scheme))
+	must(gatewayv1.Install(scheme))
 
 	cacheOptions := cache.Options{
 		// Nothing reads managedFields from the cache (injection reads workloads from the API):
@@ -142,6 +150,16 @@ func main() {
 			CheckTimeout: selfCheckTimeout,
 		},
 	}).SetupWithManager(ctx, mgr, controller.Options{MaxConcurrentReconciles: certificateWorkers}))
+
+	// A source reconcile is a few cached reads and applies: two workers each are plenty.
+	sources := source.Options{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Recorder: recorder,
+		Controller: controller.Options{MaxConcurrentReconciles: 2}}
+	if ingressSource {
+		must(source.NewIngressReconciler(sources).SetupWithManager(ctx, mgr))
+	}
+	if gatewaySource {
+		must(source.SetupGatewayWhenServed(mgr, sources, source.GatewayAPICheckInterval))
+	}
 
 	must(mgr.AddHealthzCheck("healthz", healthz.Ping))
 	must(mgr.AddReadyzCheck("readyz", healthz.Ping))

@@ -13,6 +13,7 @@ import (
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
+	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
 
 	certpilotv1alpha1 "github.com/certpilot/certpilot/api/v1alpha1"
 )
@@ -27,11 +28,12 @@ type Kube struct {
 	Client client.Client
 }
 
-// NewScheme returns a scheme with the Kubernetes built-in types, CRDs and certpilot's types.
+// NewScheme returns a scheme with the Kubernetes built-in types, CRDs, certpilot's types and the
+// Gateway API's v1 types (its CRDs are installed by InstallGatewayAPI, not by StartKube).
 func NewScheme() *runtime.Scheme {
 	scheme := runtime.NewScheme()
 	for _, add := range []func(*runtime.Scheme) error{
-		clientgoscheme.AddToScheme, apiextensionsv1.AddToScheme, certpilotv1alpha1.AddToScheme,
+		clientgoscheme.AddToScheme, apiextensionsv1.AddToScheme, certpilotv1alpha1.AddToScheme, gatewayv1.Install,
 	} {
 		if err := add(scheme); err != nil {
 			panic(err) // static registration: fails only on a programming error

@@ -55,6 +55,8 @@ type StackOptions struct {
 	// EdgeChallengeArgs replace the edge's challenge source flags (default: --load-balancer
 	// edge), for example to run it as an earlier version did, on the single challenge Secret.
 	EdgeChallengeArgs []string
+	// EdgeArgs are added to the edge's flags, for example passthrough mode and an upstream.
+	EdgeArgs []string
 }
 
 // EdgeDeployment is the name of the load balancer Deployment certpilot mounts challenges into.
@@ -109,12 +111,13 @@ func StartStack(ctx context.Context, kube *Kube, pebble *Pebble, opts StackOptio
 	if len(challengeArgs) == 0 {
 		challengeArgs = []string{"--load-balancer", EdgeDeployment}
 	}
-	s.Edge, err = StartProcess("edge", opts.EdgeBinary, append([]string{
-		"--kubeconfig", s.Kubeconfig, "--namespace", s.Namespace}, append(challengeArgs,
+	edgeArgs := append([]string{"--kubeconfig", s.Kubeconfig, "--namespace", s.Namespace}, challengeArgs...)
+	edgeArgs = append(edgeArgs,
 		"--https-bind-address", fmt.Sprintf("127.0.0.1:%d", pebble.TLSPort),
 		"--http-bind-address", fmt.Sprintf("127.0.0.1:%d", pebble.HTTPPort),
 		"--health-bind-address", fmt.Sprintf("127.0.0.1:%d", edgeHealth),
-	)...), opts.Output)
+	)
+	s.Edge, err = StartProcess("edge", opts.EdgeBinary, append(edgeArgs, opts.EdgeArgs...), opts.Output)
 	if err != nil {
 		return nil, err
 	}
