@@ -75,10 +75,15 @@ func (r *CertificateReconciler) storeCertificate(ctx context.Context, run *certi
 	if stored != nil && stored.Annotations[annotationOrder] == run.order.URL {
 		leaf, err := pki.ParseLeaf(stored.Data[corev1.TLSCertKey])
 		if err == nil {
-			// Finish what the earlier reconcile did not: the pending key, the cleanup, and the
-			// Event when no status write recorded this certificate yet.
-			announce := run.patchBase.Status.SerialNumber != fmt.Sprintf("%x", leaf.SerialNumber)
-			result := r.recordIssued(ctx, run, leaf, announce && stored.Annotations[annotationRenewed] == "true", announce)
+			// Finish what the earlier reconcile did not. Its pending key Secret still being there
+			// means it died between storing and finishing (announce it now); gone means it
+			// finished and this reconcile read a stale copy of the Certificate (say nothing).
+			pending, err := r.nextKeySecret(ctx, run)
+			if err != nil {
+				return ctrl.Result{}, err
+			}
+			announce := pending != nil && pending.Annotations[annotationOrder] == run.order.URL
+			result := r.recordIssued(ctx, run, leaf, stored.Annotations[annotationRenewed] == "true", announce)
 			if err := r.deleteNextKey(ctx, run); err != nil {
 				return ctrl.Result{}, err
 			}
