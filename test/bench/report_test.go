@@ -198,6 +198,8 @@ What the columns mean:
 - **idle writes**: writes in the BENCH_IDLE window that starts BENCH_SETTLE after all Ready.
 
 Nothing here is a pass/fail test; the targets the numbers are compared with live in the issues.
+The Go micro-benchmarks and the manager memory benchmark (docs/bench-memory.md) run with
+` + "`make bench-go`" + `.
 
 `
 
@@ -212,7 +214,7 @@ func appendReport(path, section string) error {
 	if err != nil {
 		return err
 	}
-	if _, err := file.WriteString(section + "\n"); err != nil {
+	if _, err := file.WriteString("\n" + section); err != nil {
 		file.Close()
 		return err
 	}
