@@ -151,6 +151,8 @@ func BenchmarkIssuance(b *testing.B) {
 		b.Fatal(err)
 	}
 	firstApply := earliest(applied)
+	r.ApplySpan = latest(applied).Sub(firstApply)
+	progress("certpilot: applied in %s", seconds(r.ApplySpan))
 	issueCtx, cancelIssue := context.WithDeadline(ctx, firstApply.Add(cfg.Timeout))
 	err = waitAllReady(issueCtx, ready, stack)
 	cancelIssue()
@@ -435,11 +437,11 @@ func notReady(ctx context.Context, c client.Client, namespace string, limit int)
 			out = append(out, "…")
 			break
 		}
-		var conditions []string
-		for _, condition := range cert.Status.Conditions {
-			conditions = append(conditions, fmt.Sprintf("%s=%s %s: %s", condition.Type, condition.Status, condition.Reason, condition.Message))
+		description := "no Ready condition"
+		if ready := meta.FindStatusCondition(cert.Status.Conditions, certpilotv1alpha1.ConditionReady); ready != nil {
+			description = ready.Reason + ": " + ready.Message
 		}
-		out = append(out, fmt.Sprintf("%s [%s]", cert.Name, strings.Join(conditions, "; ")))
+		out = append(out, fmt.Sprintf("%s (%s)", cert.Name, description))
 	}
 	return strings.Join(out, ", ")
 }
@@ -462,6 +464,16 @@ func earliest(times map[string]time.Time) time.Time {
 		}
 	}
 	return first
+}
+
+func latest(times map[string]time.Time) time.Time {
+	var last time.Time
+	for _, t := range times {
+		if t.After(last) {
+			last = t
+		}
+	}
+	return last
 }
 
 func managerFlags(args []string) string {

@@ -18,11 +18,13 @@ type results struct {
 	Date    time.Time
 	Machine string
 
-	Floor    *floorResult // nil when BENCH_FLOOR=0
-	Manager  latencies
-	Issued   int // certificate Secrets found afterwards
-	Workers  string
-	Duration time.Duration // the whole benchmark, builds included
+	Floor   *floorResult // nil when BENCH_FLOOR=0
+	Manager latencies
+	// ApplySpan is from the first Certificate's create request to the last one's.
+	ApplySpan time.Duration
+	Issued    int // certificate Secrets found afterwards
+	Workers   string
+	Duration  time.Duration // the whole benchmark, builds included
 
 	// Manager process: RSS at rest before applying and after the idle window, peak (VmHWM)
 	// over the run, and CPU while issuing (apply to all Ready plus settle) and while idle.
@@ -68,6 +70,7 @@ func (r results) markdown() string {
 	row("certificates issued", fmt.Sprintf("%d / %d", r.Issued, r.Config.N),
 		floor(func(f floorResult) string { return fmt.Sprintf("%d / %d", f.Latency.Count, r.Config.N) }))
 	row("all Ready (first apply → last Ready)", seconds(r.Manager.All), floor(func(f floorResult) string { return seconds(f.Latency.All) }))
+	row("applying (first → last create request)", seconds(r.ApplySpan), "")
 	row("ratio to the floor", ratioString(r.ratio()), "1")
 	row("apply → Ready p50", seconds(r.Manager.P50), floor(func(f floorResult) string { return seconds(f.Latency.P50) }))
 	row("apply → Ready p95", seconds(r.Manager.P95), floor(func(f floorResult) string { return seconds(f.Latency.P95) }))
