@@ -247,8 +247,15 @@ func machine() string {
 			}
 		}
 	}
+	load := ""
+	if data, err := os.ReadFile("/proc/loadavg"); err == nil {
+		if fields := strings.Fields(string(data)); len(fields) >= 3 {
+			// Other work on the machine skews every figure: say how busy it was.
+			load = fmt.Sprintf(", load average %s %s %s at the start", fields[0], fields[1], fields[2])
+		}
+	}
 	host, _ := os.Hostname()
-	return fmt.Sprintf("%s, %d CPUs (%s)%s, %s %s/%s", host, runtime.NumCPU(), model, memory, runtime.Version(), runtime.GOOS, runtime.GOARCH)
+	return fmt.Sprintf("%s, %d CPUs (%s)%s, %s %s/%s%s", host, runtime.NumCPU(), model, memory, runtime.Version(), runtime.GOOS, runtime.GOARCH, load)
 }
 
 // reportPath is BENCH_REPORT or docs/benchmarks.md in the repository.
