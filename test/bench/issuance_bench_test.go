@@ -74,7 +74,8 @@ func BenchmarkIssuance(b *testing.B) {
 		pebbleOptions.DNSServer = bind.Address
 	}
 
-	r := results{Config: cfg, Date: time.Now(), Machine: machine(), Workers: managerFlags(cfg.ManagerArgs)}
+	r := results{Config: cfg, Date: time.Now(), Machine: machine(), ManagerFlags: managerFlags(cfg.ManagerArgs),
+		Workers: workers(cfg.ManagerArgs)}
 	if cfg.Floor {
 		progress("floor: %d certificates with a bare x/crypto/acme client, %d at a time", cfg.N, cfg.Concurrency)
 		floorPebble := testenv.StartPebble(b, pebbleOptions)
@@ -136,6 +137,10 @@ func BenchmarkIssuance(b *testing.B) {
 		b.Fatal(err)
 	}
 	r.RestRSS = atRest.RSS
+	statsBefore, err := scrapeReconcileStats(stack.MetricsAddress, "certificate")
+	if err != nil {
+		b.Fatal(err)
+	}
 
 	watchCtx, stopWatch := context.WithCancel(ctx)
 	defer stopWatch()
@@ -176,6 +181,11 @@ func BenchmarkIssuance(b *testing.B) {
 		b.Fatal(err)
 	}
 	r.IssueCPU, r.EdgeCPU, r.EdgePeakRSS = atIdle.CPU-atRest.CPU, edgeAfter.CPU-edgeBefore.CPU, edgeAfter.Peak
+	statsAfter, err := scrapeReconcileStats(stack.MetricsAddress, "certificate")
+	if err != nil {
+		b.Fatal(err)
+	}
+	r.Reconciles = statsAfter.minus(statsBefore)
 	if err := sleep(ctx, cfg.Idle); err != nil {
 		b.Fatal(err)
 	}

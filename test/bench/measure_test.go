@@ -2,6 +2,7 @@ package bench
 
 import (
 	"fmt"
+	"net/http"
 	"os"
 	"slices"
 	"sort"
@@ -9,6 +10,10 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	dto "github.com/prometheus/client_model/go"
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
 
 	"github.com/certpilot/certpilot/internal/testenv"
 )
@@ -205,5 +210,111 @@ func TestCountRequests(t *testing.T) {
 	}
 	if _, ok := counts["edge"]; ok {
 		t.Errorf("the edge's request before the window was counted")
+	}
+}
+
+// reconcileStats are controller-runtime's metrics for one controller, from the manager's
+// /metrics: how often it reconciled, how long reconciles took and how long items queued.
+type reconcileStats struct {
+	// Results counts reconciles by result: success, error, requeue, requeue_after.
+	Results map[string]float64
+	// ReconcileSeconds is the time spent in Reconcile, summed over workers.
+	ReconcileSeconds float64
+	// QueueSeconds and Queued: time items waited in the work queue before a worker took them.
+	QueueSeconds, Queued float64
+}
+
+func (s reconcileStats) total() float64 {
+	var total float64
+	for _, n := range s.Results {
+		total += n
+	}
+	return total
+}
+
+// minus is s - before, for the counters of a window.
+func (s reconcileStats) minus(before reconcileStats) reconcileStats {
+	out := reconcileStats{Results: map[string]float64{},
+		ReconcileSeconds: s.ReconcileSeconds - before.ReconcileSeconds,
+		QueueSeconds:     s.QueueSeconds - before.QueueSeconds, Queued: s.Queued - before.Queued}
+	for result, n := range s.Results {
+		out.Results[result] = n - before.Results[result]
+	}
+	return out
+}
+
+// scrapeReconcileStats reads controller's metrics from the manager at address.
+func scrapeReconcileStats(address, controller string) (reconcileStats, error) {
+	stats := reconcileStats{Results: map[string]float64{}}
+	response, err := (&http.Client{Timeout: 10 * time.Second}).Get("http://" + address + "/metrics")
+	if err != nil {
+		return stats, err
+	}
+	defer response.Body.Close()
+	parser := expfmt.NewTextParser(model.UTF8Validation)
+	families, err := parser.TextToMetricFamilies(response.Body)
+	if err != nil {
+		return stats, err
+	}
+	ours := func(metric *dto.Metric) bool {
+		for _, pair := range metric.GetLabel() {
+			if (pair.GetName() == "controller" || pair.GetName() == "name") && pair.GetValue() == controller {
+				return true
+			}
+		}
+		return false
+	}
+	label := func(metric *dto.Metric, name string) string {
+		for _, pair := range metric.GetLabel() {
+			if pair.GetName() == name {
+				return pair.GetValue()
+			}
+		}
+		return ""
+	}
+	for _, metric := range families["controller_runtime_reconcile_total"].GetMetric() {
+		if ours(metric) {
+			stats.Results[label(metric, "result")] += metric.GetCounter().GetValue()
+		}
+	}
+	for _, metric := range families["controller_runtime_reconcile_time_seconds"].GetMetric() {
+		if ours(metric) {
+			stats.ReconcileSeconds += metric.GetHistogram().GetSampleSum()
+		}
+	}
+	for _, metric := range families["workqueue_queue_duration_seconds"].GetMetric() {
+		if ours(metric) {
+			stats.QueueSeconds += metric.GetHistogram().GetSampleSum()
+			stats.Queued += float64(metric.GetHistogram().GetSampleCount())
+		}
+	}
+	return stats, nil
+}
+
+// workers is the manager's --workers from args, or its default.
+func workers(args []string) int {
+	n := 4 // main.go's default
+	for i, arg := range args {
+		value, ok := strings.CutPrefix(arg, "--workers=")
+		if !ok && (arg == "--workers" || arg == "-workers") && i+1 < len(args) {
+			value, ok = args[i+1], true
+		}
+		if !ok {
+			value, ok = strings.CutPrefix(arg, "-workers=")
+		}
+		if ok {
+			if parsed, err := strconv.Atoi(value); err == nil {
+				n = parsed
+			}
+		}
+	}
+	return n
+}
+
+func TestWorkers(t *testing.T) {
+	for args, want := range map[string]int{"": 4, "--workers 16": 16, "--workers=8 --zap-log-level=error": 8, "-workers=2": 2} {
+		if got := workers(strings.Fields(args)); got != want {
+			t.Errorf("workers(%q) = %d, want %d", args, got, want)
+		}
 	}
 }

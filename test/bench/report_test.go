@@ -23,13 +23,17 @@ type results struct {
 	// ApplySpan is from the first Certificate's create request to the last one's.
 	ApplySpan time.Duration
 	Issued    int // certificate Secrets found afterwards
-	Workers   string
-	Duration  time.Duration // the whole benchmark, builds included
+	// ManagerFlags describes BENCH_MANAGER_ARGS; Workers is the --workers they give.
+	ManagerFlags string
+	Workers      int
+	Duration     time.Duration // the whole benchmark, builds included
 
 	// Manager process: RSS at rest before applying and after the idle window, peak (VmHWM)
 	// over the run, and CPU while issuing (apply to all Ready plus settle) and while idle.
 	RestRSS, RestRSSAfter, PeakRSS int64
 	IssueCPU, IdleCPU              time.Duration
+	// Reconciles are the certificate controller's metrics over the issuing window.
+	Reconciles reconcileStats
 	// The edge's CPU while issuing and its peak RSS.
 	EdgeCPU     time.Duration
 	EdgePeakRSS int64
@@ -53,7 +57,7 @@ func (r results) markdown() string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "## %s — %s\n\n", r.Date.UTC().Format("2006-01-02 15:04 MST"), r.Config.title())
 	fmt.Fprintf(&b, "`%s`  \n", r.Config.command())
-	fmt.Fprintf(&b, "Machine: %s. Manager flags: %s. Benchmark took %s.\n", r.Machine, r.Workers, r.Duration.Round(time.Second))
+	fmt.Fprintf(&b, "Machine: %s. Manager flags: %s. Benchmark took %s.\n", r.Machine, r.ManagerFlags, r.Duration.Round(time.Second))
 	if r.Config.Note != "" {
 		fmt.Fprintf(&b, "Note: %s\n", r.Config.Note)
 	}
@@ -71,7 +75,7 @@ func (r results) markdown() string {
 		floor(func(f floorResult) string { return fmt.Sprintf("%d / %d", f.Latency.Count, r.Config.N) }))
 	row("all Ready (first apply → last Ready)", seconds(r.Manager.All), floor(func(f floorResult) string { return seconds(f.Latency.All) }))
 	row("applying (first → last create request)", seconds(r.ApplySpan), "")
-	row("ratio to the floor", ratioString(r.ratio()), "1")
+	row("ratio to the floor", ratioString(r.ratio()), floor(func(floorResult) string { return "1" }))
 	row("apply → Ready p50", seconds(r.Manager.P50), floor(func(f floorResult) string { return seconds(f.Latency.P50) }))
 	row("apply → Ready p95", seconds(r.Manager.P95), floor(func(f floorResult) string { return seconds(f.Latency.P95) }))
 	row("apply → Ready first", seconds(r.Manager.First), floor(func(f floorResult) string { return seconds(f.Latency.First) }))
@@ -82,6 +86,26 @@ func (r results) markdown() string {
 	row("edge peak RSS (VmHWM)", mib(r.EdgePeakRSS), "")
 	row(fmt.Sprintf("manager CPU in the %s idle window", r.Config.Idle), seconds(r.IdleCPU), "")
 
+	if total := r.Reconciles.total(); total > 0 {
+		var results []string
+		for _, result := range []string{"success", "requeue_after", "requeue", "error"} {
+			if n := r.Reconciles.Results[result]; n > 0 {
+				results = append(results, fmt.Sprintf("%s %.2f", result, n/float64(r.Config.N)))
+			}
+		}
+		queueWait := 0.0
+		if r.Reconciles.Queued > 0 {
+			queueWait = r.Reconciles.QueueSeconds / r.Reconciles.Queued
+		}
+		busy := 0.0
+		if r.Manager.All > 0 && r.Workers > 0 {
+			busy = r.Reconciles.ReconcileSeconds / (r.Manager.All.Seconds() * float64(r.Workers))
+		}
+		fmt.Fprintf(&b, "\nCertificate controller while issuing (its metrics): %.2f reconciles per certificate (%s), "+
+			"%.1f ms per reconcile, %.1f ms queue wait per item; its %d workers were busy %.0f %% of the time until all were Ready.\n",
+			total/float64(r.Config.N), strings.Join(results, ", "), 1000*r.Reconciles.ReconcileSeconds/total,
+			1000*queueWait, r.Workers, 100*busy)
+	}
 	b.WriteString("\nAPI requests by client (audit log, user agent), per certificate, while issuing; writes in the idle window:\n\n")
 	b.WriteString("| client | requests | writes | requests / cert | writes / cert | idle writes |\n|---|---:|---:|---:|---:|---:|\n")
 	for _, client := range r.clients() {
@@ -199,6 +223,10 @@ What the columns mean:
   plus BENCH_SETTLE, 10 s), divided by N. Writes are create, update, patch, delete and
   deletecollection, Events included.
 - **idle writes**: writes in the BENCH_IDLE window that starts BENCH_SETTLE after all Ready.
+- **Certificate controller**: controller-runtime's metrics from the manager's /metrics over the
+  issuing window: reconciles per certificate by result, mean time in Reconcile, mean wait in the
+  work queue, and how busy the workers were (time in Reconcile over workers × all-Ready time;
+  near 100 % the workers are the bottleneck).
 
 Nothing here is a pass/fail test; the targets the numbers are compared with live in the issues.
 The Go micro-benchmarks and the manager memory benchmark (docs/bench-memory.md) run with
@@ -273,22 +301,26 @@ func TestMarkdown(t *testing.T) {
 	}
 	r := results{
 		Config: cfg, Date: time.Date(2026, 12, 1, 10, 0, 0, 0, time.UTC), Machine: "test",
-		Floor:   &floorResult{Latency: latencies{All: 10 * time.Second, Count: 200}},
-		Manager: latencies{All: 25 * time.Second, Count: 200}, Issued: 200,
+		Floor:  &floorResult{Latency: latencies{All: 10 * time.Second, Count: 200}},
+		Issued: 200,
 		Issuing: map[string]*clientCounts{
 			"manager":    {Requests: 2000, Writes: 1000, WritesBy: map[string]int{"patch certificates/status": 600, "create events": 400}},
 			"bench.test": {Requests: 210, Writes: 200},
 		},
-		Idle: map[string]*clientCounts{"manager": {Requests: 3, Writes: 1, WritesBy: map[string]int{"update leases": 1}}},
+		Idle:    map[string]*clientCounts{"manager": {Requests: 3, Writes: 1, WritesBy: map[string]int{"update leases": 1}}},
+		Workers: 4, Manager: latencies{All: 50 * time.Second, Count: 200},
+		Reconciles: reconcileStats{Results: map[string]float64{"success": 1000, "requeue_after": 400}, ReconcileSeconds: 140,
+			QueueSeconds: 7, Queued: 1400},
 	}
 	got := r.markdown()
 	for _, want := range []string{
 		"## 2026-12-01 10:00 UTC — N=200 tls-alpn-01, ECDSA P-256, 1 name(s) each",
 		"`make bench BENCH_N=200 BENCH_SOLVER=tls-alpn-01",
-		"| ratio to the floor | 2.50× | 1 |",
+		"| ratio to the floor | 5.00× | 1 |",
 		"| manager | 2000 | 1000 | 10.00 | 5.00 | 1 |",
 		"patch certificates/status 3.00, create events 2.00",
 		"In the idle window: update leases 1.",
+		"7.00 reconciles per certificate (success 5.00, requeue_after 2.00), 100.0 ms per reconcile, 5.0 ms queue wait per item; its 4 workers were busy 70 %",
 	} {
 		if !strings.Contains(got, want) {
 			t.Errorf("markdown lacks %q:\n%s", want, got)
