@@ -74,8 +74,7 @@ func BenchmarkIssuance(b *testing.B) {
 		pebbleOptions.DNSServer = bind.Address
 	}
 
-	r := results{Config: cfg, Date: time.Now(), Machine: machine(), ManagerFlags: managerFlags(cfg.ManagerArgs),
-		Workers: workers(cfg.ManagerArgs)}
+	r := results{Config: cfg, Date: time.Now(), Machine: machine(), ManagerFlags: managerFlags(cfg.ManagerArgs)}
 	if cfg.Floor {
 		progress("floor: %d certificates with a bare x/crypto/acme client, %d at a time", cfg.N, cfg.Concurrency)
 		floorPebble := testenv.StartPebble(b, pebbleOptions)
@@ -488,7 +487,7 @@ func latest(times map[string]time.Time) time.Time {
 
 func managerFlags(args []string) string {
 	if len(args) == 0 {
-		return "defaults (--workers 4)"
+		return "main.go's defaults"
 	}
 	return "`" + strings.Join(args, " ") + "`"
 }

@@ -222,6 +222,8 @@ type reconcileStats struct {
 	ReconcileSeconds float64
 	// QueueSeconds and Queued: time items waited in the work queue before a worker took them.
 	QueueSeconds, Queued float64
+	// Workers is the controller's MaxConcurrentReconciles (whatever flag sets it).
+	Workers int
 }
 
 func (s reconcileStats) total() float64 {
@@ -236,7 +238,7 @@ func (s reconcileStats) total() float64 {
 func (s reconcileStats) minus(before reconcileStats) reconcileStats {
 	out := reconcileStats{Results: map[string]float64{},
 		ReconcileSeconds: s.ReconcileSeconds - before.ReconcileSeconds,
-		QueueSeconds:     s.QueueSeconds - before.QueueSeconds, Queued: s.Queued - before.Queued}
+		QueueSeconds:     s.QueueSeconds - before.QueueSeconds, Queued: s.Queued - before.Queued, Workers: s.Workers}
 	for result, n := range s.Results {
 		out.Results[result] = n - before.Results[result]
 	}
@@ -277,6 +279,11 @@ func scrapeReconcileStats(address, controller string) (reconcileStats, error) {
 			stats.Results[label(metric, "result")] += metric.GetCounter().GetValue()
 		}
 	}
+	for _, metric := range families["controller_runtime_max_concurrent_reconciles"].GetMetric() {
+		if ours(metric) {
+			stats.Workers = int(metric.GetGauge().GetValue())
+		}
+	}
 	for _, metric := range families["controller_runtime_reconcile_time_seconds"].GetMetric() {
 		if ours(metric) {
 			stats.ReconcileSeconds += metric.GetHistogram().GetSampleSum()
@@ -289,32 +296,4 @@ func scrapeReconcileStats(address, controller string) (reconcileStats, error) {
 		}
 	}
 	return stats, nil
-}
-
-// workers is the manager's --workers from args, or its default.
-func workers(args []string) int {
-	n := 4 // main.go's default
-	for i, arg := range args {
-		value, ok := strings.CutPrefix(arg, "--workers=")
-		if !ok && (arg == "--workers" || arg == "-workers") && i+1 < len(args) {
-			value, ok = args[i+1], true
-		}
-		if !ok {
-			value, ok = strings.CutPrefix(arg, "-workers=")
-		}
-		if ok {
-			if parsed, err := strconv.Atoi(value); err == nil {
-				n = parsed
-			}
-		}
-	}
-	return n
-}
-
-func TestWorkers(t *testing.T) {
-	for args, want := range map[string]int{"": 4, "--workers 16": 16, "--workers=8 --zap-log-level=error": 8, "-workers=2": 2} {
-		if got := workers(strings.Fields(args)); got != want {
-			t.Errorf("workers(%q) = %d, want %d", args, got, want)
-		}
-	}
 }
