@@ -72,6 +72,9 @@ func (r results) markdown() string {
 	}
 	row("certificates issued", fmt.Sprintf("%d / %d", r.Issued, r.Config.N),
 		floor(func(f floorResult) string { return fmt.Sprintf("%d / %d", f.Latency.Count, r.Config.N) }))
+	if r.Floor != nil && r.Floor.Retries > 0 {
+		row("certificates started over after an error", "", fmt.Sprint(r.Floor.Retries))
+	}
 	row("all Ready (first apply → last Ready)", seconds(r.Manager.All), floor(func(f floorResult) string { return seconds(f.Latency.All) }))
 	row("applying (first → last create request)", seconds(r.ApplySpan), "")
 	row("ratio to the floor", ratioString(r.ratio()), floor(func(floorResult) string { return "1" }))
