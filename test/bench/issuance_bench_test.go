@@ -74,7 +74,8 @@ func BenchmarkIssuance(b *testing.B) {
 		pebbleOptions.DNSServer = bind.Address
 	}
 
-	r := results{Config: cfg, Date: time.Now(), Machine: machine(), ManagerFlags: managerFlags(cfg.ManagerArgs)}
+	r := results{Config: cfg, Date: time.Now(), Machine: machine(), ManagerFlags: managerFlags(cfg.ManagerArgs),
+		Revision: revision(root)}
 	if cfg.Floor {
 		progress("floor: %d certificates with a bare x/crypto/acme client, %d at a time", cfg.N, cfg.Concurrency)
 		floorPebble := testenv.StartPebble(b, pebbleOptions)

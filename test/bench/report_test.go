@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"runtime"
 	"slices"
@@ -17,6 +18,8 @@ type results struct {
 	Config  config
 	Date    time.Time
 	Machine string
+	// Revision is the commit measured ("+ changes" when the tree differs from it).
+	Revision string
 
 	Floor   *floorResult // nil when BENCH_FLOOR=0
 	Manager latencies
@@ -56,7 +59,7 @@ func (r results) markdown() string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "## %s — %s\n\n", r.Date.UTC().Format("2006-01-02 15:04 MST"), r.Config.title())
 	fmt.Fprintf(&b, "`%s`  \n", r.Config.command())
-	fmt.Fprintf(&b, "Machine: %s. Manager flags: %s. Benchmark took %s.\n", r.Machine, r.ManagerFlags, r.Duration.Round(time.Second))
+	fmt.Fprintf(&b, "certpilot %s. Machine: %s. Manager flags: %s. Benchmark took %s.\n", r.Revision, r.Machine, r.ManagerFlags, r.Duration.Round(time.Second))
 	if r.Config.Note != "" {
 		fmt.Fprintf(&b, "Note: %s\n", r.Config.Note)
 	}
@@ -286,6 +289,21 @@ func machine() string {
 	}
 	host, _ := os.Hostname()
 	return fmt.Sprintf("%s, %d CPUs (%s)%s, %s %s/%s%s", host, runtime.NumCPU(), model, memory, runtime.Version(), runtime.GOOS, runtime.GOARCH, load)
+}
+
+// revision is the repository's commit, with "+ changes" when the tree (other than the report)
+// differs from it, or "unknown revision" outside git.
+func revision(root string) string {
+	out, err := exec.Command("git", "-C", root, "rev-parse", "--short", "HEAD").Output()
+	if err != nil {
+		return "unknown revision"
+	}
+	rev := strings.TrimSpace(string(out))
+	status, err := exec.Command("git", "-C", root, "status", "--porcelain", "--untracked-files=no", "--", ".", ":!docs/benchmarks.md").Output()
+	if err == nil && len(strings.TrimSpace(string(status))) > 0 {
+		rev += " + changes"
+	}
+	return rev
 }
 
 // reportPath is BENCH_REPORT or docs/benchmarks.md in the repository.
