@@ -81,9 +81,26 @@ test-e2e: test-deps test-binaries ## Run the end-to-end tests only.
 helm-lint: ## Lint and render the Helm chart with helm's Go packages (pinned in go.mod); no cluster needed.
 	$(GO) test -count=1 -short -run '^TestChart' ./test/install
 
+# make bench: issuance at scale against the floor (test/bench, docs/benchmarks.md). Override on
+# the command line, e.g. make bench BENCH_N=1000, or BENCH_SOLVER=dns-01 BENCH_KEY=rsa2048
+# BENCH_N=100, or BENCH_N=10000 BENCH_ALWAYS_VALID=1 BENCH_IDLE=5m. More knobs (BENCH_FLOOR,
+# BENCH_CONCURRENCY, BENCH_MANAGER_ARGS, BENCH_TIMEOUT, BENCH_RECORD, BENCH_NOTE) are read from
+# the environment as well; docs/benchmarks.md lists them.
+BENCH_N ?= 200
+BENCH_SOLVER ?= tls-alpn-01
+BENCH_KEY ?= ecdsa
+BENCH_NAMES ?= 1
+BENCH_ALWAYS_VALID ?= 0
+BENCH_IDLE ?= 1m
+export BENCH_N BENCH_SOLVER BENCH_KEY BENCH_NAMES BENCH_ALWAYS_VALID BENCH_IDLE
+
 .PHONY: bench
-bench: test-deps test-binaries ## Run the benchmarks.
-	$(GO) test -run '^$$' -bench . -benchmem -count 6 ./...
+bench: test-deps test-binaries ## Benchmark issuance of BENCH_N Certificates against a bare ACME client (appends to docs/benchmarks.md).
+	$(GO) test -count=1 -run '^$$' -bench '^BenchmarkIssuance$$' -benchtime 1x -timeout 6h ./test/bench/
+
+.PHONY: bench-go
+bench-go: test-deps test-binaries ## Run the Go micro-benchmarks and the manager memory benchmark (everything but make bench).
+	$(GO) test -run '^$$' -bench . -benchmem -count 6 $$($(GO) list ./... | grep -v /test/bench)
 
 .PHONY: bench-edge
 bench-edge: ## Benchmark the edge against nginx over loopback with wrk (installs nginx and wrk with apt-get when missing).

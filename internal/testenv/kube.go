@@ -42,9 +42,20 @@ func NewScheme() *runtime.Scheme {
 	return scheme
 }
 
+// KubeOptions configure StartKubeWith. The zero value is what StartKube starts.
+type KubeOptions struct {
+	// AuditLogPath, when set, makes the apiserver write an audit log there: one JSON line per
+	// request at level Metadata (verb, user, user agent, resource; no bodies). ReadAuditLog
+	// reads it.
+	AuditLogPath string
+}
+
 // StartKube starts etcd and kube-apiserver from bin/k8s and installs the CRDs from
 // config/crd/bases. Stop it with Stop.
-func StartKube() (*Kube, error) {
+func StartKube() (*Kube, error) { return StartKubeWith(KubeOptions{}) }
+
+// StartKubeWith is StartKube with options.
+func StartKubeWith(opts KubeOptions) (*Kube, error) {
 	for _, name := range []string{"kube-apiserver", "etcd", "kubectl"} {
 		if _, err := binaryPath(filepath.Join("k8s", name)); err != nil {
 			return nil, err
@@ -64,6 +75,11 @@ func StartKube() (*Kube, error) {
 		CRDDirectoryPaths:     []string{filepath.Join(root, "config", "crd", "bases")},
 		ErrorIfCRDPathMissing: true,
 		Scheme:                scheme,
+	}
+	if opts.AuditLogPath != "" {
+		if err := configureAudit(env, opts.AuditLogPath); err != nil {
+			return nil, err
+		}
 	}
 	cfg, err := env.Start()
 	if err != nil {

@@ -1,0 +1,299 @@
+package bench
+
+import (
+	"fmt"
+	"net/http"
+	"os"
+	"slices"
+	"sort"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	dto "github.com/prometheus/client_model/go"
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
+
+	"github.com/certpilot/certpilot/internal/testenv"
+)
+
+// clockTicks is USER_HZ, the unit of utime and stime in /proc/<pid>/stat: 100 on every Linux
+// architecture Go supports (it is fixed by the kernel ABI, unlike CONFIG_HZ).
+const clockTicks = 100
+
+// procSample is what /proc says about a process at one moment.
+type procSample struct {
+	// RSS is VmRSS, the resident memory now; Peak is VmHWM, the most it has been resident.
+	RSS, Peak int64
+	// CPU is user plus system time since the process started.
+	CPU time.Duration
+}
+
+// readProc reads /proc/<pid>/status and /proc/<pid>/stat.
+func readProc(pid int) (procSample, error) {
+	var s procSample
+	status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return s, err
+	}
+	for _, line := range strings.Split(string(status), "\n") {
+		fields := strings.Fields(line)
+		if len(fields) < 2 {
+			continue
+		}
+		kib, _ := strconv.ParseInt(fields[1], 10, 64)
+		switch fields[0] {
+		case "VmRSS:":
+			s.RSS = kib << 10
+		case "VmHWM:":
+			s.Peak = kib << 10
+		}
+	}
+	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return s, err
+	}
+	// The command name (field 2) may hold spaces and parentheses: count fields after the last ")".
+	rest := string(stat)
+	if i := strings.LastIndexByte(rest, ')'); i >= 0 {
+		rest = rest[i+1:]
+	}
+	fields := strings.Fields(rest) // fields[0] is field 3 (state); utime is 14, stime 15
+	if len(fields) < 13 {
+		return s, fmt.Errorf("/proc/%d/stat: %d fields", pid, len(fields))
+	}
+	utime, err1 := strconv.ParseInt(fields[11], 10, 64)
+	stime, err2 := strconv.ParseInt(fields[12], 10, 64)
+	if err1 != nil || err2 != nil {
+		return s, fmt.Errorf("/proc/%d/stat: utime %q, stime %q", pid, fields[11], fields[12])
+	}
+	s.CPU = time.Duration(utime+stime) * time.Second / clockTicks
+	return s, nil
+}
+
+// latencies summarises how long each certificate took, from its own start.
+type latencies struct {
+	// All is from the first start to the last certificate; First, P50, P95 and Max are per
+	// certificate.
+	All, First, P50, P95, Max time.Duration
+	Count                     int
+}
+
+// summarize computes latencies from each certificate's start and finish.
+func summarize(starts, finishes map[string]time.Time) latencies {
+	var durations []time.Duration
+	var first, last time.Time
+	for name, finish := range finishes {
+		start, ok := starts[name]
+		if !ok {
+			continue
+		}
+		durations = append(durations, finish.Sub(start))
+		if last.IsZero() || finish.After(last) {
+			last = finish
+		}
+	}
+	for _, start := range starts {
+		if first.IsZero() || start.Before(first) {
+			first = start
+		}
+	}
+	if len(durations) == 0 {
+		return latencies{}
+	}
+	slices.Sort(durations)
+	return latencies{
+		All:   last.Sub(first),
+		First: durations[0],
+		P50:   percentile(durations, 50),
+		P95:   percentile(durations, 95),
+		Max:   durations[len(durations)-1],
+		Count: len(durations),
+	}
+}
+
+// percentile is the nearest-rank percentile of sorted durations.
+func percentile(sorted []time.Duration, p int) time.Duration {
+	if len(sorted) == 0 {
+		return 0
+	}
+	rank := (p*len(sorted) + 99) / 100 // ceil(p/100 * n)
+	return sorted[max(rank, 1)-1]
+}
+
+// clientCounts are one client's API requests in a window.
+type clientCounts struct {
+	Requests, Writes int
+	// WritesBy counts writes by "verb resource[/subresource]".
+	WritesBy map[string]int
+}
+
+// countRequests counts the audit events received in [from, to) by client (the user agent's
+// product: manager, edge, bench.test, kube-apiserver).
+func countRequests(events []testenv.AuditEvent, from, to time.Time) map[string]*clientCounts {
+	counts := map[string]*clientCounts{}
+	for _, event := range events {
+		if event.Received.Before(from) || !event.Received.Before(to) {
+			continue
+		}
+		c := counts[event.Client()]
+		if c == nil {
+			c = &clientCounts{WritesBy: map[string]int{}}
+			counts[event.Client()] = c
+		}
+		c.Requests++
+		if event.IsWrite() {
+			c.Writes++
+			c.WritesBy[event.Verb+" "+event.ResourcePath()]++
+		}
+	}
+	return counts
+}
+
+// sortedKeys returns m's keys, the largest value first, then by name.
+func sortedKeys(m map[string]int) []string {
+	keys := make([]string, 0, len(m))
+	for key := range m {
+		keys = append(keys, key)
+	}
+	sort.Slice(keys, func(i, j int) bool {
+		if m[keys[i]] != m[keys[j]] {
+			return m[keys[i]] > m[keys[j]]
+		}
+		return keys[i] < keys[j]
+	})
+	return keys
+}
+
+func TestPercentile(t *testing.T) {
+	sorted := []time.Duration{1, 2, 3, 4, 5, 6, 7, 8, 9, 10}
+	for p, want := range map[int]time.Duration{50: 5, 95: 10, 10: 1, 100: 10, 1: 1} {
+		if got := percentile(sorted, p); got != want {
+			t.Errorf("p%d = %d, want %d", p, got, want)
+		}
+	}
+	if got := percentile(nil, 50); got != 0 {
+		t.Errorf("p50 of nothing = %d", got)
+	}
+}
+
+func TestSummarize(t *testing.T) {
+	t0 := time.Date(2026, 12, 1, 10, 0, 0, 0, time.UTC)
+	starts := map[string]time.Time{"a": t0, "b": t0.Add(time.Second), "c": t0.Add(2 * time.Second)}
+	finishes := map[string]time.Time{"a": t0.Add(10 * time.Second), "b": t0.Add(3 * time.Second)}
+	got := summarize(starts, finishes)
+	want := latencies{All: 10 * time.Second, First: 2 * time.Second, P50: 2 * time.Second, P95: 10 * time.Second,
+		Max: 10 * time.Second, Count: 2}
+	if got != want {
+		t.Errorf("summarize = %+v, want %+v", got, want)
+	}
+}
+
+func TestCountRequests(t *testing.T) {
+	t0 := time.Date(2026, 12, 1, 10, 0, 0, 0, time.UTC)
+	events := []testenv.AuditEvent{
+		{Verb: "get", UserAgent: "manager/v0.0.0 (linux/amd64) kubernetes/$Format", Resource: "secrets", Received: t0},
+		{Verb: "patch", UserAgent: "manager/v0.0.0", Resource: "certificates", Subresource: "status", Received: t0.Add(time.Second)},
+		{Verb: "patch", UserAgent: "manager/v0.0.0", Resource: "certificates", Subresource: "status", Received: t0.Add(2 * time.Second)},
+		{Verb: "create", UserAgent: "bench.test/v0.0.0", Resource: "certificates", Received: t0},
+		{Verb: "update", UserAgent: "manager/v0.0.0", Resource: "secrets", Received: t0.Add(5 * time.Second)}, // outside
+		{Verb: "watch", UserAgent: "edge/v0.0.0", Resource: "secrets", Received: t0.Add(-time.Second)},        // before
+	}
+	counts := countRequests(events, t0, t0.Add(5*time.Second))
+	manager := counts["manager"]
+	if manager == nil || manager.Requests != 3 || manager.Writes != 2 || manager.WritesBy["patch certificates/status"] != 2 {
+		t.Errorf("manager counts %+v", manager)
+	}
+	if bench := counts["bench.test"]; bench == nil || bench.Writes != 1 {
+		t.Errorf("bench.test counts %+v", bench)
+	}
+	if _, ok := counts["edge"]; ok {
+		t.Errorf("the edge's request before the window was counted")
+	}
+}
+
+// reconcileStats are controller-runtime's metrics for one controller, from the manager's
+// /metrics: how often it reconciled, how long reconciles took and how long items queued.
+type reconcileStats struct {
+	// Results counts reconciles by result: success, error, requeue, requeue_after.
+	Results map[string]float64
+	// ReconcileSeconds is the time spent in Reconcile, summed over workers.
+	ReconcileSeconds float64
+	// QueueSeconds and Queued: time items waited in the work queue before a worker took them.
+	QueueSeconds, Queued float64
+	// Workers is the controller's MaxConcurrentReconciles (whatever flag sets it).
+	Workers int
+}
+
+func (s reconcileStats) total() float64 {
+	var total float64
+	for _, n := range s.Results {
+		total += n
+	}
+	return total
+}
+
+// minus is s - before, for the counters of a window.
+func (s reconcileStats) minus(before reconcileStats) reconcileStats {
+	out := reconcileStats{Results: map[string]float64{},
+		ReconcileSeconds: s.ReconcileSeconds - before.ReconcileSeconds,
+		QueueSeconds:     s.QueueSeconds - before.QueueSeconds, Queued: s.Queued - before.Queued, Workers: s.Workers}
+	for result, n := range s.Results {
+		out.Results[result] = n - before.Results[result]
+	}
+	return out
+}
+
+// scrapeReconcileStats reads controller's metrics from the manager at address.
+func scrapeReconcileStats(address, controller string) (reconcileStats, error) {
+	stats := reconcileStats{Results: map[string]float64{}}
+	response, err := (&http.Client{Timeout: 10 * time.Second}).Get("http://" + address + "/metrics")
+	if err != nil {
+		return stats, err
+	}
+	defer response.Body.Close()
+	parser := expfmt.NewTextParser(model.UTF8Validation)
+	families, err := parser.TextToMetricFamilies(response.Body)
+	if err != nil {
+		return stats, err
+	}
+	ours := func(metric *dto.Metric) bool {
+		for _, pair := range metric.GetLabel() {
+			if (pair.GetName() == "controller" || pair.GetName() == "name") && pair.GetValue() == controller {
+				return true
+			}
+		}
+		return false
+	}
+	label := func(metric *dto.Metric, name string) string {
+		for _, pair := range metric.GetLabel() {
+			if pair.GetName() == name {
+				return pair.GetValue()
+			}
+		}
+		return ""
+	}
+	for _, metric := range families["controller_runtime_reconcile_total"].GetMetric() {
+		if ours(metric) {
+			stats.Results[label(metric, "result")] += metric.GetCounter().GetValue()
+		}
+	}
+	for _, metric := range families["controller_runtime_max_concurrent_reconciles"].GetMetric() {
+		if ours(metric) {
+			stats.Workers = int(metric.GetGauge().GetValue())
+		}
+	}
+	for _, metric := range families["controller_runtime_reconcile_time_seconds"].GetMetric() {
+		if ours(metric) {
+			stats.ReconcileSeconds += metric.GetHistogram().GetSampleSum()
+		}
+	}
+	for _, metric := range families["workqueue_queue_duration_seconds"].GetMetric() {
+		if ours(metric) {
+			stats.QueueSeconds += metric.GetHistogram().GetSampleSum()
+			stats.Queued += float64(metric.GetHistogram().GetSampleCount())
+		}
+	}
+	return stats, nil
+}
