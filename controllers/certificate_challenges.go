@@ -63,9 +63,12 @@ func (r *CertificateReconciler) presentChallenges(ctx context.Context, run *cert
 		return ctrl.Result{}, nil
 	}
 
-	// Responses live outside the Certificate: they are removed when it is deleted mid-order.
-	if err := kube.SetFinalizer(ctx, r.Client, run.cert, challengeFinalizer, true); err != nil {
-		return ctrl.Result{}, err
+	// Responses that would outlive a Certificate deleted mid-order (TXT records) are removed
+	// first: a finalizer holds the deletion until then.
+	if slices.ContainsFunc(distinctSolvers(pending), solver.Solver.NeedsFinalizer) {
+		if err := kube.SetFinalizer(ctx, r.Client, run.cert, challengeFinalizer, true); err != nil {
+			return ctrl.Result{}, err
+		}
 	}
 	for _, s := range distinctSolvers(pending) {
 		if err := s.Present(ctx, challengesOf(pending, s)); err != nil {

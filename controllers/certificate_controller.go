@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"hash/fnv"
+	"strconv"
+	"sync"
 	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
@@ -52,6 +54,9 @@ type CertificateReconciler struct {
 	Clock clock.PassiveClock
 	// Solvers are what the challenge solvers share (shard writer, mounts, self-check timeout).
 	Solvers *solver.Deps
+
+	// written holds, per Certificate, the resourceVersion of this controller's last write.
+	written sync.Map
 }
 
 // certificateRun is what the steps of one reconcile share.
@@ -88,8 +93,14 @@ func (r *CertificateReconciler) Reconcile(ctx context.Context, req ctrl.Request)
 	if err := r.Get(ctx, req.NamespacedName, cert); err != nil {
 		if apierrors.IsNotFound(err) {
 			forgetCertificateMetrics(req.Namespace, req.Name)
+			r.written.Delete(req.NamespacedName)
 		}
 		return ctrl.Result{}, client.IgnoreNotFound(err)
+	}
+	if r.staleRead(cert) {
+		// The cache has not caught up with this controller's own last write: steps run on what
+		// was last written, never on an older copy (which would redo finished work).
+		return ctrl.Result{RequeueAfter: staleReadRetry}, nil
 	}
 	run := &certificateRun{cert: cert, now: r.clock().Now(), patchBase: cert.DeepCopy()}
 	if !cert.DeletionTimestamp.IsZero() {
@@ -109,6 +120,7 @@ func (r *CertificateReconciler) Reconcile(ctx context.Context, req ctrl.Request)
 		if patchErr := r.patchStatus(ctx, run); patchErr != nil && err == nil {
 			err = patchErr
 		}
+		r.rememberWrite(cert)
 	}()
 
 	for _, step := range []certificateStep{
@@ -146,6 +158,28 @@ func (r *CertificateReconciler) finalizeDeletion(ctx context.Context, run *certi
 		err = patchErr
 	}
 	return result, err
+}
+
+// staleReadRetry is how soon a Certificate read from a cache that lags behind is looked at again.
+const staleReadRetry = 200 * time.Millisecond
+
+// staleRead reports whether cert, as read from the cache, is older than this controller's last
+// write of it. resourceVersions are opaque, but the apiserver's (etcd revisions) are integers
+// that grow; anything else is taken as current.
+func (r *CertificateReconciler) staleRead(cert *certpilotv1alpha1.Certificate) bool {
+	last, ok := r.written.Load(client.ObjectKeyFromObject(cert))
+	if !ok {
+		return false
+	}
+	cached, err := strconv.ParseUint(cert.ResourceVersion, 10, 64)
+	return err == nil && cached < last.(uint64)
+}
+
+// rememberWrite records cert's resourceVersion after this reconcile's writes.
+func (r *CertificateReconciler) rememberWrite(cert *certpilotv1alpha1.Certificate) {
+	if version, err := strconv.ParseUint(cert.ResourceVersion, 10, 64); err == nil {
+		r.written.Store(client.ObjectKeyFromObject(cert), version)
+	}
 }
 
 func (r *CertificateReconciler) clock() clock.PassiveClock {

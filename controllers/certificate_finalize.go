@@ -23,9 +23,11 @@ import (
 	"github.com/certpilot/certpilot/internal/renewal"
 )
 
-// nextKeySuffix names the Secret that holds the private key of an order being finalized, so a
+// nextKeySuffix names the Secret that holds the private key of the order being finalized, so a
 // controller that restarts between finalize and storing the certificate still has the key the
-// CA signed. It is deleted once the certificate Secret is written.
+// CA signed. It is not deleted after the certificate is stored (that would cost a write per
+// issuance): it then holds the same key as the certificate Secret, in the same namespace, until
+// the next order replaces it, and is deleted with the Certificate (owner reference).
 const nextKeySuffix = "-certpilot-next-key"
 
 // finalize sends the CSR, signed with a fresh private key, once every authorization is valid.
@@ -75,18 +77,11 @@ func (r *CertificateReconciler) storeCertificate(ctx context.Context, run *certi
 	if stored != nil && stored.Annotations[annotationOrder] == run.order.URL {
 		leaf, err := pki.ParseLeaf(stored.Data[corev1.TLSCertKey])
 		if err == nil {
-			// Finish what the earlier reconcile did not. Its pending key Secret still being there
-			// means it died between storing and finishing (announce it now); gone means it
-			// finished and this reconcile read a stale copy of the Certificate (say nothing).
-			pending, err := r.nextKeySecret(ctx, run)
-			if err != nil {
-				return ctrl.Result{}, err
-			}
-			announce := pending != nil && pending.Annotations[annotationOrder] == run.order.URL
+			// Finish what the earlier reconcile did not: the cleanup, and the Event when no
+			// status write recorded this certificate yet (it died between storing and
+			// recording; stale reads of the Certificate are caught before the steps run).
+			announce := run.patchBase.Status.SerialNumber != fmt.Sprintf("%x", leaf.SerialNumber)
 			result := r.recordIssued(ctx, run, leaf, stored.Annotations[annotationRenewed] == "true", announce)
-			if err := r.deleteNextKey(ctx, run); err != nil {
-				return ctrl.Result{}, err
-			}
 			if err := r.removeChallenges(ctx, run); err != nil {
 				return ctrl.Result{}, err
 			}
@@ -127,9 +122,6 @@ func (r *CertificateReconciler) storeCertificate(ctx context.Context, run *certi
 	// Record and announce first: the certificate is stored, whatever the cleanup does (a failed
 	// cleanup is finished by a later reconcile, guarded by the finalizer).
 	result := r.recordIssued(ctx, run, leaf, renewed, true)
-	if err := r.deleteNextKey(ctx, run); err != nil {
-		return ctrl.Result{}, err
-	}
 	if err := r.removeChallenges(ctx, run); err != nil {
 		return ctrl.Result{}, err
 	}
@@ -243,15 +235,6 @@ func (r *CertificateReconciler) nextPrivateKey(ctx context.Context, run *certifi
 		return nil, fmt.Errorf("storing the next private key: %w", err)
 	}
 	return key, nil
-}
-
-// deleteNextKey deletes the pending key Secret of a stored certificate.
-func (r *CertificateReconciler) deleteNextKey(ctx context.Context, run *certificateRun) error {
-	secret := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: run.cert.Namespace, Name: run.cert.Name + nextKeySuffix}}
-	if err := r.Delete(ctx, secret); err != nil && !apierrors.IsNotFound(err) {
-		return fmt.Errorf("deleting the pending key Secret %s/%s: %w", secret.Namespace, secret.Name, err)
-	}
-	return nil
 }
 
 func (r *CertificateReconciler) nextKeySecret(ctx context.Context, run *certificateRun) (*corev1.Secret, error) {

@@ -40,8 +40,9 @@ type rfc2136Solver struct {
 	spec   *certpilotv1alpha1.DNS01Solver
 }
 
-func (s *rfc2136Solver) Type() string        { return ChallengeDNS01 }
-func (s *rfc2136Solver) AutoRenewable() bool { return true }
+func (s *rfc2136Solver) Type() string         { return ChallengeDNS01 }
+func (s *rfc2136Solver) AutoRenewable() bool  { return true }
+func (s *rfc2136Solver) NeedsFinalizer() bool { return true }
 
 // updater builds the RFC 2136 client, with the TSIG secret read from its Secret.
 func (s *rfc2136Solver) updater(ctx context.Context) (*dns01.RFC2136, error) {
@@ -147,6 +148,7 @@ type manualSolver struct {
 
 func (s *manualSolver) Type() string                  { return ChallengeDNS01 }
 func (s *manualSolver) AutoRenewable() bool           { return false }
+func (s *manualSolver) NeedsFinalizer() bool          { return false }
 func (s *manualSolver) Prepare(context.Context) error { return nil }
 
 // Present publishes nothing: it tells the user, once per challenge, which record to create.

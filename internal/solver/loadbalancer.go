@@ -41,8 +41,9 @@ func newLoadBalancer(deps *Deps, owner Owner, source Source, typ string, ref cer
 	return &loadBalancerSolver{deps: deps, owner: owner, source: source, typ: typ, ref: ref, probeAddress: probeAddress}
 }
 
-func (s *loadBalancerSolver) Type() string        { return s.typ }
-func (s *loadBalancerSolver) AutoRenewable() bool { return true }
+func (s *loadBalancerSolver) Type() string         { return s.typ }
+func (s *loadBalancerSolver) AutoRenewable() bool  { return true }
+func (s *loadBalancerSolver) NeedsFinalizer() bool { return false }
 
 func (s *loadBalancerSolver) loadBalancer() types.NamespacedName {
 	namespace := s.ref.Namespace
@@ -135,7 +136,7 @@ func (s *loadBalancerSolver) Present(ctx context.Context, challenges []Challenge
 		}
 		entries = append(entries, Entry{Key: s.key(c), Value: value, Satisfied: s.satisfied(c)})
 	}
-	err := s.deps.Shards.Put(ctx, lb.Namespace, lb.Name, s.owner.ID(), entries, s.replaceable(now))
+	err := s.deps.Shards.Put(ctx, lb.Namespace, lb.Name, s.owner.ID(), entries, s.replaceable(ctx, now))
 	var held *HeldError
 	if errors.As(err, &held) {
 		return outcome.NewWait(busyRetry, "ChallengeNameBusy",
@@ -165,12 +166,20 @@ func (s *loadBalancerSolver) satisfied(c Challenge) func([]byte) bool {
 }
 
 // replaceable lets a response of another Certificate be replaced when it can no longer be
-// validated: an expired tls-alpn-01 challenge certificate (its writer died and never cleaned
-// up), or a value that is not a certificate at all. http-01 tokens never collide.
-func (s *loadBalancerSolver) replaceable(now time.Time) func(key string, current []byte) bool {
-	return func(key string, current []byte) bool {
+// validated: its Certificate no longer exists (deleted mid-order), its tls-alpn-01 challenge
+// certificate expired (its writer died and never came back), or the value is not a
+// certificate at all. http-01 tokens never collide.
+func (s *loadBalancerSolver) replaceable(ctx context.Context, now time.Time) func(key, holder string, current []byte) bool {
+	return func(key, holder string, current []byte) bool {
 		if s.typ != ChallengeTLSALPN01 {
 			return true
+		}
+		if namespace, name, ok := strings.Cut(holder, "/"); ok {
+			// The manager's cache holds every Certificate it reconciles: no request.
+			certificate := &certpilotv1alpha1.Certificate{}
+			if err := s.deps.Client.Get(ctx, types.NamespacedName{Namespace: namespace, Name: name}, certificate); apierrors.IsNotFound(err) {
+				return true
+			}
 		}
 		cert, err := pki.ParseTLSALPN01Certificate(current)
 		return err != nil || expired(cert, now)

@@ -4,12 +4,16 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"strconv"
+	"strings"
 	"sync"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/utils/clock"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	certpilotv1alpha1 "github.com/certpilot/certpilot/api/v1alpha1"
@@ -29,6 +33,8 @@ type ShardWriter struct {
 	Client client.Client
 	// APIReader reads a shard again after a conflict (the cache may lag behind).
 	APIReader client.Reader
+	// Clock dates the responses (MaxResponseAge); nil means the real clock.
+	Clock clock.PassiveClock
 
 	mu     sync.Mutex
 	shards map[types.NamespacedName]*shardState
@@ -40,6 +46,40 @@ type shardState struct {
 	secret *corev1.Secret
 	// absent records that the shard did not exist when last looked at.
 	absent bool
+	// removals are keys to remove, by the owner that asked: carried by the shard's next write,
+	// or written by the flush at most RemovalDelay after they were asked for.
+	removals map[string]string
+	// flushing is set while a flush of removals is scheduled.
+	flushing bool
+}
+
+// RemovalDelay is how long a removal may wait for the shard's next write before it is written
+// on its own. During a burst of issuances removals ride along with other Certificates' writes:
+// no write of its own per certificate.
+const RemovalDelay = 5 * time.Second
+
+// MaxResponseAge is how old a response may get before any write to its shard removes it,
+// whoever wrote it: a Certificate deleted mid-order, or a controller that died and never came
+// back, leaves nothing behind for longer (tls-alpn-01 challenge certificates expire then too).
+const MaxResponseAge = time.Hour
+
+// ownerStamp is the owner annotation's value: "<namespace>/<name>@<unix seconds of the write>".
+func ownerStamp(owner string, now time.Time) string {
+	return owner + "@" + strconv.FormatInt(now.Unix(), 10)
+}
+
+// parseOwner splits an owner annotation into the owner and the time of the write (zero when
+// the value carries none).
+func parseOwner(value string) (owner string, written time.Time) {
+	owner, unix, found := strings.Cut(value, "@")
+	if !found {
+		return value, time.Time{}
+	}
+	seconds, err := strconv.ParseInt(unix, 10, 64)
+	if err != nil {
+		return owner, time.Time{}
+	}
+	return owner, time.Unix(seconds, 0)
 }
 
 // Entry is one response to write.
@@ -82,11 +122,11 @@ func (w *ShardWriter) state(key types.NamespacedName) *shardState {
 }
 
 // Put writes entries for owner ("<namespace>/<name>") into the load balancer's shards.
-// replaceable decides whether an existing value of another owner may be replaced (an expired
-// challenge certificate); when it says no, Put writes nothing for that key and returns a
+// replaceable decides whether an existing value of another owner (holder) may be replaced (an
+// expired challenge certificate, a deleted Certificate's); when it says no, Put writes nothing for that key and returns a
 // *HeldError for it after writing the others. Values equal to what is stored are not written.
 func (w *ShardWriter) Put(ctx context.Context, namespace, deployment, owner string, entries []Entry,
-	replaceable func(key string, value []byte) bool) error {
+	replaceable func(key, holder string, value []byte) bool) error {
 	var held error
 	for shard, group := range groupByShard(entries, func(e Entry) string { return e.Key }) {
 		err := w.update(ctx, namespace, deployment, shard, func(secret *corev1.Secret) (map[string]any, map[string]any) {
@@ -94,8 +134,8 @@ func (w *ShardWriter) Put(ctx context.Context, namespace, deployment, owner stri
 			for _, entry := range group {
 				annotation := certpilotv1alpha1.ChallengeOwnerAnnotation(entry.Key)
 				current, exists := secretData(secret, entry.Key)
-				holder := secretAnnotation(secret, annotation)
-				if exists && holder != "" && holder != owner && !replaceable(entry.Key, current) {
+				holder, _ := parseOwner(secretAnnotation(secret, annotation))
+				if exists && holder != "" && holder != owner && !replaceable(entry.Key, holder, current) {
 					held = &HeldError{Key: entry.Key, Holder: holder}
 					continue
 				}
@@ -103,7 +143,7 @@ func (w *ShardWriter) Put(ctx context.Context, namespace, deployment, owner stri
 					continue
 				}
 				data[entry.Key] = entry.Value // []byte marshals as base64, as the API expects
-				annotations[annotation] = owner
+				annotations[annotation] = ownerStamp(owner, w.now())
 			}
 			return data, annotations
 		})
@@ -114,31 +154,68 @@ func (w *ShardWriter) Put(ctx context.Context, namespace, deployment, owner stri
 	return held
 }
 
-// Remove deletes owner's keys from the load balancer's shards and returns those it removed;
-// keys another owner wrote since are left alone.
+// Remove queues the removal of owner's keys from the load balancer's shards and returns them.
+// The removals ride along with the next write to each shard, or are written on their own after
+// RemovalDelay; keys another owner holds by then are left alone.
 func (w *ShardWriter) Remove(ctx context.Context, namespace, deployment, owner string, keys []string) ([]string, error) {
-	var removed []string
 	for shard, group := range groupByShard(keys, func(k string) string { return k }) {
-		var removing []string
-		err := w.update(ctx, namespace, deployment, shard, func(secret *corev1.Secret) (map[string]any, map[string]any) {
-			data, annotations := map[string]any{}, map[string]any{}
-			removing = removing[:0]
-			for _, key := range group {
-				annotation := certpilotv1alpha1.ChallengeOwnerAnnotation(key)
-				if _, exists := secretData(secret, key); !exists || secretAnnotation(secret, annotation) != owner {
-					continue
-				}
-				data[key], annotations[annotation] = nil, nil
-				removing = append(removing, key)
-			}
-			return data, annotations
-		})
-		if err != nil {
-			return removed, err
+		name := types.NamespacedName{Namespace: namespace, Name: certpilotv1alpha1.ChallengeShardName(deployment, shard)}
+		state := w.state(name)
+		state.mu.Lock()
+		if state.removals == nil {
+			state.removals = map[string]string{}
 		}
-		removed = append(removed, removing...)
+		for _, key := range group {
+			state.removals[key] = owner
+		}
+		schedule := !state.flushing
+		state.flushing = true
+		state.mu.Unlock()
+		if schedule {
+			time.AfterFunc(RemovalDelay, func() { w.flush(name, deployment) })
+		}
 	}
-	return removed, nil
+	return keys, nil
+}
+
+// flush writes a shard's queued removals (when no other write carried them meanwhile).
+func (w *ShardWriter) flush(name types.NamespacedName, deployment string) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	err := w.updateShard(ctx, name, deployment, func(*corev1.Secret) (map[string]any, map[string]any) { return nil, nil })
+	state := w.state(name)
+	state.mu.Lock()
+	defer state.mu.Unlock()
+	if err != nil && len(state.removals) > 0 {
+		// Try again later; MaxResponseAge bounds how long a response can linger anyway.
+		time.AfterFunc(RemovalDelay, func() { w.flush(name, deployment) })
+		return
+	}
+	state.flushing = false
+}
+
+// Pending reports how many removals are queued (for tests and metrics).
+func (w *ShardWriter) Pending() int {
+	w.mu.Lock()
+	states := make([]*shardState, 0, len(w.shards))
+	for _, state := range w.shards {
+		states = append(states, state)
+	}
+	w.mu.Unlock()
+	pending := 0
+	for _, state := range states {
+		state.mu.Lock()
+		pending += len(state.removals)
+		state.mu.Unlock()
+	}
+	return pending
+}
+
+func (w *ShardWriter) now() time.Time {
+	if w.Clock == nil {
+		return time.Now()
+	}
+	return w.Clock.Now()
 }
 
 // PutLegacy writes entries into the single challenge Secret of earlier versions when it
@@ -218,7 +295,8 @@ func (w *ShardWriter) Holder(ctx context.Context, namespace, deployment, key str
 	if err := w.load(ctx, name, state, false); err != nil {
 		return "", err
 	}
-	return secretAnnotation(state.secret, certpilotv1alpha1.ChallengeOwnerAnnotation(key)), nil
+	holder, _ := parseOwner(secretAnnotation(state.secret, certpilotv1alpha1.ChallengeOwnerAnnotation(key)))
+	return holder, nil
 }
 
 // update applies the change computed by change to one shard, creating it when absent, with
@@ -227,6 +305,11 @@ func (w *ShardWriter) Holder(ctx context.Context, namespace, deployment, key str
 func (w *ShardWriter) update(ctx context.Context, namespace, deployment string, shard int,
 	change func(*corev1.Secret) (data, annotations map[string]any)) error {
 	name := types.NamespacedName{Namespace: namespace, Name: certpilotv1alpha1.ChallengeShardName(deployment, shard)}
+	return w.updateShard(ctx, name, deployment, change)
+}
+
+func (w *ShardWriter) updateShard(ctx context.Context, name types.NamespacedName, deployment string,
+	change func(*corev1.Secret) (data, annotations map[string]any)) error {
 	state := w.state(name)
 	state.mu.Lock()
 	defer state.mu.Unlock()
@@ -235,12 +318,24 @@ func (w *ShardWriter) update(ctx context.Context, namespace, deployment string, 
 		if err := w.load(ctx, name, state, fresh); err != nil {
 			return err
 		}
-		data, annotations := change(state.secret)
+		// Queued removals and responses past MaxResponseAge go out with this write; change sees
+		// the shard without them.
+		data, annotations := w.cleanups(state)
+		view := withoutKeys(state.secret, data)
+		changed, changedAnnotations := change(view)
+		for key, value := range changed {
+			data[key] = value
+		}
+		for key, value := range changedAnnotations {
+			annotations[key] = value
+		}
 		if len(data) == 0 && len(annotations) == 0 {
+			state.removals = nil
 			return nil
 		}
 		err := w.write(ctx, name, deployment, state, data, annotations)
 		if err == nil {
+			state.removals = nil
 			return nil
 		}
 		if !(apierrors.IsConflict(err) || apierrors.IsAlreadyExists(err) || apierrors.IsNotFound(err)) || attempt == 2 {
@@ -248,6 +343,38 @@ func (w *ShardWriter) update(ctx context.Context, namespace, deployment string, 
 		}
 		fresh = true // someone else wrote the shard: read it again
 	}
+}
+
+// cleanups are the keys (and owner annotations) a write to the shard removes: the queued
+// removals whose owner still holds the key, and responses older than MaxResponseAge.
+func (w *ShardWriter) cleanups(state *shardState) (data, annotations map[string]any) {
+	data, annotations = map[string]any{}, map[string]any{}
+	if state.secret == nil {
+		return data, annotations
+	}
+	now := w.now()
+	for key := range state.secret.Data {
+		annotation := certpilotv1alpha1.ChallengeOwnerAnnotation(key)
+		holder, written := parseOwner(state.secret.Annotations[annotation])
+		requester, queued := state.removals[key]
+		if (queued && requester == holder) || (!written.IsZero() && now.Sub(written) > MaxResponseAge) {
+			data[key], annotations[annotation] = nil, nil
+		}
+	}
+	return data, annotations
+}
+
+// withoutKeys returns secret as it will be once the keys set to nil in data are removed.
+func withoutKeys(secret *corev1.Secret, data map[string]any) *corev1.Secret {
+	if secret == nil || len(data) == 0 {
+		return secret
+	}
+	view := secret.DeepCopy()
+	for key := range data {
+		delete(view.Data, key)
+		delete(view.Annotations, certpilotv1alpha1.ChallengeOwnerAnnotation(key))
+	}
+	return view
 }
 
 // load makes state.secret current enough to write against: the last state this process wrote

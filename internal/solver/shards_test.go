@@ -5,12 +5,15 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	clocktesting "k8s.io/utils/clock/testing"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	certpilotv1alpha1 "github.com/certpilot/certpilot/api/v1alpha1"
@@ -39,7 +42,7 @@ func newWriter() *solver.ShardWriter {
 	return &solver.ShardWriter{Client: kube.Client, APIReader: kube.Client}
 }
 
-func never(string, []byte) bool { return false }
+func never(string, string, []byte) bool { return false }
 
 func shardOf(t *testing.T, namespace, key string) *corev1.Secret {
 	t.Helper()
@@ -64,7 +67,7 @@ func TestShardWriterOwnership(t *testing.T) {
 		t.Fatal(err)
 	}
 	shard := shardOf(t, namespace, key)
-	if string(shard.Data[key]) != "a" || shard.Annotations[certpilotv1alpha1.ChallengeOwnerAnnotation(key)] != "team/a" {
+	if string(shard.Data[key]) != "a" || !strings.HasPrefix(shard.Annotations[certpilotv1alpha1.ChallengeOwnerAnnotation(key)], "team/a@") {
 		t.Fatalf("shard %s: data %v, annotations %v", shard.Name, shard.Data, shard.Annotations)
 	}
 	for label, want := range map[string]string{
@@ -81,22 +84,80 @@ func TestShardWriterOwnership(t *testing.T) {
 	if !errors.As(err, &held) || held.Holder != "team/a" {
 		t.Fatalf("Put by another Certificate: %v, want held by team/a", err)
 	}
-	if removed, err := w.Remove(ctx, namespace, "lb", "team/b", []string{key}); err != nil || len(removed) != 0 {
-		t.Fatalf("Remove by another Certificate removed %v (%v)", removed, err)
+	// Its removal is queued but, as the key is not its own, carries nothing.
+	if _, err := w.Remove(ctx, namespace, "lb", "team/b", []string{key}); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Put(ctx, namespace, "lb", "team/b", nil, never); err != nil {
+		t.Fatal(err)
 	}
 	if got := shardOf(t, namespace, key); string(got.Data[key]) != "a" || got.ResourceVersion != shard.ResourceVersion {
 		t.Errorf("the held key changed: %q (resourceVersion %s -> %s)", got.Data[key], shard.ResourceVersion, got.ResourceVersion)
 	}
 
-	// The writer removes it; then the other may take it.
+	// The writer releases it: the removal waits for the shard's next write, which the other
+	// Certificate's takeover is.
 	if removed, err := w.Remove(ctx, namespace, "lb", "team/a", []string{key}); err != nil || len(removed) != 1 {
-		t.Fatalf("Remove by the writer removed %v (%v)", removed, err)
+		t.Fatalf("Remove by the writer: %v (%v)", removed, err)
+	}
+	if w.Pending() != 1 {
+		t.Errorf("%d removals queued, want 1", w.Pending())
 	}
 	if err := w.Put(ctx, namespace, "lb", "team/b", []solver.Entry{{Key: key, Value: []byte("b")}}, never); err != nil {
 		t.Fatalf("Put after release: %v", err)
 	}
-	if got := shardOf(t, namespace, key); string(got.Data[key]) != "b" || got.Annotations[certpilotv1alpha1.ChallengeOwnerAnnotation(key)] != "team/b" {
-		t.Errorf("after release: data %q, owner %q", got.Data[key], got.Annotations[certpilotv1alpha1.ChallengeOwnerAnnotation(key)])
+	got := shardOf(t, namespace, key)
+	if owner := got.Annotations[certpilotv1alpha1.ChallengeOwnerAnnotation(key)]; string(got.Data[key]) != "b" || !strings.HasPrefix(owner, "team/b@") {
+		t.Errorf("after release: data %q, owner %q", got.Data[key], owner)
+	}
+	if w.Pending() != 0 {
+		t.Errorf("%d removals still queued after the write that carried them", w.Pending())
+	}
+
+	// A removal with no write to carry it is written on its own, within RemovalDelay.
+	if _, err := w.Remove(ctx, namespace, "lb", "team/b", []string{key}); err != nil {
+		t.Fatal(err)
+	}
+	if err := testenv.Poll(ctx, 4*solver.RemovalDelay, func() error {
+		if got := shardOf(t, namespace, key); len(got.Data) != 0 || len(got.Annotations) != 0 {
+			return fmt.Errorf("shard data %v, annotations %v", got.Data, got.Annotations)
+		}
+		return nil
+	}); err != nil {
+		t.Errorf("the removal was not flushed: %v", err)
+	}
+}
+
+// TestShardWriterSweepsOldResponses: a response older than MaxResponseAge (its Certificate was
+// deleted mid-order, or its controller died) goes out with the next write to its shard.
+func TestShardWriterSweepsOldResponses(t *testing.T) {
+	testenv.SkipIfShort(t)
+	ctx := context.Background()
+	namespace := newNamespace(t)
+	clock := clocktesting.NewFakeClock(time.Now())
+	w := &solver.ShardWriter{Client: kube.Client, APIReader: kube.Client, Clock: clock}
+	old := certpilotv1alpha1.HTTP01Key("old-token")
+	var fresh string
+	for i := range 1000 {
+		candidate := certpilotv1alpha1.HTTP01Key(fmt.Sprintf("fresh-%d", i))
+		if certpilotv1alpha1.ChallengeShard(candidate) == certpilotv1alpha1.ChallengeShard(old) {
+			fresh = candidate
+			break
+		}
+	}
+	if err := w.Put(ctx, namespace, "lb", "team/gone", []solver.Entry{{Key: old, Value: []byte("x")}}, never); err != nil {
+		t.Fatal(err)
+	}
+	clock.Step(solver.MaxResponseAge + time.Minute)
+	if err := w.Put(ctx, namespace, "lb", "team/a", []solver.Entry{{Key: fresh, Value: []byte("y")}}, never); err != nil {
+		t.Fatal(err)
+	}
+	got := shardOf(t, namespace, old)
+	if _, ok := got.Data[old]; ok {
+		t.Errorf("a response older than %s was not swept: %v", solver.MaxResponseAge, got.Data)
+	}
+	if string(got.Data[fresh]) != "y" {
+		t.Errorf("the new response is missing: %v", got.Data)
 	}
 }
 
@@ -157,7 +218,7 @@ func TestShardWriterConflicts(t *testing.T) {
 	}
 	shard = shardOf(t, namespace, name)
 	owner := shard.Annotations[certpilotv1alpha1.ChallengeOwnerAnnotation(name)]
-	if want := "team/" + string(shard.Data[name]); owner != want {
+	if want := "team/" + string(shard.Data[name]) + "@"; !strings.HasPrefix(owner, want) {
 		t.Errorf("the stored value %q is not its recorded owner's (%q)", shard.Data[name], owner)
 	}
 }

@@ -41,6 +41,11 @@ type Solver interface {
 	Type() string
 	// AutoRenewable is false when every renewal needs a person.
 	AutoRenewable() bool
+	// NeedsFinalizer is true when responses left behind by a Certificate deleted mid-order
+	// would stay forever unless it cleans them up (TXT records in a zone). The load balancer's
+	// shards need none: what a deleted Certificate leaves there is swept (MaxResponseAge), and
+	// the names it held are free again.
+	NeedsFinalizer() bool
 	// Prepare checks, before an order is opened, what can be checked without writing: the
 	// Secrets it reads, the tenant boundary, the probe address.
 	Prepare(ctx context.Context) error
