@@ -34,11 +34,32 @@ func renewalSchedule(status *certpilotv1alpha1.CertificateStatus, leaf *x509.Cer
 	if status.RenewalTimeSource == renewalSourceARI && status.RenewalTime != nil {
 		previous = status.RenewalTime.Time
 	}
-	chosen, err := renewal.ChooseARIRenewalTime(renewal.Window{Start: info.WindowStart.Time, End: info.WindowEnd.Time}, leaf.NotAfter, previous, nil)
+	chosen, err := renewal.ChooseARIRenewalTime(saneWindow(info.WindowStart.Time, info.WindowEnd.Time, leaf), leaf.NotAfter, previous, nil)
 	if err != nil {
 		return fallback, renewalSourceFallback
 	}
 	return chosen, renewalSourceARI
+}
+
+// saneWindow narrows a renewal window that spans most of the certificate's life (Pebble offers
+// [notBefore, notAfter] for certificates of under two days) to the part after a third of the
+// lifetime and before its last tenth, so that a moment drawn from it neither renews a fresh
+// certificate at once, and again after that, nor cuts it close to expiry. A window that lies
+// wholly outside that part (the CA wants an early renewal, after a revocation) stands as the CA
+// gave it.
+func saneWindow(start, end time.Time, leaf *x509.Certificate) renewal.Window {
+	lifetime := leaf.NotAfter.Sub(leaf.NotBefore)
+	narrowed := renewal.Window{Start: start, End: end}
+	if earliest := leaf.NotBefore.Add(lifetime / 3); narrowed.Start.Before(earliest) {
+		narrowed.Start = earliest
+	}
+	if latest := leaf.NotAfter.Add(-lifetime / 10); narrowed.End.After(latest) {
+		narrowed.End = latest
+	}
+	if !narrowed.Start.Before(narrowed.End) {
+		return renewal.Window{Start: start, End: end}
+	}
+	return narrowed
 }
 
 // refreshRenewalInfo asks the CA for the certificate's renewal window (RFC 9773) when it is due

@@ -456,14 +456,21 @@ func notReady(ctx context.Context, c client.Client, namespace string, limit int)
 	return strings.Join(out, ", ")
 }
 
-// countIssued counts the certificate Secrets in namespace (metadata only).
+// countIssued counts the certificate Secrets in namespace (metadata only); the pending-key
+// Secrets (<certificate>-certpilot-next-key) carry the same label and are not counted.
 func countIssued(ctx context.Context, c client.Client, namespace string) (int, error) {
 	list := &metav1.PartialObjectMetadataList{}
 	list.SetGroupVersionKind(corev1.SchemeGroupVersion.WithKind("SecretList"))
 	if err := c.List(ctx, list, client.InNamespace(namespace), client.HasLabels{certpilotv1alpha1.LabelCertificate}); err != nil {
 		return 0, err
 	}
-	return len(list.Items), nil
+	issued := 0
+	for _, secret := range list.Items {
+		if !strings.HasSuffix(secret.Name, "-certpilot-next-key") {
+			issued++
+		}
+	}
+	return issued, nil
 }
 
 func earliest(times map[string]time.Time) time.Time {
