@@ -117,8 +117,10 @@ func (r *CertificateReconciler) Reconcile(ctx context.Context, req ctrl.Request)
 			r.Recorder.Eventf(cert, nil, corev1.EventTypeWarning, s.Reason, "Reconcile", "%s", s.Message)
 		}
 		result, err = mergeOutcome(ctx, result, err)
-		if patchErr := r.patchStatus(ctx, run); patchErr != nil && err == nil {
-			err = patchErr
+		if !onlyProgress(run, err) {
+			if patchErr := r.patchStatus(ctx, run); patchErr != nil && err == nil {
+				err = patchErr
+			}
 		}
 		r.rememberWrite(cert)
 	}()

@@ -3,6 +3,7 @@ package controllers
 import (
 	"crypto/rand"
 	"crypto/x509"
+	"errors"
 	"math/big"
 	"testing"
 	"time"
@@ -148,6 +149,39 @@ func TestSaneWindow(t *testing.T) {
 			got := saneWindow(notBefore.Add(tt.start), notBefore.Add(tt.end), leaf)
 			if !got.Start.Equal(notBefore.Add(tt.wantStart)) || !got.End.Equal(notBefore.Add(tt.wantEnd)) {
 				t.Errorf("window %s..%s, want %s..%s", got.Start.Sub(notBefore), got.End.Sub(notBefore), tt.wantStart, tt.wantEnd)
+			}
+		})
+	}
+}
+
+// TestOnlyProgress: a short wait on the CA inside an order the written status records is not
+// written on its own; anything else is.
+func TestOnlyProgress(t *testing.T) {
+	issuing := []metav1.Condition{{Type: certpilotv1alpha1.ConditionIssuing, Status: metav1.ConditionTrue}}
+	order := &certpilotv1alpha1.OrderStatus{URL: "https://ca/order/1", State: "pending"}
+	tests := map[string]struct {
+		written    *certpilotv1alpha1.OrderStatus
+		conditions []metav1.Condition
+		err        error
+		want       bool
+	}{
+		"validation, recorded order":  {written: order, conditions: issuing, err: wait(time.Second, reasonWaitingForValidation, "v"), want: true},
+		"certificate, recorded order": {written: order, conditions: issuing, err: wait(time.Second, reasonWaitingForCertificate, "c"), want: true},
+		"long wait":                   {written: order, conditions: issuing, err: wait(time.Minute, reasonWaitingForValidation, "v")},
+		"self-check failed":           {written: order, conditions: issuing, err: wait(time.Second, "SelfCheckFailed", "s")},
+		"order not written yet":       {conditions: issuing, err: wait(time.Second, reasonWaitingForValidation, "v")},
+		"written status not issuing":  {written: order, err: wait(time.Second, reasonWaitingForValidation, "v")},
+		"an error":                    {written: order, conditions: issuing, err: errors.New("connection refused")},
+		"done":                        {written: order, conditions: issuing},
+	}
+	for name, tt := range tests {
+		t.Run(name, func(t *testing.T) {
+			base := &certpilotv1alpha1.Certificate{}
+			base.Status.Order, base.Status.Conditions = tt.written, tt.conditions
+			cert := base.DeepCopy()
+			cert.Status.Order = order.DeepCopy()
+			if got := onlyProgress(&certificateRun{cert: cert, patchBase: base}, tt.err); got != tt.want {
+				t.Errorf("onlyProgress = %v, want %v", got, tt.want)
 			}
 		})
 	}

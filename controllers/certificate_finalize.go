@@ -48,6 +48,13 @@ func (r *CertificateReconciler) finalize(ctx context.Context, run *certificateRu
 			}
 			return ctrl.Result{}, err
 		}
+		if order.Status == acme.StatusProcessing && order.ServerRetryAfter == 0 {
+			// Most CAs issue within moments of finalization: one look now often saves a
+			// requeue, and the status write that goes with it.
+			if again, err := run.acme.GetOrder(ctx, order.URL); err == nil {
+				order = again
+			}
+		}
 		run.order = order
 		recordOrderState(run.cert.Status.Order, order.Status)
 		ctrl.LoggerFrom(ctx).Info("Finalized order", "order", order.URL, "state", order.Status)
@@ -56,7 +63,7 @@ func (r *CertificateReconciler) finalize(ctx context.Context, run *certificateRu
 	case acme.StatusValid:
 		return ctrl.Result{}, nil
 	case acme.StatusProcessing:
-		return ctrl.Result{}, wait(run.order.RetryAfter, "WaitingForCertificate", "The CA is issuing the certificate")
+		return ctrl.Result{}, wait(acme.PollInterval(run.order.ServerRetryAfter, orderAge(run)), reasonWaitingForCertificate, "The CA is issuing the certificate")
 	default:
 		return ctrl.Result{}, r.recordFailure(ctx, run, false, "OrderInvalid", "the CA marked order %s %s after finalization: %s",
 			run.order.URL, run.order.Status, orderProblem(ctx, run, run.order))

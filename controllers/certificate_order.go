@@ -68,7 +68,9 @@ func (r *CertificateReconciler) ensureOrder(ctx context.Context, run *certificat
 		cert.Status.RenewalRequest = value
 	}
 	ctrl.LoggerFrom(ctx).Info("Created ACME order", "order", order.URL, "replaces", request.Replaces)
-	// Record the order now: if the controller dies before the next write, the order is resumed.
+	// Record the order now, with the conditions saying it is being issued: if the controller
+	// dies before the next write, the order is resumed.
+	summarizeCertificate(cert, run.ready, nil)
 	return ctrl.Result{}, r.patchStatus(ctx, run)
 }
 
@@ -87,7 +89,7 @@ func (r *CertificateReconciler) waitForOrder(ctx context.Context, run *certifica
 	case acme.StatusPending:
 		// The CA's Retry-After when it sends one; else 1 s at first, then slower (a tenth of the
 		// time spent waiting, at most a minute), so a slow CA is not polled every second.
-		return ctrl.Result{}, wait(acme.PollInterval(order.ServerRetryAfter, orderAge(run)), "WaitingForValidation",
+		return ctrl.Result{}, wait(acme.PollInterval(order.ServerRetryAfter, orderAge(run)), reasonWaitingForValidation,
 			"Waiting for the CA to validate %s", strings.Join(run.cert.Spec.DNSNames, ", "))
 	default:
 		return ctrl.Result{}, r.recordFailure(ctx, run, false, "OrderInvalid", "the CA marked order %s %s: %s", order.URL, order.Status, orderProblem(ctx, run, order))
@@ -117,6 +119,30 @@ func (r *CertificateReconciler) recordFailure(ctx context.Context, run *certific
 		return errors.Join(&stalledError{Reason: reason, Message: summary, After: backoff}, cleanupErr)
 	}
 	return errors.Join(wait(backoff, reason, "%s", summary), cleanupErr)
+}
+
+// Reasons of the waits while the CA works on an order.
+const (
+	reasonWaitingForValidation  = "WaitingForValidation"
+	reasonWaitingForCertificate = "WaitingForCertificate"
+)
+
+// progressWait is the longest wait on the CA whose progress is not written to the status on its
+// own: the next reconcile, that soon, writes what it finds.
+const progressWait = 5 * time.Second
+
+// onlyProgress reports whether a reconcile ended waiting a few seconds for the CA to work on an
+// order the last written status already records. Its status changes (challenge states, the
+// order moving from pending to ready to processing) are progress the next reconcile re-derives
+// from the CA and writes; not writing them saves a write per step of every issuance.
+func onlyProgress(run *certificateRun, err error) bool {
+	w, ok := asWait(err)
+	if !ok || w.After > progressWait || (w.Reason != reasonWaitingForValidation && w.Reason != reasonWaitingForCertificate) {
+		return false
+	}
+	written, current := run.patchBase.Status.Order, run.cert.Status.Order
+	return written != nil && current != nil && written.URL == current.URL && orderOpen(run.patchBase) &&
+		meta.IsStatusConditionTrue(run.patchBase.Status.Conditions, certpilotv1alpha1.ConditionIssuing)
 }
 
 // orderAge is how long the open order has been issuing (from the Issuing condition).
