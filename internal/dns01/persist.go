@@ -9,6 +9,10 @@ import (
 	"time"
 )
 
+// PersistTTL is the TTL the zone file line of a dns-persist-01 record suggests: the record is
+// long-lived, an hour of caching is harmless.
+const PersistTTL = 3600
+
 // PersistLabel is the label dns-persist-01 records live under (draft-ietf-acme-dns-persist).
 const PersistLabel = "_validation-persist"
 

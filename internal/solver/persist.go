@@ -23,10 +23,6 @@ import (
 // an order is opened (nothing watches DNS).
 const persistRecheck = time.Minute
 
-// PersistTTL is the TTL the zone file line of a dns-persist-01 record suggests: the record is
-// long-lived, an hour of caching is harmless.
-const PersistTTL = 3600
-
 // defaultRenewalCycle is the time from issuance to renewal assumed when no certificate was
 // issued yet: Let's Encrypt's 90-day certificates renewed 30 days before they expire.
 const defaultRenewalCycle = 60 * 24 * time.Hour
@@ -250,7 +246,7 @@ func (s *persistSolver) Present(ctx context.Context, challenges []Challenge) err
 		}
 		s.deps.Recorder.Eventf(s.owner.Object, nil, corev1.EventTypeNormal, "DNSPersistRecordRequired", "Issue",
 			"Create the TXT record %s with the value %q for %s, once: certpilot then issues and renews it by itself (zone file: %s)",
-			check.fqdn, check.want.Value(), c.DNSName, dns01.ZoneFileLine(check.fqdn, check.want.Value(), PersistTTL))
+			check.fqdn, check.want.Value(), c.DNSName, dns01.ZoneFileLine(check.fqdn, check.want.Value(), dns01.PersistTTL))
 	}
 	return nil
 }
