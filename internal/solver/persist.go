@@ -10,6 +10,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -290,5 +291,13 @@ func (s *persistSolver) NotVisible(failures []string, pending int) (string, stri
 		len(failures), pending, strings.Join(failures, "; "))
 }
 
-// CleanUp removes nothing: the records are the zone owner's and serve every renewal.
-func (s *persistSolver) CleanUp(context.Context, []Challenge) error { return nil }
+// CleanUp removes nothing: the records are the zone owner's and serve every renewal. When the
+// Certificate is being deleted, its metric series go.
+func (s *persistSolver) CleanUp(context.Context, []Challenge) error {
+	if s.owner.Object != nil && !s.owner.Object.GetDeletionTimestamp().IsZero() {
+		labels := prometheus.Labels{"namespace": s.owner.Namespace, "name": s.owner.Name}
+		persistUntil.DeletePartialMatch(labels)
+		persistExpiring.DeletePartialMatch(labels)
+	}
+	return nil
+}
