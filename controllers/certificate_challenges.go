@@ -128,22 +128,36 @@ func (r *CertificateReconciler) pendingChallenges(ctx context.Context, run *cert
 		}
 		challenge, ok := authz.Challenge(s.Type())
 		if !ok {
-			return nil, nil, r.recordFailure(ctx, run, true, "ChallengeNotOffered", "the CA offers no %s challenge for %s", s.Type(), dnsName)
+			offered := make([]string, 0, len(authz.Challenges))
+			for _, c := range authz.Challenges {
+				offered = append(offered, c.Type)
+			}
+			return nil, nil, r.recordFailure(ctx, run, true, "ChallengeNotOffered", "the CA offers no %s challenge for %s (it offers %s)",
+				s.Type(), dnsName, strings.Join(offered, ", "))
 		}
 		status.URL, status.State, status.Token = challenge.URL, challenge.Status, challenge.Token
 		statuses = append(statuses, status)
 		if challenge.Status != acme.StatusPending {
 			continue // already accepted; the CA is validating it
 		}
-		keyAuthorization, err := run.acme.KeyAuthorization(challenge.Token)
-		if err != nil {
-			return nil, nil, err
+		c := solver.Challenge{DNSName: dnsName, Type: s.Type(), Token: challenge.Token, Announced: announced(run, dnsName, challenge.Token)}
+		if challenge.Token != "" { // dns-persist-01 has none: its record names the account instead
+			if c.KeyAuthorization, err = run.acme.KeyAuthorization(challenge.Token); err != nil {
+				return nil, nil, err
+			}
 		}
-		pending = append(pending, pendingChallenge{
-			Challenge: solver.Challenge{DNSName: dnsName, Type: s.Type(), Token: challenge.Token,
-				KeyAuthorization: keyAuthorization, Announced: announced(run, dnsName, challenge.Token)},
-			url: challenge.URL, solver: s,
-		})
+		if s.Type() == acme.ChallengeDNSPersist01 {
+			if c.AccountURI, c.IssuerDomainNames, err = r.account(ctx, run); err != nil {
+				return nil, nil, err
+			}
+			// The challenge's issuer-domain-names win over the directory's caaIdentities.
+			if names, err := run.acme.DNSPersistIssuerDomainNames(ctx, url); err != nil {
+				return nil, nil, err
+			} else if len(names) > 0 {
+				c.IssuerDomainNames = names
+			}
+		}
+		pending = append(pending, pendingChallenge{Challenge: c, url: challenge.URL, solver: s})
 	}
 	return statuses, pending, nil
 }
@@ -270,7 +284,7 @@ func (r *CertificateReconciler) challengesToClean(ctx context.Context, run *cert
 			challenges[i].KeyAuthorization, _ = client.KeyAuthorization(challenges[i].Token)
 		}
 	}
-	return slices.CompactFunc(challenges, func(a, b solver.Challenge) bool { return a == b })
+	return slices.CompactFunc(challenges, solver.Challenge.Same)
 }
 
 // acmeClient returns the run's ACME client, or builds it from the issuer (cleanup after the

@@ -56,6 +56,12 @@ func (r *CertificateReconciler) solverFor(run *certificateRun, dnsName string) (
 		return cached, nil
 	}
 	owner := solver.Owner{Object: run.cert, Namespace: run.cert.Namespace, Name: run.cert.Name}
+	for _, name := range run.cert.Spec.DNSNames {
+		if other, _, ok := solverSpecFor(run, name); ok && other == spec {
+			source.Names = append(source.Names, name)
+		}
+	}
+	source.Account = func(ctx context.Context) (string, []string, error) { return r.account(ctx, run) }
 	s, err := solver.New(r.Solvers, owner, spec, source)
 	if err != nil {
 		return nil, err
@@ -65,6 +71,20 @@ func (r *CertificateReconciler) solverFor(run *certificateRun, dnsName string) (
 	}
 	run.solvers[spec] = s
 	return s, nil
+}
+
+// account returns the issuer's ACME account URL (from its status) and the CA's issuer domain
+// names (its directory's caaIdentities), for solvers whose records name them.
+func (r *CertificateReconciler) account(ctx context.Context, run *certificateRun) (string, []string, error) {
+	client, err := r.acmeClient(ctx, run)
+	if err != nil {
+		return "", nil, err
+	}
+	accountURI := client.AccountURI()
+	if run.issuer != nil && run.issuer.GetStatus().AccountURI != "" {
+		accountURI = run.issuer.GetStatus().AccountURI
+	}
+	return accountURI, client.CAAIdentities(), nil
 }
 
 // allSolvers returns the solvers of every name of the Certificate (for cleanup).

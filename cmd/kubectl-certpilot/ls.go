@@ -27,7 +27,8 @@ func newLsCommand(p *plugin) *cobra.Command {
 		Aliases: []string{"list"},
 		Short:   "List Certificates: subject, days left, ready, auto-renewable, secret",
 		Long: "List Certificates with their subject (first DNS name), the days left until they expire, whether they are\n" +
-			"Ready, whether certpilot renews them by itself, and their Secret. Days left are red when expired, bright\n" +
+			"Ready, whether certpilot renews them by itself (\"true (record expiring)\": a dns-persist-01 record's\n" +
+			"persistuntil passes before the next renewal), and their Secret. Days left are red when expired, bright\n" +
 			"yellow under 3 days, yellow under 7 and green otherwise (colour only on a terminal or with --color=always).",
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error { return p.ls(cmd.Context()) },
@@ -81,7 +82,7 @@ func (p *plugin) ls(ctx context.Context) error {
 			{text: subject(certificate)},
 			daysLeft(certificate.Status.NotAfter, now),
 			{text: readyStatus(certificate)},
-			{text: optionalBool(certificate.Status.AutoRenewable)},
+			autoRenew(certificate),
 			{text: certificate.Spec.SecretName},
 		}
 		if p.allNamespaces {
@@ -127,6 +128,17 @@ func readyStatus(certificate *certpilotv1alpha1.Certificate) string {
 		return "Unknown"
 	}
 	return string(condition.Status)
+}
+
+// autoRenew is the AUTO-RENEW cell: true, false or "-", marked when a dns-persist-01 record
+// stops validating (its persistuntil) before the next renewal.
+func autoRenew(certificate *certpilotv1alpha1.Certificate) cell {
+	c := cell{text: optionalBool(certificate.Status.AutoRenewable)}
+	if meta.IsStatusConditionTrue(certificate.Status.Conditions, certpilotv1alpha1.ConditionPersistRecordExpiring) {
+		c.text += " (record expiring)"
+		c.color = ansiYellow
+	}
+	return c
 }
 
 func optionalBool(value *bool) string {

@@ -272,7 +272,7 @@ func TestStatusAndDNS(t *testing.T) {
 		t.Errorf("dns:\n%s\nwant:\n%s", out, want)
 	}
 	createCertificate(t, "status", "plain", issuedStatus(now.Add(30*24*time.Hour), metav1.ConditionTrue, true))
-	if out := mustRun(t, "dns", "plain", "-n", "status"); out != "Certificate status/plain: no dns-01 challenges\n" {
+	if out := mustRun(t, "dns", "plain", "-n", "status"); out != "Certificate status/plain: no dns-01 or dns-persist-01 challenges\n" {
 		t.Errorf("dns of a certificate without dns-01 challenges: %q", out)
 	}
 	if out := mustRun(t, "status", "plain", "-n", "status"); !strings.Contains(out, "Order:\n  none\n") || !strings.Contains(out, "Events:\n  none\n") {

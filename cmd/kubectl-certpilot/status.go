@@ -205,6 +205,8 @@ func solverSummary(solver *certpilotv1alpha1.Solver) string {
 		return "http-01 through load balancer " + loadBalancer(solver.HTTP01.LoadBalancer)
 	case solver.DNS01 != nil && solver.DNS01.Manual != nil:
 		return "dns-01, manual (kubectl certpilot dns NAME shows the TXT records)"
+	case solver.DNS01 != nil && solver.DNS01.Persist != nil:
+		return "dns-persist-01 (kubectl certpilot dns NAME shows the records to set once)"
 	case solver.DNS01 != nil && solver.DNS01.RFC2136 != nil:
 		return "dns-01 through RFC 2136 at " + solver.DNS01.RFC2136.Nameserver
 	case solver.DNS01 != nil:

@@ -32,6 +32,20 @@ func (c *Client) postJWS(ctx context.Context, url string, payload any) (*http.Re
 	if err != nil {
 		return nil, err
 	}
+	return c.postSigned(ctx, kid, url, payloadJSON)
+}
+
+// postAsGet fetches url with a POST-as-GET (RFC 8555 section 6.3): a JWS over an empty payload.
+func (c *Client) postAsGet(ctx context.Context, url string) (*http.Response, error) {
+	kid, err := c.kid(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return c.postSigned(ctx, kid, url, []byte{})
+}
+
+// postSigned signs payloadJSON (empty for POST-as-GET) and sends it, replaying after badNonce.
+func (c *Client) postSigned(ctx context.Context, kid, url string, payloadJSON []byte) (*http.Response, error) {
 	nonce, err := c.fetchNonce(ctx)
 	if err != nil {
 		return nil, err

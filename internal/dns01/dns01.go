@@ -31,13 +31,26 @@ var (
 	ErrUnreachable = errors.New("the name server did not answer")
 )
 
-// TSIG algorithms by the API's names.
+// TSIG algorithms by name, lowercase without hyphens: the API's HMACSHA256 and BIND's and
+// nsupdate's hmac-sha256 are one algorithm (see tsigAlgorithm).
 var algorithms = map[string]string{
-	"HMACSHA1":   dns.HmacSHA1,
-	"HMACSHA224": dns.HmacSHA224,
-	"HMACSHA256": dns.HmacSHA256,
-	"HMACSHA384": dns.HmacSHA384,
-	"HMACSHA512": dns.HmacSHA512,
+	"hmacsha1":   dns.HmacSHA1,
+	"hmacsha224": dns.HmacSHA224,
+	"hmacsha256": dns.HmacSHA256,
+	"hmacsha384": dns.HmacSHA384,
+	"hmacsha512": dns.HmacSHA512,
+}
+
+// TSIGAlgorithm returns the TSIG algorithm (as a DNS name, "hmac-sha256.") of a name in the
+// API's spelling (HMACSHA256) or BIND's (hmac-sha256, with or without the trailing dot); empty
+// means HMACSHA256.
+func TSIGAlgorithm(name string) (string, bool) {
+	if name == "" {
+		name = "HMACSHA256"
+	}
+	key := strings.ReplaceAll(strings.ToLower(strings.TrimSuffix(name, ".")), "-", "")
+	algorithm, ok := algorithms[key]
+	return algorithm, ok
 }
 
 // RFC2136 updates the zones of one authoritative name server.
@@ -46,7 +59,8 @@ type RFC2136 struct {
 	Nameserver string
 	// TSIGKeyName is the key's name as the server knows it.
 	TSIGKeyName string
-	// TSIGAlgorithm is one of HMACSHA1, HMACSHA224, HMACSHA256 (default), HMACSHA384, HMACSHA512.
+	// TSIGAlgorithm is one of HMACSHA1, HMACSHA224, HMACSHA256 (default), HMACSHA384, HMACSHA512,
+	// or BIND's spelling of them (hmac-sha256).
 	TSIGAlgorithm string
 	// TSIGSecret is the base64 secret.
 	TSIGSecret string
@@ -66,7 +80,7 @@ func (r *RFC2136) CleanUp(ctx context.Context, fqdn, value string) error {
 }
 
 func (r *RFC2136) update(ctx context.Context, fqdn, value string, add bool) error {
-	algorithm, ok := algorithms[r.algorithmName()]
+	algorithm, ok := TSIGAlgorithm(r.TSIGAlgorithm)
 	if !ok {
 		return fmt.Errorf("unknown TSIG algorithm %q", r.TSIGAlgorithm)
 	}
@@ -112,13 +126,6 @@ func (r *RFC2136) update(ctx context.Context, fqdn, value string, add bool) erro
 	default:
 		return fmt.Errorf("updating zone %s at %s: %s", zone, r.Nameserver, dns.RcodeToString[reply.Rcode])
 	}
-}
-
-func (r *RFC2136) algorithmName() string {
-	if r.TSIGAlgorithm == "" {
-		return "HMACSHA256"
-	}
-	return r.TSIGAlgorithm
 }
 
 func (r *RFC2136) timeout() time.Duration {

@@ -71,6 +71,29 @@ func (s *rfc2136Solver) Prepare(ctx context.Context) error {
 	return err
 }
 
+// resolvers are the servers the solver asks for CNAMEs and NS records: nameservers, else the
+// RFC 2136 server.
+func (s *rfc2136Solver) resolvers() []string {
+	if len(s.spec.Nameservers) > 0 {
+		return s.spec.Nameservers
+	}
+	return []string{s.spec.RFC2136.Nameserver}
+}
+
+// record returns the TXT record of a challenge: its name, or with cnameStrategy Follow the
+// target of the CNAME at that name, and its value.
+func (s *rfc2136Solver) record(ctx context.Context, c Challenge) (fqdn, value string, err error) {
+	fqdn, value = DNS01Record(c.DNSName, c.KeyAuthorization)
+	if s.spec.CNAMEStrategy != certpilotv1alpha1.CNAMEStrategyFollow {
+		return fqdn, value, nil
+	}
+	target, err := dns01.FollowCNAME(ctx, s.resolvers(), fqdn)
+	if err != nil {
+		return "", "", outcome.NewWait(dnsRetry, "DNSCNAMELookupFailed", "Following the CNAME at %s failed: %v", fqdn, err)
+	}
+	return target, value, nil
+}
+
 // Present adds the TXT records that are not visible at the authoritative server yet.
 func (s *rfc2136Solver) Present(ctx context.Context, challenges []Challenge) error {
 	updater, err := s.updater(ctx)
@@ -78,7 +101,10 @@ func (s *rfc2136Solver) Present(ctx context.Context, challenges []Challenge) err
 		return err
 	}
 	for _, c := range challenges {
-		fqdn, value := DNS01Record(c.DNSName, c.KeyAuthorization)
+		fqdn, value, err := s.record(ctx, c)
+		if err != nil {
+			return err
+		}
 		if visible, err := dns01.Visible(ctx, []string{updater.Nameserver}, fqdn, value); err == nil && visible {
 			continue
 		}
@@ -104,13 +130,26 @@ func updateError(updater *dns01.RFC2136, fqdn string, err error) error {
 	return outcome.NewWait(dnsRetry, reason, "Creating TXT record %s at %s failed: %v", fqdn, updater.Nameserver, err)
 }
 
-// Check asks the configured nameservers (default: the authoritative server) for the record.
+// Check requires the record at every authoritative nameserver of its zone (found by an NS
+// lookup at the resolvers), not only at the server that was updated: a validator may ask any.
 func (s *rfc2136Solver) Check(ctx context.Context, c Challenge) error {
-	nameservers := s.spec.Nameservers
-	if len(nameservers) == 0 {
-		nameservers = []string{s.spec.RFC2136.Nameserver}
+	fqdn, value, err := s.record(ctx, c)
+	if err != nil {
+		return err
 	}
-	return checkTXT(ctx, nameservers, c)
+	servers, err := dns01.AuthoritativeNameservers(ctx, s.resolvers(), fqdn)
+	if err != nil {
+		return fmt.Errorf("TXT record %s %q: finding the zone's authoritative nameservers: %w", fqdn, value, err)
+	}
+	missing, err := dns01.MissingAt(ctx, servers, fqdn, value)
+	if err != nil {
+		return fmt.Errorf("TXT record %s %q: %w", fqdn, value, err)
+	}
+	if len(missing) > 0 {
+		return fmt.Errorf("TXT record %s with value %q is not visible at %s (%d of the zone's %d authoritative nameservers)",
+			fqdn, value, strings.Join(missing, ", "), len(missing), len(servers))
+	}
+	return nil
 }
 
 func (s *rfc2136Solver) NotVisible(failures []string, pending int) (string, string) {
@@ -131,7 +170,10 @@ func (s *rfc2136Solver) CleanUp(ctx context.Context, challenges []Challenge) err
 		if c.Type != ChallengeDNS01 || c.Token == "" || c.KeyAuthorization == "" {
 			continue
 		}
-		fqdn, value := DNS01Record(c.DNSName, c.KeyAuthorization)
+		fqdn, value, err := s.record(ctx, c)
+		if err != nil {
+			return err
+		}
 		if err := updater.CleanUp(ctx, fqdn, value); err != nil {
 			return fmt.Errorf("removing TXT record %s at %s: %w", fqdn, updater.Nameserver, err)
 		}
@@ -170,7 +212,8 @@ func (s *manualSolver) Check(ctx context.Context, c Challenge) error {
 
 func (s *manualSolver) NotVisible(failures []string, pending int) (string, string) {
 	return "DNSRecordRequired", fmt.Sprintf(
-		"Waiting for %d of %d TXT records a person must create (dns01 manual); certpilot continues when they are visible: %s",
+		"Waiting for %d of %d TXT records a person must create (dns01 manual); certpilot continues when they are visible: %s. "+
+			"With dns01 persist (dns-persist-01) one record per name, set once, would make this Certificate renew by itself",
 		len(failures), pending, strings.Join(failures, "; "))
 }
 

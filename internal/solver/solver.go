@@ -1,8 +1,9 @@
 // Package solver answers ACME challenges: tls-alpn-01 and http-01 through a load balancer
 // (challenge shard Secrets mounted into its Deployment, the contract in
-// api/v1alpha1/contract.go), dns-01 with RFC 2136 dynamic updates, and dns-01 records a person
-// creates. The certificate flow (controllers/) calls Prepare, Present, Check and CleanUp; it
-// knows no Secret layout and no DNS library.
+// api/v1alpha1/contract.go), dns-01 with RFC 2136 dynamic updates or records a person creates,
+// and dns-persist-01 with one record per name that the zone's owner sets once. The certificate
+// flow (controllers/) calls Prepare, Present, Check and CleanUp; it knows no Secret layout and
+// no DNS library.
 package solver
 
 import (
@@ -15,6 +16,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/recorder"
 
 	certpilotv1alpha1 "github.com/certpilot/certpilot/api/v1alpha1"
+	"github.com/certpilot/certpilot/internal/acme"
 	"github.com/certpilot/certpilot/internal/outcome"
 )
 
@@ -31,6 +33,17 @@ type Challenge struct {
 	KeyAuthorization string
 	// Announced is true when the person who must act was already told (a manual record).
 	Announced bool
+	// IssuerDomainNames are the dns-persist-01 challenge's issuer-domain-names: the names a
+	// record may give for the CA (its directory's caaIdentities when the challenge lists none).
+	IssuerDomainNames []string
+	// AccountURI is the issuer's ACME account URL, which a dns-persist-01 record must name.
+	AccountURI string
+}
+
+// Same reports whether two challenges are one (the fields that identify a response).
+func (c Challenge) Same(other Challenge) bool {
+	return c.DNSName == other.DNSName && c.Type == other.Type && c.Token == other.Token &&
+		c.KeyAuthorization == other.KeyAuthorization
 }
 
 // Solver publishes, checks and removes the responses of one solver spec for one Certificate.
@@ -83,6 +96,12 @@ type Source struct {
 	DefaultNamespace string
 	// SecretNamespace holds the Secrets the spec names (TSIG keys).
 	SecretNamespace string
+	// Names are the Certificate's names (as in spec.dnsNames) this spec validates.
+	Names []string
+	// Account returns the issuer's ACME account URL and the CA's issuer domain names (its
+	// directory's caaIdentities), for solvers whose records name them (dns-persist-01) and
+	// check them before an order is opened. Nil when the issuer is not at hand.
+	Account func(ctx context.Context) (accountURI string, issuerDomainNames []string, err error)
 }
 
 // Deps are what solvers share across reconciles.
@@ -121,6 +140,8 @@ func New(deps *Deps, owner Owner, spec *certpilotv1alpha1.Solver, source Source)
 		return &rfc2136Solver{deps: deps, owner: owner, source: source, spec: spec.DNS01}, nil
 	case spec.DNS01 != nil && spec.DNS01.Manual != nil:
 		return &manualSolver{deps: deps, owner: owner, spec: spec.DNS01}, nil
+	case spec.DNS01 != nil && spec.DNS01.Persist != nil:
+		return newPersistSolver(deps, owner, source, spec.DNS01), nil
 	}
 	return nil, outcome.NewStalled("NoSolver", "the solver names no challenge type")
 }
@@ -130,6 +151,8 @@ const (
 	ChallengeTLSALPN01 = "tls-alpn-01"
 	ChallengeHTTP01    = "http-01"
 	ChallengeDNS01     = "dns-01"
+	// ChallengeDNSPersist01 is the persistent DNS challenge (draft-ietf-acme-dns-persist).
+	ChallengeDNSPersist01 = acme.ChallengeDNSPersist01
 )
 
 func stalledf(reason, format string, args ...any) error {
