@@ -129,6 +129,9 @@ func newHTTPClient(opts Options) (*http.Client, error) {
 		return opts.HTTPClient, nil
 	}
 	transport := http.DefaultTransport.(*http.Transport).Clone()
+	// Many reconcile workers talk to one CA at once: keep their connections (Go's default keeps
+	// two idle per host, so the others would pay a TLS handshake per request).
+	transport.MaxIdleConns, transport.MaxIdleConnsPerHost = 256, 128
 	if len(opts.CABundle) > 0 {
 		pool, err := x509.SystemCertPool()
 		if err != nil {

@@ -20,6 +20,7 @@ import (
 
 	certpilotv1alpha1 "github.com/certpilot/certpilot/api/v1alpha1"
 	"github.com/certpilot/certpilot/internal/pki"
+	"github.com/certpilot/certpilot/internal/solver"
 	"github.com/certpilot/certpilot/internal/testenv"
 )
 
@@ -125,9 +126,7 @@ func TestTLSALPN01IssuanceAndRenewal(t *testing.T) {
 		t.Errorf("no server-side apply by field manager certpilot on the Deployment")
 	}
 	// The challenge responses are removed after validation.
-	if responses, err := s.ChallengeResponses(ctx); err != nil || len(responses) != 0 {
-		t.Errorf("challenge shards still hold %d responses after issuance (%v)", len(responses), err)
-	}
+	waitNoChallengeResponses(t, s)
 
 	// kubectl get certificates: what is served, until when, whether it renews.
 	kubectl, err := testenv.KubectlPath()
@@ -359,4 +358,21 @@ func eventReasons(ctx context.Context, cert *certpilotv1alpha1.Certificate) ([]s
 		}
 	}
 	return reasons, nil
+}
+
+// waitNoChallengeResponses waits until the edge's challenge shards hold no response: removals
+// ride along with the shards' next writes or are flushed on their own within
+// solver.RemovalDelay.
+func waitNoChallengeResponses(t *testing.T, s *testenv.Stack) {
+	t.Helper()
+	eventually(t, 4*solver.RemovalDelay, "challenge responses removed", func() error {
+		responses, err := s.ChallengeResponses(context.Background())
+		if err != nil {
+			return err
+		}
+		if len(responses) != 0 {
+			return fmt.Errorf("the challenge shards still hold %d responses", len(responses))
+		}
+		return nil
+	})
 }

@@ -39,9 +39,7 @@ func TestHTTP01ThroughTheEdge(t *testing.T) {
 			t.Errorf("challenge %+v, want http-01 with its token", challenge)
 		}
 	}
-	if responses, err := s.ChallengeResponses(ctx); err != nil || len(responses) != 0 {
-		t.Errorf("challenge shards still hold %d responses (%v)", len(responses), err)
-	}
+	waitNoChallengeResponses(t, s)
 }
 
 // TestDNS01RFC2136Wildcard: a wildcard and its apex in one Certificate, validated by Pebble

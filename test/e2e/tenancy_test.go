@@ -60,9 +60,7 @@ func TestTwoCertificatesOneName(t *testing.T) {
 			t.Errorf("%s/%s failed %d times", cert.Namespace, cert.Name, cert.Status.FailedIssuanceAttempts)
 		}
 	}
-	if responses, err := s.ChallengeResponses(ctx); err != nil || len(responses) != 0 {
-		t.Errorf("challenge shards hold %d responses after every issuance (%v)", len(responses), err)
-	}
+	waitNoChallengeResponses(t, s)
 }
 
 // TestLoadBalancerOfAnotherNamespace: a Certificate that names another namespace's load
