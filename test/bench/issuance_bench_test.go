@@ -239,6 +239,36 @@ func BenchmarkIssuance(b *testing.B) {
 	b.ReportMetric(float64(idleWrites), "idle-writes")
 }
 
+// BenchmarkFloor runs only the floor of BenchmarkIssuance, with the same BENCH_* settings, and
+// records nothing: go test -run '^$' -bench '^BenchmarkFloor$' -benchtime 1x ./test/bench/
+func BenchmarkFloor(b *testing.B) {
+	testenv.SkipIfShort(b)
+	cfg, err := configFromEnv(os.Getenv)
+	if err != nil {
+		b.Fatal(err)
+	}
+	ctx, stopSignals := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stopSignals()
+	var bind *testenv.BIND
+	pebbleOptions := testenv.PebbleOptions{AlwaysValid: cfg.AlwaysValid}
+	if cfg.Solver == solverDNS01 {
+		bind = testenv.StartBIND(b, zone)
+		pebbleOptions.DNSServer = bind.Address
+	}
+	pebble := testenv.StartPebble(b, pebbleOptions)
+	floor, err := runFloor(ctx, cfg, pebble, bind, names("f", cfg.Names))
+	if err != nil {
+		b.Fatal(err)
+	}
+	progress("floor: %d certificates in %s (p50 %s, p95 %s, first %s), CPU %s, %d started over",
+		cfg.N, seconds(floor.Latency.All), seconds(floor.Latency.P50), seconds(floor.Latency.P95),
+		seconds(floor.Latency.First), seconds(floor.CPU), floor.Retries)
+	for b.Loop() {
+		// One measurement per run.
+	}
+	b.ReportMetric(floor.Latency.All.Seconds(), "s-all-issued")
+}
+
 // names returns the DNS names of certificate i: <prefix><i>.bench.test and, for more names,
 // <prefix><i>-<j>.bench.test. The floor and the manager use different prefixes.
 func names(prefix string, perCertificate int) func(int) []string {
