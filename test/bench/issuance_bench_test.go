@@ -434,12 +434,17 @@ func watchReady(ctx context.Context, c client.WithWatch, namespace string, ready
 	}
 }
 
+// stallTimeout ends a run in which no Certificate has become Ready for this long: Pebble
+// v2.10.3 can deadlock under load (see pebbleGuard), and nothing would happen until the timeout.
+const stallTimeout = 3 * time.Minute
+
 // waitAllReady waits until every Certificate is Ready, printing progress, and fails early when
-// the manager or the edge exits.
+// the manager or the edge exits or when readiness stalls.
 func waitAllReady(ctx context.Context, ready *readiness, stack *testenv.Stack) error {
 	ticker := time.NewTicker(time.Second)
 	defer ticker.Stop()
 	lastReport := time.Now()
+	lastCount, lastChange := 0, time.Now()
 	for {
 		select {
 		case <-ready.all:
@@ -452,6 +457,11 @@ func waitAllReady(ctx context.Context, ready *readiness, stack *testenv.Stack) e
 			if exited, err := p.Exited(); exited {
 				return fmt.Errorf("the %s exited: %v", p.Name, err)
 			}
+		}
+		if count := ready.count(); count != lastCount {
+			lastCount, lastChange = count, time.Now()
+		} else if time.Since(lastChange) > stallTimeout {
+			return fmt.Errorf("no Certificate became Ready in %s (is Pebble deadlocked? the failure output ends with its log)", stallTimeout)
 		}
 		if time.Since(lastReport) >= 30*time.Second {
 			lastReport = time.Now()
