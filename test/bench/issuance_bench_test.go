@@ -21,6 +21,7 @@ import (
 
 	"github.com/go-logr/logr"
 	corev1 "k8s.io/api/core/v1"
+	eventsv1 "k8s.io/api/events/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/watch"
@@ -160,7 +161,7 @@ func BenchmarkIssuance(b *testing.B) {
 	r.ApplySpan = latest(applied).Sub(firstApply)
 	progress("certpilot: applied in %s", seconds(r.ApplySpan))
 	issueCtx, cancelIssue := context.WithDeadline(ctx, firstApply.Add(cfg.Timeout))
-	err = waitAllReady(issueCtx, ready, stack)
+	err = waitAllReady(issueCtx, ready, stack, cfg.Stall)
 	cancelIssue()
 	r.Manager = summarize(applied, ready.snapshot())
 	if err != nil {
@@ -205,6 +206,9 @@ func BenchmarkIssuance(b *testing.B) {
 	r.Issuing = countRequests(events, firstApply, idleStart)
 	r.Idle = countRequests(events, idleStart, idleEnd)
 	if r.Issued, err = countIssued(ctx, c, stack.Namespace); err != nil {
+		b.Fatal(err)
+	}
+	if r.Warnings, err = warnings(ctx, c, stack.Namespace); err != nil {
 		b.Fatal(err)
 	}
 	r.Duration = time.Since(benchStarted)
@@ -434,13 +438,11 @@ func watchReady(ctx context.Context, c client.WithWatch, namespace string, ready
 	}
 }
 
-// stallTimeout ends a run in which no Certificate has become Ready for this long: Pebble
-// v2.10.3 can deadlock under load (see pebbleGuard), and nothing would happen until the timeout.
-const stallTimeout = 3 * time.Minute
-
 // waitAllReady waits until every Certificate is Ready, printing progress, and fails early when
-// the manager or the edge exits or when readiness stalls.
-func waitAllReady(ctx context.Context, ready *readiness, stack *testenv.Stack) error {
+// the manager or the edge exits or when no Certificate became Ready for stall (0: never).
+// Pebble v2.10.3 can deadlock under load (see pebbleGuard), and nothing would happen until the
+// timeout.
+func waitAllReady(ctx context.Context, ready *readiness, stack *testenv.Stack, stall time.Duration) error {
 	ticker := time.NewTicker(time.Second)
 	defer ticker.Stop()
 	lastReport := time.Now()
@@ -460,8 +462,8 @@ func waitAllReady(ctx context.Context, ready *readiness, stack *testenv.Stack) e
 		}
 		if count := ready.count(); count != lastCount {
 			lastCount, lastChange = count, time.Now()
-		} else if time.Since(lastChange) > stallTimeout {
-			return fmt.Errorf("no Certificate became Ready in %s (is Pebble deadlocked? the failure output ends with its log)", stallTimeout)
+		} else if stall > 0 && time.Since(lastChange) > stall {
+			return fmt.Errorf("no Certificate became Ready in %s (is Pebble deadlocked? the failure output ends with its log)", stall)
 		}
 		if time.Since(lastReport) >= 30*time.Second {
 			lastReport = time.Now()
@@ -512,6 +514,27 @@ func countIssued(ctx context.Context, c client.Client, namespace string) (int, e
 		}
 	}
 	return issued, nil
+}
+
+// warnings counts the Warning Events in namespace by reason, with one message of each.
+func warnings(ctx context.Context, c client.Client, namespace string) (map[string]warning, error) {
+	var events eventsv1.EventList
+	if err := c.List(ctx, &events, client.InNamespace(namespace)); err != nil {
+		return nil, err
+	}
+	out := map[string]warning{}
+	for _, event := range events.Items {
+		if event.Type != corev1.EventTypeWarning {
+			continue
+		}
+		w := out[event.Reason]
+		w.Count++
+		if w.Example == "" {
+			w.Example = event.Note
+		}
+		out[event.Reason] = w
+	}
+	return out, nil
 }
 
 func earliest(times map[string]time.Time) time.Time {
