@@ -43,6 +43,8 @@ type config struct {
 	Idle time.Duration
 	// Timeout bounds the floor's and the manager's issuance each.
 	Timeout time.Duration
+	// Stall ends the manager's run when no Certificate became Ready for so long (0: never).
+	Stall time.Duration
 	// Floor runs the bare ACME client first; off, the ratio is not reported.
 	Floor bool
 	// ManagerArgs are added to the manager's flags.
@@ -58,7 +60,8 @@ type config struct {
 func configFromEnv(getenv func(string) string) (config, error) {
 	c := config{
 		N: 200, Solver: solverTLSALPN01, Key: keyECDSA, Names: 1, Concurrency: 100, ApplyWorkers: 50,
-		Rest: 10 * time.Second, Settle: 10 * time.Second, Idle: time.Minute, Floor: true, Record: true,
+		Rest: 10 * time.Second, Settle: 10 * time.Second, Idle: time.Minute, Stall: 5 * time.Minute,
+		Floor: true, Record: true,
 	}
 	var errs []string
 	intVar := func(name string, target *int, min int) {
@@ -99,6 +102,7 @@ func configFromEnv(getenv func(string) string) (config, error) {
 	durationVar("BENCH_SETTLE", &c.Settle)
 	durationVar("BENCH_IDLE", &c.Idle)
 	durationVar("BENCH_TIMEOUT", &c.Timeout)
+	durationVar("BENCH_STALL", &c.Stall)
 	boolVar("BENCH_ALWAYS_VALID", &c.AlwaysValid)
 	boolVar("BENCH_FLOOR", &c.Floor)
 	boolVar("BENCH_RECORD", &c.Record)

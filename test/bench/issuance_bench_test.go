@@ -21,6 +21,7 @@ import (
 
 	"github.com/go-logr/logr"
 	corev1 "k8s.io/api/core/v1"
+	eventsv1 "k8s.io/api/events/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/watch"
@@ -51,6 +52,7 @@ func BenchmarkIssuance(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
+	measured := revision(root) // before anything else can touch the tree
 	dir := b.TempDir()
 	progress("settings: %s (timeout %s per issuance)", cfg.command(), cfg.Timeout)
 	// envtest logs through controller-runtime's logger; the benchmark prints its own lines.
@@ -75,7 +77,7 @@ func BenchmarkIssuance(b *testing.B) {
 	}
 
 	r := results{Config: cfg, Date: time.Now(), Machine: machine(), ManagerFlags: managerFlags(cfg.ManagerArgs),
-		Revision: revision(root)}
+		Revision: measured}
 	if cfg.Floor {
 		progress("floor: %d certificates with a bare x/crypto/acme client, %d at a time", cfg.N, cfg.Concurrency)
 		floorPebble := testenv.StartPebble(b, pebbleOptions)
@@ -159,7 +161,7 @@ func BenchmarkIssuance(b *testing.B) {
 	r.ApplySpan = latest(applied).Sub(firstApply)
 	progress("certpilot: applied in %s", seconds(r.ApplySpan))
 	issueCtx, cancelIssue := context.WithDeadline(ctx, firstApply.Add(cfg.Timeout))
-	err = waitAllReady(issueCtx, ready, stack)
+	err = waitAllReady(issueCtx, ready, stack, cfg.Stall)
 	cancelIssue()
 	r.Manager = summarize(applied, ready.snapshot())
 	if err != nil {
@@ -206,6 +208,9 @@ func BenchmarkIssuance(b *testing.B) {
 	if r.Issued, err = countIssued(ctx, c, stack.Namespace); err != nil {
 		b.Fatal(err)
 	}
+	if r.Warnings, err = warnings(ctx, c, stack.Namespace); err != nil {
+		b.Fatal(err)
+	}
 	r.Duration = time.Since(benchStarted)
 
 	section := r.markdown()
@@ -237,6 +242,36 @@ func BenchmarkIssuance(b *testing.B) {
 		idleWrites = manager.Writes
 	}
 	b.ReportMetric(float64(idleWrites), "idle-writes")
+}
+
+// BenchmarkFloor runs only the floor of BenchmarkIssuance, with the same BENCH_* settings, and
+// records nothing: go test -run '^$' -bench '^BenchmarkFloor$' -benchtime 1x ./test/bench/
+func BenchmarkFloor(b *testing.B) {
+	testenv.SkipIfShort(b)
+	cfg, err := configFromEnv(os.Getenv)
+	if err != nil {
+		b.Fatal(err)
+	}
+	ctx, stopSignals := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stopSignals()
+	var bind *testenv.BIND
+	pebbleOptions := testenv.PebbleOptions{AlwaysValid: cfg.AlwaysValid}
+	if cfg.Solver == solverDNS01 {
+		bind = testenv.StartBIND(b, zone)
+		pebbleOptions.DNSServer = bind.Address
+	}
+	pebble := testenv.StartPebble(b, pebbleOptions)
+	floor, err := runFloor(ctx, cfg, pebble, bind, names("f", cfg.Names))
+	if err != nil {
+		b.Fatal(err)
+	}
+	progress("floor: %d certificates in %s (p50 %s, p95 %s, first %s), CPU %s, %d started over",
+		cfg.N, seconds(floor.Latency.All), seconds(floor.Latency.P50), seconds(floor.Latency.P95),
+		seconds(floor.Latency.First), seconds(floor.CPU), floor.Retries)
+	for b.Loop() {
+		// One measurement per run.
+	}
+	b.ReportMetric(floor.Latency.All.Seconds(), "s-all-issued")
 }
 
 // names returns the DNS names of certificate i: <prefix><i>.bench.test and, for more names,
@@ -404,11 +439,14 @@ func watchReady(ctx context.Context, c client.WithWatch, namespace string, ready
 }
 
 // waitAllReady waits until every Certificate is Ready, printing progress, and fails early when
-// the manager or the edge exits.
-func waitAllReady(ctx context.Context, ready *readiness, stack *testenv.Stack) error {
+// the manager or the edge exits or when no Certificate became Ready for stall (0: never).
+// Pebble v2.10.3 can deadlock under load (see pebbleGuard), and nothing would happen until the
+// timeout.
+func waitAllReady(ctx context.Context, ready *readiness, stack *testenv.Stack, stall time.Duration) error {
 	ticker := time.NewTicker(time.Second)
 	defer ticker.Stop()
 	lastReport := time.Now()
+	lastCount, lastChange := 0, time.Now()
 	for {
 		select {
 		case <-ready.all:
@@ -421,6 +459,11 @@ func waitAllReady(ctx context.Context, ready *readiness, stack *testenv.Stack) e
 			if exited, err := p.Exited(); exited {
 				return fmt.Errorf("the %s exited: %v", p.Name, err)
 			}
+		}
+		if count := ready.count(); count != lastCount {
+			lastCount, lastChange = count, time.Now()
+		} else if stall > 0 && time.Since(lastChange) > stall {
+			return fmt.Errorf("no Certificate became Ready in %s (is Pebble deadlocked? the failure output ends with its log)", stall)
 		}
 		if time.Since(lastReport) >= 30*time.Second {
 			lastReport = time.Now()
@@ -471,6 +514,27 @@ func countIssued(ctx context.Context, c client.Client, namespace string) (int, e
 		}
 	}
 	return issued, nil
+}
+
+// warnings counts the Warning Events in namespace by reason, with one message of each.
+func warnings(ctx context.Context, c client.Client, namespace string) (map[string]warning, error) {
+	var events eventsv1.EventList
+	if err := c.List(ctx, &events, client.InNamespace(namespace)); err != nil {
+		return nil, err
+	}
+	out := map[string]warning{}
+	for _, event := range events.Items {
+		if event.Type != corev1.EventTypeWarning {
+			continue
+		}
+		w := out[event.Reason]
+		w.Count++
+		if w.Example == "" {
+			w.Example = event.Note
+		}
+		out[event.Reason] = w
+	}
+	return out, nil
 }
 
 func earliest(times map[string]time.Time) time.Time {
