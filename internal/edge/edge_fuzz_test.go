@@ -308,6 +308,34 @@ func FuzzParseBundle(f *testing.F) {
 	})
 }
 
+// TestParseBundleManyCertificates is FuzzParseBundle's bound on time at a size the fuzzer does
+// not reach: a certificate Secret near the 1 MiB limit, a key and a thousand certificates none
+// of which is its own, is refused at once (it took 13 s when each certificate was tried as the
+// leaf with the whole chain re-parsed).
+func TestParseBundleManyCertificates(t *testing.T) {
+	key := edgetest.KeyPEM(t, edgetest.SelfSignedCertificate(t, "www.example.com"))
+	other := edgetest.ChainPEM(edgetest.SelfSignedCertificate(t, "api.example.com"))
+	bundle := append(bytes.Clone(key), bytes.Repeat(other, 1000)...)
+	started := time.Now()
+	if _, err := ParseBundle(bundle); err == nil {
+		t.Fatal("ParseBundle accepted a key without its certificate")
+	}
+	if elapsed := time.Since(started); elapsed > 2*time.Second {
+		t.Fatalf("ParseBundle took %v for a %d KiB bundle of 1,000 certificates", elapsed, len(bundle)>>10)
+	}
+	// The same bundle with the key's own certificate last: found by its key, served first.
+	own := edgetest.SelfSignedCertificate(t, "www.example.com")
+	bundle = append(append(edgetest.KeyPEM(t, own), bytes.Repeat(other, 1000)...), edgetest.ChainPEM(own)...)
+	started = time.Now()
+	certificate, err := ParseBundle(bundle)
+	if err != nil || !bytes.Equal(certificate.Certificate[0], own.Certificate[0]) || len(certificate.Certificate) != 1001 {
+		t.Fatalf("ParseBundle did not put the key's own certificate first: %v", err)
+	}
+	if elapsed := time.Since(started); elapsed > 2*time.Second {
+		t.Fatalf("ParseBundle took %v for a %d KiB bundle of 1,001 certificates", elapsed, len(bundle)>>10)
+	}
+}
+
 // secretLeakMin is the shortest run of private key material secretLeak reports: long enough that
 // an error's own words never match by chance.
 const secretLeakMin = 24
