@@ -73,6 +73,20 @@ test: test-deps test-binaries ## Run every test on real parts (envtest, Pebble, 
 test-short: ## Run only the tests that need no real parts.
 	$(GO) test -short ./...
 
+# Fuzzing: every Fuzz target in a *_fuzz_test.go file, each for FUZZTIME, one after another.
+FUZZTIME ?= 20s
+FUZZPARALLEL ?= 1
+FUZZ_PACKAGES = $(sort $(patsubst %/,%,$(dir $(shell find . -name '*_fuzz_test.go' -not -path './bin/*'))))
+.PHONY: fuzz
+fuzz: ## Run each fuzz target for FUZZTIME (default 20s); new failing inputs land in the package's testdata/fuzz.
+	@for pkg in $(FUZZ_PACKAGES); do \
+		for target in $$($(GO) test -short -list '^Fuzz' $$pkg | grep '^Fuzz'); do \
+			echo "--- fuzz $$pkg $$target for $(FUZZTIME)"; \
+			$(GO) test -short -run '^$$' -fuzz "^$$target$$" -fuzztime $(FUZZTIME) -fuzzminimizetime 1s \
+				-parallel $(FUZZPARALLEL) $$pkg; \
+		done; \
+	done
+
 .PHONY: test-e2e
 test-e2e: test-deps test-binaries ## Run the end-to-end tests only.
 	$(GO) test -count=1 -timeout 30m ./test/e2e/...

@@ -119,8 +119,12 @@ func HTTP01Key(token string) string {
 func ParseChallengeKey(key string) (challengeType, name string, ok bool) {
 	switch {
 	case strings.HasPrefix(key, TLSALPN01KeyPrefix) && strings.HasSuffix(key, TLSALPN01KeySuffix):
-		name = strings.TrimSuffix(strings.TrimPrefix(key, TLSALPN01KeyPrefix), TLSALPN01KeySuffix)
-		return "tls-alpn-01", name, name != ""
+		// The prefix and the suffix share the dot of "tls-alpn-01.pem": that key names nothing.
+		if len(key) <= len(TLSALPN01KeyPrefix)+len(TLSALPN01KeySuffix) {
+			return "", "", false
+		}
+		name = key[len(TLSALPN01KeyPrefix) : len(key)-len(TLSALPN01KeySuffix)]
+		return "tls-alpn-01", name, true
 	case strings.HasPrefix(key, HTTP01KeyPrefix):
 		name = strings.TrimPrefix(key, HTTP01KeyPrefix)
 		return "http-01", name, name != ""

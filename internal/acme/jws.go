@@ -160,8 +160,13 @@ func signJWS(key crypto.Signer, kid, nonce, url string, payload []byte) ([]byte,
 
 func ecdsaJWSSignature(der []byte, size int) ([]byte, error) {
 	var sig struct{ R, S *big.Int }
-	if _, err := asn1.Unmarshal(der, &sig); err != nil {
+	rest, err := asn1.Unmarshal(der, &sig)
+	if err != nil {
 		return nil, fmt.Errorf("decoding ECDSA signature: %w", err)
+	}
+	// The signer may be an HSM or a KMS: refuse what FillBytes would panic on or mis-encode.
+	if len(rest) != 0 || sig.R.Sign() <= 0 || sig.S.Sign() <= 0 || sig.R.BitLen() > 8*size || sig.S.BitLen() > 8*size {
+		return nil, fmt.Errorf("decoding ECDSA signature: r or s is not a positive integer of at most %d bytes", size)
 	}
 	out := make([]byte, 2*size)
 	sig.R.FillBytes(out[:size])
