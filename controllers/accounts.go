@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -40,7 +41,16 @@ type Accounts struct {
 type cachedClient struct {
 	fingerprint string
 	client      *acme.Client
+	// spec is the issuer's ACME spec the client was built for, and checked when the account key
+	// Secret was last read.
+	spec    string
+	checked time.Time
 }
+
+// accountRecheck is how long a cached client is used without reading the account key Secret
+// again (a reconcile of each of thousands of certificates would otherwise read it every time).
+// A changed issuer spec rebuilds the client at once; a replaced key is seen within this time.
+const accountRecheck = time.Minute
 
 // SecretNamespace is where the Secrets an issuer names live.
 func (a *Accounts) SecretNamespace(issuer certpilotv1alpha1.GenericIssuer) string {
@@ -68,6 +78,14 @@ func (a *Accounts) ReadSecret(ctx context.Context, namespace, name string) (*cor
 func (a *Accounts) Client(ctx context.Context, issuer certpilotv1alpha1.GenericIssuer) (*acme.Client, error) {
 	spec := issuer.GetSpec().ACME
 	namespace := a.SecretNamespace(issuer)
+	cacheKey := issuer.Kind() + "/" + issuer.GetNamespace() + "/" + issuer.GetName()
+	specKey := fingerprintOf(spec.Server, string(spec.CABundle), spec.PrivateKeySecretRef.Name, namespace)
+	a.mu.Lock()
+	recent, ok := a.clients[cacheKey]
+	a.mu.Unlock()
+	if ok && recent.spec == specKey && time.Since(recent.checked) < accountRecheck {
+		return recent.client, nil
+	}
 	secret, err := a.ReadSecret(ctx, namespace, spec.PrivateKeySecretRef.Name)
 	if err != nil {
 		return nil, err
@@ -88,13 +106,15 @@ func (a *Accounts) Client(ctx context.Context, issuer certpilotv1alpha1.GenericI
 	}
 
 	fingerprint := fingerprintOf(spec.Server, string(spec.CABundle), string(keyPEM))
-	cacheKey := issuer.Kind() + "/" + issuer.GetNamespace() + "/" + issuer.GetName()
 	a.mu.Lock()
 	cached, ok := a.clients[cacheKey]
-	a.mu.Unlock()
 	if ok && cached.fingerprint == fingerprint {
+		cached.spec, cached.checked = specKey, time.Now()
+		a.clients[cacheKey] = cached
+		a.mu.Unlock()
 		return cached.client, nil
 	}
+	a.mu.Unlock()
 
 	acmeClient, err := acme.New(ctx, acme.Options{
 		DirectoryURL:   spec.Server,
@@ -113,7 +133,7 @@ func (a *Accounts) Client(ctx context.Context, issuer certpilotv1alpha1.GenericI
 	if a.clients == nil {
 		a.clients = map[string]cachedClient{}
 	}
-	a.clients[cacheKey] = cachedClient{fingerprint: fingerprint, client: acmeClient}
+	a.clients[cacheKey] = cachedClient{fingerprint: fingerprint, client: acmeClient, spec: specKey, checked: time.Now()}
 	a.mu.Unlock()
 	return acmeClient, nil
 }

@@ -43,7 +43,10 @@ const (
 // an earlier reconcile left, or schedule the next look at the renewal time.
 func (r *CertificateReconciler) decide(ctx context.Context, run *certificateRun) (ctrl.Result, error) {
 	cert := run.cert
-	secret, err := r.certificateSecret(ctx, cert, false)
+	// While an order is open the cache is trusted for a missing Secret (storing reads the API
+	// again before writing); before an order, the API is asked, so that a Secret certpilot may
+	// not overwrite stops the Certificate before anything is ordered.
+	secret, err := r.certificateSecret(ctx, cert, false, !orderOpen(cert))
 	if err != nil {
 		return ctrl.Result{}, err
 	}
@@ -217,7 +220,7 @@ func (r *CertificateReconciler) recordCurrentCertificate(ctx context.Context, ru
 // certificateSecret returns the certificate's Secret when certpilot owns it, nil when there is
 // none, and a stalled error when a Secret of that name belongs to someone else: certpilot never
 // overwrites it. fresh reads from the API instead of the cache.
-func (r *CertificateReconciler) certificateSecret(ctx context.Context, cert *certpilotv1alpha1.Certificate, fresh bool) (*corev1.Secret, error) {
+func (r *CertificateReconciler) certificateSecret(ctx context.Context, cert *certpilotv1alpha1.Certificate, fresh, askWhenMissing bool) (*corev1.Secret, error) {
 	key := types.NamespacedName{Namespace: cert.Namespace, Name: cert.Spec.SecretName}
 	secret := &corev1.Secret{}
 	var err error
@@ -226,7 +229,7 @@ func (r *CertificateReconciler) certificateSecret(ctx context.Context, cert *cer
 	} else {
 		err = r.Get(ctx, key, secret) // the cache holds only Secrets labelled as certpilot's
 	}
-	if apierrors.IsNotFound(err) && !fresh {
+	if apierrors.IsNotFound(err) && !fresh && askWhenMissing {
 		// Not ours, or not there: ask the API, which sees every Secret.
 		err = r.APIReader.Get(ctx, key, secret)
 	}

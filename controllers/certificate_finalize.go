@@ -77,7 +77,7 @@ func (r *CertificateReconciler) storeCertificate(ctx context.Context, run *certi
 	cert := run.cert
 	// An earlier reconcile may have stored this order's certificate already and died (or been
 	// read from a stale cache) before its status write: then only the status is left to do.
-	stored, err := r.certificateSecret(ctx, cert, true)
+	stored, err := r.certificateSecret(ctx, cert, true, true)
 	if err != nil {
 		return ctrl.Result{}, err
 	}

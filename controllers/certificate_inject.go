@@ -220,7 +220,7 @@ func (r *CertificateReconciler) inject(ctx context.Context, run *certificateRun)
 // certpilot's: the decision reports those).
 func (r *CertificateReconciler) injectSource(ctx context.Context, cert *certpilotv1alpha1.Certificate) injectSource {
 	source := injectSource{certificate: cert.Name, secretName: cert.Spec.SecretName}
-	secret, err := r.certificateSecret(ctx, cert, false)
+	secret, err := r.certificateSecret(ctx, cert, false, false)
 	if err != nil || secret == nil || len(secret.Data[certpilotv1alpha1.BundleKey]) == 0 {
 		return source
 	}
