@@ -9,6 +9,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/metrics"
 
 	certpilotv1alpha1 "github.com/certpilot/certpilot/api/v1alpha1"
+	"github.com/certpilot/certpilot/internal/solver"
 )
 
 // certpilot's Prometheus metrics, served on the manager's metrics endpoint. Per-certificate
@@ -85,6 +86,7 @@ func forgetCertificateMetrics(namespace, name string) {
 	for _, gauge := range []*prometheus.GaugeVec{certificateNotAfter, certificateRenewalTime, certificateReady, certificateAutoRenewable} {
 		gauge.Delete(labels)
 	}
+	solver.ForgetMetrics(namespace, name)
 }
 
 func boolFloat(b bool) float64 {

@@ -21,3 +21,10 @@ var (
 func init() {
 	metrics.Registry.MustRegister(persistUntil, persistExpiring)
 }
+
+// ForgetMetrics drops the series of a deleted Certificate.
+func ForgetMetrics(namespace, name string) {
+	labels := prometheus.Labels{"namespace": namespace, "name": name}
+	persistUntil.DeletePartialMatch(labels)
+	persistExpiring.DeletePartialMatch(labels)
+}
