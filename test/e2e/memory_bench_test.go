@@ -18,7 +18,7 @@ import (
 
 // BenchmarkManagerMemory measures the built manager's resident memory with many Secrets that are
 // not certpilot's in the cluster: it must not grow with them (the cache holds only certpilot's
-// Secrets). Run with `make bench` (or go test -run '^$' -bench ManagerMemory ./test/e2e/).
+// Secrets). Run with `make bench-go` (or go test -run '^$' -bench ManagerMemory ./test/e2e/).
 func BenchmarkManagerMemory(b *testing.B) {
 	testenv.SkipIfShort(b)
 	for _, unrelated := range []int{0, 2000} {
