@@ -92,9 +92,14 @@ func createCertificate(t *testing.T, namespace, name string, status *certpilotv1
 
 func issuedStatus(notAfter time.Time, ready metav1.ConditionStatus, autoRenewable bool) *certpilotv1alpha1.CertificateStatus {
 	return &certpilotv1alpha1.CertificateStatus{
-		NotBefore:     &metav1.Time{Time: notAfter.Add(-45 * 24 * time.Hour)},
-		NotAfter:      &metav1.Time{Time: notAfter},
-		RenewalTime:   &metav1.Time{Time: notAfter.Add(-7 * 24 * time.Hour)},
+		NotBefore:         &metav1.Time{Time: notAfter.Add(-45 * 24 * time.Hour)},
+		NotAfter:          &metav1.Time{Time: notAfter},
+		RenewalTime:       &metav1.Time{Time: notAfter.Add(-7 * 24 * time.Hour)},
+		RenewalTimeSource: "ari",
+		RenewalInfo: &certpilotv1alpha1.RenewalInfoStatus{
+			WindowStart: &metav1.Time{Time: notAfter.Add(-8 * 24 * time.Hour)},
+			WindowEnd:   &metav1.Time{Time: notAfter.Add(-6 * 24 * time.Hour)},
+		},
 		AutoRenewable: ptr.To(autoRenewable),
 		SerialNumber:  "0a1b2c",
 		Conditions: []metav1.Condition{{
@@ -246,6 +251,8 @@ func TestStatusAndDNS(t *testing.T) {
 		"Issuer:          ClusterIssuer/letsencrypt",
 		"  Not after:       2026-12-02T12:00:00Z (in 5d, 5 days left)",
 		"  Next renewal:    2026-11-25T12:00:00Z (2d ago)",
+		"  Renewal chosen:  ari (inside the CA's suggested window)",
+		"  CA's window:     2026-11-24T12:00:00Z to 2026-11-26T12:00:00Z",
 		"  Auto-renewable:  false",
 		"  Ready     True     Issued    60m ago   certificate is valid",
 		"  Issuing   True     Ordered   60s ago   waiting for the CA to validate",

@@ -109,6 +109,23 @@ func writeStatus(w io.Writer, certificate *certpilotv1alpha1.Certificate, events
 	}
 	if status.RenewalTime != nil {
 		field(2, "Next renewal", "%s (%s)", timestamp(status.RenewalTime), relative(status.RenewalTime.Time, now))
+		if status.RenewalTimeSource != "" {
+			field(2, "Renewal chosen", "%s", map[string]string{
+				"ari":      "ari (inside the CA's suggested window)",
+				"fallback": "fallback (from the certificate's dates)",
+			}[status.RenewalTimeSource])
+		}
+	}
+	if info := status.RenewalInfo; info != nil {
+		if info.WindowStart != nil && info.WindowEnd != nil {
+			field(2, "CA's window", "%s to %s", timestamp(info.WindowStart), timestamp(info.WindowEnd))
+		}
+		if info.ExplanationURL != "" {
+			field(2, "CA's reason", "%s", info.ExplanationURL)
+		}
+		if info.Error != "" {
+			field(2, "Window fetch", "failed: %s", info.Error)
+		}
 	}
 	field(2, "Auto-renewable", "%s", optionalBool(status.AutoRenewable))
 
