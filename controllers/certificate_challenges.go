@@ -25,13 +25,6 @@ const (
 	selfCheckMaxRetry = 5 * time.Minute
 )
 
-// publishGrace is how long after an order opened a failed self-check is taken for the load
-// balancer still picking the responses up: checked again after a second, not reported on its own.
-const publishGrace = 10 * time.Second
-
-// reasonPublishing is the wait while a load balancer picks up just-published responses.
-const reasonPublishing = "PublishingResponses"
-
 // challengeFinalizer keeps a Certificate with published challenge responses until they are
 // removed (they live in Secrets or zones the Certificate does not own).
 const challengeFinalizer = "certpilot.dev/challenge-cleanup"
@@ -103,11 +96,6 @@ func (r *CertificateReconciler) presentChallenges(ctx context.Context, run *cert
 	if firstFailed != nil {
 		// Accept nothing until every response is visible: one failed validation fails the order.
 		reason, message := firstFailed.NotVisible(failed[firstFailed], len(pending))
-		if orderAge(run) < publishGrace {
-			// Just published: the load balancer is most likely still picking the responses up
-			// (a watch event on its way). Look again in a second, as progress of the order.
-			return ctrl.Result{}, wait(time.Second, reasonPublishing, "%s", message)
-		}
 		return ctrl.Result{}, wait(selfCheckDelay(run), reason, "%s", message)
 	}
 	run.accept = pending

@@ -137,7 +137,7 @@ const progressWait = 5 * time.Second
 // from the CA and writes; not writing them saves a write per step of every issuance.
 func onlyProgress(run *certificateRun, err error) bool {
 	w, ok := asWait(err)
-	if !ok || w.After > progressWait || (w.Reason != reasonWaitingForValidation && w.Reason != reasonWaitingForCertificate && w.Reason != reasonPublishing) {
+	if !ok || w.After > progressWait || (w.Reason != reasonWaitingForValidation && w.Reason != reasonWaitingForCertificate) {
 		return false
 	}
 	written, current := run.patchBase.Status.Order, run.cert.Status.Order
