@@ -173,6 +173,22 @@ var hopByHopHeaders = []string{"Keep-Alive", "Proxy-Connection", "Proxy-Authenti
 // forwardedHeaders are the client's own claims, replaced by the edge's.
 var forwardedHeaders = []string{"Forwarded", "X-Forwarded-For", "X-Forwarded-Host", "X-Forwarded-Proto"}
 
+// forwardRequest replaces whatever forwarding headers the client sent with the edge's own
+// (client address, original host, https) and puts the request under the upstream's base path.
+func forwardRequest(ctx *fasthttp.RequestCtx, upstream *upstreamClient, host []byte) {
+	header := &ctx.Request.Header
+	for _, name := range forwardedHeaders {
+		header.Del(name)
+	}
+	var buffer [64]byte
+	header.SetBytesV("X-Forwarded-For", appendClientIP(buffer[:0], ctx.RemoteAddr()))
+	header.SetBytesV("X-Forwarded-Host", host)
+	header.Set("X-Forwarded-Proto", "https")
+	if upstream.basePath != "" {
+		header.SetRequestURI(joinURLPath(upstream.basePath, string(header.RequestURI())))
+	}
+}
+
 // serveHTTP1 proxies one HTTP/1.1 request.
 func (p *terminateProxy) serveHTTP1(ctx *fasthttp.RequestCtx) {
 	started := time.Now()
@@ -234,17 +250,7 @@ func (p *terminateProxy) rewriteRequest(ctx *fasthttp.RequestCtx, upstream *upst
 		header.Del(name)
 	}
 	header.Del("Expect") // 100-continue was answered by the edge
-	host := header.Host()
-	for _, name := range forwardedHeaders {
-		header.Del(name)
-	}
-	var buffer [64]byte
-	header.SetBytesV("X-Forwarded-For", appendClientIP(buffer[:0], ctx.RemoteAddr()))
-	header.SetBytesV("X-Forwarded-Host", host)
-	header.Set("X-Forwarded-Proto", "https")
-	if upstream.basePath != "" {
-		header.SetRequestURI(joinURLPath(upstream.basePath, string(header.RequestURI())))
-	}
+	forwardRequest(ctx, upstream, header.Host())
 	ctx.Request.UseHostHeader = true
 	scheme := "http"
 	if upstream.https {

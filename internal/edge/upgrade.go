@@ -17,17 +17,8 @@ import (
 // tunnel is tracked, so shutdown waits for it until its deadline and then closes it.
 func (p *terminateProxy) upgrade(ctx *fasthttp.RequestCtx, upstream *upstreamClient, entry *accessEntry) {
 	header := &ctx.Request.Header
-	host := append([]byte(nil), header.Host()...)
-	for _, name := range forwardedHeaders {
-		header.Del(name)
-	}
-	var buffer [64]byte
-	header.SetBytesV("X-Forwarded-For", appendClientIP(buffer[:0], ctx.RemoteAddr()))
-	header.SetBytesV("X-Forwarded-Host", host)
-	header.Set("X-Forwarded-Proto", "https")
-	if upstream.basePath != "" {
-		header.SetRequestURI(joinURLPath(upstream.basePath, string(header.RequestURI())))
-	}
+	host := append([]byte(nil), header.Host()...) // kept for the log, after the hijack
+	forwardRequest(ctx, upstream, host)
 	// The request head, and the body fasthttp has already read (usually none): ctx is not
 	// usable once the hijack handler runs.
 	head := append([]byte(nil), header.Header()...)

@@ -281,19 +281,7 @@ func (b *BIND) AddA(name, ip string) error {
 	if err != nil {
 		return err
 	}
-	message := new(dns.Msg)
-	message.SetUpdate(b.Zone)
-	message.Insert([]dns.RR{record})
-	message.SetTsig(b.TSIGKeyName, dns.HmacSHA256, 300, time.Now().Unix())
-	client := &dns.Client{Net: "tcp", Timeout: 5 * time.Second, TsigSecret: map[string]string{b.TSIGKeyName: b.TSIGSecret}}
-	reply, _, err := client.Exchange(message, b.Address)
-	if err != nil {
-		return err
-	}
-	if reply.Rcode != dns.RcodeSuccess {
-		return fmt.Errorf("adding %s: %s", name, dns.RcodeToString[reply.Rcode])
-	}
-	return nil
+	return b.update(record, true)
 }
 
 // TXT returns the TXT values at name, asked of the server directly.
