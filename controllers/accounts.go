@@ -11,12 +11,11 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	certpilotv1alpha1 "github.com/certpilot/certpilot/api/v1alpha1"
 	"github.com/certpilot/certpilot/internal/acme"
+	"github.com/certpilot/certpilot/internal/kube"
 	"github.com/certpilot/certpilot/internal/pki"
 )
 
@@ -62,15 +61,7 @@ func (a *Accounts) SecretNamespace(issuer certpilotv1alpha1.GenericIssuer) strin
 
 // ReadSecret reads a Secret an issuer names; a missing Secret is returned as (nil, nil).
 func (a *Accounts) ReadSecret(ctx context.Context, namespace, name string) (*corev1.Secret, error) {
-	secret := &corev1.Secret{}
-	err := a.Reader.Get(ctx, types.NamespacedName{Namespace: namespace, Name: name}, secret)
-	if apierrors.IsNotFound(err) {
-		return nil, nil
-	}
-	if err != nil {
-		return nil, fmt.Errorf("reading Secret %s/%s: %w", namespace, name, err)
-	}
-	return secret, nil
+	return kube.ReadSecret(ctx, a.Reader, namespace, name)
 }
 
 // Client returns the ACME client of issuer's account. The account key Secret must exist (the

@@ -15,6 +15,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
 
 	certpilotv1alpha1 "github.com/certpilot/certpilot/api/v1alpha1"
+	"github.com/certpilot/certpilot/internal/kube"
 	"github.com/certpilot/certpilot/internal/pki"
 	"github.com/certpilot/certpilot/internal/renewal"
 )
@@ -240,7 +241,7 @@ func (r *CertificateReconciler) certificateSecret(ctx context.Context, cert *cer
 		return nil, err
 	}
 	owner := metav1.GetControllerOf(secret)
-	if secret.Labels[certpilotv1alpha1.LabelManagedBy] != certpilotv1alpha1.ManagedByValue ||
+	if !kube.IsManaged(secret) ||
 		(owner == nil && secret.Labels[certpilotv1alpha1.LabelCertificate] != cert.Name) {
 		// Not a certificate Secret of this Certificate (an account key, a challenge Secret, or
 		// someone else's).

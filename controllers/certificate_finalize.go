@@ -19,6 +19,7 @@ import (
 
 	certpilotv1alpha1 "github.com/certpilot/certpilot/api/v1alpha1"
 	"github.com/certpilot/certpilot/internal/acme"
+	"github.com/certpilot/certpilot/internal/kube"
 	"github.com/certpilot/certpilot/internal/pki"
 	"github.com/certpilot/certpilot/internal/renewal"
 )
@@ -253,7 +254,7 @@ func (r *CertificateReconciler) nextKeySecret(ctx context.Context, run *certific
 	if err != nil {
 		return nil, err
 	}
-	if secret.Labels[certpilotv1alpha1.LabelManagedBy] != certpilotv1alpha1.ManagedByValue {
+	if !kube.IsManaged(secret) {
 		return nil, stalled("SecretNotOwned", "Secret %s/%s exists and was not created by certpilot", secret.Namespace, secret.Name)
 	}
 	return secret, nil

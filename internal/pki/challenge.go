@@ -68,9 +68,3 @@ func TLSALPN01Certificate(dnsName, keyAuthorization string, now time.Time) ([]by
 	}
 	return append(EncodeChain([][]byte{der}), keyPEM...), nil
 }
-
-// ParseTLSALPN01Certificate returns the certificate of a contract-encoded challenge response
-// (certificate PEM, then key PEM).
-func ParseTLSALPN01Certificate(encoded []byte) (*x509.Certificate, error) {
-	return ParseLeaf(encoded)
-}

@@ -327,7 +327,7 @@ func TestTLSALPN01Certificate(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cert, err := ParseTLSALPN01Certificate(encoded)
+	cert, err := ParseLeaf(encoded)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -159,7 +159,7 @@ func (s *loadBalancerSolver) satisfied(c Challenge) func([]byte) bool {
 		return nil
 	}
 	return func(current []byte) bool {
-		cert, err := pki.ParseTLSALPN01Certificate(current)
+		cert, err := pki.ParseLeaf(current)
 		return err == nil && s.deps.now().Before(cert.NotAfter.Add(-10*time.Minute)) &&
 			acme.VerifyTLSALPN01Certificate(cert, c.DNSName, c.KeyAuthorization) == nil
 	}
@@ -181,7 +181,7 @@ func (s *loadBalancerSolver) replaceable(ctx context.Context, now time.Time) fun
 				return true
 			}
 		}
-		cert, err := pki.ParseTLSALPN01Certificate(current)
+		cert, err := pki.ParseLeaf(current)
 		return err != nil || expired(cert, now)
 	}
 }

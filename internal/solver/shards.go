@@ -286,19 +286,6 @@ func (w *ShardWriter) patchLegacy(ctx context.Context, secret *corev1.Secret, da
 	return nil
 }
 
-// Holder returns the owner of key as last seen ("" when none).
-func (w *ShardWriter) Holder(ctx context.Context, namespace, deployment, key string) (string, error) {
-	name := types.NamespacedName{Namespace: namespace, Name: certpilotv1alpha1.ChallengeShardName(deployment, certpilotv1alpha1.ChallengeShard(key))}
-	state := w.state(name)
-	state.mu.Lock()
-	defer state.mu.Unlock()
-	if err := w.load(ctx, name, state, false); err != nil {
-		return "", err
-	}
-	holder, _ := parseOwner(secretAnnotation(state.secret, certpilotv1alpha1.ChallengeOwnerAnnotation(key)))
-	return holder, nil
-}
-
 // update applies the change computed by change to one shard, creating it when absent, with
 // optimistic locking; after a conflict it reads the shard from the API and computes again (at
 // most three times: a shard written that often by others is a problem to report).
