@@ -104,6 +104,27 @@ func TestLoadBalancerOfAnotherNamespace(t *testing.T) {
 		t.Errorf("objects in the load balancer's namespace changed:\nbefore %v\nafter  %v", before, after)
 	}
 
+	// A probe address the load balancer's owner did not list is refused too: the controller
+	// would dial it.
+	prober := s.TLSALPN01Certificate("prober", "prober.tenant.test")
+	prober.Spec.Solver.TLSALPN01.ProbeAddress = testenv.FreeAddress(t)
+	if err := kube.Client.Create(ctx, prober); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, time.Minute, "Stalled ProbeAddressNotAllowed", func() error {
+		if err := kube.Client.Get(ctx, client.ObjectKeyFromObject(prober), prober); err != nil {
+			return err
+		}
+		if c := meta.FindStatusCondition(prober.Status.Conditions, certpilotv1alpha1.ConditionStalled); c == nil || c.Reason != "ProbeAddressNotAllowed" ||
+			!strings.Contains(c.Message, certpilotv1alpha1.AnnotationProbeAddresses) {
+			return fmt.Errorf("conditions %+v", prober.Status.Conditions)
+		}
+		return nil
+	})
+	if prober.Status.Order != nil || s.Pebble.OrderCount() != 0 {
+		t.Errorf("an order was opened for an unlisted probe address: %+v", prober.Status.Order)
+	}
+
 	// The load balancer's owner opts in: the same Certificate is issued.
 	allowNamespaces(t, s, tenant)
 	waitReady(t, cert, 2*time.Minute, "")
