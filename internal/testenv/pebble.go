@@ -101,7 +101,10 @@ type Pebble struct {
 	output    *SyncBuffer
 	procs     []*process
 	removeDir string // removed by Stop when RunPebble created it
-	stopOnce  sync.Once
+	// pebbleCmd and startOutput are how Pebble was started, for Restart.
+	pebbleCmd   *exec.Cmd
+	startOutput io.Writer
+	stopOnce    sync.Once
 }
 
 // process is a started command and the result of waiting for it.
@@ -209,6 +212,7 @@ func RunPebble(ctx context.Context, opts PebbleOptions) (_ *Pebble, err error) {
 	if err := p.start("pebble", pebbleCmd, output); err != nil {
 		return nil, err
 	}
+	p.pebbleCmd, p.startOutput = pebbleCmd, output
 
 	if err := p.waitReady(ctx); err != nil {
 		return nil, fmt.Errorf("%w\noutput:\n%s", err, p.Output())
@@ -437,6 +441,27 @@ func (p *Pebble) ready(ctx context.Context) error {
 		return fmt.Errorf("directory answered %s", res.Status)
 	}
 	return nil
+}
+
+// Restart kills Pebble and starts it again on the same ports and directory URL: a CA that was
+// reset and forgot every account, order and certificate (its roots are new too).
+func (p *Pebble) Restart(ctx context.Context) error {
+	for i, proc := range p.procs {
+		if proc.name != "pebble" {
+			continue
+		}
+		_ = proc.cmd.Process.Kill()
+		<-proc.done
+		p.procs = append(p.procs[:i], p.procs[i+1:]...)
+		break
+	}
+	again := exec.Command(p.pebbleCmd.Path, p.pebbleCmd.Args[1:]...)
+	again.Dir, again.Env = p.pebbleCmd.Dir, p.pebbleCmd.Env
+	if err := p.start("pebble", again, p.startOutput); err != nil {
+		return err
+	}
+	p.pebbleCmd = again
+	return p.waitReady(ctx)
 }
 
 // Stop kills both processes, waits for them and removes the directory RunPebble created. It is

@@ -11,6 +11,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	certpilotv1alpha1 "github.com/certpilot/certpilot/api/v1alpha1"
 	"github.com/certpilot/certpilot/internal/acme"
 	"github.com/certpilot/certpilot/internal/pki"
 	"github.com/certpilot/certpilot/internal/testenv"
@@ -79,4 +80,37 @@ func TestRenewalFollowsTheCAsWindow(t *testing.T) {
 	}
 	waitForEvents(t, cert, 30*time.Second, "Renewed")
 	verifySecret(t, s.Pebble, cert)
+}
+
+// TestCAThatForgotTheAccount: the CA is reset (Pebble restarted on the same directory URL: every
+// account and order gone). A renewal requested afterwards registers the key again and is issued
+// with exactly one fresh order, never a permanent stall.
+func TestCAThatForgotTheAccount(t *testing.T) {
+	testenv.SkipIfShort(t)
+	ctx := context.Background()
+	s := startStack(t, "e2e-careset", 0)
+	cert := s.TLSALPN01Certificate("reset", "reset.test")
+	if err := kube.Client.Create(ctx, cert); err != nil {
+		t.Fatal(err)
+	}
+	waitReady(t, cert, 2*time.Minute, "")
+	first := cert.Status.SerialNumber
+	ordersBefore := s.Pebble.OrderCount() // Pebble's log, kept across the restart
+
+	if err := s.Pebble.Restart(ctx); err != nil {
+		t.Fatal(err)
+	}
+	patch := client.MergeFrom(cert.DeepCopy())
+	cert.Annotations = map[string]string{certpilotv1alpha1.AnnotationRenew: "after-the-reset"}
+	if err := kube.Client.Patch(ctx, cert, patch); err != nil {
+		t.Fatal(err)
+	}
+	waitReady(t, cert, 2*time.Minute, first)
+	waitForEvents(t, cert, 30*time.Second, "AccountReregistered", "Renewed")
+	if n := s.Pebble.OrderCount() - ordersBefore; n != 1 {
+		t.Errorf("the reset CA saw %d orders, want exactly one fresh order", n)
+	}
+	if cert.Status.FailedIssuanceAttempts != 0 {
+		t.Errorf("failedIssuanceAttempts = %d after recovering", cert.Status.FailedIssuanceAttempts)
+	}
 }
