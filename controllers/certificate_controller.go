@@ -116,8 +116,10 @@ func (r *CertificateReconciler) Reconcile(ctx context.Context, req ctrl.Request)
 			// Once per stall, not on every recheck.
 			r.Recorder.Eventf(cert, nil, corev1.EventTypeWarning, s.Reason, "Reconcile", "%s", s.Message)
 		}
+		// Judged on the step's error: mergeOutcome turns a wait into a plain requeue.
+		progressOnly := onlyProgress(run, err)
 		result, err = mergeOutcome(ctx, result, err)
-		if !onlyProgress(run, err) {
+		if !progressOnly {
 			if patchErr := r.patchStatus(ctx, run); patchErr != nil && err == nil {
 				err = patchErr
 			}
@@ -248,11 +250,19 @@ func (r *CertificateReconciler) SetupWithManager(ctx context.Context, mgr ctrl.M
 		Named("certificate").
 		For(&certpilotv1alpha1.Certificate{}, builder.WithPredicates(
 			predicate.Or(predicate.GenerationChangedPredicate{}, predicate.AnnotationChangedPredicate{}))).
-		Owns(&corev1.Secret{}).
+		Owns(&corev1.Secret{}, builder.WithPredicates(predicate.NewPredicateFuncs(notNextKeySecret))).
 		Watches(&certpilotv1alpha1.Issuer{}, r.issuerChanges()).
 		Watches(&certpilotv1alpha1.ClusterIssuer{}, r.issuerChanges()).
 		WithOptions(options).
 		Complete(r)
+}
+
+// notNextKeySecret filters out a Certificate's pending-key Secret: only this controller writes
+// it, during finalization, and nothing waits for it to change, so its writes would only wake
+// the Certificate for a reconcile with nothing to do (one per issuance).
+func notNextKeySecret(obj client.Object) bool {
+	owner := metav1.GetControllerOf(obj)
+	return owner == nil || obj.GetName() != owner.Name+nextKeySuffix
 }
 
 func issuerKey(kind, name string) string {

@@ -13,6 +13,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/wait"
 	ctrl "sigs.k8s.io/controller-runtime"
 
 	certpilotv1alpha1 "github.com/certpilot/certpilot/api/v1alpha1"
@@ -191,6 +192,22 @@ func expired(cert *x509.Certificate, now time.Time) bool { return !now.Before(ce
 // Check verifies the response as the CA's validator will see it: a TLS handshake with ALPN
 // acme-tls/1, or an HTTP GET of the token, at the probe address (default: the name itself).
 func (s *loadBalancerSolver) Check(ctx context.Context, c Challenge) error {
+	// The load balancer picks a new response up from its watch of the shard within
+	// milliseconds, but not at once: a few quick retries (publicationGrace in all) cost a worker
+	// far less than a failed check, which is written and looked at again seconds later.
+	var err error
+	_ = wait.ExponentialBackoffWithContext(ctx, publicationBackoff, func(ctx context.Context) (bool, error) {
+		err = s.checkOnce(ctx, c)
+		return err == nil, nil
+	})
+	return err
+}
+
+// publicationBackoff retries a self-check for about 1.5 s (50 ms, doubling, six tries): the time
+// a load balancer watching its shards takes to serve a response just written, under load.
+var publicationBackoff = wait.Backoff{Duration: 50 * time.Millisecond, Factor: 2, Steps: 6}
+
+func (s *loadBalancerSolver) checkOnce(ctx context.Context, c Challenge) error {
 	if s.typ == ChallengeHTTP01 {
 		address := s.probeAddress
 		if address == "" {

@@ -16,6 +16,7 @@ import (
 	eventsv1 "k8s.io/api/events/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/watch"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	certpilotv1alpha1 "github.com/certpilot/certpilot/api/v1alpha1"
@@ -86,6 +87,7 @@ func TestTLSALPN01IssuanceAndRenewal(t *testing.T) {
 	t.Logf("stack started in %s", time.Since(stackStarted).Round(time.Millisecond))
 
 	cert := s.TLSALPN01Certificate("www", "www.alpn.test", "alpn.test")
+	writes := watchWrites(t, cert)
 	if err := kube.Client.Create(ctx, cert); err != nil {
 		t.Fatal(err)
 	}
@@ -93,6 +95,11 @@ func TestTLSALPN01IssuanceAndRenewal(t *testing.T) {
 	waitReady(t, cert, 2*time.Minute, "")
 	first := cert.Status.SerialNumber
 	t.Logf("issued in %s", time.Since(started).Round(time.Millisecond))
+	// Two writes per issuance: the order (before any challenge is touched, so a restart
+	// resumes it) and the result. The CA's progress in between is not written.
+	if got := writes(cert.ResourceVersion); len(got) > 2 {
+		t.Errorf("the Certificate was written %d times during one issuance, want 2: %s", len(got), strings.Join(got, " → "))
+	}
 
 	leaf, _ := verifySecret(t, s.Pebble, cert)
 	if got := fmt.Sprintf("%x", leaf.SerialNumber); got != first {
@@ -155,6 +162,48 @@ func TestTLSALPN01IssuanceAndRenewal(t *testing.T) {
 		t.Errorf("failedIssuanceAttempts = %d", cert.Status.FailedIssuanceAttempts)
 	}
 	waitForEvents(t, cert, 30*time.Second, "Issued", "Renewed")
+}
+
+// watchWrites watches cert (not created yet) and returns a function that waits until the watch
+// has seen resourceVersion and returns what each modification said: its Ready condition's reason.
+func watchWrites(t *testing.T, cert *certpilotv1alpha1.Certificate) func(resourceVersion string) []string {
+	t.Helper()
+	c, err := client.NewWithWatch(kube.Config, client.Options{Scheme: kube.Scheme})
+	if err != nil {
+		t.Fatal(err)
+	}
+	w, err := c.Watch(context.Background(), &certpilotv1alpha1.CertificateList{},
+		client.InNamespace(cert.Namespace), client.MatchingFields{"metadata.name": cert.Name})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(w.Stop)
+	var writes []string
+	return func(resourceVersion string) []string {
+		t.Helper()
+		timeout := time.After(30 * time.Second)
+		for {
+			select {
+			case event := <-w.ResultChan():
+				seen, ok := event.Object.(*certpilotv1alpha1.Certificate)
+				if !ok {
+					t.Fatalf("watch: %v", event.Object)
+				}
+				if event.Type == watch.Modified {
+					reason := "?"
+					if ready := meta.FindStatusCondition(seen.Status.Conditions, certpilotv1alpha1.ConditionReady); ready != nil {
+						reason = ready.Reason
+					}
+					writes = append(writes, reason)
+				}
+				if seen.ResourceVersion == resourceVersion {
+					return writes
+				}
+			case <-timeout:
+				t.Fatalf("the watch did not reach resourceVersion %s; seen: %v", resourceVersion, writes)
+			}
+		}
+	}
 }
 
 // TestSelfCheckGatesValidation: when the load balancer does not serve the response, certpilot
