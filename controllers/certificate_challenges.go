@@ -59,6 +59,9 @@ func (r *CertificateReconciler) presentChallenges(ctx context.Context, run *cert
 		return ctrl.Result{}, err
 	}
 	run.cert.Status.Order.Challenges = statuses
+	if err := r.recordOrder(ctx, run); err != nil {
+		return ctrl.Result{}, err
+	}
 	if len(pending) == 0 {
 		return ctrl.Result{}, nil
 	}

@@ -77,6 +77,9 @@ type certificateRun struct {
 	solvers map[*certpilotv1alpha1.Solver]solver.Solver
 	// failureRecorded is set when recordFailure already told the user (one Warning is enough).
 	failureRecorded bool
+	// orderUnrecorded is set when this reconcile created an order that recordOrder has not
+	// written to the status yet.
+	orderUnrecorded bool
 	// accept are the challenges whose responses passed the self-check.
 	accept []pendingChallenge
 	// patchBase is the Certificate as last written, for the status patches steps make early.

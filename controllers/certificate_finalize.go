@@ -33,6 +33,9 @@ const nextKeySuffix = "-certpilot-next-key"
 
 // finalize sends the CSR, signed with a fresh private key, once every authorization is valid.
 func (r *CertificateReconciler) finalize(ctx context.Context, run *certificateRun) (ctrl.Result, error) {
+	if err := r.recordOrder(ctx, run); err != nil {
+		return ctrl.Result{}, err
+	}
 	if run.order.Status == acme.StatusReady {
 		key, err := r.nextPrivateKey(ctx, run)
 		if err != nil {

@@ -19,8 +19,8 @@ import (
 	"github.com/certpilot/certpilot/internal/renewal"
 )
 
-// ensureOrder resumes the order recorded in status, or creates one and records its URL in status
-// before any challenge is touched, so a controller killed at any point resumes that order.
+// ensureOrder resumes the order recorded in status, or creates one, which recordOrder writes to
+// the status before any challenge is touched, so a controller killed at any point resumes it.
 func (r *CertificateReconciler) ensureOrder(ctx context.Context, run *certificateRun) (ctrl.Result, error) {
 	cert := run.cert
 	if recorded := cert.Status.Order; orderOpen(cert) && sameNames(recorded.DNSNames, cert.Spec.DNSNames) {
@@ -68,10 +68,24 @@ func (r *CertificateReconciler) ensureOrder(ctx context.Context, run *certificat
 		cert.Status.RenewalRequest = value
 	}
 	ctrl.LoggerFrom(ctx).Info("Created ACME order", "order", order.URL, "replaces", request.Replaces)
-	// Record the order now, with the conditions saying it is being issued: if the controller
-	// dies before the next write, the order is resumed.
-	summarizeCertificate(cert, run.ready, nil)
-	return ctrl.Result{}, r.patchStatus(ctx, run)
+	run.orderUnrecorded = true
+	return ctrl.Result{}, nil
+}
+
+// recordOrder writes a new order to the status, with the conditions saying it is being issued,
+// before any challenge response is published and before the order is finalized: a controller
+// that dies after that resumes this order. Called where those steps begin, so the write also
+// carries the challenges read from the CA; it is the first of the issuance's two status writes.
+func (r *CertificateReconciler) recordOrder(ctx context.Context, run *certificateRun) error {
+	if !run.orderUnrecorded {
+		return nil
+	}
+	summarizeCertificate(run.cert, run.ready, nil)
+	if err := r.patchStatus(ctx, run); err != nil {
+		return err
+	}
+	run.orderUnrecorded = false
+	return nil
 }
 
 // waitForOrder polls the order after the challenges were accepted: pending or processing
