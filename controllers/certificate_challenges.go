@@ -183,7 +183,11 @@ func (r *CertificateReconciler) checkAll(ctx context.Context, pending []pendingC
 	errs := make([]error, len(pending))
 	var wg sync.WaitGroup
 	for i, p := range pending {
-		wg.Go(func() { errs[i] = p.solver.Check(ctx, p.Challenge) })
+		wg.Go(func() {
+			started := time.Now()
+			errs[i] = p.solver.Check(ctx, p.Challenge)
+			selfCheckDuration.WithLabelValues(p.solver.Type()).Observe(time.Since(started).Seconds())
+		})
 	}
 	wg.Wait()
 	return errs

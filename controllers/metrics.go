@@ -44,6 +44,11 @@ var (
 		Help:    "Latency of requests to ACME servers by endpoint.",
 		Buckets: prometheus.ExponentialBuckets(0.01, 2.5, 9),
 	}, []string{"endpoint"})
+	selfCheckDuration = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name:    "certpilot_challenge_self_check_duration_seconds",
+		Help:    "Time a self-check of a challenge response took, retries for a response just published included, by challenge type.",
+		Buckets: prometheus.ExponentialBuckets(0.01, 2.5, 9),
+	}, []string{"type"})
 	selfChecks = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "certpilot_challenge_self_checks_total",
 		Help: "Self-checks of challenge responses before the CA is asked, by challenge type and result.",
@@ -52,7 +57,7 @@ var (
 
 func init() {
 	metrics.Registry.MustRegister(certificateNotAfter, certificateRenewalTime, certificateReady, certificateAutoRenewable,
-		issuances, acmeRequests, acmeRequestDuration, selfChecks)
+		issuances, acmeRequests, acmeRequestDuration, selfChecks, selfCheckDuration)
 }
 
 // observeACMERequest feeds the ACME request metrics (acme.Options.ObserveRequest).

@@ -152,7 +152,7 @@ func countRequests(events []testenv.AuditEvent, from, to time.Time) map[string]*
 }
 
 // sortedKeys returns m's keys, the largest value first, then by name.
-func sortedKeys(m map[string]int) []string {
+func sortedKeys[V int | float64](m map[string]V) []string {
 	keys := make([]string, 0, len(m))
 	for key := range m {
 		keys = append(keys, key)
@@ -224,6 +224,10 @@ type reconcileStats struct {
 	QueueSeconds, Queued float64
 	// Workers is the controller's MaxConcurrentReconciles (whatever flag sets it).
 	Workers int
+	// Spent is the time the manager's requests and checks took, summed over all of them, by
+	// what they were ("acme newOrder", "apiserver PATCH", "self-check tls-alpn-01"): where the
+	// reconciles' time went. Requests of every controller are included.
+	Spent map[string]float64
 }
 
 func (s reconcileStats) total() float64 {
@@ -236,18 +240,21 @@ func (s reconcileStats) total() float64 {
 
 // minus is s - before, for the counters of a window.
 func (s reconcileStats) minus(before reconcileStats) reconcileStats {
-	out := reconcileStats{Results: map[string]float64{},
+	out := reconcileStats{Results: map[string]float64{}, Spent: map[string]float64{},
 		ReconcileSeconds: s.ReconcileSeconds - before.ReconcileSeconds,
 		QueueSeconds:     s.QueueSeconds - before.QueueSeconds, Queued: s.Queued - before.Queued, Workers: s.Workers}
 	for result, n := range s.Results {
 		out.Results[result] = n - before.Results[result]
+	}
+	for what, seconds := range s.Spent {
+		out.Spent[what] = seconds - before.Spent[what]
 	}
 	return out
 }
 
 // scrapeReconcileStats reads controller's metrics from the manager at address.
 func scrapeReconcileStats(address, controller string) (reconcileStats, error) {
-	stats := reconcileStats{Results: map[string]float64{}}
+	stats := reconcileStats{Results: map[string]float64{}, Spent: map[string]float64{}}
 	response, err := (&http.Client{Timeout: 10 * time.Second}).Get("http://" + address + "/metrics")
 	if err != nil {
 		return stats, err
@@ -287,6 +294,15 @@ func scrapeReconcileStats(address, controller string) (reconcileStats, error) {
 	for _, metric := range families["controller_runtime_reconcile_time_seconds"].GetMetric() {
 		if ours(metric) {
 			stats.ReconcileSeconds += metric.GetHistogram().GetSampleSum()
+		}
+	}
+	for family, prefix := range map[string]struct{ what, label string }{
+		"certpilot_acme_request_duration_seconds":         {"acme", "endpoint"},
+		"certpilot_kube_api_request_duration_seconds":     {"apiserver", "method"},
+		"certpilot_challenge_self_check_duration_seconds": {"self-check", "type"},
+	} {
+		for _, metric := range families[family].GetMetric() {
+			stats.Spent[prefix.what+" "+label(metric, prefix.label)] += metric.GetHistogram().GetSampleSum()
 		}
 	}
 	for _, metric := range families["workqueue_queue_duration_seconds"].GetMetric() {

@@ -119,6 +119,16 @@ func (r results) markdown() string {
 			"%.1f ms per reconcile, %.1f ms queue wait per item; its %d workers were busy %.0f %% of the time until all were Ready.\n",
 			total/float64(r.Config.N), strings.Join(results, ", "), 1000*r.Reconciles.ReconcileSeconds/total,
 			1000*queueWait, r.Reconciles.Workers, 100*busy)
+		if len(r.Reconciles.Spent) > 0 {
+			whats := sortedKeys(r.Reconciles.Spent)
+			var parts []string
+			for _, what := range whats {
+				if ms := 1000 * r.Reconciles.Spent[what] / float64(r.Config.N); ms >= 1 {
+					parts = append(parts, fmt.Sprintf("%s %.0f", what, ms))
+				}
+			}
+			fmt.Fprintf(&b, "Where the time went, in ms per certificate (requests and self-checks, summed, all controllers): %s.\n", strings.Join(parts, ", "))
+		}
 	}
 	if len(r.Warnings) > 0 {
 		counts := map[string]int{}
