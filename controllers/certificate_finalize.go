@@ -248,9 +248,17 @@ func (r *CertificateReconciler) nextPrivateKey(ctx context.Context, run *certifi
 	return key, nil
 }
 
+// nextKeySecret reads the pending-key Secret: from the cache when it holds the key of the
+// current order (the common case, no request), else from the API, so a cache that has not seen
+// the last write yet never passes for the truth.
 func (r *CertificateReconciler) nextKeySecret(ctx context.Context, run *certificateRun) (*corev1.Secret, error) {
+	key := types.NamespacedName{Namespace: run.cert.Namespace, Name: run.cert.Name + nextKeySuffix}
 	secret := &corev1.Secret{}
-	err := r.APIReader.Get(ctx, types.NamespacedName{Namespace: run.cert.Namespace, Name: run.cert.Name + nextKeySuffix}, secret)
+	if err := r.Get(ctx, key, secret); err == nil && kube.IsManaged(secret) && secret.Annotations[annotationOrder] == run.order.URL {
+		return secret, nil
+	}
+	secret = &corev1.Secret{}
+	err := r.APIReader.Get(ctx, key, secret)
 	if apierrors.IsNotFound(err) {
 		return nil, nil
 	}
