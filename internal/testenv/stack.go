@@ -181,6 +181,26 @@ func (s *Stack) StartManager() error {
 	return nil
 }
 
+// StartReplica starts one more manager with the stack's flags, its own metrics and health
+// ports, and extraArgs (for example --leader-elect), as a second replica of a Deployment. The
+// caller stops it.
+func (s *Stack) StartReplica(name string, extraArgs ...string) (*Process, error) {
+	args := make([]string, 0, len(s.managerArgs)+len(extraArgs))
+	for i := 0; i < len(s.managerArgs); i++ {
+		arg := s.managerArgs[i]
+		args = append(args, arg)
+		if (arg == "--metrics-bind-address" || arg == "--health-probe-bind-address") && i+1 < len(s.managerArgs) {
+			port, err := FreePort()
+			if err != nil {
+				return nil, err
+			}
+			args = append(args, fmt.Sprintf("127.0.0.1:%d", port))
+			i++
+		}
+	}
+	return StartProcess(name, s.managerBinary, append(args, extraArgs...), s.output)
+}
+
 // StopManager stops the manager as a Deployment rollout would (SIGTERM).
 func (s *Stack) StopManager() {
 	if s.Manager != nil {
