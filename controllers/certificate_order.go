@@ -171,7 +171,14 @@ func (r *CertificateReconciler) slowedDown(ctx context.Context, run *certificate
 	if status.NotAfter != nil {
 		notAfter = status.NotAfter.Time
 	}
+	// Whole seconds (the status's precision), rounded up: never earlier than the CA asked.
 	next := renewal.RetryTime(run.now, status.FailedIssuanceAttempts, retryAfter, notAfter)
+	if rounded := next.Truncate(time.Second); rounded.Before(next) {
+		next = rounded.Add(time.Second)
+	}
+	// Recorded, so that no reconcile before then (woken by a Secret or spec change, or a
+	// manager restart) sends anything to the CA, not even to resume the open order.
+	status.NextAttemptTime = &metav1.Time{Time: next}
 	run.failureRecorded = true
 	issuances.WithLabelValues("failure", "CASlowDown").Inc()
 	r.Recorder.Eventf(run.cert, nil, corev1.EventTypeWarning, "CASlowDown", "Issue",
