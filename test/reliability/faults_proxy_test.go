@@ -397,4 +397,3 @@ func requestsPerMinute(entries []proxyEntry, start time.Time) []int {
 	}
 	return counts
 }
-
