@@ -13,6 +13,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	certpilotv1alpha1 "github.com/certpilot/certpilot/api/v1alpha1"
@@ -57,6 +58,10 @@ type StackOptions struct {
 	EdgeChallengeArgs []string
 	// EdgeArgs are added to the edge's flags, for example passthrough mode and an upstream.
 	EdgeArgs []string
+	// APIServerAddress, when set, is the host:port the manager and the edge reach the
+	// apiserver at instead of its own (for example a proxy that cuts their connections); the
+	// apiserver's serving certificate must be valid for it (127.0.0.1 is).
+	APIServerAddress string
 }
 
 // EdgeDeployment is the name of the load balancer Deployment certpilot mounts challenges into.
@@ -75,7 +80,12 @@ func StartStack(ctx context.Context, kube *Kube, pebble *Pebble, opts StackOptio
 			s.Stop()
 		}
 	}()
-	if err := WriteKubeconfig(kube.Config, s.Kubeconfig); err != nil {
+	config := kube.Config
+	if opts.APIServerAddress != "" {
+		config = rest.CopyConfig(kube.Config)
+		config.Host = "https://" + opts.APIServerAddress
+	}
+	if err := WriteKubeconfig(config, s.Kubeconfig); err != nil {
 		return nil, err
 	}
 	for _, name := range []string{s.Namespace, s.Namespace + "-system"} {
