@@ -69,6 +69,13 @@ test: test-deps test-binaries ## Run every test on real parts (envtest, Pebble, 
 	$(GO) vet ./...
 	$(GO) test -count=1 -timeout 30m ./...
 
+# The reliability suite (test/reliability): crashes, a second replica, a flaky CA, a flaky API,
+# hostile input. Its quick part (one round) runs in `make test`; this runs RELIABILITY_ROUNDS.
+RELIABILITY_ROUNDS ?= 3
+.PHONY: test-reliability
+test-reliability: test-deps test-binaries ## Run the reliability suite with RELIABILITY_ROUNDS rounds (default 3; bounded, loopback only); FIGURE lines are the figures in docs/reliability.md.
+	RELIABILITY_ROUNDS=$(RELIABILITY_ROUNDS) $(GO) test -count=1 -v -timeout 60m ./test/reliability/
+
 .PHONY: test-short
 test-short: ## Run only the tests that need no real parts.
 	$(GO) test -short ./...

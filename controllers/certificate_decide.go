@@ -147,10 +147,14 @@ func decideIssuance(in renewal.Input, renewalTime time.Time, cert *certpilotv1al
 		d.ready = &metav1.Condition{Status: metav1.ConditionFalse, Reason: trigger.Reason, Message: trigger.Message}
 	}
 
+	// The CA asked to slow down: nothing goes to it before the time it named, whatever woke
+	// this reconcile (an owned Secret written just before the refused request, a restart).
+	slowDown := caSlowDown(cert, in.Now)
 	if !issue {
 		if orderOpen(cert) && sameNames(cert.Status.Order.DNSNames, cert.Spec.DNSNames) {
 			// An open order is finished even when nothing triggers now: it was opened for a
 			// reason (a renewal request is marked as acted on when its order is created).
+			d.wait = slowDown
 			return d
 		}
 		d.dropOrder = orderOpen(cert)
@@ -166,6 +170,10 @@ func decideIssuance(in renewal.Input, renewalTime time.Time, cert *certpilotv1al
 		}
 		next := renewal.NextEvaluation(in.Now, moments...)
 		d.requeueAfter = max(renewal.RequeueAfter(in.Now, next), time.Second)
+		return d
+	}
+	if slowDown != nil {
+		d.wait = slowDown
 		return d
 	}
 	if orderOpen(cert) {
@@ -186,6 +194,17 @@ func decideIssuance(in renewal.Input, renewalTime time.Time, cert *certpilotv1al
 		}
 	}
 	return d
+}
+
+// caSlowDown is the wait until status.nextAttemptTime, when the CA asked to slow down and that
+// time has not come; nil otherwise.
+func caSlowDown(cert *certpilotv1alpha1.Certificate, now time.Time) error {
+	next := cert.Status.NextAttemptTime
+	if next == nil || !now.Before(next.Time) {
+		return nil
+	}
+	return wait(next.Sub(now), "CASlowDown", "The CA asked to slow down (attempt %d); next attempt at %s",
+		cert.Status.FailedIssuanceAttempts, next.UTC().Format(time.RFC3339))
 }
 
 // recordCurrentCertificate copies the Secret's certificate dates and serial into the status,

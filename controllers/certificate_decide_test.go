@@ -32,8 +32,12 @@ func TestDecideIssuance(t *testing.T) {
 		finalizer     bool
 		failures      int32
 		specChanged   bool
+		// slowDown: the CA asked to wait until a minute from now; slowDownPassed: until a
+		// moment ago.
+		slowDown, slowDownPassed bool
 
 		wantIssue, wantDrop, wantCleanup, wantWait bool
+		wantReason                                 string // of the wait; default BackingOff
 		wantReady                                  metav1.ConditionStatus
 		wantRequeue                                time.Duration
 	}{
@@ -67,6 +71,20 @@ func TestDecideIssuance(t *testing.T) {
 		"failed, order still open: resume it": {
 			secretMissing: true, failures: 1, order: openOrder, wantIssue: true, wantReady: metav1.ConditionFalse,
 		},
+		"the CA asked to slow down, order open: wait for it": {
+			secretMissing: true, failures: 1, order: openOrder, slowDown: true, wantWait: true, wantReady: metav1.ConditionFalse,
+			wantReason: "CASlowDown",
+		},
+		"the CA asked to slow down, spec changed since: still wait": {
+			secretMissing: true, failures: 1, specChanged: true, slowDown: true, wantWait: true, wantReady: metav1.ConditionFalse,
+			wantReason: "CASlowDown",
+		},
+		"the CA asked to slow down, renewal of a good certificate open: wait, still Ready": {
+			order: openOrder, failures: 1, slowDown: true, wantWait: true, wantReady: metav1.ConditionTrue, wantReason: "CASlowDown",
+		},
+		"the CA's wait has passed, order open: resume it": {
+			secretMissing: true, failures: 1, order: openOrder, slowDownPassed: true, wantIssue: true, wantReady: metav1.ConditionFalse,
+		},
 	}
 	for name, tt := range tests {
 		t.Run(name, func(t *testing.T) {
@@ -80,6 +98,12 @@ func TestDecideIssuance(t *testing.T) {
 			}
 			if tt.failures > 0 {
 				cert.Status.FailedIssuanceAttempts, cert.Status.LastFailureTime = tt.failures, &lastFailure
+			}
+			switch {
+			case tt.slowDown:
+				cert.Status.NextAttemptTime = &metav1.Time{Time: now.Add(time.Minute)}
+			case tt.slowDownPassed:
+				cert.Status.NextAttemptTime = &metav1.Time{Time: now.Add(-time.Second)}
 			}
 			observed := cert.Generation
 			if tt.specChanged {
@@ -102,8 +126,12 @@ func TestDecideIssuance(t *testing.T) {
 			if tt.wantRequeue != 0 && d.requeueAfter != tt.wantRequeue {
 				t.Errorf("requeueAfter = %s, want %s", d.requeueAfter, tt.wantRequeue)
 			}
-			if w, ok := asWait(d.wait); tt.wantWait && (!ok || w.Reason != "BackingOff") {
-				t.Errorf("wait = %v, want BackingOff", d.wait)
+			wantReason := tt.wantReason
+			if wantReason == "" {
+				wantReason = "BackingOff"
+			}
+			if w, ok := asWait(d.wait); tt.wantWait && (!ok || w.Reason != wantReason) {
+				t.Errorf("wait = %v, want %s", d.wait, wantReason)
 			}
 		})
 	}

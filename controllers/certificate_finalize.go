@@ -151,7 +151,7 @@ func (r *CertificateReconciler) recordIssued(ctx context.Context, run *certifica
 	status.NotBefore, status.NotAfter, status.RenewalTime = timePtr(leaf.NotBefore), timePtr(leaf.NotAfter), timePtr(renewalTime)
 	status.RenewalTimeSource = source
 	status.SerialNumber = fmt.Sprintf("%x", leaf.SerialNumber)
-	status.FailedIssuanceAttempts, status.LastFailureTime = 0, nil
+	status.FailedIssuanceAttempts, status.LastFailureTime, status.NextAttemptTime = 0, nil, nil
 	status.Order.State = acme.StatusValid
 	for i := range status.Order.Challenges {
 		status.Order.Challenges[i].State, status.Order.Challenges[i].Reason = acme.StatusValid, ""

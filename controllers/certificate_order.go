@@ -185,12 +185,21 @@ func (r *CertificateReconciler) slowedDown(ctx context.Context, run *certificate
 	if status.NotAfter != nil {
 		notAfter = status.NotAfter.Time
 	}
-	next := renewal.RetryTime(run.now, status.FailedIssuanceAttempts, retryAfter, notAfter)
+	// Counted from now, when the answer came, not from the reconcile's start (run.now): the
+	// refused request may have come seconds into the reconcile. Whole seconds (the status's
+	// precision), rounded up: never earlier than the CA asked.
+	next := renewal.RetryTime(r.clock().Now(), status.FailedIssuanceAttempts, retryAfter, notAfter)
+	if rounded := next.Truncate(time.Second); rounded.Before(next) {
+		next = rounded.Add(time.Second)
+	}
+	// Recorded, so that no reconcile before then (woken by a Secret or spec change, or a
+	// manager restart) sends anything to the CA, not even to resume the open order.
+	status.NextAttemptTime = &metav1.Time{Time: next}
 	run.failureRecorded = true
 	issuances.WithLabelValues("failure", "CASlowDown").Inc()
 	r.Recorder.Eventf(run.cert, nil, corev1.EventTypeWarning, "CASlowDown", "Issue",
 		"The CA asked to slow down (attempt %d); next attempt at %s: %v", status.FailedIssuanceAttempts, next.UTC().Format(time.RFC3339), err)
-	return wait(next.Sub(run.now), "CASlowDown", "The CA asked to slow down (attempt %d, Retry-After %s); next attempt at %s: %v",
+	return wait(next.Sub(r.clock().Now()), "CASlowDown", "The CA asked to slow down (attempt %d, Retry-After %s); next attempt at %s: %v",
 		status.FailedIssuanceAttempts, retryAfter, next.UTC().Format(time.RFC3339), err)
 }
 

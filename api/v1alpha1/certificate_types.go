@@ -244,6 +244,12 @@ type CertificateStatus struct {
 	// +optional
 	LastFailureTime *metav1.Time `json:"lastFailureTime,omitempty"`
 
+	// NextAttemptTime is set when the CA asked to slow down (429 or 503, with or without a
+	// Retry-After): nothing is sent to the CA for this certificate before then, not even to
+	// resume an open order. Cleared when a certificate is stored.
+	// +optional
+	NextAttemptTime *metav1.Time `json:"nextAttemptTime,omitempty"`
+
 	// RenewalRequest is the value of the certpilot.dev/renew annotation last acted on.
 	// +optional
 	RenewalRequest string `json:"renewalRequest,omitempty"`

@@ -194,6 +194,10 @@ func (in *CertificateStatus) DeepCopyInto(out *CertificateStatus) {
 		in, out := &in.LastFailureTime, &out.LastFailureTime
 		*out = (*in).DeepCopy()
 	}
+	if in.NextAttemptTime != nil {
+		in, out := &in.NextAttemptTime, &out.NextAttemptTime
+		*out = (*in).DeepCopy()
+	}
 	if in.Order != nil {
 		in, out := &in.Order, &out.Order
 		*out = new(OrderStatus)

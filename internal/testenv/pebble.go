@@ -23,6 +23,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -487,6 +488,28 @@ func (p *Pebble) Output() string { return p.output.String() }
 // OrderCount returns how many orders Pebble has created so far (from its log).
 func (p *Pebble) OrderCount() int {
 	return strings.Count(p.output.String(), "Added order ")
+}
+
+// IssuedCount returns how many certificates Pebble has issued so far (from its log; across
+// Restart, which keeps the log).
+func (p *Pebble) IssuedCount() int {
+	return strings.Count(p.output.String(), "Issued certificate serial ")
+}
+
+// Pause stops Pebble with SIGSTOP: it keeps its state, and its listeners accept connections
+// that are never answered, as a CA that hangs. Resume continues it.
+func (p *Pebble) Pause() error { return p.signalPebble(syscall.SIGSTOP) }
+
+// Resume continues a paused Pebble (SIGCONT).
+func (p *Pebble) Resume() error { return p.signalPebble(syscall.SIGCONT) }
+
+func (p *Pebble) signalPebble(signal syscall.Signal) error {
+	for _, proc := range p.procs {
+		if proc.name == "pebble" {
+			return proc.cmd.Process.Signal(signal)
+		}
+	}
+	return fmt.Errorf("pebble is not running")
 }
 
 // ValidationAttempts returns how many times Pebble's validation authority has tried to validate

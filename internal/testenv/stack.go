@@ -13,6 +13,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	certpilotv1alpha1 "github.com/certpilot/certpilot/api/v1alpha1"
@@ -57,6 +58,10 @@ type StackOptions struct {
 	EdgeChallengeArgs []string
 	// EdgeArgs are added to the edge's flags, for example passthrough mode and an upstream.
 	EdgeArgs []string
+	// APIServerAddress, when set, is the host:port the manager and the edge reach the
+	// apiserver at instead of its own (for example a proxy that cuts their connections); the
+	// apiserver's serving certificate must be valid for it (127.0.0.1 is).
+	APIServerAddress string
 }
 
 // EdgeDeployment is the name of the load balancer Deployment certpilot mounts challenges into.
@@ -75,7 +80,12 @@ func StartStack(ctx context.Context, kube *Kube, pebble *Pebble, opts StackOptio
 			s.Stop()
 		}
 	}()
-	if err := WriteKubeconfig(kube.Config, s.Kubeconfig); err != nil {
+	config := kube.Config
+	if opts.APIServerAddress != "" {
+		config = rest.CopyConfig(kube.Config)
+		config.Host = "https://" + opts.APIServerAddress
+	}
+	if err := WriteKubeconfig(config, s.Kubeconfig); err != nil {
 		return nil, err
 	}
 	for _, name := range []string{s.Namespace, s.Namespace + "-system"} {
@@ -179,6 +189,26 @@ func (s *Stack) StartManager() error {
 	}
 	s.Manager = manager
 	return nil
+}
+
+// StartReplica starts one more manager with the stack's flags, its own metrics and health
+// ports, and extraArgs (for example --leader-elect), as a second replica of a Deployment. The
+// caller stops it.
+func (s *Stack) StartReplica(name string, extraArgs ...string) (*Process, error) {
+	args := make([]string, 0, len(s.managerArgs)+len(extraArgs))
+	for i := 0; i < len(s.managerArgs); i++ {
+		arg := s.managerArgs[i]
+		args = append(args, arg)
+		if (arg == "--metrics-bind-address" || arg == "--health-probe-bind-address") && i+1 < len(s.managerArgs) {
+			port, err := FreePort()
+			if err != nil {
+				return nil, err
+			}
+			args = append(args, fmt.Sprintf("127.0.0.1:%d", port))
+			i++
+		}
+	}
+	return StartProcess(name, s.managerBinary, append(args, extraArgs...), s.output)
 }
 
 // StopManager stops the manager as a Deployment rollout would (SIGTERM).

@@ -1,0 +1,139 @@
+// Package reliability runs certpilot through faults (crashes, a second replica, a flaky CA, a
+// flaky API) and hostile input, as users run it: the built manager and edge binaries against a
+// real kube-apiserver and etcd, with Pebble validating through the edge. The quick part runs in
+// plain `go test ./...`; `make test-reliability` runs more rounds (RELIABILITY_ROUNDS).
+package reliability
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/certpilot/certpilot/internal/testenv"
+)
+
+// kube is the apiserver and etcd the package's tests share (started once by TestMain; nil under
+// -short).
+var kube *testenv.Kube
+
+func TestMain(m *testing.M) { os.Exit(testenv.RunWithKube(m, &kube)) }
+
+// rounds is how many times the repeated scenarios run: RELIABILITY_ROUNDS, or quick when unset
+// (plain `go test ./...` runs the quick part; `make test-reliability` sets more).
+func rounds(t testing.TB, quick int) int {
+	t.Helper()
+	value := os.Getenv("RELIABILITY_ROUNDS")
+	if value == "" {
+		return quick
+	}
+	n, err := strconv.Atoi(value)
+	if err != nil || n < 1 {
+		t.Fatalf("RELIABILITY_ROUNDS=%q: want a positive number", value)
+	}
+	return n
+}
+
+// long reports whether the long part of the suite was asked for (RELIABILITY_ROUNDS set).
+func long() bool { return os.Getenv("RELIABILITY_ROUNDS") != "" }
+
+var (
+	buildOnce sync.Once
+	binDir    string
+	buildErr  error
+)
+
+// binaries builds the manager and the edge once per test run.
+func binaries(t testing.TB) (manager, edge string) {
+	t.Helper()
+	buildOnce.Do(func() {
+		binDir, buildErr = os.MkdirTemp("", "certpilot-reliability-")
+		if buildErr != nil {
+			return
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+		defer cancel()
+		for pkg, name := range map[string]string{".": "manager", "./cmd/edge": "edge"} {
+			if buildErr = testenv.GoBuild(ctx, pkg, filepath.Join(binDir, name)); buildErr != nil {
+				return
+			}
+		}
+	})
+	if buildErr != nil {
+		t.Fatalf("building the binaries: %v", buildErr)
+	}
+	return filepath.Join(binDir, "manager"), filepath.Join(binDir, "edge")
+}
+
+// startStack starts Pebble configured by pebbleOptions and the stack (edge, manager,
+// ClusterIssuer) in namespaceFor(t, namespace), and stops both when the test ends, logging the
+// processes' output when it failed.
+func startStack(t *testing.T, namespace string, pebbleOptions testenv.PebbleOptions, stackOptions testenv.StackOptions) *testenv.Stack {
+	t.Helper()
+	testenv.SkipIfShort(t)
+	managerBinary, edgeBinary := binaries(t)
+	pebble := testenv.StartPebble(t, pebbleOptions)
+	stackOptions.Namespace, stackOptions.Dir = namespaceFor(t, namespace), t.TempDir()
+	stackOptions.ManagerBinary, stackOptions.EdgeBinary = managerBinary, edgeBinary
+	s, err := testenv.StartStack(context.Background(), kube, pebble, stackOptions)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		s.Stop()
+		if t.Failed() {
+			t.Logf("edge output:\n%s\nmanager output:\n%s", s.Edge.Output(), s.Manager.Output())
+		}
+	})
+	return s
+}
+
+// eventually calls check until it returns nil or timeout passes, then fails with its last error.
+func eventually(t testing.TB, timeout time.Duration, what string, check func() error) {
+	t.Helper()
+	if err := testenv.Poll(context.Background(), timeout, check); err != nil {
+		t.Fatalf("%s: %v", what, err)
+	}
+}
+
+var (
+	namespacesMu  sync.Mutex
+	namespaceRuns = map[string]int{}
+	namespaces    = map[namespaceRequest]string{}
+)
+
+type namespaceRequest struct {
+	t    testing.TB
+	base string
+}
+
+// namespaceFor returns the namespace a test uses for base: base itself on the first run and
+// base-<n> on the n-th run in the same process (go test -count=n). envtest runs no namespace
+// controller, so a namespace is never really deleted: every run gets fresh ones, and so do the
+// names derived from them (the ClusterIssuer <namespace>-pebble). The same test asking again
+// gets the same name.
+func namespaceFor(t testing.TB, base string) string {
+	t.Helper()
+	namespacesMu.Lock()
+	defer namespacesMu.Unlock()
+	request := namespaceRequest{t: t, base: base}
+	if name, ok := namespaces[request]; ok {
+		return name
+	}
+	namespaceRuns[base]++
+	name := base
+	if run := namespaceRuns[base]; run > 1 {
+		name = fmt.Sprintf("%s-%d", base, run)
+	}
+	namespaces[request] = name
+	t.Cleanup(func() {
+		namespacesMu.Lock()
+		defer namespacesMu.Unlock()
+		delete(namespaces, request)
+	})
+	return name
+}
