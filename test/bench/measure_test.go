@@ -228,6 +228,8 @@ type reconcileStats struct {
 	// what they were ("acme newOrder", "apiserver PATCH", "self-check tls-alpn-01"): where the
 	// reconciles' time went. Requests of every controller are included.
 	Spent map[string]float64
+	// SelfChecks counts the self-checks of challenge responses by result (success, failure).
+	SelfChecks map[string]float64
 }
 
 func (s reconcileStats) total() float64 {
@@ -240,7 +242,7 @@ func (s reconcileStats) total() float64 {
 
 // minus is s - before, for the counters of a window.
 func (s reconcileStats) minus(before reconcileStats) reconcileStats {
-	out := reconcileStats{Results: map[string]float64{}, Spent: map[string]float64{},
+	out := reconcileStats{Results: map[string]float64{}, Spent: map[string]float64{}, SelfChecks: map[string]float64{},
 		ReconcileSeconds: s.ReconcileSeconds - before.ReconcileSeconds,
 		QueueSeconds:     s.QueueSeconds - before.QueueSeconds, Queued: s.Queued - before.Queued, Workers: s.Workers}
 	for result, n := range s.Results {
@@ -249,12 +251,15 @@ func (s reconcileStats) minus(before reconcileStats) reconcileStats {
 	for what, seconds := range s.Spent {
 		out.Spent[what] = seconds - before.Spent[what]
 	}
+	for result, n := range s.SelfChecks {
+		out.SelfChecks[result] = n - before.SelfChecks[result]
+	}
 	return out
 }
 
 // scrapeReconcileStats reads controller's metrics from the manager at address.
 func scrapeReconcileStats(address, controller string) (reconcileStats, error) {
-	stats := reconcileStats{Results: map[string]float64{}, Spent: map[string]float64{}}
+	stats := reconcileStats{Results: map[string]float64{}, Spent: map[string]float64{}, SelfChecks: map[string]float64{}}
 	response, err := (&http.Client{Timeout: 10 * time.Second}).Get("http://" + address + "/metrics")
 	if err != nil {
 		return stats, err
@@ -304,6 +309,9 @@ func scrapeReconcileStats(address, controller string) (reconcileStats, error) {
 		for _, metric := range families[family].GetMetric() {
 			stats.Spent[prefix.what+" "+label(metric, prefix.label)] += metric.GetHistogram().GetSampleSum()
 		}
+	}
+	for _, metric := range families["certpilot_challenge_self_checks_total"].GetMetric() {
+		stats.SelfChecks[label(metric, "result")] += metric.GetCounter().GetValue()
 	}
 	for _, metric := range families["workqueue_queue_duration_seconds"].GetMetric() {
 		if ours(metric) {
