@@ -57,6 +57,9 @@ type CertificateReconciler struct {
 
 	// written holds, per Certificate, the resourceVersion of this controller's last write.
 	written sync.Map
+	// unrecordedOrders holds, per Certificate, an order created whose status write has not
+	// succeeded yet (restoreUnrecordedOrder).
+	unrecordedOrders sync.Map
 }
 
 // certificateRun is what the steps of one reconcile share.
@@ -97,6 +100,7 @@ func (r *CertificateReconciler) Reconcile(ctx context.Context, req ctrl.Request)
 		if apierrors.IsNotFound(err) {
 			forgetCertificateMetrics(req.Namespace, req.Name)
 			r.written.Delete(req.NamespacedName)
+			r.unrecordedOrders.Delete(req.NamespacedName)
 		}
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}

@@ -12,7 +12,9 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	certpilotv1alpha1 "github.com/certpilot/certpilot/api/v1alpha1"
 	"github.com/certpilot/certpilot/internal/acme"
@@ -23,6 +25,7 @@ import (
 // the status before any challenge is touched, so a controller killed at any point resumes it.
 func (r *CertificateReconciler) ensureOrder(ctx context.Context, run *certificateRun) (ctrl.Result, error) {
 	cert := run.cert
+	r.restoreUnrecordedOrder(ctx, run)
 	if recorded := cert.Status.Order; orderOpen(cert) && sameNames(recorded.DNSNames, cert.Spec.DNSNames) {
 		order, err := run.acme.GetOrder(ctx, recorded.URL)
 		switch {
@@ -69,7 +72,35 @@ func (r *CertificateReconciler) ensureOrder(ctx context.Context, run *certificat
 	}
 	ctrl.LoggerFrom(ctx).Info("Created ACME order", "order", order.URL, "replaces", request.Replaces)
 	run.orderUnrecorded = true
+	r.unrecordedOrders.Store(client.ObjectKeyFromObject(cert), unrecordedOrder{uid: cert.UID, order: *cert.Status.Order.DeepCopy()})
 	return ctrl.Result{}, nil
+}
+
+// unrecordedOrder is an order this process created whose status write has not succeeded yet.
+type unrecordedOrder struct {
+	uid   types.UID
+	order certpilotv1alpha1.OrderStatus
+}
+
+// restoreUnrecordedOrder puts back into the status an order this process created for the same
+// names but could not write (the apiserver was unreachable, or the write conflicted): it is
+// resumed rather than ordered again. Only a crash in that moment costs an extra order.
+func (r *CertificateReconciler) restoreUnrecordedOrder(ctx context.Context, run *certificateRun) {
+	key := client.ObjectKeyFromObject(run.cert)
+	value, ok := r.unrecordedOrders.Load(key)
+	if !ok {
+		return
+	}
+	kept := value.(unrecordedOrder)
+	current := run.cert.Status.Order
+	switch {
+	case kept.uid != run.cert.UID || (current != nil && current.URL == kept.order.URL):
+		r.unrecordedOrders.Delete(key) // another Certificate of that name, or written since
+	case !orderOpen(run.cert) && sameNames(kept.order.DNSNames, run.cert.Spec.DNSNames):
+		ctrl.LoggerFrom(ctx).Info("Resuming an order whose status write had failed", "order", kept.order.URL)
+		run.cert.Status.Order = kept.order.DeepCopy()
+		run.orderUnrecorded = true
+	}
 }
 
 // recordOrder writes a new order to the status, with the conditions saying it is being issued,
@@ -85,6 +116,7 @@ func (r *CertificateReconciler) recordOrder(ctx context.Context, run *certificat
 		return err
 	}
 	run.orderUnrecorded = false
+	r.unrecordedOrders.Delete(client.ObjectKeyFromObject(run.cert))
 	return nil
 }
 
