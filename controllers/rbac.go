@@ -13,11 +13,13 @@ package controllers
 //   - */finalizers: update, so that the owner references certpilot sets with
 //     blockOwnerDeletion pass the OwnerReferencesPermissionEnforcement admission plugin.
 //   - secrets: get, list, watch (cache of certpilot's Secrets; direct reads of account, EAB and
-//     TSIG keys); create (account keys, challenge shards); patch (server-side apply of
+//     TSIG keys); create (account keys, challenge shards, secretName claims); patch (server-side apply of
 //     certificate and pending-key Secrets, challenge shard patches); delete (pending keys).
 //   - deployments, statefulsets, daemonsets: get, list, watch (metadata cache, pod templates);
 //     patch (server-side apply of the challenge volume and of injections).
 //   - events: create, patch (the event recorder).
+//   - tokenreviews, subjectaccessreviews: create, only with --metrics-secure
+//     (internal/metricsauth: who is scraping /metrics, and may they).
 //
 // +kubebuilder:rbac:groups=certpilot.dev,resources=certificates,verbs=get;list;watch;patch
 // +kubebuilder:rbac:groups=certpilot.dev,resources=issuers;clusterissuers,verbs=get;list;watch
@@ -27,3 +29,5 @@ package controllers
 // +kubebuilder:rbac:groups="",resources=events,verbs=create;patch
 // +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
 // +kubebuilder:rbac:groups=apps,resources=deployments;statefulsets;daemonsets,verbs=get;list;watch;patch
+// +kubebuilder:rbac:groups=authentication.k8s.io,resources=tokenreviews,verbs=create
+// +kubebuilder:rbac:groups=authorization.k8s.io,resources=subjectaccessreviews,verbs=create
