@@ -39,6 +39,7 @@ import (
 	certpilotv1alpha1 "github.com/certpilot/certpilot/api/v1alpha1"
 	"github.com/certpilot/certpilot/controllers"
 	"github.com/certpilot/certpilot/controllers/source"
+	"github.com/certpilot/certpilot/internal/kube"
 	"github.com/certpilot/certpilot/internal/metricsauth"
 	"github.com/certpilot/certpilot/internal/solver"
 )
@@ -87,7 +88,8 @@ func main() {
 	zapOptions.BindFlags(flag.CommandLine)
 	flag.Parse()
 
-	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&zapOptions)))
+	// Capped: from V(8) on, client-go would log request and response bodies, Secrets included.
+	ctrl.SetLogger(kube.CapVerbosity(zap.New(zap.UseFlagOptions(&zapOptions)), kube.MaxVerbosity))
 	log := ctrl.Log.WithName("setup")
 
 	scheme := runtime.NewScheme()
