@@ -40,12 +40,15 @@ import (
 	"github.com/certpilot/certpilot/controllers"
 	"github.com/certpilot/certpilot/controllers/source"
 	"github.com/certpilot/certpilot/internal/kube"
+	"github.com/certpilot/certpilot/internal/metricsauth"
 	"github.com/certpilot/certpilot/internal/solver"
 )
 
 func main() {
 	var (
 		metricsAddr        string
+		metricsSecure      bool
+		metricsCertDir     string
 		probeAddr          string
 		leaderElect        bool
 		leaderElectionNS   string
@@ -60,6 +63,10 @@ func main() {
 		ingressSource      bool
 	)
 	flag.StringVar(&metricsAddr, "metrics-bind-address", ":8080", "Address of the Prometheus metrics endpoint; 0 disables it.")
+	flag.BoolVar(&metricsSecure, "metrics-secure", false,
+		"Serve /metrics over HTTPS, to clients the apiserver authenticates (TokenReview) and authorises for GET /metrics (SubjectAccessReview). The Helm chart turns it on.")
+	flag.StringVar(&metricsCertDir, "metrics-cert-dir", "",
+		"Directory with tls.crt and tls.key for --metrics-secure (default: a self-signed certificate made at start).")
 	flag.StringVar(&probeAddr, "health-probe-bind-address", ":8081", "Address of the /healthz and /readyz endpoints.")
 	flag.BoolVar(&leaderElect, "leader-elect", false, "Elect a leader so that only one replica reconciles at a time.")
 	flag.StringVar(&leaderElectionNS, "leader-election-namespace", "", "Namespace of the leader election Lease (default: the pod's namespace).")
@@ -81,7 +88,8 @@ func main() {
 	zapOptions.BindFlags(flag.CommandLine)
 	flag.Parse()
 
-	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&zapOptions)))
+	// Capped: from V(8) on, client-go would log request and response bodies, Secrets included.
+	ctrl.SetLogger(kube.CapVerbosity(zap.New(zap.UseFlagOptions(&zapOptions)), kube.MaxVerbosity))
 	log := ctrl.Log.WithName("setup")
 
 	scheme := runtime.NewScheme()
@@ -114,7 +122,7 @@ func main() {
 	kube.TimeRequests(restConfig)
 	mgr, err := ctrl.NewManager(restConfig, ctrl.Options{
 		Scheme:                  scheme,
-		Metrics:                 metricsserver.Options{BindAddress: metricsAddr},
+		Metrics:                 metricsOptions(metricsAddr, metricsSecure, metricsCertDir),
 		HealthProbeBindAddress:  probeAddr,
 		LeaderElection:          leaderElect,
 		LeaderElectionID:        "certpilot.dev",
@@ -171,6 +179,19 @@ func main() {
 		log.Error(err, "The manager stopped with an error")
 		os.Exit(1)
 	}
+}
+
+// metricsOptions serves /metrics on addr: plain HTTP, or with secure HTTPS to clients that the
+// apiserver authenticates and authorises (internal/metricsauth; the manager's RBAC grants
+// the TokenReviews and SubjectAccessReviews they create).
+func metricsOptions(addr string, secure bool, certDir string) metricsserver.Options {
+	options := metricsserver.Options{BindAddress: addr}
+	if secure {
+		options.SecureServing = true
+		options.CertDir = certDir
+		options.FilterProvider = metricsauth.WithAuthenticationAndAuthorization
+	}
+	return options
 }
 
 func envOr(name, fallback string) string {

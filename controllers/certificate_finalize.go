@@ -29,7 +29,7 @@ import (
 // CA signed. It is not deleted after the certificate is stored (that would cost a write per
 // issuance): it then holds the same key as the certificate Secret, in the same namespace, until
 // the next order replaces it, and is deleted with the Certificate (owner reference).
-const nextKeySuffix = "-certpilot-next-key"
+const nextKeySuffix = certpilotv1alpha1.NextKeySecretSuffix
 
 // finalize sends the CSR, signed with a fresh private key, once every authorization is valid.
 func (r *CertificateReconciler) finalize(ctx context.Context, run *certificateRun) (ctrl.Result, error) {
@@ -267,6 +267,13 @@ func (r *CertificateReconciler) nextKeySecret(ctx context.Context, run *certific
 	}
 	if !kube.IsManaged(secret) {
 		return nil, stalled("SecretNotOwned", "Secret %s/%s exists and was not created by certpilot", secret.Namespace, secret.Name)
+	}
+	if owner := metav1.GetControllerOf(secret); owner == nil || owner.UID != run.cert.UID {
+		// certpilot's, but not this Certificate's pending key (another Certificate's
+		// certificate Secret of that name, say): never written over.
+		return nil, stalled("SecretOwnedByAnotherCertificate",
+			"Secret %s/%s, where certpilot keeps the pending private key of Certificate %q, belongs to another object; rename the Certificate or that Secret's owner",
+			secret.Namespace, secret.Name, run.cert.Name)
 	}
 	return secret, nil
 }

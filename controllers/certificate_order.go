@@ -48,6 +48,14 @@ func (r *CertificateReconciler) ensureOrder(ctx context.Context, run *certificat
 		}
 	}
 
+	// Reserve the Secret's name first: of two Certificates naming one Secret that does not exist
+	// yet, only the one that holds the claim orders at the CA. A Secret this Certificate already
+	// controls is claim enough: another Certificate stops at it in decide.
+	if run.secret == nil {
+		if err := r.claimSecret(ctx, run); err != nil {
+			return ctrl.Result{}, err
+		}
+	}
 	request := acme.OrderRequest{DNSNames: cert.Spec.DNSNames, Profile: run.issuer.GetSpec().ACME.Profile, Replaces: r.replacesFor(run)}
 	order, err := run.acme.CreateOrder(ctx, request)
 	if request.Replaces != "" && acme.IsAlreadyReplaced(err) {

@@ -10,20 +10,26 @@ package controllers
 //     certificates only (their finalizers: kube.SetFinalizer).
 //   - certificates/status, issuers/status, clusterissuers/status: patch (patchStatus; the
 //     issuer reconciler's deferred status patch).
-//   - */finalizers: update, so that the owner references certpilot sets with
-//     blockOwnerDeletion pass the OwnerReferencesPermissionEnforcement admission plugin.
+//   - certificates/finalizers: update, so that the owner references certpilot sets with
+//     blockOwnerDeletion (certificate, pending-key and claim Secrets name their Certificate) pass
+//     the OwnerReferencesPermissionEnforcement admission plugin. Nothing is owned by an issuer.
 //   - secrets: get, list, watch (cache of certpilot's Secrets; direct reads of account, EAB and
-//     TSIG keys); create (account keys, challenge shards); patch (server-side apply of
-//     certificate and pending-key Secrets, challenge shard patches); delete (pending keys).
+//     TSIG keys); create (account keys, challenge shards, secretName claims); patch (server-side apply of
+//     certificate and pending-key Secrets, challenge shard patches); delete (a stale secretName
+//     claim, with a uid and resourceVersion precondition: claimSecret).
 //   - deployments, statefulsets, daemonsets: get, list, watch (metadata cache, pod templates);
 //     patch (server-side apply of the challenge volume and of injections).
 //   - events: create, patch (the event recorder).
+//   - tokenreviews, subjectaccessreviews: create, only with --metrics-secure
+//     (internal/metricsauth: who is scraping /metrics, and may they).
 //
 // +kubebuilder:rbac:groups=certpilot.dev,resources=certificates,verbs=get;list;watch;patch
 // +kubebuilder:rbac:groups=certpilot.dev,resources=issuers;clusterissuers,verbs=get;list;watch
 // +kubebuilder:rbac:groups=certpilot.dev,resources=certificates/status;issuers/status;clusterissuers/status,verbs=patch
-// +kubebuilder:rbac:groups=certpilot.dev,resources=certificates/finalizers;issuers/finalizers;clusterissuers/finalizers,verbs=update
+// +kubebuilder:rbac:groups=certpilot.dev,resources=certificates/finalizers,verbs=update
 // +kubebuilder:rbac:groups="",resources=secrets,verbs=get;list;watch;create;patch;delete
 // +kubebuilder:rbac:groups="",resources=events,verbs=create;patch
 // +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
 // +kubebuilder:rbac:groups=apps,resources=deployments;statefulsets;daemonsets,verbs=get;list;watch;patch
+// +kubebuilder:rbac:groups=authentication.k8s.io,resources=tokenreviews,verbs=create
+// +kubebuilder:rbac:groups=authorization.k8s.io,resources=subjectaccessreviews,verbs=create

@@ -23,11 +23,13 @@ type CertificateSpec struct {
 	// type kubernetes.io/tls with keys "tls.crt" (leaf, then the CA's intermediates), "tls.key",
 	// "ca.crt" (the intermediates the CA sent with the leaf; ACME delivers no root) and
 	// "bundle.pem" (key, leaf and chain in one PEM). certpilot creates and owns it; it never
-	// overwrites a Secret it does not own.
+	// overwrites a Secret it does not own. Names ending in "-certpilot-next-key" or
+	// "-certpilot-claim" are certpilot's own Secrets and are refused.
 	// +required
 	// +kubebuilder:validation:MinLength=1
 	// +kubebuilder:validation:MaxLength=253
 	// +kubebuilder:validation:Pattern=`^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$`
+	// +kubebuilder:validation:XValidation:rule="!self.endsWith('-certpilot-next-key') && !self.endsWith('-certpilot-claim')",message="secretName must not end in -certpilot-next-key or -certpilot-claim: certpilot names its own Secrets so"
 	SecretName string `json:"secretName"`
 
 	// IssuerRef names the Issuer (same namespace) or ClusterIssuer that issues the certificate.

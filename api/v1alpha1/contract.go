@@ -76,6 +76,13 @@ const (
 
 	// BundleKey is the certificate Secret key holding key, leaf and chain in one PEM.
 	BundleKey = "bundle.pem"
+
+	// NextKeySecretSuffix is appended to a Certificate's name for the Secret holding the
+	// private key of the order being finalized.
+	NextKeySecretSuffix = "-certpilot-next-key"
+	// ClaimSecretSuffix is appended to a secretName for the empty Secret that reserves it for
+	// one Certificate before an order is created.
+	ClaimSecretSuffix = "-certpilot-claim"
 )
 
 // ChallengeSecretName is the name of the single challenge Secret of earlier versions (see the

@@ -38,6 +38,7 @@ import (
 
 	"github.com/certpilot/certpilot/api/v1alpha1"
 	"github.com/certpilot/certpilot/internal/edge"
+	"github.com/certpilot/certpilot/internal/kube"
 )
 
 type options struct {
@@ -122,7 +123,8 @@ func main() {
 	zapOptions.BindFlags(flag.CommandLine)
 	flag.Parse()
 
-	logger := zap.New(zap.UseFlagOptions(&zapOptions))
+	// Capped: from V(8) on, client-go would log response bodies, the Secrets the edge reads.
+	logger := kube.CapVerbosity(zap.New(zap.UseFlagOptions(&zapOptions)), kube.MaxVerbosity)
 	ctrl.SetLogger(logger)
 	klog.SetLogger(logger.WithName("client-go"))
 	log := logger.WithName("edge")

@@ -16,7 +16,8 @@ import (
 const SupportedAccountKeys = "RSA or ECDSA P-256, P-384 or P-521"
 
 // CheckAccountKey returns a permanent error when key cannot sign ACME requests: anything but RSA
-// and ECDSA on P-256, P-384 or P-521 (Ed25519, other curves, hardware keys of another type).
+// and ECDSA on P-256, P-384 or P-521 (Ed25519, other curves, hardware keys of another type), and
+// RSA under 2048 bits, which CAs refuse.
 // Call it before registering an account: without it a key that x/crypto refuses fails with a
 // generic error, and one that only this package refused used to register and then fail at every
 // finalize. New calls it too.
@@ -24,9 +25,18 @@ func CheckAccountKey(key crypto.Signer) error {
 	if key == nil {
 		return permanent(errors.New("ACME account key is missing"))
 	}
+	if pub, ok := key.Public().(*rsa.PublicKey); ok && pub.N.BitLen() < minRSAAccountKeyBits {
+		// CAs refuse them (Let's Encrypt: badPublicKey); Pebble accepts them, so refuse here.
+		return permanent(fmt.Errorf("unsupported ACME account key: RSA of %d bits; use at least %d bits, or %s",
+			pub.N.BitLen(), minRSAAccountKeyBits, SupportedAccountKeys))
+	}
 	_, _, err := jwsAlgorithm(key.Public())
 	return err
 }
+
+// minRSAAccountKeyBits is the smallest RSA account key CheckAccountKey accepts, as Let's
+// Encrypt's (Boulder's goodkey) policy does.
+const minRSAAccountKeyBits = 2048
 
 // jwsAlgorithm returns the JWS "alg" (RFC 7518 section 3.1) and the hash for an account key,
 // the same choice x/crypto makes: RS256 for RSA of any size, ES256, ES384 and ES512 for ECDSA on

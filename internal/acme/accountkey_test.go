@@ -21,6 +21,7 @@ func TestCheckAccountKey(t *testing.T) {
 	p384, _ := ecdsa.GenerateKey(elliptic.P384(), rand.Reader)
 	p521, _ := ecdsa.GenerateKey(elliptic.P521(), rand.Reader)
 	rsaKey, _ := rsa.GenerateKey(rand.Reader, 2048)
+	rsa1024, _ := rsa.GenerateKey(rand.Reader, 1024)
 	_, ed25519Key, _ := ed25519.GenerateKey(rand.Reader)
 	tests := map[string]struct {
 		key crypto.Signer
@@ -35,6 +36,7 @@ func TestCheckAccountKey(t *testing.T) {
 		"ECDSA P-224":                  {key: p224, wantErr: []string{"curve P-224", SupportedAccountKeys}},
 		"Ed25519":                      {key: ed25519Key, wantErr: []string{"ed25519.PublicKey", SupportedAccountKeys}},
 		"missing":                      {key: nil, wantErr: []string{"missing"}},
+		"RSA of 1024 bits":             {key: rsa1024, wantErr: []string{"RSA of 1024 bits", "at least 2048"}},
 	}
 	for name, tc := range tests {
 		t.Run(name, func(t *testing.T) {

@@ -57,11 +57,17 @@ func (s *rfc2136Solver) updater(ctx context.Context) (*dns01.RFC2136, error) {
 	case err != nil:
 		return nil, err
 	}
+	secret := strings.TrimSpace(string(value))
+	if decoded, err := base64.StdEncoding.DecodeString(secret); err != nil || len(decoded) == 0 {
+		// Signing would fail at every update, reported as the server refusing the signature.
+		return nil, outcome.NewStalled("InvalidTSIGSecret", "TSIG Secret %s/%s key %q is not a base64-encoded secret (as BIND's key blocks and tsig-keygen write it)",
+			s.source.SecretNamespace, spec.TSIGSecretRef.Name, spec.TSIGSecretRef.Key)
+	}
 	return &dns01.RFC2136{
 		Nameserver:    spec.Nameserver,
 		TSIGKeyName:   spec.TSIGKeyName,
 		TSIGAlgorithm: spec.TSIGAlgorithm,
-		TSIGSecret:    strings.TrimSpace(string(value)),
+		TSIGSecret:    secret,
 	}, nil
 }
 

@@ -50,8 +50,10 @@ type AuditEvent struct {
 	UserAgent string
 	// Resource and Subresource ("certificates", "status"); empty for non-resource URLs.
 	Resource, Subresource, Namespace string
-	Code                             int
-	Received                         time.Time
+	// Name is the object's name; empty for lists, watches and most creates of generated names.
+	Name     string
+	Code     int
+	Received time.Time
 }
 
 // Client is the user agent's product, the part before the first "/": a binary's default user
@@ -111,6 +113,7 @@ func ReadAuditLog(path string) ([]AuditEvent, error) {
 				Resource    string `json:"resource"`
 				Subresource string `json:"subresource"`
 				Namespace   string `json:"namespace"`
+				Name        string `json:"name"`
 			} `json:"objectRef"`
 			ResponseStatus *struct {
 				Code int `json:"code"`
@@ -134,6 +137,7 @@ func ReadAuditLog(path string) ([]AuditEvent, error) {
 		}
 		if raw.ObjectRef != nil {
 			event.Resource, event.Subresource, event.Namespace = raw.ObjectRef.Resource, raw.ObjectRef.Subresource, raw.ObjectRef.Namespace
+			event.Name = raw.ObjectRef.Name
 		}
 		if raw.ResponseStatus != nil {
 			event.Code = raw.ResponseStatus.Code

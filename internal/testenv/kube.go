@@ -112,13 +112,18 @@ func KubectlPath() (string, error) { return binaryPath(filepath.Join("k8s", "kub
 //	var kube *testenv.Kube
 //	func TestMain(m *testing.M) { os.Exit(testenv.RunWithKube(m, &kube)) }
 func RunWithKube(m *testing.M, kube **Kube) int {
+	return RunWithKubeOptions(m, kube, KubeOptions{})
+}
+
+// RunWithKubeOptions is RunWithKube with the apiserver configured by opts (an audit log).
+func RunWithKubeOptions(m *testing.M, kube **Kube, opts KubeOptions) int {
 	if !flag.Parsed() {
 		flag.Parse()
 	}
 	if testing.Short() {
 		return m.Run()
 	}
-	started, err := StartKube()
+	started, err := StartKubeWith(opts)
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "FAIL: %v\n", err)
 		return 1

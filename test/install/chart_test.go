@@ -192,13 +192,14 @@ func TestChartDefaults(t *testing.T) {
 		"Deployment certpilot-system/certpilot",
 		"PodDisruptionBudget certpilot-system/certpilot",
 		"Service certpilot-system/certpilot-metrics",
+		"ClusterRole /certpilot-metrics-reader",
 	} {
 		if index[key] == nil {
 			t.Errorf("missing %s", key)
 		}
 	}
-	if len(index) != 8 {
-		t.Errorf("rendered %d objects, want 8 (no edge, no ServiceMonitor, no Roles per namespace): %v", len(index), keys(index))
+	if len(index) != 9 {
+		t.Errorf("rendered %d objects, want 9 (no edge, no ServiceMonitor, no Roles per namespace): %v", len(index), keys(index))
 	}
 
 	deployment := index["Deployment certpilot-system/certpilot"]
@@ -207,7 +208,7 @@ func TestChartDefaults(t *testing.T) {
 	}
 	container := firstContainer(t, deployment)
 	args, _, _ := unstructured.NestedStringSlice(container, "args")
-	for _, want := range []string{"--leader-elect=true", "--metrics-bind-address=:8080", "--cluster-resource-namespace=certpilot-system"} {
+	for _, want := range []string{"--leader-elect=true", "--metrics-bind-address=:8443", "--metrics-secure=true", "--cluster-resource-namespace=certpilot-system"} {
 		if !slices.Contains(args, want) {
 			t.Errorf("manager args %v miss %s", args, want)
 		}

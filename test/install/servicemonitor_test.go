@@ -53,6 +53,11 @@ spec:
                       targetPort: {x-kubernetes-int-or-string: true}
                       path: {type: string}
                       scheme: {type: string, enum: [http, https]}
+                      bearerTokenFile: {type: string}
+                      tlsConfig:
+                        type: object
+                        properties:
+                          insecureSkipVerify: {type: boolean}
                       interval: {type: string, pattern: '^(0|(([0-9]+)y)?(([0-9]+)w)?(([0-9]+)d)?(([0-9]+)h)?(([0-9]+)m)?(([0-9]+)s)?(([0-9]+)ms)?)$'}
                       scrapeTimeout: {type: string, pattern: '^(0|(([0-9]+)y)?(([0-9]+)w)?(([0-9]+)d)?(([0-9]+)h)?(([0-9]+)m)?(([0-9]+)s)?(([0-9]+)ms)?)$'}
                 namespaceSelector:

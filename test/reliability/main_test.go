@@ -18,10 +18,24 @@ import (
 )
 
 // kube is the apiserver and etcd the package's tests share (started once by TestMain; nil under
-// -short).
-var kube *testenv.Kube
+// -short); auditLog is its audit log (every request's metadata), which the hostile-input suite
+// reads to check where the manager wrote.
+var (
+	kube     *testenv.Kube
+	auditLog string
+)
 
-func TestMain(m *testing.M) { os.Exit(testenv.RunWithKube(m, &kube)) }
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "certpilot-reliability-audit-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	auditLog = filepath.Join(dir, "audit.log")
+	code := testenv.RunWithKubeOptions(m, &kube, testenv.KubeOptions{AuditLogPath: auditLog})
+	_ = os.RemoveAll(dir)
+	os.Exit(code)
+}
 
 // rounds is how many times the repeated scenarios run: RELIABILITY_ROUNDS, or quick when unset
 // (plain `go test ./...` runs the quick part; `make test-reliability` sets more).
