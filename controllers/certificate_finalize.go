@@ -254,7 +254,8 @@ func (r *CertificateReconciler) nextPrivateKey(ctx context.Context, run *certifi
 func (r *CertificateReconciler) nextKeySecret(ctx context.Context, run *certificateRun) (*corev1.Secret, error) {
 	key := types.NamespacedName{Namespace: run.cert.Namespace, Name: run.cert.Name + nextKeySuffix}
 	secret := &corev1.Secret{}
-	if err := r.Get(ctx, key, secret); err == nil && kube.IsManaged(secret) && secret.Annotations[annotationOrder] == run.order.URL {
+	if err := r.Get(ctx, key, secret); err == nil && kube.IsManaged(secret) && controlledBy(secret, run.cert) &&
+		secret.Annotations[annotationOrder] == run.order.URL {
 		return secret, nil
 	}
 	secret = &corev1.Secret{}
@@ -268,7 +269,7 @@ func (r *CertificateReconciler) nextKeySecret(ctx context.Context, run *certific
 	if !kube.IsManaged(secret) {
 		return nil, stalled("SecretNotOwned", "Secret %s/%s exists and was not created by certpilot", secret.Namespace, secret.Name)
 	}
-	if owner := metav1.GetControllerOf(secret); owner == nil || owner.UID != run.cert.UID {
+	if !controlledBy(secret, run.cert) {
 		// certpilot's, but not this Certificate's pending key (another Certificate's
 		// certificate Secret of that name, say): never written over.
 		return nil, stalled("SecretOwnedByAnotherCertificate",
@@ -276,6 +277,12 @@ func (r *CertificateReconciler) nextKeySecret(ctx context.Context, run *certific
 			secret.Namespace, secret.Name, run.cert.Name)
 	}
 	return secret, nil
+}
+
+// controlledBy reports whether cert is obj's controlling owner.
+func controlledBy(obj metav1.Object, cert *certpilotv1alpha1.Certificate) bool {
+	owner := metav1.GetControllerOf(obj)
+	return owner != nil && owner.UID == cert.UID
 }
 
 func ownerReference(cert *certpilotv1alpha1.Certificate) *metav1ac.OwnerReferenceApplyConfiguration {
