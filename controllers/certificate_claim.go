@@ -44,6 +44,10 @@ func claimSecretName(secretName string) string {
 func (r *CertificateReconciler) claimSecret(ctx context.Context, run *certificateRun) error {
 	cert := run.cert
 	name := claimSecretName(cert.Spec.SecretName)
+	if cached := (&corev1.Secret{}); r.Get(ctx, types.NamespacedName{Namespace: cert.Namespace, Name: name}, cached) == nil &&
+		kube.IsManaged(cached) && cached.Annotations[annotationClaimOf] == cert.Spec.SecretName && controlledBy(cached, cert) {
+		return nil // claimed by an earlier order of this Certificate: no request
+	}
 	for attempt := 0; attempt < 2; attempt++ {
 		claim := &corev1.Secret{
 			ObjectMeta: metav1.ObjectMeta{
