@@ -110,7 +110,7 @@ func (r *CertificateReconciler) Reconcile(ctx context.Context, req ctrl.Request)
 	defer func() {
 		err = r.slowedDown(ctx, run, r.reregisterIfForgotten(ctx, run, err))
 		wasStalled := meta.IsStatusConditionTrue(cert.Status.Conditions, certpilotv1alpha1.ConditionStalled)
-		summarizeCertificate(cert, run.ready, err)
+		summarizeCertificate(cert, run.ready, err, run.now)
 		recordCertificateMetrics(cert)
 		if s, ok := asStalled(err); ok && !wasStalled && !run.failureRecorded {
 			// Once per stall, not on every recheck.

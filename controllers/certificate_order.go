@@ -70,7 +70,7 @@ func (r *CertificateReconciler) ensureOrder(ctx context.Context, run *certificat
 	ctrl.LoggerFrom(ctx).Info("Created ACME order", "order", order.URL, "replaces", request.Replaces)
 	// Record the order now, with the conditions saying it is being issued: if the controller
 	// dies before the next write, the order is resumed.
-	summarizeCertificate(cert, run.ready, nil)
+	summarizeCertificate(cert, run.ready, nil, run.now)
 	return ctrl.Result{}, r.patchStatus(ctx, run)
 }
 
