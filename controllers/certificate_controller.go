@@ -29,6 +29,7 @@ import (
 	certpilotv1alpha1 "github.com/certpilot/certpilot/api/v1alpha1"
 	"github.com/certpilot/certpilot/internal/acme"
 	"github.com/certpilot/certpilot/internal/kube"
+	"github.com/certpilot/certpilot/internal/renewal"
 	"github.com/certpilot/certpilot/internal/solver"
 )
 
@@ -69,6 +70,8 @@ type certificateRun struct {
 	secret *corev1.Secret
 	// ready is the Ready condition the decision computed from the Secret (nil before it ran).
 	ready *metav1.Condition
+	// trigger is why the decision issues (zero when it does not).
+	trigger renewal.Trigger
 	// order is the order as the server last reported it in this reconcile.
 	order *acme.Order
 	// secretNamespace holds the Secrets the issuer names (its account key, its solver's TSIG key).

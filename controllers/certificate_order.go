@@ -68,6 +68,11 @@ func (r *CertificateReconciler) ensureOrder(ctx context.Context, run *certificat
 		cert.Status.RenewalRequest = value
 	}
 	ctrl.LoggerFrom(ctx).Info("Created ACME order", "order", order.URL, "replaces", request.Replaces)
+	if run.trigger.Reason == renewal.ReasonIssuerServerChanged {
+		// A valid certificate is replaced before its time: say why, once, with the order.
+		r.Recorder.Eventf(cert, nil, corev1.EventTypeNormal, renewal.ReasonIssuerServerChanged, "Issue",
+			"Reissuing: %s Ordered %s.", run.trigger.Message, order.URL)
+	}
 	// Record the order now, with the conditions saying it is being issued: if the controller
 	// dies before the next write, the order is resumed.
 	summarizeCertificate(cert, run.ready, nil, run.now)
