@@ -5,12 +5,14 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
 	"errors"
 	"fmt"
 	"math/big"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"sort"
@@ -109,6 +111,8 @@ type Stats struct {
 	// Replacing counts the orders created with replaces; AlreadyReplaced the orders refused
 	// because the certificate they named had a replacement already.
 	Replacing, AlreadyReplaced int
+	// Connections counts the TCP connections clients opened (each a TLS handshake).
+	Connections int
 }
 
 // CA is a running test CA. Stop it with Close.
@@ -218,12 +222,50 @@ func Start(opts Options) (*CA, error) {
 		stats: Stats{Requests: map[string]int{}, Faults: map[FaultKind]int{},
 			Orders: map[string]int{}, Certificates: map[string]int{}},
 	}
-	ca.server = httptest.NewTLSServer(http.HandlerFunc(ca.serveHTTP))
+	ca.server = httptest.NewUnstartedServer(http.HandlerFunc(ca.serveHTTP))
+	ca.server.Config.ConnState = func(_ net.Conn, state http.ConnState) {
+		if state == http.StateNew {
+			ca.mu.Lock()
+			ca.stats.Connections++
+			ca.mu.Unlock()
+		}
+	}
+	// Its HTTPS certificate is ECDSA, from the CA's root (httptest's own is RSA: every
+	// connection a dropped request costs would cost an RSA signature).
+	serving, err := ca.servingCertificate()
+	if err != nil {
+		return nil, err
+	}
+	ca.server.TLS = &tls.Config{Certificates: []tls.Certificate{serving}, MinVersion: tls.VersionTLS12}
+	ca.server.StartTLS()
 	if err := ca.startDNS(); err != nil {
 		ca.server.Close()
 		return nil, err
 	}
 	return ca, nil
+}
+
+// servingCertificate issues the HTTPS server's certificate for 127.0.0.1 from the root.
+func (ca *CA) servingCertificate() (tls.Certificate, error) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return tls.Certificate{}, err
+	}
+	template := &x509.Certificate{
+		SerialNumber: big.NewInt(2),
+		Subject:      pkix.Name{CommonName: "acmetest"},
+		NotBefore:    ca.root.NotBefore,
+		NotAfter:     ca.root.NotAfter,
+		KeyUsage:     x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		IPAddresses:  []net.IP{net.IPv4(127, 0, 0, 1)},
+		DNSNames:     []string{"localhost"},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, template, ca.root, key.Public(), ca.key)
+	if err != nil {
+		return tls.Certificate{}, err
+	}
+	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}, nil
 }
 
 // Close stops the CA's servers.
@@ -235,10 +277,9 @@ func (ca *CA) Close() {
 // DirectoryURL is the ACME directory.
 func (ca *CA) DirectoryURL() string { return ca.server.URL + "/directory" }
 
-// CABundle is the PEM certificate that the CA's HTTPS server presents (an Issuer's caBundle).
-func (ca *CA) CABundle() []byte {
-	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: ca.server.Certificate().Raw})
-}
+// CABundle is the PEM certificate that the CA's HTTPS certificate chains to (an Issuer's
+// caBundle): its root.
+func (ca *CA) CABundle() []byte { return ca.rootPEM }
 
 // RootPEM is the certificate that issues every leaf.
 func (ca *CA) RootPEM() []byte { return ca.rootPEM }
@@ -258,7 +299,7 @@ func (ca *CA) Stats() Stats {
 	ca.mu.Lock()
 	defer ca.mu.Unlock()
 	s := Stats{Requests: map[string]int{}, Faults: map[FaultKind]int{}, Orders: map[string]int{}, Certificates: map[string]int{},
-		Replacing: ca.stats.Replacing, AlreadyReplaced: ca.stats.AlreadyReplaced}
+		Replacing: ca.stats.Replacing, AlreadyReplaced: ca.stats.AlreadyReplaced, Connections: ca.stats.Connections}
 	for k, v := range ca.stats.Requests {
 		s.Requests[k] = v
 	}

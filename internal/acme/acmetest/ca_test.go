@@ -170,6 +170,7 @@ func TestIssueRenewAndFaults(t *testing.T) {
 	if stats.Orders["a.example.com"] != 2 || stats.Certificates["a.example.com"] != 2 || stats.Replacing != 1 || stats.AlreadyReplaced != 1 {
 		t.Errorf("stats %+v, want 2 orders and 2 certificates for a.example.com, 1 replacing, 1 already replaced", stats)
 	}
+	t.Logf("%d requests over %d connections", stats.TotalRequests(), stats.Connections)
 	if stats.Faults[acmetest.FaultRateLimited] != 1 || stats.Faults[acmetest.FaultServerError] != 1 || stats.Faults[acmetest.FaultTimeout] == 0 {
 		t.Errorf("faults %v, want one of each", stats.Faults)
 	}

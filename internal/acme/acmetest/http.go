@@ -426,15 +426,22 @@ func writeJSON(w http.ResponseWriter, status int, body any, location string) {
 	if location != "" {
 		w.Header().Set("Location", location)
 	}
-	w.Header().Set("Content-Type", "application/json")
+	write(w, status, "application/json", body)
+}
+
+// write sends body as JSON with a Content-Length and no trailing newline: clients that decode
+// the JSON and close the body then reach its end, and the connection is kept for the next
+// request (a leftover newline would cost a TLS handshake per request).
+func write(w http.ResponseWriter, status int, contentType string, body any) {
+	data, _ := json.Marshal(body)
+	w.Header().Set("Content-Type", contentType)
+	w.Header().Set("Content-Length", strconv.Itoa(len(data)))
 	w.WriteHeader(status)
-	_ = json.NewEncoder(w).Encode(body)
+	_, _ = w.Write(data)
 }
 
 func problem(w http.ResponseWriter, status int, name, detail string) {
-	w.Header().Set("Content-Type", "application/problem+json")
-	w.WriteHeader(status)
-	_ = json.NewEncoder(w).Encode(map[string]any{"type": problemPrefix + name, "detail": detail, "status": status})
+	write(w, status, "application/problem+json", map[string]any{"type": problemPrefix + name, "detail": detail, "status": status})
 }
 
 func nonce() string {
