@@ -162,6 +162,15 @@ func TestRenewalSimulator(t *testing.T) {
 	if err := sim.verifySecrets(ctx, namespace); err != nil {
 		t.Error(err)
 	}
+	var certificates certpilotv1alpha1.CertificateList
+	if err := kube.Client.List(ctx, &certificates, client.InNamespace(namespace)); err != nil {
+		t.Fatal(err)
+	}
+	for _, cert := range certificates.Items {
+		if ready := meta.FindStatusCondition(cert.Status.Conditions, certpilotv1alpha1.ConditionReady); ready == nil || ready.Status != metav1.ConditionTrue {
+			t.Errorf("%s is not Ready at the end: %+v", cert.Name, ready)
+		}
+	}
 
 	stats := ca.Stats()
 	issued := ca.Issued()
