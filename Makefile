@@ -98,6 +98,15 @@ fuzz: ## Run each fuzz target for FUZZTIME (default 20s); new failing inputs lan
 test-e2e: test-deps test-binaries ## Run the end-to-end tests only.
 	$(GO) test -count=1 -timeout 30m ./test/e2e/...
 
+# The renewal simulator at full size: SIM_CERTIFICATES per lifetime (90, 45 and 6 days) for
+# SIM_DAYS simulated days. `go test ./...` runs it smaller (test/sim's flag defaults).
+SIM_CERTIFICATES ?= 100
+SIM_DAYS ?= 730
+.PHONY: test-sim
+test-sim: test-binaries ## Run the renewal simulator: SIM_CERTIFICATES (100) per lifetime for SIM_DAYS (730) days, printing its figures.
+	$(GO) test -count=1 -timeout 12h -run TestRenewalSimulator -v ./test/sim \
+		-args -sim.certificates=$(SIM_CERTIFICATES) -sim.days=$(SIM_DAYS)
+
 .PHONY: helm-lint
 helm-lint: ## Lint and render the Helm chart with helm's Go packages (pinned in go.mod); no cluster needed.
 	$(GO) test -count=1 -short -run '^TestChart' ./test/install

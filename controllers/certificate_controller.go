@@ -29,6 +29,7 @@ import (
 	certpilotv1alpha1 "github.com/certpilot/certpilot/api/v1alpha1"
 	"github.com/certpilot/certpilot/internal/acme"
 	"github.com/certpilot/certpilot/internal/kube"
+	"github.com/certpilot/certpilot/internal/renewal"
 	"github.com/certpilot/certpilot/internal/solver"
 )
 
@@ -72,6 +73,8 @@ type certificateRun struct {
 	secret *corev1.Secret
 	// ready is the Ready condition the decision computed from the Secret (nil before it ran).
 	ready *metav1.Condition
+	// trigger is why the decision issues (zero when it does not).
+	trigger renewal.Trigger
 	// order is the order as the server last reported it in this reconcile.
 	order *acme.Order
 	// secretNamespace holds the Secrets the issuer names (its account key, its solver's TSIG key).
@@ -117,7 +120,7 @@ func (r *CertificateReconciler) Reconcile(ctx context.Context, req ctrl.Request)
 	defer func() {
 		err = r.slowedDown(ctx, run, r.reregisterIfForgotten(ctx, run, err))
 		wasStalled := meta.IsStatusConditionTrue(cert.Status.Conditions, certpilotv1alpha1.ConditionStalled)
-		summarizeCertificate(cert, run.ready, err)
+		summarizeCertificate(cert, run.ready, err, run.now)
 		recordCertificateMetrics(cert)
 		if s, ok := asStalled(err); ok && !wasStalled && !run.failureRecorded {
 			// Once per stall, not on every recheck.

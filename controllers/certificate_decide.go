@@ -58,7 +58,7 @@ func (r *CertificateReconciler) decide(ctx context.Context, run *certificateRun)
 	renewalTime := r.recordCurrentCertificate(ctx, run, in.RenewBefore)
 	in.RenewalTime = renewalTime
 	d := decideIssuance(in, renewalTime, cert, run.patchBase.Status.ObservedGeneration)
-	run.ready = d.ready
+	run.ready, run.trigger = d.ready, d.trigger
 	if d.dropOrder {
 		// The spec went back to what the Secret holds while an order for other names was open.
 		if err := r.removeChallenges(ctx, run); err != nil {

@@ -79,6 +79,11 @@ func (r *CertificateReconciler) ensureOrder(ctx context.Context, run *certificat
 		cert.Status.RenewalRequest = value
 	}
 	ctrl.LoggerFrom(ctx).Info("Created ACME order", "order", order.URL, "replaces", request.Replaces)
+	if run.trigger.Reason == renewal.ReasonIssuerServerChanged {
+		// A valid certificate is replaced before its time: say why, once, with the order.
+		r.Recorder.Eventf(cert, nil, corev1.EventTypeNormal, renewal.ReasonIssuerServerChanged, "Issue",
+			"Reissuing: %s Ordered %s.", run.trigger.Message, order.URL)
+	}
 	run.orderUnrecorded = true
 	r.unrecordedOrders.Store(client.ObjectKeyFromObject(cert), unrecordedOrder{uid: cert.UID, order: *cert.Status.Order.DeepCopy()})
 	return ctrl.Result{}, nil
@@ -119,7 +124,7 @@ func (r *CertificateReconciler) recordOrder(ctx context.Context, run *certificat
 	if !run.orderUnrecorded {
 		return nil
 	}
-	summarizeCertificate(run.cert, run.ready, nil)
+	summarizeCertificate(run.cert, run.ready, nil, run.now)
 	if err := r.patchStatus(ctx, run); err != nil {
 		return err
 	}

@@ -1,6 +1,8 @@
 package controllers
 
 import (
+	"time"
+
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
@@ -12,8 +14,10 @@ import (
 // run), err what the steps returned. Ready reflects the Secret (a certificate that is valid and
 // matches the spec stays Ready while its renewal runs); Issuing is True while an order is open;
 // Reconciling and Stalled follow kstatus. It is a pure function of its inputs: every kstatus
-// consumer (Argo CD, Flux, kubectl wait) reads what it decides.
-func summarizeCertificate(cert *certpilotv1alpha1.Certificate, ready *metav1.Condition, err error) {
+// consumer (Argo CD, Flux, kubectl wait) reads what it decides. now is the reconciler's clock:
+// conditions that change status take it as their lastTransitionTime, which the steps read back
+// (how long an order has been issuing), so that an injected clock is the only clock.
+func summarizeCertificate(cert *certpilotv1alpha1.Certificate, ready *metav1.Condition, err error, now time.Time) {
 	status := &cert.Status
 	generation := cert.Generation
 	status.ObservedGeneration = generation
@@ -24,27 +28,27 @@ func summarizeCertificate(cert *certpilotv1alpha1.Certificate, ready *metav1.Con
 			// A manual renewal needs a person: say so where everyone looks.
 			message += ". The renewal needs you: " + w.Message
 		}
-		setCondition(&status.Conditions, generation, certpilotv1alpha1.ConditionReady, ready.Status, ready.Reason, message)
+		setConditionAt(now, &status.Conditions, generation, certpilotv1alpha1.ConditionReady, ready.Status, ready.Reason, message)
 	}
 	issuing := orderOpen(cert)
 	if s, ok := asStalled(err); ok {
 		if ready == nil || ready.Status != metav1.ConditionTrue {
-			setCondition(&status.Conditions, generation, certpilotv1alpha1.ConditionReady, metav1.ConditionFalse, s.Reason, s.Message)
+			setConditionAt(now, &status.Conditions, generation, certpilotv1alpha1.ConditionReady, metav1.ConditionFalse, s.Reason, s.Message)
 		}
-		setCondition(&status.Conditions, generation, certpilotv1alpha1.ConditionStalled, metav1.ConditionTrue, s.Reason, s.Message)
+		setConditionAt(now, &status.Conditions, generation, certpilotv1alpha1.ConditionStalled, metav1.ConditionTrue, s.Reason, s.Message)
 		meta.RemoveStatusCondition(&status.Conditions, certpilotv1alpha1.ConditionReconciling)
-		setCondition(&status.Conditions, generation, certpilotv1alpha1.ConditionIssuing, metav1.ConditionFalse, s.Reason, s.Message)
+		setConditionAt(now, &status.Conditions, generation, certpilotv1alpha1.ConditionIssuing, metav1.ConditionFalse, s.Reason, s.Message)
 		return
 	}
 	meta.RemoveStatusCondition(&status.Conditions, certpilotv1alpha1.ConditionStalled)
 	if !issuing && meta.IsStatusConditionTrue(status.Conditions, certpilotv1alpha1.ConditionIssuing) {
-		setCondition(&status.Conditions, generation, certpilotv1alpha1.ConditionIssuing, metav1.ConditionFalse, "Idle", "No order in progress")
+		setConditionAt(now, &status.Conditions, generation, certpilotv1alpha1.ConditionIssuing, metav1.ConditionFalse, "Idle", "No order in progress")
 	}
 
 	if err == nil && !issuing {
 		meta.RemoveStatusCondition(&status.Conditions, certpilotv1alpha1.ConditionReconciling)
 		if meta.FindStatusCondition(status.Conditions, certpilotv1alpha1.ConditionIssuing) != nil {
-			setCondition(&status.Conditions, generation, certpilotv1alpha1.ConditionIssuing, metav1.ConditionFalse, "Idle", "No order in progress")
+			setConditionAt(now, &status.Conditions, generation, certpilotv1alpha1.ConditionIssuing, metav1.ConditionFalse, "Idle", "No order in progress")
 		}
 		return
 	}
@@ -56,10 +60,10 @@ func summarizeCertificate(cert *certpilotv1alpha1.Certificate, ready *metav1.Con
 		}
 	}
 	if ready == nil || ready.Status != metav1.ConditionTrue {
-		setCondition(&status.Conditions, generation, certpilotv1alpha1.ConditionReady, metav1.ConditionFalse, reason, message)
+		setConditionAt(now, &status.Conditions, generation, certpilotv1alpha1.ConditionReady, metav1.ConditionFalse, reason, message)
 	}
-	setCondition(&status.Conditions, generation, certpilotv1alpha1.ConditionReconciling, metav1.ConditionTrue, reason, message)
+	setConditionAt(now, &status.Conditions, generation, certpilotv1alpha1.ConditionReconciling, metav1.ConditionTrue, reason, message)
 	if issuing {
-		setCondition(&status.Conditions, generation, certpilotv1alpha1.ConditionIssuing, metav1.ConditionTrue, reason, message)
+		setConditionAt(now, &status.Conditions, generation, certpilotv1alpha1.ConditionIssuing, metav1.ConditionTrue, reason, message)
 	}
 }

@@ -104,7 +104,7 @@ func TestSummarizeCertificate(t *testing.T) {
 				c.ObservedGeneration, c.LastTransitionTime = 1, metav1.NewTime(time.Now().Add(-time.Hour))
 				cert.Status.Conditions = append(cert.Status.Conditions, c)
 			}
-			summarizeCertificate(cert, tt.ready, tt.err)
+			summarizeCertificate(cert, tt.ready, tt.err, time.Now())
 
 			if cert.Status.ObservedGeneration != 2 {
 				t.Errorf("observedGeneration = %d, want 2", cert.Status.ObservedGeneration)
@@ -136,9 +136,9 @@ func TestSummarizeCertificateIsStable(t *testing.T) {
 			cert := &certpilotv1alpha1.Certificate{}
 			cert.Generation = 1
 			cert.Status.Order = &certpilotv1alpha1.OrderStatus{State: "pending"}
-			summarizeCertificate(cert, ready, err)
+			summarizeCertificate(cert, ready, err, time.Now())
 			before := cert.DeepCopy()
-			summarizeCertificate(cert, ready, err)
+			summarizeCertificate(cert, ready, err, time.Now())
 			if !equalConditions(before.Status.Conditions, cert.Status.Conditions) {
 				t.Errorf("conditions changed on an identical outcome:\nbefore %+v\nafter  %+v", before.Status.Conditions, cert.Status.Conditions)
 			}

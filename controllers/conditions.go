@@ -1,6 +1,8 @@
 package controllers
 
 import (
+	"time"
+
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
@@ -17,6 +19,15 @@ const (
 func setCondition(conditions *[]metav1.Condition, generation int64, conditionType string, status metav1.ConditionStatus, reason, message string) {
 	meta.SetStatusCondition(conditions, metav1.Condition{
 		Type: conditionType, Status: status, ObservedGeneration: generation, Reason: reason, Message: message,
+	})
+}
+
+// setConditionAt is setCondition with the reconciler's clock: a status change takes now as its
+// lastTransitionTime (meta.SetStatusCondition would take the machine's clock).
+func setConditionAt(now time.Time, conditions *[]metav1.Condition, generation int64, conditionType string, status metav1.ConditionStatus, reason, message string) {
+	meta.SetStatusCondition(conditions, metav1.Condition{
+		Type: conditionType, Status: status, ObservedGeneration: generation, Reason: reason, Message: message,
+		LastTransitionTime: metav1.NewTime(now.Truncate(time.Second)),
 	})
 }
 

@@ -278,6 +278,28 @@ func TestStatusAndDNS(t *testing.T) {
 	if out != want {
 		t.Errorf("dns:\n%s\nwant:\n%s", out, want)
 	}
+	// The CA's window could not be fetched: the fallback time stands, and status says so.
+	fallback := issuedStatus(now.Add(20*24*time.Hour), metav1.ConditionTrue, true)
+	fallback.RenewalTimeSource = "fallback"
+	fallback.RenewalInfo = &certpilotv1alpha1.RenewalInfoStatus{
+		Error:     "fetching ACME renewal information: 503 Service Unavailable",
+		NextFetch: &metav1.Time{Time: now.Add(30 * time.Minute)},
+	}
+	createCertificate(t, "status", "fallback", fallback)
+	out = mustRun(t, "status", "fallback", "-n", "status")
+	for _, want := range []string{
+		"  Next renewal:    2026-12-10T12:00:00Z (in 13d)",
+		"  Renewal chosen:  fallback (from the certificate's dates)",
+		"  Window fetch:    failed: fetching ACME renewal information: 503 Service Unavailable",
+		"  Next fetch:      2026-11-27T12:30:00Z (in 30m)",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("status of a certificate on its fallback time misses %q:\n%s", want, out)
+		}
+	}
+	if strings.Contains(out, "CA's window") {
+		t.Errorf("status shows a CA's window that was never fetched:\n%s", out)
+	}
 	createCertificate(t, "status", "plain", issuedStatus(now.Add(30*24*time.Hour), metav1.ConditionTrue, true))
 	if out := mustRun(t, "dns", "plain", "-n", "status"); out != "Certificate status/plain: no dns-01 or dns-persist-01 challenges\n" {
 		t.Errorf("dns of a certificate without dns-01 challenges: %q", out)

@@ -126,6 +126,9 @@ func writeStatus(w io.Writer, certificate *certpilotv1alpha1.Certificate, events
 		if info.Error != "" {
 			field(2, "Window fetch", "failed: %s", info.Error)
 		}
+		if info.NextFetch != nil {
+			field(2, "Next fetch", "%s (%s)", timestamp(info.NextFetch), relative(info.NextFetch.Time, now))
+		}
 	}
 	field(2, "Auto-renewable", "%s", optionalBool(status.AutoRenewable))
 

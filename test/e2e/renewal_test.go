@@ -8,6 +8,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	eventsv1 "k8s.io/api/events/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -112,5 +113,79 @@ func TestCAThatForgotTheAccount(t *testing.T) {
 	}
 	if cert.Status.FailedIssuanceAttempts != 0 {
 		t.Errorf("failedIssuanceAttempts = %d after recovering", cert.Status.FailedIssuanceAttempts)
+	}
+}
+
+// TestIssuerSwitchedToAnotherCA: the ClusterIssuer is pointed at another CA (a second Pebble,
+// as staging is swapped for production). Every certificate it issued is reissued once by the new
+// CA (exactly one order each there), each with a Normal event that says why, and nothing is
+// ordered after that.
+func TestIssuerSwitchedToAnotherCA(t *testing.T) {
+	testenv.SkipIfShort(t)
+	ctx := context.Background()
+	s := startStack(t, "e2e-switch", 0)
+	var certs []*certpilotv1alpha1.Certificate
+	first := map[string]string{}
+	for i := range 3 {
+		name := fmt.Sprintf("switch-%d", i)
+		cert := s.TLSALPN01Certificate(name, name+".test")
+		if err := kube.Client.Create(ctx, cert); err != nil {
+			t.Fatal(err)
+		}
+		certs = append(certs, cert)
+	}
+	for _, cert := range certs {
+		waitReady(t, cert, 2*time.Minute, "")
+		first[cert.Name] = cert.Status.SerialNumber
+	}
+
+	// The second CA validates through the same edge: its validation authority dials the same
+	// ports.
+	second := testenv.StartPebble(t, testenv.PebbleOptions{HTTPPort: s.Pebble.HTTPPort, TLSPort: s.Pebble.TLSPort})
+	issuer := &certpilotv1alpha1.ClusterIssuer{}
+	if err := kube.Client.Get(ctx, client.ObjectKey{Name: s.Issuer}, issuer); err != nil {
+		t.Fatal(err)
+	}
+	patch := client.MergeFrom(issuer.DeepCopy())
+	issuer.Spec.ACME.Server, issuer.Spec.ACME.CABundle = second.DirectoryURL(), second.CABundle
+	if err := kube.Client.Patch(ctx, issuer, patch); err != nil {
+		t.Fatal(err)
+	}
+
+	for _, cert := range certs {
+		waitReady(t, cert, 2*time.Minute, first[cert.Name])
+		_, secret := verifySecret(t, second, cert)
+		if got := secret.Annotations["certpilot.dev/acme-server"]; got != second.DirectoryURL() {
+			t.Errorf("%s: the Secret records ACME server %q, want the new CA %s", cert.Name, got, second.DirectoryURL())
+		}
+		waitForEvents(t, cert, 30*time.Second, "IssuerServerChanged", "Renewed")
+	}
+	if n := second.OrderCount(); n != len(certs) {
+		t.Errorf("the new CA saw %d orders, want one per certificate (%d)", n, len(certs))
+	}
+	// Look at every certificate once more: nothing is ordered again.
+	for _, cert := range certs {
+		pokeAndWaitForReconcile(t, s, cert)
+	}
+	if n := second.OrderCount(); n != len(certs) {
+		t.Errorf("the new CA saw %d orders after the certificates were looked at again, want %d", n, len(certs))
+	}
+	for _, cert := range certs {
+		var events eventsv1.EventList
+		if err := kube.Client.List(ctx, &events, client.InNamespace(cert.Namespace)); err != nil {
+			t.Fatal(err)
+		}
+		count := 0
+		for _, event := range events.Items {
+			if event.Regarding.UID == cert.UID && event.Reason == "IssuerServerChanged" {
+				count++
+				if event.Type != corev1.EventTypeNormal || !strings.Contains(event.Note, second.DirectoryURL()) {
+					t.Errorf("%s: event %s %q, want a Normal event naming the new CA", cert.Name, event.Type, event.Note)
+				}
+			}
+		}
+		if count != 1 {
+			t.Errorf("%s: %d IssuerServerChanged events, want 1", cert.Name, count)
+		}
 	}
 }
