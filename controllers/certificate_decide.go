@@ -15,6 +15,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
 
 	certpilotv1alpha1 "github.com/certpilot/certpilot/api/v1alpha1"
+	"github.com/certpilot/certpilot/internal/acme"
 	"github.com/certpilot/certpilot/internal/kube"
 	"github.com/certpilot/certpilot/internal/pki"
 	"github.com/certpilot/certpilot/internal/renewal"
@@ -48,6 +49,11 @@ func (r *CertificateReconciler) decide(ctx context.Context, run *certificateRun)
 	// again before writing); before an order, the API is asked, so that a Secret certpilot may
 	// not overwrite stops the Certificate before anything is ordered.
 	secret, err := r.certificateSecret(ctx, cert, false, !orderOpen(cert))
+	if err == nil && secretBehindStatus(cert, secret) {
+		// The Secret cache has not seen the certificate this status records as stored: the API
+		// has, and deciding on the older one would order a renewal twice.
+		secret, err = r.certificateSecret(ctx, cert, true, true)
+	}
 	if err != nil {
 		return ctrl.Result{}, err
 	}
@@ -235,6 +241,13 @@ func (r *CertificateReconciler) recordCurrentCertificate(ctx context.Context, ru
 	status.RenewalTimeSource = source
 	status.SerialNumber = serial
 	return renewalTime
+}
+
+// secretBehindStatus reports whether secret (from the cache) predates the order the status
+// records as stored.
+func secretBehindStatus(cert *certpilotv1alpha1.Certificate, secret *corev1.Secret) bool {
+	order := cert.Status.Order
+	return secret != nil && order != nil && order.State == acme.StatusValid && secret.Annotations[annotationOrder] != order.URL
 }
 
 // certificateSecret returns the certificate's Secret when certpilot owns it, nil when there is

@@ -8,9 +8,11 @@ import (
 	"testing"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	certpilotv1alpha1 "github.com/certpilot/certpilot/api/v1alpha1"
+	"github.com/certpilot/certpilot/internal/acme"
 	"github.com/certpilot/certpilot/internal/pki"
 	"github.com/certpilot/certpilot/internal/renewal"
 )
@@ -210,6 +212,32 @@ func TestOnlyProgress(t *testing.T) {
 			cert.Status.Order = order.DeepCopy()
 			if got := onlyProgress(&certificateRun{cert: cert, patchBase: base}, tt.err); got != tt.want {
 				t.Errorf("onlyProgress = %v, want %v", got, tt.want)
+			}
+		})
+	}
+}
+
+func TestSecretBehindStatus(t *testing.T) {
+	const stored, earlier = "https://ca.test/order/2", "https://ca.test/order/1"
+	secretOf := func(order string) *corev1.Secret {
+		return &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Annotations: map[string]string{annotationOrder: order}}}
+	}
+	tests := map[string]struct {
+		state  string
+		secret *corev1.Secret
+		want   bool
+	}{
+		"the cache holds the stored order's certificate": {state: acme.StatusValid, secret: secretOf(stored)},
+		"the cache holds the previous certificate":       {state: acme.StatusValid, secret: secretOf(earlier), want: true},
+		"an order still open: the old one is current":    {state: acme.StatusProcessing, secret: secretOf(earlier)},
+		"no Secret in the cache":                         {state: acme.StatusValid},
+	}
+	for name, tt := range tests {
+		t.Run(name, func(t *testing.T) {
+			cert := &certpilotv1alpha1.Certificate{Status: certpilotv1alpha1.CertificateStatus{
+				Order: &certpilotv1alpha1.OrderStatus{URL: stored, State: tt.state}}}
+			if got := secretBehindStatus(cert, tt.secret); got != tt.want {
+				t.Errorf("secretBehindStatus = %v, want %v", got, tt.want)
 			}
 		})
 	}
