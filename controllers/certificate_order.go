@@ -156,7 +156,8 @@ func (r *CertificateReconciler) waitForOrder(ctx context.Context, run *certifica
 }
 
 // recordFailure counts a failed issuance, tells the user (condition and Warning Event), removes
-// the challenge responses and backs off: about 1m, 10m, 100m, then daily. A permanent failure
+// the challenge responses and backs off: about 1m, 10m, 100m, then daily (sooner near or after
+// expiry). A permanent failure
 // (the CA refuses the request itself, not a validation) also sets Stalled: it needs a change of
 // the spec, and is retried only at the backoff's pace.
 func (r *CertificateReconciler) recordFailure(ctx context.Context, run *certificateRun, permanent bool, reason, format string, args ...any) error {
@@ -172,7 +173,13 @@ func (r *CertificateReconciler) recordFailure(ctx context.Context, run *certific
 	r.Recorder.Eventf(run.cert, nil, corev1.EventTypeWarning, reason, "Issue", "Issuance failed: %s", message)
 	ctrl.LoggerFrom(ctx).Info("Issuance failed", "reason", reason, "message", message, "attempts", status.FailedIssuanceAttempts)
 	cleanupErr := r.removeChallenges(ctx, run)
-	backoff := renewal.Backoff(status.FailedIssuanceAttempts)
+	// The backoff, never so long that the served certificate expires while a retry could still
+	// succeed, and hourly at most once it has (renewal.RetryTime; decide applies the same).
+	var notAfter time.Time
+	if status.NotAfter != nil {
+		notAfter = status.NotAfter.Time
+	}
+	backoff := renewal.RetryTime(run.now, status.FailedIssuanceAttempts, 0, notAfter).Sub(run.now)
 	summary := fmt.Sprintf("Issuance failed (attempt %d, next in %s): %s", status.FailedIssuanceAttempts, backoff, message)
 	if permanent {
 		return errors.Join(&stalledError{Reason: reason, Message: summary, After: backoff}, cleanupErr)

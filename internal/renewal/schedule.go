@@ -56,6 +56,9 @@ func RequeueAfter(now, renewalTime time.Time) time.Duration {
 	return min(wait, MaxRequeueAfter)
 }
 
+// ExpiredRetry is the longest wait between attempts once the served certificate has expired.
+const ExpiredRetry = time.Hour
+
 // RetryTime returns the earliest time issuance may be retried after failedAttempts consecutive
 // failures, the last at lastFailure, for a certificate that expires at notAfter (zero when
 // there is none yet). It is NextAttempt's backoff (1m, 10m, 100m, then daily), with two
@@ -64,7 +67,9 @@ func RequeueAfter(now, renewalTime time.Time) time.Duration {
 //   - It never waits more than half the time left before notAfter (but at least the first
 //     step, a minute), so a certificate close to expiry gets retry after retry, each closer
 //     together, instead of expiring during a daily wait when a retry could still have worked.
-//     Once the certificate has expired, the plain backoff applies.
+//     Once the certificate has expired, the wait is at most ExpiredRetry: what is served is
+//     broken already, and an hourly try costs one of the CA's five failed validations per name
+//     and hour at most.
 //   - It waits at least serverRetryAfter (capped at MaxBackoff), the wait the CA asked for when
 //     it refused for load or rate limits (acme.RetryAfterOf): retrying earlier would only be
 //     refused again, and the CA's word wins over the expiry cap.
@@ -72,6 +77,8 @@ func RetryTime(lastFailure time.Time, failedAttempts int32, serverRetryAfter tim
 	wait := Backoff(failedAttempts)
 	if left := notAfter.Sub(lastFailure); !notAfter.IsZero() && left > 0 {
 		wait = min(wait, max(left/2, backoffSteps[0]))
+	} else if !notAfter.IsZero() {
+		wait = min(wait, ExpiredRetry)
 	}
 	wait = max(wait, min(serverRetryAfter, MaxBackoff))
 	return lastFailure.Add(wait)

@@ -95,7 +95,11 @@ func TestRetryTime(t *testing.T) {
 		"a minute left still waits a minute, not less": {
 			failedAttempts: 9, notAfter: t0.Add(time.Minute), want: time.Minute,
 		},
-		"expired: plain backoff": {failedAttempts: 9, notAfter: t0.Add(-time.Hour), want: 24 * time.Hour},
+		"expired: hourly at most":                            {failedAttempts: 9, notAfter: t0.Add(-time.Hour), want: ExpiredRetry},
+		"expired, early failure: the backoff's shorter step": {failedAttempts: 2, notAfter: t0.Add(-time.Hour), want: 10 * time.Minute},
+		"expired, the CA's Retry-After still wins": {
+			failedAttempts: 9, serverRetryAfter: 3 * time.Hour, notAfter: t0.Add(-time.Hour), want: 3 * time.Hour,
+		},
 		"CA's Retry-After longer than the backoff wins": {
 			failedAttempts: 1, serverRetryAfter: 3 * time.Hour, notAfter: t0.Add(30 * day), want: 3 * time.Hour,
 		},
