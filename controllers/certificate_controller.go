@@ -267,12 +267,18 @@ func (r *CertificateReconciler) SetupWithManager(ctx context.Context, mgr ctrl.M
 		Complete(r)
 }
 
-// notNextKeySecret filters out a Certificate's pending-key Secret: only this controller writes
-// it, during finalization, and nothing waits for it to change, so its writes would only wake
-// the Certificate for a reconcile with nothing to do (one per issuance).
+// notNextKeySecret filters out a Certificate's pending-key Secret and its claim of the
+// secretName: only this controller writes them, before ordering and during finalization, and
+// nothing waits for them to change, so their writes would only wake the Certificate for a
+// reconcile with nothing to do (one per issuance), or one that rewrites a failure's message
+// with the backoff's.
 func notNextKeySecret(obj client.Object) bool {
 	owner := metav1.GetControllerOf(obj)
-	return owner == nil || obj.GetName() != owner.Name+nextKeySuffix
+	if owner == nil {
+		return true
+	}
+	_, claim := obj.GetAnnotations()[annotationClaimOf]
+	return obj.GetName() != owner.Name+nextKeySuffix && !claim
 }
 
 func issuerKey(kind, name string) string {
