@@ -9,6 +9,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -197,6 +198,11 @@ func decideIssuance(in renewal.Input, renewalTime time.Time, cert *certpilotv1al
 		if in.Now.Before(next) {
 			d.wait = wait(next.Sub(in.Now), "BackingOff",
 				"Issuance failed %d time(s); next attempt at %s (%s)", attempts, next.UTC().Format(time.RFC3339), trigger.Message)
+			if failure := meta.FindStatusCondition(cert.Status.Conditions, certpilotv1alpha1.ConditionReconciling); failure != nil &&
+				failure.Status == metav1.ConditionTrue && strings.HasPrefix(failure.Message, failureMessagePrefix) {
+				// The failure's own words (which name, what the CA said) stay until the retry.
+				d.wait = wait(next.Sub(in.Now), failure.Reason, "%s", failure.Message)
+			}
 		}
 	}
 	return d

@@ -37,6 +37,8 @@ func TestDecideIssuance(t *testing.T) {
 		// slowDown: the CA asked to wait until a minute from now; slowDownPassed: until a
 		// moment ago.
 		slowDown, slowDownPassed bool
+		// failureShown: the Reconciling condition shows the failure's message (recordFailure's).
+		failureShown bool
 
 		wantIssue, wantDrop, wantCleanup, wantWait bool
 		wantReason                                 string // of the wait; default BackingOff
@@ -63,6 +65,9 @@ func TestDecideIssuance(t *testing.T) {
 		},
 		"failed a moment ago: back off": {
 			secretMissing: true, failures: 1, wantWait: true, wantReady: metav1.ConditionFalse,
+		},
+		"failed a moment ago, its message shown: back off, keeping it": {
+			secretMissing: true, failures: 1, failureShown: true, wantWait: true, wantReady: metav1.ConditionFalse, wantReason: "OrderInvalid",
 		},
 		"failed, spec changed since: issue now": {
 			secretMissing: true, failures: 1, specChanged: true, wantIssue: true, wantReady: metav1.ConditionFalse,
@@ -100,6 +105,10 @@ func TestDecideIssuance(t *testing.T) {
 			}
 			if tt.failures > 0 {
 				cert.Status.FailedIssuanceAttempts, cert.Status.LastFailureTime = tt.failures, &lastFailure
+			}
+			if tt.failureShown {
+				cert.Status.Conditions = []metav1.Condition{{Type: certpilotv1alpha1.ConditionReconciling, Status: metav1.ConditionTrue,
+					Reason: "OrderInvalid", Message: failureMessagePrefix + "1, next in 1m0s): the CA marked order … invalid"}}
 			}
 			switch {
 			case tt.slowDown:

@@ -180,12 +180,16 @@ func (r *CertificateReconciler) recordFailure(ctx context.Context, run *certific
 		notAfter = status.NotAfter.Time
 	}
 	backoff := renewal.RetryTime(run.now, status.FailedIssuanceAttempts, 0, notAfter).Sub(run.now)
-	summary := fmt.Sprintf("Issuance failed (attempt %d, next in %s): %s", status.FailedIssuanceAttempts, backoff, message)
+	summary := fmt.Sprintf(failureMessagePrefix+"%d, next in %s): %s", status.FailedIssuanceAttempts, backoff, message)
 	if permanent {
 		return errors.Join(&stalledError{Reason: reason, Message: summary, After: backoff}, cleanupErr)
 	}
 	return errors.Join(wait(backoff, reason, "%s", summary), cleanupErr)
 }
+
+// failureMessagePrefix starts the message of a failed issuance (recordFailure), which a
+// reconcile during the backoff keeps.
+const failureMessagePrefix = "Issuance failed (attempt "
 
 // Reasons of the waits while the CA works on an order.
 const (
