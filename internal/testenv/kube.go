@@ -130,6 +130,7 @@ func RunWithKubeOptions(m *testing.M, kube **Kube, opts KubeOptions) int {
 	}
 	*kube = started
 	code := m.Run()
+	removeBinaries()
 	if err := started.Stop(); err != nil {
 		fmt.Fprintf(os.Stderr, "stopping envtest: %v\n", err)
 	}

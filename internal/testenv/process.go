@@ -7,7 +7,9 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"sync"
 	"syscall"
+	"testing"
 	"time"
 
 	"k8s.io/client-go/rest"
@@ -117,5 +119,41 @@ func (p *Process) Stop(timeout time.Duration) {
 	case <-time.After(timeout):
 		_ = p.cmd.Process.Kill()
 		<-p.done
+	}
+}
+
+// built holds the manager and edge that Binaries built for this test binary.
+var built struct {
+	once sync.Once
+	dir  string
+	err  error
+}
+
+// Binaries builds the manager and the edge once per test binary and returns their paths;
+// RunWithKube removes them when the tests have run.
+func Binaries(tb testing.TB) (manager, edge string) {
+	tb.Helper()
+	built.once.Do(func() {
+		if built.dir, built.err = os.MkdirTemp("", "certpilot-binaries-"); built.err != nil {
+			return
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+		defer cancel()
+		for pkg, name := range map[string]string{".": "manager", "./cmd/edge": "edge"} {
+			if built.err = GoBuild(ctx, pkg, filepath.Join(built.dir, name)); built.err != nil {
+				return
+			}
+		}
+	})
+	if built.err != nil {
+		tb.Fatalf("building the binaries: %v", built.err)
+	}
+	return filepath.Join(built.dir, "manager"), filepath.Join(built.dir, "edge")
+}
+
+// removeBinaries deletes what Binaries built.
+func removeBinaries() {
+	if built.dir != "" {
+		_ = os.RemoveAll(built.dir)
 	}
 }

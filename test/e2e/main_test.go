@@ -7,7 +7,6 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"path/filepath"
 	"sync"
 	"testing"
 	"time"
@@ -19,12 +18,6 @@ var kube *testenv.Kube
 
 func TestMain(m *testing.M) { os.Exit(testenv.RunWithKube(m, &kube)) }
 
-var (
-	buildOnce sync.Once
-	binDir    string
-	buildErr  error
-)
-
 // binaries builds the manager and the edge once per test run.
 func binaries(t *testing.T) (manager, edge string) {
 	t.Helper()
@@ -34,23 +27,7 @@ func binaries(t *testing.T) (manager, edge string) {
 // binariesFor is binaries for tests and benchmarks.
 func binariesFor(t testing.TB) (manager, edge string) {
 	t.Helper()
-	buildOnce.Do(func() {
-		binDir, buildErr = os.MkdirTemp("", "certpilot-e2e-")
-		if buildErr != nil {
-			return
-		}
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
-		defer cancel()
-		for pkg, name := range map[string]string{".": "manager", "./cmd/edge": "edge"} {
-			if buildErr = testenv.GoBuild(ctx, pkg, filepath.Join(binDir, name)); buildErr != nil {
-				return
-			}
-		}
-	})
-	if buildErr != nil {
-		t.Fatalf("building the binaries: %v", buildErr)
-	}
-	return filepath.Join(binDir, "manager"), filepath.Join(binDir, "edge")
+	return testenv.Binaries(t)
 }
 
 // eventually calls check until it returns nil or timeout passes, then fails with its last error.

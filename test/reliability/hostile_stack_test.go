@@ -3,8 +3,6 @@ package reliability
 import (
 	"context"
 	"fmt"
-	"os"
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -25,34 +23,6 @@ import (
 // verbose is the manager's and the edge's most verbose logging: every V(n) line is written, so
 // the key scan sees everything they could ever log.
 const verbose = "--zap-log-level=10"
-
-var (
-	hostileBuildOnce            sync.Once
-	hostileManager, hostileEdge string
-	hostileBuildErr             error
-)
-
-// hostileBinaries builds the manager and the edge once per test binary.
-func hostileBinaries(t *testing.T) (manager, edge string) {
-	t.Helper()
-	hostileBuildOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "certpilot-hostile-")
-		if err != nil {
-			hostileBuildErr = err
-			return
-		}
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
-		defer cancel()
-		hostileManager, hostileEdge = filepath.Join(dir, "manager"), filepath.Join(dir, "edge")
-		if hostileBuildErr = testenv.GoBuild(ctx, ".", hostileManager); hostileBuildErr == nil {
-			hostileBuildErr = testenv.GoBuild(ctx, "./cmd/edge", hostileEdge)
-		}
-	})
-	if hostileBuildErr != nil {
-		t.Fatalf("building the binaries: %v", hostileBuildErr)
-	}
-	return hostileManager, hostileEdge
-}
 
 var (
 	hostileNamespacesMu  sync.Mutex
@@ -85,7 +55,7 @@ func createNamespaces(t *testing.T, names ...string) {
 // a Ready ClusterIssuer, stopped when the test ends.
 func startHostileStack(t *testing.T, base string, pebbleOptions testenv.PebbleOptions, managerArgs ...string) *testenv.Stack {
 	t.Helper()
-	manager, edge := hostileBinaries(t)
+	manager, edge := binaries(t)
 	pebble := testenv.StartPebble(t, pebbleOptions)
 	s, err := testenv.StartStack(context.Background(), kube, pebble, testenv.StackOptions{
 		Namespace: hostileNamespace(base), Dir: t.TempDir(), ManagerBinary: manager, EdgeBinary: edge,

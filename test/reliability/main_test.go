@@ -55,32 +55,10 @@ func rounds(t testing.TB, quick int) int {
 // long reports whether the long part of the suite was asked for (RELIABILITY_ROUNDS set).
 func long() bool { return os.Getenv("RELIABILITY_ROUNDS") != "" }
 
-var (
-	buildOnce sync.Once
-	binDir    string
-	buildErr  error
-)
-
 // binaries builds the manager and the edge once per test run.
 func binaries(t testing.TB) (manager, edge string) {
 	t.Helper()
-	buildOnce.Do(func() {
-		binDir, buildErr = os.MkdirTemp("", "certpilot-reliability-")
-		if buildErr != nil {
-			return
-		}
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
-		defer cancel()
-		for pkg, name := range map[string]string{".": "manager", "./cmd/edge": "edge"} {
-			if buildErr = testenv.GoBuild(ctx, pkg, filepath.Join(binDir, name)); buildErr != nil {
-				return
-			}
-		}
-	})
-	if buildErr != nil {
-		t.Fatalf("building the binaries: %v", buildErr)
-	}
-	return filepath.Join(binDir, "manager"), filepath.Join(binDir, "edge")
+	return testenv.Binaries(t)
 }
 
 // startStack starts Pebble configured by pebbleOptions and the stack (edge, manager,
