@@ -153,6 +153,15 @@ func (r *CertificateReconciler) recordIssued(ctx context.Context, run *certifica
 	status.SerialNumber = fmt.Sprintf("%x", leaf.SerialNumber)
 	status.FailedIssuanceAttempts, status.LastFailureTime, status.NextAttemptTime = 0, nil, nil
 	status.Order.State = acme.StatusValid
+	if len(status.Order.Challenges) == 0 {
+		// The challenges were read and answered in reconciles whose progress was not written:
+		// a valid order has every name validated, each by its solver's type.
+		for _, name := range status.Order.DNSNames {
+			if s, err := r.solverFor(run, name); err == nil {
+				status.Order.Challenges = append(status.Order.Challenges, certpilotv1alpha1.ChallengeStatus{DNSName: name, Type: s.Type()})
+			}
+		}
+	}
 	for i := range status.Order.Challenges {
 		status.Order.Challenges[i].State, status.Order.Challenges[i].Reason = acme.StatusValid, ""
 	}

@@ -21,8 +21,9 @@ import (
 	"github.com/certpilot/certpilot/internal/renewal"
 )
 
-// ensureOrder resumes the order recorded in status, or creates one, which recordOrder writes to
-// the status before any challenge is touched, so a controller killed at any point resumes it.
+// ensureOrder resumes the order recorded in status, or creates one and writes it to the status
+// (recordOrder) before any challenge is touched, so a controller killed at any point after that
+// resumes it.
 func (r *CertificateReconciler) ensureOrder(ctx context.Context, run *certificateRun) (ctrl.Result, error) {
 	cert := run.cert
 	r.restoreUnrecordedOrder(ctx, run)
@@ -86,7 +87,9 @@ func (r *CertificateReconciler) ensureOrder(ctx context.Context, run *certificat
 	}
 	run.orderUnrecorded = true
 	r.unrecordedOrders.Store(client.ObjectKeyFromObject(cert), unrecordedOrder{uid: cert.UID, order: *cert.Status.Order.DeepCopy()})
-	return ctrl.Result{}, nil
+	// Written at once: the moment between the order and its write is the one in which a
+	// crash (or a lost leader) costs a second order.
+	return ctrl.Result{}, r.recordOrder(ctx, run)
 }
 
 // unrecordedOrder is an order this process created whose status write has not succeeded yet.
@@ -118,8 +121,9 @@ func (r *CertificateReconciler) restoreUnrecordedOrder(ctx context.Context, run 
 
 // recordOrder writes a new order to the status, with the conditions saying it is being issued,
 // before any challenge response is published and before the order is finalized: a controller
-// that dies after that resumes this order. Called where those steps begin, so the write also
-// carries the challenges read from the CA; it is the first of the issuance's two status writes.
+// that dies after that resumes this order. It is the first of the issuance's two status writes;
+// presenting and finalizing call it again, for an order restored from memory whose write had
+// failed.
 func (r *CertificateReconciler) recordOrder(ctx context.Context, run *certificateRun) error {
 	if !run.orderUnrecorded {
 		return nil
