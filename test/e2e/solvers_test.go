@@ -34,9 +34,12 @@ func TestHTTP01ThroughTheEdge(t *testing.T) {
 	}
 	waitReady(t, cert, 2*time.Minute, "")
 	verifySecret(t, s.Pebble, cert)
+	if len(cert.Status.Order.Challenges) != len(cert.Spec.DNSNames) {
+		t.Errorf("challenges %+v, want one per name", cert.Status.Order.Challenges)
+	}
 	for _, challenge := range cert.Status.Order.Challenges {
-		if challenge.Type != "http-01" || challenge.Token == "" {
-			t.Errorf("challenge %+v, want http-01 with its token", challenge)
+		if challenge.Type != "http-01" || challenge.State != "valid" {
+			t.Errorf("challenge %+v, want a valid http-01", challenge)
 		}
 	}
 	waitNoChallengeResponses(t, s)
