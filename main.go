@@ -102,9 +102,13 @@ func main() {
 		// dropping them keeps cached objects small.
 		DefaultTransform: cache.TransformStripManagedFields(),
 		ByObject: map[client.Object]cache.ByObject{
-			&corev1.Secret{}: {Label: labels.SelectorFromSet(labels.Set{
-				certpilotv1alpha1.LabelManagedBy: certpilotv1alpha1.ManagedByValue,
-			})},
+			&corev1.Secret{}: {
+				Label: labels.SelectorFromSet(labels.Set{
+					certpilotv1alpha1.LabelManagedBy: certpilotv1alpha1.ManagedByValue,
+				}),
+				// Strips managedFields too, and lets a certificate Secret's repeated values share memory.
+				Transform: kube.SecretCacheTransform(),
+			},
 		},
 	}
 	if watchNamespaces != "" {
