@@ -41,6 +41,7 @@ import (
 	"github.com/certpilot/certpilot/controllers"
 	"github.com/certpilot/certpilot/controllers/source"
 	"github.com/certpilot/certpilot/internal/kube"
+	"github.com/certpilot/certpilot/internal/memory"
 	"github.com/certpilot/certpilot/internal/solver"
 )
 
@@ -49,6 +50,8 @@ func main() {
 		metricsAddr        string
 		probeAddr          string
 		pprofAddr          string
+		gcPercent          int
+		memoryLimitRatio   float64
 		leaderElect        bool
 		leaderElectionNS   string
 		clusterResourceNS  string
@@ -65,6 +68,12 @@ func main() {
 	flag.StringVar(&probeAddr, "health-probe-bind-address", ":8081", "Address of the /healthz and /readyz endpoints.")
 	flag.StringVar(&pprofAddr, "pprof-bind-address", "",
 		"Address of Go's net/http/pprof endpoints (/debug/pprof/), for profiling memory and CPU (heap samples every 16 KiB allocated when set); empty (the default) disables them.")
+	flag.IntVar(&gcPercent, "gc-percent", 50,
+		"Garbage the Go collector lets accumulate between collections, in percent of the live heap (GOGC; the environment variable wins). "+
+			"The live heap is mostly the informer caches, which do not turn over: Go's default of 100 lets garbage grow as large as all cached objects.")
+	flag.Float64Var(&memoryLimitRatio, "memory-limit-ratio", 0.9,
+		"Soft memory limit of the Go runtime (GOMEMLIMIT; the environment variable wins), as a fraction of the container's memory limit (cgroup); 0 disables it. "+
+			"Without a container limit there is none.")
 	flag.BoolVar(&leaderElect, "leader-elect", false, "Elect a leader so that only one replica reconciles at a time.")
 	flag.StringVar(&leaderElectionNS, "leader-election-namespace", "", "Namespace of the leader election Lease (default: the pod's namespace).")
 	flag.StringVar(&clusterResourceNS, "cluster-resource-namespace", envOr("POD_NAMESPACE", "certpilot-system"),
@@ -91,6 +100,9 @@ func main() {
 		goruntime.MemProfileRate = 16 << 10
 	}
 	log := ctrl.Log.WithName("setup")
+	gc := memory.Configure(gcPercent, memoryLimitRatio, "/sys/fs/cgroup")
+	log.Info("Set the garbage collector's targets", "gcPercent", gc.GCPercent, "gcPercentSource", gc.GCPercentSource,
+		"memoryLimit", gc.Limit, "memoryLimitSource", gc.LimitSource)
 
 	scheme := runtime.NewScheme()
 	must(clientgoscheme.AddToScheme(scheme))
