@@ -68,7 +68,7 @@ func main() {
 	flag.StringVar(&probeAddr, "health-probe-bind-address", ":8081", "Address of the /healthz and /readyz endpoints.")
 	flag.StringVar(&pprofAddr, "pprof-bind-address", "",
 		"Address of Go's net/http/pprof endpoints (/debug/pprof/), for profiling memory and CPU (heap samples every 16 KiB allocated when set); empty (the default) disables them.")
-	flag.IntVar(&gcPercent, "gc-percent", 50,
+	flag.IntVar(&gcPercent, "gc-percent", 25,
 		"Garbage the Go collector lets accumulate between collections, in percent of the live heap (GOGC; the environment variable wins). "+
 			"The live heap is mostly the informer caches, which do not turn over: Go's default of 100 lets garbage grow as large as all cached objects.")
 	flag.Float64Var(&memoryLimitRatio, "memory-limit-ratio", 0.9,
