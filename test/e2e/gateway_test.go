@@ -70,11 +70,11 @@ func TestGatewayCertificateThroughEdge(t *testing.T) {
 		t.Fatal(err)
 	}
 	gateways := kube.Client
-	namespace := namespaceFor(t, "e2e-gateway")
+	namespace := testenv.Namespace(t, "e2e-gateway")
 	const secretName = "web-tls"
 	plane := startDataPlane(t, namespace, secretName)
 
-	managerBinary, edgeBinary := binaries(t)
+	managerBinary, edgeBinary := testenv.Binaries(t)
 	pebble := testenv.StartPebble(t, testenv.PebbleOptions{NonceRejectPercent: 5})
 	s, err := testenv.StartStack(ctx, kube, pebble, testenv.StackOptions{
 		Namespace: namespace, ManagerBinary: managerBinary, EdgeBinary: edgeBinary, Dir: t.TempDir(),
@@ -119,7 +119,7 @@ func TestGatewayCertificateThroughEdge(t *testing.T) {
 
 	cert := &certpilotv1alpha1.Certificate{ObjectMeta: metav1.ObjectMeta{Namespace: namespace, Name: secretName}}
 	started := time.Now()
-	eventually(t, 30*time.Second, "generated Certificate", func() error {
+	testenv.Eventually(t, 30*time.Second, "generated Certificate", func() error {
 		return kube.Client.Get(ctx, client.ObjectKeyFromObject(cert), cert)
 	})
 	if owner := metav1.GetControllerOf(cert); owner == nil || owner.Kind != "Gateway" || owner.UID != gateway.UID {
@@ -141,7 +141,7 @@ func TestGatewayCertificateThroughEdge(t *testing.T) {
 	assertServedThroughEdge(t, pebble, "www.gateway.test", first)
 
 	// Renaming the listener's hostname updates the Certificate and a new certificate follows.
-	eventually(t, 10*time.Second, "rename the hostname", func() error {
+	testenv.Eventually(t, 10*time.Second, "rename the hostname", func() error {
 		if err := gateways.Get(ctx, client.ObjectKeyFromObject(gateway), gateway); err != nil {
 			return err
 		}
@@ -149,7 +149,7 @@ func TestGatewayCertificateThroughEdge(t *testing.T) {
 		gateway.Spec.Listeners[0].Hostname = &renamed
 		return gateways.Update(ctx, gateway)
 	})
-	eventually(t, 30*time.Second, "dnsNames follow the listener", func() error {
+	testenv.Eventually(t, 30*time.Second, "dnsNames follow the listener", func() error {
 		if err := kube.Client.Get(ctx, client.ObjectKeyFromObject(cert), cert); err != nil {
 			return err
 		}
@@ -210,7 +210,7 @@ func TestGatewaySourceTurnsOnWhenCRDsAppear(t *testing.T) {
 	// Leave them installed for the tests after this one, as TestMain found them or not.
 	t.Cleanup(func() { _ = testenv.InstallGatewayAPI(context.Background(), kube.Client) })
 
-	managerBinary, _ := binaries(t)
+	managerBinary, _ := testenv.Binaries(t)
 	dir := t.TempDir()
 	kubeconfig := filepath.Join(dir, "kubeconfig")
 	if err := testenv.WriteKubeconfig(kube.Config, kubeconfig); err != nil {
@@ -229,7 +229,7 @@ func TestGatewaySourceTurnsOnWhenCRDsAppear(t *testing.T) {
 		}
 	})
 	const off = "The Gateway API CRDs are not installed: the Gateway source is off until they are"
-	eventually(t, time.Minute, "the manager says the Gateway source is off", func() error {
+	testenv.Eventually(t, time.Minute, "the manager says the Gateway source is off", func() error {
 		if exited, err := manager.Exited(); exited {
 			return fmt.Errorf("the manager exited: %v", err)
 		}
@@ -243,7 +243,7 @@ func TestGatewaySourceTurnsOnWhenCRDsAppear(t *testing.T) {
 		t.Fatal(err)
 	}
 	gateways := kube.Client
-	namespace := namespaceFor(t, "e2e-gateway-crds")
+	namespace := testenv.Namespace(t, "e2e-gateway-crds")
 	if err := kube.Client.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: namespace}}); err != nil {
 		t.Fatal(err)
 	}
@@ -256,8 +256,8 @@ func TestGatewaySourceTurnsOnWhenCRDsAppear(t *testing.T) {
 		}}},
 	}
 	// The CRDs are established, but the apiserver may take a moment to serve the kind.
-	eventually(t, 30*time.Second, "create the Gateway", func() error { return gateways.Create(ctx, gateway) })
-	eventually(t, time.Minute, "the Certificate generated without a restart", func() error {
+	testenv.Eventually(t, 30*time.Second, "create the Gateway", func() error { return gateways.Create(ctx, gateway) })
+	testenv.Eventually(t, time.Minute, "the Certificate generated without a restart", func() error {
 		return kube.Client.Get(ctx, client.ObjectKey{Namespace: namespace, Name: "www-tls"}, &certpilotv1alpha1.Certificate{})
 	})
 	output := manager.Output()

@@ -90,7 +90,7 @@ func TestInjectIntoWorkloads(t *testing.T) {
 
 	// env: the reference and the rollout annotation; the target that does not exist yet is
 	// reported, without failing the certificate.
-	eventually(t, 30*time.Second, "env injected into web", func() error {
+	testenv.Eventually(t, 30*time.Second, "env injected into web", func() error {
 		template := get("web").Spec.Template
 		if err := hasEnvRef(template, "app", "SSL_CERTS", "inject-tls"); err != nil {
 			return err
@@ -116,7 +116,7 @@ func TestInjectIntoWorkloads(t *testing.T) {
 	if err := kube.Client.Create(ctx, late); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 30*time.Second, "volume in the late Deployment", func() error {
+	testenv.Eventually(t, 30*time.Second, "volume in the late Deployment", func() error {
 		late = get("late")
 		if err := hasSecretVolume(late.Spec.Template, "late", "/etc/tls", "inject-tls"); err != nil {
 			return err
@@ -150,7 +150,7 @@ func TestInjectIntoWorkloads(t *testing.T) {
 	// GitOps applies its manifest again, with a new variable: both keep their fields, and
 	// nobody fights (certpilot writes nothing back).
 	gitops("LOG_LEVEL")
-	eventually(t, 10*time.Second, "GitOps and certpilot fields side by side", func() error {
+	testenv.Eventually(t, 10*time.Second, "GitOps and certpilot fields side by side", func() error {
 		template := get("web").Spec.Template
 		if err := hasEnvRef(template, "app", "SSL_CERTS", "inject-tls"); err != nil {
 			return err
@@ -174,7 +174,7 @@ func TestInjectIntoWorkloads(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitReady(t, other, time.Minute, "")
-	eventually(t, 30*time.Second, "second Certificate refused", func() error {
+	testenv.Eventually(t, 30*time.Second, "second Certificate refused", func() error {
 		return injectedCondition(ctx, other, metav1.ConditionFalse, "InjectConflict")
 	})
 	waitForEvents(t, other, 10*time.Second, "InjectConflict")
@@ -197,7 +197,7 @@ func TestInjectIntoWorkloads(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitReady(t, cert, time.Minute, first)
-	eventually(t, 30*time.Second, "rollout annotation follows the renewal", func() error {
+	testenv.Eventually(t, 30*time.Second, "rollout annotation follows the renewal", func() error {
 		if got := get("web").Spec.Template.Annotations[serialAnnotation]; got != cert.Status.SerialNumber {
 			return fmt.Errorf("annotation %q, want the new serial %s", got, cert.Status.SerialNumber)
 		}
@@ -225,7 +225,7 @@ func TestInjectIntoWorkloads(t *testing.T) {
 	if err := kube.Client.Patch(ctx, cert, patch); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 30*time.Second, "volume in web", func() error {
+	testenv.Eventually(t, 30*time.Second, "volume in web", func() error {
 		template := get("web").Spec.Template
 		for _, container := range []string{"app", "sidecar"} {
 			if err := hasSecretVolume(template, container, "/etc/certs", "inject-tls"); err != nil {
@@ -244,7 +244,7 @@ func TestInjectIntoWorkloads(t *testing.T) {
 	if err := kube.Client.Patch(ctx, cert, patch); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 30*time.Second, "web restored", func() error {
+	testenv.Eventually(t, 30*time.Second, "web restored", func() error {
 		template := get("web").Spec.Template
 		if !equality.Semantic.DeepEqual(template, original) {
 			return fmt.Errorf("web's pod template\n%s\nis not the original\n%s", toJSON(template), toJSON(original))
@@ -278,7 +278,7 @@ func TestInjectIntoWorkloads(t *testing.T) {
 	if err := kube.Client.Delete(ctx, cert); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, time.Minute, "Certificate gone and its injections undone", func() error {
+	testenv.Eventually(t, time.Minute, "Certificate gone and its injections undone", func() error {
 		if err := kube.Client.Get(ctx, client.ObjectKeyFromObject(cert), cert); err == nil {
 			return fmt.Errorf("the Certificate still exists: finalizers %v, injected %+v", cert.Finalizers, cert.Status.Injected)
 		}

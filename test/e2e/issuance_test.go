@@ -35,7 +35,7 @@ func startStack(t *testing.T, namespace string, validity time.Duration) *testenv
 }
 
 // startStackWith is startStack with Pebble configured by options. The stack's namespace is
-// namespaceFor(t, namespace): the suite can run twice in one process.
+// testenv.Namespace(t, namespace): the suite can run twice in one process.
 func startStackWith(t *testing.T, namespace string, options testenv.PebbleOptions, managerArgs ...string) *testenv.Stack {
 	t.Helper()
 	return startStackOptions(t, namespace, options, testenv.StackOptions{ManagerArgs: managerArgs})
@@ -45,9 +45,9 @@ func startStackWith(t *testing.T, namespace string, options testenv.PebbleOption
 // directory are filled in).
 func startStackOptions(t *testing.T, namespace string, options testenv.PebbleOptions, stackOptions testenv.StackOptions) *testenv.Stack {
 	t.Helper()
-	managerBinary, edgeBinary := binaries(t)
+	managerBinary, edgeBinary := testenv.Binaries(t)
 	pebble := testenv.StartPebble(t, options)
-	stackOptions.Namespace, stackOptions.Dir = namespaceFor(t, namespace), t.TempDir()
+	stackOptions.Namespace, stackOptions.Dir = testenv.Namespace(t, namespace), t.TempDir()
 	stackOptions.ManagerBinary, stackOptions.EdgeBinary = managerBinary, edgeBinary
 	s, err := testenv.StartStack(context.Background(), kube, pebble, stackOptions)
 	if err != nil {
@@ -65,7 +65,7 @@ func startStackOptions(t *testing.T, namespace string, options testenv.PebbleOpt
 // waitReady waits for the Certificate to be Ready with a serial other than notSerial.
 func waitReady(t *testing.T, cert *certpilotv1alpha1.Certificate, timeout time.Duration, notSerial string) {
 	t.Helper()
-	eventually(t, timeout, "Certificate Ready", func() error {
+	testenv.Eventually(t, timeout, "Certificate Ready", func() error {
 		if err := kube.Client.Get(context.Background(), client.ObjectKeyFromObject(cert), cert); err != nil {
 			return err
 		}
@@ -221,7 +221,7 @@ func TestSelfCheckGatesValidation(t *testing.T) {
 	if err := kube.Client.Create(ctx, cert); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, time.Minute, "SelfCheckFailed reported", func() error {
+	testenv.Eventually(t, time.Minute, "SelfCheckFailed reported", func() error {
 		if err := kube.Client.Get(ctx, client.ObjectKeyFromObject(cert), cert); err != nil {
 			return err
 		}
@@ -255,7 +255,7 @@ func TestSelfCheckGatesValidation(t *testing.T) {
 	if err := kube.Client.Delete(ctx, cert); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, time.Minute, "Certificate deleted", func() error {
+	testenv.Eventually(t, time.Minute, "Certificate deleted", func() error {
 		if err := kube.Client.Get(ctx, client.ObjectKeyFromObject(cert), cert); err == nil {
 			return fmt.Errorf("the Certificate still exists, finalizers %v", cert.Finalizers)
 		}
@@ -285,7 +285,7 @@ func TestSecretNotOwned(t *testing.T) {
 	if err := kube.Client.Create(ctx, cert); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, time.Minute, "Stalled SecretNotOwned", func() error {
+	testenv.Eventually(t, time.Minute, "Stalled SecretNotOwned", func() error {
 		if err := kube.Client.Get(ctx, client.ObjectKeyFromObject(cert), cert); err != nil {
 			return err
 		}
@@ -312,7 +312,7 @@ func TestSecretNotOwned(t *testing.T) {
 	if err := kube.Client.Create(ctx, unsupported); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, time.Minute, "Stalled NoSolver", func() error {
+	testenv.Eventually(t, time.Minute, "Stalled NoSolver", func() error {
 		if err := kube.Client.Get(ctx, client.ObjectKeyFromObject(unsupported), unsupported); err != nil {
 			return err
 		}
@@ -381,7 +381,7 @@ func verifySecret(t *testing.T, pebble *testenv.Pebble, cert *certpilotv1alpha1.
 // waitForEvents waits until the Certificate has Events with each of reasons.
 func waitForEvents(t *testing.T, cert *certpilotv1alpha1.Certificate, timeout time.Duration, reasons ...string) {
 	t.Helper()
-	eventually(t, timeout, fmt.Sprintf("events %v", reasons), func() error {
+	testenv.Eventually(t, timeout, fmt.Sprintf("events %v", reasons), func() error {
 		got, err := eventReasons(context.Background(), cert)
 		if err != nil {
 			return err
@@ -414,7 +414,7 @@ func eventReasons(ctx context.Context, cert *certpilotv1alpha1.Certificate) ([]s
 // solver.RemovalDelay.
 func waitNoChallengeResponses(t *testing.T, s *testenv.Stack) {
 	t.Helper()
-	eventually(t, 4*solver.RemovalDelay, "challenge responses removed", func() error {
+	testenv.Eventually(t, 4*solver.RemovalDelay, "challenge responses removed", func() error {
 		responses, err := s.ChallengeResponses(context.Background())
 		if err != nil {
 			return err

@@ -36,7 +36,7 @@ func TestResumeOrderAfterRestart(t *testing.T) {
 	if err := kube.Client.Create(ctx, cert); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, time.Minute, "order open, self-check failing", func() error {
+	testenv.Eventually(t, time.Minute, "order open, self-check failing", func() error {
 		if err := kube.Client.Get(ctx, client.ObjectKeyFromObject(cert), cert); err != nil {
 			return err
 		}
@@ -85,7 +85,7 @@ func TestValidationFailureBacksOff(t *testing.T) {
 	if err := kube.Client.Create(ctx, cert); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, time.Minute, "failure recorded", func() error {
+	testenv.Eventually(t, time.Minute, "failure recorded", func() error {
 		if err := kube.Client.Get(ctx, client.ObjectKeyFromObject(cert), cert); err != nil {
 			return err
 		}
@@ -224,7 +224,7 @@ func TestKillAtEachStep(t *testing.T) {
 				t.Fatal(err)
 			}
 			// Kill the manager the moment it logs the step for this certificate.
-			eventually(t, time.Minute, "step "+step, func() error {
+			testenv.Eventually(t, time.Minute, "step "+step, func() error {
 				for _, line := range strings.Split(s.Manager.Output()[logsBefore:], "\n") {
 					if strings.Contains(line, `"msg":"`+step+`"`) && strings.Contains(line, `"name":"`+name+`"`) {
 						return nil
@@ -251,8 +251,8 @@ func TestKillAtEachStep(t *testing.T) {
 func TestWatchNamespaces(t *testing.T) {
 	testenv.SkipIfShort(t)
 	ctx := context.Background()
-	s := startStackWith(t, "e2e-watched", testenv.PebbleOptions{}, "--watch-namespaces="+namespaceFor(t, "e2e-watched"))
-	unwatched := namespaceFor(t, "e2e-unwatched")
+	s := startStackWith(t, "e2e-watched", testenv.PebbleOptions{}, "--watch-namespaces="+testenv.Namespace(t, "e2e-watched"))
+	unwatched := testenv.Namespace(t, "e2e-unwatched")
 	if err := kube.Client.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: unwatched}}); err != nil {
 		t.Fatal(err)
 	}

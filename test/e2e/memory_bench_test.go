@@ -65,7 +65,7 @@ var benchRuns int
 // startBenchStack is startStack for a benchmark.
 func startBenchStack(b *testing.B, namespace string) *testenv.Stack {
 	b.Helper()
-	managerBinary, edgeBinary := binariesFor(b)
+	managerBinary, edgeBinary := testenv.Binaries(b)
 	pebble := testenv.StartPebble(b, testenv.PebbleOptions{})
 	s, err := testenv.StartStack(context.Background(), kube, pebble, testenv.StackOptions{
 		Namespace: namespace, ManagerBinary: managerBinary, EdgeBinary: edgeBinary, Dir: b.TempDir(),

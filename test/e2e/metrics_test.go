@@ -46,7 +46,7 @@ func TestMetrics(t *testing.T) {
 		{"certpilot_acme_request_duration_seconds", map[string]string{"endpoint": "newOrder"}, func(v float64) bool { return v >= 1 }, "a sample count >= 1"},
 		{"certpilot_challenge_self_checks_total", map[string]string{"type": "tls-alpn-01", "result": "success"}, func(v float64) bool { return v >= 1 }, ">= 1"},
 	}
-	eventually(t, 30*time.Second, "metrics", func() error {
+	testenv.Eventually(t, 30*time.Second, "metrics", func() error {
 		families, err := scrape(s.MetricsAddress)
 		if err != nil {
 			return err
@@ -141,7 +141,7 @@ func pokeAndWaitForReconcile(t *testing.T, s *testenv.Stack, cert *certpilotv1al
 	if err := kube.Client.Patch(ctx, cert, poke); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 30*time.Second, "a reconcile after the poke", func() error {
+	testenv.Eventually(t, 30*time.Second, "a reconcile after the poke", func() error {
 		if n := reconcileCount(t, s); n <= before {
 			return fmt.Errorf("%v reconciles, waiting for more than %v", n, before)
 		}

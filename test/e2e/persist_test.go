@@ -52,7 +52,7 @@ func TestDNSPersist01(t *testing.T) {
 	}
 	record := "_validation-persist.example.test."
 	want := pebbleIssuerDomain + "; accounturi=" + account + "; policy=wildcard"
-	eventually(t, time.Minute, "the records in status", func() error {
+	testenv.Eventually(t, time.Minute, "the records in status", func() error {
 		if err := kube.Client.Get(ctx, client.ObjectKeyFromObject(cert), cert); err != nil {
 			return err
 		}
@@ -137,7 +137,7 @@ func TestDNSPersist01(t *testing.T) {
 		}
 		certs = append(certs, c)
 		t.Run(desc, func(t *testing.T) {
-			eventually(t, time.Minute, tc.reason, func() error {
+			testenv.Eventually(t, time.Minute, tc.reason, func() error {
 				if err := kube.Client.Get(ctx, client.ObjectKeyFromObject(c), c); err != nil {
 					return err
 				}
@@ -152,7 +152,7 @@ func TestDNSPersist01(t *testing.T) {
 	// Let them be looked at again (counted by the manager's reconcile counter, not by a sleep;
 	// records are rechecked every minute).
 	retried := reconcileCount(t, s) + float64(len(certs))
-	eventually(t, 3*time.Minute, "broken certificates retried", func() error {
+	testenv.Eventually(t, 3*time.Minute, "broken certificates retried", func() error {
 		if n := reconcileCount(t, s); n < retried {
 			return fmt.Errorf("%v reconciles, waiting for %v", n, retried)
 		}
@@ -217,7 +217,7 @@ func TestDNS01AuthoritativeServersAndCNAME(t *testing.T) {
 	if err := kube.Client.Create(ctx, cert); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, time.Minute, "waiting for the secondary", func() error {
+	testenv.Eventually(t, time.Minute, "waiting for the secondary", func() error {
 		if err := kube.Client.Get(ctx, client.ObjectKeyFromObject(cert), cert); err != nil {
 			return err
 		}
@@ -228,7 +228,7 @@ func TestDNS01AuthoritativeServersAndCNAME(t *testing.T) {
 		return nil
 	})
 	retried := reconcileCount(t, s) + 2
-	eventually(t, 2*time.Minute, "checked again while the secondary lags", func() error {
+	testenv.Eventually(t, 2*time.Minute, "checked again while the secondary lags", func() error {
 		if n := reconcileCount(t, s); n < retried {
 			return fmt.Errorf("%v reconciles, waiting for %v", n, retried)
 		}
@@ -250,7 +250,7 @@ func TestDNS01AuthoritativeServersAndCNAME(t *testing.T) {
 	if err := kube.Client.Create(ctx, delegated); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 2*time.Minute, "the delegated certificate Ready", func() error {
+	testenv.Eventually(t, 2*time.Minute, "the delegated certificate Ready", func() error {
 		_ = bind.NotifySecondary() // the secondary serves the delegated zone too
 		if err := kube.Client.Get(ctx, client.ObjectKeyFromObject(delegated), delegated); err != nil {
 			return err

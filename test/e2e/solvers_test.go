@@ -102,7 +102,7 @@ func TestDNS01RFC2136Wildcard(t *testing.T) {
 		}
 		certs = append(certs, c)
 		t.Run(desc, func(t *testing.T) {
-			eventually(t, time.Minute, tc.reason, func() error {
+			testenv.Eventually(t, time.Minute, tc.reason, func() error {
 				if err := kube.Client.Get(ctx, client.ObjectKeyFromObject(c), c); err != nil {
 					return err
 				}
@@ -116,7 +116,7 @@ func TestDNS01RFC2136Wildcard(t *testing.T) {
 	// Let each retry at least twice (counted by the manager's reconcile counter, not by a
 	// sleep): still one order each, and no validation attempted.
 	retried := reconcileCount(t, s) + float64(2*len(certs))
-	eventually(t, 2*time.Minute, "broken certificates retried", func() error {
+	testenv.Eventually(t, 2*time.Minute, "broken certificates retried", func() error {
 		if n := reconcileCount(t, s); n < retried {
 			return fmt.Errorf("%v reconciles, waiting for %v", n, retried)
 		}
@@ -149,7 +149,7 @@ func TestDNS01Manual(t *testing.T) {
 	}
 	record := regexp.MustCompile(`TXT record (\S+) with value "([^"]+)"`)
 	var name, value string
-	eventually(t, time.Minute, "the record to create", func() error {
+	testenv.Eventually(t, time.Minute, "the record to create", func() error {
 		if err := kube.Client.Get(ctx, client.ObjectKeyFromObject(cert), cert); err != nil {
 			return err
 		}

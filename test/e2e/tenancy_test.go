@@ -29,7 +29,7 @@ func TestTwoCertificatesOneName(t *testing.T) {
 	testenv.SkipIfShort(t)
 	ctx := context.Background()
 	s := startStack(t, "e2e-overlap", 0)
-	elsewhere := namespaceFor(t, "e2e-overlap-other")
+	elsewhere := testenv.Namespace(t, "e2e-overlap-other")
 	if err := kube.Client.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: elsewhere}}); err != nil {
 		t.Fatal(err)
 	}
@@ -70,7 +70,7 @@ func TestLoadBalancerOfAnotherNamespace(t *testing.T) {
 	testenv.SkipIfShort(t)
 	ctx := context.Background()
 	s := startStack(t, "e2e-tenant", 0)
-	tenant := namespaceFor(t, "e2e-tenant-b")
+	tenant := testenv.Namespace(t, "e2e-tenant-b")
 	if err := kube.Client.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: tenant}}); err != nil {
 		t.Fatal(err)
 	}
@@ -82,7 +82,7 @@ func TestLoadBalancerOfAnotherNamespace(t *testing.T) {
 	if err := kube.Client.Create(ctx, cert); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, time.Minute, "Stalled LoadBalancerNotAllowed", func() error {
+	testenv.Eventually(t, time.Minute, "Stalled LoadBalancerNotAllowed", func() error {
 		if err := kube.Client.Get(ctx, client.ObjectKeyFromObject(cert), cert); err != nil {
 			return err
 		}
@@ -111,7 +111,7 @@ func TestLoadBalancerOfAnotherNamespace(t *testing.T) {
 	if err := kube.Client.Create(ctx, prober); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, time.Minute, "Stalled ProbeAddressNotAllowed", func() error {
+	testenv.Eventually(t, time.Minute, "Stalled ProbeAddressNotAllowed", func() error {
 		if err := kube.Client.Get(ctx, client.ObjectKeyFromObject(prober), prober); err != nil {
 			return err
 		}

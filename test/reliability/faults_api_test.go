@@ -31,7 +31,7 @@ const foreignFinalizer = "example.com/keep"
 func TestFaultsFinalizerPatchKeepsOthers(t *testing.T) {
 	testenv.SkipIfShort(t)
 	ctx := context.Background()
-	namespace := namespaceFor(t, "rel-finalizer")
+	namespace := testenv.Namespace(t, "rel-finalizer")
 	if err := kube.Client.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: namespace}}); err != nil {
 		t.Fatal(err)
 	}
@@ -197,7 +197,7 @@ func TestFaultsConflictingWriters(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	eventually(t, time.Minute, "certpilot's finalizers removed", func() error {
+	testenv.Eventually(t, time.Minute, "certpilot's finalizers removed", func() error {
 		for _, cert := range certs {
 			if err := kubeClient().Get(ctx, client.ObjectKeyFromObject(cert), cert); err != nil {
 				return err
@@ -349,7 +349,7 @@ func TestFaultsAPIServerAway(t *testing.T) {
 	before := countsAt(s.Pebble)
 	offset := len(s.Manager.Output())
 	certs := createCertificates(t, s, "apiaway", "apiaway.test", n)
-	eventually(t, time.Minute, "an order created", func() error {
+	testenv.Eventually(t, time.Minute, "an order created", func() error {
 		if _, ok := managerLogged(s, offset, "Created ACME order", names(certs)); !ok {
 			return fmt.Errorf("no order yet")
 		}

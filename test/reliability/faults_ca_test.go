@@ -47,7 +47,7 @@ func TestFaultsCAHangs(t *testing.T) {
 	before := countsAt(s.Pebble)
 	offset := len(s.Manager.Output())
 	certs := createCertificates(t, s, "hang", "hang.test", n)
-	eventually(t, time.Minute, "an order created", func() error {
+	testenv.Eventually(t, time.Minute, "an order created", func() error {
 		if _, ok := managerLogged(s, offset, "Created ACME order", names(certs)); !ok {
 			return fmt.Errorf("no order yet")
 		}
@@ -79,7 +79,7 @@ func TestFaultsCAReset(t *testing.T) {
 	s := startStack(t, "rel-reset", testenv.PebbleOptions{}, testenv.StackOptions{})
 	n := caBatch(t)
 	certs := createCertificates(t, s, "reset", "reset.test", n)
-	eventually(t, 2*time.Minute, "some certificates Ready", func() error {
+	testenv.Eventually(t, 2*time.Minute, "some certificates Ready", func() error {
 		if ready := countReady(ctx, t, s.Namespace, certs); ready < 1 {
 			return fmt.Errorf("%d of %d Ready", ready, n)
 		}

@@ -35,7 +35,7 @@ func TestFaultsCrashAtEachStep(t *testing.T) {
 			offset := len(s.Manager.Output())
 			certs := createCertificates(t, s, prefix, "crash.test", inFlight)
 			var victim string
-			eventually(t, time.Minute, "step "+step, func() error {
+			testenv.Eventually(t, time.Minute, "step "+step, func() error {
 				if name, ok := managerLogged(s, offset, step, names(certs)); ok {
 					victim = name
 					return nil

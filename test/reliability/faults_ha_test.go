@@ -32,7 +32,7 @@ const (
 func TestFaultsLeaderKilledMidIssuance(t *testing.T) {
 	testenv.SkipIfShort(t)
 	ctx := context.Background()
-	namespace := namespaceFor(t, "rel-ha")
+	namespace := testenv.Namespace(t, "rel-ha")
 	leaderArgs := []string{"--leader-elect", "--leader-election-namespace", namespace + "-system"}
 	s := startStack(t, "rel-ha", testenv.PebbleOptions{NonceRejectPercent: 5}, testenv.StackOptions{ManagerArgs: leaderArgs})
 	// The stack's manager is the leader: the ClusterIssuer became Ready under it alone.
@@ -65,7 +65,7 @@ func TestFaultsLeaderKilledMidIssuance(t *testing.T) {
 		before := countsAt(s.Pebble)
 		certs := createCertificates(t, s, fmt.Sprintf("ha-r%d", round), "ha.test", perRound)
 		// Kill mid-issuance: some certificates Ready, most not.
-		eventually(t, 2*time.Minute, "some certificates Ready", func() error {
+		testenv.Eventually(t, 2*time.Minute, "some certificates Ready", func() error {
 			ready := countReady(ctx, t, s.Namespace, certs)
 			if ready < perRound/5 {
 				return fmt.Errorf("%d of %d Ready", ready, perRound)
@@ -77,7 +77,7 @@ func TestFaultsLeaderKilledMidIssuance(t *testing.T) {
 		leader.Kill()
 		killed := time.Now()
 		var takeover time.Duration
-		eventually(t, takeoverBound+10*time.Second, "another replica holds the lease", func() error {
+		testenv.Eventually(t, takeoverBound+10*time.Second, "another replica holds the lease", func() error {
 			if h := holder(); h == "" || h == oldHolder {
 				return fmt.Errorf("lease held by %q", h)
 			}

@@ -301,7 +301,7 @@ func TestFaultsFlakyCAProxy(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = kube.Client.Delete(context.Background(), issuer) })
-	eventually(t, 2*time.Minute, "proxied ClusterIssuer Ready", func() error {
+	testenv.Eventually(t, 2*time.Minute, "proxied ClusterIssuer Ready", func() error {
 		if err := kube.Client.Get(ctx, client.ObjectKeyFromObject(issuer), issuer); err != nil {
 			return err
 		}

@@ -35,7 +35,7 @@ func createCertificates(t testing.TB, s *testenv.Stack, prefix, domain string, n
 // waitAllReady waits until every Certificate is Ready, refreshing each in place.
 func waitAllReady(t testing.TB, certs []*certpilotv1alpha1.Certificate, timeout time.Duration) {
 	t.Helper()
-	eventually(t, timeout, "every Certificate Ready", func() error {
+	testenv.Eventually(t, timeout, "every Certificate Ready", func() error {
 		notReady := 0
 		var example string
 		for _, cert := range certs {

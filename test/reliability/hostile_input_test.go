@@ -65,7 +65,7 @@ func TestHostileInput(t *testing.T) {
 	s := startHostileStack(t, "hostile", testenv.PebbleOptions{
 		NonceRejectPercent: 5, ExternalAccountMACKeys: map[string]string{eabKeyID: eabHMAC},
 	})
-	tenant, victim := hostileNamespace("hostile-tenant"), hostileNamespace("hostile-victim")
+	tenant, victim := testenv.Namespace(t, "hostile-tenant"), testenv.Namespace(t, "hostile-victim")
 	createNamespaces(t, tenant, victim)
 	deleteWhenDone(t, s.Namespace, tenant)
 
@@ -350,7 +350,7 @@ func TestHostileInput(t *testing.T) {
 			created = append(created, c)
 		}
 	}
-	pollUntil(t, 2*time.Minute, "the good Certificate Ready beside the hostile objects", func() error {
+	testenv.Eventually(t, 2*time.Minute, "the good Certificate Ready beside the hostile objects", func() error {
 		return conditionIs(ctx, good, "UpToDate", false)
 	})
 	goodReady := time.Since(goodCreated)
@@ -361,7 +361,7 @@ func TestHostileInput(t *testing.T) {
 	admitted++
 
 	// Every admitted object ends in its condition.
-	pollUntil(t, 2*time.Minute, "every hostile object in its condition", func() error {
+	testenv.Eventually(t, 2*time.Minute, "every hostile object in its condition", func() error {
 		var problems []string
 		for _, c := range created {
 			if err := conditionIs(ctx, c.object, c.reason, c.stalled); err != nil {
@@ -523,7 +523,7 @@ func edgeServesChallengesToACMEOnly(t *testing.T, s *testenv.Stack, name string)
 	isChallenge := func(leaf *x509.Certificate) bool {
 		return slices.ContainsFunc(leaf.Extensions, func(e pkix.Extension) bool { return e.Id.String() == "1.3.6.1.5.5.7.1.31" })
 	}
-	pollUntil(t, 30*time.Second, "the challenge served to acme-tls/1", func() error {
+	testenv.Eventually(t, 30*time.Second, "the challenge served to acme-tls/1", func() error {
 		conn, err := tls.Dial("tcp", address, &tls.Config{ServerName: name, NextProtos: []string{"acme-tls/1"}, InsecureSkipVerify: true})
 		if err != nil {
 			return err

@@ -2,11 +2,8 @@ package reliability
 
 import (
 	"context"
-	"fmt"
 	"strings"
-	"sync"
 	"testing"
-	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -24,23 +21,6 @@ import (
 // the key scan sees everything they could ever log.
 const verbose = "--zap-log-level=10"
 
-var (
-	hostileNamespacesMu  sync.Mutex
-	hostileNamespaceRuns = map[string]int{}
-)
-
-// hostileNamespace returns base on the first call and base-<n> on the n-th (go test -count=n):
-// envtest never really deletes a namespace, so every run gets fresh ones.
-func hostileNamespace(base string) string {
-	hostileNamespacesMu.Lock()
-	defer hostileNamespacesMu.Unlock()
-	hostileNamespaceRuns[base]++
-	if run := hostileNamespaceRuns[base]; run > 1 {
-		return fmt.Sprintf("%s-%d", base, run)
-	}
-	return base
-}
-
 // createNamespaces creates each namespace.
 func createNamespaces(t *testing.T, names ...string) {
 	t.Helper()
@@ -55,10 +35,10 @@ func createNamespaces(t *testing.T, names ...string) {
 // a Ready ClusterIssuer, stopped when the test ends.
 func startHostileStack(t *testing.T, base string, pebbleOptions testenv.PebbleOptions, managerArgs ...string) *testenv.Stack {
 	t.Helper()
-	manager, edge := binaries(t)
+	manager, edge := testenv.Binaries(t)
 	pebble := testenv.StartPebble(t, pebbleOptions)
 	s, err := testenv.StartStack(context.Background(), kube, pebble, testenv.StackOptions{
-		Namespace: hostileNamespace(base), Dir: t.TempDir(), ManagerBinary: manager, EdgeBinary: edge,
+		Namespace: testenv.Namespace(t, base), Dir: t.TempDir(), ManagerBinary: manager, EdgeBinary: edge,
 		ManagerArgs: append([]string{verbose}, managerArgs...), EdgeArgs: []string{verbose, "--access-log"},
 	})
 	if err != nil {
@@ -71,14 +51,6 @@ func startHostileStack(t *testing.T, base string, pebbleOptions testenv.PebbleOp
 		}
 	})
 	return s
-}
-
-// pollUntil calls check until it returns nil or timeout passes, then fails with its last error.
-func pollUntil(t *testing.T, timeout time.Duration, what string, check func() error) {
-	t.Helper()
-	if err := testenv.Poll(context.Background(), timeout, check); err != nil {
-		t.Fatalf("%s: %v", what, err)
-	}
 }
 
 // managerHealthy fails the test when the manager exited or wrote a panic.

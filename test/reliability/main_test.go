@@ -10,9 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
-	"sync"
 	"testing"
-	"time"
 
 	"github.com/certpilot/certpilot/internal/testenv"
 )
@@ -55,21 +53,15 @@ func rounds(t testing.TB, quick int) int {
 // long reports whether the long part of the suite was asked for (RELIABILITY_ROUNDS set).
 func long() bool { return os.Getenv("RELIABILITY_ROUNDS") != "" }
 
-// binaries builds the manager and the edge once per test run.
-func binaries(t testing.TB) (manager, edge string) {
-	t.Helper()
-	return testenv.Binaries(t)
-}
-
 // startStack starts Pebble configured by pebbleOptions and the stack (edge, manager,
-// ClusterIssuer) in namespaceFor(t, namespace), and stops both when the test ends, logging the
+// ClusterIssuer) in testenv.Namespace(t, namespace), and stops both when the test ends, logging the
 // processes' output when it failed.
 func startStack(t *testing.T, namespace string, pebbleOptions testenv.PebbleOptions, stackOptions testenv.StackOptions) *testenv.Stack {
 	t.Helper()
 	testenv.SkipIfShort(t)
-	managerBinary, edgeBinary := binaries(t)
+	managerBinary, edgeBinary := testenv.Binaries(t)
 	pebble := testenv.StartPebble(t, pebbleOptions)
-	stackOptions.Namespace, stackOptions.Dir = namespaceFor(t, namespace), t.TempDir()
+	stackOptions.Namespace, stackOptions.Dir = testenv.Namespace(t, namespace), t.TempDir()
 	stackOptions.ManagerBinary, stackOptions.EdgeBinary = managerBinary, edgeBinary
 	s, err := testenv.StartStack(context.Background(), kube, pebble, stackOptions)
 	if err != nil {
@@ -82,50 +74,4 @@ func startStack(t *testing.T, namespace string, pebbleOptions testenv.PebbleOpti
 		}
 	})
 	return s
-}
-
-// eventually calls check until it returns nil or timeout passes, then fails with its last error.
-func eventually(t testing.TB, timeout time.Duration, what string, check func() error) {
-	t.Helper()
-	if err := testenv.Poll(context.Background(), timeout, check); err != nil {
-		t.Fatalf("%s: %v", what, err)
-	}
-}
-
-var (
-	namespacesMu  sync.Mutex
-	namespaceRuns = map[string]int{}
-	namespaces    = map[namespaceRequest]string{}
-)
-
-type namespaceRequest struct {
-	t    testing.TB
-	base string
-}
-
-// namespaceFor returns the namespace a test uses for base: base itself on the first run and
-// base-<n> on the n-th run in the same process (go test -count=n). envtest runs no namespace
-// controller, so a namespace is never really deleted: every run gets fresh ones, and so do the
-// names derived from them (the ClusterIssuer <namespace>-pebble). The same test asking again
-// gets the same name.
-func namespaceFor(t testing.TB, base string) string {
-	t.Helper()
-	namespacesMu.Lock()
-	defer namespacesMu.Unlock()
-	request := namespaceRequest{t: t, base: base}
-	if name, ok := namespaces[request]; ok {
-		return name
-	}
-	namespaceRuns[base]++
-	name := base
-	if run := namespaceRuns[base]; run > 1 {
-		name = fmt.Sprintf("%s-%d", base, run)
-	}
-	namespaces[request] = name
-	t.Cleanup(func() {
-		namespacesMu.Lock()
-		defer namespacesMu.Unlock()
-		delete(namespaces, request)
-	})
-	return name
 }

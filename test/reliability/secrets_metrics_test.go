@@ -72,7 +72,7 @@ func TestMetricsSecure(t *testing.T) {
 	// The listener comes up with the manager: wait for it, then ask without a token.
 	var status int
 	var body string
-	pollUntil(t, 30*time.Second, "the metrics listener", func() (err error) {
+	testenv.Eventually(t, 30*time.Second, "the metrics listener", func() (err error) {
 		status, body, err = get("https", "")
 		return err
 	})

@@ -61,7 +61,7 @@ func TestSameSecretNameRace(t *testing.T) {
 			}
 		}
 		var winner, loser *certpilotv1alpha1.Certificate
-		pollUntil(t, 2*time.Minute, fmt.Sprintf("pair %d: one Ready, one Stalled", i), func() error {
+		testenv.Eventually(t, 2*time.Minute, fmt.Sprintf("pair %d: one Ready, one Stalled", i), func() error {
 			winner, loser = nil, nil
 			for _, cert := range []*certpilotv1alpha1.Certificate{p.a, p.b} {
 				if err := kube.Client.Get(ctx, client.ObjectKeyFromObject(cert), cert); err != nil {
@@ -99,7 +99,7 @@ func TestSameSecretNameRace(t *testing.T) {
 			if err := kube.Client.Delete(ctx, winner); err != nil {
 				t.Fatal(err)
 			}
-			pollUntil(t, time.Minute, "the winner gone", func() error {
+			testenv.Eventually(t, time.Minute, "the winner gone", func() error {
 				if err := kube.Client.Get(ctx, client.ObjectKeyFromObject(winner), &certpilotv1alpha1.Certificate{}); err == nil {
 					return fmt.Errorf("%s still exists", winner.Name)
 				}
@@ -113,7 +113,7 @@ func TestSameSecretNameRace(t *testing.T) {
 			if err := kube.Client.Patch(ctx, loser, patch); err != nil {
 				t.Fatal(err)
 			}
-			pollUntil(t, 2*time.Minute, "the loser issued once the winner is gone", func() error {
+			testenv.Eventually(t, 2*time.Minute, "the loser issued once the winner is gone", func() error {
 				return conditionIs(ctx, loser, "UpToDate", false)
 			})
 			assertSecretOf(t, loser)

@@ -1,0 +1,59 @@
+package testenv
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+)
+
+// Eventually calls check until it returns nil or timeout passes, then fails the test with what
+// and check's last error.
+func Eventually(tb testing.TB, timeout time.Duration, what string, check func() error) {
+	tb.Helper()
+	if err := Poll(context.Background(), timeout, check); err != nil {
+		tb.Fatalf("%s: %v", what, err)
+	}
+}
+
+type namespaceRequest struct {
+	tb   testing.TB
+	base string
+}
+
+var namespaces struct {
+	sync.Mutex
+	runs  map[string]int
+	names map[namespaceRequest]string
+}
+
+// Namespace returns the namespace a test uses for base: base itself on the first run and
+// base-<n> on the n-th run in the same process (go test -count=n). envtest runs no namespace
+// controller, so a namespace is never really deleted: every run gets fresh ones, and so do the
+// names derived from them (the ClusterIssuer <namespace>-pebble). The same test asking again
+// gets the same name.
+func Namespace(tb testing.TB, base string) string {
+	tb.Helper()
+	namespaces.Lock()
+	defer namespaces.Unlock()
+	if namespaces.runs == nil {
+		namespaces.runs, namespaces.names = map[string]int{}, map[namespaceRequest]string{}
+	}
+	request := namespaceRequest{tb: tb, base: base}
+	if name, ok := namespaces.names[request]; ok {
+		return name
+	}
+	namespaces.runs[base]++
+	name := base
+	if run := namespaces.runs[base]; run > 1 {
+		name = fmt.Sprintf("%s-%d", base, run)
+	}
+	namespaces.names[request] = name
+	tb.Cleanup(func() {
+		namespaces.Lock()
+		defer namespaces.Unlock()
+		delete(namespaces.names, request)
+	})
+	return name
+}
