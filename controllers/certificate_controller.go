@@ -278,7 +278,7 @@ func notNextKeySecret(obj client.Object) bool {
 		return true
 	}
 	_, claim := obj.GetAnnotations()[annotationClaimOf]
-	return obj.GetName() != owner.Name+nextKeySuffix && !claim
+	return obj.GetName() != owner.Name+certpilotv1alpha1.NextKeySecretSuffix && !claim
 }
 
 func issuerKey(kind, name string) string {

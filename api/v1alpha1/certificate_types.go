@@ -237,6 +237,14 @@ type CertificateStatus struct {
 	// +optional
 	SerialNumber string `json:"serialNumber,omitempty"`
 
+	// Revision counts the certificates certpilot stored for this Certificate: 1 after the first
+	// issuance, one more after each renewal or reissue (as cert-manager's status.revision).
+	// Each revision has its own private key. Certificates issued by versions before this field
+	// are not counted.
+	// +optional
+	// +kubebuilder:validation:Minimum=0
+	Revision int64 `json:"revision,omitempty"`
+
 	// FailedIssuanceAttempts counts issuance failures since the last success; it sets the
 	// backoff (about 1m, 10m, 100m, then daily).
 	// +optional

@@ -499,8 +499,8 @@ func notReady(ctx context.Context, c client.Client, namespace string, limit int)
 	return strings.Join(out, ", ")
 }
 
-// countIssued counts the certificate Secrets in namespace (metadata only); the pending-key
-// Secrets (<certificate>-certpilot-next-key) carry the same label and are not counted.
+// countIssued counts the certificate Secrets in namespace (metadata only); the claim Secrets
+// (<secretName>-certpilot-claim) carry the same label and are not counted.
 func countIssued(ctx context.Context, c client.Client, namespace string) (int, error) {
 	list := &metav1.PartialObjectMetadataList{}
 	list.SetGroupVersionKind(corev1.SchemeGroupVersion.WithKind("SecretList"))
@@ -509,7 +509,7 @@ func countIssued(ctx context.Context, c client.Client, namespace string) (int, e
 	}
 	issued := 0
 	for _, secret := range list.Items {
-		if !strings.HasSuffix(secret.Name, "-certpilot-next-key") {
+		if !strings.HasSuffix(secret.Name, certpilotv1alpha1.ClaimSecretSuffix) && !strings.HasSuffix(secret.Name, certpilotv1alpha1.NextKeySecretSuffix) {
 			issued++
 		}
 	}
