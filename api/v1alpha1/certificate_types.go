@@ -300,7 +300,10 @@ type RenewalInfoStatus struct {
 	// +kubebuilder:validation:MaxLength=2048
 	ExplanationURL string `json:"explanationURL,omitempty"`
 	// NextFetch is when certpilot asks the CA again (as its Retry-After says, between one
-	// minute and twelve hours).
+	// minute and twelve hours), as of the last change of this status. A fetch that finds the
+	// same window is not written (no status write per poll): certpilot keeps the next time in
+	// memory, so a time in the past means the window was confirmed since. Setting it to the
+	// past makes certpilot fetch at the Certificate's next reconcile.
 	// +optional
 	NextFetch *metav1.Time `json:"nextFetch,omitempty"`
 	// Error is why the last fetch failed; the fallback renewal time stands meanwhile.
