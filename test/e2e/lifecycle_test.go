@@ -9,6 +9,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
@@ -129,6 +130,7 @@ func TestRenewOnRequestAndSpecChange(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitReady(t, cert, 2*time.Minute, "")
+	keys := newKeyHistory(t, s.Namespace, cert)
 	first := cert.Status.SerialNumber
 	lifetime := cert.Status.NotAfter.Sub(cert.Status.NotBefore.Time)
 	// Pebble publishes renewal windows (ARI): the renewal time is inside the window. Without
@@ -156,6 +158,7 @@ func TestRenewOnRequestAndSpecChange(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitReady(t, cert, 2*time.Minute, first)
+	keys.add(cert) // a fresh key, not the deleted certificate's
 	first = cert.Status.SerialNumber
 
 	patch := client.MergeFrom(cert.DeepCopy())
@@ -167,6 +170,7 @@ func TestRenewOnRequestAndSpecChange(t *testing.T) {
 	if cert.Status.RenewalRequest != "2026-11-27T10:00:00Z" {
 		t.Errorf("renewalRequest = %q", cert.Status.RenewalRequest)
 	}
+	keys.add(cert)
 	second := cert.Status.SerialNumber
 
 	patch = client.MergeFrom(cert.DeepCopy())
@@ -178,6 +182,7 @@ func TestRenewOnRequestAndSpecChange(t *testing.T) {
 	if !slices.Equal(cert.Status.Order.DNSNames, []string{"renew.test", "www.renew.test"}) {
 		t.Errorf("order names %v", cert.Status.Order.DNSNames)
 	}
+	keys.add(cert)
 	third := cert.Status.SerialNumber
 
 	// Nothing else to do: the serial stays.
@@ -186,6 +191,53 @@ func TestRenewOnRequestAndSpecChange(t *testing.T) {
 	}
 	if cert.Status.SerialNumber != third {
 		t.Errorf("serial changed again without a reason: %s then %s", third, cert.Status.SerialNumber)
+	}
+}
+
+// keyHistory checks, after each issuance of one Certificate, that the certificate Secret holds a
+// private key no earlier revision had, that status.revision counted the issuance, and that the
+// claim Secret holds the served key (the next key lives there; no other Secret holds one).
+type keyHistory struct {
+	t         *testing.T
+	namespace string
+	seen      map[string]int64
+	revision  int64
+}
+
+func newKeyHistory(t *testing.T, namespace string, cert *certpilotv1alpha1.Certificate) *keyHistory {
+	h := &keyHistory{t: t, namespace: namespace, seen: map[string]int64{}}
+	h.add(cert)
+	return h
+}
+
+func (h *keyHistory) add(cert *certpilotv1alpha1.Certificate) {
+	h.t.Helper()
+	ctx := context.Background()
+	h.revision++
+	if cert.Status.Revision != h.revision {
+		h.t.Errorf("status.revision = %d after issuance %d", cert.Status.Revision, h.revision)
+	}
+	secret, claim := &corev1.Secret{}, &corev1.Secret{}
+	if err := kube.Client.Get(ctx, client.ObjectKey{Namespace: h.namespace, Name: cert.Spec.SecretName}, secret); err != nil {
+		h.t.Fatal(err)
+	}
+	if err := kube.Client.Get(ctx, client.ObjectKey{Namespace: h.namespace, Name: cert.Spec.SecretName + certpilotv1alpha1.ClaimSecretSuffix}, claim); err != nil {
+		h.t.Fatalf("the claim Secret: %v", err)
+	}
+	served := string(secret.Data[corev1.TLSPrivateKeyKey])
+	if served == "" {
+		h.t.Fatalf("Secret %s holds no key", secret.Name)
+	}
+	if string(claim.Data[corev1.TLSPrivateKeyKey]) != served {
+		h.t.Errorf("the claim Secret does not hold the key of revision %d", h.revision)
+	}
+	if earlier, ok := h.seen[served]; ok {
+		h.t.Errorf("revision %d reuses the private key of revision %d", h.revision, earlier)
+	}
+	h.seen[served] = h.revision
+	legacy := &corev1.Secret{}
+	if err := kube.Client.Get(ctx, client.ObjectKey{Namespace: h.namespace, Name: cert.Name + certpilotv1alpha1.NextKeySecretSuffix}, legacy); !apierrors.IsNotFound(err) {
+		h.t.Errorf("a next-key Secret exists (%v): the next key belongs in the claim", err)
 	}
 }
 
