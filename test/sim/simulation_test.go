@@ -3,11 +3,13 @@ package sim
 import (
 	"context"
 	"crypto/x509"
+	"encoding/json"
 	"fmt"
 	"slices"
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -99,6 +101,53 @@ func (s *simulation) run(ctx context.Context, end time.Time, progress func(now t
 			return err
 		}
 	}
+}
+
+// statusWrites counts the reconciler's Certificate status writes, and those whose patch changes
+// nothing but status.renewalInfo.nextFetch (an ARI poll that found the same window).
+type statusWrites struct {
+	total, pollOnly atomic.Int64
+}
+
+func (w *statusWrites) counting(c client.Client) client.Client { return countingClient{c, w} }
+
+type countingClient struct {
+	client.Client
+	writes *statusWrites
+}
+
+func (c countingClient) Status() client.SubResourceWriter {
+	return countingStatus{c.Client.Status(), c.writes}
+}
+
+type countingStatus struct {
+	client.SubResourceWriter
+	writes *statusWrites
+}
+
+func (s countingStatus) Patch(ctx context.Context, obj client.Object, patch client.Patch, opts ...client.SubResourcePatchOption) error {
+	s.writes.total.Add(1)
+	if data, err := patch.Data(obj); err == nil && onlyNextFetch(data) {
+		s.writes.pollOnly.Add(1)
+	}
+	return s.SubResourceWriter.Patch(ctx, obj, patch, opts...)
+}
+
+// onlyNextFetch reports whether a merge patch of a Certificate changes only
+// status.renewalInfo.nextFetch (metadata such as a resourceVersion precondition aside).
+func onlyNextFetch(data []byte) bool {
+	var patch struct {
+		Status map[string]json.RawMessage `json:"status"`
+	}
+	if json.Unmarshal(data, &patch) != nil || len(patch.Status) != 1 || patch.Status["renewalInfo"] == nil {
+		return false
+	}
+	var info map[string]json.RawMessage
+	if json.Unmarshal(patch.Status["renewalInfo"], &info) != nil {
+		return false
+	}
+	_, moved := info["nextFetch"]
+	return len(info) == 1 && moved
 }
 
 // progressEvery is how much simulated time passes between two progress reports.
