@@ -189,3 +189,63 @@ func TestIssuerSwitchedToAnotherCA(t *testing.T) {
 		}
 	}
 }
+
+// TestAlreadyReplacedOrdersOnceMore: a certificate that was replaced already comes back into
+// its Secret (restored from a backup, re-synced by a GitOps tool). Its renewal order names it in
+// `replaces`, Pebble refuses that as alreadyReplaced, and certpilot orders once more without it:
+// exactly one more order, then Ready with a new certificate.
+func TestAlreadyReplacedOrdersOnceMore(t *testing.T) {
+	testenv.SkipIfShort(t)
+	ctx := context.Background()
+	s := startStack(t, "e2e-replaced", 0)
+	cert := s.TLSALPN01Certificate("replaced", "replaced.test")
+	if err := kube.Client.Create(ctx, cert); err != nil {
+		t.Fatal(err)
+	}
+	waitReady(t, cert, 2*time.Minute, "")
+	first := cert.Status.SerialNumber
+	backup := &corev1.Secret{}
+	if err := kube.Client.Get(ctx, client.ObjectKey{Namespace: cert.Namespace, Name: cert.Spec.SecretName}, backup); err != nil {
+		t.Fatal(err)
+	}
+	renew := func(request string) {
+		t.Helper()
+		patch := client.MergeFrom(cert.DeepCopy())
+		cert.Annotations = map[string]string{certpilotv1alpha1.AnnotationRenew: request}
+		if err := kube.Client.Patch(ctx, cert, patch); err != nil {
+			t.Fatal(err)
+		}
+	}
+	renew("first-renewal") // replaces the first certificate
+	waitReady(t, cert, 2*time.Minute, first)
+
+	// The first certificate is restored into the Secret, and looked at.
+	secret := &corev1.Secret{}
+	if err := kube.Client.Get(ctx, client.ObjectKeyFromObject(backup), secret); err != nil {
+		t.Fatal(err)
+	}
+	secret.Data, secret.Annotations = backup.Data, backup.Annotations
+	if err := kube.Client.Update(ctx, secret); err != nil {
+		t.Fatal(err)
+	}
+	testenv.Eventually(t, time.Minute, "the restored certificate in the status", func() error {
+		if err := kube.Client.Get(ctx, client.ObjectKeyFromObject(cert), cert); err != nil {
+			return err
+		}
+		if cert.Status.SerialNumber != first {
+			return fmt.Errorf("status serial %s, want the restored %s", cert.Status.SerialNumber, first)
+		}
+		return nil
+	})
+	ordersBefore := s.Pebble.OrderCount()
+	logsBefore := len(s.Manager.Output())
+	renew("renew-the-restored")
+	waitReady(t, cert, 2*time.Minute, first)
+	if n := s.Pebble.OrderCount() - ordersBefore; n != 1 {
+		t.Errorf("Pebble saw %d orders for the renewal of a certificate replaced already, want exactly 1", n)
+	}
+	if !strings.Contains(s.Manager.Output()[logsBefore:], "replaced already; ordering without replaces") {
+		t.Errorf("the manager never met alreadyReplaced; its output:\n%s", s.Manager.Output()[logsBefore:])
+	}
+	verifySecret(t, s.Pebble, cert)
+}
