@@ -13,7 +13,6 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
-	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -86,11 +85,8 @@ func (r *CertificateReconciler) claimSecret(ctx context.Context, run *certificat
 					certpilotv1alpha1.LabelManagedBy:   certpilotv1alpha1.ManagedByValue,
 					certpilotv1alpha1.LabelCertificate: cert.Name,
 				},
-				Annotations: map[string]string{annotationClaimOf: cert.Spec.SecretName, annotationKeyRevision: nextKeyRevision(cert)},
-				OwnerReferences: []metav1.OwnerReference{{
-					APIVersion: certpilotv1alpha1.GroupVersion.String(), Kind: "Certificate", Name: cert.Name, UID: cert.UID,
-					Controller: ptr.To(true), BlockOwnerDeletion: ptr.To(true),
-				}},
+				Annotations:     map[string]string{annotationClaimOf: cert.Spec.SecretName, annotationKeyRevision: nextKeyRevision(cert)},
+				OwnerReferences: []metav1.OwnerReference{*ownerReferenceOf(cert)},
 			},
 			Type: corev1.SecretTypeOpaque,
 			Data: map[string][]byte{corev1.TLSPrivateKeyKey: keyPEM},

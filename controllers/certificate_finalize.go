@@ -8,9 +8,11 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	corev1ac "k8s.io/client-go/applyconfigurations/core/v1"
 	metav1ac "k8s.io/client-go/applyconfigurations/meta/v1"
+	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -63,50 +65,54 @@ func (r *CertificateReconciler) finalize(ctx context.Context, run *certificateRu
 	}
 }
 
-// storeCertificate downloads the chain, writes the certificate Secret with server-side apply,
-// removes the challenge responses and the pending key, records the result and schedules the
-// renewal.
+// storeCertificate downloads the chain, writes the certificate Secret, removes the challenge
+// responses, records the result and schedules the renewal.
+//
+// The Secret as the cache holds it decides how it is written, with no read of the API: none
+// means a create (AlreadyExists if anyone made one since), a Secret of this Certificate means an
+// apply carrying its resourceVersion (Conflict if it changed since). Either refusal reads the
+// API once and decides again, so a foreign Secret is never written over, and a certificate an
+// earlier reconcile stored and did not record (it died, or the cache lags) is recorded, not
+// stored twice.
 func (r *CertificateReconciler) storeCertificate(ctx context.Context, run *certificateRun) (ctrl.Result, error) {
 	cert := run.cert
-	// An earlier reconcile may have stored this order's certificate already and died (or been
-	// read from a stale cache) before its status write: then only the status is left to do.
-	stored, err := r.certificateSecret(ctx, cert, true, true)
+	stored, err := r.certificateSecret(ctx, cert, false, false)
 	if err != nil {
 		return ctrl.Result{}, err
 	}
-	if stored != nil && stored.Annotations[annotationOrder] == run.order.URL {
-		leaf, err := pki.ParseLeaf(stored.Data[corev1.TLSCertKey])
-		if err == nil {
-			// Finish what the earlier reconcile did not: the cleanup, and the Event when no
-			// status write recorded this certificate yet (it died between storing and
-			// recording; stale reads of the Certificate are caught before the steps run).
-			announce := run.patchBase.Status.SerialNumber != fmt.Sprintf("%x", leaf.SerialNumber)
-			result := r.recordIssued(ctx, run, leaf, stored.Annotations[annotationRenewed] == "true", announce)
-			if err := r.removeChallenges(ctx, run); err != nil {
+	var leaf *x509.Certificate
+	var keyPEM, chainPEM, caPEM []byte
+	for attempt := 0; ; attempt++ {
+		if stored != nil && stored.Annotations[annotationOrder] == run.order.URL {
+			if storedLeaf, err := pki.ParseLeaf(stored.Data[corev1.TLSCertKey]); err == nil {
+				return r.recordStored(ctx, run, stored, storedLeaf)
+			}
+		}
+		if leaf == nil {
+			chain, err := run.acme.FetchCertificate(ctx, run.order.CertURL)
+			if err != nil {
 				return ctrl.Result{}, err
 			}
-			return result, nil
+			chainPEM, caPEM = pki.EncodeChain(chain), pki.EncodeChain(chain[1:])
+			if leaf, err = pki.ParseLeaf(chainPEM); err != nil {
+				return ctrl.Result{}, r.recordFailure(ctx, run, false, "InvalidCertificate", "the CA returned an unreadable certificate: %v", err)
+			}
+			if keyPEM, err = r.issuedKey(ctx, run, leaf); err != nil {
+				return ctrl.Result{}, err
+			}
+		}
+		err := r.writeCertificateSecret(ctx, run, stored, keyPEM, chainPEM, caPEM, run.secret != nil)
+		if err == nil {
+			break
+		}
+		if attempt > 0 || !(apierrors.IsAlreadyExists(err) || apierrors.IsConflict(err)) {
+			return ctrl.Result{}, fmt.Errorf("writing Secret %s/%s: %w", cert.Namespace, cert.Spec.SecretName, err)
+		}
+		if stored, err = r.certificateSecret(ctx, cert, true, true); err != nil {
+			return ctrl.Result{}, err
 		}
 	}
-
-	chain, err := run.acme.FetchCertificate(ctx, run.order.CertURL)
-	if err != nil {
-		return ctrl.Result{}, err
-	}
-	chainPEM := pki.EncodeChain(chain)
-	leaf, err := pki.ParseLeaf(chainPEM)
-	if err != nil {
-		return ctrl.Result{}, r.recordFailure(ctx, run, false, "InvalidCertificate", "the CA returned an unreadable certificate: %v", err)
-	}
-	keyPEM, err := r.issuedKey(ctx, run, leaf)
-	if err != nil {
-		return ctrl.Result{}, err
-	}
-
 	renewed := run.secret != nil
-	if err := r.applyCertificateSecret(ctx, run, keyPEM, chainPEM, pki.EncodeChain(chain[1:]), renewed); err != nil {
-		return ctrl.Result{}, err
-	}
 	// Record and announce first: the certificate is stored, whatever the cleanup does (a failed
 	// cleanup is finished by a later reconcile, guarded by the finalizer).
 	result := r.recordIssued(ctx, run, leaf, renewed, true)
@@ -114,6 +120,19 @@ func (r *CertificateReconciler) storeCertificate(ctx context.Context, run *certi
 		return ctrl.Result{}, err
 	}
 	return result, r.removeLegacyNextKey(ctx, run)
+}
+
+// recordStored finishes what an earlier reconcile did not after it stored this order's
+// certificate: the cleanup, and the Event when no status write recorded the certificate yet (it
+// died between storing and recording; stale reads of the Certificate are caught before the steps
+// run).
+func (r *CertificateReconciler) recordStored(ctx context.Context, run *certificateRun, stored *corev1.Secret, leaf *x509.Certificate) (ctrl.Result, error) {
+	announce := run.patchBase.Status.SerialNumber != fmt.Sprintf("%x", leaf.SerialNumber)
+	result := r.recordIssued(ctx, run, leaf, stored.Annotations[annotationRenewed] == "true", announce)
+	if err := r.removeChallenges(ctx, run); err != nil {
+		return ctrl.Result{}, err
+	}
+	return result, nil
 }
 
 // recordIssued records a stored certificate in the status, announces it (Event) when it is new
@@ -166,41 +185,61 @@ func (r *CertificateReconciler) recordIssued(ctx context.Context, run *certifica
 	return ctrl.Result{RequeueAfter: max(renewal.RequeueAfter(run.now, renewalTime), time.Second)}
 }
 
-// applyCertificateSecret writes the kubernetes.io/tls Secret with server-side apply, owned by
-// the Certificate.
-func (r *CertificateReconciler) applyCertificateSecret(ctx context.Context, run *certificateRun, keyPEM, chainPEM, caPEM []byte, renewed bool) error {
+// writeCertificateSecret writes the kubernetes.io/tls Secret, owned by the Certificate: a create
+// when existing is nil, else a server-side apply that carries existing's resourceVersion.
+func (r *CertificateReconciler) writeCertificateSecret(ctx context.Context, run *certificateRun, existing *corev1.Secret, keyPEM, chainPEM, caPEM []byte, renewed bool) error {
 	cert := run.cert
-	secret := corev1ac.Secret(cert.Spec.SecretName, cert.Namespace).
-		WithType(corev1.SecretTypeTLS).
-		WithLabels(map[string]string{
-			certpilotv1alpha1.LabelManagedBy:   certpilotv1alpha1.ManagedByValue,
-			certpilotv1alpha1.LabelCertificate: cert.Name,
-		}).
-		WithAnnotations(map[string]string{
-			annotationIssuerKind:  issuerKind(cert),
-			annotationIssuerName:  cert.Spec.IssuerRef.Name,
-			annotationOrder:       run.order.URL,
-			annotationRenewed:     fmt.Sprint(renewed),
-			annotationACMEServer:  run.issuer.GetSpec().ACME.Server,
-			annotationACMEAccount: run.acme.AccountURI(),
-		}).
-		WithOwnerReferences(ownerReference(cert)).
-		WithData(map[string][]byte{
-			corev1.TLSCertKey:              chainPEM,
-			corev1.TLSPrivateKeyKey:        keyPEM,
-			corev1.ServiceAccountRootCAKey: caPEM,
-			certpilotv1alpha1.BundleKey:    pki.Bundle(keyPEM, chainPEM),
-		})
-	if err := r.Apply(ctx, secret, client.FieldOwner(FieldManager), client.ForceOwnership); err != nil {
-		return fmt.Errorf("writing Secret %s/%s: %w", cert.Namespace, cert.Spec.SecretName, err)
+	labels := map[string]string{
+		certpilotv1alpha1.LabelManagedBy:   certpilotv1alpha1.ManagedByValue,
+		certpilotv1alpha1.LabelCertificate: cert.Name,
 	}
-	return nil
+	annotations := map[string]string{
+		annotationIssuerKind:  issuerKind(cert),
+		annotationIssuerName:  cert.Spec.IssuerRef.Name,
+		annotationOrder:       run.order.URL,
+		annotationRenewed:     fmt.Sprint(renewed),
+		annotationACMEServer:  run.issuer.GetSpec().ACME.Server,
+		annotationACMEAccount: run.acme.AccountURI(),
+	}
+	data := map[string][]byte{
+		corev1.TLSCertKey:              chainPEM,
+		corev1.TLSPrivateKeyKey:        keyPEM,
+		corev1.ServiceAccountRootCAKey: caPEM,
+		certpilotv1alpha1.BundleKey:    pki.Bundle(keyPEM, chainPEM),
+	}
+	if existing == nil {
+		secret := &corev1.Secret{
+			ObjectMeta: metav1.ObjectMeta{
+				Name: cert.Spec.SecretName, Namespace: cert.Namespace, Labels: labels, Annotations: annotations,
+				OwnerReferences: []metav1.OwnerReference{*ownerReferenceOf(cert)},
+			},
+			Type: corev1.SecretTypeTLS,
+			Data: data,
+		}
+		return r.Create(ctx, secret, client.FieldOwner(FieldManager))
+	}
+	secret := corev1ac.Secret(cert.Spec.SecretName, cert.Namespace).
+		WithResourceVersion(existing.ResourceVersion).
+		WithType(corev1.SecretTypeTLS).
+		WithLabels(labels).
+		WithAnnotations(annotations).
+		WithOwnerReferences(ownerReference(cert)).
+		WithData(data)
+	return r.Apply(ctx, secret, client.FieldOwner(FieldManager), client.ForceOwnership)
 }
 
 // controlledBy reports whether cert is obj's controlling owner.
 func controlledBy(obj metav1.Object, cert *certpilotv1alpha1.Certificate) bool {
 	owner := metav1.GetControllerOf(obj)
 	return owner != nil && owner.UID == cert.UID
+}
+
+// ownerReferenceOf is the controlling owner reference to cert that certpilot's Secrets carry.
+func ownerReferenceOf(cert *certpilotv1alpha1.Certificate) *metav1.OwnerReference {
+	return &metav1.OwnerReference{
+		APIVersion: certpilotv1alpha1.GroupVersion.String(), Kind: "Certificate", Name: cert.Name, UID: cert.UID,
+		Controller: ptr.To(true), BlockOwnerDeletion: ptr.To(true),
+	}
 }
 
 func ownerReference(cert *certpilotv1alpha1.Certificate) *metav1ac.OwnerReferenceApplyConfiguration {
