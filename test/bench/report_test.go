@@ -130,7 +130,7 @@ func (r results) markdown() string {
 			fmt.Fprintf(&b, "Where the time went, in ms per certificate (requests and self-checks, summed, all controllers): %s.\n", strings.Join(parts, ", "))
 		}
 		if checks := r.Reconciles.SelfChecks["success"] + r.Reconciles.SelfChecks["failure"]; checks > 0 {
-			fmt.Fprintf(&b, "Self-checks: %.0f, of which %.0f failed (a response the load balancer did not serve yet, after its 1.5 s of retries).\n",
+			fmt.Fprintf(&b, "Self-checks: %.0f, of which %.0f failed (a response the load balancer did not serve yet, after its 3 s of retries).\n",
 				checks, r.Reconciles.SelfChecks["failure"])
 		}
 	}
