@@ -228,11 +228,21 @@ bare golang.org/x/crypto/acme client against a Pebble configured the same way, w
 of names, key type and solver, BENCH_CONCURRENCY at a time: the floor, what ACME and the CA cost
 with nothing of Kubernetes. The floor serves tls-alpn-01 from a small responder of its own on its
 Pebble's TLS port, and dns-01 with RFC 2136 updates to the same BIND. It waits on the order rather
-than on each authorization, and keeps its new-order requests apart from its authorization reads
-with a lock of its own: Pebble v2.10.3 deadlocks otherwise at N=1000 with 100 workers (its authz
-handler holds the authorization's lock while reading its store; new-order holds the store's read
-lock while locking every authorization; a store writer waiting between them blocks both). The
-manager has no such guard. Every run appends a section below.
+than on each authorization.
+
+Both sides go through the same guard against a Pebble v2.10.3 deadlock (` + "`testenv.PebbleGuard`" + `):
+a POST to new-order holds it exclusively, a request to an authorization holds it shared, all
+other requests pass. Without it Pebble deadlocks when new-orders run at once (at N=1000 with 100
+clients, and with 3 names per certificate after a few hundred): new-order holds the store's read
+lock while it locks every authorization and holds a new authorization's lock while it adds
+challenges under the store's write lock; the authz handler holds the authorization's lock while
+reading the store; a store writer waiting between them blocks all for good. The floor applies the
+guard in its own HTTP transport; the manager reaches its Pebble through a loopback HTTPS reverse
+proxy (same certificate, Host header passed on, so Pebble's URLs point at the proxy) whose
+transport is the same guarded one, so the rule, the lock and the code are the same on both sides;
+the manager's run pays one more loopback hop per ACME request. Runs before 2026-12-01 15:00 UTC
+had the guard on the floor only (around the whole new-order call) and none for the manager.
+Every run appends a section below.
 
 ` + "```console" + `
 make bench                                     # N=200 tls-alpn-01, ECDSA P-256, one name, 1m idle window
