@@ -15,6 +15,7 @@ import (
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
 
+	certpilotv1alpha1 "github.com/certpilot/certpilot/api/v1alpha1"
 	"github.com/certpilot/certpilot/internal/testenv"
 )
 
@@ -125,8 +126,19 @@ func percentile(sorted []time.Duration, p int) time.Duration {
 // clientCounts are one client's API requests in a window.
 type clientCounts struct {
 	Requests, Writes int
-	// WritesBy counts writes by "verb resource[/subresource]".
+	// WritesBy counts writes by what they wrote (writeKind).
 	WritesBy map[string]int
+}
+
+// writeKind is "verb resource[/subresource]", with the challenge shard Secrets of the edge
+// told apart from the other Secrets: "patch secrets (challenge shards)".
+func writeKind(event testenv.AuditEvent) string {
+	kind := event.Verb + " " + event.ResourcePath()
+	if event.Resource == "secrets" && event.Subresource == "" &&
+		strings.HasPrefix(event.Name, certpilotv1alpha1.ChallengeSecretName(testenv.EdgeDeployment)+"-") {
+		kind += " (challenge shards)"
+	}
+	return kind
 }
 
 // countRequests counts the audit events received in [from, to) by client (the user agent's
@@ -145,7 +157,7 @@ func countRequests(events []testenv.AuditEvent, from, to time.Time) map[string]*
 		c.Requests++
 		if event.IsWrite() {
 			c.Writes++
-			c.WritesBy[event.Verb+" "+event.ResourcePath()]++
+			c.WritesBy[writeKind(event)]++
 		}
 	}
 	return counts
@@ -197,12 +209,15 @@ func TestCountRequests(t *testing.T) {
 		{Verb: "patch", UserAgent: "manager/v0.0.0", Resource: "certificates", Subresource: "status", Received: t0.Add(time.Second)},
 		{Verb: "patch", UserAgent: "manager/v0.0.0", Resource: "certificates", Subresource: "status", Received: t0.Add(2 * time.Second)},
 		{Verb: "create", UserAgent: "bench.test/v0.0.0", Resource: "certificates", Received: t0},
+		{Verb: "patch", UserAgent: "manager/v0.0.0", Resource: "secrets", Name: "edge-acme-challenges-07", Received: t0.Add(3 * time.Second)},
+		{Verb: "patch", UserAgent: "manager/v0.0.0", Resource: "secrets", Name: "c00001-tls", Received: t0.Add(3 * time.Second)},
 		{Verb: "update", UserAgent: "manager/v0.0.0", Resource: "secrets", Received: t0.Add(5 * time.Second)}, // outside
 		{Verb: "watch", UserAgent: "edge/v0.0.0", Resource: "secrets", Received: t0.Add(-time.Second)},        // before
 	}
 	counts := countRequests(events, t0, t0.Add(5*time.Second))
 	manager := counts["manager"]
-	if manager == nil || manager.Requests != 3 || manager.Writes != 2 || manager.WritesBy["patch certificates/status"] != 2 {
+	if manager == nil || manager.Requests != 5 || manager.Writes != 4 || manager.WritesBy["patch certificates/status"] != 2 ||
+		manager.WritesBy["patch secrets (challenge shards)"] != 1 || manager.WritesBy["patch secrets"] != 1 {
 		t.Errorf("manager counts %+v", manager)
 	}
 	if bench := counts["bench.test"]; bench == nil || bench.Writes != 1 {

@@ -275,7 +275,8 @@ What the columns mean:
   grouped by user agent (the manager's starts with "manager/", the edge's with "edge/", the
   harness's own with "bench.test/"), from the first apply until the idle window starts (all Ready
   plus BENCH_SETTLE, 10 s), divided by N. Writes are create, update, patch, delete and
-  deletecollection, Events included.
+  deletecollection, Events included. The breakdown of the manager's writes tells the challenge
+  shard Secrets ("secrets (challenge shards)") apart from its other Secrets.
 - **idle writes**: writes in the BENCH_IDLE window that starts BENCH_SETTLE after all Ready.
 - **Certificate controller**: controller-runtime's metrics from the manager's /metrics over the
   issuing window: reconciles per certificate by result, mean time in Reconcile, mean wait in the
