@@ -102,10 +102,11 @@ test-e2e: test-deps test-binaries ## Run the end-to-end tests only.
 # SIM_DAYS simulated days. `go test ./...` runs it smaller (test/sim's flag defaults).
 SIM_CERTIFICATES ?= 100
 SIM_DAYS ?= 730
+SIM_WORKERS ?= 8
 .PHONY: test-sim
 test-sim: test-binaries ## Run the renewal simulator: SIM_CERTIFICATES (100) per lifetime for SIM_DAYS (730) days, printing its figures.
 	$(GO) test -count=1 -timeout 12h -run TestRenewalSimulator -v ./test/sim \
-		-args -sim.certificates=$(SIM_CERTIFICATES) -sim.days=$(SIM_DAYS)
+		-args -sim.certificates=$(SIM_CERTIFICATES) -sim.days=$(SIM_DAYS) -sim.workers=$(SIM_WORKERS)
 
 .PHONY: helm-lint
 helm-lint: ## Lint and render the Helm chart with helm's Go packages (pinned in go.mod); no cluster needed.

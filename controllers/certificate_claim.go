@@ -2,9 +2,12 @@ package controllers
 
 import (
 	"context"
+	"crypto"
 	"crypto/sha256"
+	"crypto/x509"
 	"encoding/hex"
 	"fmt"
+	"strconv"
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -16,10 +19,22 @@ import (
 
 	certpilotv1alpha1 "github.com/certpilot/certpilot/api/v1alpha1"
 	"github.com/certpilot/certpilot/internal/kube"
+	"github.com/certpilot/certpilot/internal/pki"
+	"github.com/certpilot/certpilot/internal/renewal"
 )
 
-// annotationClaimOf is set on a claim Secret: the secretName it reserves.
-const annotationClaimOf = "certpilot.dev/claim-of"
+// The claim Secret "<secretName>-certpilot-claim" does two things with one object (and one write
+// per issuance): it reserves secretName for one Certificate, and it holds the private key of
+// the next certificate, stored before the CSR is sent so that a controller that restarts
+// between finalize and storing the certificate still has the key the CA signed.
+const (
+	// annotationClaimOf is set on a claim Secret: the secretName it reserves.
+	annotationClaimOf = "certpilot.dev/claim-of"
+	// annotationKeyRevision is set on a claim Secret that holds a key: the status.revision of
+	// the certificate the key is for. A key is used for one revision only: once a certificate
+	// with it is stored the revision moves on, and the next issuance generates a fresh key.
+	annotationKeyRevision = "certpilot.dev/key-revision"
+)
 
 // claimSecretName is the name of the Secret that reserves secretName for one Certificate:
 // "<secretName>-certpilot-claim", shortened with a hash when that would pass the 253 characters
@@ -34,19 +49,34 @@ func claimSecretName(secretName string) string {
 	return secretName[:253-len(certpilotv1alpha1.ClaimSecretSuffix)-len(hash)-1] + "-" + hash + certpilotv1alpha1.ClaimSecretSuffix
 }
 
+// nextKeyRevision is the revision the next stored certificate will have, for which a key is
+// generated now.
+func nextKeyRevision(cert *certpilotv1alpha1.Certificate) string {
+	return strconv.FormatInt(cert.Status.Revision+1, 10)
+}
+
+// ownClaim reports whether secret is this Certificate's claim of its current secretName.
+func ownClaim(secret *corev1.Secret, cert *certpilotv1alpha1.Certificate) bool {
+	return kube.IsManaged(secret) && secret.Annotations[annotationClaimOf] == cert.Spec.SecretName && controlledBy(secret, cert)
+}
+
 // claimSecret reserves the Certificate's secretName before an order is created, so that of two
-// Certificates naming one Secret exactly one orders at the CA and writes it. The reservation is
-// a create of an empty claim Secret owned by the Certificate: the apiserver lets exactly one
-// create succeed (AlreadyExists for the other), so the check and the write are one step. The
-// certificate Secret itself is not created empty: workloads that mount it would start with no
+// Certificates naming one Secret exactly one orders at the CA and writes it, and returns the
+// claim. The reservation is a create of the claim Secret, owned by the Certificate and holding
+// a fresh private key (the key of the certificate to come): the apiserver lets exactly one create
+// succeed (AlreadyExists for the other), so the check and the write are one step. The
+// certificate Secret itself is not created early: workloads that mount it would start with no
 // certificate instead of waiting for it. A claim whose owner is gone, or names another Secret
 // now, is stale and is taken over (deleted with a precondition, created again).
-func (r *CertificateReconciler) claimSecret(ctx context.Context, run *certificateRun) error {
+func (r *CertificateReconciler) claimSecret(ctx context.Context, run *certificateRun) (*corev1.Secret, error) {
 	cert := run.cert
 	name := claimSecretName(cert.Spec.SecretName)
-	if cached := (&corev1.Secret{}); r.Get(ctx, types.NamespacedName{Namespace: cert.Namespace, Name: name}, cached) == nil &&
-		kube.IsManaged(cached) && cached.Annotations[annotationClaimOf] == cert.Spec.SecretName && controlledBy(cached, cert) {
-		return nil // claimed by an earlier order of this Certificate: no request
+	if cached := (&corev1.Secret{}); r.Get(ctx, types.NamespacedName{Namespace: cert.Namespace, Name: name}, cached) == nil && ownClaim(cached, cert) {
+		return cached, nil // claimed by an earlier order of this Certificate: no request
+	}
+	keyPEM, err := generateKey(cert)
+	if err != nil {
+		return nil, err
 	}
 	for attempt := 0; attempt < 2; attempt++ {
 		claim := &corev1.Secret{
@@ -56,44 +86,45 @@ func (r *CertificateReconciler) claimSecret(ctx context.Context, run *certificat
 					certpilotv1alpha1.LabelManagedBy:   certpilotv1alpha1.ManagedByValue,
 					certpilotv1alpha1.LabelCertificate: cert.Name,
 				},
-				Annotations: map[string]string{annotationClaimOf: cert.Spec.SecretName},
+				Annotations: map[string]string{annotationClaimOf: cert.Spec.SecretName, annotationKeyRevision: nextKeyRevision(cert)},
 				OwnerReferences: []metav1.OwnerReference{{
 					APIVersion: certpilotv1alpha1.GroupVersion.String(), Kind: "Certificate", Name: cert.Name, UID: cert.UID,
 					Controller: ptr.To(true), BlockOwnerDeletion: ptr.To(true),
 				}},
 			},
 			Type: corev1.SecretTypeOpaque,
+			Data: map[string][]byte{corev1.TLSPrivateKeyKey: keyPEM},
 		}
 		err := r.Create(ctx, claim, client.FieldOwner(FieldManager))
 		if err == nil {
 			ctrl.LoggerFrom(ctx).V(1).Info("Claimed the certificate Secret's name", "secret", cert.Spec.SecretName, "claim", name)
-			return nil
+			return claim, nil
 		}
 		if !apierrors.IsAlreadyExists(err) {
-			return fmt.Errorf("claiming Secret name %s/%s: %w", cert.Namespace, cert.Spec.SecretName, err)
+			return nil, fmt.Errorf("claiming Secret name %s/%s: %w", cert.Namespace, cert.Spec.SecretName, err)
 		}
 		existing := &corev1.Secret{}
 		if err := r.APIReader.Get(ctx, types.NamespacedName{Namespace: cert.Namespace, Name: name}, existing); err != nil {
 			if apierrors.IsNotFound(err) {
 				continue // deleted since: try again
 			}
-			return fmt.Errorf("reading claim Secret %s/%s: %w", cert.Namespace, name, err)
+			return nil, fmt.Errorf("reading claim Secret %s/%s: %w", cert.Namespace, name, err)
 		}
 		if !kube.IsManaged(existing) || existing.Annotations[annotationClaimOf] != cert.Spec.SecretName {
-			return stalled("SecretNotOwned",
+			return nil, stalled("SecretNotOwned",
 				"Secret %s/%s, which certpilot uses to reserve secretName %q, exists and is not certpilot's claim: delete it or choose another secretName",
 				cert.Namespace, name, cert.Spec.SecretName)
 		}
 		owner := metav1.GetControllerOf(existing)
 		if owner != nil && owner.UID == cert.UID {
-			return nil // ours, from an earlier order
+			return existing, nil // ours, from an earlier order
 		}
 		live, err := r.claimHolder(ctx, existing, owner)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		if live {
-			return stalled("SecretOwnedByAnotherCertificate",
+			return nil, stalled("SecretOwnedByAnotherCertificate",
 				"Secret %s/%s is claimed by Certificate %q; two Certificates cannot share a secretName",
 				cert.Namespace, cert.Spec.SecretName, owner.Name)
 		}
@@ -102,10 +133,10 @@ func (r *CertificateReconciler) claimSecret(ctx context.Context, run *certificat
 		uid, version := existing.UID, existing.ResourceVersion
 		err = r.Delete(ctx, existing, client.Preconditions{UID: &uid, ResourceVersion: &version})
 		if err != nil && !apierrors.IsNotFound(err) && !apierrors.IsConflict(err) {
-			return fmt.Errorf("removing the stale claim Secret %s/%s: %w", cert.Namespace, name, err)
+			return nil, fmt.Errorf("removing the stale claim Secret %s/%s: %w", cert.Namespace, name, err)
 		}
 	}
-	return fmt.Errorf("claim Secret %s/%s changed while it was claimed; retrying", cert.Namespace, name)
+	return nil, fmt.Errorf("claim Secret %s/%s changed while it was claimed; retrying", cert.Namespace, name)
 }
 
 // claimHolder reports whether the Certificate that owns a claim still exists and still names the
@@ -123,4 +154,135 @@ func (r *CertificateReconciler) claimHolder(ctx context.Context, claim *corev1.S
 		return false, fmt.Errorf("reading Certificate %s/%s, which claims Secret %s: %w", claim.Namespace, owner.Name, claim.Annotations[annotationClaimOf], err)
 	}
 	return holder.UID == owner.UID && holder.Spec.SecretName == claim.Annotations[annotationClaimOf], nil
+}
+
+// nextPrivateKey returns the key for the order's CSR: the claim's key when it is for the next
+// revision (generated with the claim, or by an earlier finalize of this issuance), else a fresh
+// one, stored in the claim first. Claims of a Certificate that holds its Secret from before
+// claims existed are created here.
+func (r *CertificateReconciler) nextPrivateKey(ctx context.Context, run *certificateRun) (crypto.Signer, error) {
+	want := nextKeyRevision(run.cert)
+	usable := func(s *corev1.Secret) bool { return s.Annotations[annotationKeyRevision] == want }
+	claim, err := r.readClaim(ctx, run, usable)
+	if err != nil {
+		return nil, err
+	}
+	if claim == nil {
+		if claim, err = r.claimSecret(ctx, run); err != nil {
+			return nil, err
+		}
+	}
+	if usable(claim) {
+		if key, err := pki.DecodePrivateKey(claim.Data[corev1.TLSPrivateKeyKey]); err == nil {
+			return key, nil
+		}
+	}
+	keyPEM, err := generateKey(run.cert)
+	if err != nil {
+		return nil, err
+	}
+	base := claim.DeepCopy()
+	claim.Annotations[annotationKeyRevision] = want
+	claim.Data = map[string][]byte{corev1.TLSPrivateKeyKey: keyPEM}
+	// Optimistic lock: a claim changed since it was read (taken over, deleted and made again) is
+	// read again by the next reconcile rather than written over.
+	if err := r.Patch(ctx, claim, client.MergeFromWithOptions(base, client.MergeFromWithOptimisticLock{}), client.FieldOwner(FieldManager)); err != nil {
+		return nil, fmt.Errorf("storing the next private key in %s/%s: %w", claim.Namespace, claim.Name, err)
+	}
+	return pki.DecodePrivateKey(keyPEM)
+}
+
+// readClaim returns this Certificate's claim: from the cache when it satisfies fresh (the common
+// case, no request), else from the API, so a cache that has not seen the last write yet never
+// passes for the truth; nil when there is none. Another Certificate's claim, or a foreign Secret
+// of that name, stalls the Certificate.
+func (r *CertificateReconciler) readClaim(ctx context.Context, run *certificateRun, fresh func(*corev1.Secret) bool) (*corev1.Secret, error) {
+	key := types.NamespacedName{Namespace: run.cert.Namespace, Name: claimSecretName(run.cert.Spec.SecretName)}
+	secret := &corev1.Secret{}
+	if err := r.Get(ctx, key, secret); err == nil && ownClaim(secret, run.cert) && fresh(secret) {
+		return secret, nil
+	}
+	secret = &corev1.Secret{}
+	err := r.APIReader.Get(ctx, key, secret)
+	if apierrors.IsNotFound(err) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	if !ownClaim(secret, run.cert) {
+		return nil, stalled("SecretOwnedByAnotherCertificate",
+			"Secret %s/%s, where certpilot keeps the claim of secretName %q and the next private key of Certificate %q, belongs to another object",
+			secret.Namespace, secret.Name, run.cert.Spec.SecretName, run.cert.Name)
+	}
+	return secret, nil
+}
+
+// issuedKey returns the stored private key that matches leaf, the certificate of the order
+// being stored: the claim's, or (after an upgrade from a version that kept it there) the
+// Certificate's legacy next-key Secret's. With no key at all it fails with PrivateKeyLost; with
+// keys that do not match, KeyMismatch.
+func (r *CertificateReconciler) issuedKey(ctx context.Context, run *certificateRun, leaf *x509.Certificate) ([]byte, error) {
+	matches := func(s *corev1.Secret) bool {
+		key, err := pki.DecodePrivateKey(s.Data[corev1.TLSPrivateKeyKey])
+		return err == nil && pki.KeyMatches(leaf, key)
+	}
+	claim, err := r.readClaim(ctx, run, matches)
+	if err != nil {
+		return nil, err
+	}
+	if claim != nil && matches(claim) {
+		return claim.Data[corev1.TLSPrivateKeyKey], nil
+	}
+	if legacy := r.legacyNextKey(ctx, run); legacy != nil && matches(legacy) {
+		return legacy.Data[corev1.TLSPrivateKeyKey], nil
+	}
+	if claim == nil || len(claim.Data[corev1.TLSPrivateKeyKey]) == 0 {
+		return nil, r.recordFailure(ctx, run, false, "PrivateKeyLost", "the private key of order %s was deleted before the certificate was stored", run.order.URL)
+	}
+	return nil, r.recordFailure(ctx, run, false, "KeyMismatch", "the CA's certificate does not match the order's private key")
+}
+
+// legacyNextKey returns, from the cache, the "<certificate>-certpilot-next-key" Secret in which
+// earlier versions kept the pending key (nil when there is none): an order finalized before an
+// upgrade is stored with it.
+func (r *CertificateReconciler) legacyNextKey(ctx context.Context, run *certificateRun) *corev1.Secret {
+	secret := &corev1.Secret{}
+	key := types.NamespacedName{Namespace: run.cert.Namespace, Name: run.cert.Name + certpilotv1alpha1.NextKeySecretSuffix}
+	if err := r.Get(ctx, key, secret); err != nil || !kube.IsManaged(secret) || !controlledBy(secret, run.cert) ||
+		secret.Type != corev1.SecretTypeOpaque || secret.Annotations[annotationClaimOf] != "" {
+		return nil
+	}
+	return secret
+}
+
+// removeLegacyNextKey deletes the legacy next-key Secret once a certificate is stored: it holds
+// a copy of a private key nothing reads any more. Only when the cache has one: no request
+// otherwise.
+func (r *CertificateReconciler) removeLegacyNextKey(ctx context.Context, run *certificateRun) error {
+	legacy := r.legacyNextKey(ctx, run)
+	if legacy == nil {
+		return nil
+	}
+	uid := legacy.UID
+	if err := r.Delete(ctx, legacy, client.Preconditions{UID: &uid}); err != nil && !apierrors.IsNotFound(err) {
+		return fmt.Errorf("removing the next-key Secret of an earlier version %s/%s: %w", legacy.Namespace, legacy.Name, err)
+	}
+	return nil
+}
+
+// generateKey makes a fresh private key as the Certificate's spec asks, PEM-encoded.
+func generateKey(cert *certpilotv1alpha1.Certificate) ([]byte, error) {
+	algorithm, size := certpilotv1alpha1.KeyAlgorithmECDSA, 0
+	if spec := cert.Spec.PrivateKey; spec != nil {
+		algorithm, size = spec.Algorithm, int(spec.Size)
+	}
+	if size == 0 {
+		size = renewal.DefaultKeySize(algorithm)
+	}
+	key, err := pki.GenerateKey(algorithm, size)
+	if err != nil {
+		return nil, stalled("InvalidPrivateKeySpec", "%v", err)
+	}
+	return pki.EncodePrivateKey(key)
 }

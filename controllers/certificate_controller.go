@@ -61,6 +61,9 @@ type CertificateReconciler struct {
 	// unrecordedOrders holds, per Certificate, an order created whose status write has not
 	// succeeded yet (restoreUnrecordedOrder).
 	unrecordedOrders sync.Map
+	// renewalInfoFetches holds, per Certificate, the next fetch of its renewal window when no
+	// status write recorded it (refreshRenewalInfo).
+	renewalInfoFetches sync.Map
 }
 
 // certificateRun is what the steps of one reconcile share.
@@ -90,6 +93,8 @@ type certificateRun struct {
 	accept []pendingChallenge
 	// patchBase is the Certificate as last written, for the status patches steps make early.
 	patchBase *certpilotv1alpha1.Certificate
+	// renewalInfoFetch is when the certificate's renewal window is fetched next (zero: not).
+	renewalInfoFetch time.Time
 }
 
 // certificateStep is one idempotent step. A non-zero Result or an error ends the reconcile.
@@ -104,6 +109,7 @@ func (r *CertificateReconciler) Reconcile(ctx context.Context, req ctrl.Request)
 			forgetCertificateMetrics(req.Namespace, req.Name)
 			r.written.Delete(req.NamespacedName)
 			r.unrecordedOrders.Delete(req.NamespacedName)
+			r.renewalInfoFetches.Delete(req.NamespacedName)
 		}
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
@@ -278,7 +284,7 @@ func notNextKeySecret(obj client.Object) bool {
 		return true
 	}
 	_, claim := obj.GetAnnotations()[annotationClaimOf]
-	return obj.GetName() != owner.Name+nextKeySuffix && !claim
+	return obj.GetName() != owner.Name+certpilotv1alpha1.NextKeySecretSuffix && !claim
 }
 
 func issuerKey(kind, name string) string {

@@ -64,6 +64,7 @@ func (r *CertificateReconciler) decide(ctx context.Context, run *certificateRun)
 	in := renewalInput(run)
 	renewalTime := r.recordCurrentCertificate(ctx, run, in.RenewBefore)
 	in.RenewalTime = renewalTime
+	in.RenewalInfoFetch = run.renewalInfoFetch
 	d := decideIssuance(in, renewalTime, cert, run.patchBase.Status.ObservedGeneration)
 	run.ready, run.trigger = d.ready, d.trigger
 	if d.dropOrder {
@@ -172,8 +173,8 @@ func decideIssuance(in renewal.Input, renewalTime time.Time, cert *certpilotv1al
 		if cert.Status.NotBefore != nil && cert.Status.NotAfter != nil {
 			moments = append(moments, cert.Status.NotBefore.Time, cert.Status.NotAfter.Time)
 		}
-		if info := cert.Status.RenewalInfo; info != nil && info.NextFetch != nil {
-			moments = append(moments, info.NextFetch.Time) // the CA's window may move
+		if !in.RenewalInfoFetch.IsZero() {
+			moments = append(moments, in.RenewalInfoFetch) // the CA's window may move
 		}
 		next := renewal.NextEvaluation(in.Now, moments...)
 		d.requeueAfter = max(renewal.RequeueAfter(in.Now, next), time.Second)

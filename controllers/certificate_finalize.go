@@ -2,16 +2,13 @@ package controllers
 
 import (
 	"context"
-	"crypto"
 	"crypto/x509"
 	"fmt"
 	"strings"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/types"
 	corev1ac "k8s.io/client-go/applyconfigurations/core/v1"
 	metav1ac "k8s.io/client-go/applyconfigurations/meta/v1"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -19,17 +16,9 @@ import (
 
 	certpilotv1alpha1 "github.com/certpilot/certpilot/api/v1alpha1"
 	"github.com/certpilot/certpilot/internal/acme"
-	"github.com/certpilot/certpilot/internal/kube"
 	"github.com/certpilot/certpilot/internal/pki"
 	"github.com/certpilot/certpilot/internal/renewal"
 )
-
-// nextKeySuffix names the Secret that holds the private key of the order being finalized, so a
-// controller that restarts between finalize and storing the certificate still has the key the
-// CA signed. It is not deleted after the certificate is stored (that would cost a write per
-// issuance): it then holds the same key as the certificate Secret, in the same namespace, until
-// the next order replaces it, and is deleted with the Certificate (owner reference).
-const nextKeySuffix = certpilotv1alpha1.NextKeySecretSuffix
 
 // finalize sends the CSR, signed with a fresh private key, once every authorization is valid.
 func (r *CertificateReconciler) finalize(ctx context.Context, run *certificateRun) (ctrl.Result, error) {
@@ -104,26 +93,14 @@ func (r *CertificateReconciler) storeCertificate(ctx context.Context, run *certi
 	if err != nil {
 		return ctrl.Result{}, err
 	}
-	keySecret, err := r.nextKeySecret(ctx, run)
-	if err != nil {
-		return ctrl.Result{}, err
-	}
-	if keySecret == nil {
-		// The key the CA signed is gone (deleted by hand): this order cannot be used.
-		return ctrl.Result{}, r.recordFailure(ctx, run, false, "PrivateKeyLost", "the private key of order %s was deleted before the certificate was stored", run.order.URL)
-	}
-	keyPEM := keySecret.Data[corev1.TLSPrivateKeyKey]
-	key, err := pki.DecodePrivateKey(keyPEM)
-	if err != nil {
-		return ctrl.Result{}, r.recordFailure(ctx, run, false, "PrivateKeyLost", "the private key of order %s is unreadable: %v", run.order.URL, err)
-	}
 	chainPEM := pki.EncodeChain(chain)
 	leaf, err := pki.ParseLeaf(chainPEM)
 	if err != nil {
 		return ctrl.Result{}, r.recordFailure(ctx, run, false, "InvalidCertificate", "the CA returned an unreadable certificate: %v", err)
 	}
-	if !pki.KeyMatches(leaf, key) {
-		return ctrl.Result{}, r.recordFailure(ctx, run, false, "KeyMismatch", "the CA's certificate does not match the order's private key")
+	keyPEM, err := r.issuedKey(ctx, run, leaf)
+	if err != nil {
+		return ctrl.Result{}, err
 	}
 
 	renewed := run.secret != nil
@@ -136,7 +113,7 @@ func (r *CertificateReconciler) storeCertificate(ctx context.Context, run *certi
 	if err := r.removeChallenges(ctx, run); err != nil {
 		return ctrl.Result{}, err
 	}
-	return result, nil
+	return result, r.removeLegacyNextKey(ctx, run)
 }
 
 // recordIssued records a stored certificate in the status, announces it (Event) when it is new
@@ -151,6 +128,11 @@ func (r *CertificateReconciler) recordIssued(ctx context.Context, run *certifica
 	status.NotBefore, status.NotAfter, status.RenewalTime = timePtr(leaf.NotBefore), timePtr(leaf.NotAfter), timePtr(renewalTime)
 	status.RenewalTimeSource = source
 	status.SerialNumber = fmt.Sprintf("%x", leaf.SerialNumber)
+	if run.patchBase.Status.SerialNumber != status.SerialNumber {
+		// One more certificate stored (counted from the status as last written, so a second
+		// recording of the same certificate counts it once).
+		status.Revision = run.patchBase.Status.Revision + 1
+	}
 	status.FailedIssuanceAttempts, status.LastFailureTime, status.NextAttemptTime = 0, nil, nil
 	status.Order.State = acme.StatusValid
 	if len(status.Order.Challenges) == 0 {
@@ -213,79 +195,6 @@ func (r *CertificateReconciler) applyCertificateSecret(ctx context.Context, run 
 		return fmt.Errorf("writing Secret %s/%s: %w", cert.Namespace, cert.Spec.SecretName, err)
 	}
 	return nil
-}
-
-// nextPrivateKey returns the key for the order's CSR, generating and storing it first when
-// there is none yet.
-func (r *CertificateReconciler) nextPrivateKey(ctx context.Context, run *certificateRun) (crypto.Signer, error) {
-	existing, err := r.nextKeySecret(ctx, run)
-	if err != nil {
-		return nil, err
-	}
-	if existing != nil && existing.Annotations[annotationOrder] == run.order.URL {
-		if key, err := pki.DecodePrivateKey(existing.Data[corev1.TLSPrivateKeyKey]); err == nil {
-			return key, nil
-		}
-	}
-	algorithm, size := certpilotv1alpha1.KeyAlgorithmECDSA, 0
-	if spec := run.cert.Spec.PrivateKey; spec != nil {
-		algorithm, size = spec.Algorithm, int(spec.Size)
-	}
-	if size == 0 {
-		size = renewal.DefaultKeySize(algorithm)
-	}
-	key, err := pki.GenerateKey(algorithm, size)
-	if err != nil {
-		return nil, stalled("InvalidPrivateKeySpec", "%v", err)
-	}
-	keyPEM, err := pki.EncodePrivateKey(key)
-	if err != nil {
-		return nil, err
-	}
-	secret := corev1ac.Secret(run.cert.Name+nextKeySuffix, run.cert.Namespace).
-		WithType(corev1.SecretTypeOpaque).
-		WithLabels(map[string]string{
-			certpilotv1alpha1.LabelManagedBy:   certpilotv1alpha1.ManagedByValue,
-			certpilotv1alpha1.LabelCertificate: run.cert.Name,
-		}).
-		WithAnnotations(map[string]string{annotationOrder: run.order.URL}).
-		WithOwnerReferences(ownerReference(run.cert)).
-		WithData(map[string][]byte{corev1.TLSPrivateKeyKey: keyPEM})
-	if err := r.Apply(ctx, secret, client.FieldOwner(FieldManager), client.ForceOwnership); err != nil {
-		return nil, fmt.Errorf("storing the next private key: %w", err)
-	}
-	return key, nil
-}
-
-// nextKeySecret reads the pending-key Secret: from the cache when it holds the key of the
-// current order (the common case, no request), else from the API, so a cache that has not seen
-// the last write yet never passes for the truth.
-func (r *CertificateReconciler) nextKeySecret(ctx context.Context, run *certificateRun) (*corev1.Secret, error) {
-	key := types.NamespacedName{Namespace: run.cert.Namespace, Name: run.cert.Name + nextKeySuffix}
-	secret := &corev1.Secret{}
-	if err := r.Get(ctx, key, secret); err == nil && kube.IsManaged(secret) && controlledBy(secret, run.cert) &&
-		secret.Annotations[annotationOrder] == run.order.URL {
-		return secret, nil
-	}
-	secret = &corev1.Secret{}
-	err := r.APIReader.Get(ctx, key, secret)
-	if apierrors.IsNotFound(err) {
-		return nil, nil
-	}
-	if err != nil {
-		return nil, err
-	}
-	if !kube.IsManaged(secret) {
-		return nil, stalled("SecretNotOwned", "Secret %s/%s exists and was not created by certpilot", secret.Namespace, secret.Name)
-	}
-	if !controlledBy(secret, run.cert) {
-		// certpilot's, but not this Certificate's pending key (another Certificate's
-		// certificate Secret of that name, say): never written over.
-		return nil, stalled("SecretOwnedByAnotherCertificate",
-			"Secret %s/%s, where certpilot keeps the pending private key of Certificate %q, belongs to another object; rename the Certificate or that Secret's owner",
-			secret.Namespace, secret.Name, run.cert.Name)
-	}
-	return secret, nil
 }
 
 // controlledBy reports whether cert is obj's controlling owner.

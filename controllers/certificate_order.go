@@ -53,7 +53,7 @@ func (r *CertificateReconciler) ensureOrder(ctx context.Context, run *certificat
 	// yet, only the one that holds the claim orders at the CA. A Secret this Certificate already
 	// controls is claim enough: another Certificate stops at it in decide.
 	if run.secret == nil {
-		if err := r.claimSecret(ctx, run); err != nil {
+		if _, err := r.claimSecret(ctx, run); err != nil {
 			return ctrl.Result{}, err
 		}
 	}

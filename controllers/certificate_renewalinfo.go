@@ -3,9 +3,11 @@ package controllers
 import (
 	"context"
 	"crypto/x509"
+	"fmt"
 	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	ctrl "sigs.k8s.io/controller-runtime"
 
 	certpilotv1alpha1 "github.com/certpilot/certpilot/api/v1alpha1"
@@ -62,17 +64,25 @@ func saneWindow(start, end time.Time, leaf *x509.Certificate) renewal.Window {
 	return narrowed
 }
 
-// refreshRenewalInfo asks the CA for the certificate's renewal window (RFC 9773) when it is due
-// (status.renewalInfo.nextFetch), the issuer has not turned ARI off and the server publishes it.
-// A failure never blocks renewal: it is recorded, the fallback time stands, and the fetch is
-// tried again later (after the CA's Retry-After, or an hour).
+// refreshRenewalInfo asks the CA for the certificate's renewal window (RFC 9773) when it is due,
+// the issuer has not turned ARI off and the server publishes it, and sets run.renewalInfoFetch
+// to the next fetch. A failure never blocks renewal: it is recorded, the fallback time stands,
+// and the fetch is tried again later (after the CA's Retry-After, or an hour).
+//
+// Most fetches find the window the status holds already. Those are not written: the next fetch
+// is kept in memory (renewalInfoFetches) and the status keeps the time written with the last
+// change, so a certificate costs a status write per change of its window, not per poll. After a
+// restart the status's time stands, so every certificate is asked once more.
 func (r *CertificateReconciler) refreshRenewalInfo(ctx context.Context, run *certificateRun, leaf *x509.Certificate, force bool) {
 	status := &run.cert.Status
+	run.renewalInfoFetch = time.Time{}
 	if run.issuer == nil || run.issuer.GetSpec().ACME.DisableRenewalInfo {
 		status.RenewalInfo = nil
 		return
 	}
-	if !force && status.RenewalInfo != nil && status.RenewalInfo.NextFetch != nil && run.now.Before(status.RenewalInfo.NextFetch.Time) {
+	serial := fmt.Sprintf("%x", leaf.SerialNumber)
+	if due := r.renewalInfoDue(run, serial); !force && !due.IsZero() && run.now.Before(due) {
+		run.renewalInfoFetch = due
 		return
 	}
 	client, err := r.acmeClient(ctx, run)
@@ -83,30 +93,82 @@ func (r *CertificateReconciler) refreshRenewalInfo(ctx context.Context, run *cer
 		status.RenewalInfo = nil
 		return
 	}
+	previous := status.RenewalInfo
+	fetched := &certpilotv1alpha1.RenewalInfoStatus{}
 	info, err := client.RenewalInfo(ctx, leaf)
 	if err != nil {
 		wait, _ := acme.RetryAfterOf(err)
 		if wait == 0 {
 			wait = time.Hour
 		}
-		previous := status.RenewalInfo
-		status.RenewalInfo = &certpilotv1alpha1.RenewalInfoStatus{
-			NextFetch: timePtr(renewal.NextRenewalInfoFetch(run.now, wait)),
-			Error:     truncate(err.Error(), 1024),
-		}
+		fetched.NextFetch = timePtr(renewal.NextRenewalInfoFetch(run.now, wait))
+		fetched.Error = truncate(err.Error(), 1024)
 		if previous != nil { // keep the last window the CA gave: it is still the CA's word
-			status.RenewalInfo.WindowStart, status.RenewalInfo.WindowEnd = previous.WindowStart, previous.WindowEnd
-			status.RenewalInfo.ExplanationURL = previous.ExplanationURL
+			fetched.WindowStart, fetched.WindowEnd, fetched.ExplanationURL = previous.WindowStart, previous.WindowEnd, previous.ExplanationURL
 		}
 		ctrl.LoggerFrom(ctx).V(1).Info("Fetching the renewal window failed; the fallback renewal time stands", "error", err.Error())
-		return
+	} else {
+		fetched.WindowStart = &metav1.Time{Time: info.WindowStart.Truncate(time.Second)}
+		fetched.WindowEnd = &metav1.Time{Time: info.WindowEnd.Truncate(time.Second)}
+		fetched.ExplanationURL = truncate(info.ExplanationURL, 2048)
+		fetched.NextFetch = timePtr(renewal.NextRenewalInfoFetch(run.now, info.RetryAfter))
 	}
-	status.RenewalInfo = &certpilotv1alpha1.RenewalInfoStatus{
-		WindowStart:    &metav1.Time{Time: info.WindowStart.Truncate(time.Second)},
-		WindowEnd:      &metav1.Time{Time: info.WindowEnd.Truncate(time.Second)},
-		ExplanationURL: truncate(info.ExplanationURL, 2048),
-		NextFetch:      timePtr(renewal.NextRenewalInfoFetch(run.now, info.RetryAfter)),
+	run.renewalInfoFetch = fetched.NextFetch.Time
+	if !sameRenewalInfo(previous, fetched) {
+		status.RenewalInfo = fetched
 	}
+	var written time.Time
+	if status.RenewalInfo != nil && status.RenewalInfo.NextFetch != nil {
+		written = status.RenewalInfo.NextFetch.Time
+	}
+	r.renewalInfoFetches.Store(types.NamespacedName{Namespace: run.cert.Namespace, Name: run.cert.Name},
+		renewalInfoFetch{uid: run.cert.UID, serial: serial, status: written, next: fetched.NextFetch.Time})
+}
+
+// renewalInfoFetch is the next renewalInfo fetch of a Certificate's current certificate, kept in
+// memory when it is later than the one in the status.
+type renewalInfoFetch struct {
+	uid    types.UID
+	serial string
+	// status is status.renewalInfo.nextFetch when next was set: a status someone else changed
+	// since (to ask for a fetch now, say) wins over memory.
+	status time.Time
+	next   time.Time
+}
+
+// renewalInfoDue returns when the certificate's window is fetched next: the time kept in memory
+// for this certificate, else the status's (zero: now).
+func (r *CertificateReconciler) renewalInfoDue(run *certificateRun, serial string) time.Time {
+	var inStatus time.Time
+	if info := run.cert.Status.RenewalInfo; info != nil && info.NextFetch != nil {
+		inStatus = info.NextFetch.Time
+	}
+	value, ok := r.renewalInfoFetches.Load(types.NamespacedName{Namespace: run.cert.Namespace, Name: run.cert.Name})
+	if !ok {
+		return inStatus
+	}
+	kept := value.(renewalInfoFetch)
+	if kept.uid != run.cert.UID || kept.serial != serial || !kept.status.Equal(inStatus) {
+		return inStatus
+	}
+	return kept.next
+}
+
+// sameRenewalInfo reports whether a fetch found what the status holds: the same window, reason
+// and error (the next fetch time aside).
+func sameRenewalInfo(a, b *certpilotv1alpha1.RenewalInfoStatus) bool {
+	if a == nil || b == nil {
+		return a == b
+	}
+	return equalTime(a.WindowStart, b.WindowStart) && equalTime(a.WindowEnd, b.WindowEnd) &&
+		a.ExplanationURL == b.ExplanationURL && a.Error == b.Error && a.NextFetch != nil
+}
+
+func equalTime(a, b *metav1.Time) bool {
+	if a == nil || b == nil {
+		return a == b
+	}
+	return a.Time.Equal(b.Time)
 }
 
 // replacesFor returns the certificate ID the new order names in `replaces` (RFC 9773 section

@@ -11,12 +11,13 @@ package controllers
 //   - certificates/status, issuers/status, clusterissuers/status: patch (patchStatus; the
 //     issuer reconciler's deferred status patch).
 //   - certificates/finalizers: update, so that the owner references certpilot sets with
-//     blockOwnerDeletion (certificate, pending-key and claim Secrets name their Certificate) pass
+//     blockOwnerDeletion (certificate and claim Secrets name their Certificate) pass
 //     the OwnerReferencesPermissionEnforcement admission plugin. Nothing is owned by an issuer.
 //   - secrets: get, list, watch (cache of certpilot's Secrets; direct reads of account, EAB and
 //     TSIG keys); create (account keys, challenge shards, secretName claims); patch (server-side apply of
-//     certificate and pending-key Secrets, challenge shard patches); delete (a stale secretName
-//     claim, with a uid and resourceVersion precondition: claimSecret).
+//     certificate Secrets, the next key into the claim, challenge shard patches); delete (a stale
+//     secretName claim, with a uid and resourceVersion precondition: claimSecret; an earlier
+//     version's next-key Secret once its order is stored).
 //   - deployments, statefulsets, daemonsets: get, list, watch (metadata cache, pod templates);
 //     patch (server-side apply of the challenge volume and of injections).
 //   - events: create, patch (the event recorder).

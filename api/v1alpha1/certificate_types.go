@@ -237,6 +237,14 @@ type CertificateStatus struct {
 	// +optional
 	SerialNumber string `json:"serialNumber,omitempty"`
 
+	// Revision counts the certificates certpilot stored for this Certificate: 1 after the first
+	// issuance, one more after each renewal or reissue (as cert-manager's status.revision).
+	// Each revision has its own private key. Certificates issued by versions before this field
+	// are not counted.
+	// +optional
+	// +kubebuilder:validation:Minimum=0
+	Revision int64 `json:"revision,omitempty"`
+
 	// FailedIssuanceAttempts counts issuance failures since the last success; it sets the
 	// backoff (about 1m, 10m, 100m, then daily).
 	// +optional
@@ -292,7 +300,10 @@ type RenewalInfoStatus struct {
 	// +kubebuilder:validation:MaxLength=2048
 	ExplanationURL string `json:"explanationURL,omitempty"`
 	// NextFetch is when certpilot asks the CA again (as its Retry-After says, between one
-	// minute and twelve hours).
+	// minute and twelve hours), as of the last change of this status. A fetch that finds the
+	// same window is not written (no status write per poll): certpilot keeps the next time in
+	// memory, so a time in the past means the window was confirmed since. Setting it to the
+	// past makes certpilot fetch at the Certificate's next reconcile.
 	// +optional
 	NextFetch *metav1.Time `json:"nextFetch,omitempty"`
 	// Error is why the last fetch failed; the fallback renewal time stands meanwhile.

@@ -127,7 +127,12 @@ func writeStatus(w io.Writer, certificate *certpilotv1alpha1.Certificate, events
 			field(2, "Window fetch", "failed: %s", info.Error)
 		}
 		if info.NextFetch != nil {
-			field(2, "Next fetch", "%s (%s)", timestamp(info.NextFetch), relative(info.NextFetch.Time, now))
+			if info.NextFetch.Time.After(now) {
+				field(2, "Next fetch", "%s (%s)", timestamp(info.NextFetch), relative(info.NextFetch.Time, now))
+			} else {
+				// Fetches that find the same window are not written.
+				field(2, "Next fetch", "after %s (window unchanged since; later fetches are not written)", timestamp(info.NextFetch))
+			}
 		}
 	}
 	field(2, "Auto-renewable", "%s", optionalBool(status.AutoRenewable))

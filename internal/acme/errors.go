@@ -102,7 +102,7 @@ func RetryAfter(err error) (time.Duration, bool) {
 	if !errors.As(err, &problem) || problem.Header == nil {
 		return 0, false
 	}
-	return parseRetryAfter(problem.Header.Get("Retry-After"), time.Now())
+	return headerRetryAfter(problem.Header)
 }
 
 // MaxServerRetryAfter caps the wait RetryAfterOf passes on: a day, the longest step of the
@@ -123,7 +123,7 @@ func RetryAfterOf(err error) (wait time.Duration, slowDown bool) {
 		return 0, false
 	}
 	if problem.Header != nil {
-		if d, ok := parseRetryAfter(problem.Header.Get("Retry-After"), time.Now()); ok {
+		if d, ok := headerRetryAfter(problem.Header); ok {
 			wait = min(d, MaxServerRetryAfter)
 		}
 	}

@@ -117,6 +117,30 @@ func TestParseRetryAfter(t *testing.T) {
 	}
 }
 
+// TestHeaderRetryAfter: an HTTP-date is measured from the server's Date header, not from the
+// local clock (years away here), so clock skew neither shortens nor stretches the wait.
+func TestHeaderRetryAfter(t *testing.T) {
+	tests := map[string]struct {
+		header http.Header
+		want   time.Duration
+	}{
+		"date against the server's Date": {header: http.Header{
+			"Date": {"Sat, 01 May 2032 12:00:00 GMT"}, "Retry-After": {"Sat, 01 May 2032 12:30:00 GMT"},
+		}, want: 30 * time.Minute},
+		"seconds ignore Date": {header: http.Header{"Date": {"Sat, 01 May 2032 12:00:00 GMT"}, "Retry-After": {"90"}}, want: 90 * time.Second},
+		"unreadable Date: the local clock (the date is long past)": {header: http.Header{
+			"Date": {"yesterday"}, "Retry-After": {"Fri, 01 May 2020 12:30:00 GMT"},
+		}, want: MinRetryAfter},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			if got, ok := headerRetryAfter(tc.header); !ok || got != tc.want {
+				t.Errorf("headerRetryAfter = %v, %v; want %v, true", got, ok, tc.want)
+			}
+		})
+	}
+}
+
 func TestProblemType(t *testing.T) {
 	err := fmt.Errorf("x: %w", &acme.Error{ProblemType: problemPrefix + "rateLimited"})
 	if got := ProblemType(err); got != "rateLimited" {

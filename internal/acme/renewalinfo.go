@@ -111,7 +111,7 @@ func (c *Client) RenewalInfo(ctx context.Context, cert *x509.Certificate) (*Rene
 		return nil, fmt.Errorf("fetching ACME renewal information %s: %w", url, err)
 	}
 	info.CertID = certID
-	if retryAfter, ok := parseRetryAfter(res.Header.Get("Retry-After"), time.Now()); ok {
+	if retryAfter, ok := headerRetryAfter(res.Header); ok {
 		info.RetryAfter = retryAfter
 	}
 	return info, nil

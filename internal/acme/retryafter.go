@@ -62,7 +62,7 @@ func (r *retryAfterRecorder) RoundTrip(req *http.Request) (*http.Response, error
 	key := req.URL.String()
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if d, ok := parseRetryAfter(res.Header.Get("Retry-After"), time.Now()); ok {
+	if d, ok := headerRetryAfter(res.Header); ok {
 		r.values[key] = d
 	} else {
 		delete(r.values, key)
@@ -93,6 +93,17 @@ func (r *retryAfterRecorder) forget(url string) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	delete(r.values, url)
+}
+
+// headerRetryAfter reads a response's Retry-After. An HTTP-date is measured from the response's
+// own Date header when it has one (the server's clock, so a skewed local clock, or a test CA on
+// a simulated one, neither shortens nor stretches the wait), else from the local clock.
+func headerRetryAfter(header http.Header) (time.Duration, bool) {
+	now := time.Now()
+	if date, err := http.ParseTime(header.Get("Date")); err == nil {
+		now = date
+	}
+	return parseRetryAfter(header.Get("Retry-After"), now)
 }
 
 // parseRetryAfter parses a Retry-After value, delay-seconds or an HTTP-date, clamped to at least

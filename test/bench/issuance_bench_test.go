@@ -508,8 +508,8 @@ func notReady(ctx context.Context, c client.Client, namespace string, limit int)
 }
 
 // countIssued counts the certificates' Secrets (spec.secretName) in namespace, metadata only;
-// the other Secrets certpilot keeps per Certificate (pending keys, claims) carry the same label
-// and are not counted.
+// the other Secrets certpilot keeps per Certificate (the claim, which holds the next key; the
+// next-key Secret of earlier versions) carry the same label and are not counted.
 func countIssued(ctx context.Context, c client.Client, namespace string, certificates []*certpilotv1alpha1.Certificate) (int, error) {
 	list := &metav1.PartialObjectMetadataList{}
 	list.SetGroupVersionKind(corev1.SchemeGroupVersion.WithKind("SecretList"))

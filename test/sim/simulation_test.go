@@ -66,13 +66,19 @@ func newSimulation(reconciler *controllers.CertificateReconciler, clock *clockte
 // add schedules a Certificate for a reconcile now (as its creation would).
 func (s *simulation) add(key types.NamespacedName) { s.due[key] = s.clock.Now() }
 
-// run advances the clock until end, reconciling what comes due.
-func (s *simulation) run(ctx context.Context, end time.Time) error {
+// run advances the clock until end, reconciling what comes due. progress, when set, is called
+// at every progressEvery of simulated time (a long run says how far it got).
+func (s *simulation) run(ctx context.Context, end time.Time, progress func(now time.Time, reconciles int)) error {
+	nextProgress := s.clock.Now().Add(progressEvery)
 	for {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
 		now := s.clock.Now()
+		if progress != nil && !now.Before(nextProgress) {
+			progress(now, s.reconciles)
+			nextProgress = nextProgress.Add(progressEvery)
+		}
 		next, ok := s.nextDue()
 		if !ok || next.After(end) {
 			s.checkServed(now, end)
@@ -94,6 +100,9 @@ func (s *simulation) run(ctx context.Context, end time.Time) error {
 		}
 	}
 }
+
+// progressEvery is how much simulated time passes between two progress reports.
+const progressEvery = 30 * 24 * time.Hour
 
 func (s *simulation) nextDue() (time.Time, bool) {
 	var next time.Time
