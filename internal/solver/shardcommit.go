@@ -45,6 +45,9 @@ func (c *shardChange) wait(ctx context.Context) error {
 func (w *ShardWriter) submit(ctx context.Context, name types.NamespacedName, deployment string,
 	compute func(*corev1.Secret) (data, annotations map[string]any)) *shardChange {
 	change := &shardChange{compute: compute, done: make(chan error, 1)}
+	if compute != nil {
+		shardPuts.Inc()
+	}
 	state := w.state(name)
 	state.mu.Lock()
 	state.queue = append(state.queue, change)
@@ -100,6 +103,7 @@ func (w *ShardWriter) writeBatch(ctx context.Context, name types.NamespacedName,
 			state.forgetRemovals(removals)
 			return nil
 		}
+		shardWrites.WithLabelValues(carried(batch)).Inc()
 		err := w.write(ctx, name, deployment, state, data, annotations)
 		if err == nil {
 			state.forgetRemovals(removals)
@@ -139,6 +143,17 @@ func mergeChanges(view *corev1.Secret, data, annotations map[string]any, batch [
 			}
 		}
 	}
+}
+
+// carried says what a write of batch carries, for shardWrites: "presents" when any change is
+// a Put's, else "removals".
+func carried(batch []*shardChange) string {
+	for _, change := range batch {
+		if change.compute != nil {
+			return "presents"
+		}
+	}
+	return "removals"
 }
 
 // takeRemovals returns a copy of the queued removals, for one write.

@@ -245,6 +245,10 @@ type reconcileStats struct {
 	Spent map[string]float64
 	// SelfChecks counts the self-checks of challenge responses by result (success, failure).
 	SelfChecks map[string]float64
+	// ShardWrites counts the writes of challenge shard Secrets by what they carried (presents,
+	// removals); ShardPuts the Puts (one per Present and shard) they carried.
+	ShardWrites map[string]float64
+	ShardPuts   float64
 }
 
 func (s reconcileStats) total() float64 {
@@ -258,6 +262,7 @@ func (s reconcileStats) total() float64 {
 // minus is s - before, for the counters of a window.
 func (s reconcileStats) minus(before reconcileStats) reconcileStats {
 	out := reconcileStats{Results: map[string]float64{}, Spent: map[string]float64{}, SelfChecks: map[string]float64{},
+		ShardWrites: map[string]float64{}, ShardPuts: s.ShardPuts - before.ShardPuts,
 		ReconcileSeconds: s.ReconcileSeconds - before.ReconcileSeconds,
 		QueueSeconds:     s.QueueSeconds - before.QueueSeconds, Queued: s.Queued - before.Queued, Workers: s.Workers}
 	for result, n := range s.Results {
@@ -269,12 +274,16 @@ func (s reconcileStats) minus(before reconcileStats) reconcileStats {
 	for result, n := range s.SelfChecks {
 		out.SelfChecks[result] = n - before.SelfChecks[result]
 	}
+	for what, n := range s.ShardWrites {
+		out.ShardWrites[what] = n - before.ShardWrites[what]
+	}
 	return out
 }
 
 // scrapeReconcileStats reads controller's metrics from the manager at address.
 func scrapeReconcileStats(address, controller string) (reconcileStats, error) {
-	stats := reconcileStats{Results: map[string]float64{}, Spent: map[string]float64{}, SelfChecks: map[string]float64{}}
+	stats := reconcileStats{Results: map[string]float64{}, Spent: map[string]float64{}, SelfChecks: map[string]float64{},
+		ShardWrites: map[string]float64{}}
 	response, err := (&http.Client{Timeout: 10 * time.Second}).Get("http://" + address + "/metrics")
 	if err != nil {
 		return stats, err
@@ -327,6 +336,12 @@ func scrapeReconcileStats(address, controller string) (reconcileStats, error) {
 	}
 	for _, metric := range families["certpilot_challenge_self_checks_total"].GetMetric() {
 		stats.SelfChecks[label(metric, "result")] += metric.GetCounter().GetValue()
+	}
+	for _, metric := range families["certpilot_challenge_shard_writes_total"].GetMetric() {
+		stats.ShardWrites[label(metric, "carried")] += metric.GetCounter().GetValue()
+	}
+	for _, metric := range families["certpilot_challenge_shard_puts_total"].GetMetric() {
+		stats.ShardPuts += metric.GetCounter().GetValue()
 	}
 	for _, metric := range families["workqueue_queue_duration_seconds"].GetMetric() {
 		if ours(metric) {

@@ -133,6 +133,10 @@ func (r results) markdown() string {
 			fmt.Fprintf(&b, "Self-checks: %.0f, of which %.0f failed (a response the load balancer did not serve yet, after its 1.5 s of retries).\n",
 				checks, r.Reconciles.SelfChecks["failure"])
 		}
+		if presents, removals := r.Reconciles.ShardWrites["presents"], r.Reconciles.ShardWrites["removals"]; presents+removals > 0 {
+			fmt.Fprintf(&b, "Challenge shard writes (the manager's count, retries included): %.0f carrying presents, for %.0f Puts (%.2f per write), and %.0f carrying only removals.\n",
+				presents, r.Reconciles.ShardPuts, r.Reconciles.ShardPuts/max(presents, 1), removals)
+		}
 	}
 	if len(r.Warnings) > 0 {
 		counts := map[string]int{}
@@ -381,7 +385,8 @@ func TestMarkdown(t *testing.T) {
 		Warnings: map[string]warning{"ACMEError": {Count: 2, Example: "the CA said no"}},
 		Manager:  latencies{All: 50 * time.Second, Count: 200},
 		Reconciles: reconcileStats{Results: map[string]float64{"success": 1000, "requeue_after": 400}, ReconcileSeconds: 140,
-			QueueSeconds: 7, Queued: 1400, Workers: 4},
+			QueueSeconds: 7, Queued: 1400, Workers: 4,
+			ShardWrites: map[string]float64{"presents": 150, "removals": 50}, ShardPuts: 200},
 	}
 	got := r.markdown()
 	for _, want := range []string{
@@ -391,6 +396,7 @@ func TestMarkdown(t *testing.T) {
 		"| manager | 2000 | 1000 | 10.00 | 5.00 | 1 |",
 		"patch certificates/status 3.00, create events 2.00",
 		"In the idle window: update leases 1.",
+		"150 carrying presents, for 200 Puts (1.33 per write), and 50 carrying only removals.",
 		`Warning Events: ACMEError ×2 ("the CA said no").`,
 		"7.00 reconciles per certificate (success 5.00, requeue_after 2.00), 100.0 ms per reconcile, 5.0 ms queue wait per item; its 4 workers were busy 70 %",
 	} {
