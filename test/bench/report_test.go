@@ -244,8 +244,8 @@ reading the store; a store writer waiting between them blocks all for good. The 
 guard in its own HTTP transport; the manager reaches its Pebble through a loopback HTTPS reverse
 proxy (same certificate, Host header passed on, so Pebble's URLs point at the proxy) whose
 transport is the same guarded one, so the rule, the lock and the code are the same on both sides;
-the manager's run pays one more loopback hop per ACME request. Runs before 2026-12-01 15:00 UTC
-had the guard on the floor only (around the whole new-order call) and none for the manager.
+the manager's run pays one more loopback hop per ACME request. Runs recorded before 2026-12-01
+14:50 UTC had the guard on the floor only (around the whole new-order call), none for the manager.
 Every run appends a section below.
 
 ` + "```console" + `
