@@ -212,7 +212,7 @@ func TestCountRequests(t *testing.T) {
 		{Verb: "patch", UserAgent: "manager/v0.0.0", Resource: "secrets", Name: "edge-acme-challenges-07", Received: t0.Add(3 * time.Second)},
 		{Verb: "patch", UserAgent: "manager/v0.0.0", Resource: "secrets", Name: "c00001-tls", Received: t0.Add(3 * time.Second)},
 		{Verb: "update", UserAgent: "manager/v0.0.0", Resource: "secrets", Received: t0.Add(5 * time.Second)}, // outside
-		{Verb: "watch", UserAgent: "edge/v0.0.0", Resource: "secrets", Received: t0.Add(-time.Second)},        // before
+		{Verb: "watch", UserAgent: "certpilot-edge", Resource: "secrets", Received: t0.Add(-time.Second)},     // before
 	}
 	counts := countRequests(events, t0, t0.Add(5*time.Second))
 	manager := counts["manager"]
@@ -223,7 +223,7 @@ func TestCountRequests(t *testing.T) {
 	if bench := counts["bench.test"]; bench == nil || bench.Writes != 1 {
 		t.Errorf("bench.test counts %+v", bench)
 	}
-	if _, ok := counts["edge"]; ok {
+	if _, ok := counts[edgeClient]; ok {
 		t.Errorf("the edge's request before the window was counted")
 	}
 }

@@ -182,9 +182,12 @@ func (r results) markdown() string {
 	return b.String()
 }
 
+// edgeClient is the edge's user agent (cmd/edge sets it); the manager's is its file name's.
+const edgeClient = "certpilot-edge"
+
 // clients lists the clients seen, certpilot's first.
 func (r results) clients() []string {
-	seen := map[string]bool{"manager": true, "edge": true}
+	seen := map[string]bool{"manager": true, edgeClient: true}
 	for client := range r.Issuing {
 		seen[client] = true
 	}
@@ -192,7 +195,7 @@ func (r results) clients() []string {
 		seen[client] = true
 	}
 	var clients []string
-	for _, first := range []string{"manager", "edge"} {
+	for _, first := range []string{"manager", edgeClient} {
 		if seen[first] {
 			clients = append(clients, first)
 			delete(seen, first)
@@ -276,8 +279,9 @@ What the columns mean:
 - **RSS at rest**: the manager's VmRSS after it has idled BENCH_REST (10 s) with a Ready
   ClusterIssuer and no Certificates, and again after the idle window; **peak** is its VmHWM.
 - **requests / writes per certificate per client**: from the apiserver's audit log (level Metadata),
-  grouped by user agent (the manager's starts with "manager/", the edge's with "edge/", the
-  harness's own with "bench.test/"), from the first apply until the idle window starts (all Ready
+  grouped by user agent (the manager's starts with "manager/", the edge's is "certpilot-edge",
+  the harness's own starts with "bench.test/"; rows named "edge" before 2026-12-01 15:40 UTC
+  counted nothing, the edge's requests are in their "certpilot-edge" row), from the first apply until the idle window starts (all Ready
   plus BENCH_SETTLE, 10 s), divided by N. Writes are create, update, patch, delete and
   deletecollection, Events included. The breakdown of the manager's writes tells the challenge
   shard Secrets ("secrets (challenge shards)") apart from its other Secrets.
