@@ -5,9 +5,19 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/metrics"
 )
 
-// Metrics of the dns01 persist solver, served on the manager's metrics endpoint beside the
-// controllers'. They are set before each order, when the records are looked at.
+// Metrics of the solvers, served on the manager's metrics endpoint beside the controllers'.
 var (
+	// shardWrites and shardPuts show how well shard writes are grouped (ShardWriter).
+	shardWrites = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "certpilot_challenge_shard_writes_total",
+		Help: "Writes (creates and patches, retries included) of challenge shard Secrets, by what they carried: presents (responses of one or more Puts, with any queued removals) or removals (queued removals on their own).",
+	}, []string{"carried"})
+	shardPuts = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "certpilot_challenge_shard_puts_total",
+		Help: "Puts of challenge responses into a shard (one per Present and shard), however many writes carried them.",
+	})
+
+	// The dns01 persist solver's are set before each order, when the records are looked at.
 	persistUntil = prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Name: "certpilot_dns_persist_until_timestamp_seconds",
 		Help: "The persistuntil of a Certificate's dns-persist-01 record (Unix time), for records that have one.",
@@ -19,7 +29,7 @@ var (
 )
 
 func init() {
-	metrics.Registry.MustRegister(persistUntil, persistExpiring)
+	metrics.Registry.MustRegister(shardWrites, shardPuts, persistUntil, persistExpiring)
 }
 
 // ForgetMetrics drops the series of a deleted Certificate.

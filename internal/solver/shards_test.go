@@ -244,3 +244,111 @@ func TestShardWriterNeverOverwritesForeignSecrets(t *testing.T) {
 		t.Errorf("the foreign Secret was written")
 	}
 }
+
+// countingClient counts the writes (create and patch) that reach the apiserver and holds each
+// for delay, so that Puts arriving meanwhile find a write in flight.
+type countingClient struct {
+	client.Client
+	delay  time.Duration
+	writes atomic.Int32
+}
+
+func (c *countingClient) Create(ctx context.Context, obj client.Object, opts ...client.CreateOption) error {
+	c.writes.Add(1)
+	time.Sleep(c.delay)
+	return c.Client.Create(ctx, obj, opts...)
+}
+
+func (c *countingClient) Patch(ctx context.Context, obj client.Object, patch client.Patch, opts ...client.PatchOption) error {
+	c.writes.Add(1)
+	time.Sleep(c.delay)
+	return c.Client.Patch(ctx, obj, patch, opts...)
+}
+
+// sameShardKeys returns n tls-alpn-01 keys that all live in one shard.
+func sameShardKeys(n int) []string {
+	var keys []string
+	shard := -1
+	for i := 0; len(keys) < n; i++ {
+		key := certpilotv1alpha1.TLSALPN01Key(fmt.Sprintf("n%d.example.test", i))
+		if shard == -1 {
+			shard = certpilotv1alpha1.ChallengeShard(key)
+		}
+		if certpilotv1alpha1.ChallengeShard(key) == shard {
+			keys = append(keys, key)
+		}
+	}
+	return keys
+}
+
+// TestShardWriterGroupsConcurrentPuts: Puts to one shard that arrive while a write to it is in
+// flight go out together in the next write; every entry lands with its owner, and a key two
+// Certificates ask for in one write goes to one of them, the other learning it is held.
+func TestShardWriterGroupsConcurrentPuts(t *testing.T) {
+	testenv.SkipIfShort(t)
+	ctx := context.Background()
+	namespace := newNamespace(t)
+	counting := &countingClient{Client: kube.Client, delay: 200 * time.Millisecond}
+	w := &solver.ShardWriter{Client: counting, APIReader: kube.Client}
+	const puts = 20
+	keys := sameShardKeys(puts + 1)
+	contested := keys[puts] // asked for by two Certificates
+	keys = keys[:puts]
+	var (
+		wg    sync.WaitGroup
+		start = make(chan struct{})
+		held  atomic.Int32
+		won   sync.Map // contested key: owner whose Put succeeded
+	)
+	for i := range puts {
+		wg.Go(func() {
+			<-start
+			owner := fmt.Sprintf("team/c%d", i)
+			err := w.Put(ctx, namespace, "lb", owner, []solver.Entry{{Key: keys[i], Value: []byte(owner)}}, never)
+			if err != nil {
+				t.Errorf("Put %d: %v", i, err)
+			}
+		})
+	}
+	for _, owner := range []string{"team/x", "team/y"} {
+		wg.Go(func() {
+			<-start
+			err := w.Put(ctx, namespace, "lb", owner, []solver.Entry{{Key: contested, Value: []byte(owner)}}, never)
+			var heldError *solver.HeldError
+			switch {
+			case err == nil:
+				won.Store(owner, true)
+			case errors.As(err, &heldError):
+				held.Add(1)
+			default:
+				t.Errorf("Put by %s: %v", owner, err)
+			}
+		})
+	}
+	close(start)
+	wg.Wait()
+
+	writes := int(counting.writes.Load())
+	t.Logf("%d Puts to one shard took %d writes", puts+2, writes)
+	if writes >= puts {
+		t.Errorf("%d Puts to one shard took %d writes, want fewer than %d", puts+2, writes, puts)
+	}
+	shard := shardOf(t, namespace, keys[0])
+	for i, key := range keys {
+		owner := fmt.Sprintf("team/c%d", i)
+		if string(shard.Data[key]) != owner || !strings.HasPrefix(shard.Annotations[certpilotv1alpha1.ChallengeOwnerAnnotation(key)], owner+"@") {
+			t.Errorf("key %s: value %q, owner %q, want %s's", key, shard.Data[key], shard.Annotations[certpilotv1alpha1.ChallengeOwnerAnnotation(key)], owner)
+		}
+	}
+	winners := 0
+	won.Range(func(owner, _ any) bool {
+		winners++
+		if got := string(shard.Data[contested]); got != owner.(string) {
+			t.Errorf("the contested key holds %q, but %s's Put succeeded", got, owner)
+		}
+		return true
+	})
+	if winners != 1 || held.Load() != 1 {
+		t.Errorf("contested key: %d Puts succeeded and %d were told it is held, want 1 and 1", winners, held.Load())
+	}
+}

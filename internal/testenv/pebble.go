@@ -98,10 +98,13 @@ type Pebble struct {
 	// that signs issued certificates: that one is Roots().
 	CABundle []byte
 
-	client    *http.Client // trusts CABundle
-	output    *SyncBuffer
-	procs     []*process
-	removeDir string // removed by Stop when RunPebble created it
+	client *http.Client // trusts CABundle
+	// certFile and keyFile are Pebble's HTTPS certificate and key (signed by CABundle's CA),
+	// which a proxy in front of it serves too (StartGuardedProxy).
+	certFile, keyFile string
+	output            *SyncBuffer
+	procs             []*process
+	removeDir         string // removed by Stop when RunPebble created it
 	// pebbleCmd and startOutput are how Pebble was started, for Restart.
 	pebbleCmd   *exec.Cmd
 	startOutput io.Writer
@@ -171,12 +174,11 @@ func RunPebble(ctx context.Context, opts PebbleOptions) (_ *Pebble, err error) {
 	if err := p.choosePorts(); err != nil {
 		return nil, err
 	}
-	certFile, keyFile, err := p.writeServingCertificate(dir)
-	if err != nil {
+	if p.certFile, p.keyFile, err = p.writeServingCertificate(dir); err != nil {
 		return nil, err
 	}
 	configFile := filepath.Join(dir, "pebble-config.json")
-	if err := writePebbleConfig(configFile, p, opts, certFile, keyFile); err != nil {
+	if err := writePebbleConfig(configFile, p, opts, p.certFile, p.keyFile); err != nil {
 		return nil, err
 	}
 

@@ -62,6 +62,10 @@ type StackOptions struct {
 	// apiserver at instead of its own (for example a proxy that cuts their connections); the
 	// apiserver's serving certificate must be valid for it (127.0.0.1 is).
 	APIServerAddress string
+	// ACMEAddress, when set, is the host:port the ClusterIssuer reaches Pebble's ACME server at
+	// instead of its own (for example a PebbleProxy); it must serve a certificate under
+	// Pebble's CABundle and pass the Host header on.
+	ACMEAddress string
 }
 
 // EdgeDeployment is the name of the load balancer Deployment certpilot mounts challenges into.
@@ -151,10 +155,14 @@ func StartStack(ctx context.Context, kube *Kube, pebble *Pebble, opts StackOptio
 		return nil, err
 	}
 
+	acmeAddress := pebble.ListenAddress
+	if opts.ACMEAddress != "" {
+		acmeAddress = opts.ACMEAddress
+	}
 	issuer := &certpilotv1alpha1.ClusterIssuer{
 		ObjectMeta: metav1.ObjectMeta{Name: s.Issuer},
 		Spec: certpilotv1alpha1.IssuerSpec{ACME: certpilotv1alpha1.ACMEIssuer{
-			Server:              pebble.DirectoryURL(),
+			Server:              "https://" + acmeAddress + "/dir",
 			Email:               "ops@example.com",
 			CABundle:            pebble.CABundle,
 			PrivateKeySecretRef: certpilotv1alpha1.SecretReference{Name: "pebble-account"},
@@ -175,8 +183,8 @@ func StartStack(ctx context.Context, kube *Kube, pebble *Pebble, opts StackOptio
 	if err != nil {
 		return nil, err
 	}
-	if !strings.HasPrefix(issuer.Status.AccountURI, "https://"+pebble.ListenAddress+"/") {
-		return nil, fmt.Errorf("ClusterIssuer accountURI %q is not at Pebble", issuer.Status.AccountURI)
+	if !strings.HasPrefix(issuer.Status.AccountURI, "https://"+acmeAddress+"/") {
+		return nil, fmt.Errorf("ClusterIssuer accountURI %q is not at %s", issuer.Status.AccountURI, acmeAddress)
 	}
 	return s, nil
 }

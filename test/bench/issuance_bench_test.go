@@ -101,8 +101,16 @@ func BenchmarkIssuance(b *testing.B) {
 		}
 	})
 	pebble := testenv.StartPebble(b, pebbleOptions)
+	// The manager reaches Pebble through a proxy that applies the floor's guard against
+	// Pebble's deadlock (testenv.PebbleGuard), so both sides wait for the same lock.
+	pebbleProxy, err := pebble.StartGuardedProxy(&testenv.PebbleGuard{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(pebbleProxy.Close)
 	stack, err := testenv.StartStack(ctx, kube, pebble, testenv.StackOptions{
 		Namespace: "bench", ManagerBinary: managerBinary, EdgeBinary: edgeBinary, Dir: dir, ManagerArgs: cfg.ManagerArgs,
+		ACMEAddress: pebbleProxy.ListenAddress,
 	})
 	if err != nil {
 		b.Fatal(err)
@@ -205,7 +213,7 @@ func BenchmarkIssuance(b *testing.B) {
 	}
 	r.Issuing = countRequests(events, firstApply, idleStart)
 	r.Idle = countRequests(events, idleStart, idleEnd)
-	if r.Issued, err = countIssued(ctx, c, stack.Namespace); err != nil {
+	if r.Issued, err = countIssued(ctx, c, stack.Namespace, certificates); err != nil {
 		b.Fatal(err)
 	}
 	if r.Warnings, err = warnings(ctx, c, stack.Namespace); err != nil {
@@ -440,8 +448,8 @@ func watchReady(ctx context.Context, c client.WithWatch, namespace string, ready
 
 // waitAllReady waits until every Certificate is Ready, printing progress, and fails early when
 // the manager or the edge exits or when no Certificate became Ready for stall (0: never).
-// Pebble v2.10.3 can deadlock under load (see pebbleGuard), and nothing would happen until the
-// timeout.
+// Pebble v2.10.3 can deadlock under load (see testenv.PebbleGuard), and nothing would happen
+// until the timeout.
 func waitAllReady(ctx context.Context, ready *readiness, stack *testenv.Stack, stall time.Duration) error {
 	ticker := time.NewTicker(time.Second)
 	defer ticker.Stop()
@@ -499,17 +507,22 @@ func notReady(ctx context.Context, c client.Client, namespace string, limit int)
 	return strings.Join(out, ", ")
 }
 
-// countIssued counts the certificate Secrets in namespace (metadata only); the claim Secrets
-// (<secretName>-certpilot-claim) carry the same label and are not counted.
-func countIssued(ctx context.Context, c client.Client, namespace string) (int, error) {
+// countIssued counts the certificates' Secrets (spec.secretName) in namespace, metadata only;
+// the other Secrets certpilot keeps per Certificate (the claim, which holds the next key; the
+// next-key Secret of earlier versions) carry the same label and are not counted.
+func countIssued(ctx context.Context, c client.Client, namespace string, certificates []*certpilotv1alpha1.Certificate) (int, error) {
 	list := &metav1.PartialObjectMetadataList{}
 	list.SetGroupVersionKind(corev1.SchemeGroupVersion.WithKind("SecretList"))
 	if err := c.List(ctx, list, client.InNamespace(namespace), client.HasLabels{certpilotv1alpha1.LabelCertificate}); err != nil {
 		return 0, err
 	}
+	secretNames := make(map[string]bool, len(certificates))
+	for _, cert := range certificates {
+		secretNames[cert.Spec.SecretName] = true
+	}
 	issued := 0
 	for _, secret := range list.Items {
-		if !strings.HasSuffix(secret.Name, certpilotv1alpha1.ClaimSecretSuffix) && !strings.HasSuffix(secret.Name, certpilotv1alpha1.NextKeySecretSuffix) {
+		if secretNames[secret.Name] {
 			issued++
 		}
 	}

@@ -15,6 +15,7 @@ import (
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
 
+	certpilotv1alpha1 "github.com/certpilot/certpilot/api/v1alpha1"
 	"github.com/certpilot/certpilot/internal/testenv"
 )
 
@@ -125,8 +126,19 @@ func percentile(sorted []time.Duration, p int) time.Duration {
 // clientCounts are one client's API requests in a window.
 type clientCounts struct {
 	Requests, Writes int
-	// WritesBy counts writes by "verb resource[/subresource]".
+	// WritesBy counts writes by what they wrote (writeKind).
 	WritesBy map[string]int
+}
+
+// writeKind is "verb resource[/subresource]", with the challenge shard Secrets of the edge
+// told apart from the other Secrets: "patch secrets (challenge shards)".
+func writeKind(event testenv.AuditEvent) string {
+	kind := event.Verb + " " + event.ResourcePath()
+	if event.Resource == "secrets" && event.Subresource == "" &&
+		strings.HasPrefix(event.Name, certpilotv1alpha1.ChallengeSecretName(testenv.EdgeDeployment)+"-") {
+		kind += " (challenge shards)"
+	}
+	return kind
 }
 
 // countRequests counts the audit events received in [from, to) by client (the user agent's
@@ -145,7 +157,7 @@ func countRequests(events []testenv.AuditEvent, from, to time.Time) map[string]*
 		c.Requests++
 		if event.IsWrite() {
 			c.Writes++
-			c.WritesBy[event.Verb+" "+event.ResourcePath()]++
+			c.WritesBy[writeKind(event)]++
 		}
 	}
 	return counts
@@ -197,18 +209,21 @@ func TestCountRequests(t *testing.T) {
 		{Verb: "patch", UserAgent: "manager/v0.0.0", Resource: "certificates", Subresource: "status", Received: t0.Add(time.Second)},
 		{Verb: "patch", UserAgent: "manager/v0.0.0", Resource: "certificates", Subresource: "status", Received: t0.Add(2 * time.Second)},
 		{Verb: "create", UserAgent: "bench.test/v0.0.0", Resource: "certificates", Received: t0},
+		{Verb: "patch", UserAgent: "manager/v0.0.0", Resource: "secrets", Name: "edge-acme-challenges-07", Received: t0.Add(3 * time.Second)},
+		{Verb: "patch", UserAgent: "manager/v0.0.0", Resource: "secrets", Name: "c00001-tls", Received: t0.Add(3 * time.Second)},
 		{Verb: "update", UserAgent: "manager/v0.0.0", Resource: "secrets", Received: t0.Add(5 * time.Second)}, // outside
-		{Verb: "watch", UserAgent: "edge/v0.0.0", Resource: "secrets", Received: t0.Add(-time.Second)},        // before
+		{Verb: "watch", UserAgent: "certpilot-edge", Resource: "secrets", Received: t0.Add(-time.Second)},     // before
 	}
 	counts := countRequests(events, t0, t0.Add(5*time.Second))
 	manager := counts["manager"]
-	if manager == nil || manager.Requests != 3 || manager.Writes != 2 || manager.WritesBy["patch certificates/status"] != 2 {
+	if manager == nil || manager.Requests != 5 || manager.Writes != 4 || manager.WritesBy["patch certificates/status"] != 2 ||
+		manager.WritesBy["patch secrets (challenge shards)"] != 1 || manager.WritesBy["patch secrets"] != 1 {
 		t.Errorf("manager counts %+v", manager)
 	}
 	if bench := counts["bench.test"]; bench == nil || bench.Writes != 1 {
 		t.Errorf("bench.test counts %+v", bench)
 	}
-	if _, ok := counts["edge"]; ok {
+	if _, ok := counts[edgeClient]; ok {
 		t.Errorf("the edge's request before the window was counted")
 	}
 }
@@ -230,6 +245,10 @@ type reconcileStats struct {
 	Spent map[string]float64
 	// SelfChecks counts the self-checks of challenge responses by result (success, failure).
 	SelfChecks map[string]float64
+	// ShardWrites counts the writes of challenge shard Secrets by what they carried (presents,
+	// removals); ShardPuts the Puts (one per Present and shard) they carried.
+	ShardWrites map[string]float64
+	ShardPuts   float64
 }
 
 func (s reconcileStats) total() float64 {
@@ -243,6 +262,7 @@ func (s reconcileStats) total() float64 {
 // minus is s - before, for the counters of a window.
 func (s reconcileStats) minus(before reconcileStats) reconcileStats {
 	out := reconcileStats{Results: map[string]float64{}, Spent: map[string]float64{}, SelfChecks: map[string]float64{},
+		ShardWrites: map[string]float64{}, ShardPuts: s.ShardPuts - before.ShardPuts,
 		ReconcileSeconds: s.ReconcileSeconds - before.ReconcileSeconds,
 		QueueSeconds:     s.QueueSeconds - before.QueueSeconds, Queued: s.Queued - before.Queued, Workers: s.Workers}
 	for result, n := range s.Results {
@@ -254,12 +274,16 @@ func (s reconcileStats) minus(before reconcileStats) reconcileStats {
 	for result, n := range s.SelfChecks {
 		out.SelfChecks[result] = n - before.SelfChecks[result]
 	}
+	for what, n := range s.ShardWrites {
+		out.ShardWrites[what] = n - before.ShardWrites[what]
+	}
 	return out
 }
 
 // scrapeReconcileStats reads controller's metrics from the manager at address.
 func scrapeReconcileStats(address, controller string) (reconcileStats, error) {
-	stats := reconcileStats{Results: map[string]float64{}, Spent: map[string]float64{}, SelfChecks: map[string]float64{}}
+	stats := reconcileStats{Results: map[string]float64{}, Spent: map[string]float64{}, SelfChecks: map[string]float64{},
+		ShardWrites: map[string]float64{}}
 	response, err := (&http.Client{Timeout: 10 * time.Second}).Get("http://" + address + "/metrics")
 	if err != nil {
 		return stats, err
@@ -312,6 +336,12 @@ func scrapeReconcileStats(address, controller string) (reconcileStats, error) {
 	}
 	for _, metric := range families["certpilot_challenge_self_checks_total"].GetMetric() {
 		stats.SelfChecks[label(metric, "result")] += metric.GetCounter().GetValue()
+	}
+	for _, metric := range families["certpilot_challenge_shard_writes_total"].GetMetric() {
+		stats.ShardWrites[label(metric, "carried")] += metric.GetCounter().GetValue()
+	}
+	for _, metric := range families["certpilot_challenge_shard_puts_total"].GetMetric() {
+		stats.ShardPuts += metric.GetCounter().GetValue()
 	}
 	for _, metric := range families["workqueue_queue_duration_seconds"].GetMetric() {
 		if ours(metric) {

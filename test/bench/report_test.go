@@ -133,6 +133,10 @@ func (r results) markdown() string {
 			fmt.Fprintf(&b, "Self-checks: %.0f, of which %.0f failed (a response the load balancer did not serve yet, after its 3 s of retries).\n",
 				checks, r.Reconciles.SelfChecks["failure"])
 		}
+		if presents, removals := r.Reconciles.ShardWrites["presents"], r.Reconciles.ShardWrites["removals"]; presents+removals > 0 {
+			fmt.Fprintf(&b, "Challenge shard writes (the manager's count, retries included): %.0f carrying presents, for %.0f Puts (%.2f per write), and %.0f carrying only removals.\n",
+				presents, r.Reconciles.ShardPuts, r.Reconciles.ShardPuts/max(presents, 1), removals)
+		}
 	}
 	if len(r.Warnings) > 0 {
 		counts := map[string]int{}
@@ -178,9 +182,12 @@ func (r results) markdown() string {
 	return b.String()
 }
 
+// edgeClient is the edge's user agent (cmd/edge sets it); the manager's is its file name's.
+const edgeClient = "certpilot-edge"
+
 // clients lists the clients seen, certpilot's first.
 func (r results) clients() []string {
-	seen := map[string]bool{"manager": true, "edge": true}
+	seen := map[string]bool{"manager": true, edgeClient: true}
 	for client := range r.Issuing {
 		seen[client] = true
 	}
@@ -188,7 +195,7 @@ func (r results) clients() []string {
 		seen[client] = true
 	}
 	var clients []string
-	for _, first := range []string{"manager", "edge"} {
+	for _, first := range []string{"manager", edgeClient} {
 		if seen[first] {
 			clients = append(clients, first)
 			delete(seen, first)
@@ -228,11 +235,21 @@ bare golang.org/x/crypto/acme client against a Pebble configured the same way, w
 of names, key type and solver, BENCH_CONCURRENCY at a time: the floor, what ACME and the CA cost
 with nothing of Kubernetes. The floor serves tls-alpn-01 from a small responder of its own on its
 Pebble's TLS port, and dns-01 with RFC 2136 updates to the same BIND. It waits on the order rather
-than on each authorization, and keeps its new-order requests apart from its authorization reads
-with a lock of its own: Pebble v2.10.3 deadlocks otherwise at N=1000 with 100 workers (its authz
-handler holds the authorization's lock while reading its store; new-order holds the store's read
-lock while locking every authorization; a store writer waiting between them blocks both). The
-manager has no such guard. Every run appends a section below.
+than on each authorization.
+
+Both sides go through the same guard against a Pebble v2.10.3 deadlock (` + "`testenv.PebbleGuard`" + `):
+a POST to new-order holds it exclusively, a request to an authorization holds it shared, all
+other requests pass. Without it Pebble deadlocks when new-orders run at once (at N=1000 with 100
+clients, and with 3 names per certificate after a few hundred): new-order holds the store's read
+lock while it locks every authorization and holds a new authorization's lock while it adds
+challenges under the store's write lock; the authz handler holds the authorization's lock while
+reading the store; a store writer waiting between them blocks all for good. The floor applies the
+guard in its own HTTP transport; the manager reaches its Pebble through a loopback HTTPS reverse
+proxy (same certificate, Host header passed on, so Pebble's URLs point at the proxy) whose
+transport is the same guarded one, so the rule, the lock and the code are the same on both sides;
+the manager's run pays one more loopback hop per ACME request. Runs recorded before 2026-12-01
+14:50 UTC had the guard on the floor only (around the whole new-order call), none for the manager.
+Every run appends a section below.
 
 ` + "```console" + `
 make bench                                     # N=200 tls-alpn-01, ECDSA P-256, one name, 1m idle window
@@ -262,10 +279,12 @@ What the columns mean:
 - **RSS at rest**: the manager's VmRSS after it has idled BENCH_REST (10 s) with a Ready
   ClusterIssuer and no Certificates, and again after the idle window; **peak** is its VmHWM.
 - **requests / writes per certificate per client**: from the apiserver's audit log (level Metadata),
-  grouped by user agent (the manager's starts with "manager/", the edge's with "edge/", the
-  harness's own with "bench.test/"), from the first apply until the idle window starts (all Ready
+  grouped by user agent (the manager's starts with "manager/", the edge's is "certpilot-edge",
+  the harness's own starts with "bench.test/"; rows named "edge" before 2026-12-01 15:40 UTC
+  counted nothing, the edge's requests are in their "certpilot-edge" row), from the first apply until the idle window starts (all Ready
   plus BENCH_SETTLE, 10 s), divided by N. Writes are create, update, patch, delete and
-  deletecollection, Events included.
+  deletecollection, Events included. The breakdown of the manager's writes tells the challenge
+  shard Secrets ("secrets (challenge shards)") apart from its other Secrets.
 - **idle writes**: writes in the BENCH_IDLE window that starts BENCH_SETTLE after all Ready.
 - **Certificate controller**: controller-runtime's metrics from the manager's /metrics over the
   issuing window: reconciles per certificate by result, mean time in Reconcile, mean wait in the
@@ -370,7 +389,8 @@ func TestMarkdown(t *testing.T) {
 		Warnings: map[string]warning{"ACMEError": {Count: 2, Example: "the CA said no"}},
 		Manager:  latencies{All: 50 * time.Second, Count: 200},
 		Reconciles: reconcileStats{Results: map[string]float64{"success": 1000, "requeue_after": 400}, ReconcileSeconds: 140,
-			QueueSeconds: 7, Queued: 1400, Workers: 4},
+			QueueSeconds: 7, Queued: 1400, Workers: 4,
+			ShardWrites: map[string]float64{"presents": 150, "removals": 50}, ShardPuts: 200},
 	}
 	got := r.markdown()
 	for _, want := range []string{
@@ -380,6 +400,7 @@ func TestMarkdown(t *testing.T) {
 		"| manager | 2000 | 1000 | 10.00 | 5.00 | 1 |",
 		"patch certificates/status 3.00, create events 2.00",
 		"In the idle window: update leases 1.",
+		"150 carrying presents, for 200 Puts (1.33 per write), and 50 carrying only removals.",
 		`Warning Events: ACMEError ×2 ("the CA said no").`,
 		"7.00 reconciles per certificate (success 5.00, requeue_after 2.00), 100.0 ms per reconcile, 5.0 ms queue wait per item; its 4 workers were busy 70 %",
 	} {

@@ -1,0 +1,295 @@
+package solver
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	certpilotv1alpha1 "github.com/certpilot/certpilot/api/v1alpha1"
+	"github.com/certpilot/certpilot/internal/kube"
+)
+
+// shardWriteTimeout bounds one write of a shard, whoever waits for it.
+const shardWriteTimeout = 30 * time.Second
+
+// shardChange is one caller's part of a shard write.
+type shardChange struct {
+	// compute returns the keys and owner annotations the caller sets (nil values remove) in
+	// view, the shard as it will be with the removals and the earlier changes of the same write.
+	// It runs in the writing goroutine, again after a conflict; nil changes nothing (a flush).
+	compute func(view *corev1.Secret) (data, annotations map[string]any)
+	// done receives the outcome of the write that carried the change.
+	done chan error
+}
+
+// wait returns the outcome of the write that carried c, or ctx's error when it ends first (the
+// change may still be written then: writes are idempotent).
+func (c *shardChange) wait(ctx context.Context) error {
+	select {
+	case err := <-c.done:
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// submit queues compute for the next write of the shard name and, when no write of it is in
+// flight, starts one. ctx's values (not its end) go with the write.
+func (w *ShardWriter) submit(ctx context.Context, name types.NamespacedName, deployment string,
+	compute func(*corev1.Secret) (data, annotations map[string]any)) *shardChange {
+	change := &shardChange{compute: compute, done: make(chan error, 1)}
+	if compute != nil {
+		shardPuts.Inc()
+	}
+	state := w.state(name)
+	state.mu.Lock()
+	state.queue = append(state.queue, change)
+	start := !state.writing
+	state.writing = true
+	state.mu.Unlock()
+	if start {
+		go w.writeQueue(context.WithoutCancel(ctx), name, deployment, state)
+	}
+	return change
+}
+
+// writeQueue writes the shard until its queue is empty: each write carries every change queued
+// while the one before was in flight, and tells each of them its outcome.
+func (w *ShardWriter) writeQueue(ctx context.Context, name types.NamespacedName, deployment string, state *shardState) {
+	for {
+		state.mu.Lock()
+		batch := state.queue
+		state.queue = nil
+		if len(batch) == 0 {
+			state.writing = false
+			state.mu.Unlock()
+			return
+		}
+		state.mu.Unlock()
+		writeCtx, cancel := context.WithTimeout(ctx, shardWriteTimeout)
+		err := w.writeBatch(writeCtx, name, deployment, state, batch)
+		cancel()
+		for _, change := range batch {
+			change.done <- err
+		}
+	}
+}
+
+// writeBatch applies the batch's changes to one shard in one write, creating it when absent,
+// with optimistic locking; after a conflict it reads the shard from the API and computes every
+// change again (at most three times: a shard written that often by others is a problem to
+// report).
+func (w *ShardWriter) writeBatch(ctx context.Context, name types.NamespacedName, deployment string,
+	state *shardState, batch []*shardChange) error {
+	fresh := false
+	for attempt := 0; ; attempt++ {
+		if err := w.load(ctx, name, state, fresh); err != nil {
+			return err
+		}
+		// Queued removals and responses past MaxResponseAge go out with this write; the changes
+		// see the shard without them.
+		removals := state.takeRemovals()
+		data, annotations := cleanups(state.secret, removals, w.now())
+		view := withoutKeys(state.secret, data)
+		mergeChanges(view, data, annotations, batch)
+		if len(data) == 0 && len(annotations) == 0 {
+			state.forgetRemovals(removals)
+			return nil
+		}
+		shardWrites.WithLabelValues(carried(batch)).Inc()
+		err := w.write(ctx, name, deployment, state, data, annotations)
+		if err == nil {
+			state.forgetRemovals(removals)
+			return nil
+		}
+		if !(apierrors.IsConflict(err) || apierrors.IsAlreadyExists(err) || apierrors.IsNotFound(err)) || attempt == 2 {
+			return fmt.Errorf("writing challenge Secret %s: %w", name, err)
+		}
+		fresh = true // someone else wrote the shard: read it again
+	}
+}
+
+// mergeChanges computes the batch's changes in order into data and annotations, applying each
+// to view before the next computes, so that a later change sees an earlier one's keys as
+// written (two owners asking for one free key in one write: the first gets it, the second
+// finds it held).
+func mergeChanges(view *corev1.Secret, data, annotations map[string]any, batch []*shardChange) {
+	for _, change := range batch {
+		if change.compute == nil {
+			continue
+		}
+		changed, changedAnnotations := change.compute(view)
+		for key, value := range changed {
+			data[key] = value
+			if value == nil {
+				delete(view.Data, key)
+			} else {
+				view.Data[key] = value.([]byte)
+			}
+		}
+		for key, value := range changedAnnotations {
+			annotations[key] = value
+			if value == nil {
+				delete(view.Annotations, key)
+			} else {
+				view.Annotations[key] = value.(string)
+			}
+		}
+	}
+}
+
+// carried says what a write of batch carries, for shardWrites: "presents" when any change is
+// a Put's, else "removals".
+func carried(batch []*shardChange) string {
+	for _, change := range batch {
+		if change.compute != nil {
+			return "presents"
+		}
+	}
+	return "removals"
+}
+
+// takeRemovals returns a copy of the queued removals, for one write.
+func (s *shardState) takeRemovals() map[string]string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	removals := make(map[string]string, len(s.removals))
+	for key, owner := range s.removals {
+		removals[key] = owner
+	}
+	return removals
+}
+
+// forgetRemovals drops the removals a write dealt with; those queued since stay.
+func (s *shardState) forgetRemovals(done map[string]string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for key, owner := range done {
+		if s.removals[key] == owner {
+			delete(s.removals, key)
+		}
+	}
+}
+
+// cleanups are the keys (and owner annotations) a write to secret removes: the removals whose
+// owner still holds the key, and responses older than MaxResponseAge at now.
+func cleanups(secret *corev1.Secret, removals map[string]string, now time.Time) (data, annotations map[string]any) {
+	data, annotations = map[string]any{}, map[string]any{}
+	if secret == nil {
+		return data, annotations
+	}
+	for key := range secret.Data {
+		annotation := certpilotv1alpha1.ChallengeOwnerAnnotation(key)
+		holder, written := parseOwner(secret.Annotations[annotation])
+		requester, queued := removals[key]
+		if (queued && requester == holder) || (!written.IsZero() && now.Sub(written) > MaxResponseAge) {
+			data[key], annotations[annotation] = nil, nil
+		}
+	}
+	return data, annotations
+}
+
+// withoutKeys returns a copy of secret (an empty one when nil) as it will be once the keys set
+// to nil in data are removed; the changes of a write are applied to it.
+func withoutKeys(secret *corev1.Secret, data map[string]any) *corev1.Secret {
+	view := &corev1.Secret{}
+	if secret != nil {
+		view = secret.DeepCopy()
+	}
+	if view.Data == nil {
+		view.Data = map[string][]byte{}
+	}
+	if view.Annotations == nil {
+		view.Annotations = map[string]string{}
+	}
+	for key := range data {
+		delete(view.Data, key)
+		delete(view.Annotations, certpilotv1alpha1.ChallengeOwnerAnnotation(key))
+	}
+	return view
+}
+
+// load makes state.secret current enough to write against: the last state this process wrote
+// or read, else the cache's copy, else (fresh, or after a conflict) the API's.
+func (w *ShardWriter) load(ctx context.Context, name types.NamespacedName, state *shardState, fresh bool) error {
+	if !fresh && (state.secret != nil || state.absent) {
+		return nil
+	}
+	var reader client.Reader = w.Client
+	if fresh {
+		reader = w.APIReader
+	}
+	secret := &corev1.Secret{}
+	err := reader.Get(ctx, name, secret)
+	switch {
+	case apierrors.IsNotFound(err):
+		state.secret, state.absent = nil, true
+		return nil
+	case err != nil:
+		return fmt.Errorf("reading challenge Secret %s: %w", name, err)
+	}
+	if !kube.IsManaged(secret) {
+		return notOwned(name)
+	}
+	state.secret, state.absent = secret, false
+	return nil
+}
+
+func notOwned(name types.NamespacedName) error {
+	return stalledf("ChallengeSecretNotOwned",
+		"Secret %s exists and was not created by certpilot; certpilot never overwrites it: delete it or rename the load balancer", name)
+}
+
+// write creates the shard or patches it with the resourceVersion last seen.
+func (w *ShardWriter) write(ctx context.Context, name types.NamespacedName, deployment string, state *shardState,
+	data, annotations map[string]any) error {
+	if state.secret == nil {
+		secret := &corev1.Secret{
+			ObjectMeta: metav1.ObjectMeta{Namespace: name.Namespace, Name: name.Name,
+				Labels: map[string]string{
+					certpilotv1alpha1.LabelManagedBy:    certpilotv1alpha1.ManagedByValue,
+					certpilotv1alpha1.LabelChallenges:   "true",
+					certpilotv1alpha1.LabelLoadBalancer: deployment,
+				},
+				Annotations: map[string]string{},
+			},
+			Type: corev1.SecretTypeOpaque,
+			Data: map[string][]byte{},
+		}
+		for key, value := range data {
+			if value != nil {
+				secret.Data[key] = value.([]byte)
+			}
+		}
+		for key, value := range annotations {
+			if value != nil {
+				secret.Annotations[key] = value.(string)
+			}
+		}
+		if err := w.Client.Create(ctx, secret); err != nil {
+			return err
+		}
+		state.secret, state.absent = secret, false
+		return nil
+	}
+	patch, err := json.Marshal(map[string]any{
+		"metadata": map[string]any{"resourceVersion": state.secret.ResourceVersion, "annotations": annotations},
+		"data":     data,
+	})
+	if err != nil {
+		return err
+	}
+	patched := state.secret.DeepCopy()
+	if err := w.Client.Patch(ctx, patched, client.RawPatch(types.MergePatchType, patch)); err != nil {
+		return err
+	}
+	state.secret = patched
+	return nil
+}
