@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/certpilot/certpilot/internal/solver"
 )
 
 // Solvers and key types the benchmark can run.
@@ -60,7 +62,7 @@ type config struct {
 func configFromEnv(getenv func(string) string) (config, error) {
 	c := config{
 		N: 200, Solver: solverTLSALPN01, Key: keyECDSA, Names: 1, Concurrency: 100, ApplyWorkers: 50,
-		Rest: 10 * time.Second, Settle: 10 * time.Second, Idle: time.Minute, Stall: 5 * time.Minute,
+		Rest: 10 * time.Second, Settle: solver.RemovalDelay + 10*time.Second, Idle: time.Minute, Stall: 5 * time.Minute,
 		Floor: true, Record: true,
 	}
 	var errs []string

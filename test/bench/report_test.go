@@ -282,7 +282,7 @@ What the columns mean:
   grouped by user agent (the manager's starts with "manager/", the edge's is "certpilot-edge",
   the harness's own starts with "bench.test/"; rows named "edge" before 2026-12-01 15:40 UTC
   counted nothing, the edge's requests are in their "certpilot-edge" row), from the first apply until the idle window starts (all Ready
-  plus BENCH_SETTLE, 10 s), divided by N. Writes are create, update, patch, delete and
+  plus BENCH_SETTLE, 30 s: the challenge cleanups of the last certificates, written at most RemovalDelay (20 s) later, are counted), divided by N. Writes are create, update, patch, delete and
   deletecollection, Events included. The breakdown of the manager's writes tells the challenge
   shard Secrets ("secrets (challenge shards)") apart from its other Secrets.
 - **idle writes**: writes in the BENCH_IDLE window that starts BENCH_SETTLE after all Ready.
