@@ -1,0 +1,129 @@
+package controllers
+
+import (
+	"context"
+	"crypto"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"math/big"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"sigs.k8s.io/controller-runtime/pkg/client/fake"
+
+	certpilotv1alpha1 "github.com/certpilot/certpilot/api/v1alpha1"
+	"github.com/certpilot/certpilot/internal/acme"
+	"github.com/certpilot/certpilot/internal/pki"
+)
+
+// TestIssuedKey: storing a certificate takes the stored key that matches it: the claim's, or,
+// for an order finalized by an earlier version, the Certificate's legacy next-key Secret's; a
+// legacy Secret that is not this Certificate's pending key is never used. (One read step:
+// objects in a fake client.)
+func TestIssuedKey(t *testing.T) {
+	cert := &certpilotv1alpha1.Certificate{
+		ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "www", UID: "uid-www"},
+		Spec:       certpilotv1alpha1.CertificateSpec{SecretName: "www-tls", DNSNames: []string{"www.example.test"}},
+	}
+	claimKey, legacyKey := newTestKey(t), newTestKey(t)
+	secret := func(name string, keyPEM []byte, annotations map[string]string, owner *certpilotv1alpha1.Certificate) *corev1.Secret {
+		s := &corev1.Secret{
+			ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: name, Annotations: annotations,
+				Labels: map[string]string{certpilotv1alpha1.LabelManagedBy: certpilotv1alpha1.ManagedByValue}},
+			Type: corev1.SecretTypeOpaque,
+			Data: map[string][]byte{corev1.TLSPrivateKeyKey: keyPEM},
+		}
+		if owner != nil {
+			s.OwnerReferences = []metav1.OwnerReference{*ownerReferenceOf(owner)}
+		}
+		return s
+	}
+	claim := secret("www-tls"+certpilotv1alpha1.ClaimSecretSuffix, claimKey.pem, map[string]string{annotationClaimOf: "www-tls"}, cert)
+	legacy := secret("www"+certpilotv1alpha1.NextKeySecretSuffix, legacyKey.pem, nil, cert)
+	other := &certpilotv1alpha1.Certificate{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "other", UID: "uid-other"}}
+	foreignLegacy := secret("www"+certpilotv1alpha1.NextKeySecretSuffix, legacyKey.pem, nil, other)
+
+	tests := map[string]struct {
+		objects []*corev1.Secret
+		leafKey *testKey
+		want    []byte
+	}{
+		"the claim's key":                       {objects: []*corev1.Secret{claim, legacy}, leafKey: claimKey, want: claimKey.pem},
+		"an order finalized before the upgrade": {objects: []*corev1.Secret{claim, legacy}, leafKey: legacyKey, want: legacyKey.pem},
+		"no claim yet, the legacy key":          {objects: []*corev1.Secret{legacy}, leafKey: legacyKey, want: legacyKey.pem},
+		"another Certificate's Secret of that name is not a key source": {
+			objects: []*corev1.Secret{claim, foreignLegacy}, leafKey: legacyKey},
+	}
+	scheme := runtime.NewScheme()
+	_ = clientgoscheme.AddToScheme(scheme)
+	_ = certpilotv1alpha1.AddToScheme(scheme)
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			builder := fake.NewClientBuilder().WithScheme(scheme).WithObjects(cert.DeepCopy())
+			for _, s := range tc.objects {
+				builder = builder.WithObjects(s.DeepCopy())
+			}
+			c := builder.WithStatusSubresource(&certpilotv1alpha1.Certificate{}).Build()
+			r := &CertificateReconciler{Client: c, APIReader: c, Recorder: discardRecorder{}}
+			run := &certificateRun{cert: cert.DeepCopy(), now: time.Now(), patchBase: cert.DeepCopy(),
+				order: &acme.Order{URL: "https://ca.example/order/1"}}
+			got, err := r.issuedKey(context.Background(), run, tc.leafKey.leaf(t, cert.Spec.DNSNames))
+			if tc.want == nil {
+				if err == nil {
+					t.Fatalf("issuedKey = a key, want a failure")
+				}
+				return
+			}
+			if err != nil || string(got) != string(tc.want) {
+				t.Fatalf("issuedKey = %d bytes, %v; want the matching key", len(got), err)
+			}
+		})
+	}
+}
+
+type testKey struct {
+	key crypto.Signer
+	pem []byte
+}
+
+func newTestKey(t *testing.T) *testKey {
+	t.Helper()
+	key, err := pki.GenerateKey(certpilotv1alpha1.KeyAlgorithmECDSA, 256)
+	if err != nil {
+		t.Fatal(err)
+	}
+	encoded, err := pki.EncodePrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &testKey{key: key, pem: encoded}
+}
+
+// leaf is a self-signed certificate for names with k's public key.
+func (k *testKey) leaf(t *testing.T, names []string) *x509.Certificate {
+	t.Helper()
+	template := &x509.Certificate{SerialNumber: big.NewInt(7), Subject: pkix.Name{CommonName: names[0]}, DNSNames: names,
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour)}
+	der, err := x509.CreateCertificate(rand.Reader, template, template, k.key.Public(), k.key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	leaf, err := x509.ParseCertificate(der)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return leaf
+}
+
+// discardRecorder drops Events.
+type discardRecorder struct{}
+
+func (discardRecorder) Eventf(runtime.Object, runtime.Object, string, string, string, string, ...any) {
+}
+func (discardRecorder) AnnotatedEventf(runtime.Object, runtime.Object, map[string]string, string, string, string, string, ...any) {
+}
