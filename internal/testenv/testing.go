@@ -57,3 +57,26 @@ func Namespace(tb testing.TB, base string) string {
 	})
 	return name
 }
+
+// StartTestStack starts Pebble configured by pebbleOptions and the stack (edge, manager,
+// ClusterIssuer) with the built binaries in Namespace(t, namespace), and stops both when the
+// test ends, logging the processes' output when it failed. opts' namespace, binaries and
+// directory are filled in.
+func StartTestStack(t *testing.T, kube *Kube, namespace string, pebbleOptions PebbleOptions, opts StackOptions) *Stack {
+	t.Helper()
+	managerBinary, edgeBinary := Binaries(t)
+	pebble := StartPebble(t, pebbleOptions)
+	opts.Namespace, opts.Dir = Namespace(t, namespace), t.TempDir()
+	opts.ManagerBinary, opts.EdgeBinary = managerBinary, edgeBinary
+	s, err := StartStack(context.Background(), kube, pebble, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		s.Stop()
+		if t.Failed() {
+			t.Logf("edge output:\n%s\nmanager output:\n%s", s.Edge.Output(), s.Manager.Output())
+		}
+	})
+	return s
+}

@@ -45,21 +45,7 @@ func startStackWith(t *testing.T, namespace string, options testenv.PebbleOption
 // directory are filled in).
 func startStackOptions(t *testing.T, namespace string, options testenv.PebbleOptions, stackOptions testenv.StackOptions) *testenv.Stack {
 	t.Helper()
-	managerBinary, edgeBinary := testenv.Binaries(t)
-	pebble := testenv.StartPebble(t, options)
-	stackOptions.Namespace, stackOptions.Dir = testenv.Namespace(t, namespace), t.TempDir()
-	stackOptions.ManagerBinary, stackOptions.EdgeBinary = managerBinary, edgeBinary
-	s, err := testenv.StartStack(context.Background(), kube, pebble, stackOptions)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		s.Stop()
-		if t.Failed() {
-			t.Logf("edge output:\n%s\nmanager output:\n%s", s.Edge.Output(), s.Manager.Output())
-		}
-	})
-	return s
+	return testenv.StartTestStack(t, kube, namespace, options, stackOptions)
 }
 
 // waitReady waits for the Certificate to be Ready with a serial other than notSerial.
@@ -323,6 +309,57 @@ func TestSecretNotOwned(t *testing.T) {
 	})
 	if n := s.Pebble.OrderCount(); n != 0 {
 		t.Errorf("Pebble saw %d orders, want none", n)
+	}
+}
+
+// TestSecretAppearsDuringIssuance: someone creates a Secret of the Certificate's secretName while
+// its order is open (the CA paused, so the order waits). Storing the certificate does not read
+// the API first: its create is refused, the Secret is read, and the Certificate is Stalled with
+// SecretNotOwned; the user's Secret is left as it was.
+func TestSecretAppearsDuringIssuance(t *testing.T) {
+	testenv.SkipIfShort(t)
+	ctx := context.Background()
+	s := startStack(t, "e2e-appears", 0)
+	cert := s.TLSALPN01Certificate("appears", "appears.owned.test")
+	logsBefore := len(s.Manager.Output())
+	if err := kube.Client.Create(ctx, cert); err != nil {
+		t.Fatal(err)
+	}
+	testenv.Eventually(t, time.Minute, "the challenges accepted", func() error {
+		if !strings.Contains(s.Manager.Output()[logsBefore:], `"msg":"Accepted challenges"`) {
+			return fmt.Errorf("the manager has not accepted the challenges yet")
+		}
+		return nil
+	})
+	if err := s.Pebble.Pause(); err != nil {
+		t.Fatal(err)
+	}
+	theirs := &corev1.Secret{
+		ObjectMeta: metav1.ObjectMeta{Name: cert.Spec.SecretName, Namespace: s.Namespace},
+		Data:       map[string][]byte{"tls.crt": []byte("not ours")},
+	}
+	createErr := kube.Client.Create(ctx, theirs)
+	if err := s.Pebble.Resume(); err != nil {
+		t.Fatal(err)
+	}
+	if createErr != nil {
+		t.Fatalf("creating the user's Secret: %v", createErr)
+	}
+	version := theirs.ResourceVersion
+	testenv.Eventually(t, time.Minute, "Stalled SecretNotOwned", func() error {
+		if err := kube.Client.Get(ctx, client.ObjectKeyFromObject(cert), cert); err != nil {
+			return err
+		}
+		if c := meta.FindStatusCondition(cert.Status.Conditions, certpilotv1alpha1.ConditionStalled); c == nil || c.Reason != "SecretNotOwned" {
+			return fmt.Errorf("conditions %+v", cert.Status.Conditions)
+		}
+		return nil
+	})
+	if err := kube.Client.Get(ctx, client.ObjectKeyFromObject(theirs), theirs); err != nil {
+		t.Fatal(err)
+	}
+	if theirs.ResourceVersion != version || string(theirs.Data["tls.crt"]) != "not ours" || len(theirs.Data) != 1 {
+		t.Errorf("the user's Secret was changed (resourceVersion %s, was %s): %v", theirs.ResourceVersion, version, theirs.Data)
 	}
 }
 

@@ -349,12 +349,7 @@ func TestFaultsAPIServerAway(t *testing.T) {
 	before := countsAt(s.Pebble)
 	offset := len(s.Manager.Output())
 	certs := createCertificates(t, s, "apiaway", "apiaway.test", n)
-	testenv.Eventually(t, time.Minute, "an order created", func() error {
-		if _, ok := managerLogged(s, offset, "Created ACME order", names(certs)); !ok {
-			return fmt.Errorf("no order yet")
-		}
-		return nil
-	})
+	waitForAnOrder(t, s, offset, certs)
 	proxy.setDown(true)
 	away := time.Now()
 	timer := time.NewTimer(apiOutage) // the fault's duration

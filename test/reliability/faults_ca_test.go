@@ -47,12 +47,7 @@ func TestFaultsCAHangs(t *testing.T) {
 	before := countsAt(s.Pebble)
 	offset := len(s.Manager.Output())
 	certs := createCertificates(t, s, "hang", "hang.test", n)
-	testenv.Eventually(t, time.Minute, "an order created", func() error {
-		if _, ok := managerLogged(s, offset, "Created ACME order", names(certs)); !ok {
-			return fmt.Errorf("no order yet")
-		}
-		return nil
-	})
+	waitForAnOrder(t, s, offset, certs)
 	if err := s.Pebble.Pause(); err != nil {
 		t.Fatal(err)
 	}

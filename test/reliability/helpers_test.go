@@ -129,6 +129,17 @@ func managerLogged(s *testenv.Stack, offset int, msg string, names []string) (st
 	return "", false
 }
 
+// waitForAnOrder waits until the manager logged, since offset, an order for one of certs.
+func waitForAnOrder(t *testing.T, s *testenv.Stack, offset int, certs []*certpilotv1alpha1.Certificate) {
+	t.Helper()
+	testenv.Eventually(t, time.Minute, "an order created", func() error {
+		if _, ok := managerLogged(s, offset, "Created ACME order", names(certs)); !ok {
+			return fmt.Errorf("no order yet")
+		}
+		return nil
+	})
+}
+
 func names(certs []*certpilotv1alpha1.Certificate) []string {
 	out := make([]string, len(certs))
 	for i, cert := range certs {

@@ -5,7 +5,6 @@
 package reliability
 
 import (
-	"context"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -59,19 +58,5 @@ func long() bool { return os.Getenv("RELIABILITY_ROUNDS") != "" }
 func startStack(t *testing.T, namespace string, pebbleOptions testenv.PebbleOptions, stackOptions testenv.StackOptions) *testenv.Stack {
 	t.Helper()
 	testenv.SkipIfShort(t)
-	managerBinary, edgeBinary := testenv.Binaries(t)
-	pebble := testenv.StartPebble(t, pebbleOptions)
-	stackOptions.Namespace, stackOptions.Dir = testenv.Namespace(t, namespace), t.TempDir()
-	stackOptions.ManagerBinary, stackOptions.EdgeBinary = managerBinary, edgeBinary
-	s, err := testenv.StartStack(context.Background(), kube, pebble, stackOptions)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		s.Stop()
-		if t.Failed() {
-			t.Logf("edge output:\n%s\nmanager output:\n%s", s.Edge.Output(), s.Manager.Output())
-		}
-	})
-	return s
+	return testenv.StartTestStack(t, kube, namespace, pebbleOptions, stackOptions)
 }
