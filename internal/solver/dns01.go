@@ -47,7 +47,7 @@ func (s *rfc2136Solver) NeedsFinalizer() bool { return true }
 // updater builds the RFC 2136 client, with the TSIG secret read from its Secret.
 func (s *rfc2136Solver) updater(ctx context.Context) (*dns01.RFC2136, error) {
 	spec := s.spec.RFC2136
-	value, err := kube.ReadSecretKey(ctx, s.deps.APIReader, s.source.SecretNamespace, spec.TSIGSecretRef.Name, spec.TSIGSecretRef.Key)
+	value, err := s.deps.readSecretKey(ctx, s.source.SecretNamespace, spec.TSIGSecretRef.Name, spec.TSIGSecretRef.Key)
 	var missing *kube.SecretKeyError
 	switch {
 	case errors.As(err, &missing) && missing.Missing:
@@ -115,11 +115,21 @@ func (s *rfc2136Solver) Present(ctx context.Context, challenges []Challenge) err
 			continue
 		}
 		if err := updater.Present(ctx, fqdn, value); err != nil {
+			s.forgetRefusedKey(err)
 			return updateError(updater, fqdn, err)
 		}
 		ctrl.LoggerFrom(ctx).Info("Created TXT record", "record", fqdn, "nameserver", updater.Nameserver)
 	}
 	return nil
+}
+
+// forgetRefusedKey drops the remembered TSIG key when the server refused its signature: the
+// Secret may hold a new one since.
+func (s *rfc2136Solver) forgetRefusedKey(err error) {
+	if errors.Is(err, dns01.ErrTSIG) {
+		ref := s.spec.RFC2136.TSIGSecretRef
+		s.deps.forgetSecretKey(s.source.SecretNamespace, ref.Name, ref.Key)
+	}
 }
 
 // updateError turns an update failure into a condition that says what to fix.
@@ -181,6 +191,7 @@ func (s *rfc2136Solver) CleanUp(ctx context.Context, challenges []Challenge) err
 			return err
 		}
 		if err := updater.CleanUp(ctx, fqdn, value); err != nil {
+			s.forgetRefusedKey(err)
 			return fmt.Errorf("removing TXT record %s at %s: %w", fqdn, updater.Nameserver, err)
 		}
 	}

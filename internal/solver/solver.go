@@ -120,6 +120,9 @@ type Deps struct {
 	Clock  clock.PassiveClock
 	// CheckTimeout bounds one self-check; zero means 10 s.
 	CheckTimeout time.Duration
+
+	// secretKeys are the TSIG keys read in the last secretKeyTTL.
+	secretKeys secretKeys
 }
 
 func (d *Deps) now() time.Time {
