@@ -270,6 +270,13 @@ func (r *CertificateReconciler) challengesToClean(ctx context.Context, run *cert
 	for _, status := range run.cert.Status.Order.Challenges {
 		challenges = append(challenges, solver.Challenge{DNSName: status.DNSName, Type: status.Type, Token: status.Token})
 	}
+	// The order's names with their solvers' types, for challenges whose progress no status write
+	// recorded: enough for responses keyed by name (tls-alpn-01).
+	for _, name := range run.cert.Status.Order.DNSNames {
+		if s, err := r.solverFor(run, name); err == nil {
+			challenges = append(challenges, solver.Challenge{DNSName: name, Type: s.Type()})
+		}
+	}
 	if run.order != nil && run.acme != nil {
 		for _, url := range run.order.AuthzURLs {
 			authz, err := run.acme.GetAuthorization(ctx, url)

@@ -59,21 +59,45 @@ func ownClaim(secret *corev1.Secret, cert *certpilotv1alpha1.Certificate) bool {
 	return kube.IsManaged(secret) && secret.Annotations[annotationClaimOf] == cert.Spec.SecretName && controlledBy(secret, cert)
 }
 
-// claimSecret reserves the Certificate's secretName before an order is created, so that of two
-// Certificates naming one Secret exactly one orders at the CA and writes it, and returns the
-// claim. The reservation is a create of the claim Secret, owned by the Certificate and holding
-// a fresh private key (the key of the certificate to come): the apiserver lets exactly one create
-// succeed (AlreadyExists for the other), so the check and the write are one step. The
-// certificate Secret itself is not created early: workloads that mount it would start with no
-// certificate instead of waiting for it. A claim whose owner is gone, or names another Secret
-// now, is stale and is taken over (deleted with a precondition, created again).
+// cachedClaim returns this Certificate's claim of its secretName as the cache holds it, or nil.
+func (r *CertificateReconciler) cachedClaim(ctx context.Context, run *certificateRun) *corev1.Secret {
+	claim := &corev1.Secret{}
+	key := types.NamespacedName{Namespace: run.cert.Namespace, Name: claimSecretName(run.cert.Spec.SecretName)}
+	if err := r.Get(ctx, key, claim); err != nil || !ownClaim(claim, run.cert) {
+		return nil
+	}
+	return claim
+}
+
+// checkClaimable stops, before an order, a Certificate whose secretName the cache shows claimed
+// by something else: claimSecret stalls it, or takes a stale claim over. A name the cache shows
+// unclaimed is claimed by the write that records the order (recordOrder); of two Certificates
+// created at the same moment for one new name, the second then finds the claim taken after its
+// order, which is abandoned unused.
+func (r *CertificateReconciler) checkClaimable(ctx context.Context, run *certificateRun) error {
+	claim := &corev1.Secret{}
+	key := types.NamespacedName{Namespace: run.cert.Namespace, Name: claimSecretName(run.cert.Spec.SecretName)}
+	if err := r.Get(ctx, key, claim); err != nil || ownClaim(claim, run.cert) {
+		return nil
+	}
+	_, err := r.claimSecret(ctx, run)
+	return err
+}
+
+// claimSecret returns the Certificate's claim of its secretName, creating it when there is
+// none. The claim is owned by the Certificate and holds a fresh private key (the key of the
+// certificate to come) and the open order (recordOrder): the apiserver lets exactly one create
+// succeed (AlreadyExists for the other), so of two Certificates naming one Secret exactly one
+// writes it. The certificate Secret itself is not created early: workloads that mount it would
+// start with no certificate instead of waiting for it. A claim whose owner is gone, or names
+// another Secret now, is stale and is taken over (deleted with a precondition, created again).
 func (r *CertificateReconciler) claimSecret(ctx context.Context, run *certificateRun) (*corev1.Secret, error) {
 	cert := run.cert
 	name := claimSecretName(cert.Spec.SecretName)
-	if cached := (&corev1.Secret{}); r.Get(ctx, types.NamespacedName{Namespace: cert.Namespace, Name: name}, cached) == nil && ownClaim(cached, cert) {
+	if cached := r.cachedClaim(ctx, run); cached != nil {
 		return cached, nil // claimed by an earlier order of this Certificate: no request
 	}
-	keyPEM, err := generateKey(cert)
+	keyPEM, err := run.freshKey()
 	if err != nil {
 		return nil, err
 	}
@@ -91,6 +115,7 @@ func (r *CertificateReconciler) claimSecret(ctx context.Context, run *certificat
 			Type: corev1.SecretTypeOpaque,
 			Data: map[string][]byte{corev1.TLSPrivateKeyKey: keyPEM},
 		}
+		setOpenOrder(claim, run)
 		err := r.Create(ctx, claim, client.FieldOwner(FieldManager))
 		if err == nil {
 			ctrl.LoggerFrom(ctx).V(1).Info("Claimed the certificate Secret's name", "secret", cert.Spec.SecretName, "claim", name)
@@ -135,6 +160,32 @@ func (r *CertificateReconciler) claimSecret(ctx context.Context, run *certificat
 	return nil, fmt.Errorf("claim Secret %s/%s changed while it was claimed; retrying", cert.Namespace, name)
 }
 
+// updateClaim writes into the Certificate's claim the key of the next revision (a fresh one
+// unless the claim holds it already) and the open order (or no order), and returns the key.
+// Optimistic lock: a claim changed since it was read (taken over, deleted and made again) is
+// read again by the next reconcile rather than written over.
+func (r *CertificateReconciler) updateClaim(ctx context.Context, run *certificateRun, claim *corev1.Secret) ([]byte, error) {
+	want := nextKeyRevision(run.cert)
+	keyPEM := claim.Data[corev1.TLSPrivateKeyKey]
+	if _, err := pki.DecodePrivateKey(keyPEM); err != nil || claim.Annotations[annotationKeyRevision] != want {
+		if keyPEM, err = run.freshKey(); err != nil {
+			return nil, err
+		}
+	}
+	base := claim.DeepCopy()
+	claim = claim.DeepCopy()
+	if claim.Annotations == nil {
+		claim.Annotations = map[string]string{}
+	}
+	claim.Annotations[annotationKeyRevision] = want
+	setOpenOrder(claim, run)
+	claim.Data = map[string][]byte{corev1.TLSPrivateKeyKey: keyPEM}
+	if err := r.Patch(ctx, claim, client.MergeFromWithOptions(base, client.MergeFromWithOptimisticLock{}), client.FieldOwner(FieldManager)); err != nil {
+		return nil, fmt.Errorf("storing the next private key and the order in %s/%s: %w", claim.Namespace, claim.Name, err)
+	}
+	return keyPEM, nil
+}
+
 // claimHolder reports whether the Certificate that owns a claim still exists and still names the
 // claimed Secret. It reads the API: the holder may have been created a moment ago.
 func (r *CertificateReconciler) claimHolder(ctx context.Context, claim *corev1.Secret, owner *metav1.OwnerReference) (bool, error) {
@@ -152,10 +203,10 @@ func (r *CertificateReconciler) claimHolder(ctx context.Context, claim *corev1.S
 	return holder.UID == owner.UID && holder.Spec.SecretName == claim.Annotations[annotationClaimOf], nil
 }
 
-// nextPrivateKey returns the key for the order's CSR: the claim's key when it is for the next
-// revision (generated with the claim, or by an earlier finalize of this issuance), else a fresh
-// one, stored in the claim first. Claims of a Certificate that holds its Secret from before
-// claims existed are created here.
+// nextPrivateKey returns the key for the order's CSR: the claim's when it is for the next
+// revision (written with the order, or by an earlier finalize of this issuance), else a fresh
+// one, stored in the claim first (with the order). Claims of a Certificate that holds its Secret
+// from before claims existed are created here.
 func (r *CertificateReconciler) nextPrivateKey(ctx context.Context, run *certificateRun) (crypto.Signer, error) {
 	want := nextKeyRevision(run.cert)
 	usable := func(s *corev1.Secret) bool { return s.Annotations[annotationKeyRevision] == want }
@@ -173,17 +224,9 @@ func (r *CertificateReconciler) nextPrivateKey(ctx context.Context, run *certifi
 			return key, nil
 		}
 	}
-	keyPEM, err := generateKey(run.cert)
+	keyPEM, err := r.updateClaim(ctx, run, claim)
 	if err != nil {
 		return nil, err
-	}
-	base := claim.DeepCopy()
-	claim.Annotations[annotationKeyRevision] = want
-	claim.Data = map[string][]byte{corev1.TLSPrivateKeyKey: keyPEM}
-	// Optimistic lock: a claim changed since it was read (taken over, deleted and made again) is
-	// read again by the next reconcile rather than written over.
-	if err := r.Patch(ctx, claim, client.MergeFromWithOptions(base, client.MergeFromWithOptimisticLock{}), client.FieldOwner(FieldManager)); err != nil {
-		return nil, fmt.Errorf("storing the next private key in %s/%s: %w", claim.Namespace, claim.Name, err)
 	}
 	return pki.DecodePrivateKey(keyPEM)
 }
@@ -265,6 +308,35 @@ func (r *CertificateReconciler) removeLegacyNextKey(ctx context.Context, run *ce
 		return fmt.Errorf("removing the next-key Secret of an earlier version %s/%s: %w", legacy.Namespace, legacy.Name, err)
 	}
 	return nil
+}
+
+// keyInProgress is a private key being generated while the CA answers the new order (an
+// RSA key takes a while), for the claim write that records the order.
+type keyInProgress struct {
+	done chan struct{}
+	pem  []byte
+	err  error
+}
+
+// startKey begins generating the key the next claim write will store.
+func (run *certificateRun) startKey() {
+	k := &keyInProgress{done: make(chan struct{})}
+	spec := run.cert.DeepCopy()
+	go func() {
+		defer close(k.done)
+		k.pem, k.err = generateKey(spec)
+	}()
+	run.nextKey = k
+}
+
+// freshKey returns a new private key: the one started with the order, or one made now.
+func (run *certificateRun) freshKey() ([]byte, error) {
+	if k := run.nextKey; k != nil {
+		run.nextKey = nil
+		<-k.done
+		return k.pem, k.err
+	}
+	return generateKey(run.cert)
 }
 
 // generateKey makes a fresh private key as the Certificate's spec asks, PEM-encoded.

@@ -58,8 +58,8 @@ type CertificateReconciler struct {
 
 	// written holds, per Certificate, the resourceVersion of this controller's last write.
 	written sync.Map
-	// unrecordedOrders holds, per Certificate, an order created whose status write has not
-	// succeeded yet (restoreUnrecordedOrder).
+	// unrecordedOrders holds, per Certificate, an order created that the status does not record
+	// yet (restoreOrder).
 	unrecordedOrders sync.Map
 	// renewalInfoFetches holds, per Certificate, the next fetch of its renewal window when no
 	// status write recorded it (refreshRenewalInfo).
@@ -86,9 +86,15 @@ type certificateRun struct {
 	solvers map[*certpilotv1alpha1.Solver]solver.Solver
 	// failureRecorded is set when recordFailure already told the user (one Warning is enough).
 	failureRecorded bool
-	// orderUnrecorded is set when this reconcile created an order that recordOrder has not
-	// written to the status yet.
+	// orderUnrecorded is set when this reconcile created (or resumed from memory) an order that
+	// recordOrder has not written to the claim yet.
 	orderUnrecorded bool
+	// claimOrder is the URL of the order the claim Secret is known to record.
+	claimOrder string
+	// orderCreated is when the open order was created, when the status does not record it.
+	orderCreated time.Time
+	// nextKey is the private key being generated for the claim write that records a new order.
+	nextKey *keyInProgress
 	// accept are the challenges whose responses passed the self-check.
 	accept []pendingChallenge
 	// patchBase is the Certificate as last written, for the status patches steps make early.
@@ -145,6 +151,7 @@ func (r *CertificateReconciler) Reconcile(ctx context.Context, req ctrl.Request)
 
 	for _, step := range []certificateStep{
 		r.inject, // first: it runs on every reconcile, from the current Secret
+		r.restoreOrder,
 		r.decide,
 		r.resolveIssuer,
 		r.ensureOrder,
@@ -164,7 +171,16 @@ func (r *CertificateReconciler) Reconcile(ctx context.Context, req ctrl.Request)
 // finalizeDeletion undoes what owner references cannot: the challenge responses in shared
 // Secrets and what was injected into workloads (the Secrets themselves are garbage-collected).
 func (r *CertificateReconciler) finalizeDeletion(ctx context.Context, run *certificateRun) (ctrl.Result, error) {
+	_, _ = r.restoreOrder(ctx, run)
 	r.lookupSolver(ctx, run)
+	if orderOpen(run.cert) {
+		// The CA lists the order's challenges, with the tokens that name their responses.
+		if client, err := r.acmeClient(ctx, run); err == nil {
+			if order, err := client.GetOrder(ctx, run.cert.Status.Order.URL); err == nil {
+				run.acme, run.order = client, order
+			}
+		}
+	}
 	if err := r.removeChallenges(ctx, run); err != nil {
 		// Do not hold the deletion hostage to an unreachable DNS server or a deleted load
 		// balancer: the responses are useless once the order is gone.

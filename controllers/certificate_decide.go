@@ -72,7 +72,9 @@ func (r *CertificateReconciler) decide(ctx context.Context, run *certificateRun)
 		if err := r.removeChallenges(ctx, run); err != nil {
 			return ctrl.Result{}, err
 		}
-		cert.Status.Order = nil
+		if err := r.abandonOrder(ctx, run); err != nil {
+			return ctrl.Result{}, err
+		}
 	}
 	if d.finishCleanup {
 		// An earlier cleanup failed after the certificate was stored: finish it.

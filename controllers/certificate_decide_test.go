@@ -193,17 +193,26 @@ func TestSaneWindow(t *testing.T) {
 	}
 }
 
-// TestOnlyProgress: a short wait on the CA inside an order the written status records is not
-// written on its own; anything else is.
+// TestOnlyProgress: a short wait on the CA inside an order the written status records, or the
+// claim records since less than progressWindow, is not written on its own; anything else is.
 func TestOnlyProgress(t *testing.T) {
 	issuing := []metav1.Condition{{Type: certpilotv1alpha1.ConditionIssuing, Status: metav1.ConditionTrue}}
 	order := &certpilotv1alpha1.OrderStatus{URL: "https://ca/order/1", State: "pending"}
+	now := time.Date(2026, 12, 1, 12, 0, 0, 0, time.UTC)
 	tests := map[string]struct {
 		written    *certpilotv1alpha1.OrderStatus
 		conditions []metav1.Condition
+		// claimOrder and created: the order as the claim records it.
+		claimOrder string
+		created    time.Time
 		err        error
 		want       bool
 	}{
+		"validation, order in the claim": {claimOrder: order.URL, created: now.Add(-time.Second), err: wait(time.Second, reasonWaitingForValidation, "v"), want: true},
+		"order in the claim for long":    {claimOrder: order.URL, created: now.Add(-progressWindow), err: wait(time.Second, reasonWaitingForValidation, "v")},
+		"another order in the claim":     {claimOrder: "https://ca/order/0", created: now, err: wait(time.Second, reasonWaitingForValidation, "v")},
+		"claim, creation unknown":        {claimOrder: order.URL, err: wait(time.Second, reasonWaitingForValidation, "v")},
+		"claim, self-check failed":       {claimOrder: order.URL, created: now, err: wait(time.Second, "SelfCheckFailed", "s")},
 		"validation, recorded order":  {written: order, conditions: issuing, err: wait(time.Second, reasonWaitingForValidation, "v"), want: true},
 		"certificate, recorded order": {written: order, conditions: issuing, err: wait(time.Second, reasonWaitingForCertificate, "c"), want: true},
 		"long wait":                   {written: order, conditions: issuing, err: wait(time.Minute, reasonWaitingForValidation, "v")},
@@ -219,7 +228,8 @@ func TestOnlyProgress(t *testing.T) {
 			base.Status.Order, base.Status.Conditions = tt.written, tt.conditions
 			cert := base.DeepCopy()
 			cert.Status.Order = order.DeepCopy()
-			if got := onlyProgress(&certificateRun{cert: cert, patchBase: base}, tt.err); got != tt.want {
+			run := &certificateRun{cert: cert, patchBase: base, now: now, claimOrder: tt.claimOrder, orderCreated: tt.created}
+			if got := onlyProgress(run, tt.err); got != tt.want {
 				t.Errorf("onlyProgress = %v, want %v", got, tt.want)
 			}
 		})

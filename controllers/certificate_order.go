@@ -12,7 +12,6 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/types"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -21,12 +20,11 @@ import (
 	"github.com/certpilot/certpilot/internal/renewal"
 )
 
-// ensureOrder resumes the order recorded in status, or creates one and writes it to the status
-// (recordOrder) before any challenge is touched, so a controller killed at any point after that
-// resumes it.
+// ensureOrder resumes the open order (recorded in the status or the claim, restoreOrder), or
+// creates one and writes it to the claim (recordOrder) before any challenge is touched, so a
+// controller killed at any point after that resumes it.
 func (r *CertificateReconciler) ensureOrder(ctx context.Context, run *certificateRun) (ctrl.Result, error) {
 	cert := run.cert
-	r.restoreUnrecordedOrder(ctx, run)
 	if recorded := cert.Status.Order; orderOpen(cert) && sameNames(recorded.DNSNames, cert.Spec.DNSNames) {
 		order, err := run.acme.GetOrder(ctx, recorded.URL)
 		switch {
@@ -49,13 +47,16 @@ func (r *CertificateReconciler) ensureOrder(ctx context.Context, run *certificat
 		}
 	}
 
-	// Reserve the Secret's name first: of two Certificates naming one Secret that does not exist
-	// yet, only the one that holds the claim orders at the CA. A Secret this Certificate already
-	// controls is claim enough: another Certificate stops at it in decide.
+	// A secretName claimed by another Certificate stops this one before it orders. A Secret
+	// this Certificate already controls is claim enough: another Certificate stops at it in
+	// decide.
 	if run.secret == nil {
-		if _, err := r.claimSecret(ctx, run); err != nil {
+		if err := r.checkClaimable(ctx, run); err != nil {
 			return ctrl.Result{}, err
 		}
+	}
+	if claim := r.cachedClaim(ctx, run); claim == nil || claim.Annotations[annotationKeyRevision] != nextKeyRevision(cert) {
+		run.startKey() // generated while the CA answers, for the write that records the order
 	}
 	request := acme.OrderRequest{DNSNames: cert.Spec.DNSNames, Profile: run.issuer.GetSpec().ACME.Profile, Replaces: r.replacesFor(run)}
 	order, err := run.acme.CreateOrder(ctx, request)
@@ -76,6 +77,7 @@ func (r *CertificateReconciler) ensureOrder(ctx context.Context, run *certificat
 	cert.Status.Order = &certpilotv1alpha1.OrderStatus{
 		URL: order.URL, State: order.Status, DNSNames: slices.Clone(cert.Spec.DNSNames),
 	}
+	run.orderCreated = r.clock().Now()
 	if value := strings.TrimSpace(cert.Annotations[certpilotv1alpha1.AnnotationRenew]); value != "" {
 		cert.Status.RenewalRequest = value
 	}
@@ -86,55 +88,21 @@ func (r *CertificateReconciler) ensureOrder(ctx context.Context, run *certificat
 			"Reissuing: %s Ordered %s.", run.trigger.Message, order.URL)
 	}
 	run.orderUnrecorded = true
-	r.unrecordedOrders.Store(client.ObjectKeyFromObject(cert), unrecordedOrder{uid: cert.UID, order: *cert.Status.Order.DeepCopy()})
+	r.unrecordedOrders.Store(client.ObjectKeyFromObject(cert), unrecordedOrder{uid: cert.UID, order: openOrderOf(run)})
 	// Written at once: the moment between the order and its write is the one in which a
 	// crash (or a lost leader) costs a second order.
-	return ctrl.Result{}, r.recordOrder(ctx, run)
-}
-
-// unrecordedOrder is an order this process created whose status write has not succeeded yet.
-type unrecordedOrder struct {
-	uid   types.UID
-	order certpilotv1alpha1.OrderStatus
-}
-
-// restoreUnrecordedOrder puts back into the status an order this process created for the same
-// names but could not write (the apiserver was unreachable, or the write conflicted): it is
-// resumed rather than ordered again. Only a crash in that moment costs an extra order.
-func (r *CertificateReconciler) restoreUnrecordedOrder(ctx context.Context, run *certificateRun) {
-	key := client.ObjectKeyFromObject(run.cert)
-	value, ok := r.unrecordedOrders.Load(key)
-	if !ok {
-		return
+	if err := r.recordOrder(ctx, run); err != nil {
+		if _, ok := asStalled(err); ok {
+			// The secretName was claimed by another Certificate since the cache was read: this
+			// order is abandoned before anything was published.
+			ctrl.LoggerFrom(ctx).Info("Abandoned the new order: the Secret name is claimed", "order", order.URL)
+			cert.Status.Order, run.orderUnrecorded = run.patchBase.Status.Order.DeepCopy(), false
+			cert.Status.RenewalRequest = run.patchBase.Status.RenewalRequest
+			r.unrecordedOrders.Delete(client.ObjectKeyFromObject(cert))
+		}
+		return ctrl.Result{}, err
 	}
-	kept := value.(unrecordedOrder)
-	current := run.cert.Status.Order
-	switch {
-	case kept.uid != run.cert.UID || (current != nil && current.URL == kept.order.URL):
-		r.unrecordedOrders.Delete(key) // another Certificate of that name, or written since
-	case !orderOpen(run.cert) && sameNames(kept.order.DNSNames, run.cert.Spec.DNSNames):
-		ctrl.LoggerFrom(ctx).Info("Resuming an order whose status write had failed", "order", kept.order.URL)
-		run.cert.Status.Order = kept.order.DeepCopy()
-		run.orderUnrecorded = true
-	}
-}
-
-// recordOrder writes a new order to the status, with the conditions saying it is being issued,
-// before any challenge response is published and before the order is finalized: a controller
-// that dies after that resumes this order. It is the first of the issuance's two status writes;
-// presenting and finalizing call it again, for an order restored from memory whose write had
-// failed.
-func (r *CertificateReconciler) recordOrder(ctx context.Context, run *certificateRun) error {
-	if !run.orderUnrecorded {
-		return nil
-	}
-	summarizeCertificate(run.cert, run.ready, nil, run.now)
-	if err := r.patchStatus(ctx, run); err != nil {
-		return err
-	}
-	run.orderUnrecorded = false
-	r.unrecordedOrders.Delete(client.ObjectKeyFromObject(run.cert))
-	return nil
+	return ctrl.Result{}, nil
 }
 
 // waitForOrder polls the order after the challenges were accepted: pending or processing
@@ -215,17 +183,28 @@ func onlyProgress(run *certificateRun, err error) bool {
 		return false
 	}
 	written, current := run.patchBase.Status.Order, run.cert.Status.Order
-	return written != nil && current != nil && written.URL == current.URL && orderOpen(run.patchBase) &&
+	if current == nil {
+		return false
+	}
+	if run.claimOrder == current.URL {
+		// The claim records it: the status is written at the end, or once it takes longer.
+		return !run.orderCreated.IsZero() && run.now.Sub(run.orderCreated) < progressWindow
+	}
+	return written != nil && written.URL == current.URL && orderOpen(run.patchBase) &&
 		meta.IsStatusConditionTrue(run.patchBase.Status.Conditions, certpilotv1alpha1.ConditionIssuing)
 }
 
-// orderAge is how long the open order has been issuing (from the Issuing condition).
+// orderAge is how long the open order has been issuing: from the Issuing condition as written,
+// else from the order's creation (as the claim records it).
 func orderAge(run *certificateRun) time.Duration {
-	issuing := meta.FindStatusCondition(run.cert.Status.Conditions, certpilotv1alpha1.ConditionIssuing)
-	if issuing == nil || issuing.Status != metav1.ConditionTrue {
-		return 0
+	issuing := meta.FindStatusCondition(run.patchBase.Status.Conditions, certpilotv1alpha1.ConditionIssuing)
+	if issuing != nil && issuing.Status == metav1.ConditionTrue {
+		return run.now.Sub(issuing.LastTransitionTime.Time)
 	}
-	return run.now.Sub(issuing.LastTransitionTime.Time)
+	if !run.orderCreated.IsZero() {
+		return max(run.now.Sub(run.orderCreated), 0)
+	}
+	return 0
 }
 
 // slowedDown turns the CA asking to slow down (429 or 503, rateLimited, serverInternal) into a
@@ -283,8 +262,10 @@ func (r *CertificateReconciler) reregisterIfForgotten(ctx context.Context, run *
 	ctrl.LoggerFrom(ctx).Info("Registered the ACME account again: the CA no longer knew it", "oldAccount", old, "account", uri)
 	r.Recorder.Eventf(run.cert, nil, corev1.EventTypeWarning, "AccountReregistered", "Issue",
 		"The CA no longer knew ACME account %s (was it reset?); registered again as %s and starting a new order", old, uri)
-	if run.cert.Status.Order != nil && orderOpen(run.cert) {
-		run.cert.Status.Order = nil // the old account's order is gone with it
+	if orderOpen(run.cert) {
+		if err := r.abandonOrder(ctx, run); err != nil { // the old account's order is gone with it
+			ctrl.LoggerFrom(ctx).Error(err, "Forgetting the old account's order failed")
+		}
 	}
 	return wait(time.Second, "AccountReregistered", "The CA no longer knew ACME account %s; registered again as %s", old, uri)
 }

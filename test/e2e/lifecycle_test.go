@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"slices"
 	"strings"
@@ -230,6 +231,14 @@ func (h *keyHistory) add(cert *certpilotv1alpha1.Certificate) {
 	}
 	if string(claim.Data[corev1.TLSPrivateKeyKey]) != served {
 		h.t.Errorf("the claim Secret does not hold the key of revision %d", h.revision)
+	}
+	// The order was recorded in the claim, with the key, before anything was published.
+	var recorded struct {
+		URL string `json:"url"`
+	}
+	_ = json.Unmarshal([]byte(claim.Annotations["certpilot.dev/open-order"]), &recorded)
+	if order := secret.Annotations["certpilot.dev/order"]; recorded.URL != order || cert.Status.Order == nil || cert.Status.Order.URL != order {
+		h.t.Errorf("revision %d: the claim records order %q, the Secret came from %q, the status records %+v", h.revision, recorded.URL, order, cert.Status.Order)
 	}
 	if earlier, ok := h.seen[served]; ok {
 		h.t.Errorf("revision %d reuses the private key of revision %d", h.revision, earlier)

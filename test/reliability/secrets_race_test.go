@@ -18,8 +18,10 @@ import (
 )
 
 // TestSameSecretNameRace: two Certificates created at the same moment with one secretName,
-// five times. Exactly one of each pair orders at the CA and holds the Secret; the other is
-// Stalled SecretOwnedByAnotherCertificate before it orders, and never takes the Secret over.
+// five times. Exactly one of each pair is issued at the CA and holds the Secret; the other is
+// Stalled SecretOwnedByAnotherCertificate before anything is published (its order, when it
+// got one before it found the name claimed, is abandoned unvalidated), and never takes the
+// Secret over.
 // Once the winner is gone (and the garbage collector took its Secret), the loser takes over the
 // claim the winner left and is issued.
 func TestSameSecretNameRace(t *testing.T) {
@@ -41,7 +43,7 @@ func TestSameSecretNameRace(t *testing.T) {
 		all = append(all, p)
 	}
 	for i, p := range all {
-		before := s.Pebble.OrderCount()
+		before, issuedBefore := s.Pebble.OrderCount(), s.Pebble.IssuedCount()
 		start := make(chan struct{})
 		var wg sync.WaitGroup
 		errs := make([]error, 2)
@@ -79,8 +81,11 @@ func TestSameSecretNameRace(t *testing.T) {
 			}
 			return nil
 		})
-		if orders := s.Pebble.OrderCount() - before; orders != 1 {
-			t.Errorf("pair %d: %d orders at the CA, want 1", i, orders)
+		// The claim is created by the write that records the first order, so both may order
+		// when both find the name unclaimed; only one certificate is ever issued.
+		orders, issued := s.Pebble.OrderCount()-before, s.Pebble.IssuedCount()-issuedBefore
+		if orders < 1 || orders > 2 || issued != 1 {
+			t.Errorf("pair %d: %d orders and %d certificates issued at the CA, want 1 or 2 orders and 1 certificate", i, orders, issued)
 		}
 		if loser.Status.Order != nil || loser.Status.SerialNumber != "" {
 			t.Errorf("pair %d: the loser %s has order %+v, serial %q", i, loser.Name, loser.Status.Order, loser.Status.SerialNumber)
@@ -89,7 +94,7 @@ func TestSameSecretNameRace(t *testing.T) {
 			t.Errorf("pair %d: the CA validated the loser's name %d times", i, n)
 		}
 		assertSecretOf(t, winner)
-		t.Logf("pair %d: %s won, %s is Stalled: %s", i, winner.Name, loser.Name,
+		t.Logf("pair %d: %s won, %s is Stalled (%d orders at the CA): %s", i, winner.Name, loser.Name, orders,
 			meta.FindStatusCondition(loser.Status.Conditions, certpilotv1alpha1.ConditionStalled).Message)
 
 		if i == 0 {
