@@ -172,3 +172,47 @@ func uniqueLower(names []string) map[string]bool {
 	}
 	return set
 }
+
+// TestChallengeStorePartsOverlap: an update touches only its part's names; a name two parts
+// hold is served from the one updated last, and from the other once it leaves that one.
+func TestChallengeStorePartsOverlap(t *testing.T) {
+	account := edgetest.NewAccount(t)
+	first := account.ChallengeCertificatePEM(t, "token-1", "a.example.com")
+	second := account.ChallengeCertificatePEM(t, "token-2", "a.example.com")
+	other := account.ChallengeCertificatePEM(t, "token-3", "b.example.com")
+	store := edge.NewChallengeStore()
+	served := func(step, name string, want []byte) {
+		t.Helper()
+		certificate, ok := store.ChallengeCertificate(name)
+		switch {
+		case want == nil && ok:
+			t.Fatalf("%s: %s is served, want nothing", step, name)
+		case want == nil:
+		case !ok:
+			t.Fatalf("%s: %s is not served", step, name)
+		case !strings.Contains(string(want), string(edgetest.ChainPEM(certificate))):
+			t.Fatalf("%s: %s is served with another certificate", step, name)
+		}
+	}
+	a, b := v1alpha1.TLSALPN01Key("a.example.com"), v1alpha1.TLSALPN01Key("b.example.com")
+	replace := func(part string, data map[string][]byte) {
+		t.Helper()
+		if _, err := store.ReplacePart(part, data); err != nil {
+			t.Fatal(err)
+		}
+	}
+	replace("shard-0", map[string][]byte{a: first, b: other})
+	replace("shard-1", map[string][]byte{a: second})
+	served("both parts", "a.example.com", second)
+	served("both parts", "b.example.com", other)
+	replace("shard-1", map[string][]byte{})
+	served("gone from the part updated last", "a.example.com", first)
+	replace("shard-0", map[string][]byte{b: other})
+	served("gone from both", "a.example.com", nil)
+	served("kept", "b.example.com", other)
+	store.ClearPart("shard-0")
+	served("part deleted", "b.example.com", nil)
+	if tls, http := store.Len(); tls != 0 || http != 0 {
+		t.Fatalf("store holds %d tls-alpn-01 and %d http-01 responses after everything left", tls, http)
+	}
+}

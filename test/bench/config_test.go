@@ -56,6 +56,9 @@ type config struct {
 	Report string
 	// Note is free text recorded with the results (what changed, why it was run).
 	Note string
+	// ManagerLog, when set, is a file the manager's log is written to after the run (to see
+	// when each certificate's steps happened).
+	ManagerLog string
 }
 
 // configFromEnv reads the BENCH_* variables; getenv is os.Getenv outside tests.
@@ -126,6 +129,7 @@ func configFromEnv(getenv func(string) string) (config, error) {
 	c.ManagerArgs = strings.Fields(getenv("BENCH_MANAGER_ARGS"))
 	c.Report = getenv("BENCH_REPORT")
 	c.Note = getenv("BENCH_NOTE")
+	c.ManagerLog = getenv("BENCH_MANAGER_LOG")
 	if c.Timeout == 0 {
 		// 333 s was measured for 1,000 certificates: this leaves three times that and more.
 		c.Timeout = 5*time.Minute + time.Duration(c.N)*time.Second

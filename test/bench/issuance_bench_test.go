@@ -117,6 +117,11 @@ func BenchmarkIssuance(b *testing.B) {
 	}
 	b.Cleanup(func() {
 		stack.Stop()
+		if cfg.ManagerLog != "" {
+			if err := os.WriteFile(cfg.ManagerLog, []byte(stack.Manager.Output()), 0o644); err != nil {
+				b.Logf("writing the manager's log: %v", err)
+			}
+		}
 		if b.Failed() {
 			b.Logf("manager output (last lines):\n%s\nedge output (last lines):\n%s\nPebble output (last lines):\n%s",
 				tail(stack.Manager.Output(), 60), tail(stack.Edge.Output(), 30), tail(pebble.Output(), 30))
