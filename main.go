@@ -27,6 +27,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/selection"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
@@ -123,9 +124,10 @@ func main() {
 		DefaultTransform: cache.TransformStripManagedFields(),
 		ByObject: map[client.Object]cache.ByObject{
 			&corev1.Secret{}: {
-				Label: labels.SelectorFromSet(labels.Set{
-					certpilotv1alpha1.LabelManagedBy: certpilotv1alpha1.ManagedByValue,
-				}),
+				// certpilot's Secrets but the load balancers' challenge shards: the shard writer
+				// keeps its own copy from its writes' responses, and every write of a shard would
+				// come back whole through the watch.
+				Label: secretCacheSelector(),
 				// Strips managedFields too, and lets a certificate Secret's repeated values share memory.
 				Transform: kube.SecretCacheTransform(),
 			},
@@ -231,4 +233,14 @@ func must(err error) {
 		ctrl.Log.Error(err, "Setup failed")
 		os.Exit(1)
 	}
+}
+
+// secretCacheSelector selects the Secrets the manager caches: certpilot's (managed-by label),
+// except the challenge Secrets of load balancers.
+func secretCacheSelector() labels.Selector {
+	managed, err := labels.NewRequirement(certpilotv1alpha1.LabelManagedBy, selection.Equals, []string{certpilotv1alpha1.ManagedByValue})
+	must(err)
+	notChallenges, err := labels.NewRequirement(certpilotv1alpha1.LabelChallenges, selection.DoesNotExist, nil)
+	must(err)
+	return labels.NewSelector().Add(*managed, *notChallenges)
 }

@@ -217,17 +217,13 @@ func withoutKeys(secret *corev1.Secret, data map[string]any) *corev1.Secret {
 }
 
 // load makes state.secret current enough to write against: the last state this process wrote
-// or read, else the cache's copy, else (fresh, or after a conflict) the API's.
+// or read, else (the first write, or fresh after a conflict) the API's.
 func (w *ShardWriter) load(ctx context.Context, name types.NamespacedName, state *shardState, fresh bool) error {
 	if !fresh && (state.secret != nil || state.absent) {
 		return nil
 	}
-	var reader client.Reader = w.Client
-	if fresh {
-		reader = w.APIReader
-	}
 	secret := &corev1.Secret{}
-	err := reader.Get(ctx, name, secret)
+	err := w.APIReader.Get(ctx, name, secret)
 	switch {
 	case apierrors.IsNotFound(err):
 		state.secret, state.absent = nil, true

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -15,7 +16,7 @@ import (
 
 // PutLegacy writes entries into the single challenge Secret of earlier versions when it
 // exists, so that a load balancer still mounting it keeps working through an upgrade; its
-// absence (the normal case) costs a cache read.
+// absence (the normal case) costs one read a minute.
 func (w *ShardWriter) PutLegacy(ctx context.Context, namespace, deployment string, entries []Entry) error {
 	secret, err := w.legacy(ctx, namespace, deployment)
 	if err != nil || secret == nil {
@@ -49,10 +50,31 @@ func (w *ShardWriter) RemoveLegacy(ctx context.Context, namespace, deployment st
 	return w.patchLegacy(ctx, secret, data)
 }
 
+// legacyRecheck is how long the single challenge Secret of earlier versions, once found missing,
+// is taken as missing before it is looked for again (nothing but an earlier version creates it).
+const legacyRecheck = time.Minute
+
 func (w *ShardWriter) legacy(ctx context.Context, namespace, deployment string) (*corev1.Secret, error) {
 	name := types.NamespacedName{Namespace: namespace, Name: certpilotv1alpha1.ChallengeSecretName(deployment)}
+	now := w.now()
+	w.mu.Lock()
+	checked, known := w.legacyAbsent[name]
+	w.mu.Unlock()
+	if known && now.Sub(checked) < legacyRecheck && !now.Before(checked) {
+		return nil, nil
+	}
 	secret := &corev1.Secret{}
-	err := w.Client.Get(ctx, name, secret) // the cache holds certpilot's Secrets
+	err := w.APIReader.Get(ctx, name, secret) // challenge Secrets are not in the manager's cache
+	w.mu.Lock()
+	if w.legacyAbsent == nil {
+		w.legacyAbsent = map[types.NamespacedName]time.Time{}
+	}
+	if apierrors.IsNotFound(err) {
+		w.legacyAbsent[name] = now
+	} else {
+		delete(w.legacyAbsent, name)
+	}
+	w.mu.Unlock()
 	if apierrors.IsNotFound(err) {
 		return nil, nil
 	}

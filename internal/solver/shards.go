@@ -28,15 +28,20 @@ import (
 // fail with a conflict instead of overwriting, and the shard is read again. The last written
 // state of each shard is kept in memory, so a write needs no read first.
 type ShardWriter struct {
-	// Client writes; its cache serves the first read of a shard.
+	// Client writes.
 	Client client.Client
-	// APIReader reads a shard again after a conflict (the cache may lag behind).
+	// APIReader reads a shard the first time this process writes it, and again after a
+	// conflict. The manager's cache leaves challenge Secrets out: every write of a shard would
+	// otherwise come back through its watch, whole, besides the write's own response.
 	APIReader client.Reader
 	// Clock dates the responses (MaxResponseAge); nil means the real clock.
 	Clock clock.PassiveClock
 
 	mu     sync.Mutex
 	shards map[types.NamespacedName]*shardState
+	// legacyAbsent holds when the single challenge Secret of earlier versions was last found
+	// missing, per load balancer (looked for again after legacyRecheck).
+	legacyAbsent map[types.NamespacedName]time.Time
 }
 
 type shardState struct {

@@ -49,8 +49,9 @@ type config struct {
 	Stall time.Duration
 	// Floor runs the bare ACME client first; off, the ratio is not reported.
 	Floor bool
-	// ManagerArgs are added to the manager's flags.
+	// ManagerArgs are added to the manager's flags; EdgeArgs to the edge's.
 	ManagerArgs []string
+	EdgeArgs    []string
 	// Record appends the results to Report.
 	Record bool
 	Report string
@@ -127,6 +128,7 @@ func configFromEnv(getenv func(string) string) (config, error) {
 		errs = append(errs, fmt.Sprintf("BENCH_NAMES=%d: a Certificate holds at most 100 names", c.Names))
 	}
 	c.ManagerArgs = strings.Fields(getenv("BENCH_MANAGER_ARGS"))
+	c.EdgeArgs = strings.Fields(getenv("BENCH_EDGE_ARGS"))
 	c.Report = getenv("BENCH_REPORT")
 	c.Note = getenv("BENCH_NOTE")
 	c.ManagerLog = getenv("BENCH_MANAGER_LOG")

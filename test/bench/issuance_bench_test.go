@@ -110,7 +110,7 @@ func BenchmarkIssuance(b *testing.B) {
 	b.Cleanup(pebbleProxy.Close)
 	stack, err := testenv.StartStack(ctx, kube, pebble, testenv.StackOptions{
 		Namespace: "bench", ManagerBinary: managerBinary, EdgeBinary: edgeBinary, Dir: dir, ManagerArgs: cfg.ManagerArgs,
-		ACMEAddress: pebbleProxy.ListenAddress,
+		EdgeArgs: cfg.EdgeArgs, ACMEAddress: pebbleProxy.ListenAddress,
 	})
 	if err != nil {
 		b.Fatal(err)

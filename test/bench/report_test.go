@@ -266,7 +266,8 @@ remains), BENCH_CONCURRENCY (the floor's workers, default 100), BENCH_IDLE (idle
 1m), BENCH_FLOOR=0 (skip the floor), BENCH_MANAGER_ARGS, BENCH_TIMEOUT (bound on each issuance,
 default 5m + 1 s per certificate), BENCH_STALL (end the run when no Certificate became Ready for
 so long, default 5m, 0 never), BENCH_RECORD=0 (do not append here), BENCH_NOTE (recorded text),
-BENCH_MANAGER_LOG (a file for the manager's log, written after the run).
+BENCH_MANAGER_LOG (a file for the manager's log, written after the run), BENCH_EDGE_ARGS (flags
+passed to the edge).
 
 What the columns mean:
 
