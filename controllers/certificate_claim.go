@@ -7,6 +7,7 @@ import (
 	"crypto/x509"
 	"encoding/hex"
 	"fmt"
+	"runtime"
 	"strconv"
 
 	corev1 "k8s.io/api/core/v1"
@@ -348,9 +349,17 @@ func generateKey(cert *certpilotv1alpha1.Certificate) ([]byte, error) {
 	if size == 0 {
 		size = renewal.DefaultKeySize(algorithm)
 	}
+	keyGenerations <- struct{}{}
 	key, err := pki.GenerateKey(algorithm, size)
+	<-keyGenerations
 	if err != nil {
 		return nil, stalled("InvalidPrivateKeySpec", "%v", err)
 	}
 	return pki.EncodePrivateKey(key)
 }
+
+// keyGenerations bounds the keys generated at once to the processors: an RSA key is a few
+// hundred milliseconds of one core, and a burst of issuances that made all its keys at once
+// would hold every one of them up until the last key is done, where one at a time per core
+// lets the first issuances go on to the CA while the later keys are made.
+var keyGenerations = make(chan struct{}, max(runtime.GOMAXPROCS(0), 1))
