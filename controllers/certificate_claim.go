@@ -311,31 +311,11 @@ func (r *CertificateReconciler) removeLegacyNextKey(ctx context.Context, run *ce
 	return nil
 }
 
-// keyInProgress is a private key being generated while the CA answers the new order (an
-// RSA key takes a while), for the claim write that records the order.
-type keyInProgress struct {
-	done chan struct{}
-	pem  []byte
-	err  error
-}
-
-// startKey begins generating the key the next claim write will store.
-func (run *certificateRun) startKey() {
-	k := &keyInProgress{done: make(chan struct{})}
-	spec := run.cert.DeepCopy()
-	go func() {
-		defer close(k.done)
-		k.pem, k.err = generateKey(spec)
-	}()
-	run.nextKey = k
-}
-
-// freshKey returns a new private key: the one started with the order, or one made now.
+// freshKey returns a new private key: the one keyMaker made for this order, or one made now.
 func (run *certificateRun) freshKey() ([]byte, error) {
-	if k := run.nextKey; k != nil {
+	if keyPEM := run.nextKey; keyPEM != nil {
 		run.nextKey = nil
-		<-k.done
-		return k.pem, k.err
+		return keyPEM, nil
 	}
 	return generateKey(run.cert)
 }

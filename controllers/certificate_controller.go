@@ -25,6 +25,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 	"sigs.k8s.io/controller-runtime/pkg/recorder"
+	"sigs.k8s.io/controller-runtime/pkg/source"
 
 	certpilotv1alpha1 "github.com/certpilot/certpilot/api/v1alpha1"
 	"github.com/certpilot/certpilot/internal/acme"
@@ -64,6 +65,8 @@ type CertificateReconciler struct {
 	// renewalInfoFetches holds, per Certificate, the next fetch of its renewal window when no
 	// status write recorded it (refreshRenewalInfo).
 	renewalInfoFetches sync.Map
+	// keys makes the private keys of new orders without holding a worker (keyMaker).
+	keys keyMaker
 }
 
 // certificateRun is what the steps of one reconcile share.
@@ -93,8 +96,8 @@ type certificateRun struct {
 	claimOrder string
 	// orderCreated is when the open order was created, when the status does not record it.
 	orderCreated time.Time
-	// nextKey is the private key being generated for the claim write that records a new order.
-	nextKey *keyInProgress
+	// nextKey is the private key (PEM) made for the claim write that records a new order.
+	nextKey []byte
 	// accept are the challenges whose responses passed the self-check.
 	accept []pendingChallenge
 	// patchBase is the Certificate as last written, for the status patches steps make early.
@@ -116,6 +119,7 @@ func (r *CertificateReconciler) Reconcile(ctx context.Context, req ctrl.Request)
 			r.written.Delete(req.NamespacedName)
 			r.unrecordedOrders.Delete(req.NamespacedName)
 			r.renewalInfoFetches.Delete(req.NamespacedName)
+			r.keys.forget(req.NamespacedName)
 		}
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
@@ -278,6 +282,8 @@ func (r *CertificateReconciler) SetupWithManager(ctx context.Context, mgr ctrl.M
 	// A load balancer's owner opting in (or out) wakes the Certificates that name it.
 	b = b.Watches(&appsv1.Deployment{}, handler.EnqueueRequestsFromMapFunc(r.certificatesUsingLoadBalancer),
 		builder.OnlyMetadata, builder.WithPredicates(predicate.AnnotationChangedPredicate{}))
+	// A private key made in the background wakes its Certificate (keyMaker).
+	b = b.WatchesRawSource(source.Channel(r.keys.events(), &handler.TypedEnqueueRequestForObject[*certpilotv1alpha1.Certificate]{}))
 	return b.
 		Named("certificate").
 		For(&certpilotv1alpha1.Certificate{}, builder.WithPredicates(

@@ -213,14 +213,14 @@ func TestOnlyProgress(t *testing.T) {
 		"another order in the claim":     {claimOrder: "https://ca/order/0", created: now, err: wait(time.Second, reasonWaitingForValidation, "v")},
 		"claim, creation unknown":        {claimOrder: order.URL, err: wait(time.Second, reasonWaitingForValidation, "v")},
 		"claim, self-check failed":       {claimOrder: order.URL, created: now, err: wait(time.Second, "SelfCheckFailed", "s")},
-		"validation, recorded order":  {written: order, conditions: issuing, err: wait(time.Second, reasonWaitingForValidation, "v"), want: true},
-		"certificate, recorded order": {written: order, conditions: issuing, err: wait(time.Second, reasonWaitingForCertificate, "c"), want: true},
-		"long wait":                   {written: order, conditions: issuing, err: wait(time.Minute, reasonWaitingForValidation, "v")},
-		"self-check failed":           {written: order, conditions: issuing, err: wait(time.Second, "SelfCheckFailed", "s")},
-		"order not written yet":       {conditions: issuing, err: wait(time.Second, reasonWaitingForValidation, "v")},
-		"written status not issuing":  {written: order, err: wait(time.Second, reasonWaitingForValidation, "v")},
-		"an error":                    {written: order, conditions: issuing, err: errors.New("connection refused")},
-		"done":                        {written: order, conditions: issuing},
+		"validation, recorded order":     {written: order, conditions: issuing, err: wait(time.Second, reasonWaitingForValidation, "v"), want: true},
+		"certificate, recorded order":    {written: order, conditions: issuing, err: wait(time.Second, reasonWaitingForCertificate, "c"), want: true},
+		"long wait":                      {written: order, conditions: issuing, err: wait(time.Minute, reasonWaitingForValidation, "v")},
+		"self-check failed":              {written: order, conditions: issuing, err: wait(time.Second, "SelfCheckFailed", "s")},
+		"order not written yet":          {conditions: issuing, err: wait(time.Second, reasonWaitingForValidation, "v")},
+		"written status not issuing":     {written: order, err: wait(time.Second, reasonWaitingForValidation, "v")},
+		"an error":                       {written: order, conditions: issuing, err: errors.New("connection refused")},
+		"done":                           {written: order, conditions: issuing},
 	}
 	for name, tt := range tests {
 		t.Run(name, func(t *testing.T) {

@@ -56,7 +56,17 @@ func (r *CertificateReconciler) ensureOrder(ctx context.Context, run *certificat
 		}
 	}
 	if claim := r.cachedClaim(ctx, run); claim == nil || claim.Annotations[annotationKeyRevision] != nextKeyRevision(cert) {
-		run.startKey() // generated while the CA answers, for the write that records the order
+		// The key the write that records the order stores. A key that takes long (RSA, in a
+		// burst) is made in the background: the worker goes on with other Certificates, and
+		// this one is woken when its key is ready.
+		keyPEM, ready, err := r.keys.take(cert, nextKeyRevision(cert))
+		if err != nil {
+			return ctrl.Result{}, err
+		}
+		if !ready {
+			return ctrl.Result{}, wait(keyWakeFallback, reasonGeneratingKey, "Generating the private key")
+		}
+		run.nextKey = keyPEM
 	}
 	request := acme.OrderRequest{DNSNames: cert.Spec.DNSNames, Profile: run.issuer.GetSpec().ACME.Profile, Replaces: r.replacesFor(run)}
 	order, err := run.acme.CreateOrder(ctx, request)
@@ -179,6 +189,9 @@ const progressWait = 5 * time.Second
 // from the CA and writes; not writing them saves a write per step of every issuance.
 func onlyProgress(run *certificateRun, err error) bool {
 	w, ok := asWait(err)
+	if ok && w.Reason == reasonGeneratingKey {
+		return true // a moment before the order: nothing to show yet
+	}
 	if !ok || w.After > progressWait || (w.Reason != reasonWaitingForValidation && w.Reason != reasonWaitingForCertificate) {
 		return false
 	}
