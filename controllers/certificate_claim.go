@@ -338,8 +338,9 @@ func generateKey(cert *certpilotv1alpha1.Certificate) ([]byte, error) {
 	return pki.EncodePrivateKey(key)
 }
 
-// keyGenerations bounds the keys generated at once to the processors: an RSA key is a few
+// keyGenerations bounds the keys generated at once to two per processor: an RSA key is a few
 // hundred milliseconds of one core, and a burst of issuances that made all its keys at once
-// would hold every one of them up until the last key is done, where one at a time per core
-// lets the first issuances go on to the CA while the later keys are made.
-var keyGenerations = make(chan struct{}, max(runtime.GOMAXPROCS(0), 1))
+// would have each wait until nearly the last key is done, where a few at a time let the first
+// issuances go on to the CA while the later keys are made (and keep the processors busy when a
+// key generation waits for its turn on one).
+var keyGenerations = make(chan struct{}, 2*max(runtime.GOMAXPROCS(0), 1))

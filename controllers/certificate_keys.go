@@ -15,7 +15,7 @@ import (
 // of milliseconds of one core, and a burst of issuances that made their keys inside the workers
 // would hold every worker (and the issuances already at the CA, waiting for one) until the
 // keys are done. So a key not made within keyInlineWait is finished in the background, at most
-// one per processor at a time (generateKey), and its Certificate is woken when it is ready.
+// two per processor at a time (generateKey), and its Certificate is woken when it is ready.
 const (
 	keyInlineWait = 20 * time.Millisecond
 	// keyWakeFallback looks at the Certificate again should its wake-up be lost.
