@@ -16,6 +16,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/util/workqueue"
 	"k8s.io/utils/clock"
+	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -145,6 +146,12 @@ func (r *CertificateReconciler) Reconcile(ctx context.Context, req ctrl.Request)
 		// Judged on the step's error: mergeOutcome turns a wait into a plain requeue.
 		progressOnly := onlyProgress(run, err)
 		result, err = mergeOutcome(ctx, result, err)
+		if orderOpen(cert) {
+			// An issuance under way goes before Certificates that have not started one:
+			// finishing it frees its challenge responses (entries every write of their shard
+			// carries) and its order at the CA, so a burst keeps few of them in flight.
+			result.Priority = ptr.To(priorityIssuing)
+		}
 		if !progressOnly {
 			if patchErr := r.patchStatus(ctx, run); patchErr != nil && err == nil {
 				err = patchErr
@@ -199,6 +206,10 @@ func (r *CertificateReconciler) finalizeDeletion(ctx context.Context, run *certi
 	}
 	return result, err
 }
+
+// priorityIssuing is the work queue priority of a Certificate whose order is open (new ones
+// have 0).
+const priorityIssuing = 10
 
 // staleReadRetry is how soon a Certificate read from a cache that lags behind is looked at again.
 const staleReadRetry = 200 * time.Millisecond
