@@ -60,13 +60,16 @@ func Namespace(tb testing.TB, base string) string {
 
 // StartTestStack starts Pebble configured by pebbleOptions and the stack (edge, manager,
 // ClusterIssuer) with the built binaries in Namespace(t, namespace), and stops both when the
-// test ends, logging the processes' output when it failed. opts' namespace, binaries and
-// directory are filled in.
+// test ends, logging the processes' output when it failed. opts' binaries and directory are
+// filled in, and its namespace when it has none (a test that made its namespace first).
 func StartTestStack(t *testing.T, kube *Kube, namespace string, pebbleOptions PebbleOptions, opts StackOptions) *Stack {
 	t.Helper()
 	managerBinary, edgeBinary := Binaries(t)
 	pebble := StartPebble(t, pebbleOptions)
-	opts.Namespace, opts.Dir = Namespace(t, namespace), t.TempDir()
+	if opts.Namespace == "" {
+		opts.Namespace = Namespace(t, namespace)
+	}
+	opts.Dir = t.TempDir()
 	opts.ManagerBinary, opts.EdgeBinary = managerBinary, edgeBinary
 	s, err := StartStack(context.Background(), kube, pebble, opts)
 	if err != nil {

@@ -74,23 +74,13 @@ func TestGatewayCertificateThroughEdge(t *testing.T) {
 	const secretName = "web-tls"
 	plane := startDataPlane(t, namespace, secretName)
 
-	managerBinary, edgeBinary := testenv.Binaries(t)
-	pebble := testenv.StartPebble(t, testenv.PebbleOptions{NonceRejectPercent: 5})
-	s, err := testenv.StartStack(ctx, kube, pebble, testenv.StackOptions{
-		Namespace: namespace, ManagerBinary: managerBinary, EdgeBinary: edgeBinary, Dir: t.TempDir(),
+	s := testenv.StartTestStack(t, kube, namespace, testenv.PebbleOptions{NonceRejectPercent: 5}, testenv.StackOptions{
+		Namespace: namespace,
 		// The edge owns the TLS port: it answers acme-tls/1 itself and splices every other
 		// connection to the Gateway's data plane.
 		EdgeArgs: []string{"--mode", "passthrough", "--upstream", plane.Address},
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		s.Stop()
-		if t.Failed() {
-			t.Logf("edge output:\n%s\nmanager output:\n%s", s.Edge.Output(), s.Manager.Output())
-		}
-	})
+	pebble := s.Pebble
 
 	solver, err := json.Marshal(certpilotv1alpha1.Solver{TLSALPN01: &certpilotv1alpha1.TLSALPN01Solver{
 		LoadBalancer: certpilotv1alpha1.LoadBalancerRef{Name: testenv.EdgeDeployment},

@@ -48,6 +48,20 @@ func startStackOptions(t *testing.T, namespace string, options testenv.PebbleOpt
 	return testenv.StartTestStack(t, kube, namespace, options, stackOptions)
 }
 
+// waitStalled waits for the Certificate to be Stalled for reason.
+func waitStalled(t *testing.T, cert *certpilotv1alpha1.Certificate, reason string) {
+	t.Helper()
+	testenv.Eventually(t, time.Minute, "Stalled "+reason, func() error {
+		if err := kube.Client.Get(context.Background(), client.ObjectKeyFromObject(cert), cert); err != nil {
+			return err
+		}
+		if c := meta.FindStatusCondition(cert.Status.Conditions, certpilotv1alpha1.ConditionStalled); c == nil || c.Reason != reason {
+			return fmt.Errorf("conditions %+v", cert.Status.Conditions)
+		}
+		return nil
+	})
+}
+
 // waitReady waits for the Certificate to be Ready with a serial other than notSerial.
 func waitReady(t *testing.T, cert *certpilotv1alpha1.Certificate, timeout time.Duration, notSerial string) {
 	t.Helper()
@@ -271,15 +285,7 @@ func TestSecretNotOwned(t *testing.T) {
 	if err := kube.Client.Create(ctx, cert); err != nil {
 		t.Fatal(err)
 	}
-	testenv.Eventually(t, time.Minute, "Stalled SecretNotOwned", func() error {
-		if err := kube.Client.Get(ctx, client.ObjectKeyFromObject(cert), cert); err != nil {
-			return err
-		}
-		if c := meta.FindStatusCondition(cert.Status.Conditions, certpilotv1alpha1.ConditionStalled); c == nil || c.Reason != "SecretNotOwned" {
-			return fmt.Errorf("conditions %+v", cert.Status.Conditions)
-		}
-		return nil
-	})
+	waitStalled(t, cert, "SecretNotOwned")
 	if err := kube.Client.Get(ctx, client.ObjectKeyFromObject(theirs), theirs); err != nil {
 		t.Fatal(err)
 	}
@@ -346,15 +352,7 @@ func TestSecretAppearsDuringIssuance(t *testing.T) {
 		t.Fatalf("creating the user's Secret: %v", createErr)
 	}
 	version := theirs.ResourceVersion
-	testenv.Eventually(t, time.Minute, "Stalled SecretNotOwned", func() error {
-		if err := kube.Client.Get(ctx, client.ObjectKeyFromObject(cert), cert); err != nil {
-			return err
-		}
-		if c := meta.FindStatusCondition(cert.Status.Conditions, certpilotv1alpha1.ConditionStalled); c == nil || c.Reason != "SecretNotOwned" {
-			return fmt.Errorf("conditions %+v", cert.Status.Conditions)
-		}
-		return nil
-	})
+	waitStalled(t, cert, "SecretNotOwned")
 	if err := kube.Client.Get(ctx, client.ObjectKeyFromObject(theirs), theirs); err != nil {
 		t.Fatal(err)
 	}
