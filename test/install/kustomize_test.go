@@ -40,6 +40,7 @@ func TestKustomizeDefault(t *testing.T) {
 		"RoleBinding certpilot-system/certpilot-leader-election",
 		"Deployment certpilot-system/certpilot-controller-manager",
 		"Service certpilot-system/certpilot-controller-manager-metrics",
+		"ClusterRole /certpilot-metrics-reader",
 	} {
 		if index[key] == nil {
 			t.Errorf("config/default misses %s; it renders %v", key, keys(index))
@@ -89,6 +90,52 @@ func TestKustomizeDefault(t *testing.T) {
 		rest = append(rest, object)
 	}
 	dryRunApply(t, rest)
+}
+
+// TestKustomizeMetrics checks that config/default serves the manager's metrics as the chart's
+// default does (metrics.secure): HTTPS on 8443 to clients the apiserver authenticates and
+// authorises, who are granted the reader ClusterRole the chart renders.
+func TestKustomizeMetrics(t *testing.T) {
+	index := objectsByKind(buildKustomization(t, repoPath(t, "config", "default")))
+	deployment := index["Deployment certpilot-system/certpilot-controller-manager"]
+	service := index["Service certpilot-system/certpilot-controller-manager-metrics"]
+	readerRole := index["ClusterRole /certpilot-metrics-reader"]
+	if deployment == nil || service == nil || readerRole == nil {
+		t.Fatalf("config/default misses the manager, its metrics Service or the metrics reader ClusterRole; it renders %v", keys(index))
+	}
+
+	container := firstContainer(t, deployment)
+	args, _, _ := unstructured.NestedStringSlice(container, "args")
+	for _, want := range []string{"--metrics-bind-address=:8443", "--metrics-secure"} {
+		if !slices.Contains(args, want) {
+			t.Errorf("manager args %v miss %s", args, want)
+		}
+	}
+	containerPorts, _, _ := unstructured.NestedSlice(container, "ports")
+	metricsPort := int64(0)
+	for _, port := range containerPorts {
+		if port := port.(map[string]any); port["name"] == "metrics" {
+			metricsPort, _ = port["containerPort"].(int64)
+		}
+	}
+	if metricsPort != 8443 {
+		t.Errorf("manager ports %s, want one named metrics on 8443", mustJSON(t, containerPorts))
+	}
+	servicePorts, _, _ := unstructured.NestedSlice(service.Object, "spec", "ports")
+	if got := mustJSON(t, servicePorts); got != `[{"name":"metrics","port":8443,"protocol":"TCP","targetPort":"metrics"}]` {
+		t.Errorf("metrics Service ports %s, want metrics on 8443 to the container's metrics port", got)
+	}
+
+	chartObjects, _ := renderChart(t, nil)
+	chartRole := objectsByKind(chartObjects)["ClusterRole /certpilot-metrics-reader"]
+	if chartRole == nil {
+		t.Fatal("the chart renders no metrics reader ClusterRole by default")
+	}
+	got, _, _ := unstructured.NestedSlice(readerRole.Object, "rules")
+	want, _, _ := unstructured.NestedSlice(chartRole.Object, "rules")
+	if mustJSON(t, got) != mustJSON(t, want) {
+		t.Errorf("certpilot-metrics-reader grants\n%s\nwant the chart's\n%s", mustJSON(t, got), mustJSON(t, want))
+	}
 }
 
 func TestKustomizeSamples(t *testing.T) {
