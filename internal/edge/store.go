@@ -33,8 +33,8 @@ var idPeACMEIdentifier = asn1.ObjectIdentifier{1, 3, 6, 1, 5, 5, 7, 1, 31}
 // made the edge the bottleneck).
 type ChallengeStore struct {
 	mu sync.RWMutex
-	// parts are the entries of each part, as last given, with what was parsed of them.
-	parts map[string]map[string]parsedEntry
+	// parts holds the content of each part by its name.
+	parts map[string]*challengePart
 	// certificates maps a lower-case DNS name to its tls-alpn-01 challenge certificate.
 	certificates map[string]*tls.Certificate
 	// keyAuthorizations maps an http-01 token to its key authorization.
@@ -42,6 +42,32 @@ type ChallengeStore struct {
 	// synced turns true once a source has delivered the truth at least once, so that readiness
 	// never reports a store that merely has not heard from its source yet.
 	synced bool
+}
+
+// challengePart is the content of one part.
+type challengePart struct {
+	// entries are the part's entries by key, as last given, with what was parsed of them.
+	entries map[string]parsedEntry
+	// served holds the part's good entries by what they serve, for unindex to find the one
+	// that takes over a name: two keys that differ in the case of a DNS name serve the same one.
+	served map[servedName]parsedEntry
+}
+
+func newChallengePart(entries map[string]parsedEntry) *challengePart {
+	part := &challengePart{entries: entries, served: make(map[servedName]parsedEntry, len(entries))}
+	for _, entry := range entries {
+		if entry.err == nil {
+			part.served[entry.servedName()] = entry
+		}
+	}
+	return part
+}
+
+// servedName is what an entry is looked up by: its challenge type and the name the store's maps
+// use (a lower-case DNS name, an http-01 token).
+type servedName struct {
+	challengeType string
+	name          string
 }
 
 // parsedEntry is one entry of a part: its bytes and what they hold (err when skipped).
@@ -54,10 +80,14 @@ type parsedEntry struct {
 	err              error
 }
 
+func (e parsedEntry) servedName() servedName {
+	return servedName{challengeType: e.challengeType, name: e.name}
+}
+
 // NewChallengeStore returns an empty store that has not synced.
 func NewChallengeStore() *ChallengeStore {
 	return &ChallengeStore{
-		parts:             map[string]map[string]parsedEntry{},
+		parts:             map[string]*challengePart{},
 		certificates:      map[string]*tls.Certificate{},
 		keyAuthorizations: map[string]string{},
 	}
@@ -92,10 +122,10 @@ func (e *EntryError) Unwrap() error { return e.Err }
 // data equals the previous update, in which case nothing is parsed and no error is returned.
 func (s *ChallengeStore) Replace(data map[string][]byte) (changed bool, err error) {
 	s.mu.Lock()
-	for part, entries := range s.parts {
+	for part, content := range s.parts {
 		if part != "" {
 			delete(s.parts, part)
-			s.reindex(part, entries, nil)
+			s.reindex(part, content.entries, nil)
 		}
 	}
 	s.mu.Unlock()
@@ -110,7 +140,7 @@ func (s *ChallengeStore) Replace(data map[string][]byte) (changed bool, err erro
 // and reported as by Replace.
 func (s *ChallengeStore) ReplacePart(part string, data map[string][]byte) (changed bool, err error) {
 	s.mu.RLock()
-	previous := s.parts[part]
+	previous := s.entriesOf(part)
 	unchanged := previous != nil && len(previous) == len(data)
 	if unchanged {
 		for key, value := range data {
@@ -139,11 +169,12 @@ func (s *ChallengeStore) ReplacePart(part string, data map[string][]byte) (chang
 		}
 		entries[key] = entry
 	}
+	updated := newChallengePart(entries)
 
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	old := s.parts[part]
-	s.parts[part] = entries
+	old := s.entriesOf(part)
+	s.parts[part] = updated
 	s.reindex(part, old, entries)
 	return true, errors.Join(errs...)
 }
@@ -152,9 +183,18 @@ func (s *ChallengeStore) ReplacePart(part string, data map[string][]byte) (chang
 func (s *ChallengeStore) ClearPart(part string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	old := s.parts[part]
+	old := s.entriesOf(part)
 	delete(s.parts, part)
 	s.reindex(part, old, nil)
+}
+
+// entriesOf returns the entries of part, nil when the store has no such part. The caller holds
+// mu.
+func (s *ChallengeStore) entriesOf(part string) map[string]parsedEntry {
+	if p := s.parts[part]; p != nil {
+		return p.entries
+	}
+	return nil
 }
 
 // reindex updates the maps handshakes and requests read after one part changed from old to
@@ -166,7 +206,7 @@ func (s *ChallengeStore) reindex(part string, old, current map[string]parsedEntr
 		if replacement, ok := current[key]; ok && replacement.err == nil && replacement.challengeType == entry.challengeType {
 			continue // served from the new entry below
 		}
-		s.unindex(part, key, entry)
+		s.unindex(part, entry)
 	}
 	for _, entry := range current {
 		s.index(entry)
@@ -184,9 +224,10 @@ func (s *ChallengeStore) index(entry parsedEntry) {
 	}
 }
 
-// unindex stops serving entry, a former entry of part under key, unless what is served for its
-// name came from elsewhere; another part holding the same key serves it from then on.
-func (s *ChallengeStore) unindex(part, key string, entry parsedEntry) {
+// unindex stops serving entry, a former entry of part, unless what is served for its name came
+// from elsewhere; another part holding an entry for the same name (the same key, or one whose DNS
+// name differs only in case) serves it from then on.
+func (s *ChallengeStore) unindex(part string, entry parsedEntry) {
 	switch {
 	case entry.err != nil:
 		return
@@ -203,11 +244,12 @@ func (s *ChallengeStore) unindex(part, key string, entry parsedEntry) {
 	default:
 		return
 	}
-	for other, entries := range s.parts {
+	name := entry.servedName()
+	for other, content := range s.parts {
 		if other == part {
 			continue
 		}
-		if e, ok := entries[key]; ok && e.err == nil {
+		if e, ok := content.served[name]; ok {
 			s.index(e)
 			return
 		}
@@ -242,7 +284,7 @@ func parseEntry(key string, value []byte) parsedEntry {
 func (s *ChallengeStore) Clear() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.parts = map[string]map[string]parsedEntry{}
+	s.parts = map[string]*challengePart{}
 	s.certificates, s.keyAuthorizations = map[string]*tls.Certificate{}, map[string]string{}
 	s.synced = true
 }

@@ -180,39 +180,54 @@ func TestChallengeStorePartsOverlap(t *testing.T) {
 	first := account.ChallengeCertificatePEM(t, "token-1", "a.example.com")
 	second := account.ChallengeCertificatePEM(t, "token-2", "a.example.com")
 	other := account.ChallengeCertificatePEM(t, "token-3", "b.example.com")
-	store := edge.NewChallengeStore()
-	served := func(step, name string, want []byte) {
-		t.Helper()
-		certificate, ok := store.ChallengeCertificate(name)
-		switch {
-		case want == nil && ok:
-			t.Fatalf("%s: %s is served, want nothing", step, name)
-		case want == nil:
-		case !ok:
-			t.Fatalf("%s: %s is not served", step, name)
-		case !strings.Contains(string(want), string(edgetest.ChainPEM(certificate))):
-			t.Fatalf("%s: %s is served with another certificate", step, name)
-		}
-	}
 	a, b := v1alpha1.TLSALPN01Key("a.example.com"), v1alpha1.TLSALPN01Key("b.example.com")
-	replace := func(part string, data map[string][]byte) {
-		t.Helper()
-		if _, err := store.ReplacePart(part, data); err != nil {
-			t.Fatal(err)
-		}
+	// Another writer (or an older version) may spell a name in another case: it is the same name.
+	upperA := "tls-alpn-01.A.Example.COM.pem"
+
+	tests := map[string]struct {
+		// firstKey and secondKey hold a.example.com's responses in shard-0 and shard-1.
+		firstKey, secondKey string
+	}{
+		"same key":                             {firstKey: a, secondKey: a},
+		"the part updated last in upper case":  {firstKey: a, secondKey: upperA},
+		"the part updated first in upper case": {firstKey: upperA, secondKey: a},
 	}
-	replace("shard-0", map[string][]byte{a: first, b: other})
-	replace("shard-1", map[string][]byte{a: second})
-	served("both parts", "a.example.com", second)
-	served("both parts", "b.example.com", other)
-	replace("shard-1", map[string][]byte{})
-	served("gone from the part updated last", "a.example.com", first)
-	replace("shard-0", map[string][]byte{b: other})
-	served("gone from both", "a.example.com", nil)
-	served("kept", "b.example.com", other)
-	store.ClearPart("shard-0")
-	served("part deleted", "b.example.com", nil)
-	if tls, http := store.Len(); tls != 0 || http != 0 {
-		t.Fatalf("store holds %d tls-alpn-01 and %d http-01 responses after everything left", tls, http)
+	for name, test := range tests {
+		t.Run(name, func(t *testing.T) {
+			store := edge.NewChallengeStore()
+			served := func(step, name string, want []byte) {
+				t.Helper()
+				certificate, ok := store.ChallengeCertificate(name)
+				switch {
+				case want == nil && ok:
+					t.Fatalf("%s: %s is served, want nothing", step, name)
+				case want == nil:
+				case !ok:
+					t.Fatalf("%s: %s is not served", step, name)
+				case !strings.Contains(string(want), string(edgetest.ChainPEM(certificate))):
+					t.Fatalf("%s: %s is served with another certificate", step, name)
+				}
+			}
+			replace := func(part string, data map[string][]byte) {
+				t.Helper()
+				if _, err := store.ReplacePart(part, data); err != nil {
+					t.Fatal(err)
+				}
+			}
+			replace("shard-0", map[string][]byte{test.firstKey: first, b: other})
+			replace("shard-1", map[string][]byte{test.secondKey: second})
+			served("both parts", "a.example.com", second)
+			served("both parts", "b.example.com", other)
+			replace("shard-1", map[string][]byte{})
+			served("gone from the part updated last", "a.example.com", first)
+			replace("shard-0", map[string][]byte{b: other})
+			served("gone from both", "a.example.com", nil)
+			served("kept", "b.example.com", other)
+			store.ClearPart("shard-0")
+			served("part deleted", "b.example.com", nil)
+			if tls, http := store.Len(); tls != 0 || http != 0 {
+				t.Fatalf("store holds %d tls-alpn-01 and %d http-01 responses after everything left", tls, http)
+			}
+		})
 	}
 }
