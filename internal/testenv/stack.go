@@ -28,8 +28,11 @@ type Stack struct {
 	// Namespace holds the load balancer Deployment "edge" and the test's Certificates;
 	// Namespace+"-system" holds the ClusterIssuer's account key.
 	Namespace string
-	// Kubeconfig is a kubeconfig file for the apiserver.
+	// Kubeconfig is a kubeconfig file for the apiserver, as its administrator.
 	Kubeconfig string
+	// ManagerKubeconfig is the manager's: it impersonates ManagerUser, whose only permissions
+	// are those config/rbac grants (InstallManagerRBAC).
+	ManagerKubeconfig string
 	// Issuer is the name of the ClusterIssuer.
 	Issuer string
 	// MetricsAddress is where the manager serves /metrics (plain HTTP).
@@ -76,7 +79,8 @@ const EdgeDeployment = "edge"
 func StartStack(ctx context.Context, kube *Kube, pebble *Pebble, opts StackOptions) (_ *Stack, err error) {
 	s := &Stack{
 		Kube: kube, Pebble: pebble, Namespace: opts.Namespace,
-		Kubeconfig: filepath.Join(opts.Dir, "kubeconfig"), Issuer: opts.Namespace + "-pebble",
+		Kubeconfig: filepath.Join(opts.Dir, "kubeconfig"), ManagerKubeconfig: filepath.Join(opts.Dir, "manager.kubeconfig"),
+		Issuer: opts.Namespace + "-pebble",
 		managerBinary: opts.ManagerBinary, output: opts.Output,
 	}
 	defer func() {
@@ -92,10 +96,18 @@ func StartStack(ctx context.Context, kube *Kube, pebble *Pebble, opts StackOptio
 	if err := WriteKubeconfig(config, s.Kubeconfig); err != nil {
 		return nil, err
 	}
+	if err := WriteKubeconfig(ManagerConfig(config), s.ManagerKubeconfig); err != nil {
+		return nil, err
+	}
 	for _, name := range []string{s.Namespace, s.Namespace + "-system"} {
 		if err := kube.Client.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name}}); err != nil && !apierrors.IsAlreadyExists(err) {
 			return nil, err
 		}
+	}
+	// The manager has the permissions the install gives it, no more; its Lease (with
+	// --leader-elect) is in the cluster resource namespace.
+	if err := InstallManagerRBAC(ctx, kube.Client, s.Namespace+"-system"); err != nil {
+		return nil, err
 	}
 	// The load balancer Deployment. envtest runs no controllers, so it never rolls out: the edge
 	// runs as a local process instead, watching the same challenge Secret.
@@ -145,7 +157,7 @@ func StartStack(ctx context.Context, kube *Kube, pebble *Pebble, opts StackOptio
 	}
 	s.MetricsAddress = fmt.Sprintf("127.0.0.1:%d", metricsPort)
 	s.managerArgs = []string{
-		"--kubeconfig", s.Kubeconfig,
+		"--kubeconfig", s.ManagerKubeconfig,
 		"--metrics-bind-address", s.MetricsAddress,
 		"--health-probe-bind-address", fmt.Sprintf("127.0.0.1:%d", managerHealth),
 		"--cluster-resource-namespace", s.Namespace + "-system",

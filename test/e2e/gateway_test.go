@@ -203,7 +203,10 @@ func TestGatewaySourceTurnsOnWhenCRDsAppear(t *testing.T) {
 	managerBinary, _ := testenv.Binaries(t)
 	dir := t.TempDir()
 	kubeconfig := filepath.Join(dir, "kubeconfig")
-	if err := testenv.WriteKubeconfig(kube.Config, kubeconfig); err != nil {
+	if err := testenv.InstallManagerRBAC(ctx, kube.Client, ""); err != nil {
+		t.Fatal(err)
+	}
+	if err := testenv.WriteKubeconfig(testenv.ManagerConfig(kube.Config), kubeconfig); err != nil {
 		t.Fatal(err)
 	}
 	manager, err := testenv.StartProcess("manager", managerBinary, []string{

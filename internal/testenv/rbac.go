@@ -1,0 +1,137 @@
+package testenv
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"slices"
+
+	rbacv1 "k8s.io/api/rbac/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/util/yaml"
+	"k8s.io/client-go/rest"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+)
+
+// ManagerUser is who the Stack's manager is to the apiserver: the ServiceAccount that
+// config/rbac (and the Helm chart) bind certpilot's roles to. The manager authenticates as the
+// test's administrator and impersonates it, so every request it makes is authorized by those
+// roles and nothing else: a permission the code needs and the generated ClusterRole lacks fails
+// the tests that need it.
+const ManagerUser = "system:serviceaccount:certpilot-system:certpilot-controller-manager"
+
+// managerRBACFiles are the files under config/rbac that grant the manager its permissions
+// cluster-wide (what `kubectl apply -k config/default` installs), in the order they apply.
+var managerRBACFiles = []string{"role.yaml", "role_binding.yaml", "source_role.yaml", "source_role_binding.yaml"}
+
+// ManagerConfig returns config impersonating ManagerUser (the apiserver adds the
+// ServiceAccount's groups).
+func ManagerConfig(config *rest.Config) *rest.Config {
+	impersonating := rest.CopyConfig(config)
+	impersonating.Impersonate = rest.ImpersonationConfig{UserName: ManagerUser}
+	return impersonating
+}
+
+// InstallManagerRBAC creates, or updates to what the files say, the ClusterRoles and
+// ClusterRoleBindings of config/rbac, and the leader election Role and RoleBinding of
+// config/rbac in leaseNamespace (the install puts them in certpilot-system, where its manager
+// keeps its Lease; a Stack's manager keeps it in its cluster resource namespace). With
+// leaseNamespace "", the manager may not elect a leader.
+func InstallManagerRBAC(ctx context.Context, c client.Client, leaseNamespace string) error {
+	root, err := RepoRoot()
+	if err != nil {
+		return err
+	}
+	files := managerRBACFiles
+	if leaseNamespace != "" {
+		files = append(slices.Clone(files), "leader_election_role.yaml", "leader_election_role_binding.yaml")
+	}
+	var objects []client.Object
+	for _, name := range files {
+		decoded, err := decodeRBAC(filepath.Join(root, "config", "rbac", name))
+		if err != nil {
+			return err
+		}
+		objects = append(objects, decoded...)
+	}
+	for _, object := range objects {
+		if object.GetNamespace() != "" {
+			object.SetNamespace(leaseNamespace)
+		}
+		if err := createOrUpdate(ctx, c, object); err != nil {
+			return fmt.Errorf("installing the manager's RBAC (%T %s): %w", object, object.GetName(), err)
+		}
+	}
+	return nil
+}
+
+// decodeRBAC reads the Roles, ClusterRoles and their bindings in a YAML file of config/rbac.
+func decodeRBAC(path string) ([]client.Object, error) {
+	content, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	var objects []client.Object
+	reader := yaml.NewYAMLReader(bufio.NewReader(bytes.NewReader(content)))
+	for {
+		document, err := reader.Read()
+		if errors.Is(err, io.EOF) {
+			return objects, nil
+		}
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", path, err)
+		}
+		var kind struct{ Kind string }
+		if err := yaml.Unmarshal(document, &kind); err != nil {
+			return nil, fmt.Errorf("%s: %w", path, err)
+		}
+		var object client.Object
+		switch kind.Kind {
+		case "":
+			continue // an empty document (a leading ---)
+		case "ClusterRole":
+			object = &rbacv1.ClusterRole{}
+		case "ClusterRoleBinding":
+			object = &rbacv1.ClusterRoleBinding{}
+		case "Role":
+			object = &rbacv1.Role{}
+		case "RoleBinding":
+			object = &rbacv1.RoleBinding{}
+		default:
+			return nil, fmt.Errorf("%s: unexpected kind %q", path, kind.Kind)
+		}
+		if err := yaml.UnmarshalStrict(document, object); err != nil {
+			return nil, fmt.Errorf("%s: %w", path, err)
+		}
+		objects = append(objects, object)
+	}
+}
+
+// createOrUpdate creates object, or replaces the rules or subjects of the one that exists
+// (several stacks in one apiserver share the cluster-scoped roles).
+func createOrUpdate(ctx context.Context, c client.Client, object client.Object) error {
+	err := c.Create(ctx, object.DeepCopyObject().(client.Object))
+	if !apierrors.IsAlreadyExists(err) {
+		return err
+	}
+	current := object.DeepCopyObject().(client.Object)
+	if err := c.Get(ctx, client.ObjectKeyFromObject(object), current); err != nil {
+		return err
+	}
+	switch want := object.(type) {
+	case *rbacv1.ClusterRole:
+		current.(*rbacv1.ClusterRole).Rules = want.Rules
+	case *rbacv1.Role:
+		current.(*rbacv1.Role).Rules = want.Rules
+	case *rbacv1.ClusterRoleBinding:
+		current.(*rbacv1.ClusterRoleBinding).Subjects = want.Subjects
+	case *rbacv1.RoleBinding:
+		current.(*rbacv1.RoleBinding).Subjects = want.Subjects
+	}
+	return c.Update(ctx, current)
+}
