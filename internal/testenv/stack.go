@@ -80,7 +80,7 @@ func StartStack(ctx context.Context, kube *Kube, pebble *Pebble, opts StackOptio
 	s := &Stack{
 		Kube: kube, Pebble: pebble, Namespace: opts.Namespace,
 		Kubeconfig: filepath.Join(opts.Dir, "kubeconfig"), ManagerKubeconfig: filepath.Join(opts.Dir, "manager.kubeconfig"),
-		Issuer: opts.Namespace + "-pebble",
+		Issuer:        opts.Namespace + "-pebble",
 		managerBinary: opts.ManagerBinary, output: opts.Output,
 	}
 	defer func() {
