@@ -41,8 +41,9 @@ func (c *shardChange) wait(ctx context.Context) error {
 }
 
 // submit queues compute for the next write of the shard name and, when no write of it is in
-// flight, starts one. ctx's values (not its end) go with the write.
-func (w *ShardWriter) submit(ctx context.Context, name types.NamespacedName, deployment string,
+// flight, starts one, after linger (the changes queued meanwhile go with it). ctx's values (not
+// its end) go with the write.
+func (w *ShardWriter) submit(ctx context.Context, name types.NamespacedName, deployment string, linger time.Duration,
 	compute func(*corev1.Secret) (data, annotations map[string]any)) *shardChange {
 	change := &shardChange{compute: compute, done: make(chan error, 1)}
 	if compute != nil {
@@ -55,7 +56,12 @@ func (w *ShardWriter) submit(ctx context.Context, name types.NamespacedName, dep
 	state.writing = true
 	state.mu.Unlock()
 	if start {
-		go w.writeQueue(context.WithoutCancel(ctx), name, deployment, state)
+		go func() {
+			if linger > 0 {
+				time.Sleep(linger)
+			}
+			w.writeQueue(context.WithoutCancel(ctx), name, deployment, state)
+		}()
 	}
 	return change
 }

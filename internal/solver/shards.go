@@ -6,6 +6,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -27,6 +28,10 @@ import (
 // saw (optimistic locking): another replica, or a person, writing the same shard makes the write
 // fail with a conflict instead of overwriting, and the shard is read again. The last written
 // state of each shard is kept in memory, so a write needs no read first.
+//
+// In a burst (a Put less than shardBusy after the one before), a write that no write in flight
+// delays waits Linger for more changes before it goes out: a Certificate's names live in
+// different shards, and without the wait two Certificates rarely meet in one write.
 type ShardWriter struct {
 	// Client writes.
 	Client client.Client
@@ -36,6 +41,12 @@ type ShardWriter struct {
 	APIReader client.Reader
 	// Clock dates the responses (MaxResponseAge); nil means the real clock.
 	Clock clock.PassiveClock
+	// Linger is how long a write in a burst waits for more changes; 0 means DefaultShardLinger,
+	// a negative value not at all.
+	Linger time.Duration
+
+	// lastPut is when the last Put came (Unix nanoseconds, real time).
+	lastPut atomic.Int64
 
 	mu     sync.Mutex
 	shards map[types.NamespacedName]*shardState
@@ -147,12 +158,13 @@ func (w *ShardWriter) Put(ctx context.Context, namespace, deployment, owner stri
 		change *shardChange
 		held   *HeldError // set by the change's compute, read after it is done
 	}
+	linger := w.linger()
 	groups := groupByShard(entries, func(e Entry) string { return e.Key })
 	parts := make([]*part, 0, len(groups))
 	for shard, group := range groups {
 		p := &part{}
 		name := types.NamespacedName{Namespace: namespace, Name: certpilotv1alpha1.ChallengeShardName(deployment, shard)}
-		p.change = w.submit(ctx, name, deployment, func(secret *corev1.Secret) (map[string]any, map[string]any) {
+		p.change = w.submit(ctx, name, deployment, linger, func(secret *corev1.Secret) (map[string]any, map[string]any) {
 			p.held = nil // computed again after a conflict
 			data, annotations := map[string]any{}, map[string]any{}
 			for _, entry := range group {
@@ -185,6 +197,28 @@ func (w *ShardWriter) Put(ctx context.Context, namespace, deployment, owner stri
 	return held
 }
 
+// DefaultShardLinger is ShardWriter.Linger's default: at a thousand issuances at once it lets
+// about one more Certificate's response join a write (each shard sees one or two Puts a second),
+// and it adds a tenth of a second to a present that minutes of validation follow.
+const DefaultShardLinger = 100 * time.Millisecond
+
+// shardBusy is how close two Puts must come for the second to be part of a burst.
+const shardBusy = time.Second
+
+// linger notes a Put and returns how long its writes may wait for company: Linger in a burst,
+// else nothing.
+func (w *ShardWriter) linger() time.Duration {
+	now := time.Now().UnixNano()
+	previous := w.lastPut.Swap(now)
+	if previous == 0 || time.Duration(now-previous) >= shardBusy || w.Linger < 0 {
+		return 0
+	}
+	if w.Linger == 0 {
+		return DefaultShardLinger
+	}
+	return w.Linger
+}
+
 // Remove queues the removal of owner's keys from the load balancer's shards and returns them.
 // The removals ride along with the next write to each shard, or are written on their own after
 // RemovalDelay; keys another owner holds by then are left alone.
@@ -214,7 +248,7 @@ func (w *ShardWriter) Remove(ctx context.Context, namespace, deployment, owner s
 func (w *ShardWriter) flush(name types.NamespacedName, deployment string) {
 	ctx, cancel := context.WithTimeout(context.Background(), shardWriteTimeout)
 	defer cancel()
-	_ = w.submit(ctx, name, deployment, nil).wait(ctx)
+	_ = w.submit(ctx, name, deployment, 0, nil).wait(ctx)
 	state := w.state(name)
 	state.mu.Lock()
 	defer state.mu.Unlock()

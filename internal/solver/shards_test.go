@@ -352,3 +352,49 @@ func TestShardWriterGroupsConcurrentPuts(t *testing.T) {
 		t.Errorf("contested key: %d Puts succeeded and %d were told it is held, want 1 and 1", winners, held.Load())
 	}
 }
+
+// TestShardWriterLingersInABurst: in a burst (a Put shortly after another), a write waits
+// Linger for company, so a Put that comes a moment later shares it; the first Put of all is
+// written at once.
+func TestShardWriterLingersInABurst(t *testing.T) {
+	testenv.SkipIfShort(t)
+	ctx := context.Background()
+	namespace := newNamespace(t)
+	counting := &countingClient{Client: kube.Client}
+	w := &solver.ShardWriter{Client: counting, APIReader: kube.Client, Linger: 2 * time.Second}
+	keys := sameShardKeys(3)
+	put := func(i int) error {
+		owner := fmt.Sprintf("team/c%d", i)
+		return w.Put(ctx, namespace, "lb", owner, []solver.Entry{{Key: keys[i], Value: []byte(owner)}}, never)
+	}
+	start := time.Now()
+	if err := put(0); err != nil {
+		t.Fatal(err)
+	}
+	if waited := time.Since(start); waited >= time.Second {
+		t.Errorf("the first Put waited %s: nothing came before it, it should not linger", waited)
+	}
+	first := counting.writes.Load()
+
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		if err := put(1); err != nil {
+			t.Error(err)
+		}
+	})
+	// The second Put of the burst comes while the first one's write lingers (2 s).
+	time.Sleep(100 * time.Millisecond)
+	if err := put(2); err != nil {
+		t.Error(err)
+	}
+	wg.Wait()
+	if writes := counting.writes.Load() - first; writes != 1 {
+		t.Errorf("two Puts 100 ms apart in a burst took %d writes, want 1", writes)
+	}
+	shard := shardOf(t, namespace, keys[0])
+	for i, key := range keys {
+		if owner := fmt.Sprintf("team/c%d", i); string(shard.Data[key]) != owner {
+			t.Errorf("key %s holds %q, want %s", key, shard.Data[key], owner)
+		}
+	}
+}
