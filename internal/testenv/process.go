@@ -44,8 +44,6 @@ func WriteKubeconfig(cfg *rest.Config, path string) error {
 		ClientCertificateData: cfg.CertData,
 		ClientKeyData:         cfg.KeyData,
 		Token:                 cfg.BearerToken,
-		Impersonate:           cfg.Impersonate.UserName,
-		ImpersonateGroups:     cfg.Impersonate.Groups,
 	}
 	kubeconfig.Contexts["envtest"] = &clientcmdapi.Context{Cluster: "envtest", AuthInfo: "envtest", Namespace: "default"}
 	kubeconfig.CurrentContext = "envtest"

@@ -16,25 +16,32 @@ import (
 	"k8s.io/apimachinery/pkg/util/yaml"
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/envtest"
 )
 
 // ManagerUser is who the Stack's manager is to the apiserver: the ServiceAccount that
-// config/rbac (and the Helm chart) bind certpilot's roles to. The manager authenticates as the
-// test's administrator and impersonates it, so every request it makes is authorized by those
-// roles and nothing else: a permission the code needs and the generated ClusterRole lacks fails
-// the tests that need it.
+// config/rbac (and the Helm chart) bind certpilot's roles to, with its groups, authenticated
+// by a client certificate of the test apiserver's CA. Every request it makes is authorized by
+// those roles and nothing else: a permission the code needs and the generated ClusterRole lacks
+// fails the tests that need it.
 const ManagerUser = "system:serviceaccount:certpilot-system:certpilot-controller-manager"
+
+// managerGroups are the groups the apiserver gives ManagerUser's ServiceAccount tokens
+// (system:authenticated is added to every user).
+var managerGroups = []string{"system:serviceaccounts", "system:serviceaccounts:certpilot-system"}
 
 // managerRBACFiles are the files under config/rbac that grant the manager its permissions
 // cluster-wide (what `kubectl apply -k config/default` installs), in the order they apply.
 var managerRBACFiles = []string{"role.yaml", "role_binding.yaml", "source_role.yaml", "source_role_binding.yaml"}
 
-// ManagerConfig returns config impersonating ManagerUser (the apiserver adds the
-// ServiceAccount's groups).
-func ManagerConfig(config *rest.Config) *rest.Config {
-	impersonating := rest.CopyConfig(config)
-	impersonating.Impersonate = rest.ImpersonationConfig{UserName: ManagerUser}
-	return impersonating
+// ManagerConfig returns base (an administrator's config for kube's apiserver, at the address
+// the manager is to use) authenticating as ManagerUser instead.
+func ManagerConfig(kube *Kube, base *rest.Config) (*rest.Config, error) {
+	user, err := kube.Env.AddUser(envtest.User{Name: ManagerUser, Groups: managerGroups}, base)
+	if err != nil {
+		return nil, fmt.Errorf("a client certificate for %s: %w", ManagerUser, err)
+	}
+	return user.Config(), nil
 }
 
 // InstallManagerRBAC creates, or updates to what the files say, the ClusterRoles and

@@ -30,8 +30,8 @@ type Stack struct {
 	Namespace string
 	// Kubeconfig is a kubeconfig file for the apiserver, as its administrator.
 	Kubeconfig string
-	// ManagerKubeconfig is the manager's: it impersonates ManagerUser, whose only permissions
-	// are those config/rbac grants (InstallManagerRBAC).
+	// ManagerKubeconfig is the manager's: it is ManagerUser, whose only permissions are those
+	// config/rbac grants (InstallManagerRBAC).
 	ManagerKubeconfig string
 	// Issuer is the name of the ClusterIssuer.
 	Issuer string
@@ -96,7 +96,11 @@ func StartStack(ctx context.Context, kube *Kube, pebble *Pebble, opts StackOptio
 	if err := WriteKubeconfig(config, s.Kubeconfig); err != nil {
 		return nil, err
 	}
-	if err := WriteKubeconfig(ManagerConfig(config), s.ManagerKubeconfig); err != nil {
+	managerConfig, err := ManagerConfig(kube, config)
+	if err != nil {
+		return nil, err
+	}
+	if err := WriteKubeconfig(managerConfig, s.ManagerKubeconfig); err != nil {
 		return nil, err
 	}
 	for _, name := range []string{s.Namespace, s.Namespace + "-system"} {

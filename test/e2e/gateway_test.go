@@ -206,7 +206,11 @@ func TestGatewaySourceTurnsOnWhenCRDsAppear(t *testing.T) {
 	if err := testenv.InstallManagerRBAC(ctx, kube.Client, ""); err != nil {
 		t.Fatal(err)
 	}
-	if err := testenv.WriteKubeconfig(testenv.ManagerConfig(kube.Config), kubeconfig); err != nil {
+	managerConfig, err := testenv.ManagerConfig(kube, kube.Config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := testenv.WriteKubeconfig(managerConfig, kubeconfig); err != nil {
 		t.Fatal(err)
 	}
 	manager, err := testenv.StartProcess("manager", managerBinary, []string{
