@@ -24,7 +24,7 @@ import (
 // TestIssuedKey: storing a certificate takes the stored key that matches it: the claim's, or,
 // for an order finalized by an earlier version, the Certificate's legacy next-key Secret's; a
 // legacy Secret that is not this Certificate's pending key is never used. (One read step:
-// objects in a fake client.)
+// objects in a fake client. The upgrade itself, on envtest: TestUpgradeFromNextKeySecrets.)
 func TestIssuedKey(t *testing.T) {
 	cert := &certpilotv1alpha1.Certificate{
 		ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "www", UID: "uid-www"},

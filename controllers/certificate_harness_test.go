@@ -146,6 +146,8 @@ func (h *certificateHarness) newCertificate(t *testing.T, name string) *certpilo
 // reconcileUntil reconciles cert, one Reconcile per poll, until done (given that reconcile's
 // error, with cert as the API holds it afterwards) returns nil; it returns that reconcile's
 // error. A reconcile that the cache is not ready for yet does nothing and is simply repeated.
+// A failed issuance ends the test at once: none of these tests has one, and its backoff would
+// only make the wait time out later.
 func (h *certificateHarness) reconcileUntil(t *testing.T, cert *certpilotv1alpha1.Certificate, what string, done func(err error) error) error {
 	t.Helper()
 	var last error
@@ -153,6 +155,9 @@ func (h *certificateHarness) reconcileUntil(t *testing.T, cert *certpilotv1alpha
 		_, last = h.reconciler.Reconcile(context.Background(), reconcile.Request{NamespacedName: client.ObjectKeyFromObject(cert)})
 		if err := testKube.Client.Get(context.Background(), client.ObjectKeyFromObject(cert), cert); err != nil {
 			return err
+		}
+		if cert.Status.FailedIssuanceAttempts > 0 {
+			t.Fatalf("%s: the issuance failed (last reconcile: %v): %s", what, last, describeConditions(cert))
 		}
 		if err := done(last); err != nil {
 			return fmt.Errorf("%w (last reconcile: %v; conditions: %s)", err, last, describeConditions(cert))
