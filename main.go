@@ -35,6 +35,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/controller"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+	"sigs.k8s.io/controller-runtime/pkg/metrics"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
 
@@ -187,6 +188,7 @@ func main() {
 			CheckTimeout: selfCheckTimeout,
 		},
 	}).SetupWithManager(ctx, mgr, controller.Options{MaxConcurrentReconciles: certificateWorkers}))
+	metrics.Registry.MustRegister(&controllers.CertificateCollector{Reader: mgr.GetCache(), Elected: mgr.Elected()})
 
 	// A source reconcile is a few cached reads and applies: two workers each are plenty.
 	sources := source.Options{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Recorder: recorder,

@@ -116,7 +116,7 @@ func (r *CertificateReconciler) Reconcile(ctx context.Context, req ctrl.Request)
 	cert := &certpilotv1alpha1.Certificate{}
 	if err := r.Get(ctx, req.NamespacedName, cert); err != nil {
 		if apierrors.IsNotFound(err) {
-			forgetCertificateMetrics(req.Namespace, req.Name)
+			solver.ForgetMetrics(req.Namespace, req.Name)
 			r.written.Delete(req.NamespacedName)
 			r.unrecordedOrders.Delete(req.NamespacedName)
 			r.renewalInfoFetches.Delete(req.NamespacedName)
@@ -138,7 +138,6 @@ func (r *CertificateReconciler) Reconcile(ctx context.Context, req ctrl.Request)
 		err = r.slowedDown(ctx, run, r.reregisterIfForgotten(ctx, run, err))
 		wasStalled := meta.IsStatusConditionTrue(cert.Status.Conditions, certpilotv1alpha1.ConditionStalled)
 		summarizeCertificate(cert, run.ready, err, run.now)
-		recordCertificateMetrics(cert)
 		if s, ok := asStalled(err); ok && !wasStalled && !run.failureRecorded {
 			// Once per stall, not on every recheck.
 			r.Recorder.Eventf(cert, nil, corev1.EventTypeWarning, s.Reason, "Reconcile", "%s", s.Message)

@@ -1,36 +1,23 @@
 package controllers
 
 import (
+	"context"
+	"fmt"
 	"strconv"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"k8s.io/apimachinery/pkg/api/meta"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/metrics"
 
 	certpilotv1alpha1 "github.com/certpilot/certpilot/api/v1alpha1"
-	"github.com/certpilot/certpilot/internal/solver"
 )
 
 // certpilot's Prometheus metrics, served on the manager's metrics endpoint. Per-certificate
-// series carry namespace and name; counters carry only bounded labels.
+// series carry namespace and name and come from CertificateCollector; counters carry only
+// bounded labels.
 var (
-	certificateNotAfter = prometheus.NewGaugeVec(prometheus.GaugeOpts{
-		Name: "certpilot_certificate_not_after_timestamp_seconds",
-		Help: "When the certificate in the Secret expires (Unix time).",
-	}, []string{"namespace", "name"})
-	certificateRenewalTime = prometheus.NewGaugeVec(prometheus.GaugeOpts{
-		Name: "certpilot_certificate_renewal_timestamp_seconds",
-		Help: "When certpilot renews the certificate (Unix time).",
-	}, []string{"namespace", "name"})
-	certificateReady = prometheus.NewGaugeVec(prometheus.GaugeOpts{
-		Name: "certpilot_certificate_ready",
-		Help: "1 when the Certificate is Ready, else 0.",
-	}, []string{"namespace", "name"})
-	certificateAutoRenewable = prometheus.NewGaugeVec(prometheus.GaugeOpts{
-		Name: "certpilot_certificate_auto_renewable",
-		Help: "1 when certpilot renews the certificate without a person (not dns01 manual).",
-	}, []string{"namespace", "name"})
 	issuances = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "certpilot_issuances_total",
 		Help: "Issuance attempts that ended, by result (success, failure) and reason.",
@@ -56,8 +43,7 @@ var (
 )
 
 func init() {
-	metrics.Registry.MustRegister(certificateNotAfter, certificateRenewalTime, certificateReady, certificateAutoRenewable,
-		issuances, acmeRequests, acmeRequestDuration, selfChecks, selfCheckDuration)
+	metrics.Registry.MustRegister(issuances, acmeRequests, acmeRequestDuration, selfChecks, selfCheckDuration)
 }
 
 // observeACMERequest feeds the ACME request metrics (acme.Options.ObserveRequest).
@@ -66,32 +52,72 @@ func observeACMERequest(endpoint string, status int, duration time.Duration) {
 	acmeRequestDuration.WithLabelValues(endpoint).Observe(duration.Seconds())
 }
 
-// recordCertificateMetrics sets a Certificate's series from its status.
-func recordCertificateMetrics(cert *certpilotv1alpha1.Certificate) {
-	labels := prometheus.Labels{"namespace": cert.Namespace, "name": cert.Name}
-	if cert.Status.NotAfter != nil {
-		certificateNotAfter.With(labels).Set(float64(cert.Status.NotAfter.Unix()))
-	} else {
-		certificateNotAfter.Delete(labels)
-	}
-	if cert.Status.RenewalTime != nil {
-		certificateRenewalTime.With(labels).Set(float64(cert.Status.RenewalTime.Unix()))
-	} else {
-		certificateRenewalTime.Delete(labels)
-	}
-	certificateReady.With(labels).Set(boolFloat(meta.IsStatusConditionTrue(cert.Status.Conditions, certpilotv1alpha1.ConditionReady)))
-	if cert.Status.AutoRenewable != nil {
-		certificateAutoRenewable.With(labels).Set(boolFloat(*cert.Status.AutoRenewable))
+// The per-certificate series, described once.
+var (
+	certificateNotAfterDesc = prometheus.NewDesc("certpilot_certificate_not_after_timestamp_seconds",
+		"When the certificate in the Secret expires (Unix time).", []string{"namespace", "name"}, nil)
+	certificateRenewalTimeDesc = prometheus.NewDesc("certpilot_certificate_renewal_timestamp_seconds",
+		"When certpilot renews the certificate (Unix time).", []string{"namespace", "name"}, nil)
+	certificateReadyDesc = prometheus.NewDesc("certpilot_certificate_ready",
+		"1 when the Certificate is Ready, else 0.", []string{"namespace", "name"}, nil)
+	certificateAutoRenewableDesc = prometheus.NewDesc("certpilot_certificate_auto_renewable",
+		"1 when certpilot renews the certificate without a person (not dns01 manual).", []string{"namespace", "name"}, nil)
+)
+
+// collectTimeout bounds the read of the Certificates at a scrape.
+const collectTimeout = 10 * time.Second
+
+// CertificateCollector serves the per-certificate series (expiry, renewal time, Ready,
+// auto-renewable) from the Certificates' statuses in the manager's cache, at each scrape. No
+// series is kept between scrapes, so their memory does not grow with the number of
+// Certificates (about 1.7 KB each as gauges), and a deleted Certificate's series end with it.
+// Only the elected leader serves them, as only it reconciles: two replicas do not report every
+// Certificate twice.
+type CertificateCollector struct {
+	// Reader lists the Certificates (the manager's cache).
+	Reader client.Reader
+	// Elected is closed once this replica leads (the manager's Elected).
+	Elected <-chan struct{}
+}
+
+// Describe implements prometheus.Collector.
+func (c *CertificateCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, desc := range []*prometheus.Desc{certificateNotAfterDesc, certificateRenewalTimeDesc, certificateReadyDesc, certificateAutoRenewableDesc} {
+		ch <- desc
 	}
 }
 
-// forgetCertificateMetrics drops a deleted Certificate's series.
-func forgetCertificateMetrics(namespace, name string) {
-	labels := prometheus.Labels{"namespace": namespace, "name": name}
-	for _, gauge := range []*prometheus.GaugeVec{certificateNotAfter, certificateRenewalTime, certificateReady, certificateAutoRenewable} {
-		gauge.Delete(labels)
+// Collect implements prometheus.Collector.
+func (c *CertificateCollector) Collect(ch chan<- prometheus.Metric) {
+	select {
+	case <-c.Elected:
+	default:
+		return
 	}
-	solver.ForgetMetrics(namespace, name)
+	ctx, cancel := context.WithTimeout(context.Background(), collectTimeout)
+	defer cancel()
+	var list certpilotv1alpha1.CertificateList
+	// Read only: the cache's objects themselves, not copies of them.
+	if err := c.Reader.List(ctx, &list, client.UnsafeDisableDeepCopy); err != nil {
+		ch <- prometheus.NewInvalidMetric(certificateReadyDesc, fmt.Errorf("listing Certificates: %w", err))
+		return
+	}
+	for i := range list.Items {
+		cert := &list.Items[i]
+		gauge := func(desc *prometheus.Desc, value float64) {
+			ch <- prometheus.MustNewConstMetric(desc, prometheus.GaugeValue, value, cert.Namespace, cert.Name)
+		}
+		if cert.Status.NotAfter != nil {
+			gauge(certificateNotAfterDesc, float64(cert.Status.NotAfter.Unix()))
+		}
+		if cert.Status.RenewalTime != nil {
+			gauge(certificateRenewalTimeDesc, float64(cert.Status.RenewalTime.Unix()))
+		}
+		gauge(certificateReadyDesc, boolFloat(meta.IsStatusConditionTrue(cert.Status.Conditions, certpilotv1alpha1.ConditionReady)))
+		if cert.Status.AutoRenewable != nil {
+			gauge(certificateAutoRenewableDesc, boolFloat(*cert.Status.AutoRenewable))
+		}
+	}
 }
 
 func boolFloat(b bool) float64 {

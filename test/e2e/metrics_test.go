@@ -63,6 +63,23 @@ func TestMetrics(t *testing.T) {
 		}
 		return nil
 	})
+
+	// A deleted Certificate's series go with it.
+	if err := kube.Client.Delete(ctx, cert); err != nil {
+		t.Fatal(err)
+	}
+	testenv.Eventually(t, 30*time.Second, "the deleted Certificate's series gone", func() error {
+		families, err := scrape(s.MetricsAddress)
+		if err != nil {
+			return err
+		}
+		for _, metric := range []string{"certpilot_certificate_not_after_timestamp_seconds", "certpilot_certificate_ready"} {
+			if value, found := find(families[metric], certLabels); found {
+				return fmt.Errorf("%s%v = %v after the Certificate was deleted", metric, certLabels, value)
+			}
+		}
+		return nil
+	})
 }
 
 func scrape(address string) (map[string]*dto.MetricFamily, error) {
