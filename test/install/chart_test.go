@@ -258,17 +258,30 @@ func TestChartAllOptions(t *testing.T) {
 	if index["ClusterRole /certpilot-manager"] != nil {
 		t.Error("with watchNamespaces the manager still gets the cluster-wide ClusterRole")
 	}
-	// Namespaced rules in Roles of each watched namespace and the release namespace; only
-	// ClusterIssuers cluster-wide. Together they grant exactly the generated rules.
+	// Namespaced rules in Roles of each watched namespace, the release namespace and the cluster
+	// resource namespace (which the manager watches too); only the cluster-scoped resources
+	// (ClusterIssuers, the reviews of metrics.secure) cluster-wide: a Role cannot grant them.
+	// Together they grant exactly the generated rules.
 	granted := map[string]bool{}
-	clusterRules, _, _ := unstructured.NestedSlice(index["ClusterRole /certpilot-manager-clusterissuers"].Object, "rules")
+	clusterScoped := []string{"certpilot.dev/clusterissuers", "authentication.k8s.io/tokenreviews", "authorization.k8s.io/subjectaccessreviews"}
+	isClusterScoped := func(pair string) bool {
+		resource, _, _ := strings.Cut(pair, " ")
+		resource, _, _ = strings.Cut(resource, "/status")
+		return slices.Contains(clusterScoped, resource)
+	}
+	clusterRules, _, _ := unstructured.NestedSlice(index["ClusterRole /certpilot-manager-cluster"].Object, "rules")
 	for _, pair := range rulePairs(clusterRules) {
-		if !strings.Contains(pair, "/clusterissuers") {
-			t.Errorf("the ClusterIssuer ClusterRole grants %s", pair)
+		if !isClusterScoped(pair) {
+			t.Errorf("the manager's ClusterRole grants %s, on a namespaced resource", pair)
 		}
 		granted[pair] = true
 	}
-	for _, namespace := range []string{"team-a", "team-b", releaseNamespace} {
+	for _, want := range clusterScoped {
+		if !slices.ContainsFunc(rulePairs(clusterRules), func(pair string) bool { return strings.HasPrefix(pair, want+" ") }) {
+			t.Errorf("the manager's ClusterRole grants nothing on %s", want)
+		}
+	}
+	for _, namespace := range []string{"team-a", "team-b", releaseNamespace, "certpilot-secrets"} {
 		role := index["Role "+namespace+"/certpilot-manager"]
 		if role == nil || index["RoleBinding "+namespace+"/certpilot-manager"] == nil {
 			t.Errorf("no Role and RoleBinding certpilot-manager in %s", namespace)
@@ -276,8 +289,8 @@ func TestChartAllOptions(t *testing.T) {
 		}
 		rules, _, _ := unstructured.NestedSlice(role.Object, "rules")
 		for _, pair := range rulePairs(rules) {
-			if strings.Contains(pair, "clusterissuers") {
-				t.Errorf("Role in %s grants %s", namespace, pair)
+			if isClusterScoped(pair) {
+				t.Errorf("Role in %s grants %s, which a Role cannot", namespace, pair)
 			}
 			granted[pair] = true
 		}
@@ -327,7 +340,7 @@ func TestChartAllOptions(t *testing.T) {
 			t.Errorf("manager args %v miss %s", managerArgs, want)
 		}
 	}
-	for _, want := range []string{"The manager watches only team-a", "name: certpilot-edge", "ServiceMonitor certpilot created"} {
+	for _, want := range []string{"The manager watches only team-a, team-b and certpilot-secrets", "name: certpilot-edge", "ServiceMonitor certpilot created"} {
 		if !strings.Contains(notes, want) {
 			t.Errorf("NOTES miss %q:\n%s", want, notes)
 		}

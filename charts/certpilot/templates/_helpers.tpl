@@ -49,8 +49,11 @@ seccompProfile:
   type: RuntimeDefault
 {{- end -}}
 
-{{/* Namespaces that get Roles when watchNamespaces is set: those listed and the release's. */}}
+{{/*
+Namespaces that get Roles when watchNamespaces is set: those listed, the release's, and the cluster
+resource namespace (the manager always watches it: --watch-namespaces adds it).
+*/}}
 {{- define "certpilot.roleNamespaces" -}}
-{{- $namespaces := append (.Values.watchNamespaces | default list) .Release.Namespace | uniq -}}
+{{- $namespaces := concat (.Values.watchNamespaces | default list) (list .Release.Namespace (default .Release.Namespace .Values.clusterResourceNamespace)) | uniq -}}
 {{- toJson $namespaces -}}
 {{- end -}}
