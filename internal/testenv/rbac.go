@@ -24,11 +24,13 @@ import (
 // by a client certificate of the test apiserver's CA. Every request it makes is authorized by
 // those roles and nothing else: a permission the code needs and the generated ClusterRole lacks
 // fails the tests that need it.
-const ManagerUser = "system:serviceaccount:certpilot-system:certpilot-controller-manager"
+const ManagerUser = "system:serviceaccount:" + managerNamespace + ":" + managerServiceAccount
 
-// managerGroups are the groups the apiserver gives ManagerUser's ServiceAccount tokens
-// (system:authenticated is added to every user).
-var managerGroups = []string{"system:serviceaccounts", "system:serviceaccounts:certpilot-system"}
+// The ServiceAccount config/rbac binds the manager's roles to.
+const (
+	managerNamespace      = "certpilot-system"
+	managerServiceAccount = "certpilot-controller-manager"
+)
 
 // managerRBACFiles are the files under config/rbac that grant the manager its permissions
 // cluster-wide (what `kubectl apply -k config/default` installs), in the order they apply.
@@ -37,9 +39,24 @@ var managerRBACFiles = []string{"role.yaml", "role_binding.yaml", "source_role.y
 // ManagerConfig returns base (an administrator's config for kube's apiserver, at the address
 // the manager is to use) authenticating as ManagerUser instead.
 func ManagerConfig(kube *Kube, base *rest.Config) (*rest.Config, error) {
-	user, err := kube.Env.AddUser(envtest.User{Name: ManagerUser, Groups: managerGroups}, base)
+	return serviceAccountConfig(kube, base, managerNamespace, managerServiceAccount)
+}
+
+// ServiceAccountUser is the user name the apiserver gives the tokens of ServiceAccount
+// namespace/name.
+func ServiceAccountUser(namespace, name string) string {
+	return "system:serviceaccount:" + namespace + ":" + name
+}
+
+// serviceAccountConfig returns base authenticating as ServiceAccount namespace/name, with the
+// groups the apiserver gives its tokens (system:authenticated is added to every user), by a
+// client certificate of kube's CA.
+func serviceAccountConfig(kube *Kube, base *rest.Config, namespace, name string) (*rest.Config, error) {
+	userName := ServiceAccountUser(namespace, name)
+	groups := []string{"system:serviceaccounts", "system:serviceaccounts:" + namespace}
+	user, err := kube.Env.AddUser(envtest.User{Name: userName, Groups: groups}, base)
 	if err != nil {
-		return nil, fmt.Errorf("a client certificate for %s: %w", ManagerUser, err)
+		return nil, fmt.Errorf("a client certificate for %s: %w", userName, err)
 	}
 	return user.Config(), nil
 }
@@ -83,6 +100,12 @@ func decodeRBAC(path string) ([]client.Object, error) {
 	if err != nil {
 		return nil, err
 	}
+	return decodeRBACManifest(path, content, false)
+}
+
+// decodeRBACManifest reads the Roles, ClusterRoles and their bindings in a multi-document YAML
+// stream from source. Other kinds are an error, or skipped with skipOthers.
+func decodeRBACManifest(source string, content []byte, skipOthers bool) ([]client.Object, error) {
 	var objects []client.Object
 	reader := yaml.NewYAMLReader(bufio.NewReader(bytes.NewReader(content)))
 	for {
@@ -91,11 +114,11 @@ func decodeRBAC(path string) ([]client.Object, error) {
 			return objects, nil
 		}
 		if err != nil {
-			return nil, fmt.Errorf("%s: %w", path, err)
+			return nil, fmt.Errorf("%s: %w", source, err)
 		}
 		var kind struct{ Kind string }
 		if err := yaml.Unmarshal(document, &kind); err != nil {
-			return nil, fmt.Errorf("%s: %w", path, err)
+			return nil, fmt.Errorf("%s: %w", source, err)
 		}
 		var object client.Object
 		switch kind.Kind {
@@ -110,10 +133,13 @@ func decodeRBAC(path string) ([]client.Object, error) {
 		case "RoleBinding":
 			object = &rbacv1.RoleBinding{}
 		default:
-			return nil, fmt.Errorf("%s: unexpected kind %q", path, kind.Kind)
+			if skipOthers {
+				continue
+			}
+			return nil, fmt.Errorf("%s: unexpected kind %q", source, kind.Kind)
 		}
 		if err := yaml.UnmarshalStrict(document, object); err != nil {
-			return nil, fmt.Errorf("%s: %w", path, err)
+			return nil, fmt.Errorf("%s: %w", source, err)
 		}
 		objects = append(objects, object)
 	}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -31,8 +32,11 @@ type Stack struct {
 	// Kubeconfig is a kubeconfig file for the apiserver, as its administrator.
 	Kubeconfig string
 	// ManagerKubeconfig is the manager's: it is ManagerUser, whose only permissions are those
-	// config/rbac grants (InstallManagerRBAC).
+	// config/rbac grants (InstallManagerRBAC), or with StackOptions.ChartValues the chart
+	// release's ServiceAccount, whose only permissions are those the chart grants.
 	ManagerKubeconfig string
+	// ManagerUser is the user of ManagerKubeconfig.
+	ManagerUser string
 	// Issuer is the name of the ClusterIssuer.
 	Issuer string
 	// MetricsAddress is where the manager serves /metrics (plain HTTP).
@@ -69,6 +73,15 @@ type StackOptions struct {
 	// instead of its own (for example a PebbleProxy); it must serve a certificate under
 	// Pebble's CABundle and pass the Host header on.
 	ACMEAddress string
+	// ChartValues, when not nil, run the manager under the RBAC that charts/certpilot renders
+	// with these values (an empty map: the chart's defaults) instead of config/rbac's. The
+	// release is named Namespace, in Namespace+"-system" (so that the cluster resource
+	// namespace is the release namespace), and installed with InstallChartRBAC; the manager is
+	// that release's ServiceAccount, which nothing else binds (config/rbac's ClusterRoles are
+	// bound to ManagerUser, for every other stack of the apiserver), and it gets the chart's
+	// flags that decide what it watches (--watch-namespaces, --gateway-source,
+	// --ingress-source) before ManagerArgs. The namespaces the values name must exist.
+	ChartValues map[string]any
 }
 
 // EdgeDeployment is the name of the load balancer Deployment certpilot mounts challenges into.
@@ -96,21 +109,40 @@ func StartStack(ctx context.Context, kube *Kube, pebble *Pebble, opts StackOptio
 	if err := WriteKubeconfig(config, s.Kubeconfig); err != nil {
 		return nil, err
 	}
-	managerConfig, err := ManagerConfig(kube, config)
+	system := s.Namespace + "-system"
+	release := ChartRelease{Name: s.Namespace, Namespace: system, Values: opts.ChartValues}
+	var managerConfig *rest.Config
+	if opts.ChartValues != nil {
+		s.ManagerUser = release.User()
+		managerConfig, err = serviceAccountConfig(kube, config, release.Namespace, release.Name)
+	} else {
+		s.ManagerUser = ManagerUser
+		managerConfig, err = ManagerConfig(kube, config)
+	}
 	if err != nil {
 		return nil, err
 	}
 	if err := WriteKubeconfig(managerConfig, s.ManagerKubeconfig); err != nil {
 		return nil, err
 	}
-	for _, name := range []string{s.Namespace, s.Namespace + "-system"} {
+	for _, name := range []string{s.Namespace, system} {
 		if err := kube.Client.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name}}); err != nil && !apierrors.IsAlreadyExists(err) {
 			return nil, err
 		}
 	}
 	// The manager has the permissions the install gives it, no more; its Lease (with
 	// --leader-elect) is in the cluster resource namespace.
-	if err := InstallManagerRBAC(ctx, kube.Client, s.Namespace+"-system"); err != nil {
+	var chartArgs []string
+	if opts.ChartValues != nil {
+		managerArgs, err := installChartRBAC(ctx, kube.Client, release)
+		if err != nil {
+			return nil, err
+		}
+		if want := "--cluster-resource-namespace=" + system; !slices.Contains(managerArgs, want) {
+			return nil, fmt.Errorf("the chart's manager args %v lack %s: the stack keeps ClusterIssuers' Secrets there", managerArgs, want)
+		}
+		chartArgs = chartFlags(managerArgs, chartWatchFlags)
+	} else if err := InstallManagerRBAC(ctx, kube.Client, system); err != nil {
 		return nil, err
 	}
 	// The load balancer Deployment. envtest runs no controllers, so it never rolls out: the edge
@@ -164,8 +196,9 @@ func StartStack(ctx context.Context, kube *Kube, pebble *Pebble, opts StackOptio
 		"--kubeconfig", s.ManagerKubeconfig,
 		"--metrics-bind-address", s.MetricsAddress,
 		"--health-probe-bind-address", fmt.Sprintf("127.0.0.1:%d", managerHealth),
-		"--cluster-resource-namespace", s.Namespace + "-system",
+		"--cluster-resource-namespace", system,
 	}
+	s.managerArgs = append(s.managerArgs, chartArgs...)
 	s.managerArgs = append(s.managerArgs, opts.ManagerArgs...)
 	if err := s.StartManager(); err != nil {
 		return nil, err

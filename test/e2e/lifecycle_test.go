@@ -308,11 +308,19 @@ func TestKillAtEachStep(t *testing.T) {
 }
 
 // TestWatchNamespaces: a manager confined with --watch-namespaces issues in its namespaces and
-// leaves Certificates elsewhere alone.
+// leaves Certificates elsewhere alone. It runs under the RBAC the Helm chart renders with
+// watchNamespaces (Roles in the watched and the release namespace, a ClusterRole for
+// ClusterIssuers) and nothing else, with the flags the chart gives it: those permissions are
+// enough (no request of the manager is forbidden), and it may not read Secrets elsewhere.
 func TestWatchNamespaces(t *testing.T) {
 	testenv.SkipIfShort(t)
 	ctx := context.Background()
-	s := startStackWith(t, "e2e-watched", testenv.PebbleOptions{}, "--watch-namespaces="+testenv.Namespace(t, "e2e-watched"))
+	watchedNamespace := testenv.Namespace(t, "e2e-watched")
+	s := startStackOptions(t, "e2e-watched", testenv.PebbleOptions{}, testenv.StackOptions{ChartValues: map[string]any{
+		"watchNamespaces": []any{watchedNamespace},
+		// The Ingress source's watch and its Roles too.
+		"sources": map[string]any{"ingress": map[string]any{"enabled": true}},
+	}})
 	unwatched := testenv.Namespace(t, "e2e-unwatched")
 	if err := kube.Client.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: unwatched}}); err != nil {
 		t.Fatal(err)
@@ -322,15 +330,63 @@ func TestWatchNamespaces(t *testing.T) {
 	if err := kube.Client.Create(ctx, elsewhere); err != nil {
 		t.Fatal(err)
 	}
+	// A Secret of the kind the manager caches, in the namespace it does not watch.
+	foreign := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "elsewhere-tls", Namespace: unwatched, Labels: map[string]string{
+		certpilotv1alpha1.LabelManagedBy: certpilotv1alpha1.ManagedByValue,
+	}}}
+	if err := kube.Client.Create(ctx, foreign); err != nil {
+		t.Fatal(err)
+	}
+	before := append(namespaceObjects(t, unwatched), "Certificate elsewhere@"+elsewhere.ResourceVersion)
 	watched := s.TLSALPN01Certificate("watched", "watched.test")
 	if err := kube.Client.Create(ctx, watched); err != nil {
 		t.Fatal(err)
 	}
 	waitReady(t, watched, 2*time.Minute, "")
+	verifySecret(t, s.Pebble, watched)
 	if err := kube.Client.Get(ctx, client.ObjectKeyFromObject(elsewhere), elsewhere); err != nil {
 		t.Fatal(err)
 	}
 	if len(elsewhere.Status.Conditions) != 0 || elsewhere.Status.Order != nil {
 		t.Errorf("a Certificate outside --watch-namespaces was reconciled: %+v", elsewhere.Status)
+	}
+	if after := append(namespaceObjects(t, unwatched), "Certificate elsewhere@"+elsewhere.ResourceVersion); !slices.Equal(before, after) {
+		t.Errorf("objects in the unwatched namespace changed:\nbefore %v\nafter  %v", before, after)
+	}
+
+	manager := managerClient(t, s)
+	if want := testenv.ServiceAccountUser(s.Namespace+"-system", s.Namespace); s.ManagerUser != want {
+		t.Errorf("the manager is %q, want the chart release's ServiceAccount %q", s.ManagerUser, want)
+	}
+	system := s.Namespace + "-system"
+	checkAccess(t, manager, []accessCheck{
+		{"get", "", "secrets", unwatched, false},
+		{"list", "", "secrets", unwatched, false},
+		{"list", "", "secrets", "", false},
+		{"watch", "certpilot.dev", "certificates", "", false},
+		{"patch", "apps", "deployments", unwatched, false},
+		{"list", "networking.k8s.io", "ingresses", unwatched, false},
+		{"get", "", "secrets", s.Namespace, true},
+		{"patch", "certpilot.dev", "certificates/status", s.Namespace, true},
+		{"list", "networking.k8s.io", "ingresses", s.Namespace, true},
+		{"get", "", "secrets", system, true},
+		{"update", "coordination.k8s.io", "leases", system, true},
+		{"watch", "certpilot.dev", "clusterissuers", "", true},
+		{"patch", "certpilot.dev", "clusterissuers/status", "", true},
+		// The chart's default metrics.secure: who scrapes /metrics, and may they.
+		{"create", "authentication.k8s.io", "tokenreviews", "", true},
+		{"create", "authorization.k8s.io", "subjectaccessreviews", "", true},
+	})
+	var forbidden []string
+	for _, line := range strings.Split(s.Manager.Output(), "\n") {
+		if strings.Contains(line, "forbidden") {
+			forbidden = append(forbidden, line)
+		}
+	}
+	if len(forbidden) > 0 {
+		t.Errorf("the manager was refused %d requests under the chart's Roles:\n%s", len(forbidden), strings.Join(forbidden, "\n"))
+	}
+	if exited, err := s.Manager.Exited(); exited {
+		t.Errorf("the manager exited: %v", err)
 	}
 }

@@ -17,29 +17,15 @@ import (
 // RBAC: the stack's manager talks to the apiserver as the ServiceAccount config/rbac binds its
 // roles to, and is allowed what those roles grant and nothing else.
 func TestManagerHasOnlyItsRole(t *testing.T) {
+	testenv.SkipIfShort(t)
 	s := startStack(t, "rbac", 0)
-	ctx := context.Background()
-	config, err := clientcmd.BuildConfigFromFlags("", s.ManagerKubeconfig)
-	if err != nil {
-		t.Fatal(err)
-	}
-	manager, err := client.New(config, client.Options{Scheme: kube.Scheme})
-	if err != nil {
-		t.Fatal(err)
-	}
-	review := &authenticationv1.SelfSubjectReview{}
-	if err := manager.Create(ctx, review); err != nil {
-		t.Fatal(err)
-	}
-	if got := review.Status.UserInfo.Username; got != testenv.ManagerUser {
-		t.Fatalf("the manager's kubeconfig is user %q, want %q", got, testenv.ManagerUser)
+	manager := managerClient(t, s)
+	if s.ManagerUser != testenv.ManagerUser {
+		t.Fatalf("the stack's manager is %q, want %q", s.ManagerUser, testenv.ManagerUser)
 	}
 
 	system := s.Namespace + "-system"
-	for _, check := range []struct {
-		verb, group, resource, namespace string
-		allowed                          bool
-	}{
+	checkAccess(t, manager, []accessCheck{
 		{"create", "", "secrets", s.Namespace, true},
 		{"patch", "apps", "deployments", s.Namespace, true},
 		{"patch", "certpilot.dev", "certificates/status", s.Namespace, true},
@@ -50,19 +36,58 @@ func TestManagerHasOnlyItsRole(t *testing.T) {
 		{"create", "apps", "deployments", s.Namespace, false},
 		{"update", "", "secrets", s.Namespace, false},
 		{"delete", "certpilot.dev", "issuers", s.Namespace, false},
-	} {
+	})
+}
+
+// managerClient returns a client with the stack's manager's kubeconfig, after checking that
+// the apiserver takes it for s.ManagerUser.
+func managerClient(t *testing.T, s *testenv.Stack) client.Client {
+	t.Helper()
+	config, err := clientcmd.BuildConfigFromFlags("", s.ManagerKubeconfig)
+	if err != nil {
+		t.Fatal(err)
+	}
+	manager, err := client.New(config, client.Options{Scheme: kube.Scheme})
+	if err != nil {
+		t.Fatal(err)
+	}
+	review := &authenticationv1.SelfSubjectReview{}
+	if err := manager.Create(context.Background(), review); err != nil {
+		t.Fatal(err)
+	}
+	if got := review.Status.UserInfo.Username; got != s.ManagerUser {
+		t.Fatalf("the manager's kubeconfig is user %q, want %q", got, s.ManagerUser)
+	}
+	return manager
+}
+
+// accessCheck is a request the manager may make or not; namespace "" is cluster-wide.
+type accessCheck struct {
+	verb, group, resource, namespace string
+	allowed                          bool
+}
+
+// checkAccess asks the apiserver, as the manager (SelfSubjectAccessReview), whether it may
+// make each request.
+func checkAccess(t *testing.T, manager client.Client, checks []accessCheck) {
+	t.Helper()
+	for _, check := range checks {
 		resource, subresource, _ := strings.Cut(check.resource, "/")
 		access := &authorizationv1.SelfSubjectAccessReview{Spec: authorizationv1.SelfSubjectAccessReviewSpec{
 			ResourceAttributes: &authorizationv1.ResourceAttributes{
 				Verb: check.verb, Group: check.group, Resource: resource, Subresource: subresource, Namespace: check.namespace,
 			},
 		}}
-		if err := manager.Create(ctx, access); err != nil {
+		if err := manager.Create(context.Background(), access); err != nil {
 			t.Fatal(err)
 		}
 		if access.Status.Allowed != check.allowed {
+			where := check.namespace
+			if where == "" {
+				where = "all namespaces"
+			}
 			t.Errorf("the manager may %s %s.%s in %s: %t, want %t (%s)", check.verb, check.resource, check.group,
-				check.namespace, access.Status.Allowed, check.allowed, access.Status.Reason)
+				where, access.Status.Allowed, check.allowed, access.Status.Reason)
 		}
 	}
 }
