@@ -11,10 +11,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
 	corev1ac "k8s.io/client-go/applyconfigurations/core/v1"
-	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
@@ -79,52 +77,13 @@ func newCertificateHarness(t *testing.T, namespacePrefix string) *certificateHar
 		return reconciledCondition(h.issuer, certpilotv1alpha1.ConditionReady, metav1.ConditionTrue, "AccountRegistered")()
 	})
 
-	h.cached = newCachedClient(t, h.namespace)
+	h.cached = testenv.CachedClient(t, testKube, false, h.namespace)
 	h.client = &hookedClient{Client: h.cached, hooks: map[writeKey]writeHook{}, writes: map[writeKey]int{}}
 	h.reconciler = &CertificateReconciler{
 		Client: h.client, APIReader: testKube.Client, Accounts: h.accounts, Recorder: discardRecorder{},
 		Solvers: &solver.Deps{Client: h.client, APIReader: testKube.Client, Recorder: discardRecorder{}, CheckTimeout: 10 * time.Second},
 	}
 	return h
-}
-
-// newCachedClient is a client that reads from informers, as the manager's does: certpilot's
-// types, and Secrets labelled as certpilot's, of one namespace.
-func newCachedClient(t *testing.T, namespace string) client.Client {
-	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	informers, err := cache.New(testKube.Config, cache.Options{
-		Scheme:            testKube.Scheme,
-		DefaultNamespaces: map[string]cache.Config{namespace: {}},
-		ByObject: map[client.Object]cache.ByObject{&corev1.Secret{}: {Label: labels.SelectorFromSet(labels.Set{
-			certpilotv1alpha1.LabelManagedBy: certpilotv1alpha1.ManagedByValue,
-		})}},
-	})
-	if err != nil {
-		cancel()
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- informers.Start(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("The informers stopped with an error: %v", err)
-		}
-	})
-	for _, obj := range []client.Object{&certpilotv1alpha1.Certificate{}, &certpilotv1alpha1.Issuer{}, &corev1.Secret{}} {
-		if _, err := informers.GetInformer(ctx, obj); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if !informers.WaitForCacheSync(ctx) {
-		t.Fatal("The informers did not sync")
-	}
-	c, err := client.New(testKube.Config, client.Options{Scheme: testKube.Scheme, Cache: &client.CacheOptions{Reader: informers}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return c
 }
 
 // newCertificate creates a Certificate for one name, issued by the harness's Issuer into the

@@ -14,11 +14,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/types"
 	clocktesting "k8s.io/utils/clock/testing"
-	"k8s.io/utils/ptr"
-	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
@@ -114,7 +111,9 @@ func TestRenewalSimulator(t *testing.T) {
 
 	namespace := createNamespace(t, ctx, "sim-")
 	writes := &statusWrites{}
-	cached := writes.counting(cachedClient(t, ctx))
+	// Reads see the writes before them: a reconcile that follows another at once (in simulated
+	// time, but microseconds apart in real time) reads what the previous one wrote.
+	cached := writes.counting(testenv.CachedClient(t, kube, true))
 	events := newEventCounter()
 	accounts := &controllers.Accounts{Reader: kube.Client, UserAgent: "certpilot-sim"}
 	reconciler := &controllers.CertificateReconciler{
@@ -346,43 +345,4 @@ func createNamespace(t *testing.T, ctx context.Context, prefix string) string {
 		t.Fatal(err)
 	}
 	return namespace.Name
-}
-
-// cachedClient returns a client that reads from informers, as the manager's does (Secrets only
-// when labelled as certpilot's, as in main.go), and whose reads wait until the informers have
-// seen every write made before them: a reconcile that follows another at once (in simulated
-// time, but microseconds apart in real time) reads what the previous one wrote.
-func cachedClient(t *testing.T, ctx context.Context) client.Client {
-	t.Helper()
-	ctx, cancel := context.WithCancel(ctx)
-	informers, err := cache.New(kube.Config, cache.Options{Scheme: kube.Scheme, ByObject: map[client.Object]cache.ByObject{
-		&corev1.Secret{}: {Label: labels.SelectorFromSet(labels.Set{certpilotv1alpha1.LabelManagedBy: certpilotv1alpha1.ManagedByValue})},
-	}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- informers.Start(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("The informers stopped with an error: %v", err)
-		}
-	})
-	c, err := client.New(kube.Config, client.Options{Scheme: kube.Scheme, Cache: &client.CacheOptions{
-		Reader: informers, EnableReadYourWritesConsistency: ptr.To(true),
-	}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	// Start the informers the reconciler reads from before the first reconcile.
-	for _, obj := range []client.Object{&certpilotv1alpha1.Certificate{}, &certpilotv1alpha1.Issuer{}, &corev1.Secret{}} {
-		if _, err := informers.GetInformer(ctx, obj); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if !informers.WaitForCacheSync(ctx) {
-		t.Fatal("The informers did not sync")
-	}
-	return c
 }
