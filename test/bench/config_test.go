@@ -49,6 +49,9 @@ type config struct {
 	Stall time.Duration
 	// Floor runs the bare ACME client first; off, the ratio is not reported.
 	Floor bool
+	// KubeFloor runs the Kubernetes floor too (with Floor): the bare client also creating each
+	// Certificate, its Secret and its Ready status through the benchmark's apiserver.
+	KubeFloor bool
 	// ManagerArgs are added to the manager's flags; EdgeArgs to the edge's.
 	ManagerArgs []string
 	EdgeArgs    []string
@@ -67,7 +70,7 @@ func configFromEnv(getenv func(string) string) (config, error) {
 	c := config{
 		N: 200, Solver: solverTLSALPN01, Key: keyECDSA, Names: 1, Concurrency: 100, ApplyWorkers: 50,
 		Rest: 10 * time.Second, Settle: solver.RemovalDelay + 10*time.Second, Idle: time.Minute, Stall: 5 * time.Minute,
-		Floor: true, Record: true,
+		Floor: true, KubeFloor: true, Record: true,
 	}
 	var errs []string
 	intVar := func(name string, target *int, min int) {
@@ -111,6 +114,7 @@ func configFromEnv(getenv func(string) string) (config, error) {
 	durationVar("BENCH_STALL", &c.Stall)
 	boolVar("BENCH_ALWAYS_VALID", &c.AlwaysValid)
 	boolVar("BENCH_FLOOR", &c.Floor)
+	boolVar("BENCH_KUBE_FLOOR", &c.KubeFloor)
 	boolVar("BENCH_RECORD", &c.Record)
 	if value := getenv("BENCH_SOLVER"); value != "" {
 		c.Solver = value
@@ -155,6 +159,8 @@ func (c config) command() string {
 	}
 	if !c.Floor {
 		parts = append(parts, "BENCH_FLOOR=0")
+	} else if !c.KubeFloor {
+		parts = append(parts, "BENCH_KUBE_FLOOR=0")
 	}
 	if len(c.ManagerArgs) > 0 {
 		parts = append(parts, fmt.Sprintf("BENCH_MANAGER_ARGS=%q", strings.Join(c.ManagerArgs, " ")))
@@ -194,7 +200,7 @@ func TestConfigFromEnv(t *testing.T) {
 		"defaults": {
 			want: func(c config) bool {
 				return c.N == 200 && c.Solver == solverTLSALPN01 && c.Key == keyECDSA && c.Names == 1 &&
-					c.Idle == time.Minute && c.Floor && c.Timeout == 5*time.Minute+200*time.Second
+					c.Idle == time.Minute && c.Floor && c.KubeFloor && c.Timeout == 5*time.Minute+200*time.Second
 			},
 		},
 		"big run": {

@@ -40,8 +40,10 @@ const floorAttempts = 3
 // runFloor issues cfg.N certificates with a bare golang.org/x/crypto/acme client against
 // pebble, cfg.Concurrency at a time, presenting each challenge the way the manager's run does:
 // tls-alpn-01 from a small responder of its own on Pebble's TLS port, dns-01 by RFC 2136
-// updates to bind. It is the floor: ACME and the CA's cost with nothing of Kubernetes.
-func runFloor(ctx context.Context, cfg config, pebble *testenv.Pebble, bind *testenv.BIND, names func(i int) []string) (floorResult, error) {
+// updates to bind. It is the floor: ACME and the CA's cost with nothing of Kubernetes. With
+// kube, each certificate also goes through the apiserver as kubeFloor describes (the
+// Kubernetes floor).
+func runFloor(ctx context.Context, cfg config, pebble *testenv.Pebble, bind *testenv.BIND, names func(i int) []string, kube *kubeFloor) (floorResult, error) {
 	ctx, cancel := context.WithTimeout(ctx, cfg.Timeout)
 	defer cancel()
 
@@ -95,14 +97,17 @@ func runFloor(ctx context.Context, cfg config, pebble *testenv.Pebble, bind *tes
 	for range cfg.Concurrency {
 		wg.Go(func() {
 			for i := range jobs {
-				err := issueOne(ctx, client, present, cfg, names(i))
-				for attempt := 2; err != nil && ctx.Err() == nil && attempt <= floorAttempts; attempt++ {
-					mu.Lock()
-					retries++
-					mu.Unlock()
-					progress("floor: certificate %d, attempt %d: %v", i, attempt, err)
-					err = issueOne(ctx, client, present, cfg, names(i))
-				}
+				err := issueThrough(ctx, kube, i, names(i), func() ([][]byte, crypto.Signer, error) {
+					chain, key, err := issueOne(ctx, client, present, cfg, names(i))
+					for attempt := 2; err != nil && ctx.Err() == nil && attempt <= floorAttempts; attempt++ {
+						mu.Lock()
+						retries++
+						mu.Unlock()
+						progress("floor: certificate %d, attempt %d: %v", i, attempt, err)
+						chain, key, err = issueOne(ctx, client, present, cfg, names(i))
+					}
+					return chain, key, err
+				})
 				mu.Lock()
 				key := fmt.Sprint(i)
 				starts[key] = start
@@ -134,12 +139,31 @@ func runFloor(ctx context.Context, cfg config, pebble *testenv.Pebble, bind *tes
 	return result, nil
 }
 
+// issueThrough runs issue for certificate i, between creating its Certificate and storing its
+// Secret and Ready status when kube is set.
+func issueThrough(ctx context.Context, kube *kubeFloor, i int, names []string, issue func() ([][]byte, crypto.Signer, error)) error {
+	if kube == nil {
+		_, _, err := issue()
+		return err
+	}
+	cert, err := kube.begin(ctx, i, names)
+	if err != nil {
+		return err
+	}
+	chain, key, err := issue()
+	if err != nil {
+		return err
+	}
+	return kube.finish(ctx, cert, chain, key)
+}
+
 // issueOne is one certificate the way RFC 8555 and x/crypto's documentation describe it: order,
-// present and accept every challenge, wait, finalize with a fresh key, download, clean up.
-func issueOne(ctx context.Context, client *acme.Client, present presenter, cfg config, names []string) error {
+// present and accept every challenge, wait, finalize with a fresh key, download, clean up. It
+// returns the chain (DER, leaf first) and the key.
+func issueOne(ctx context.Context, client *acme.Client, present presenter, cfg config, names []string) (chain [][]byte, key crypto.Signer, err error) {
 	order, err := client.AuthorizeOrder(ctx, acme.DomainIDs(names...))
 	if err != nil {
-		return fmt.Errorf("new order: %w", err)
+		return nil, nil, fmt.Errorf("new order: %w", err)
 	}
 	challengeType := cfg.Solver
 	var cleanups []func()
@@ -151,7 +175,7 @@ func issueOne(ctx context.Context, client *acme.Client, present presenter, cfg c
 	for _, url := range order.AuthzURLs {
 		authz, err := client.GetAuthorization(ctx, url)
 		if err != nil {
-			return err
+			return nil, nil, err
 		}
 		if authz.Status == acme.StatusValid {
 			continue
@@ -163,15 +187,15 @@ func issueOne(ctx context.Context, client *acme.Client, present presenter, cfg c
 			}
 		}
 		if challenge == nil {
-			return fmt.Errorf("authorization %s offers no %s challenge", url, challengeType)
+			return nil, nil, fmt.Errorf("authorization %s offers no %s challenge", url, challengeType)
 		}
 		cleanup, err := present.Present(ctx, client, authz.Identifier.Value, challenge.Token)
 		if err != nil {
-			return fmt.Errorf("presenting %s for %s: %w", challengeType, authz.Identifier.Value, err)
+			return nil, nil, fmt.Errorf("presenting %s for %s: %w", challengeType, authz.Identifier.Value, err)
 		}
 		cleanups = append(cleanups, cleanup)
 		if _, err := client.Accept(ctx, challenge); err != nil {
-			return fmt.Errorf("accepting the challenge: %w", err)
+			return nil, nil, fmt.Errorf("accepting the challenge: %w", err)
 		}
 	}
 	// Wait on the order, not on each authorization (see testenv.PebbleGuard): it turns ready when they
@@ -180,30 +204,30 @@ func issueOne(ctx context.Context, client *acme.Client, present presenter, cfg c
 	// facts).
 	order, err = client.WaitOrder(ctx, order.URI)
 	if err != nil {
-		return err
+		return nil, nil, err
 	}
-	key, err := newKey(cfg.Key)
+	key, err = newKey(cfg.Key)
 	if err != nil {
-		return err
+		return nil, nil, err
 	}
 	csr, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{
 		Subject: pkix.Name{CommonName: names[0]}, DNSNames: names,
 	}, key)
 	if err != nil {
-		return err
+		return nil, nil, err
 	}
-	chain, _, err := client.CreateCertFromOrder(ctx, order, csr, true)
+	chain, _, err = client.CreateCertFromOrder(ctx, order, csr, true)
 	if err != nil {
-		return fmt.Errorf("finalizing: %w", err)
+		return nil, nil, fmt.Errorf("finalizing: %w", err)
 	}
 	leaf, err := x509.ParseCertificate(chain[0])
 	if err != nil {
-		return err
+		return nil, nil, err
 	}
 	if len(leaf.DNSNames) != len(names) {
-		return fmt.Errorf("issued for %v, want %v", leaf.DNSNames, names)
+		return nil, nil, fmt.Errorf("issued for %v, want %v", leaf.DNSNames, names)
 	}
-	return nil
+	return chain, key, nil
 }
 
 func newKey(keyType string) (crypto.Signer, error) {

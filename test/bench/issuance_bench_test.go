@@ -81,7 +81,7 @@ func BenchmarkIssuance(b *testing.B) {
 	if cfg.Floor {
 		progress("floor: %d certificates with a bare x/crypto/acme client, %d at a time", cfg.N, cfg.Concurrency)
 		floorPebble := testenv.StartPebble(b, pebbleOptions)
-		floor, err := runFloor(ctx, cfg, floorPebble, bind, names("f", cfg.Names))
+		floor, err := runFloor(ctx, cfg, floorPebble, bind, names("f", cfg.Names), nil)
 		floorPebble.Stop() // before the manager's run: the two never share the CPU
 		if err != nil {
 			b.Fatal(err)
@@ -100,6 +100,9 @@ func BenchmarkIssuance(b *testing.B) {
 			b.Logf("stopping envtest: %v", err)
 		}
 	})
+	if cfg.Floor && cfg.KubeFloor {
+		r.KubeFloor = runKubeFloor(ctx, b, kube, cfg, pebbleOptions, bind)
+	}
 	pebble := testenv.StartPebble(b, pebbleOptions)
 	// The manager reaches Pebble through a proxy that applies the floor's guard against
 	// Pebble's deadlock (testenv.PebbleGuard), so both sides wait for the same lock.
@@ -246,6 +249,9 @@ func BenchmarkIssuance(b *testing.B) {
 	if ratio := r.ratio(); ratio > 0 {
 		b.ReportMetric(ratio, "x-floor")
 	}
+	if ratio := r.kubeRatio(); ratio > 0 {
+		b.ReportMetric(ratio, "x-kube-floor")
+	}
 	b.ReportMetric(float64(r.PeakRSS)/(1<<20), "MiB-peak-rss")
 	if manager := r.Issuing["manager"]; manager != nil {
 		b.ReportMetric(r.perCert(manager.Writes), "writes/cert")
@@ -274,7 +280,7 @@ func BenchmarkFloor(b *testing.B) {
 		pebbleOptions.DNSServer = bind.Address
 	}
 	pebble := testenv.StartPebble(b, pebbleOptions)
-	floor, err := runFloor(ctx, cfg, pebble, bind, names("f", cfg.Names))
+	floor, err := runFloor(ctx, cfg, pebble, bind, names("f", cfg.Names), nil)
 	if err != nil {
 		b.Fatal(err)
 	}

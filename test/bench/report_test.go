@@ -21,8 +21,10 @@ type results struct {
 	// Revision is the commit measured ("+ changes" when the tree differs from it).
 	Revision string
 
-	Floor   *floorResult // nil when BENCH_FLOOR=0
-	Manager latencies
+	Floor *floorResult // nil when BENCH_FLOOR=0
+	// KubeFloor is the Kubernetes floor's (kubeFloor); nil when not run.
+	KubeFloor *floorResult
+	Manager   latencies
 	// ApplySpan is from the first Certificate's create request to the last one's.
 	ApplySpan time.Duration
 	Issued    int // certificate Secrets found afterwards
@@ -59,6 +61,14 @@ func (r results) ratio() float64 {
 		return 0
 	}
 	return r.Manager.All.Seconds() / r.Floor.Latency.All.Seconds()
+}
+
+// kubeRatio is the manager's all-Ready time over the Kubernetes floor's.
+func (r results) kubeRatio() float64 {
+	if r.KubeFloor == nil || r.KubeFloor.Latency.All == 0 {
+		return 0
+	}
+	return r.Manager.All.Seconds() / r.KubeFloor.Latency.All.Seconds()
 }
 
 func (r results) perCert(n int) float64 { return float64(n) / float64(r.Config.N) }
@@ -99,6 +109,12 @@ func (r results) markdown() string {
 	row("manager peak RSS (VmHWM)", mib(r.PeakRSS), "")
 	row("edge peak RSS (VmHWM)", mib(r.EdgePeakRSS), "")
 	row(fmt.Sprintf("manager CPU in the %s idle window", r.Config.Idle), seconds(r.IdleCPU), "")
+	if k := r.KubeFloor; k != nil {
+		fmt.Fprintf(&b, "\nFloor through the apiserver (the bare client also creates each Certificate before its order, "+
+			"then its Secret and a Ready status, against the same apiserver; no controller, no watch): all %d in %s "+
+			"(p50 %s, p95 %s), CPU %s (client and responder); certpilot's ratio to it: %s.\n",
+			k.Latency.Count, seconds(k.Latency.All), seconds(k.Latency.P50), seconds(k.Latency.P95), seconds(k.CPU), ratioString(r.kubeRatio()))
+	}
 
 	if total := r.Reconciles.total(); total > 0 {
 		var results []string
@@ -237,6 +253,12 @@ with nothing of Kubernetes. The floor serves tls-alpn-01 from a small responder 
 Pebble's TLS port, and dns-01 with RFC 2136 updates to the same BIND. It waits on the order rather
 than on each authorization.
 
+A second floor runs after the apiserver is up and before the manager starts (BENCH_KUBE_FLOOR,
+on by default): the same bare client, which also creates each Certificate before its order and,
+once issued, its Secret and a Ready status, against the same apiserver (no controller, no watch,
+no Event; ` + "`kubeFloor`" + ` in ` + "`test/bench/kubefloor_test.go`" + `). It is the least any Kubernetes
+controller of Certificates costs; the report gives certpilot's ratio to it as well.
+
 Both sides go through the same guard against a Pebble v2.10.3 deadlock (` + "`testenv.PebbleGuard`" + `):
 a POST to new-order holds it exclusively, a request to an authorization holds it shared, all
 other requests pass. Without it Pebble deadlocks when new-orders run at once (at N=1000 with 100
@@ -263,7 +285,7 @@ Variables: BENCH_N (certificates), BENCH_SOLVER (tls-alpn-01 | dns-01), BENCH_KE
 rsa2048), BENCH_NAMES (names per certificate), BENCH_ALWAYS_VALID=1 (Pebble's
 PEBBLE_VA_ALWAYS_VALID: challenges are presented but not checked, so the controller's own cost
 remains), BENCH_CONCURRENCY (the floor's workers, default 100), BENCH_IDLE (idle window, default
-1m), BENCH_FLOOR=0 (skip the floor), BENCH_MANAGER_ARGS, BENCH_TIMEOUT (bound on each issuance,
+1m), BENCH_FLOOR=0 (skip the floors), BENCH_KUBE_FLOOR=0 (skip the floor through the apiserver), BENCH_MANAGER_ARGS, BENCH_TIMEOUT (bound on each issuance,
 default 5m + 1 s per certificate), BENCH_STALL (end the run when no Certificate became Ready for
 so long, default 5m, 0 never), BENCH_RECORD=0 (do not append here), BENCH_NOTE (recorded text),
 BENCH_MANAGER_LOG (a file for the manager's log, written after the run), BENCH_EDGE_ARGS (flags
@@ -381,8 +403,9 @@ func TestMarkdown(t *testing.T) {
 	}
 	r := results{
 		Config: cfg, Date: time.Date(2026, 12, 1, 10, 0, 0, 0, time.UTC), Machine: "test",
-		Floor:  &floorResult{Latency: latencies{All: 10 * time.Second, Count: 200}},
-		Issued: 200,
+		Floor:     &floorResult{Latency: latencies{All: 10 * time.Second, Count: 200}},
+		KubeFloor: &floorResult{Latency: latencies{All: 20 * time.Second, Count: 200}},
+		Issued:    200,
 		Issuing: map[string]*clientCounts{
 			"manager":    {Requests: 2000, Writes: 1000, WritesBy: map[string]int{"patch certificates/status": 600, "create events": 400}},
 			"bench.test": {Requests: 210, Writes: 200},
@@ -399,6 +422,8 @@ func TestMarkdown(t *testing.T) {
 		"## 2026-12-01 10:00 UTC — N=200 tls-alpn-01, ECDSA P-256, 1 name(s) each",
 		"`make bench BENCH_N=200 BENCH_SOLVER=tls-alpn-01",
 		"| ratio to the floor | 5.00× | 1 |",
+		"no controller, no watch): all 200 in 20.0 s",
+		"certpilot's ratio to it: 2.50×.",
 		"| manager | 2000 | 1000 | 10.00 | 5.00 | 1 |",
 		"patch certificates/status 3.00, create events 2.00",
 		"In the idle window: update leases 1.",
