@@ -1,24 +1,16 @@
 package testenv
 
 import (
-	"bufio"
-	"bytes"
 	"context"
-	"errors"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
 	"slices"
 	"sort"
 	"strings"
 
-	"helm.sh/helm/v3/pkg/chart/loader"
-	"helm.sh/helm/v3/pkg/chartutil"
-	"helm.sh/helm/v3/pkg/engine"
 	appsv1 "k8s.io/api/apps/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
-	"k8s.io/apimachinery/pkg/util/yaml"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 )
 
@@ -104,23 +96,9 @@ func bindServiceAccount(subjects []rbacv1.Subject, serviceAccount rbacv1.Subject
 // renderChartRBAC renders release and returns its RBAC objects and the args of its manager
 // container.
 func renderChartRBAC(release ChartRelease) (objects []client.Object, managerArgs []string, err error) {
-	root, err := RepoRoot()
+	rendered, err := RenderChart(release)
 	if err != nil {
 		return nil, nil, err
-	}
-	chrt, err := loader.Load(filepath.Join(root, "charts", "certpilot"))
-	if err != nil {
-		return nil, nil, fmt.Errorf("loading the chart: %w", err)
-	}
-	values, err := chartutil.ToRenderValues(chrt, release.Values, chartutil.ReleaseOptions{
-		Name: release.Name, Namespace: release.Namespace, Revision: 1, IsInstall: true,
-	}, chartutil.DefaultCapabilities)
-	if err != nil {
-		return nil, nil, fmt.Errorf("the chart's values: %w", err)
-	}
-	rendered, err := engine.Render(chrt, values)
-	if err != nil {
-		return nil, nil, fmt.Errorf("rendering the chart: %w", err)
 	}
 	names := make([]string, 0, len(rendered))
 	for name := range rendered {
@@ -131,54 +109,35 @@ func renderChartRBAC(release ChartRelease) (objects []client.Object, managerArgs
 	sort.Strings(names)
 	foundManager := false
 	for _, name := range names {
-		decoded, err := decodeRBACManifest(name, []byte(rendered[name]), true)
+		manifests, err := DecodeManifests(name, []byte(rendered[name]))
 		if err != nil {
 			return nil, nil, err
 		}
-		objects = append(objects, decoded...)
-		args, found, err := managerContainerArgs(name, []byte(rendered[name]))
-		if err != nil {
-			return nil, nil, err
-		}
-		if found {
-			managerArgs, foundManager = args, true
+		for _, manifest := range manifests {
+			if object, err := rbacObject(name, manifest); err != nil {
+				return nil, nil, err
+			} else if object != nil {
+				objects = append(objects, object)
+				continue
+			}
+			if manifest.GetKind() != "Deployment" {
+				continue
+			}
+			var deployment appsv1.Deployment
+			if err := fromManifest(name, manifest, &deployment); err != nil {
+				return nil, nil, err
+			}
+			for _, container := range deployment.Spec.Template.Spec.Containers {
+				if container.Name == "manager" {
+					managerArgs, foundManager = container.Args, true
+				}
+			}
 		}
 	}
 	if !foundManager {
 		return nil, nil, fmt.Errorf("the chart rendered no Deployment with a manager container")
 	}
 	return objects, managerArgs, nil
-}
-
-// managerContainerArgs returns the args of the container "manager" of a Deployment in a rendered
-// template.
-func managerContainerArgs(source string, content []byte) (args []string, found bool, err error) {
-	reader := yaml.NewYAMLReader(bufio.NewReader(bytes.NewReader(content)))
-	for {
-		document, err := reader.Read()
-		if errors.Is(err, io.EOF) {
-			return args, found, nil
-		}
-		if err != nil {
-			return nil, false, fmt.Errorf("%s: %w", source, err)
-		}
-		var kind struct{ Kind string }
-		if err := yaml.Unmarshal(document, &kind); err != nil {
-			return nil, false, fmt.Errorf("%s: %w", source, err)
-		}
-		if kind.Kind != "Deployment" {
-			continue
-		}
-		var deployment appsv1.Deployment
-		if err := yaml.UnmarshalStrict(document, &deployment); err != nil {
-			return nil, false, fmt.Errorf("%s: %w", source, err)
-		}
-		for _, container := range deployment.Spec.Template.Spec.Containers {
-			if container.Name == "manager" {
-				args, found = container.Args, true
-			}
-		}
-	}
 }
 
 // chartFlags returns the args among managerArgs that set one of flags (as --flag=value).

@@ -1,19 +1,16 @@
 package testenv
 
 import (
-	"bufio"
-	"bytes"
 	"context"
-	"errors"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
 	"slices"
 
 	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	"k8s.io/apimachinery/pkg/util/yaml"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
@@ -61,6 +58,40 @@ func serviceAccountConfig(kube *Kube, base *rest.Config, namespace, name string)
 	return user.Config(), nil
 }
 
+// setUpManagerUser writes the manager's kubeconfig (at config's address) and grants its user
+// its permissions, no more: ManagerUser with config/rbac's, its Lease (with --leader-elect) in
+// the cluster resource namespace; with chartValues, the chart release of StackOptions.ChartValues
+// with the chart's, and it returns the chart's flags that decide what the manager watches.
+func (s *Stack) setUpManagerUser(ctx context.Context, config *rest.Config, chartValues map[string]any) (chartArgs []string, err error) {
+	system := s.Namespace + "-system"
+	release := ChartRelease{Name: s.Namespace, Namespace: system, Values: chartValues}
+	var managerConfig *rest.Config
+	if chartValues != nil {
+		s.ManagerUser = release.User()
+		managerConfig, err = serviceAccountConfig(s.Kube, config, release.Namespace, release.Name)
+	} else {
+		s.ManagerUser = ManagerUser
+		managerConfig, err = ManagerConfig(s.Kube, config)
+	}
+	if err != nil {
+		return nil, err
+	}
+	if err := WriteKubeconfig(managerConfig, s.ManagerKubeconfig); err != nil {
+		return nil, err
+	}
+	if chartValues == nil {
+		return nil, InstallManagerRBAC(ctx, s.Kube.Client, system)
+	}
+	managerArgs, err := installChartRBAC(ctx, s.Kube.Client, release)
+	if err != nil {
+		return nil, err
+	}
+	if want := "--cluster-resource-namespace=" + system; !slices.Contains(managerArgs, want) {
+		return nil, fmt.Errorf("the chart's manager args %v lack %s: the stack keeps ClusterIssuers' Secrets there", managerArgs, want)
+	}
+	return chartFlags(managerArgs, chartWatchFlags), nil
+}
+
 // InstallManagerRBAC creates, or updates to what the files say, the ClusterRoles and
 // ClusterRoleBindings of config/rbac, and the leader election Role and RoleBinding of
 // config/rbac in leaseNamespace (the install puts them in certpilot-system, where its manager
@@ -104,45 +135,52 @@ func decodeRBAC(path string) ([]client.Object, error) {
 }
 
 // decodeRBACManifest reads the Roles, ClusterRoles and their bindings in a multi-document YAML
-// stream from source. Other kinds are an error, or skipped with skipOthers.
+// stream from source, strictly (an unknown field is an error). Other kinds are an error, or
+// skipped with skipOthers.
 func decodeRBACManifest(source string, content []byte, skipOthers bool) ([]client.Object, error) {
-	var objects []client.Object
-	reader := yaml.NewYAMLReader(bufio.NewReader(bytes.NewReader(content)))
-	for {
-		document, err := reader.Read()
-		if errors.Is(err, io.EOF) {
-			return objects, nil
-		}
-		if err != nil {
-			return nil, fmt.Errorf("%s: %w", source, err)
-		}
-		var kind struct{ Kind string }
-		if err := yaml.Unmarshal(document, &kind); err != nil {
-			return nil, fmt.Errorf("%s: %w", source, err)
-		}
-		var object client.Object
-		switch kind.Kind {
-		case "":
-			continue // an empty document (a leading ---)
-		case "ClusterRole":
-			object = &rbacv1.ClusterRole{}
-		case "ClusterRoleBinding":
-			object = &rbacv1.ClusterRoleBinding{}
-		case "Role":
-			object = &rbacv1.Role{}
-		case "RoleBinding":
-			object = &rbacv1.RoleBinding{}
-		default:
-			if skipOthers {
-				continue
-			}
-			return nil, fmt.Errorf("%s: unexpected kind %q", source, kind.Kind)
-		}
-		if err := yaml.UnmarshalStrict(document, object); err != nil {
-			return nil, fmt.Errorf("%s: %w", source, err)
-		}
-		objects = append(objects, object)
+	manifests, err := DecodeManifests(source, content)
+	if err != nil {
+		return nil, err
 	}
+	var objects []client.Object
+	for _, manifest := range manifests {
+		object, err := rbacObject(source, manifest)
+		switch {
+		case err != nil:
+			return nil, err
+		case object != nil:
+			objects = append(objects, object)
+		case !skipOthers:
+			return nil, fmt.Errorf("%s: unexpected kind %q", source, manifest.GetKind())
+		}
+	}
+	return objects, nil
+}
+
+// rbacObject returns manifest as a typed Role, ClusterRole or binding, or nil for another kind.
+func rbacObject(source string, manifest *unstructured.Unstructured) (client.Object, error) {
+	var object client.Object
+	switch manifest.GetKind() {
+	case "ClusterRole":
+		object = &rbacv1.ClusterRole{}
+	case "ClusterRoleBinding":
+		object = &rbacv1.ClusterRoleBinding{}
+	case "Role":
+		object = &rbacv1.Role{}
+	case "RoleBinding":
+		object = &rbacv1.RoleBinding{}
+	default:
+		return nil, nil
+	}
+	return object, fromManifest(source, manifest, object)
+}
+
+// fromManifest converts manifest into the typed object, refusing unknown fields.
+func fromManifest(source string, manifest *unstructured.Unstructured, object any) error {
+	if err := runtime.DefaultUnstructuredConverter.FromUnstructuredWithValidation(manifest.Object, object, true); err != nil {
+		return fmt.Errorf("%s: %s %s: %w", source, manifest.GetKind(), manifest.GetName(), err)
+	}
+	return nil
 }
 
 // createOrUpdate creates object, or replaces the rules or subjects of the one that exists

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io"
 	"path/filepath"
-	"slices"
 	"strings"
 	"time"
 
@@ -110,39 +109,13 @@ func StartStack(ctx context.Context, kube *Kube, pebble *Pebble, opts StackOptio
 		return nil, err
 	}
 	system := s.Namespace + "-system"
-	release := ChartRelease{Name: s.Namespace, Namespace: system, Values: opts.ChartValues}
-	var managerConfig *rest.Config
-	if opts.ChartValues != nil {
-		s.ManagerUser = release.User()
-		managerConfig, err = serviceAccountConfig(kube, config, release.Namespace, release.Name)
-	} else {
-		s.ManagerUser = ManagerUser
-		managerConfig, err = ManagerConfig(kube, config)
-	}
-	if err != nil {
-		return nil, err
-	}
-	if err := WriteKubeconfig(managerConfig, s.ManagerKubeconfig); err != nil {
-		return nil, err
-	}
 	for _, name := range []string{s.Namespace, system} {
 		if err := kube.Client.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name}}); err != nil && !apierrors.IsAlreadyExists(err) {
 			return nil, err
 		}
 	}
-	// The manager has the permissions the install gives it, no more; its Lease (with
-	// --leader-elect) is in the cluster resource namespace.
-	var chartArgs []string
-	if opts.ChartValues != nil {
-		managerArgs, err := installChartRBAC(ctx, kube.Client, release)
-		if err != nil {
-			return nil, err
-		}
-		if want := "--cluster-resource-namespace=" + system; !slices.Contains(managerArgs, want) {
-			return nil, fmt.Errorf("the chart's manager args %v lack %s: the stack keeps ClusterIssuers' Secrets there", managerArgs, want)
-		}
-		chartArgs = chartFlags(managerArgs, chartWatchFlags)
-	} else if err := InstallManagerRBAC(ctx, kube.Client, system); err != nil {
+	chartArgs, err := s.setUpManagerUser(ctx, config, opts.ChartValues)
+	if err != nil {
 		return nil, err
 	}
 	// The load balancer Deployment. envtest runs no controllers, so it never rolls out: the edge

@@ -13,7 +13,6 @@ import (
 	"helm.sh/helm/v3/pkg/chart"
 	"helm.sh/helm/v3/pkg/chart/loader"
 	"helm.sh/helm/v3/pkg/chartutil"
-	"helm.sh/helm/v3/pkg/engine"
 	"helm.sh/helm/v3/pkg/lint"
 	"helm.sh/helm/v3/pkg/lint/support"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
@@ -68,16 +67,9 @@ func loadChart(t *testing.T) *chart.Chart {
 // values.schema.json) and returns the objects of its templates and the rendered NOTES.
 func renderChart(t *testing.T, values map[string]any) (objects []*unstructured.Unstructured, notes string) {
 	t.Helper()
-	chrt := loadChart(t)
-	renderValues, err := chartutil.ToRenderValues(chrt, values, chartutil.ReleaseOptions{
-		Name: releaseName, Namespace: releaseNamespace, Revision: 1, IsInstall: true,
-	}, chartutil.DefaultCapabilities)
+	rendered, err := testenv.RenderChart(testenv.ChartRelease{Name: releaseName, Namespace: releaseNamespace, Values: values})
 	if err != nil {
-		t.Fatalf("values: %v", err)
-	}
-	rendered, err := engine.Render(chrt, renderValues)
-	if err != nil {
-		t.Fatalf("rendering the chart: %v", err)
+		t.Fatal(err)
 	}
 	names := make([]string, 0, len(rendered))
 	for name := range rendered {

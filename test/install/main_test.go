@@ -5,11 +5,7 @@
 package install
 
 import (
-	"bufio"
-	"bytes"
 	"context"
-	"errors"
-	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -21,10 +17,8 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
-	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	"sigs.k8s.io/yaml"
 
 	"github.com/certpilot/certpilot/internal/testenv"
 )
@@ -43,33 +37,14 @@ func repoPath(t *testing.T, elem ...string) string {
 	return filepath.Join(append([]string{root}, elem...)...)
 }
 
-// decodeManifests splits a multi-document YAML stream into objects, skipping empty documents.
-// Numbers become int64, as in objects read from the API.
+// decodeManifests is testenv.DecodeManifests, failing the test on an error.
 func decodeManifests(t *testing.T, source string, manifest []byte) []*unstructured.Unstructured {
 	t.Helper()
-	reader := utilyaml.NewYAMLReader(bufio.NewReader(bytes.NewReader(manifest)))
-	var objects []*unstructured.Unstructured
-	for {
-		document, err := reader.Read()
-		if errors.Is(err, io.EOF) {
-			return objects
-		}
-		if err != nil {
-			t.Fatalf("%s: %v", source, err)
-		}
-		data, err := yaml.YAMLToJSON(document)
-		if err != nil {
-			t.Fatalf("%s: not YAML: %v\n%s", source, err, document)
-		}
-		if string(data) == "null" || string(data) == "{}" {
-			continue
-		}
-		object := &unstructured.Unstructured{}
-		if err := object.UnmarshalJSON(data); err != nil {
-			t.Fatalf("%s: not a Kubernetes object: %v\n%s", source, err, document)
-		}
-		objects = append(objects, object)
+	objects, err := testenv.DecodeManifests(source, manifest)
+	if err != nil {
+		t.Fatal(err)
 	}
+	return objects
 }
 
 // warnings collects the apiserver's warnings (deprecations, Pod Security violations).
