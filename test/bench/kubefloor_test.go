@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto"
 	"crypto/x509"
-	"encoding/pem"
 	"fmt"
 	"testing"
 	"time"
@@ -16,6 +15,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	certpilotv1alpha1 "github.com/certpilot/certpilot/api/v1alpha1"
+	"github.com/certpilot/certpilot/internal/pki"
 	"github.com/certpilot/certpilot/internal/testenv"
 )
 
@@ -66,21 +66,14 @@ func (k *kubeFloor) begin(ctx context.Context, i int, dnsNames []string) (*certp
 // finish stores the issued chain and key in the Certificate's Secret and patches its status to
 // Ready.
 func (k *kubeFloor) finish(ctx context.Context, cert *certpilotv1alpha1.Certificate, chain [][]byte, key crypto.Signer) error {
-	keyDER, err := x509.MarshalPKCS8PrivateKey(key)
+	keyPEM, err := pki.EncodePrivateKey(key)
 	if err != nil {
 		return err
-	}
-	var chainPEM []byte
-	for _, der := range chain {
-		chainPEM = append(chainPEM, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})...)
 	}
 	secret := &corev1.Secret{
 		ObjectMeta: metav1.ObjectMeta{Name: cert.Spec.SecretName, Namespace: cert.Namespace},
 		Type:       corev1.SecretTypeTLS,
-		Data: map[string][]byte{
-			corev1.TLSCertKey:       chainPEM,
-			corev1.TLSPrivateKeyKey: pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}),
-		},
+		Data:       map[string][]byte{corev1.TLSCertKey: pki.EncodeChain(chain), corev1.TLSPrivateKeyKey: keyPEM},
 	}
 	if err := k.client.Create(ctx, secret); err != nil {
 		return fmt.Errorf("creating Secret %s: %w", secret.Name, err)
