@@ -13,8 +13,10 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	certpilotv1alpha1 "github.com/certpilot/certpilot/api/v1alpha1"
 	"github.com/certpilot/certpilot/internal/acme"
 )
 
@@ -110,21 +112,7 @@ func TestStoreCertificateRefusedWrite(t *testing.T) {
 		cert := h.newCertificate(t, "annotated")
 		name := cert.Spec.SecretName
 		first := servedLeaf(t, h.issue(t, cert))
-		h.client.before("apply", name, func(ctx context.Context, _ any) {
-			// The cache does not see this write before the reconcile ends: only a read of the
-			// API after the refusal finds it.
-			if err := h.client.holdCached(ctx, client.ObjectKey{Namespace: cert.Namespace, Name: name}); err != nil {
-				t.Errorf("Holding the cached Secret: %v", err)
-			}
-			patch := []byte(`{"metadata":{"annotations":{"example.com/synced-by":"reflector"}}}`)
-			secret := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: cert.Namespace, Name: name}}
-			if err := testKube.Client.Patch(ctx, secret, client.RawPatch("application/merge-patch+json", patch)); err != nil {
-				t.Errorf("Annotating the Secret: %v", err)
-			}
-		})
-		requestRenewal(t, cert, "annotated-1")
-		err := h.reconcileUntil(t, cert, "the renewal's apply", func(error) error { return h.client.hookRan("apply", name) })
-		h.client.releaseCached(name)
+		err := h.renewPatchedBeforeApply(t, cert, "annotated-1", `{"metadata":{"annotations":{"example.com/synced-by":"reflector"}}}`)
 		if err != nil {
 			t.Fatalf("The reconcile whose apply was refused returned %v; want it written again at the new resourceVersion", err)
 		}
@@ -152,20 +140,8 @@ func TestStoreCertificateRefusedWrite(t *testing.T) {
 		cert := h.newCertificate(t, "taken")
 		name := cert.Spec.SecretName
 		first := servedLeaf(t, h.issue(t, cert))
-		h.client.before("apply", name, func(ctx context.Context, _ any) {
-			if err := h.client.holdCached(ctx, client.ObjectKey{Namespace: cert.Namespace, Name: name}); err != nil {
-				t.Errorf("Holding the cached Secret: %v", err)
-			}
-			// Someone takes the Secret over, to manage it by hand.
-			patch := []byte(`{"metadata":{"labels":null,"ownerReferences":null}}`)
-			secret := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: cert.Namespace, Name: name}}
-			if err := testKube.Client.Patch(ctx, secret, client.RawPatch("application/merge-patch+json", patch)); err != nil {
-				t.Errorf("Taking the Secret over: %v", err)
-			}
-		})
-		requestRenewal(t, cert, "taken-1")
-		err := h.reconcileUntil(t, cert, "the renewal's apply", func(error) error { return h.client.hookRan("apply", name) })
-		h.client.releaseCached(name)
+		// Someone takes the Secret over, to manage it by hand.
+		err := h.renewPatchedBeforeApply(t, cert, "taken-1", `{"metadata":{"labels":null,"ownerReferences":null}}`)
 		if err != nil {
 			t.Fatalf("The reconcile whose apply was refused returned %v; want the refusal decided in that reconcile", err)
 		}
@@ -180,6 +156,28 @@ func TestStoreCertificateRefusedWrite(t *testing.T) {
 			t.Errorf("%d applies of the Secret; want only the refused one", n)
 		}
 	})
+}
+
+// renewPatchedBeforeApply asks for a renewal of cert (request) and reconciles until the
+// certificate Secret's apply, just before which someone else merge-patches the Secret (patch).
+// The cache does not see that write before the reconcile ends: only a read of the API after
+// the refusal finds it. It returns the error of the reconcile whose apply was refused.
+func (h *certificateHarness) renewPatchedBeforeApply(t *testing.T, cert *certpilotv1alpha1.Certificate, request, patch string) error {
+	t.Helper()
+	name := cert.Spec.SecretName
+	h.client.before("apply", name, func(ctx context.Context, _ any) {
+		if err := h.client.holdCached(ctx, client.ObjectKey{Namespace: cert.Namespace, Name: name}); err != nil {
+			t.Errorf("Holding the cached Secret: %v", err)
+		}
+		secret := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: cert.Namespace, Name: name}}
+		if err := testKube.Client.Patch(ctx, secret, client.RawPatch(types.MergePatchType, []byte(patch))); err != nil {
+			t.Errorf("Patching the Secret %s: %v", patch, err)
+		}
+	})
+	requestRenewal(t, cert, request)
+	err := h.reconcileUntil(t, cert, "the renewal's apply", func(error) error { return h.client.hookRan("apply", name) })
+	h.client.releaseCached(name)
+	return err
 }
 
 // TestClaimPatchConflict: the claim changes between the reconciler's read (its cache) and the
