@@ -60,6 +60,10 @@ const (
 
 	// LabelCertificate names the Certificate a certificate Secret belongs to.
 	LabelCertificate = "certpilot.dev/certificate"
+	// LabelClaim marks a claim Secret (value "true"): it reserves a secretName and holds the
+	// private key of a certificate not issued yet. Readers of certificate Secrets (the edge)
+	// exclude it with the selector "!certpilot.dev/claim".
+	LabelClaim = "certpilot.dev/claim"
 
 	// ChallengeSecretSuffix is appended to the load balancer Deployment's name.
 	ChallengeSecretSuffix = "-acme-challenges"
