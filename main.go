@@ -188,6 +188,12 @@ func main() {
 			CheckTimeout: selfCheckTimeout,
 		},
 	}).SetupWithManager(ctx, mgr, controller.Options{MaxConcurrentReconciles: certificateWorkers}))
+	// Injection is its own controller: a few workers, since most Certificates inject nothing.
+	must((&controllers.InjectionReconciler{
+		Client:    mgr.GetClient(),
+		APIReader: mgr.GetAPIReader(),
+		Recorder:  recorder,
+	}).SetupWithManager(ctx, mgr, controller.Options{MaxConcurrentReconciles: 2}))
 	metrics.Registry.MustRegister(&controllers.CertificateCollector{Reader: mgr.GetCache(), Elected: mgr.Elected()})
 
 	// A source reconcile is a few cached reads and applies: two workers each are plenty.

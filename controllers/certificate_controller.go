@@ -160,7 +160,6 @@ func (r *CertificateReconciler) Reconcile(ctx context.Context, req ctrl.Request)
 	}()
 
 	for _, step := range []certificateStep{
-		r.inject, // first: it runs on every reconcile, from the current Secret
 		r.restoreOrder,
 		r.decide,
 		r.resolveIssuer,
@@ -179,7 +178,8 @@ func (r *CertificateReconciler) Reconcile(ctx context.Context, req ctrl.Request)
 }
 
 // finalizeDeletion undoes what owner references cannot: the challenge responses in shared
-// Secrets and what was injected into workloads (the Secrets themselves are garbage-collected).
+// Secrets (the Secrets themselves are garbage-collected; the injection controller undoes what
+// it wrote into workloads).
 func (r *CertificateReconciler) finalizeDeletion(ctx context.Context, run *certificateRun) (ctrl.Result, error) {
 	_, _ = r.restoreOrder(ctx, run)
 	r.lookupSolver(ctx, run)
@@ -199,11 +199,7 @@ func (r *CertificateReconciler) finalizeDeletion(ctx context.Context, run *certi
 			return ctrl.Result{}, err
 		}
 	}
-	result, err := r.uninjectAll(ctx, run)
-	if patchErr := r.patchStatus(ctx, run); patchErr != nil && err == nil {
-		err = patchErr
-	}
-	return result, err
+	return ctrl.Result{}, r.patchStatus(ctx, run)
 }
 
 // priorityIssuing is the work queue priority of a Certificate whose order is open (new ones
@@ -240,12 +236,18 @@ func (r *CertificateReconciler) clock() clock.PassiveClock {
 }
 
 // patchStatus writes the status when it changed since the last write: an idle cluster writes
-// nothing.
+// nothing. While the injection controller writes its part of the status too (status.injected,
+// the Injected condition), the write carries an optimistic lock: a merge patch replaces the
+// whole conditions list, and must not put back an Injected condition older than the cache.
 func (r *CertificateReconciler) patchStatus(ctx context.Context, run *certificateRun) error {
 	if equality.Semantic.DeepEqual(run.patchBase.Status, run.cert.Status) {
 		return nil
 	}
-	if err := r.Status().Patch(ctx, run.cert, client.MergeFrom(run.patchBase)); err != nil {
+	patch := client.MergeFrom(run.patchBase)
+	if usesInjection(run.patchBase) {
+		patch = client.MergeFromWithOptions(run.patchBase, client.MergeFromWithOptimisticLock{})
+	}
+	if err := r.Status().Patch(ctx, run.cert, patch); err != nil {
 		if apierrors.IsNotFound(err) {
 			return nil
 		}
@@ -264,7 +266,7 @@ func mergeOutcome(ctx context.Context, result ctrl.Result, err error) (ctrl.Resu
 }
 
 // SetupWithManager watches Certificates (spec changes and the renew annotation), the Secrets
-// they own, their issuers, and the workloads they inject into.
+// they own, their issuers, and the load balancers their solvers name.
 func (r *CertificateReconciler) SetupWithManager(ctx context.Context, mgr ctrl.Manager, options controller.Options) error {
 	if err := mgr.GetFieldIndexer().IndexField(ctx, &certpilotv1alpha1.Certificate{}, issuerRefIndex,
 		func(obj client.Object) []string {
@@ -273,22 +275,10 @@ func (r *CertificateReconciler) SetupWithManager(ctx context.Context, mgr ctrl.M
 		}); err != nil {
 		return err
 	}
-	if err := mgr.GetFieldIndexer().IndexField(ctx, &certpilotv1alpha1.Certificate{}, injectTargetIndex, injectTargetKeys); err != nil {
-		return err
-	}
 	if err := mgr.GetFieldIndexer().IndexField(ctx, &certpilotv1alpha1.Certificate{}, loadBalancerIndex, loadBalancerKeys); err != nil {
 		return err
 	}
-	// Inject targets are watched as metadata only (the cache holds no pod templates); a
-	// target created or changed later wakes the Certificates that name it.
-	injectTargets := func(b *builder.Builder, kind string, obj client.Object) *builder.Builder {
-		return b.Watches(obj, handler.EnqueueRequestsFromMapFunc(r.certificatesInjectingInto(kind)),
-			builder.OnlyMetadata, builder.WithPredicates(predicate.GenerationChangedPredicate{}))
-	}
 	b := ctrl.NewControllerManagedBy(mgr)
-	b = injectTargets(b, certpilotv1alpha1.InjectKindDeployment, &appsv1.Deployment{})
-	b = injectTargets(b, certpilotv1alpha1.InjectKindStatefulSet, &appsv1.StatefulSet{})
-	b = injectTargets(b, certpilotv1alpha1.InjectKindDaemonSet, &appsv1.DaemonSet{})
 	// A load balancer's owner opting in (or out) wakes the Certificates that name it.
 	b = b.Watches(&appsv1.Deployment{}, handler.EnqueueRequestsFromMapFunc(r.certificatesUsingLoadBalancer),
 		builder.OnlyMetadata, builder.WithPredicates(predicate.AnnotationChangedPredicate{}))
