@@ -80,6 +80,13 @@ func FuzzProblem(f *testing.F) {
 			t.Fatalf("RetryAfter = %v, below MinRetryAfter", wait)
 		}
 		_ = ProblemType(err)
+		// What a status condition may repeat: an ACME type and a cut detail, or the status only.
+		if len(err.Error()) > maxErrorMessage {
+			t.Fatalf("the problem's message has %d bytes, more than %d", len(err.Error()), maxErrorMessage)
+		}
+		if acmeErr.ProblemType == "" && acmeErr.Detail != http.StatusText(status) {
+			t.Fatalf("a response without an ACME problem type kept the detail %q", acmeErr.Detail)
+		}
 	})
 }
 

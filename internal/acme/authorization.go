@@ -33,6 +33,15 @@ type Authorization struct {
 	ServerRetryAfter time.Duration
 }
 
+const (
+	// maxChallenges bounds the challenges one authorization may offer (RFC 8555 defines four
+	// types, drafts a few more).
+	maxChallenges = 16
+	// maxTokenLength bounds a challenge token (RFC 8555 asks for at least 128 bits of entropy,
+	// 22 base64url characters; CAs send 43).
+	maxTokenLength = 256
+)
+
 // Challenge is one way the server offers to validate an authorization.
 type Challenge struct {
 	Type   string
@@ -57,24 +66,35 @@ func (a *Authorization) Challenge(challengeType string) (Challenge, bool) {
 func (c *Client) GetAuthorization(ctx context.Context, url string) (*Authorization, error) {
 	authz, err := c.acme.GetAuthorization(ctx, url)
 	if err != nil {
-		return nil, fmt.Errorf("fetching ACME authorization %s: %w", url, err)
+		return nil, failf(err, "fetching ACME authorization %s", shorten(url, maxURLLength))
+	}
+	if len(authz.Challenges) > maxChallenges {
+		return nil, permanent(fmt.Errorf("fetching ACME authorization %s: it offers %d challenges (at most %d): refusing it",
+			shorten(url, maxURLLength), len(authz.Challenges), maxChallenges))
 	}
 	result := &Authorization{
 		URL:        url,
-		Identifier: authz.Identifier.Value,
+		Identifier: shorten(authz.Identifier.Value, 253),
 		Wildcard:   authz.Wildcard,
-		Status:     authz.Status,
+		Status:     shorten(authz.Status, 32),
 		Expires:    authz.Expires,
 		RetryAfter: c.recorder.get(url),
 	}
 	result.ServerRetryAfter, _ = c.recorder.lookup(url)
 	for _, challenge := range authz.Challenges {
+		if err := c.origin.checkURL("a challenge URL", challenge.URI); err != nil {
+			return nil, fmt.Errorf("fetching ACME authorization %s: %w", shorten(url, maxURLLength), err)
+		}
+		if len(challenge.Token) > maxTokenLength {
+			return nil, permanent(fmt.Errorf("fetching ACME authorization %s: a challenge token of %d bytes (at most %d): refusing it",
+				shorten(url, maxURLLength), len(challenge.Token), maxTokenLength))
+		}
 		result.Challenges = append(result.Challenges, Challenge{
-			Type:   challenge.Type,
+			Type:   shorten(challenge.Type, 32),
 			URL:    challenge.URI,
 			Token:  challenge.Token,
-			Status: challenge.Status,
-			Error:  challenge.Error,
+			Status: shorten(challenge.Status, 32),
+			Error:  sanitize(challenge.Error),
 		})
 	}
 	if result.Status != StatusPending {
@@ -92,7 +112,7 @@ func (c *Client) Accept(ctx context.Context, challengeURL string) error {
 		return permanent(errors.New("accepting ACME challenge: no challenge URL"))
 	}
 	if _, err := c.acme.Accept(ctx, &acme.Challenge{URI: challengeURL}); err != nil {
-		return fmt.Errorf("accepting ACME challenge %s: %w", challengeURL, err)
+		return failf(err, "accepting ACME challenge %s", shorten(challengeURL, maxURLLength))
 	}
 	return nil
 }

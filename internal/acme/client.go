@@ -64,7 +64,9 @@ type Client struct {
 	acme       *acme.Client
 	directory  acme.Directory
 	httpClient *http.Client
-	userAgent  string
+	// origin is the directory's scheme and host, the only one requests go to (bounds.go).
+	origin    origin
+	userAgent string
 	recorder   *retryAfterRecorder
 	// renewalInfoURL is the directory's renewalInfo (RFC 9773), empty when the server has no ARI.
 	renewalInfoURL string
@@ -83,6 +85,10 @@ func New(ctx context.Context, opts Options) (*Client, error) {
 	if err := CheckAccountKey(opts.AccountKey); err != nil {
 		return nil, err
 	}
+	directoryOrigin, err := originOf(opts.DirectoryURL)
+	if err != nil {
+		return nil, permanent(fmt.Errorf("ACME directory URL: %w", err))
+	}
 	httpClient, err := newHTTPClient(opts)
 	if err != nil {
 		return nil, err
@@ -91,6 +97,7 @@ func New(ctx context.Context, opts Options) (*Client, error) {
 	if base == nil {
 		base = http.DefaultTransport
 	}
+	base = &boundedTransport{base: base, origin: directoryOrigin}
 	if opts.ObserveRequest != nil {
 		base = &observingTransport{base: base, observe: opts.ObserveRequest}
 	}
@@ -98,6 +105,7 @@ func New(ctx context.Context, opts Options) (*Client, error) {
 	recorder := &retryAfterRecorder{base: directory, values: map[string]time.Duration{}}
 	recording := *httpClient
 	recording.Transport = recorder
+	recording.CheckRedirect = refuseRedirect
 
 	c := &Client{
 		acme: &acme.Client{
@@ -109,15 +117,19 @@ func New(ctx context.Context, opts Options) (*Client, error) {
 			KID:          acme.KeyID(opts.AccountURI),
 		},
 		httpClient: &recording,
+		origin:     directoryOrigin,
 		userAgent:  opts.UserAgent,
 		recorder:   recorder,
 		accountURI: opts.AccountURI,
 	}
 	c.directory, err = c.acme.Discover(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("fetching ACME directory %s: %w", opts.DirectoryURL, err)
+		return nil, failf(err, "fetching ACME directory %s", opts.DirectoryURL)
 	}
 	c.renewalInfoURL = directory.renewalInfoURL()
+	if err := c.checkDirectory(); err != nil {
+		return nil, err
+	}
 	return c, nil
 }
 
@@ -132,6 +144,7 @@ func newHTTPClient(opts Options) (*http.Client, error) {
 	// Many reconcile workers talk to one CA at once: keep their connections (Go's default keeps
 	// two idle per host, so the others would pay a TLS handshake per request).
 	transport.MaxIdleConns, transport.MaxIdleConnsPerHost = 256, 128
+	transport.MaxResponseHeaderBytes = maxResponseHeaderBytes
 	if len(opts.CABundle) > 0 {
 		pool, err := x509.SystemCertPool()
 		if err != nil {
@@ -155,6 +168,36 @@ func replayBadNonceOnly(n int, _ *http.Request, res *http.Response) time.Duratio
 		return time.Millisecond
 	}
 	return 0
+}
+
+// maxProfiles bounds the issuance profiles a directory may advertise; Let's Encrypt has three.
+const maxProfiles = 32
+
+// checkDirectory refuses a directory that names a URL off its own scheme and host, or more
+// profiles than a CA has.
+func (c *Client) checkDirectory() error {
+	urls := []struct{ what, url string }{
+		{"newNonce", c.directory.NonceURL}, {"newAccount", c.directory.RegURL}, {"newOrder", c.directory.OrderURL},
+		{"newAuthz", c.directory.AuthzURL}, {"revokeCert", c.directory.RevokeURL}, {"keyChange", c.directory.KeyChangeURL},
+		{"renewalInfo", c.renewalInfoURL},
+	}
+	for _, u := range urls {
+		if u.url == "" {
+			continue
+		}
+		if err := c.origin.checkURL("its "+u.what+" URL", u.url); err != nil {
+			return fmt.Errorf("ACME directory %s: %w", c.acme.DirectoryURL, err)
+		}
+	}
+	if len(c.directory.Profiles) > maxProfiles {
+		return permanent(fmt.Errorf("ACME directory %s advertises %d profiles (at most %d): refusing it", c.acme.DirectoryURL, len(c.directory.Profiles), maxProfiles))
+	}
+	for name := range c.directory.Profiles {
+		if len(name) > 64 {
+			return permanent(fmt.Errorf("ACME directory %s advertises a profile name of %d bytes (at most 64): refusing it", c.acme.DirectoryURL, len(name)))
+		}
+	}
+	return nil
 }
 
 // Profiles returns the names of the issuance profiles the server advertises, sorted; none when
@@ -192,7 +235,10 @@ func (c *Client) Register(ctx context.Context, email string, eab *ExternalAccoun
 		// does not return it, so ask once (onlyReturnExisting).
 		existing, err := c.acme.GetReg(ctx, "")
 		if err != nil {
-			return "", fmt.Errorf("looking up the existing ACME account at %s: %w", c.acme.DirectoryURL, err)
+			return "", failf(err, "looking up the existing ACME account at %s", c.acme.DirectoryURL)
+		}
+		if err := c.origin.checkURL("an account URL", existing.URI); err != nil {
+			return "", err
 		}
 		c.setAccountURI(existing.URI)
 		// The account's contact follows the spec: a changed email reaches the CA.
@@ -200,13 +246,16 @@ func (c *Client) Register(ctx context.Context, email string, eab *ExternalAccoun
 		if len(account.Contact) > 0 && !slices.Equal(existing.Contact, account.Contact) {
 			existing.Contact = account.Contact
 			if _, err := c.acme.UpdateReg(ctx, existing); err != nil {
-				return "", fmt.Errorf("updating the contact of ACME account %s: %w", existing.URI, err)
+				return "", failf(err, "updating the contact of ACME account %s", existing.URI)
 			}
 		}
 		return existing.URI, nil
 	}
 	if err != nil {
-		return "", fmt.Errorf("registering ACME account at %s: %w", c.acme.DirectoryURL, err)
+		return "", failf(err, "registering ACME account at %s", c.acme.DirectoryURL)
+	}
+	if err := c.origin.checkURL("an account URL", registered.URI); err != nil {
+		return "", err
 	}
 	c.setAccountURI(registered.URI)
 	return registered.URI, nil

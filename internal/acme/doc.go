@@ -18,5 +18,12 @@
 // IsAlreadyReplaced (retry the order without Replaces) and RetryAfter (when the server said when
 // to come back).
 //
+// The server is not trusted (a namespaced Issuer's server is whatever a tenant wrote): every
+// response body is capped, redirects are not followed, every request goes to the directory's
+// scheme and host, orders are bounded and checked against the names asked (CheckOrderIdentifiers),
+// and an error's message carries at most the HTTP status, the ACME problem type and a cut detail,
+// never another body (bounds.go). Gate and WithReconcileDeadline (limit.go) let the caller bound
+// the workers one issuer may hold.
+//
 // The package imports nothing from Kubernetes.
 package acme

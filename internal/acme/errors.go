@@ -220,15 +220,15 @@ func (p *wireProblem) toError(status int, header http.Header) *acme.Error {
 }
 
 // problem turns an error response into an *acme.Error, as x/crypto does for its own requests,
-// so that IsPermanent and RetryAfter treat both alike.
+// so that IsPermanent and RetryAfter treat both alike. Only an ACME problem document's type and
+// detail are kept (sanitizeProblem): any other body is not.
 func problem(res *http.Response) error {
 	body, _ := io.ReadAll(io.LimitReader(res.Body, 64<<10))
 	var wire wireProblem
-	if err := json.Unmarshal(body, &wire); err != nil || wire.Type == "" && wire.Detail == "" {
-		wire = wireProblem{Detail: strings.TrimSpace(string(body))}
-		if wire.Detail == "" {
-			wire.Detail = res.Status
-		}
+	if err := json.Unmarshal(body, &wire); err != nil {
+		wire = wireProblem{}
 	}
-	return wire.toError(res.StatusCode, res.Header)
+	problem := wire.toError(res.StatusCode, res.Header)
+	sanitizeProblem(problem)
+	return problem
 }

@@ -95,7 +95,10 @@ func (c *Client) kid(ctx context.Context) (string, error) {
 	}
 	account, err := c.acme.GetReg(ctx, "")
 	if err != nil {
-		return "", fmt.Errorf("looking up the ACME account: %w", err)
+		return "", failf(err, "looking up the ACME account")
+	}
+	if err := c.origin.checkURL("an account URL", account.URI); err != nil {
+		return "", err
 	}
 	c.setAccountURI(account.URI)
 	return account.URI, nil

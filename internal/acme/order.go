@@ -80,11 +80,23 @@ func (c *Client) CreateOrder(ctx context.Context, request OrderRequest) (*Order,
 	if profile != "" {
 		opts = append(opts, acme.WithOrderIssuanceProfile(acme.ProfileName(profile)))
 	}
-	order, err := c.acme.AuthorizeOrder(ctx, acme.DomainIDs(dnsNames...), opts...)
+	created, err := c.acme.AuthorizeOrder(ctx, acme.DomainIDs(dnsNames...), opts...)
+	if err != nil {
+		return nil, failf(err, "creating ACME order for %v", dnsNames)
+	}
+	return c.newOrder(created, dnsNames)
+}
+
+// newOrder checks a new order against the names asked for.
+func (c *Client) newOrder(created *acme.Order, dnsNames []string) (*Order, error) {
+	order, err := c.fromOrder(created, c.directory.OrderURL)
+	if err == nil {
+		err = CheckOrderIdentifiers(order, dnsNames)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("creating ACME order for %v: %w", dnsNames, err)
 	}
-	return c.fromOrder(order, c.directory.OrderURL), nil
+	return order, nil
 }
 
 // createReplacingOrder signs the newOrder request itself (jws.go): x/crypto's AuthorizeOrder
@@ -103,7 +115,7 @@ func (c *Client) createReplacingOrder(ctx context.Context, request OrderRequest)
 		payload.Identifiers = append(payload.Identifiers, identifier{Type: "dns", Value: name})
 	}
 	fail := func(err error) error {
-		return fmt.Errorf("creating ACME order for %v replacing %s: %w", request.DNSNames, request.Replaces, err)
+		return failf(err, "creating ACME order for %v replacing %s", request.DNSNames, request.Replaces)
 	}
 	res, err := c.postJWS(ctx, c.directory.OrderURL, payload)
 	if err != nil {
@@ -122,7 +134,7 @@ func (c *Client) createReplacingOrder(ctx context.Context, request OrderRequest)
 	if order.URI = res.Header.Get("Location"); order.URI == "" {
 		return nil, fail(errors.New("the server sent no Location for the new order"))
 	}
-	return c.fromOrder(order, c.directory.OrderURL), nil
+	return c.newOrder(order, request.DNSNames)
 }
 
 func (c *Client) profileNames() []string {
@@ -138,15 +150,21 @@ func (c *Client) profileNames() []string {
 func (c *Client) GetOrder(ctx context.Context, url string) (*Order, error) {
 	order, err := c.acme.GetOrder(ctx, url)
 	if err != nil {
-		return nil, fmt.Errorf("fetching ACME order %s: %w", url, err)
+		return nil, failf(err, "fetching ACME order %s", shorten(url, maxURLLength))
 	}
 	if order.URI == "" {
 		order.URI = url
 	}
-	return c.fromOrder(order, url), nil
+	fetched, err := c.fromOrder(order, url)
+	if err != nil {
+		return nil, fmt.Errorf("fetching ACME order %s: %w", shorten(url, maxURLLength), err)
+	}
+	return fetched, nil
 }
 
-func (c *Client) fromOrder(o *acme.Order, requestURL string) *Order {
+// fromOrder converts an order and refuses one that names URLs off the directory's origin or is
+// larger than an order can be (bounds.go).
+func (c *Client) fromOrder(o *acme.Order, requestURL string) (*Order, error) {
 	order := &Order{
 		URL:         o.URI,
 		Status:      o.Status,
@@ -162,12 +180,17 @@ func (c *Client) fromOrder(o *acme.Order, requestURL string) *Order {
 		order.Identifiers = append(order.Identifiers, id.Value)
 	}
 	if o.Error != nil {
-		order.Error = o.Error
+		order.Error = sanitize(o.Error)
 	}
+	order.Status = shorten(order.Status, 32)
+	order.Profile = shorten(order.Profile, 64)
 	if order.Status == StatusValid || order.Status == StatusInvalid {
 		c.recorder.forget(requestURL)
 	}
-	return order
+	if err := c.origin.checkOrder(order); err != nil {
+		return nil, err
+	}
+	return order, nil
 }
 
 // Finalize submits the CSR (DER) of a ready order and returns the order's new state: usually
@@ -194,24 +217,31 @@ func (c *Client) Finalize(ctx context.Context, order *Order, csrDER []byte) (*Or
 	request := struct {
 		CSR string `json:"csr"`
 	}{CSR: base64.RawURLEncoding.EncodeToString(csrDER)}
+	fail := func(err error) error {
+		return failf(err, "finalizing ACME order %s", shorten(order.URL, maxURLLength))
+	}
 	res, err := c.postJWS(ctx, order.FinalizeURL, request)
 	if err != nil {
-		return nil, fmt.Errorf("finalizing ACME order %s: %w", order.URL, err)
+		return nil, fail(err)
 	}
 	defer res.Body.Close()
 	if res.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("finalizing ACME order %s: %w", order.URL, problem(res))
+		return nil, fail(problem(res))
 	}
 	finalized, err := decodeOrder(res.Body)
 	if err != nil {
-		return nil, fmt.Errorf("finalizing ACME order %s: %w", order.URL, err)
+		return nil, fail(err)
 	}
 	if location := res.Header.Get("Location"); location != "" {
 		finalized.URI = location
 	} else {
 		finalized.URI = order.URL
 	}
-	return c.fromOrder(finalized, order.FinalizeURL), nil
+	result, err := c.fromOrder(finalized, order.FinalizeURL)
+	if err != nil {
+		return nil, fail(err)
+	}
+	return result, nil
 }
 
 // decodeOrder reads an order object; x/crypto's equivalent is unexported.
@@ -229,7 +259,7 @@ func decodeOrder(body io.Reader) (*acme.Order, error) {
 		Certificate    string
 		Profile        string
 	}
-	if err := json.NewDecoder(io.LimitReader(body, 1<<20)).Decode(&wire); err != nil {
+	if err := json.NewDecoder(io.LimitReader(body, MaxResponseBytes)).Decode(&wire); err != nil {
 		return nil, fmt.Errorf("reading order: %w", err)
 	}
 	order := &acme.Order{
@@ -257,7 +287,7 @@ func (c *Client) FetchCertificate(ctx context.Context, certURL string) ([][]byte
 	}
 	chain, err := c.acme.FetchCert(ctx, certURL, true)
 	if err != nil {
-		return nil, fmt.Errorf("fetching certificate %s: %w", certURL, err)
+		return nil, failf(err, "fetching certificate %s", shorten(certURL, maxURLLength))
 	}
 	return chain, nil
 }

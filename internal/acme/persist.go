@@ -24,7 +24,9 @@ func (c *Client) CAAIdentities() []string { return slices.Clone(c.directory.CAA)
 // (POST-as-GET, signed by jws.go) and read as raw JSON. It returns nil and no error when the
 // authorization offers no dns-persist-01 challenge or the challenge lists no names.
 func (c *Client) DNSPersistIssuerDomainNames(ctx context.Context, authzURL string) ([]string, error) {
-	fail := func(err error) error { return fmt.Errorf("fetching ACME authorization %s: %w", authzURL, err) }
+	fail := func(err error) error {
+		return failf(err, "fetching ACME authorization %s", shorten(authzURL, maxURLLength))
+	}
 	res, err := c.postAsGet(ctx, authzURL)
 	if err != nil {
 		return nil, fail(err)
@@ -40,6 +42,9 @@ func (c *Client) DNSPersistIssuerDomainNames(ctx context.Context, authzURL strin
 	return names, nil
 }
 
+// maxIssuerDomainNames bounds the issuer domain names a dns-persist-01 challenge may list.
+const maxIssuerDomainNames = 16
+
 // decodeIssuerDomainNames reads an authorization object and returns the issuer-domain-names of
 // its dns-persist-01 challenge.
 func decodeIssuerDomainNames(body io.Reader) ([]string, error) {
@@ -53,9 +58,19 @@ func decodeIssuerDomainNames(body io.Reader) ([]string, error) {
 		return nil, fmt.Errorf("reading authorization: %w", err)
 	}
 	for _, challenge := range wire.Challenges {
-		if challenge.Type == ChallengeDNSPersist01 {
-			return challenge.IssuerDomainNames, nil
+		if challenge.Type != ChallengeDNSPersist01 {
+			continue
 		}
+		if len(challenge.IssuerDomainNames) > maxIssuerDomainNames {
+			return nil, fmt.Errorf("reading authorization: its dns-persist-01 challenge lists %d issuer domain names (at most %d)",
+				len(challenge.IssuerDomainNames), maxIssuerDomainNames)
+		}
+		for _, name := range challenge.IssuerDomainNames {
+			if len(name) > 253 {
+				return nil, fmt.Errorf("reading authorization: an issuer domain name of %d bytes (at most 253)", len(name))
+			}
+		}
+		return challenge.IssuerDomainNames, nil
 	}
 	return nil, nil
 }

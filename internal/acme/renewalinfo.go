@@ -100,15 +100,15 @@ func (c *Client) RenewalInfo(ctx context.Context, cert *x509.Certificate) (*Rene
 	// certificate forever. The header is read below, from the response itself.
 	c.recorder.forget(url)
 	if err != nil {
-		return nil, fmt.Errorf("fetching ACME renewal information %s: %w", url, err)
+		return nil, failf(err, "fetching ACME renewal information %s", url)
 	}
 	defer res.Body.Close()
 	if res.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("fetching ACME renewal information %s: %w", url, problem(res))
+		return nil, failf(problem(res), "fetching ACME renewal information %s", url)
 	}
 	info, err := decodeRenewalInfo(res.Body)
 	if err != nil {
-		return nil, fmt.Errorf("fetching ACME renewal information %s: %w", url, err)
+		return nil, failf(err, "fetching ACME renewal information %s", url)
 	}
 	info.CertID = certID
 	if retryAfter, ok := headerRetryAfter(res.Header); ok {
@@ -147,7 +147,7 @@ func decodeRenewalInfo(body io.Reader) (*RenewalInfo, error) {
 		return nil, fmt.Errorf("%w: the window ends (%s) at or before it starts (%s)",
 			ErrMalformedRenewalInfo, end.Format(time.RFC3339), start.Format(time.RFC3339))
 	}
-	return &RenewalInfo{WindowStart: start, WindowEnd: end, ExplanationURL: wire.ExplanationURL}, nil
+	return &RenewalInfo{WindowStart: start, WindowEnd: end, ExplanationURL: shorten(wire.ExplanationURL, maxURLLength)}, nil
 }
 
 func parseWindowTime(field, value string) (time.Time, error) {
@@ -156,7 +156,7 @@ func parseWindowTime(field, value string) (time.Time, error) {
 	}
 	t, err := time.Parse(time.RFC3339, value)
 	if err != nil {
-		return time.Time{}, fmt.Errorf("%w: the window's %s %q is not an RFC 3339 time", ErrMalformedRenewalInfo, field, value)
+		return time.Time{}, fmt.Errorf("%w: the window's %s %q is not an RFC 3339 time", ErrMalformedRenewalInfo, field, shorten(value, 64))
 	}
 	return t, nil
 }
@@ -176,7 +176,8 @@ func (d *directoryReader) RoundTrip(req *http.Request) (*http.Response, error) {
 	if err != nil || req.Method != http.MethodGet || req.URL.String() != d.url || res.StatusCode != http.StatusOK {
 		return res, err
 	}
-	body, err := io.ReadAll(io.LimitReader(res.Body, 1<<20))
+	// One byte past the cap, so that the transport's cap (bounds.go) reports an oversized body.
+	body, err := io.ReadAll(io.LimitReader(res.Body, MaxResponseBytes+1))
 	res.Body.Close()
 	if err != nil {
 		return nil, err

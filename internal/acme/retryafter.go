@@ -44,6 +44,9 @@ func PollInterval(serverRetryAfter, pending time.Duration) time.Duration {
 	return min(max((pending/10).Truncate(time.Second), DefaultRetryAfter), MaxPollInterval)
 }
 
+// maxRecordedRetryAfters bounds the URLs a retryAfterRecorder remembers.
+const maxRecordedRetryAfters = 4096
+
 // retryAfterRecorder is an http.RoundTripper that remembers the Retry-After header of the last
 // response for each request URL. x/crypto reads Retry-After only inside its sleeping helpers and
 // does not return it, so this is where a non-blocking caller gets it from.
@@ -63,6 +66,10 @@ func (r *retryAfterRecorder) RoundTrip(req *http.Request) (*http.Response, error
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if d, ok := headerRetryAfter(res.Header); ok {
+		if len(r.values) >= maxRecordedRetryAfters {
+			// A server naming a new URL in every answer: start over rather than grow.
+			clear(r.values)
+		}
 		r.values[key] = d
 	} else {
 		delete(r.values, key)
