@@ -192,12 +192,8 @@ func decideIssuance(in renewal.Input, renewalTime time.Time, cert *certpilotv1al
 	// Back off after failures (1m, 10m, 100m, then daily), unless the spec changed since.
 	if attempts := cert.Status.FailedIssuanceAttempts; attempts > 0 && cert.Status.LastFailureTime != nil &&
 		observedGeneration == cert.Generation && !in.RenewalRequested {
-		var notAfter time.Time
-		if cert.Status.NotAfter != nil {
-			notAfter = cert.Status.NotAfter.Time
-		}
 		// Never so long that a served certificate expires while a retry could still succeed.
-		next := renewal.RetryTime(cert.Status.LastFailureTime.Time, attempts, 0, notAfter)
+		next := retryTime(&cert.Status, cert.Status.LastFailureTime.Time, 0)
 		if in.Now.Before(next) {
 			d.wait = wait(next.Sub(in.Now), "BackingOff",
 				"Issuance failed %d time(s); next attempt at %s (%s)", attempts, next.UTC().Format(time.RFC3339), trigger.Message)
@@ -300,9 +296,20 @@ func (r *CertificateReconciler) certificateSecret(ctx context.Context, cert *cer
 
 func renewBefore(cert *certpilotv1alpha1.Certificate) time.Duration {
 	if cert.Spec.RenewBefore == nil {
-		return 168 * time.Hour
+		return renewal.DefaultRenewBefore
 	}
 	return cert.Spec.RenewBefore.Duration
+}
+
+// retryTime is when issuance may be tried again after the status's failures, the last at
+// lastFailure (renewal.RetryTime: the backoff, at least serverRetryAfter, never so late that the
+// served certificate expires first).
+func retryTime(status *certpilotv1alpha1.CertificateStatus, lastFailure time.Time, serverRetryAfter time.Duration) time.Time {
+	var notAfter time.Time
+	if status.NotAfter != nil {
+		notAfter = status.NotAfter.Time
+	}
+	return renewal.RetryTime(lastFailure, status.FailedIssuanceAttempts, serverRetryAfter, notAfter)
 }
 
 // renewalRequested is true when the renew annotation holds a value not yet acted on.

@@ -169,30 +169,6 @@ func validSecret(t *testing.T, names []string, now time.Time) *renewal.Secret {
 	return &renewal.Secret{CertificatePEM: pki.EncodeChain([][]byte{der}), PrivateKeyPEM: keyPEM}
 }
 
-// TestSaneWindow: a window over the whole lifetime is narrowed to its middle; a window the CA
-// moved early (a revocation) stands.
-func TestSaneWindow(t *testing.T) {
-	notBefore := time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC)
-	leaf := &x509.Certificate{NotBefore: notBefore, NotAfter: notBefore.Add(90 * time.Hour)}
-	tests := map[string]struct {
-		start, end         time.Duration // after notBefore
-		wantStart, wantEnd time.Duration
-	}{
-		"the whole lifetime":        {start: 0, end: 90 * time.Hour, wantStart: 30 * time.Hour, wantEnd: 81 * time.Hour},
-		"inside the middle":         {start: 50 * time.Hour, end: 60 * time.Hour, wantStart: 50 * time.Hour, wantEnd: 60 * time.Hour},
-		"renew now (revoked)":       {start: -time.Hour, end: -time.Hour + time.Second, wantStart: -time.Hour, wantEnd: -time.Hour + time.Second},
-		"early, partly overlapping": {start: 20 * time.Hour, end: 40 * time.Hour, wantStart: 30 * time.Hour, wantEnd: 40 * time.Hour},
-	}
-	for name, tt := range tests {
-		t.Run(name, func(t *testing.T) {
-			got := saneWindow(notBefore.Add(tt.start), notBefore.Add(tt.end), leaf)
-			if !got.Start.Equal(notBefore.Add(tt.wantStart)) || !got.End.Equal(notBefore.Add(tt.wantEnd)) {
-				t.Errorf("window %s..%s, want %s..%s", got.Start.Sub(notBefore), got.End.Sub(notBefore), tt.wantStart, tt.wantEnd)
-			}
-		})
-	}
-}
-
 // TestOnlyProgress: a short wait on the CA inside an order the written status records, or the
 // claim records since less than progressWindow, is not written on its own; anything else is.
 func TestOnlyProgress(t *testing.T) {

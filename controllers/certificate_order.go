@@ -157,11 +157,7 @@ func (r *CertificateReconciler) recordFailure(ctx context.Context, run *certific
 	cleanupErr := r.removeChallenges(ctx, run)
 	// The backoff, never so long that the served certificate expires while a retry could still
 	// succeed, and hourly at most once it has (renewal.RetryTime; decide applies the same).
-	var notAfter time.Time
-	if status.NotAfter != nil {
-		notAfter = status.NotAfter.Time
-	}
-	backoff := renewal.RetryTime(run.now, status.FailedIssuanceAttempts, 0, notAfter).Sub(run.now)
+	backoff := retryTime(status, run.now, 0).Sub(run.now)
 	summary := fmt.Sprintf(failureMessagePrefix+"%d, next in %s): %s", status.FailedIssuanceAttempts, backoff, message)
 	if permanent {
 		return errors.Join(&stalledError{Reason: reason, Message: summary, After: backoff}, cleanupErr)
@@ -233,14 +229,10 @@ func (r *CertificateReconciler) slowedDown(ctx context.Context, run *certificate
 	status := &run.cert.Status
 	status.FailedIssuanceAttempts++
 	status.LastFailureTime = &metav1.Time{Time: run.now}
-	var notAfter time.Time
-	if status.NotAfter != nil {
-		notAfter = status.NotAfter.Time
-	}
 	// Counted from now, when the answer came, not from the reconcile's start (run.now): the
 	// refused request may have come seconds into the reconcile. Whole seconds (the status's
 	// precision), rounded up: never earlier than the CA asked.
-	next := renewal.RetryTime(r.clock().Now(), status.FailedIssuanceAttempts, retryAfter, notAfter)
+	next := retryTime(status, r.clock().Now(), retryAfter)
 	if rounded := next.Truncate(time.Second); rounded.Before(next) {
 		next = rounded.Add(time.Second)
 	}

@@ -16,52 +16,21 @@ import (
 	"github.com/certpilot/certpilot/internal/renewal"
 )
 
-// Where a renewal time came from (status.renewalTimeSource).
-const (
-	renewalSourceARI      = "ari"
-	renewalSourceFallback = "fallback"
-)
-
-// renewalSchedule returns the renewal time of leaf and where it came from: a moment inside the
-// CA's renewal window in the status when there is a usable one (the moment already chosen stays
-// while it is inside the window), otherwise the jittered fallback. A window in the past means
-// now; a malformed one is ignored (the fallback stands).
+// renewalSchedule returns the renewal time of leaf and where it came from (renewal.Schedule):
+// inside the CA's window in the status when there is a usable one (the moment already chosen
+// stays while it is inside the window), otherwise the jittered fallback.
 func renewalSchedule(status *certpilotv1alpha1.CertificateStatus, leaf *x509.Certificate, renewBefore time.Duration) (time.Time, string) {
-	fallback := renewal.FallbackRenewalTime(leaf.NotBefore, leaf.NotAfter, renewBefore, leaf.SerialNumber.Bytes())
-	info := status.RenewalInfo
-	if info == nil || info.WindowStart == nil || info.WindowEnd == nil {
-		return fallback, renewalSourceFallback
+	in := renewal.ScheduleInput{
+		Served:      renewal.Served{NotBefore: leaf.NotBefore, NotAfter: leaf.NotAfter, Serial: leaf.SerialNumber.Bytes()},
+		RenewBefore: renewBefore,
 	}
-	var previous time.Time
-	if status.RenewalTimeSource == renewalSourceARI && status.RenewalTime != nil {
-		previous = status.RenewalTime.Time
+	if info := status.RenewalInfo; info != nil && info.WindowStart != nil && info.WindowEnd != nil {
+		in.Window = &renewal.Window{Start: info.WindowStart.Time, End: info.WindowEnd.Time}
 	}
-	chosen, err := renewal.ChooseARIRenewalTime(saneWindow(info.WindowStart.Time, info.WindowEnd.Time, leaf), leaf.NotAfter, previous, nil)
-	if err != nil {
-		return fallback, renewalSourceFallback
+	if status.RenewalTimeSource == renewal.SourceARI && status.RenewalTime != nil {
+		in.Previous = status.RenewalTime.Time
 	}
-	return chosen, renewalSourceARI
-}
-
-// saneWindow narrows a renewal window that spans most of the certificate's life (Pebble offers
-// [notBefore, notAfter] for certificates of under two days) to the part after a third of the
-// lifetime and before its last tenth, so that a moment drawn from it neither renews a fresh
-// certificate at once, and again after that, nor cuts it close to expiry. A window that lies
-// wholly outside that part (the CA wants an early renewal, after a revocation) stands as the CA
-// gave it.
-func saneWindow(start, end time.Time, leaf *x509.Certificate) renewal.Window {
-	lifetime := leaf.NotAfter.Sub(leaf.NotBefore)
-	narrowed := renewal.Window{Start: start, End: end}
-	if earliest := leaf.NotBefore.Add(lifetime / 3); narrowed.Start.Before(earliest) {
-		narrowed.Start = earliest
-	}
-	if latest := leaf.NotAfter.Add(-lifetime / 10); narrowed.End.After(latest) {
-		narrowed.End = latest
-	}
-	if !narrowed.Start.Before(narrowed.End) {
-		return renewal.Window{Start: start, End: end}
-	}
-	return narrowed
+	return renewal.Schedule(in)
 }
 
 // refreshRenewalInfo asks the CA for the certificate's renewal window (RFC 9773) when it is due,

@@ -25,14 +25,6 @@ func Backoff(failedAttempts int32) time.Duration {
 	return MaxBackoff
 }
 
-// NextAttempt returns the earliest time issuance may be retried after failedAttempts
-// consecutive failures, the last at lastFailure. With no failures it is lastFailure itself,
-// which is in the past, so the caller may issue at once; the same holds for a zero lastFailure
-// (a status that lost it), which errs on the side of retrying.
-func NextAttempt(lastFailure time.Time, failedAttempts int32) time.Time {
-	return lastFailure.Add(Backoff(failedAttempts))
-}
-
 // MaxRequeueAfter caps how long a healthy certificate waits before it is looked at again.
 //
 // controller-runtime handles long requeues, but a daily re-check is cheap (a pure decision on
@@ -61,7 +53,7 @@ const ExpiredRetry = time.Hour
 
 // RetryTime returns the earliest time issuance may be retried after failedAttempts consecutive
 // failures, the last at lastFailure, for a certificate that expires at notAfter (zero when
-// there is none yet). It is NextAttempt's backoff (1m, 10m, 100m, then daily), with two
+// there is none yet). It is Backoff's wait (1m, 10m, 100m, then daily), with two
 // corrections:
 //
 //   - It never waits more than half the time left before notAfter (but at least the first
@@ -82,26 +74,6 @@ func RetryTime(lastFailure time.Time, failedAttempts int32, serverRetryAfter tim
 	}
 	wait = max(wait, min(serverRetryAfter, MaxBackoff))
 	return lastFailure.Add(wait)
-}
-
-// Validity states of a certificate at a moment, for the Ready condition's reason.
-const (
-	ValidityNotYetValid = "NotYetValid"
-	ValidityValid       = "Valid"
-	ValidityExpired     = "Expired"
-)
-
-// Validity returns whether a certificate valid from notBefore to notAfter is NotYetValid, Valid
-// or Expired at now. Expired starts at notAfter, as in ShouldIssue.
-func Validity(now, notBefore, notAfter time.Time) string {
-	switch {
-	case now.Before(notBefore):
-		return ValidityNotYetValid
-	case !now.Before(notAfter):
-		return ValidityExpired
-	default:
-		return ValidityValid
-	}
 }
 
 // NextEvaluation returns the earliest of moments strictly after now: the next time a

@@ -29,27 +29,6 @@ func TestBackoff(t *testing.T) {
 	}
 }
 
-func TestNextAttempt(t *testing.T) {
-	tests := map[string]struct {
-		lastFailure    time.Time
-		failedAttempts int32
-		want           time.Time
-	}{
-		"no failure: at once":              {lastFailure: t0, failedAttempts: 0, want: t0},
-		"first failure: a minute later":    {lastFailure: t0, failedAttempts: 1, want: t0.Add(time.Minute)},
-		"third failure: 100 minutes later": {lastFailure: t0, failedAttempts: 3, want: t0.Add(100 * time.Minute)},
-		"many failures: a day later":       {lastFailure: t0, failedAttempts: 50, want: t0.Add(24 * time.Hour)},
-		"lost failure time: in the past":   {lastFailure: time.Time{}, failedAttempts: 2, want: time.Time{}.Add(10 * time.Minute)},
-	}
-	for name, tc := range tests {
-		t.Run(name, func(t *testing.T) {
-			if got := NextAttempt(tc.lastFailure, tc.failedAttempts); !got.Equal(tc.want) {
-				t.Errorf("NextAttempt(%v, %d) = %v, want %v", tc.lastFailure, tc.failedAttempts, got, tc.want)
-			}
-		})
-	}
-}
-
 func TestRequeueAfter(t *testing.T) {
 	tests := map[string]struct {
 		renewalTime time.Time
@@ -140,28 +119,6 @@ func TestRetryTimeReachesExpiry(t *testing.T) {
 	}
 }
 
-func TestValidity(t *testing.T) {
-	notBefore, notAfter := t0, t0.Add(90*day)
-	tests := map[string]struct {
-		now  time.Time
-		want string
-	}{
-		"before notBefore": {now: notBefore.Add(-time.Second), want: ValidityNotYetValid},
-		"at notBefore":     {now: notBefore, want: ValidityValid},
-		"mid-life":         {now: notBefore.Add(45 * day), want: ValidityValid},
-		"just before end":  {now: notAfter.Add(-time.Nanosecond), want: ValidityValid},
-		"at notAfter":      {now: notAfter, want: ValidityExpired},
-		"after notAfter":   {now: notAfter.Add(day), want: ValidityExpired},
-	}
-	for name, tc := range tests {
-		t.Run(name, func(t *testing.T) {
-			if got := Validity(tc.now, notBefore, notAfter); got != tc.want {
-				t.Errorf("Validity = %s, want %s", got, tc.want)
-			}
-		})
-	}
-}
-
 func TestNextEvaluation(t *testing.T) {
 	tests := map[string]struct {
 		moments []time.Time
@@ -184,7 +141,7 @@ func TestNextEvaluation(t *testing.T) {
 }
 
 // TestTimeline runs the time functions together the way the controller will, for each lifetime
-// Let's Encrypt issues: the validity, the renewal time (ARI when the window is usable, the
+// Let's Encrypt issues: the renewal time (ARI when the window is usable, the
 // jittered fallback otherwise) and the next moment to look at the certificate again.
 func TestTimeline(t *testing.T) {
 	serial := []byte{0x03, 0x7a, 0x51, 0xe2, 0x90, 0x0c}
@@ -195,10 +152,9 @@ func TestTimeline(t *testing.T) {
 		notAfter := notBefore.Add(lifetime)
 		fallback := FallbackRenewalTime(notBefore, notAfter, 168*time.Hour, serial)
 		tests := map[string]struct {
-			now          time.Duration // relative to notBefore
-			renewBefore  time.Duration
-			window       *window
-			wantValidity string
+			now         time.Duration // relative to notBefore
+			renewBefore time.Duration
+			window      *window
 			// wantRenewal is the expected renewal time relative to notBefore; -1 means the
 			// fallback.
 			wantRenewal time.Duration
@@ -207,37 +163,33 @@ func TestTimeline(t *testing.T) {
 			wantDue     bool
 		}{
 			"notBefore in the future (CA clock ahead)": {
-				now: -time.Minute, renewBefore: 168 * time.Hour, wantValidity: ValidityNotYetValid,
-				wantRenewal: -1, wantNext: 0,
+				now: -time.Minute, renewBefore: 168 * time.Hour, wantRenewal: -1, wantNext: 0,
 			},
 			"fresh certificate, no ARI": {
-				now: time.Minute, renewBefore: 168 * time.Hour, wantValidity: ValidityValid,
-				wantRenewal: -1, wantNext: fallback.Sub(notBefore),
+				now: time.Minute, renewBefore: 168 * time.Hour, wantRenewal: -1, wantNext: fallback.Sub(notBefore),
 			},
 			"renewBefore longer than the lifetime": {
-				now: time.Minute, renewBefore: 2 * lifetime, wantValidity: ValidityValid,
-				wantRenewal: FallbackRenewalTime(notBefore, notAfter, 2*lifetime, serial).Sub(notBefore),
-				wantNext:    FallbackRenewalTime(notBefore, notAfter, 2*lifetime, serial).Sub(notBefore),
+				now: time.Minute, renewBefore: 2 * lifetime, wantRenewal: FallbackRenewalTime(notBefore, notAfter, 2*lifetime, serial).Sub(notBefore),
+				wantNext: FallbackRenewalTime(notBefore, notAfter, 2*lifetime, serial).Sub(notBefore),
 			},
 			"ARI window in the future": {
 				now: time.Minute, renewBefore: 168 * time.Hour, window: &window{lifetime / 2, lifetime/2 + lifetime/20},
-				wantValidity: ValidityValid, wantRenewal: lifetime / 2, wantARI: true, wantNext: lifetime / 2,
+				wantRenewal: lifetime / 2, wantARI: true, wantNext: lifetime / 2,
 			},
 			"ARI window in the past: renew now": {
 				now: lifetime / 4, renewBefore: 168 * time.Hour, window: &window{lifetime / 8, lifetime / 6},
-				wantValidity: ValidityValid, wantRenewal: lifetime / 8, wantARI: true, wantDue: true,
+				wantRenewal: lifetime / 8, wantARI: true, wantDue: true,
 				wantNext: lifetime,
 			},
 			"malformed ARI window: fallback": {
 				now: time.Minute, renewBefore: 168 * time.Hour, window: &window{lifetime / 2, lifetime / 3},
-				wantValidity: ValidityValid, wantRenewal: -1, wantNext: fallback.Sub(notBefore),
+				wantRenewal: -1, wantNext: fallback.Sub(notBefore),
 			},
 			"past the fallback renewal time": {
-				now: fallback.Sub(notBefore) + time.Second, renewBefore: 168 * time.Hour, wantValidity: ValidityValid,
-				wantRenewal: -1, wantDue: true, wantNext: lifetime,
+				now: fallback.Sub(notBefore) + time.Second, renewBefore: 168 * time.Hour, wantRenewal: -1, wantDue: true, wantNext: lifetime,
 			},
 			"expired": {
-				now: lifetime, renewBefore: 168 * time.Hour, wantValidity: ValidityExpired, wantRenewal: -1, wantDue: true,
+				now: lifetime, renewBefore: 168 * time.Hour, wantRenewal: -1, wantDue: true,
 				wantNext: -1,
 			},
 		}
@@ -251,9 +203,6 @@ func TestTimeline(t *testing.T) {
 					if err == nil {
 						renewalTime, usedARI = chosen, true
 					}
-				}
-				if got := Validity(now, notBefore, notAfter); got != tc.wantValidity {
-					t.Errorf("Validity = %s, want %s", got, tc.wantValidity)
 				}
 				wantRenewal := fallback
 				if tc.wantRenewal != -1 {
