@@ -1,6 +1,7 @@
 # Multi-stage build of certpilot's static, non-root image: the manager (entrypoint) and the edge
 # (run it with `command: ["/edge"]`). The kubectl plugin is a client tool: `make plugin`.
-# `make docker-build` (needs a Docker engine).
+# `make docker-build` (needs a Docker engine). `make image` writes the same layout without one
+# (docs/cluster.md).
 FROM golang:1.26 AS build
 WORKDIR /src
 COPY go.mod go.sum ./

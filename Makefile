@@ -61,7 +61,7 @@ test-binaries: ## Build kube-apiserver, etcd, kubectl and Pebble from pinned ver
 	bash hack/build-test-binaries.sh all
 
 .PHONY: test-deps
-test-deps: ## Install BIND 9 and openssl from Debian's packages when missing (as root or with sudo).
+test-deps: ## Install BIND 9, openssl, containerd, runc, the CNI plugins, iptables and conntrack from Debian's packages when missing (as root or with sudo).
 	bash hack/install-test-deps.sh
 
 .PHONY: test
@@ -176,6 +176,15 @@ local-down: ## Stop the environment started by local-up.
 	@rm -f $(LOCAL_DIR)/pid $(LOCAL_DIR)/env
 
 IMG ?= certpilot:dev
+IMAGE_DIR := $(BIN)/image
+.PHONY: image
+image: ## Build the image (/manager, /edge, non-root, trusted roots) with no container engine: $(IMAGE_DIR)/certpilot.tar (OCI layout).
+	@mkdir -p $(IMAGE_DIR)
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags='-s -w' -o $(IMAGE_DIR)/manager .
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags='-s -w' -o $(IMAGE_DIR)/edge ./cmd/edge
+	cd hack/image && $(GO) run . --name $(IMG) --entrypoint /manager \
+		--binary /manager=$(IMAGE_DIR)/manager --binary /edge=$(IMAGE_DIR)/edge --out $(IMAGE_DIR)/certpilot.tar
+
 .PHONY: docker-build
-docker-build: ## Build the container image (needs a Docker engine).
+docker-build: ## Build the container image with a Docker engine (the same layout as make image).
 	docker build -t $(IMG) .
