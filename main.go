@@ -45,6 +45,7 @@ import (
 	"github.com/certpilot/certpilot/internal/kube"
 	"github.com/certpilot/certpilot/internal/memory"
 	"github.com/certpilot/certpilot/internal/metricsauth"
+	"github.com/certpilot/certpilot/internal/netguard"
 	"github.com/certpilot/certpilot/internal/solver"
 )
 
@@ -68,6 +69,7 @@ func main() {
 		watchNamespaces    string
 		gatewaySource      bool
 		ingressSource      bool
+		allowPrivateDials  string
 	)
 	flag.StringVar(&metricsAddr, "metrics-bind-address", ":8080", "Address of the Prometheus metrics endpoint; 0 disables it.")
 	flag.BoolVar(&metricsSecure, "metrics-secure", false,
@@ -99,6 +101,9 @@ func main() {
 	flag.BoolVar(&gatewaySource, "gateway-source", true,
 		"Generate Certificates from Gateways (gateway.networking.k8s.io/v1) annotated with an issuer; off until the Gateway API CRDs are installed.")
 	flag.BoolVar(&ingressSource, "ingress-source", true, "Generate Certificates from Ingresses (networking.k8s.io/v1) annotated with an issuer.")
+	flag.StringVar(&allowPrivateDials, "allow-private-dials", "",
+		"Comma-separated CIDR prefixes of loopback, private and cluster addresses that the ACME clients of namespaced Issuers may connect to (for example an in-cluster step-ca). "+
+			"Default: none, only public addresses. Link-local and metadata addresses are never dialled for them; ClusterIssuers are not restricted.")
 	zapOptions := zap.Options{}
 	zapOptions.BindFlags(flag.CommandLine)
 	flag.Parse()
@@ -165,10 +170,16 @@ func main() {
 		os.Exit(1)
 	}
 	ctx := ctrl.SetupSignalHandler()
+	privateDials, err := netguard.ParseCIDRs(allowPrivateDials)
+	if err != nil {
+		log.Error(err, "Invalid --allow-private-dials")
+		os.Exit(1)
+	}
 	accounts := &controllers.Accounts{
 		Reader:                   mgr.GetAPIReader(),
 		ClusterResourceNamespace: clusterResourceNS,
 		UserAgent:                "certpilot",
+		NamespacedDials:          &netguard.Policy{Allow: privateDials},
 	}
 	issuerOptions := controller.Options{MaxConcurrentReconciles: issuerWorkers}
 	must((&controllers.IssuerReconciler{Client: mgr.GetClient(), Accounts: accounts}).SetupWithManager(mgr, issuerOptions))

@@ -16,6 +16,7 @@ import (
 	certpilotv1alpha1 "github.com/certpilot/certpilot/api/v1alpha1"
 	"github.com/certpilot/certpilot/internal/acme"
 	"github.com/certpilot/certpilot/internal/kube"
+	"github.com/certpilot/certpilot/internal/netguard"
 	"github.com/certpilot/certpilot/internal/pki"
 )
 
@@ -32,6 +33,10 @@ type Accounts struct {
 	ClusterResourceNamespace string
 	// UserAgent identifies certpilot to the CA.
 	UserAgent string
+	// NamespacedDials decides which addresses the ACME clients of namespaced Issuers may
+	// connect to: a tenant chose their servers (--allow-private-dials grants private ranges).
+	// Nil allows any address. ClusterIssuers, which administrators write, are not restricted.
+	NamespacedDials *netguard.Policy
 
 	mu      sync.Mutex
 	clients map[string]cachedClient
@@ -113,6 +118,7 @@ func (a *Accounts) Client(ctx context.Context, issuer certpilotv1alpha1.GenericI
 		CABundle:       spec.CABundle,
 		UserAgent:      a.UserAgent,
 		ObserveRequest: observeACMERequest,
+		DialPolicy:     a.dialPolicy(issuer),
 	})
 	if err != nil {
 		if acme.IsPermanent(err) {
@@ -127,6 +133,25 @@ func (a *Accounts) Client(ctx context.Context, issuer certpilotv1alpha1.GenericI
 	a.clients[cacheKey] = cachedClient{fingerprint: fingerprint, client: acmeClient, spec: specKey, checked: time.Now()}
 	a.mu.Unlock()
 	return acmeClient, nil
+}
+
+// dialPolicy returns the dial policy of issuer's ACME client: NamespacedDials for an Issuer,
+// none for a ClusterIssuer.
+func (a *Accounts) dialPolicy(issuer certpilotv1alpha1.GenericIssuer) *netguard.Policy {
+	if issuer.GetNamespace() == "" {
+		return nil
+	}
+	return a.NamespacedDials
+}
+
+// WithDialPolicy returns ctx carrying the dial policy of issuer (netguard.WithPolicy), so that
+// the dials made for its Certificates (self-checks, nameservers) obey what its ACME client obeys;
+// ctx itself when issuer is not restricted.
+func (a *Accounts) WithDialPolicy(ctx context.Context, issuer certpilotv1alpha1.GenericIssuer) context.Context {
+	if policy := a.dialPolicy(issuer); policy != nil {
+		return netguard.WithPolicy(ctx, *policy)
+	}
+	return ctx
 }
 
 // Reregister registers the issuer's key again after the CA said it no longer knows the account

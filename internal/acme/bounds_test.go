@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/certpilot/certpilot/internal/acme"
+	"github.com/certpilot/certpilot/internal/netguard"
 	"github.com/certpilot/certpilot/internal/pki"
 )
 
@@ -332,6 +333,33 @@ func TestHostileServer(t *testing.T) {
 			t.Errorf("the internal service got %d connections, want 0", n)
 		}
 	})
+}
+
+// TestDialPolicy: a client with a dial policy connects only where it allows (the hostile CA
+// listens on loopback).
+func TestDialPolicy(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	ca := newHostileCA(t)
+	key, err := pki.GenerateKey(pki.ECDSA, 256)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = acme.New(ctx, acme.Options{DirectoryURL: ca.URL + "/dir", AccountKey: key, DialPolicy: &netguard.Policy{}})
+	checkMessage(t, err, "not granted by the administrator")
+	if !acme.IsPermanent(err) || !netguard.IsRefused(err) {
+		t.Errorf("IsPermanent = %v, IsRefused = %v; want both", acme.IsPermanent(err), netguard.IsRefused(err))
+	}
+	if n := ca.connections.Load(); n != 0 {
+		t.Fatalf("the server got %d connections, want 0", n)
+	}
+	loopback, err := netguard.ParseCIDRs("127.0.0.0/8")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := acme.New(ctx, acme.Options{DirectoryURL: ca.URL + "/dir", AccountKey: key, DialPolicy: &netguard.Policy{Allow: loopback}}); err != nil {
+		t.Fatalf("New with loopback granted: %v", err)
+	}
 }
 
 func TestCheckOrderIdentifiers(t *testing.T) {

@@ -7,12 +7,15 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
 	"slices"
 	"sync"
 	"time"
 
 	"golang.org/x/crypto/acme"
+
+	"github.com/certpilot/certpilot/internal/netguard"
 )
 
 // Status values of orders, authorizations and challenges (RFC 8555 section 7.1.6).
@@ -45,6 +48,10 @@ type Options struct {
 	UserAgent string
 	// HTTPClient sends the requests. Nil means a client with a 30 s timeout per request.
 	HTTPClient *http.Client
+	// DialPolicy, when set, decides which addresses the client may connect to (after name
+	// resolution): set it for a namespaced Issuer, whose server a tenant chose. A refused dial is
+	// a permanent error. It cannot be combined with HTTPClient.
+	DialPolicy *netguard.Policy
 	// ObserveRequest, when set, is told about every request: the endpoint (see Endpoint), the
 	// HTTP status (0 when no response came) and how long it took. The controller feeds its
 	// metrics with it.
@@ -67,7 +74,7 @@ type Client struct {
 	// origin is the directory's scheme and host, the only one requests go to (bounds.go).
 	origin    origin
 	userAgent string
-	recorder   *retryAfterRecorder
+	recorder  *retryAfterRecorder
 	// renewalInfoURL is the directory's renewalInfo (RFC 9773), empty when the server has no ARI.
 	renewalInfoURL string
 
@@ -135,12 +142,17 @@ func New(ctx context.Context, opts Options) (*Client, error) {
 
 func newHTTPClient(opts Options) (*http.Client, error) {
 	if opts.HTTPClient != nil {
-		if len(opts.CABundle) > 0 {
-			return nil, permanent(errors.New("ACME client options: set CABundle or HTTPClient, not both"))
+		if len(opts.CABundle) > 0 || opts.DialPolicy != nil {
+			return nil, permanent(errors.New("ACME client options: set CABundle and DialPolicy, or HTTPClient, not both"))
 		}
 		return opts.HTTPClient, nil
 	}
 	transport := http.DefaultTransport.(*http.Transport).Clone()
+	if opts.DialPolicy != nil {
+		// The same dialer settings as Go's default transport, with the policy's check on every
+		// connection. A proxy from the environment is dialled instead of the server: grant it.
+		transport.DialContext = opts.DialPolicy.Dialer(net.Dialer{Timeout: 30 * time.Second, KeepAlive: 30 * time.Second}).DialContext
+	}
 	// Many reconcile workers talk to one CA at once: keep their connections (Go's default keeps
 	// two idle per host, so the others would pay a TLS handshake per request).
 	transport.MaxIdleConns, transport.MaxIdleConnsPerHost = 256, 128

@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"golang.org/x/crypto/acme"
+
+	"github.com/certpilot/certpilot/internal/netguard"
 )
 
 // problemPrefix is the namespace of ACME problem types (RFC 8555 section 6.7).
@@ -50,14 +52,15 @@ func permanent(err error) error { return &permanentError{err: err} }
 
 // IsPermanent reports whether retrying the request that returned err is pointless until the spec
 // or the account changes: the caller should mark the resource Stalled and stop retrying, instead
-// of backing off. Network errors, timeouts, 5xx, badNonce, rateLimited and anything unknown are
+// of backing off. A dial the netguard policy refused is permanent too (the spec or the
+// administrator's grant has to change). Network errors, timeouts, 5xx, badNonce, rateLimited and anything unknown are
 // transient.
 func IsPermanent(err error) bool {
 	if err == nil || IsAccountGone(err) {
 		return false // registering the account again cures it
 	}
 	var client *permanentError
-	if errors.As(err, &client) {
+	if errors.As(err, &client) || netguard.IsRefused(err) {
 		return true
 	}
 	var problem *acme.Error

@@ -14,6 +14,8 @@ import (
 	"net/http"
 	"strings"
 	"time"
+
+	"github.com/certpilot/certpilot/internal/netguard"
 )
 
 // ALPNProtocol is the ALPN protocol of tls-alpn-01 (RFC 8737 section 6.2).
@@ -50,10 +52,11 @@ func VerifyTLSALPN01Certificate(cert *x509.Certificate, domain, keyAuthorization
 
 // CheckTLSALPN01 dials address as the CA's validator would for domain (SNI domain, ALPN
 // acme-tls/1) and verifies the served challenge certificate, so that a challenge is accepted
-// only when it will pass: failed validations count against the CA's rate limits.
+// only when it will pass: failed validations count against the CA's rate limits. The dial obeys
+// the netguard policy ctx carries (netguard.WithPolicy), if any; so does CheckHTTP01's.
 func CheckTLSALPN01(ctx context.Context, address, domain, keyAuthorization string) error {
 	dialer := &tls.Dialer{
-		NetDialer: &net.Dialer{Timeout: 10 * time.Second},
+		NetDialer: netguard.DialerFrom(ctx, net.Dialer{Timeout: 10 * time.Second}),
 		Config: &tls.Config{
 			ServerName: domain,
 			NextProtos: []string{ALPNProtocol},
@@ -95,6 +98,12 @@ func CheckHTTP01(ctx context.Context, address, domain, token, keyAuthorization s
 	client := &http.Client{
 		Timeout:       10 * time.Second,
 		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+		// A new connection per check, straight to address (never through a proxy), obeying the
+		// dial policy ctx carries.
+		Transport: &http.Transport{
+			DialContext:       netguard.DialerFrom(ctx, net.Dialer{Timeout: 10 * time.Second}).DialContext,
+			DisableKeepAlives: true,
+		},
 	}
 	response, err := client.Do(request)
 	if err != nil {
@@ -106,7 +115,9 @@ func CheckHTTP01(ctx context.Context, address, domain, token, keyAuthorization s
 		return fmt.Errorf("http-01 self-check of %s at %s: %w", domain, address, err)
 	}
 	if response.StatusCode != http.StatusOK {
-		return fmt.Errorf("http-01 self-check of %s at %s: GET /.well-known/acme-challenge/%s answered %s", domain, address, token, response.Status)
+		// The code alone: the reason phrase is the server's own text.
+		return fmt.Errorf("http-01 self-check of %s at %s: GET /.well-known/acme-challenge/%s answered %d %s",
+			domain, address, token, response.StatusCode, http.StatusText(response.StatusCode))
 	}
 	if strings.TrimSpace(string(body)) != keyAuthorization {
 		return fmt.Errorf("http-01 self-check of %s at %s: the served key authorization differs (an old response is still served)", domain, address)

@@ -86,6 +86,10 @@ type StackOptions struct {
 // EdgeDeployment is the name of the load balancer Deployment certpilot mounts challenges into.
 const EdgeDeployment = "edge"
 
+// LoopbackDials is the --allow-private-dials grant of the stack's manager: loopback, where Pebble,
+// the edge and every test server listen.
+const LoopbackDials = "127.0.0.0/8,::1/128"
+
 // StartStack starts the edge and the manager against kube and pebble and creates a ClusterIssuer
 // for pebble, waiting until it is Ready. Stop stops the processes.
 func StartStack(ctx context.Context, kube *Kube, pebble *Pebble, opts StackOptions) (_ *Stack, err error) {
@@ -170,6 +174,8 @@ func StartStack(ctx context.Context, kube *Kube, pebble *Pebble, opts StackOptio
 		"--metrics-bind-address", s.MetricsAddress,
 		"--health-probe-bind-address", fmt.Sprintf("127.0.0.1:%d", managerHealth),
 		"--cluster-resource-namespace", system,
+		// Everything here listens on loopback: the stack grants it to namespaced Issuers itself.
+		"--allow-private-dials", LoopbackDials,
 	}
 	s.managerArgs = append(s.managerArgs, chartArgs...)
 	s.managerArgs = append(s.managerArgs, opts.ManagerArgs...)
