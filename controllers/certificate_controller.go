@@ -76,8 +76,8 @@ type certificateRun struct {
 	now    time.Time
 	issuer certpilotv1alpha1.GenericIssuer
 	acme   *acme.Client
-	// secret is the certificate Secret when it exists and certpilot owns it.
-	secret *corev1.Secret
+	// observed is what the observe step read: the certificate Secret, its leaf, the issuer.
+	observed observed
 	// ready is the Ready condition the decision computed from the Secret (nil before it ran).
 	ready *metav1.Condition
 	// trigger is why the decision issues (zero when it does not).
@@ -103,8 +103,6 @@ type certificateRun struct {
 	accept []pendingChallenge
 	// patchBase is the Certificate as last written, for the status patches steps make early.
 	patchBase *certpilotv1alpha1.Certificate
-	// renewalInfoFetch is when the certificate's renewal window is fetched next (zero: not).
-	renewalInfoFetch time.Time
 }
 
 // certificateStep is one idempotent step. A non-zero Result or an error ends the reconcile.
@@ -182,7 +180,7 @@ func (r *CertificateReconciler) Reconcile(ctx context.Context, req ctrl.Request)
 // it wrote into workloads).
 func (r *CertificateReconciler) finalizeDeletion(ctx context.Context, run *certificateRun) (ctrl.Result, error) {
 	_, _ = r.restoreOrder(ctx, run)
-	r.lookupSolver(ctx, run)
+	r.observeIssuer(ctx, run)
 	if orderOpen(run.cert) {
 		// The CA lists the order's challenges, with the tokens that name their responses.
 		if client, err := r.acmeClient(ctx, run); err == nil {

@@ -18,7 +18,6 @@ import (
 	certpilotv1alpha1 "github.com/certpilot/certpilot/api/v1alpha1"
 	"github.com/certpilot/certpilot/internal/acme"
 	"github.com/certpilot/certpilot/internal/kube"
-	"github.com/certpilot/certpilot/internal/pki"
 	"github.com/certpilot/certpilot/internal/renewal"
 )
 
@@ -41,31 +40,21 @@ const (
 	reasonUpToDate = "UpToDate"
 )
 
-// decide reads what the decision needs (the Secret, the issuer), records the current
-// certificate in the status, and acts on what decideIssuance says: go on issuing, clean up what
-// an earlier reconcile left, or schedule the next look at the renewal time.
+// decide observes (the Secret, the issuer), decides (decideIssuance, pure), and acts on the
+// decision: fetch the CA's renewal window when it is due (and decide again on it), record the
+// current certificate in the status, clean up what an earlier reconcile left, and go on issuing
+// or schedule the next look.
 func (r *CertificateReconciler) decide(ctx context.Context, run *certificateRun) (ctrl.Result, error) {
-	cert := run.cert
-	// While an order is open the cache is trusted for a missing Secret (storing reads the API
-	// again before writing); before an order, the API is asked, so that a Secret certpilot may
-	// not overwrite stops the Certificate before anything is ordered.
-	secret, err := r.certificateSecret(ctx, cert, false, !orderOpen(cert))
-	if err == nil && secretBehindStatus(cert, secret) {
-		// The Secret cache has not seen the certificate this status records as stored: the API
-		// has, and deciding on the older one would order a renewal twice.
-		secret, err = r.certificateSecret(ctx, cert, true, true)
-	}
-	if err != nil {
+	if err := r.observe(ctx, run); err != nil {
 		return ctrl.Result{}, err
 	}
-	run.secret = secret
-	r.lookupSolver(ctx, run)
-
-	in := renewalInput(run)
-	renewalTime := r.recordCurrentCertificate(ctx, run, in.RenewBefore)
-	in.RenewalTime = renewalTime
-	in.RenewalInfoFetch = run.renewalInfoFetch
-	d := decideIssuance(in, renewalTime, cert, run.patchBase.Status.ObservedGeneration)
+	d := decideIssuance(r.decisionInputOf(run))
+	recordCurrent(&run.cert.Status, d.current)
+	if d.fetchRenewalInfo {
+		r.refreshRenewalInfo(ctx, run, run.observed.leaf)
+		d = decideIssuance(r.decisionInputOf(run))
+		recordCurrent(&run.cert.Status, d.current)
+	}
 	run.ready, run.trigger = d.ready, d.trigger
 	if d.dropOrder {
 		// The spec went back to what the Secret holds while an order for other names was open.
@@ -88,17 +77,42 @@ func (r *CertificateReconciler) decide(ctx context.Context, run *certificateRun)
 	if d.requeueAfter > 0 {
 		return ctrl.Result{RequeueAfter: d.requeueAfter}, nil
 	}
-	if !orderOpen(cert) {
+	if !orderOpen(run.cert) {
 		ctrl.LoggerFrom(ctx).Info("Issuing certificate", "reason", d.trigger.Reason, "message", d.trigger.Message)
 	}
 	return ctrl.Result{}, nil
 }
 
+// decisionInput is everything decideIssuance reads: what observe read, the Certificate as read
+// (with the status this reconcile built so far), and the clock.
+type decisionInput struct {
+	now  time.Time
+	cert *certpilotv1alpha1.Certificate
+	// observedGeneration is the generation the last written status saw.
+	observedGeneration int64
+	secret             *corev1.Secret
+	leaf               *x509.Certificate
+	issuer             certpilotv1alpha1.GenericIssuer
+	// renewalInfoDue is when the CA's renewal window of leaf is fetched next (zero: now).
+	renewalInfoDue time.Time
+}
+
+// decisionInputOf is the decision's input of this reconcile.
+func (r *CertificateReconciler) decisionInputOf(run *certificateRun) decisionInput {
+	in := decisionInput{now: run.now, cert: run.cert, observedGeneration: run.patchBase.Status.ObservedGeneration,
+		secret: run.observed.secret, leaf: run.observed.leaf, issuer: run.issuer}
+	if in.leaf != nil {
+		if serial := fmt.Sprintf("%x", in.leaf.SerialNumber); run.cert.Status.SerialNumber == serial {
+			in.renewalInfoDue = r.renewalInfoDue(run, serial)
+		}
+	}
+	return in
+}
+
 // renewalInput is what the renewal policy compares: the spec, the Secret, the clock.
-func renewalInput(run *certificateRun) renewal.Input {
-	cert := run.cert
+func renewalInput(now time.Time, cert *certpilotv1alpha1.Certificate, issuer certpilotv1alpha1.GenericIssuer, secret *corev1.Secret) renewal.Input {
 	in := renewal.Input{
-		Now:              run.now,
+		Now:              now,
 		DNSNames:         cert.Spec.DNSNames,
 		IssuerKind:       cert.Spec.IssuerRef.Kind,
 		IssuerName:       cert.Spec.IssuerRef.Name,
@@ -108,10 +122,10 @@ func renewalInput(run *certificateRun) renewal.Input {
 	if key := cert.Spec.PrivateKey; key != nil {
 		in.KeyAlgorithm, in.KeySize = key.Algorithm, int(key.Size)
 	}
-	if run.issuer != nil {
-		in.IssuerServer = run.issuer.GetSpec().ACME.Server
+	if issuer != nil {
+		in.IssuerServer = issuer.GetSpec().ACME.Server
 	}
-	if secret := run.secret; secret != nil {
+	if secret != nil {
 		in.Secret = &renewal.Secret{
 			CertificatePEM: secret.Data[corev1.TLSCertKey],
 			PrivateKeyPEM:  secret.Data[corev1.TLSPrivateKeyKey],
@@ -124,11 +138,26 @@ func renewalInput(run *certificateRun) renewal.Input {
 	return in
 }
 
+// currentCertificate is what the status records of the certificate the Secret holds.
+type currentCertificate struct {
+	// leaf is nil when the Secret holds no readable certificate: the status records none.
+	leaf              *x509.Certificate
+	renewalTime       time.Time
+	renewalTimeSource string
+	// keepRenewalInfo: the status's renewal window is this certificate's and the issuer uses ARI.
+	keepRenewalInfo bool
+}
+
 // issuanceDecision is what decideIssuance concludes.
 type issuanceDecision struct {
 	trigger renewal.Trigger
 	// ready is the Ready condition the Secret deserves.
 	ready *metav1.Condition
+	// current is what the status records of the served certificate.
+	current currentCertificate
+	// fetchRenewalInfo: the CA's renewal window of the served certificate is due; fetch it and
+	// decide again.
+	fetchRenewalInfo bool
 	// dropOrder: an open order is for other names than the spec, which the Secret matches.
 	dropOrder bool
 	// finishCleanup: responses of a stored certificate may still be published.
@@ -139,27 +168,42 @@ type issuanceDecision struct {
 	wait error
 }
 
-// decideIssuance is the decision as a pure function of what was read: the renewal input, the
-// renewal time of the certificate in the Secret, the Certificate (its status: open order,
-// failures, finalizers) and the generation the controller last saw.
-func decideIssuance(in renewal.Input, renewalTime time.Time, cert *certpilotv1alpha1.Certificate, observedGeneration int64) issuanceDecision {
-	trigger, issue := renewal.ShouldIssue(in)
-	d := issuanceDecision{trigger: trigger}
+// decideIssuance is the decision as a pure function of what was observed and the clock: when the
+// served certificate renews, whether the CA's renewal window is due, whether to issue (and why),
+// and what to do instead.
+func decideIssuance(in decisionInput) issuanceDecision {
+	cert := in.cert
+	var d issuanceDecision
+	ari := in.issuer != nil && !in.issuer.GetSpec().ACME.DisableRenewalInfo
+	var renewalTime time.Time
+	if leaf := in.leaf; leaf != nil {
+		status := cert.Status
+		sameCertificate := status.SerialNumber == fmt.Sprintf("%x", leaf.SerialNumber)
+		if !sameCertificate || !ari {
+			status.RenewalInfo, status.RenewalTimeSource = nil, ""
+		}
+		renewalTime, d.current.renewalTimeSource = renewalSchedule(&status, leaf, renewBefore(cert))
+		d.current.leaf, d.current.renewalTime = leaf, renewalTime
+		d.current.keepRenewalInfo = sameCertificate && ari
+		d.fetchRenewalInfo = ari && !in.now.After(leaf.NotAfter) && (in.renewalInfoDue.IsZero() || !in.now.Before(in.renewalInfoDue))
+	}
+	renewalIn := renewalInput(in.now, cert, in.issuer, in.secret)
+	renewalIn.RenewalTime = renewalTime
+	trigger, issue := renewal.ShouldIssue(renewalIn)
+	d.trigger = trigger
 	// A certificate that is valid stays Ready while its renewal (or its reissue from the CA the
 	// issuer points to now) runs.
 	stillGood := !issue || trigger.Reason == renewal.ReasonRenewalDue || trigger.Reason == renewal.ReasonRenewalRequested ||
 		trigger.Reason == renewal.ReasonIssuerServerChanged
-	if stillGood && cert.Status.NotAfter != nil {
-		d.ready = &metav1.Condition{Status: metav1.ConditionTrue, Reason: reasonUpToDate,
-			Message: fmt.Sprintf("Certificate is valid until %s; renewal at %s",
-				cert.Status.NotAfter.UTC().Format(time.RFC3339), renewalTime.UTC().Format(time.RFC3339))}
+	if stillGood && in.leaf != nil {
+		d.ready = &metav1.Condition{Status: metav1.ConditionTrue, Reason: reasonUpToDate, Message: validUntil(in.leaf.NotAfter, renewalTime)}
 	} else {
 		d.ready = &metav1.Condition{Status: metav1.ConditionFalse, Reason: trigger.Reason, Message: trigger.Message}
 	}
 
 	// The CA asked to slow down: nothing goes to it before the time it named, whatever woke
 	// this reconcile (an owned Secret written just before the refused request, a restart).
-	slowDown := caSlowDown(cert, in.Now)
+	slowDown := caSlowDown(cert, in.now)
 	if !issue {
 		if orderOpen(cert) && sameNames(cert.Status.Order.DNSNames, cert.Spec.DNSNames) {
 			// An open order is finished even when nothing triggers now: it was opened for a
@@ -172,14 +216,14 @@ func decideIssuance(in renewal.Input, renewalTime time.Time, cert *certpilotv1al
 		// Look again at the renewal time, and at notBefore and notAfter, so that Ready turns
 		// True or False at those moments even when nothing else happens.
 		moments := []time.Time{renewalTime}
-		if cert.Status.NotBefore != nil && cert.Status.NotAfter != nil {
-			moments = append(moments, cert.Status.NotBefore.Time, cert.Status.NotAfter.Time)
+		if leaf := in.leaf; leaf != nil {
+			moments = append(moments, leaf.NotBefore.Truncate(time.Second), leaf.NotAfter.Truncate(time.Second))
 		}
-		if !in.RenewalInfoFetch.IsZero() {
-			moments = append(moments, in.RenewalInfoFetch) // the CA's window may move
+		if ari && !in.renewalInfoDue.IsZero() {
+			moments = append(moments, in.renewalInfoDue) // the CA's window may move
 		}
-		next := renewal.NextEvaluation(in.Now, moments...)
-		d.requeueAfter = max(renewal.RequeueAfter(in.Now, next), time.Second)
+		next := renewal.NextEvaluation(in.now, moments...)
+		d.requeueAfter = max(renewal.RequeueAfter(in.now, next), time.Second)
 		return d
 	}
 	if slowDown != nil {
@@ -191,20 +235,50 @@ func decideIssuance(in renewal.Input, renewalTime time.Time, cert *certpilotv1al
 	}
 	// Back off after failures (1m, 10m, 100m, then daily), unless the spec changed since.
 	if attempts := cert.Status.FailedIssuanceAttempts; attempts > 0 && cert.Status.LastFailureTime != nil &&
-		observedGeneration == cert.Generation && !in.RenewalRequested {
+		in.observedGeneration == cert.Generation && !renewalIn.RenewalRequested {
 		// Never so long that a served certificate expires while a retry could still succeed.
-		next := retryTime(&cert.Status, cert.Status.LastFailureTime.Time, 0)
-		if in.Now.Before(next) {
-			d.wait = wait(next.Sub(in.Now), "BackingOff",
+		status := cert.Status
+		status.NotAfter = nil
+		if in.leaf != nil {
+			status.NotAfter = timePtr(in.leaf.NotAfter)
+		}
+		next := retryTime(&status, cert.Status.LastFailureTime.Time, 0)
+		if in.now.Before(next) {
+			d.wait = wait(next.Sub(in.now), "BackingOff",
 				"Issuance failed %d time(s); next attempt at %s (%s)", attempts, next.UTC().Format(time.RFC3339), trigger.Message)
 			if failure := meta.FindStatusCondition(cert.Status.Conditions, certpilotv1alpha1.ConditionReconciling); failure != nil &&
 				failure.Status == metav1.ConditionTrue && strings.HasPrefix(failure.Message, failureMessagePrefix) {
 				// The failure's own words (which name, what the CA said) stay until the retry.
-				d.wait = wait(next.Sub(in.Now), failure.Reason, "%s", failure.Message)
+				d.wait = wait(next.Sub(in.now), failure.Reason, "%s", failure.Message)
 			}
 		}
 	}
 	return d
+}
+
+// recordCurrent records the served certificate in the status: its dates, serial and renewal
+// time, or nothing when there is none.
+func recordCurrent(status *certpilotv1alpha1.CertificateStatus, current currentCertificate) {
+	leaf := current.leaf
+	if leaf == nil {
+		status.NotBefore, status.NotAfter, status.RenewalTime, status.SerialNumber = nil, nil, nil, ""
+		status.RenewalTimeSource, status.RenewalInfo = "", nil
+		return
+	}
+	if !current.keepRenewalInfo {
+		status.RenewalInfo = nil
+	}
+	status.NotBefore = timePtr(leaf.NotBefore)
+	status.NotAfter = timePtr(leaf.NotAfter)
+	status.RenewalTime = timePtr(current.renewalTime)
+	status.RenewalTimeSource = current.renewalTimeSource
+	status.SerialNumber = fmt.Sprintf("%x", leaf.SerialNumber)
+}
+
+// validUntil is the Ready message of a valid certificate.
+func validUntil(notAfter, renewalTime time.Time) string {
+	return fmt.Sprintf("Certificate is valid until %s; renewal at %s",
+		notAfter.UTC().Format(time.RFC3339), renewalTime.UTC().Format(time.RFC3339))
 }
 
 // caSlowDown is the wait until status.nextAttemptTime, when the CA asked to slow down and that
@@ -216,36 +290,6 @@ func caSlowDown(cert *certpilotv1alpha1.Certificate, now time.Time) error {
 	}
 	return wait(next.Sub(now), "CASlowDown", "The CA asked to slow down (attempt %d); next attempt at %s",
 		cert.Status.FailedIssuanceAttempts, next.UTC().Format(time.RFC3339))
-}
-
-// recordCurrentCertificate copies the Secret's certificate dates and serial into the status,
-// refreshes the CA's renewal window when due, and returns the renewal time (zero when there is
-// no readable certificate).
-func (r *CertificateReconciler) recordCurrentCertificate(ctx context.Context, run *certificateRun, renewBefore time.Duration) time.Time {
-	status := &run.cert.Status
-	var leaf *x509.Certificate
-	if run.secret != nil {
-		leaf, _ = pki.ParseLeaf(run.secret.Data[corev1.TLSCertKey])
-	}
-	if leaf == nil {
-		status.NotBefore, status.NotAfter, status.RenewalTime, status.SerialNumber = nil, nil, nil, ""
-		status.RenewalTimeSource, status.RenewalInfo = "", nil
-		return time.Time{}
-	}
-	serial := fmt.Sprintf("%x", leaf.SerialNumber)
-	if status.SerialNumber != serial {
-		status.RenewalInfo = nil // another certificate's window
-	}
-	if !run.now.After(leaf.NotAfter) {
-		r.refreshRenewalInfo(ctx, run, leaf, false)
-	}
-	renewalTime, source := renewalSchedule(status, leaf, renewBefore)
-	status.NotBefore = timePtr(leaf.NotBefore)
-	status.NotAfter = timePtr(leaf.NotAfter)
-	status.RenewalTime = timePtr(renewalTime)
-	status.RenewalTimeSource = source
-	status.SerialNumber = serial
-	return renewalTime
 }
 
 // secretBehindStatus reports whether secret (from the cache) predates the order the status

@@ -4,6 +4,7 @@ import (
 	"crypto/rand"
 	"crypto/x509"
 	"errors"
+	"fmt"
 	"math/big"
 	"testing"
 	"time"
@@ -17,12 +18,11 @@ import (
 	"github.com/certpilot/certpilot/internal/renewal"
 )
 
-// TestDecideIssuance: the decision is a pure function of the renewal input, the renewal time and
-// the Certificate's status.
+// TestDecideIssuance: the decision is a pure function of what was observed (the Certificate, its
+// Secret, the issuer) and the clock.
 func TestDecideIssuance(t *testing.T) {
 	now := time.Date(2026, 12, 1, 12, 0, 0, 0, time.UTC)
 	names := []string{"www.example.test"}
-	renewalTime := now.Add(24 * time.Hour)
 	openOrder := &certpilotv1alpha1.OrderStatus{URL: "https://ca/order/1", State: "pending", DNSNames: names}
 	otherNamesOrder := &certpilotv1alpha1.OrderStatus{URL: "https://ca/order/2", State: "pending", DNSNames: []string{"old.example.test"}}
 	lastFailure := metav1.NewTime(now.Add(-30 * time.Second))
@@ -120,11 +120,15 @@ func TestDecideIssuance(t *testing.T) {
 			if tt.specChanged {
 				observed--
 			}
-			in := renewal.Input{Now: now, DNSNames: names, RenewBefore: 7 * 24 * time.Hour, RenewalRequested: tt.requested}
-			if !tt.secretMissing {
-				in.Secret = validSecret(t, names, now)
+			cert.Spec.RenewBefore = &metav1.Duration{Duration: 7 * 24 * time.Hour}
+			if tt.requested {
+				cert.Annotations = map[string]string{certpilotv1alpha1.AnnotationRenew: "now"}
 			}
-			d := decideIssuance(in, renewalTime, cert, observed)
+			in := decisionInput{now: now, cert: cert, observedGeneration: observed}
+			if !tt.secretMissing {
+				in.secret, in.leaf = secretOf(t, validSecret(t, names, now))
+			}
+			d := decideIssuance(in)
 
 			issue := d.requeueAfter == 0 && d.wait == nil
 			if issue != tt.wantIssue || d.dropOrder != tt.wantDrop || d.finishCleanup != tt.wantCleanup || (d.wait != nil) != tt.wantWait {
@@ -146,6 +150,16 @@ func TestDecideIssuance(t *testing.T) {
 			}
 		})
 	}
+}
+
+// secretOf is the certificate Secret that holds s, and its leaf.
+func secretOf(t *testing.T, s *renewal.Secret) (*corev1.Secret, *x509.Certificate) {
+	t.Helper()
+	leaf, err := pki.ParseLeaf(s.CertificatePEM)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &corev1.Secret{Data: map[string][]byte{corev1.TLSCertKey: s.CertificatePEM, corev1.TLSPrivateKeyKey: s.PrivateKeyPEM}}, leaf
 }
 
 // validSecret is a certificate Secret for names, valid for 30 days from now, self-signed with
@@ -233,6 +247,79 @@ func TestSecretBehindStatus(t *testing.T) {
 				Order: &certpilotv1alpha1.OrderStatus{URL: stored, State: tt.state}}}
 			if got := secretBehindStatus(cert, tt.secret); got != tt.want {
 				t.Errorf("secretBehindStatus = %v, want %v", got, tt.want)
+			}
+		})
+	}
+}
+
+// TestDecideRenewalSchedule: when the served certificate renews, whether the CA's renewal window
+// is due, and what the status keeps of it.
+func TestDecideRenewalSchedule(t *testing.T) {
+	now := time.Date(2026, 12, 1, 12, 0, 0, 0, time.UTC)
+	names := []string{"www.example.test"}
+	secret, leaf := secretOf(t, validSecret(t, names, now)) // from now-1h, for 30 days
+	serial := fmt.Sprintf("%x", leaf.SerialNumber)
+	ari := &certpilotv1alpha1.ClusterIssuer{}
+	noARI := &certpilotv1alpha1.ClusterIssuer{}
+	noARI.Spec.ACME.DisableRenewalInfo = true
+	window := func(start, end time.Time) *certpilotv1alpha1.RenewalInfoStatus {
+		return &certpilotv1alpha1.RenewalInfoStatus{WindowStart: &metav1.Time{Time: start}, WindowEnd: &metav1.Time{Time: end}}
+	}
+	safePoint := leaf.NotAfter.Add(-leaf.NotAfter.Sub(leaf.NotBefore) / 10)
+	tests := map[string]struct {
+		issuer       certpilotv1alpha1.GenericIssuer
+		statusSerial string
+		info         *certpilotv1alpha1.RenewalInfoStatus
+		due          time.Time
+		expired      bool
+
+		wantFetch  bool
+		wantSource string
+		wantKeep   bool
+		// wantRenewal, when set, is the renewal time (the windows here are a second wide).
+		wantRenewal time.Time
+	}{
+		"ARI, never fetched: fetch": {issuer: ari, statusSerial: serial, wantFetch: true, wantSource: renewal.SourceFallback, wantKeep: true},
+		"ARI, fetched, next fetch later: no fetch": {issuer: ari, statusSerial: serial, due: now.Add(time.Hour),
+			wantSource: renewal.SourceFallback, wantKeep: true},
+		"ARI, next fetch passed: fetch": {issuer: ari, statusSerial: serial, due: now.Add(-time.Second), wantFetch: true,
+			wantSource: renewal.SourceFallback, wantKeep: true},
+		"ARI off: no fetch, no window kept": {issuer: noARI, statusSerial: serial, info: window(now.Add(time.Hour), now.Add(2*time.Hour)),
+			wantSource: renewal.SourceFallback},
+		"issuer not read: no fetch": {statusSerial: serial, wantSource: renewal.SourceFallback},
+		"a window inside the safe part: a moment in it": {issuer: ari, statusSerial: serial, due: now.Add(time.Hour),
+			info: window(now.Add(20*24*time.Hour), now.Add(20*24*time.Hour+time.Second)), wantSource: renewal.SourceARI, wantKeep: true,
+			wantRenewal: now.Add(20 * 24 * time.Hour)},
+		"a window reaching past notAfter: the safe point": {issuer: ari, statusSerial: serial, due: now.Add(time.Hour),
+			info: window(leaf.NotAfter.Add(-30*time.Second), leaf.NotAfter.Add(24*time.Hour)), wantSource: renewal.SourceARI, wantKeep: true,
+			wantRenewal: safePoint},
+		"a new certificate: the old one's window is dropped, fetch": {issuer: ari, statusSerial: "0ff",
+			info: window(now.Add(time.Hour), now.Add(2*time.Hour)), wantFetch: true, wantSource: renewal.SourceFallback},
+	}
+	for name, tt := range tests {
+		t.Run(name, func(t *testing.T) {
+			cert := &certpilotv1alpha1.Certificate{}
+			cert.Spec.DNSNames = names
+			cert.Status.SerialNumber, cert.Status.RenewalInfo = tt.statusSerial, tt.info
+			in := decisionInput{now: now, cert: cert, secret: secret, leaf: leaf, issuer: tt.issuer, renewalInfoDue: tt.due}
+			d := decideIssuance(in)
+			if d.fetchRenewalInfo != tt.wantFetch || d.current.renewalTimeSource != tt.wantSource || d.current.keepRenewalInfo != tt.wantKeep {
+				t.Errorf("fetch %v, source %q, keep %v; want %v, %q, %v", d.fetchRenewalInfo, d.current.renewalTimeSource, d.current.keepRenewalInfo,
+					tt.wantFetch, tt.wantSource, tt.wantKeep)
+			}
+			if offset := d.current.renewalTime.Sub(tt.wantRenewal); !tt.wantRenewal.IsZero() && (offset < 0 || offset >= time.Second) {
+				t.Errorf("renewal time %s, want %s (or within a second after it)", d.current.renewalTime, tt.wantRenewal)
+			}
+			if !d.current.renewalTime.Before(leaf.NotAfter) {
+				t.Errorf("renewal time %s is not before notAfter %s", d.current.renewalTime, leaf.NotAfter)
+			}
+			if !tt.due.IsZero() && tt.due.After(now) && d.requeueAfter > tt.due.Sub(now) {
+				t.Errorf("requeueAfter %s passes the next fetch in %s", d.requeueAfter, tt.due.Sub(now))
+			}
+			status := cert.Status
+			recordCurrent(&status, d.current)
+			if status.SerialNumber != serial || (status.RenewalInfo != nil) != (tt.wantKeep && tt.info != nil) {
+				t.Errorf("recorded serial %q, renewal info %+v", status.SerialNumber, status.RenewalInfo)
 			}
 		})
 	}

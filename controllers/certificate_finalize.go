@@ -101,7 +101,7 @@ func (r *CertificateReconciler) storeCertificate(ctx context.Context, run *certi
 				return ctrl.Result{}, err
 			}
 		}
-		err := r.writeCertificateSecret(ctx, run, stored, keyPEM, chainPEM, caPEM, run.secret != nil)
+		err := r.writeCertificateSecret(ctx, run, stored, keyPEM, chainPEM, caPEM, run.observed.secret != nil)
 		if err == nil {
 			break
 		}
@@ -112,7 +112,7 @@ func (r *CertificateReconciler) storeCertificate(ctx context.Context, run *certi
 			return ctrl.Result{}, err
 		}
 	}
-	renewed := run.secret != nil
+	renewed := run.observed.secret != nil
 	// Record and announce first: the certificate is stored, whatever the cleanup does (a failed
 	// cleanup is finished by a later reconcile, guarded by the finalizer).
 	result := r.recordIssued(ctx, run, leaf, renewed, true)
@@ -142,7 +142,7 @@ func (r *CertificateReconciler) recordIssued(ctx context.Context, run *certifica
 	status := &cert.Status
 	// The new certificate's window, fetched now so that it lands in this reconcile's status write.
 	status.RenewalInfo, status.RenewalTimeSource = nil, ""
-	r.refreshRenewalInfo(ctx, run, leaf, true)
+	r.refreshRenewalInfo(ctx, run, leaf)
 	renewalTime, source := renewalSchedule(status, leaf, renewBefore(cert))
 	status.NotBefore, status.NotAfter, status.RenewalTime = timePtr(leaf.NotBefore), timePtr(leaf.NotAfter), timePtr(renewalTime)
 	status.RenewalTimeSource = source

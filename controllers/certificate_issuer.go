@@ -13,15 +13,6 @@ import (
 	certpilotv1alpha1 "github.com/certpilot/certpilot/api/v1alpha1"
 )
 
-// lookupSolver finds the solver (the Certificate's, or its issuer's) as far as it can, for the
-// status (autoRenewable) and to clean up challenge responses; resolveIssuer insists.
-func (r *CertificateReconciler) lookupSolver(ctx context.Context, run *certificateRun) {
-	if issuer, err := r.getIssuer(ctx, run.cert); err == nil {
-		r.setIssuer(run, issuer)
-	}
-	r.setAutoRenewable(run)
-}
-
 // setIssuer records the issuer and where the Secrets its solver names live.
 func (r *CertificateReconciler) setIssuer(run *certificateRun, issuer certpilotv1alpha1.GenericIssuer) {
 	run.issuer = issuer
@@ -41,15 +32,15 @@ func (r *CertificateReconciler) getIssuer(ctx context.Context, cert *certpilotv1
 	return issuer, r.Get(ctx, key, issuer)
 }
 
-// resolveIssuer finds the Certificate's issuer, its solver and its ACME client, before an order
-// is opened. An issuer that does not exist or is not Ready yet is waited for (its watch wakes the
+// resolveIssuer checks the Certificate's issuer (as observed), its solvers, and gets its ACME
+// client, before an order is opened. An issuer that does not exist or is not Ready yet is waited for (its watch wakes the
 // Certificate); a solver that cannot work is a stalled error.
 func (r *CertificateReconciler) resolveIssuer(ctx context.Context, run *certificateRun) (ctrl.Result, error) {
 	ref := run.cert.Spec.IssuerRef
-	issuer, err := r.getIssuer(ctx, run.cert)
+	issuer, err := run.issuer, run.observed.issuerErr
 	if err != nil {
 		if apierrors.IsNotFound(err) {
-			return ctrl.Result{}, wait(time.Minute, "IssuerNotFound", "%s %q does not exist", issuer.Kind(), ref.Name)
+			return ctrl.Result{}, wait(time.Minute, "IssuerNotFound", "%s %q does not exist", issuerKind(run.cert), ref.Name)
 		}
 		return ctrl.Result{}, err
 	}

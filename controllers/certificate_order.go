@@ -50,7 +50,7 @@ func (r *CertificateReconciler) ensureOrder(ctx context.Context, run *certificat
 	// A secretName claimed by another Certificate stops this one before it orders. A Secret
 	// this Certificate already controls is claim enough: another Certificate stops at it in
 	// decide.
-	if run.secret == nil {
+	if run.observed.secret == nil {
 		if err := r.checkClaimable(ctx, run); err != nil {
 			return ctrl.Result{}, err
 		}

@@ -33,27 +33,22 @@ func renewalSchedule(status *certpilotv1alpha1.CertificateStatus, leaf *x509.Cer
 	return renewal.Schedule(in)
 }
 
-// refreshRenewalInfo asks the CA for the certificate's renewal window (RFC 9773) when it is due,
-// the issuer has not turned ARI off and the server publishes it, and sets run.renewalInfoFetch
-// to the next fetch. A failure never blocks renewal: it is recorded, the fallback time stands,
+// refreshRenewalInfo asks the CA for the certificate's renewal window (RFC 9773), when the issuer
+// has not turned ARI off and the server publishes it (decideIssuance says when it is due), and
+// records the window and the next fetch. A failure never blocks renewal: it is recorded, the fallback time stands,
 // and the fetch is tried again later (after the CA's Retry-After, or an hour).
 //
 // Most fetches find the window the status holds already. Those are not written: the next fetch
 // is kept in memory (renewalInfoFetches) and the status keeps the time written with the last
 // change, so a certificate costs a status write per change of its window, not per poll. After a
 // restart the status's time stands, so every certificate is asked once more.
-func (r *CertificateReconciler) refreshRenewalInfo(ctx context.Context, run *certificateRun, leaf *x509.Certificate, force bool) {
+func (r *CertificateReconciler) refreshRenewalInfo(ctx context.Context, run *certificateRun, leaf *x509.Certificate) {
 	status := &run.cert.Status
-	run.renewalInfoFetch = time.Time{}
 	if run.issuer == nil || run.issuer.GetSpec().ACME.DisableRenewalInfo {
 		status.RenewalInfo = nil
 		return
 	}
 	serial := fmt.Sprintf("%x", leaf.SerialNumber)
-	if due := r.renewalInfoDue(run, serial); !force && !due.IsZero() && run.now.Before(due) {
-		run.renewalInfoFetch = due
-		return
-	}
 	client, err := r.acmeClient(ctx, run)
 	if err != nil {
 		return // the issuer is not usable now; its recovery wakes the Certificate
@@ -82,7 +77,6 @@ func (r *CertificateReconciler) refreshRenewalInfo(ctx context.Context, run *cer
 		fetched.ExplanationURL = truncate(info.ExplanationURL, 2048)
 		fetched.NextFetch = timePtr(renewal.NextRenewalInfoFetch(run.now, info.RetryAfter))
 	}
-	run.renewalInfoFetch = fetched.NextFetch.Time
 	if !sameRenewalInfo(previous, fetched) {
 		status.RenewalInfo = fetched
 	}
@@ -144,10 +138,10 @@ func equalTime(a, b *metav1.Time) bool {
 // 5): the current certificate, when it came from this server and account and the issuer uses
 // ARI; "" otherwise.
 func (r *CertificateReconciler) replacesFor(run *certificateRun) string {
-	if run.secret == nil || run.issuer.GetSpec().ACME.DisableRenewalInfo || !run.acme.SupportsRenewalInfo() {
+	if run.observed.secret == nil || run.issuer.GetSpec().ACME.DisableRenewalInfo || !run.acme.SupportsRenewalInfo() {
 		return ""
 	}
-	in := renewalInput(run)
+	in := renewalInput(run.now, run.cert, run.issuer, run.observed.secret)
 	if !renewal.CanReplace(in, run.acme.AccountURI()) {
 		return ""
 	}

@@ -60,9 +60,6 @@ type Input struct {
 	// where the controller passes the time it chose inside the CA's ARI window, which wins
 	// over renewBefore.
 	RenewalTime time.Time
-	// RenewalInfoFetch is when the CA's renewal window for the certificate is fetched next
-	// (zero: it is not). The controller looks again then: the window may have moved.
-	RenewalInfoFetch time.Time
 	// RenewalRequested is true when the renew annotation holds a value not yet acted on.
 	RenewalRequested bool
 	// Secret is the certificate's Secret, nil when it does not exist.

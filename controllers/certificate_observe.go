@@ -1,0 +1,56 @@
+package controllers
+
+import (
+	"context"
+	"crypto/x509"
+
+	corev1 "k8s.io/api/core/v1"
+
+	"github.com/certpilot/certpilot/internal/pki"
+)
+
+// observed is what a reconcile read of the world around its Certificate, once, before deciding:
+// the decision (decideIssuance) and the steps after it read these and never fetch them again.
+type observed struct {
+	// secret is the certificate Secret when it exists and certpilot owns it; leaf its
+	// certificate when it is readable.
+	secret *corev1.Secret
+	leaf   *x509.Certificate
+	// issuerErr is why the issuer could not be read (NotFound, say); when it was, it is
+	// certificateRun.issuer.
+	issuerErr error
+}
+
+// observe reads the certificate Secret and the issuer into run. While an order is open
+// the cache is trusted for a missing Secret (storing reads the API again before writing); before
+// an order, the API is asked, so that a Secret certpilot may not overwrite stops the Certificate
+// before anything is ordered. A Secret certpilot may not overwrite is the only error.
+func (r *CertificateReconciler) observe(ctx context.Context, run *certificateRun) error {
+	cert := run.cert
+	secret, err := r.certificateSecret(ctx, cert, false, !orderOpen(cert))
+	if err == nil && secretBehindStatus(cert, secret) {
+		// The Secret cache has not seen the certificate this status records as stored: the API
+		// has, and deciding on the older one would order a renewal twice.
+		secret, err = r.certificateSecret(ctx, cert, true, true)
+	}
+	if err != nil {
+		return err
+	}
+	run.observed.secret, run.observed.leaf = secret, nil
+	if secret != nil {
+		run.observed.leaf, _ = pki.ParseLeaf(secret.Data[corev1.TLSCertKey])
+	}
+	r.observeIssuer(ctx, run)
+	return nil
+}
+
+// observeIssuer reads the Certificate's issuer (from the cache) into run, with where the
+// Secrets its solver names live, and records whether renewals need a person (autoRenewable).
+func (r *CertificateReconciler) observeIssuer(ctx context.Context, run *certificateRun) {
+	issuer, err := r.getIssuer(ctx, run.cert)
+	run.issuer, run.observed.issuerErr = nil, err
+	if err == nil {
+		r.setIssuer(run, issuer)
+	}
+	r.setAutoRenewable(run)
+}
