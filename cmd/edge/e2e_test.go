@@ -278,14 +278,7 @@ func TestPebbleThroughEdge(t *testing.T) {
 		data := issueThroughEdge(t, ctx, acmeClient, namespace, names, map[string]bool{"example.test": true})
 
 		// Stored the way certpilot stores it, the certificate is served at once.
-		secret := &corev1.Secret{
-			ObjectMeta: metav1.ObjectMeta{Namespace: namespace, Name: "www-tls",
-				Labels: map[string]string{v1alpha1.LabelManagedBy: v1alpha1.ManagedByValue, v1alpha1.LabelCertificate: "www"}},
-			Type: corev1.SecretTypeTLS, Data: data,
-		}
-		if err := kube.Client.Create(ctx, secret); err != nil {
-			t.Fatal(err)
-		}
+		edgetest.IssuedData(ctx, t, kube.Client, namespace, "www", data, names...)
 		rootsPEM, err := pebble.Roots()
 		if err != nil {
 			t.Fatal(err)

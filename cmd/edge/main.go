@@ -32,6 +32,7 @@ import (
 	"github.com/go-logr/logr"
 	"golang.org/x/sync/errgroup"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
 	"k8s.io/klog/v2"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
@@ -93,7 +94,7 @@ func main() {
 	flag.StringVar(&opts.certificateFile, "certificate", "",
 		"PEM certificate chain of the default certificate, served to ordinary handshakes whose SNI no other certificate covers; needs --key.")
 	flag.Var(&opts.certificateNamespaces, "certificate-namespaces",
-		"Serve the certificates of certpilot's certificate Secrets (label "+edge.CertificateSecretSelector+") in these namespaces, watched through the API (comma-separated, repeatable).")
+		"Serve the certificates certpilot issued in these namespaces: certificate Secrets (label "+edge.CertificateSecretSelector+") controlled by a Certificate that lists the name and records the serial as issued, watched through the API with the Certificates (comma-separated, repeatable).")
 	flag.Var(&opts.certificateDirs, "certificate-dir",
 		"Serve the certificate of this directory: a mounted certificate Secret (tls.crt and tls.key, or bundle.pem) or a directory of *.pem bundles (repeatable).")
 	flag.DurationVar(&opts.certificateDirResync, "certificate-dir-resync", time.Minute,
@@ -145,7 +146,8 @@ func run(ctx context.Context, opts options, log logr.Logger) error {
 		return errors.New("--certificate and --key go together")
 	}
 
-	certificates, certificateSources, err := newCertificates(opts, log)
+	metrics := edge.NewMetrics()
+	certificates, certificateSources, err := newCertificates(opts, metrics, log)
 	if err != nil {
 		return err
 	}
@@ -195,7 +197,7 @@ func run(ctx context.Context, opts options, log logr.Logger) error {
 	server := edge.NewServer(edge.Options{
 		Mode: mode, Challenges: store, Certificates: certificates, Routes: routes,
 		RedirectHTTP: opts.httpRedirect, HTTPSPort: opts.redirectPort, Profiling: opts.profiling,
-		AccessLog: accessLog, ShutdownDelay: opts.shutdownDelay, Log: log,
+		AccessLog: accessLog, ShutdownDelay: opts.shutdownDelay, Metrics: metrics, Log: log,
 	})
 
 	group, groupCtx := errgroup.WithContext(ctx)
@@ -237,7 +239,7 @@ func run(ctx context.Context, opts options, log logr.Logger) error {
 
 // newCertificates returns the store of ordinary certificates, loaded with the default
 // certificate and $SSL_CERTS, and the sources that keep it up to date.
-func newCertificates(opts options, log logr.Logger) (*edge.CertificateStore, []edge.Source, error) {
+func newCertificates(opts options, metrics *edge.Metrics, log logr.Logger) (*edge.CertificateStore, []edge.Source, error) {
 	store := edge.NewCertificateStore()
 	if opts.certificateFile != "" {
 		certificate, err := tls.LoadX509KeyPair(opts.certificateFile, opts.keyFile)
@@ -263,23 +265,37 @@ func newCertificates(opts options, log logr.Logger) (*edge.CertificateStore, []e
 			log.WithName("certificate-dir")))
 	}
 	if len(opts.certificateNamespaces) > 0 {
-		client, err := newClient()
+		config, err := newClientConfig()
 		if err != nil {
 			return nil, nil, err
 		}
-		sources = append(sources, edge.NewCertificateSecretSource(client, opts.certificateNamespaces, store,
-			log.WithName("certificate-secrets")))
+		source, err := edge.NewCertificateSecretSource(config, opts.certificateNamespaces, store, metrics,
+			log.WithName("certificate-secrets"))
+		if err != nil {
+			return nil, nil, err
+		}
+		sources = append(sources, source)
 	}
 	return store, sources, nil
 }
 
-// newClient returns a Kubernetes client from --kubeconfig, $KUBECONFIG or the pod's account.
-func newClient() (kubernetes.Interface, error) {
+// newClientConfig returns the Kubernetes client configuration from --kubeconfig, $KUBECONFIG
+// or the pod's account.
+func newClientConfig() (*rest.Config, error) {
 	config, err := ctrl.GetConfig()
 	if err != nil {
 		return nil, fmt.Errorf("loading the Kubernetes client configuration: %w", err)
 	}
 	config.UserAgent = "certpilot-edge"
+	return config, nil
+}
+
+// newClient returns a Kubernetes client from newClientConfig.
+func newClient() (kubernetes.Interface, error) {
+	config, err := newClientConfig()
+	if err != nil {
+		return nil, err
+	}
 	client, err := kubernetes.NewForConfig(config)
 	if err != nil {
 		return nil, fmt.Errorf("creating the Kubernetes client: %w", err)

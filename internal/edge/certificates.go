@@ -26,11 +26,19 @@ type certificateIndex struct {
 	earliestExpiry time.Time
 }
 
-// newCertificateIndex indexes certificates by the DNS names of their leaves. When several
+// ServedCertificate is a certificate and the DNS names it is served for: Names when not nil
+// (a subset of its leaf's DNS names, as CertificateSecretSource allows them), else every DNS
+// name of its leaf.
+type ServedCertificate struct {
+	Certificate *tls.Certificate
+	Names       []string
+}
+
+// newCertificateIndex indexes certificates by the DNS names they are served for. When several
 // certificates name the same DNS name, one that is valid now wins over one that is not, then
 // the one that expires last (a renewed certificate beside the old one it replaces), then the
 // first. Certificates without a parsable leaf are skipped.
-func newCertificateIndex(certificates []*tls.Certificate, defaultCertificate *tls.Certificate, now time.Time) *certificateIndex {
+func newCertificateIndex(certificates []ServedCertificate, defaultCertificate *tls.Certificate, now time.Time) *certificateIndex {
 	index := &certificateIndex{byName: map[string]*tls.Certificate{}, defaultCert: defaultCertificate}
 	seen := map[string]bool{}
 	count := func(leaf *x509.Certificate) {
@@ -48,13 +56,18 @@ func newCertificateIndex(certificates []*tls.Certificate, defaultCertificate *tl
 			count(leaf)
 		}
 	}
-	for _, certificate := range certificates {
+	for _, served := range certificates {
+		certificate := served.Certificate
 		leaf, err := leafOf(certificate)
 		if err != nil {
 			continue
 		}
 		count(leaf)
-		for _, name := range leaf.DNSNames {
+		names := served.Names
+		if names == nil {
+			names = leaf.DNSNames
+		}
+		for _, name := range names {
 			name = strings.ToLower(strings.TrimSuffix(name, "."))
 			if current, taken := index.byName[name]; !taken || better(leaf, current.Leaf, now) {
 				index.byName[name] = certificate
@@ -116,7 +129,7 @@ func NewStaticCertificates(certificates []*tls.Certificate, defaultCertificate *
 			return nil, fmt.Errorf("certificate %d: %w", i, err)
 		}
 	}
-	return &StaticCertificates{index: newCertificateIndex(certificates, defaultCertificate, time.Now())}, nil
+	return &StaticCertificates{index: newCertificateIndex(allNames(certificates), defaultCertificate, time.Now())}, nil
 }
 
 // GetCertificate implements CertificateSource.
@@ -134,7 +147,7 @@ func (s *StaticCertificates) GetCertificate(hello *tls.ClientHelloInfo) (*tls.Ce
 // without touching open connections. It is safe for concurrent use.
 type CertificateStore struct {
 	mu          sync.Mutex
-	sets        map[string][]*tls.Certificate
+	sets        map[string][]ServedCertificate
 	defaultCert *tls.Certificate
 	// pending names the sources registered with Expect that have not delivered yet.
 	pending map[string]bool
@@ -147,7 +160,7 @@ var _ CertificateSource = (*CertificateStore)(nil)
 
 // NewCertificateStore returns an empty store.
 func NewCertificateStore() *CertificateStore {
-	s := &CertificateStore{sets: map[string][]*tls.Certificate{}, pending: map[string]bool{}}
+	s := &CertificateStore{sets: map[string][]ServedCertificate{}, pending: map[string]bool{}}
 	s.index.Store(newCertificateIndex(nil, nil, time.Now()))
 	return s
 }
@@ -170,14 +183,28 @@ func (s *CertificateStore) Expect(source string) {
 	}
 }
 
-// Replace makes certificates the whole set of source. Certificates without a parsable leaf are
-// skipped.
+// Replace makes certificates the whole set of source, each served for every DNS name of its
+// leaf. Certificates without a parsable leaf are skipped.
 func (s *CertificateStore) Replace(source string, certificates []*tls.Certificate) {
+	s.ReplaceServed(source, allNames(certificates))
+}
+
+// ReplaceServed makes certificates the whole set of source, each served for its Names.
+func (s *CertificateStore) ReplaceServed(source string, certificates []ServedCertificate) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.sets[source] = slices.Clone(certificates)
 	delete(s.pending, source)
 	s.rebuildLocked()
+}
+
+// allNames serves each of certificates for every DNS name of its leaf.
+func allNames(certificates []*tls.Certificate) []ServedCertificate {
+	served := make([]ServedCertificate, len(certificates))
+	for i, certificate := range certificates {
+		served[i] = ServedCertificate{Certificate: certificate}
+	}
+	return served
 }
 
 // SetDefault sets the certificate served to names no other certificate covers (nil: none, the
@@ -196,7 +223,7 @@ func (s *CertificateStore) SetDefault(certificate *tls.Certificate) error {
 }
 
 func (s *CertificateStore) rebuildLocked() {
-	var all []*tls.Certificate
+	var all []ServedCertificate
 	for _, source := range slices.Sorted(maps.Keys(s.sets)) {
 		all = append(all, s.sets[source]...)
 	}

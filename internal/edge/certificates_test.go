@@ -1,8 +1,10 @@
 package edge_test
 
 import (
+	"context"
 	"crypto/tls"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"testing"
@@ -11,7 +13,6 @@ import (
 	"github.com/go-logr/logr/testr"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/client-go/kubernetes"
 
 	"github.com/certpilot/certpilot/api/v1alpha1"
 	"github.com/certpilot/certpilot/internal/edge"
@@ -197,66 +198,143 @@ func TestCertificateDirSource(t *testing.T) {
 	})
 }
 
-func certificateSecret(namespace, name string, certificate *tls.Certificate, t *testing.T) *corev1.Secret {
-	return &corev1.Secret{
-		ObjectMeta: metav1.ObjectMeta{
-			Namespace: namespace, Name: name,
-			Labels: map[string]string{v1alpha1.LabelManagedBy: v1alpha1.ManagedByValue, v1alpha1.LabelCertificate: name},
-		},
-		Type: corev1.SecretTypeTLS,
-		Data: map[string][]byte{"tls.crt": edgetest.ChainPEM(certificate), "tls.key": edgetest.KeyPEM(t, certificate)},
-	}
-}
-
-func TestCertificateSecretSource(t *testing.T) {
-	testenv.SkipIfShort(t)
-	ctx := testContext(t)
-	watched, other := createNamespace(t, ctx, "edge-certs"), createNamespace(t, ctx, "edge-certs-other")
-	clientset, err := kubernetes.NewForConfig(kube.Config)
+// startCertificateSecretSource runs a CertificateSecretSource over namespace until the test
+// ends and waits until store has synced.
+func startCertificateSecretSource(t *testing.T, ctx context.Context, namespace string, store *edge.CertificateStore, metrics *edge.Metrics) {
+	t.Helper()
+	source, err := edge.NewCertificateSecretSource(kube.Config, []string{namespace}, store, metrics, testr.New(t))
 	if err != nil {
 		t.Fatal(err)
 	}
-
-	www := edgetest.SelfSignedCertificate(t, "www.example.com")
-	notOurs := certificateSecret(watched, "not-ours", edgetest.SelfSignedCertificate(t, "foreign.example.com"), t)
-	notOurs.Labels = nil
-	// certpilot's account key Secrets carry the managed-by label but name no Certificate.
-	account := certificateSecret(watched, "account", edgetest.SelfSignedCertificate(t, "account.example.com"), t)
-	delete(account.Labels, v1alpha1.LabelCertificate)
-	for _, secret := range []*corev1.Secret{
-		certificateSecret(watched, "www-tls", www, t),
-		certificateSecret(other, "elsewhere-tls", edgetest.SelfSignedCertificate(t, "elsewhere.example.com"), t),
-		notOurs,
-		account,
-	} {
-		if err := kube.Client.Create(ctx, secret); err != nil {
-			t.Fatal(err)
+	sourceCtx, stop := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- source.Run(sourceCtx) }()
+	t.Cleanup(func() {
+		stop()
+		if err := <-done; err != nil {
+			t.Errorf("Run: %v", err)
 		}
-	}
-
-	store := edge.NewCertificateStore()
-	source := edge.NewCertificateSecretSource(clientset, []string{watched}, store, testr.New(t))
-	go func() { _ = source.Run(ctx) }()
+	})
 	edgetest.Eventually(t, 10*time.Second, func() error {
 		if !store.Synced() {
 			return errNotYet
 		}
 		return nil
 	})
-	if got := served(t, store, "www.example.com"); got == nil || !got.Leaf.Equal(www.Leaf) {
-		t.Errorf("www.example.com: served %v, want the Secret's certificate", leafNames(got))
+}
+
+// metricValue returns the value of the counter or gauge name with labels (nil: none), 0 when
+// it has no such series.
+func metricValue(t *testing.T, metrics *edge.Metrics, name string, labels map[string]string) float64 {
+	t.Helper()
+	families, err := metrics.Registry.Gather()
+	if err != nil {
+		t.Fatal(err)
 	}
-	for _, name := range []string{"elsewhere.example.com", "foreign.example.com", "account.example.com"} {
-		if got := served(t, store, name); got != nil {
-			t.Errorf("%s: served a certificate from a Secret outside the selection", name)
+	for _, family := range families {
+		if family.GetName() != name {
+			continue
+		}
+	series:
+		for _, metric := range family.GetMetric() {
+			for _, label := range metric.GetLabel() {
+				if labels[label.GetName()] != label.GetValue() {
+					continue series
+				}
+			}
+			if metric.GetCounter() != nil {
+				return metric.GetCounter().GetValue()
+			}
+			return metric.GetGauge().GetValue()
+		}
+	}
+	return 0
+}
+
+// TestCertificateSecretSource: the edge serves a certificate Secret for a name only when a
+// Certificate of its namespace controls it, lists the name and records its serial as issued;
+// it never reads claim Secrets; a renewal is served once the status records it, the previous
+// certificate until then.
+func TestCertificateSecretSource(t *testing.T) {
+	testenv.SkipIfShort(t)
+	ctx := testContext(t)
+	watched, other := createNamespace(t, ctx, "edge-certs"), createNamespace(t, ctx, "edge-certs-other")
+
+	www := edgetest.SelfSignedCertificate(t, "www.example.com")
+	wwwCert := edgetest.Issued(ctx, t, kube.Client, watched, "www", www, "www.example.com")
+	// In another namespace, issued as well: not watched.
+	edgetest.Issued(ctx, t, kube.Client, other, "elsewhere", edgetest.SelfSignedCertificate(t, "elsewhere.example.com"), "elsewhere.example.com")
+
+	later := func(names ...string) *tls.Certificate {
+		return edgetest.CertificateValid(t, time.Now().Add(-time.Minute), time.Now().Add(100*365*24*time.Hour), names...)
+	}
+	notOurs := edgetest.CertificateSecret(watched, "not-ours", "not-ours", edgetest.SelfSignedCertificate(t, "foreign.example.com"), t)
+	notOurs.Labels = nil
+	// certpilot's account key Secrets carry the managed-by label but name no Certificate.
+	account := edgetest.CertificateSecret(watched, "account", "", edgetest.SelfSignedCertificate(t, "account.example.com"), t)
+	delete(account.Labels, v1alpha1.LabelCertificate)
+	// A tenant's Secret with certpilot's labels and a later NotAfter, for a name www serves.
+	tenant := edgetest.CertificateSecret(watched, "tenant-tls", "www", later("www.example.com"), t)
+	// The same, claiming to be controlled by www's Certificate, with a serial never issued.
+	forged := edgetest.CertificateSecret(watched, "forged-tls", "www", later("www.example.com"), t)
+	forged.OwnerReferences = []metav1.OwnerReference{edgetest.ControllerReference(wwwCert)}
+	// Controlled by www's Certificate, for a name it does not list.
+	uncovered := edgetest.CertificateSecret(watched, "uncovered-tls", "www", later("admin.example.com"), t)
+	uncovered.OwnerReferences = []metav1.OwnerReference{edgetest.ControllerReference(wwwCert)}
+	// Claim Secrets hold the key of a certificate not issued yet: one labelled as a claim, one
+	// an older manager made with only a certificate Secret's labels.
+	claim := edgetest.CertificateSecret(watched, "www-tls"+v1alpha1.ClaimSecretSuffix, "www", later("claim.example.com"), t)
+	claim.OwnerReferences = []metav1.OwnerReference{edgetest.ControllerReference(wwwCert)}
+	labelledClaim := claim.DeepCopy()
+	labelledClaim.Name = "labelled-claim"
+	labelledClaim.Labels[v1alpha1.LabelClaim] = "true"
+	for _, secret := range []*corev1.Secret{notOurs, account, tenant, forged, uncovered, claim, labelledClaim} {
+		if err := kube.Client.Create(ctx, secret); err != nil {
+			t.Fatal(err)
 		}
 	}
 
-	// Renewal: the Secret is updated in place.
+	store, metrics := edge.NewCertificateStore(), edge.NewMetrics()
+	startCertificateSecretSource(t, ctx, watched, store, metrics)
+	edgetest.Eventually(t, 10*time.Second, func() error {
+		if got := served(t, store, "www.example.com"); got == nil || !got.Leaf.Equal(www.Leaf) {
+			return fmt.Errorf("www.example.com: served %v, want the issued certificate", leafNames(got))
+		}
+		return nil
+	})
+	for _, name := range []string{"elsewhere.example.com", "foreign.example.com", "account.example.com", "admin.example.com", "claim.example.com"} {
+		if got := served(t, store, name); got != nil {
+			t.Errorf("%s: served a certificate certpilot did not issue for it", name)
+		}
+	}
+	// Held: www-tls, tenant-tls, forged-tls, uncovered-tls; not the claims.
+	if got := metricValue(t, metrics, "certpilot_edge_cached_secrets", nil); got != 4 {
+		t.Errorf("certpilot_edge_cached_secrets = %v, want 4 (the claim Secrets are not held)", got)
+	}
+	for reason, want := range map[string]float64{"not_controlled": 1, "serial_not_issued": 1, "name_not_covered": 1} {
+		if got := metricValue(t, metrics, "certpilot_edge_certificates_refused_total", map[string]string{"reason": reason}); got != want {
+			t.Errorf("refused with reason %s: %v, want %v", reason, got, want)
+		}
+	}
+
+	// Renewal: the manager writes the Secret, then the status. Until the status records the new
+	// serial the certificate issued before is served on.
 	renewed := edgetest.CertificateValid(t, time.Now().Add(-time.Minute), time.Now().Add(48*time.Hour), "www.example.com")
-	if err := kube.Client.Update(ctx, certificateSecret(watched, "www-tls", renewed, t)); err != nil {
+	secret := edgetest.CertificateSecret(watched, "www-tls", "www", renewed, t)
+	secret.OwnerReferences = []metav1.OwnerReference{edgetest.ControllerReference(wwwCert)}
+	if err := kube.Client.Update(ctx, secret); err != nil {
 		t.Fatal(err)
 	}
+	edgetest.Eventually(t, 10*time.Second, func() error {
+		if metricValue(t, metrics, "certpilot_edge_certificates_refused_total", map[string]string{"reason": "serial_not_issued"}) != 2 {
+			return errNotYet
+		}
+		return nil
+	})
+	if got := served(t, store, "www.example.com"); got == nil || !got.Leaf.Equal(www.Leaf) {
+		t.Errorf("before the status records the renewal: served %v, want the certificate issued before", leafNames(got))
+	}
+	edgetest.Issued(ctx, t, kube.Client, watched, "www", renewed)
 	edgetest.Eventually(t, 10*time.Second, func() error {
 		if got := served(t, store, "www.example.com"); got == nil || !got.Leaf.Equal(renewed.Leaf) {
 			return errNotYet
@@ -264,7 +342,7 @@ func TestCertificateSecretSource(t *testing.T) {
 		return nil
 	})
 	// Deleted: no longer served.
-	if err := kube.Client.Delete(ctx, certificateSecret(watched, "www-tls", renewed, t)); err != nil {
+	if err := kube.Client.Delete(ctx, secret); err != nil {
 		t.Fatal(err)
 	}
 	edgetest.Eventually(t, 10*time.Second, func() error {

@@ -8,23 +8,11 @@ import (
 	"maps"
 	"slices"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/fsnotify/fsnotify"
 	"github.com/go-logr/logr"
-	corev1 "k8s.io/api/core/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/tools/cache"
-
-	"github.com/certpilot/certpilot/api/v1alpha1"
 )
-
-// CertificateSecretSelector selects certpilot's certificate Secrets: managed by certpilot and
-// naming their Certificate. Challenge Secrets and ACME account key Secrets, which certpilot
-// also manages, do not match: the edge never caches an account key.
-const CertificateSecretSelector = v1alpha1.LabelManagedBy + "=" + v1alpha1.ManagedByValue + "," + v1alpha1.LabelCertificate
 
 // Names of the certificate sets in a CertificateStore.
 const (
@@ -33,141 +21,6 @@ const (
 	// CertificateSetEnvironment is the set of the SSL_CERTS variable.
 	CertificateSetEnvironment = "environment"
 )
-
-// CertificateSecretSource feeds a CertificateStore with the certificates of certpilot's
-// certificate Secrets (tls.crt and tls.key, or bundle.pem), watched through the API with
-// LabelSelector in each of Namespaces (empty: every namespace). It caches only the Secrets the
-// selector matches; its RBAC needs get, list and watch on Secrets in those namespaces.
-type CertificateSecretSource struct {
-	Client     kubernetes.Interface
-	Namespaces []string
-	// LabelSelector defaults to CertificateSecretSelector.
-	LabelSelector string
-	Store         *CertificateStore
-	Log           logr.Logger
-
-	mu           sync.Mutex
-	certificates map[string]*tls.Certificate // by namespace/name
-	synced       bool
-}
-
-// NewCertificateSecretSource returns a source of the certificate Secrets in namespaces (empty:
-// all) and registers it with store, so that store is not Synced before the source has listed.
-func NewCertificateSecretSource(client kubernetes.Interface, namespaces []string, store *CertificateStore, log logr.Logger) *CertificateSecretSource {
-	store.Expect(certificateSetSecrets)
-	return &CertificateSecretSource{Client: client, Namespaces: namespaces, Store: store, Log: log}
-}
-
-// Run watches the Secrets until ctx is done. The store's set is replaced after the initial
-// lists and after every change; it returns nil when ctx is done.
-func (s *CertificateSecretSource) Run(ctx context.Context) error {
-	if s.Client == nil || s.Store == nil {
-		return errors.New("certificate secret source needs a client and a store")
-	}
-	selector := s.LabelSelector
-	if selector == "" {
-		selector = CertificateSecretSelector
-	}
-	namespaces := s.Namespaces
-	if len(namespaces) == 0 {
-		namespaces = []string{metav1.NamespaceAll}
-	}
-	s.Store.Expect(certificateSetSecrets)
-	s.certificates = map[string]*tls.Certificate{}
-
-	var synced []cache.InformerSynced
-	for _, namespace := range namespaces {
-		listWatch := cache.NewFilteredListWatchFromClient(s.Client.CoreV1().RESTClient(), "secrets", namespace,
-			func(options *metav1.ListOptions) { options.LabelSelector = selector })
-		informer := cache.NewSharedIndexInformerWithOptions(listWatch, &corev1.Secret{}, cache.SharedIndexInformerOptions{
-			ObjectDescription: "certificate Secrets in " + displayNamespace(namespace),
-		})
-		registration, err := informer.AddEventHandler(cache.ResourceEventHandlerFuncs{
-			AddFunc:    func(obj any) { s.update(obj) },
-			UpdateFunc: func(_, obj any) { s.update(obj) },
-			DeleteFunc: func(obj any) {
-				if tombstone, ok := obj.(cache.DeletedFinalStateUnknown); ok {
-					obj = tombstone.Obj
-				}
-				if secret, ok := obj.(*corev1.Secret); ok {
-					s.set(secret.Namespace+"/"+secret.Name, nil)
-				}
-			},
-		})
-		if err != nil {
-			return fmt.Errorf("watching certificate Secrets in %s: %w", displayNamespace(namespace), err)
-		}
-		synced = append(synced, registration.HasSynced)
-		go informer.RunWithContext(ctx)
-	}
-	if cache.WaitForCacheSync(ctx.Done(), synced...) {
-		s.mu.Lock()
-		s.synced = true
-		s.publishLocked()
-		count := len(s.certificates)
-		s.mu.Unlock()
-		s.Log.Info("Synced the certificate Secrets", "namespaces", namespaces, "certificates", count)
-	}
-	<-ctx.Done()
-	return nil
-}
-
-func displayNamespace(namespace string) string {
-	if namespace == metav1.NamespaceAll {
-		return "all namespaces"
-	}
-	return "namespace " + namespace
-}
-
-// update loads one Secret's certificate.
-func (s *CertificateSecretSource) update(obj any) {
-	secret, ok := obj.(*corev1.Secret)
-	if !ok {
-		return
-	}
-	key := secret.Namespace + "/" + secret.Name
-	log := s.Log.WithValues("secret", key, "resourceVersion", secret.ResourceVersion)
-	certificate, ok, err := certificateFromFiles(secret.Data)
-	switch {
-	case !ok:
-		log.V(1).Info("Ignored a Secret without a certificate")
-		certificate = nil
-	case err != nil:
-		// Keep serving what the Secret held before: a half-written Secret is no reason to drop
-		// a working certificate.
-		log.Error(err, "Failed to load the certificate of a Secret; kept the previous one")
-		return
-	default:
-		log.Info("Loaded a certificate", "dnsNames", certificate.Leaf.DNSNames, "notAfter", certificate.Leaf.NotAfter)
-	}
-	s.set(key, certificate)
-}
-
-// set records key's certificate (nil: none) and republishes the set once synced.
-func (s *CertificateSecretSource) set(key string, certificate *tls.Certificate) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if certificate == nil {
-		if _, had := s.certificates[key]; !had {
-			return
-		}
-		delete(s.certificates, key)
-	} else {
-		s.certificates[key] = certificate
-	}
-	if s.synced {
-		s.publishLocked()
-	}
-}
-
-func (s *CertificateSecretSource) publishLocked() {
-	keys := slices.Sorted(maps.Keys(s.certificates))
-	certificates := make([]*tls.Certificate, 0, len(keys))
-	for _, key := range keys {
-		certificates = append(certificates, s.certificates[key])
-	}
-	s.Store.Replace(certificateSetSecrets, certificates)
-}
 
 // CertificateDirSource feeds a CertificateStore from directories: each is a mounted
 // certificate Secret (tls.crt and tls.key, or bundle.pem, read through the kubelet's ..data

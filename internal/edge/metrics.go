@@ -37,6 +37,8 @@ type Metrics struct {
 	certificates     prometheus.Gauge
 	earliestExpiry   prometheus.Gauge
 	reloads          *prometheus.CounterVec
+	refused          *prometheus.CounterVec
+	cachedSecrets    prometheus.Gauge
 }
 
 // NewMetrics registers the edge's metrics, and the Go and process collectors, in a new
@@ -77,9 +79,20 @@ func NewMetrics() *Metrics {
 		reloads: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "certpilot_edge_config_reloads_total", Help: "Route configuration loads by result (ok, failed).",
 		}, []string{"result"}),
+		refused: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "certpilot_edge_certificates_refused_total",
+			Help: "Certificate Secrets not served, counted once per Secret version, by reason: invalid (unparsable, or the key " +
+				"is not the leaf's), not_controlled (no controller reference to a Certificate), owner_not_found (no such " +
+				"Certificate in the Secret's namespace), name_not_covered (no leaf name in its dnsNames), serial_not_issued " +
+				"(the leaf's serial is not its status.serialNumber; also briefly during every renewal).",
+		}, []string{"reason"}),
+		cachedSecrets: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "certpilot_edge_cached_secrets",
+			Help: "Certificate Secrets whose data the edge holds; claim Secrets are never among them.",
+		}),
 	}
 	m.Registry.MustRegister(m.connections, m.openConnections, m.handshakes, m.acmeAnswers, m.upstreamDuration,
-		m.upstreamErrors, m.certificates, m.earliestExpiry, m.reloads,
+		m.upstreamErrors, m.certificates, m.earliestExpiry, m.reloads, m.refused, m.cachedSecrets,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
@@ -97,6 +110,18 @@ func (m *Metrics) SetCertificates(count int, earliestExpiry time.Time) {
 		return
 	}
 	m.earliestExpiry.Set(float64(earliestExpiry.Unix()))
+}
+
+func (m *Metrics) refuseCertificate(reason string) {
+	if m != nil {
+		m.refused.WithLabelValues(reason).Inc()
+	}
+}
+
+func (m *Metrics) setCachedSecrets(count int) {
+	if m != nil {
+		m.cachedSecrets.Set(float64(count))
+	}
 }
 
 func (m *Metrics) handshake(result string) {

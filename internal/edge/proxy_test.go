@@ -16,7 +16,6 @@ import (
 
 	"github.com/go-logr/logr/testr"
 	"golang.org/x/crypto/acme"
-	"k8s.io/client-go/kubernetes"
 
 	"github.com/certpilot/certpilot/api/v1alpha1"
 	"github.com/certpilot/certpilot/internal/edge"
@@ -296,17 +295,10 @@ func TestCertificateHotReload(t *testing.T) {
 	testenv.SkipIfShort(t)
 	ctx := testContext(t)
 	namespace := createNamespace(t, ctx, "edge-hot-reload")
-	clientset, err := kubernetes.NewForConfig(kube.Config)
-	if err != nil {
-		t.Fatal(err)
-	}
 	first := edgetest.SelfSignedCertificate(t, "www.example.com")
-	if err := kube.Client.Create(ctx, certificateSecret(namespace, "www-tls", first, t)); err != nil {
-		t.Fatal(err)
-	}
+	edgetest.Issued(ctx, t, kube.Client, namespace, "www", first, "www.example.com")
 	certificates := edge.NewCertificateStore()
-	source := edge.NewCertificateSecretSource(clientset, []string{namespace}, certificates, testr.New(t))
-	go func() { _ = source.Run(ctx) }()
+	startCertificateSecretSource(t, ctx, namespace, certificates, nil)
 
 	web := startEcho(t, "web")
 	routes := edge.NewRoutes(edge.ModeTerminate)
@@ -355,9 +347,7 @@ func TestCertificateHotReload(t *testing.T) {
 	}
 
 	renewed := edgetest.CertificateValid(t, time.Now().Add(-time.Minute), time.Now().Add(48*time.Hour), "www.example.com")
-	if err := kube.Client.Update(ctx, certificateSecret(namespace, "www-tls", renewed, t)); err != nil {
-		t.Fatal(err)
-	}
+	edgetest.Issued(ctx, t, kube.Client, namespace, "www", renewed)
 	edgetest.Eventually(t, 10*time.Second, func() error {
 		leaf, err := edgetest.ServedLeaf(ctx, running.httpsAddress, "www.example.com")
 		if err != nil {

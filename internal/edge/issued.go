@@ -1,0 +1,132 @@
+package edge
+
+import (
+	"crypto/tls"
+	"math/big"
+	"strings"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/types"
+
+	"github.com/certpilot/certpilot/api/v1alpha1"
+)
+
+// Why a certificate Secret is not served (the reason label of
+// certpilot_edge_certificates_refused_total).
+const (
+	// refusedInvalid: the Secret's certificate does not parse, or its key is not the leaf's.
+	refusedInvalid = "invalid"
+	// refusedNotControlled: the Secret has no controller owner reference to a Certificate.
+	refusedNotControlled = "not_controlled"
+	// refusedOwnerNotFound: no Certificate of that name and UID in the Secret's namespace.
+	refusedOwnerNotFound = "owner_not_found"
+	// refusedNameNotCovered: none of the leaf's names is one of the Certificate's dnsNames.
+	refusedNameNotCovered = "name_not_covered"
+	// refusedSerialNotIssued: the leaf's serial is not the Certificate's status.serialNumber.
+	refusedSerialNotIssued = "serial_not_issued"
+)
+
+// issuer is what the edge keeps of a Certificate to judge the Secrets it controls.
+type issuer struct {
+	uid types.UID
+	// dnsNames are spec.dnsNames, lower case.
+	dnsNames []string
+	// serial is status.serialNumber parsed (nil: none recorded).
+	serial *big.Int
+}
+
+// newIssuer keeps what judgeSecret needs of cert.
+func newIssuer(cert *v1alpha1.Certificate) issuer {
+	record := issuer{uid: cert.UID}
+	for _, name := range cert.Spec.DNSNames {
+		record.dnsNames = append(record.dnsNames, normalizeName(name))
+	}
+	// The manager records the serial as fmt.Sprintf("%x", leaf.SerialNumber); parsing it
+	// compares numbers, whatever the case or leading zeros.
+	if serial, ok := new(big.Int).SetString(cert.Status.SerialNumber, 16); ok {
+		record.serial = serial
+	}
+	return record
+}
+
+// judgeSecret decides which names certificate, held by a certificate Secret in namespace whose
+// controller owner reference is owner (nil: none), may be served for: a Certificate of
+// issuers (by "namespace/name") must control the Secret by name and UID, the names are those
+// of the leaf that the Certificate's dnsNames cover, and, when checkSerial, the leaf's serial
+// must be the one the Certificate's status records as issued. It returns the names, or the
+// reason (refused*) it refuses them all. certificate was parsed by LoadKeyPair or ParseBundle,
+// which check that the key is the leaf's.
+func judgeSecret(namespace string, owner *metav1.OwnerReference, certificate *tls.Certificate, issuers map[string]issuer, checkSerial bool) (names []string, reason string) {
+	if certificate == nil || certificate.Leaf == nil {
+		return nil, refusedInvalid
+	}
+	if owner == nil || owner.Kind != "Certificate" || groupOf(owner.APIVersion) != v1alpha1.GroupVersion.Group {
+		return nil, refusedNotControlled
+	}
+	record, ok := issuers[namespace+"/"+owner.Name]
+	if !ok || record.uid != owner.UID {
+		return nil, refusedOwnerNotFound
+	}
+	names = coveredNames(certificate.Leaf.DNSNames, record.dnsNames)
+	if len(names) == 0 {
+		return nil, refusedNameNotCovered
+	}
+	if checkSerial && (record.serial == nil || record.serial.Cmp(certificate.Leaf.SerialNumber) != 0) {
+		return nil, refusedSerialNotIssued
+	}
+	return names, ""
+}
+
+// coveredNames returns the leaf names that dnsNames cover, lower case: a name listed there,
+// or a name one label under a wildcard listed there (as the edge matches wildcards: *.a.test
+// covers b.a.test, not a.test nor c.b.a.test). A wildcard leaf name is covered only by the same
+// wildcard.
+func coveredNames(leafNames, dnsNames []string) []string {
+	listed := make(map[string]bool, len(dnsNames))
+	for _, name := range dnsNames {
+		listed[name] = true
+	}
+	names := []string{}
+	for _, name := range leafNames {
+		name = normalizeName(name)
+		covered := listed[name]
+		if !covered && !strings.HasPrefix(name, "*.") {
+			if _, parent, ok := strings.Cut(name, "."); ok && parent != "" {
+				covered = listed["*."+parent]
+			}
+		}
+		if covered {
+			names = append(names, name)
+		}
+	}
+	return names
+}
+
+func normalizeName(name string) string {
+	return strings.ToLower(strings.TrimSuffix(name, "."))
+}
+
+// groupOf returns the API group of an owner reference's apiVersion ("group/version", or
+// "version" for the core group).
+func groupOf(apiVersion string) string {
+	group, err := schema.ParseGroupVersion(apiVersion)
+	if err != nil {
+		return ""
+	}
+	return group.Group
+}
+
+// isClaimSecret reports whether secret is, or is named like, a claim Secret or an earlier
+// version's next-key Secret: both hold the private key of a certificate not issued yet, carry
+// the labels of a certificate Secret when an older manager made them, and are never read into
+// the edge.
+func isClaimSecret(name string, labels, annotations map[string]string) bool {
+	_, labelled := labels[v1alpha1.LabelClaim]
+	_, annotated := annotations[annotationClaimOf]
+	return labelled || annotated ||
+		strings.HasSuffix(name, v1alpha1.ClaimSecretSuffix) || strings.HasSuffix(name, v1alpha1.NextKeySecretSuffix)
+}
+
+// annotationClaimOf is set by the manager on a claim Secret: the secretName it reserves.
+const annotationClaimOf = "certpilot.dev/claim-of"
