@@ -193,6 +193,14 @@ func forwardRequest(ctx *fasthttp.RequestCtx, upstream *upstreamClient, host []b
 func (p *terminateProxy) serveHTTP1(ctx *fasthttp.RequestCtx) {
 	started := time.Now()
 	request := &ctx.Request
+	if err := checkRequestFraming(&request.Header); err != nil {
+		p.refuseRequest(ctx, err)
+		return
+	}
+	if err := normalizeRequestTarget(&request.Header); err != nil {
+		p.refuseRequest(ctx, err)
+		return
+	}
 	host := string(request.Header.Host())
 	requestURI := request.Header.RequestURI()
 	path := requestURI
@@ -221,7 +229,13 @@ func (p *terminateProxy) serveHTTP1(ctx *fasthttp.RequestCtx) {
 		_ = ctx.Conn().SetReadDeadline(time.Time{})
 	}
 
-	if request.Header.ConnectionUpgrade() {
+	if isUpgrade(&request.Header) {
+		// ContentLength is -1 for a chunked body, -2 for none.
+		if length := request.Header.ContentLength(); length > 0 || length == -1 || request.IsBodyStream() {
+			// Nothing would frame the body for the upstream once the tunnel opens.
+			p.refuseRequest(ctx, errors.New("upgrade request with a body"))
+			return
+		}
 		p.upgrade(ctx, upstream, entry)
 		return
 	}
@@ -333,6 +347,24 @@ func (b *upstreamBody) Close() error {
 	return err
 }
 
+// refuseRequest answers a request the edge will not proxy (checkRequestFraming) and closes the
+// connection: whatever follows on it may have been framed another way.
+func (p *terminateProxy) refuseRequest(ctx *fasthttp.RequestCtx, err error) {
+	status := fasthttp.StatusBadRequest
+	if errors.Is(err, errUnsupportedTransferCoding) {
+		status = fasthttp.StatusNotImplemented
+	}
+	p.log.V(1).Info("Refused a request", "remoteAddress", ctx.RemoteAddr().String(), "reason", err.Error())
+	var entry *accessEntry
+	if p.accessLog != nil {
+		entry = &accessEntry{start: time.Now(), listener: listenerHTTPS, mode: ModeTerminate, kind: accessKindRequest,
+			client: ctx.RemoteAddr().String(), sni: ctx.TLSConnectionState().ServerName, method: string(ctx.Request.Header.Method()),
+			protocol: string(ctx.Request.Header.Protocol())}
+	}
+	p.localError(ctx, entry, status, "certpilot edge: bad request\n")
+	ctx.SetConnectionClose()
+}
+
 func (p *terminateProxy) localError(ctx *fasthttp.RequestCtx, entry *accessEntry, status int, message string) {
 	ctx.Response.Reset()
 	ctx.Response.SetStatusCode(status)
@@ -355,13 +387,14 @@ func (p *terminateProxy) upstreamErrorHTTP1(ctx *fasthttp.RequestCtx, entry *acc
 	p.localError(ctx, entry, status, "certpilot edge: upstream unavailable\n")
 }
 
-// removeConnectionHeaders deletes the headers a Connection header names (RFC 9110, 7.6.1).
+// removeConnectionHeaders deletes the headers a Connection header names (RFC 9110, 7.6.1),
+// except those that frame or route the message (framingHeaders).
 func removeConnectionHeaders(connection []byte, del func(string)) {
 	for len(connection) > 0 {
 		var token []byte
 		token, connection, _ = bytes.Cut(connection, []byte(","))
 		token = bytes.TrimSpace(token)
-		if len(token) > 0 && !bytes.EqualFold(token, []byte("close")) && !bytes.EqualFold(token, []byte("keep-alive")) {
+		if len(token) > 0 && !bytes.EqualFold(token, []byte("close")) && !bytes.EqualFold(token, []byte("keep-alive")) && !isFramingHeader(token) {
 			del(string(token))
 		}
 	}
