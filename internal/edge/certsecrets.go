@@ -12,6 +12,7 @@ import (
 	"github.com/go-logr/logr"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/serializer"
 	"k8s.io/client-go/kubernetes"
@@ -148,7 +149,7 @@ func (s *CertificateSecretSource) Run(ctx context.Context) error {
 			return err
 		}
 		certificates := cache.NewSharedIndexInformerWithOptions(
-			cache.NewListWatchFromClient(s.CertificateClient, "certificates", namespace, nil),
+			cache.NewListWatchFromClient(s.CertificateClient, "certificates", namespace, fields.Everything()),
 			&v1alpha1.Certificate{}, cache.SharedIndexInformerOptions{ObjectDescription: "Certificates in " + displayNamespace(namespace)})
 		if err := certificates.SetTransform(trimCertificate); err != nil {
 			return err
