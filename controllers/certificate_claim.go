@@ -36,6 +36,16 @@ const (
 	annotationKeyRevision = "certpilot.dev/key-revision"
 )
 
+// claimLabels are a claim Secret's labels: certpilot's, its Certificate's, and LabelClaim, which
+// readers of certificate Secrets (the edge) select away.
+func claimLabels(cert *certpilotv1alpha1.Certificate) map[string]string {
+	return map[string]string{
+		certpilotv1alpha1.LabelManagedBy:   certpilotv1alpha1.ManagedByValue,
+		certpilotv1alpha1.LabelCertificate: cert.Name,
+		certpilotv1alpha1.LabelClaim:       "true",
+	}
+}
+
 // claimSecretName is the name of the Secret that reserves secretName for one Certificate:
 // "<secretName>-certpilot-claim", shortened with a hash when that would pass the 253 characters
 // a Secret name may have.
@@ -106,10 +116,7 @@ func (r *CertificateReconciler) claimSecret(ctx context.Context, run *certificat
 		claim := &corev1.Secret{
 			ObjectMeta: metav1.ObjectMeta{
 				Name: name, Namespace: cert.Namespace,
-				Labels: map[string]string{
-					certpilotv1alpha1.LabelManagedBy:   certpilotv1alpha1.ManagedByValue,
-					certpilotv1alpha1.LabelCertificate: cert.Name,
-				},
+				Labels:          claimLabels(cert),
 				Annotations:     map[string]string{annotationClaimOf: cert.Spec.SecretName, annotationKeyRevision: nextKeyRevision(cert)},
 				OwnerReferences: []metav1.OwnerReference{*ownerReferenceOf(cert)},
 			},
@@ -179,6 +186,7 @@ func (r *CertificateReconciler) updateClaim(ctx context.Context, run *certificat
 		claim.Annotations = map[string]string{}
 	}
 	claim.Annotations[annotationKeyRevision] = want
+	claim.Labels = claimLabels(run.cert) // a claim an earlier version made gets LabelClaim
 	setOpenOrder(claim, run)
 	claim.Data = map[string][]byte{corev1.TLSPrivateKeyKey: keyPEM}
 	if err := r.Patch(ctx, claim, client.MergeFromWithOptions(base, client.MergeFromWithOptimisticLock{}), client.FieldOwner(FieldManager)); err != nil {
@@ -258,10 +266,9 @@ func (r *CertificateReconciler) readClaim(ctx context.Context, run *certificateR
 	return secret, nil
 }
 
-// issuedKey returns the stored private key that matches leaf, the certificate of the order
-// being stored: the claim's, or (after an upgrade from a version that kept it there) the
-// Certificate's legacy next-key Secret's. With no key at all it fails with PrivateKeyLost; with
-// keys that do not match, KeyMismatch.
+// issuedKey returns the claim's private key when it matches leaf, the certificate of the order
+// being stored. With no key at all it fails with PrivateKeyLost; with a key that does not
+// match, KeyMismatch.
 func (r *CertificateReconciler) issuedKey(ctx context.Context, run *certificateRun, leaf *x509.Certificate) ([]byte, error) {
 	matches := func(s *corev1.Secret) bool {
 		key, err := pki.DecodePrivateKey(s.Data[corev1.TLSPrivateKeyKey])
@@ -274,41 +281,10 @@ func (r *CertificateReconciler) issuedKey(ctx context.Context, run *certificateR
 	if claim != nil && matches(claim) {
 		return claim.Data[corev1.TLSPrivateKeyKey], nil
 	}
-	if legacy := r.legacyNextKey(ctx, run); legacy != nil && matches(legacy) {
-		return legacy.Data[corev1.TLSPrivateKeyKey], nil
-	}
 	if claim == nil || len(claim.Data[corev1.TLSPrivateKeyKey]) == 0 {
 		return nil, r.recordFailure(ctx, run, false, "PrivateKeyLost", "the private key of order %s was deleted before the certificate was stored", run.order.URL)
 	}
 	return nil, r.recordFailure(ctx, run, false, "KeyMismatch", "the CA's certificate does not match the order's private key")
-}
-
-// legacyNextKey returns, from the cache, the "<certificate>-certpilot-next-key" Secret in which
-// earlier versions kept the pending key (nil when there is none): an order finalized before an
-// upgrade is stored with it.
-func (r *CertificateReconciler) legacyNextKey(ctx context.Context, run *certificateRun) *corev1.Secret {
-	secret := &corev1.Secret{}
-	key := types.NamespacedName{Namespace: run.cert.Namespace, Name: run.cert.Name + certpilotv1alpha1.NextKeySecretSuffix}
-	if err := r.Get(ctx, key, secret); err != nil || !kube.IsManaged(secret) || !controlledBy(secret, run.cert) ||
-		secret.Type != corev1.SecretTypeOpaque || secret.Annotations[annotationClaimOf] != "" {
-		return nil
-	}
-	return secret
-}
-
-// removeLegacyNextKey deletes the legacy next-key Secret once a certificate is stored: it holds
-// a copy of a private key nothing reads any more. Only when the cache has one: no request
-// otherwise.
-func (r *CertificateReconciler) removeLegacyNextKey(ctx context.Context, run *certificateRun) error {
-	legacy := r.legacyNextKey(ctx, run)
-	if legacy == nil {
-		return nil
-	}
-	uid := legacy.UID
-	if err := r.Delete(ctx, legacy, client.Preconditions{UID: &uid}); err != nil && !apierrors.IsNotFound(err) {
-		return fmt.Errorf("removing the next-key Secret of an earlier version %s/%s: %w", legacy.Namespace, legacy.Name, err)
-	}
-	return nil
 }
 
 // freshKey returns a new private key: the one keyMaker made for this order, or one made now.

@@ -21,43 +21,36 @@ import (
 	"github.com/certpilot/certpilot/internal/pki"
 )
 
-// TestIssuedKey: storing a certificate takes the stored key that matches it: the claim's, or,
-// for an order finalized by an earlier version, the Certificate's legacy next-key Secret's; a
-// legacy Secret that is not this Certificate's pending key is never used. (One read step:
-// objects in a fake client. The upgrade itself, on envtest: TestUpgradeFromNextKeySecrets.)
+// TestIssuedKey: storing a certificate takes the claim's key when it matches the certificate;
+// a claim without a key, or with another one, fails the issuance (PrivateKeyLost, KeyMismatch).
+// (One read step: objects in a fake client.)
 func TestIssuedKey(t *testing.T) {
 	cert := &certpilotv1alpha1.Certificate{
 		ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "www", UID: "uid-www"},
 		Spec:       certpilotv1alpha1.CertificateSpec{SecretName: "www-tls", DNSNames: []string{"www.example.test"}},
 	}
-	claimKey, legacyKey := newTestKey(t), newTestKey(t)
-	secret := func(name string, keyPEM []byte, annotations map[string]string, owner *certpilotv1alpha1.Certificate) *corev1.Secret {
-		s := &corev1.Secret{
-			ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: name, Annotations: annotations,
-				Labels: map[string]string{certpilotv1alpha1.LabelManagedBy: certpilotv1alpha1.ManagedByValue}},
+	claimKey, otherKey := newTestKey(t), newTestKey(t)
+	claimWith := func(keyPEM []byte) *corev1.Secret {
+		return &corev1.Secret{
+			ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "www-tls" + certpilotv1alpha1.ClaimSecretSuffix,
+				Annotations:     map[string]string{annotationClaimOf: "www-tls"},
+				Labels:          claimLabels(cert),
+				OwnerReferences: []metav1.OwnerReference{*ownerReferenceOf(cert)}},
 			Type: corev1.SecretTypeOpaque,
 			Data: map[string][]byte{corev1.TLSPrivateKeyKey: keyPEM},
 		}
-		if owner != nil {
-			s.OwnerReferences = []metav1.OwnerReference{*ownerReferenceOf(owner)}
-		}
-		return s
 	}
-	claim := secret("www-tls"+certpilotv1alpha1.ClaimSecretSuffix, claimKey.pem, map[string]string{annotationClaimOf: "www-tls"}, cert)
-	legacy := secret("www"+certpilotv1alpha1.NextKeySecretSuffix, legacyKey.pem, nil, cert)
-	other := &certpilotv1alpha1.Certificate{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "other", UID: "uid-other"}}
-	foreignLegacy := secret("www"+certpilotv1alpha1.NextKeySecretSuffix, legacyKey.pem, nil, other)
 
 	tests := map[string]struct {
-		objects []*corev1.Secret
-		leafKey *testKey
-		want    []byte
+		objects    []*corev1.Secret
+		leafKey    *testKey
+		want       []byte
+		wantReason string
 	}{
-		"the claim's key":                       {objects: []*corev1.Secret{claim, legacy}, leafKey: claimKey, want: claimKey.pem},
-		"an order finalized before the upgrade": {objects: []*corev1.Secret{claim, legacy}, leafKey: legacyKey, want: legacyKey.pem},
-		"no claim yet, the legacy key":          {objects: []*corev1.Secret{legacy}, leafKey: legacyKey, want: legacyKey.pem},
-		"another Certificate's Secret of that name is not a key source": {
-			objects: []*corev1.Secret{claim, foreignLegacy}, leafKey: legacyKey},
+		"the claim's key":             {objects: []*corev1.Secret{claimWith(claimKey.pem)}, leafKey: claimKey, want: claimKey.pem},
+		"the claim holds another key": {objects: []*corev1.Secret{claimWith(otherKey.pem)}, leafKey: claimKey, wantReason: "KeyMismatch"},
+		"the claim holds no key":      {objects: []*corev1.Secret{claimWith(nil)}, leafKey: claimKey, wantReason: "PrivateKeyLost"},
+		"no claim":                    {leafKey: claimKey, wantReason: "PrivateKeyLost"},
 	}
 	scheme := runtime.NewScheme()
 	_ = clientgoscheme.AddToScheme(scheme)
@@ -74,8 +67,8 @@ func TestIssuedKey(t *testing.T) {
 				order: &acme.Order{URL: "https://ca.example/order/1"}}
 			got, err := r.issuedKey(context.Background(), run, tc.leafKey.leaf(t, cert.Spec.DNSNames))
 			if tc.want == nil {
-				if err == nil {
-					t.Fatalf("issuedKey = a key, want a failure")
+				if w, ok := asWait(err); !ok || w.Reason != tc.wantReason {
+					t.Fatalf("issuedKey = %d bytes, %v; want a failure %s", len(got), err, tc.wantReason)
 				}
 				return
 			}

@@ -286,25 +286,20 @@ func (r *CertificateReconciler) SetupWithManager(ctx context.Context, mgr ctrl.M
 		Named("certificate").
 		For(&certpilotv1alpha1.Certificate{}, builder.WithPredicates(
 			predicate.Or(predicate.GenerationChangedPredicate{}, predicate.AnnotationChangedPredicate{}))).
-		Owns(&corev1.Secret{}, builder.WithPredicates(predicate.NewPredicateFuncs(notNextKeySecret))).
+		Owns(&corev1.Secret{}, builder.WithPredicates(predicate.NewPredicateFuncs(notClaimSecret))).
 		Watches(&certpilotv1alpha1.Issuer{}, r.issuerChanges()).
 		Watches(&certpilotv1alpha1.ClusterIssuer{}, r.issuerChanges()).
 		WithOptions(options).
 		Complete(r)
 }
 
-// notNextKeySecret filters out a Certificate's pending-key Secret and its claim of the
-// secretName: only this controller writes them, before ordering and during finalization, and
-// nothing waits for them to change, so their writes would only wake the Certificate for a
-// reconcile with nothing to do (one per issuance), or one that rewrites a failure's message
-// with the backoff's.
-func notNextKeySecret(obj client.Object) bool {
-	owner := metav1.GetControllerOf(obj)
-	if owner == nil {
-		return true
-	}
+// notClaimSecret filters out a Certificate's claim of its secretName: only this controller
+// writes it, before ordering and during finalization, and nothing waits for it to change, so
+// its writes would only wake the Certificate for a reconcile with nothing to do (one per
+// issuance), or one that rewrites a failure's message with the backoff's.
+func notClaimSecret(obj client.Object) bool {
 	_, claim := obj.GetAnnotations()[annotationClaimOf]
-	return obj.GetName() != owner.Name+certpilotv1alpha1.NextKeySecretSuffix && !claim
+	return !claim
 }
 
 func issuerKey(kind, name string) string {

@@ -25,7 +25,7 @@ import (
 const (
 	annotationIssuerKind = "certpilot.dev/issuer-kind"
 	annotationIssuerName = "certpilot.dev/issuer-name"
-	// annotationOrder names the ACME order a certificate Secret (or a next-key Secret) came from.
+	// annotationOrder names the ACME order a certificate Secret came from.
 	annotationOrder = "certpilot.dev/order"
 	// annotationRenewed is "true" on a certificate Secret whose certificate replaced another.
 	annotationRenewed = "certpilot.dev/renewed"

@@ -119,7 +119,7 @@ func (r *CertificateReconciler) storeCertificate(ctx context.Context, run *certi
 	if err := r.removeChallenges(ctx, run); err != nil {
 		return ctrl.Result{}, err
 	}
-	return result, r.removeLegacyNextKey(ctx, run)
+	return result, nil
 }
 
 // recordStored finishes what an earlier reconcile did not after it stored this order's

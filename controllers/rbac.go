@@ -16,10 +16,10 @@ package controllers
 //   - secrets: get, list, watch (cache of certpilot's Secrets; direct reads of account, EAB and
 //     TSIG keys); create (account keys, challenge shards, secretName claims); patch (server-side apply of
 //     certificate Secrets, the next key into the claim, challenge shard patches); delete (a stale
-//     secretName claim, with a uid and resourceVersion precondition: claimSecret; an earlier
-//     version's next-key Secret once its order is stored).
+//     secretName claim, with a uid and resourceVersion precondition: claimSecret).
 //   - deployments, statefulsets, daemonsets: get, list, watch (metadata cache, pod templates);
-//     patch (server-side apply of the challenge volume and of injections).
+//     patch (server-side apply of the challenge volume, and of injections by the injection
+//     controller).
 //   - events: create, patch (the event recorder).
 //   - tokenreviews, subjectaccessreviews: create, only with --metrics-secure
 //     (internal/metricsauth: who is scraping /metrics, and may they).

@@ -81,9 +81,9 @@ const (
 	// BundleKey is the certificate Secret key holding key, leaf and chain in one PEM.
 	BundleKey = "bundle.pem"
 
-	// NextKeySecretSuffix is appended to a Certificate's name for the Secret in which earlier
-	// versions kept the private key of the order being finalized (now in the claim Secret);
-	// certpilot reads it for an order finalized before an upgrade, and then deletes it.
+	// NextKeySecretSuffix ends the names of the Secrets in which versions before the claim kept
+	// the private key of the order being finalized. certpilot no longer reads or writes them;
+	// the suffix stays reserved (a secretName may not end in it).
 	NextKeySecretSuffix = "-certpilot-next-key"
 	// ClaimSecretSuffix is appended to a secretName for the Secret that reserves it for one
 	// Certificate before an order is created, and holds the private key of the next
