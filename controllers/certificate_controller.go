@@ -43,9 +43,10 @@ const FieldManager = kube.FieldManager
 const issuerRefIndex = "spec.issuerRef"
 
 // CertificateReconciler obtains a Certificate's certificate from its ACME issuer, keeps it in
-// the Secret and renews it. Each phase is one step in its own file; the steps talk only through
-// the Certificate's status and the objects in the API, so a controller killed at any point
-// resumes the same order.
+// the Secret and renews it. A reconcile observes once (observe), decides in a pure function
+// (decideIssuance), then runs the steps the decision leaves, each in its own file; what an
+// issuance in progress needs after a crash (the open order and its key) lives in the claim
+// Secret, so a controller killed at any point resumes the same order (docs/design.md).
 type CertificateReconciler struct {
 	client.Client
 	// APIReader reads objects certpilot does not cache: a Secret it does not own (to refuse to
@@ -70,7 +71,8 @@ type CertificateReconciler struct {
 	keys keyMaker
 }
 
-// certificateRun is what the steps of one reconcile share.
+// certificateRun is what the steps of one reconcile share: what observe read, what the steps
+// learned from the CA, and the status being built (written once, by the deferred summary).
 type certificateRun struct {
 	cert   *certpilotv1alpha1.Certificate
 	now    time.Time
