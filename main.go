@@ -42,6 +42,7 @@ import (
 	certpilotv1alpha1 "github.com/certpilot/certpilot/api/v1alpha1"
 	"github.com/certpilot/certpilot/controllers"
 	"github.com/certpilot/certpilot/controllers/source"
+	"github.com/certpilot/certpilot/internal/acme"
 	"github.com/certpilot/certpilot/internal/kube"
 	"github.com/certpilot/certpilot/internal/memory"
 	"github.com/certpilot/certpilot/internal/metricsauth"
@@ -198,6 +199,9 @@ func main() {
 			Mounts:       &solver.MountTracker{},
 			CheckTimeout: selfCheckTimeout,
 		},
+		// One issuer's CA may hold at most three quarters of the workers: the rest serve the
+		// Certificates of other issuers however slowly it answers.
+		IssuerGate: &acme.Gate{PerKey: max(1, certificateWorkers*3/4)},
 	}).SetupWithManager(ctx, mgr, controller.Options{MaxConcurrentReconciles: certificateWorkers}))
 	// Injection is its own controller: a few workers, since most Certificates inject nothing.
 	must((&controllers.InjectionReconciler{

@@ -69,6 +69,9 @@ type CertificateReconciler struct {
 	renewalInfoFetches sync.Map
 	// keys makes the private keys of new orders without holding a worker (keyMaker).
 	keys keyMaker
+	// IssuerGate bounds how many reconciles talk to one issuer's CA at once, so that one slow
+	// or hostile CA cannot hold every worker (nil: no bound).
+	IssuerGate *acme.Gate
 }
 
 // certificateRun is what the steps of one reconcile share: what observe read, what the steps
@@ -103,6 +106,8 @@ type certificateRun struct {
 	nextKey []byte
 	// accept are the challenges whose responses passed the self-check.
 	accept []pendingChallenge
+	// releaseIssuer gives back this reconcile's slot of its issuer's gate (nil: none held).
+	releaseIssuer func()
 	// patchBase is the Certificate as last written, for the status patches steps make early.
 	patchBase *certpilotv1alpha1.Certificate
 }
@@ -134,7 +139,14 @@ func (r *CertificateReconciler) Reconcile(ctx context.Context, req ctrl.Request)
 		return r.finalizeDeletion(ctx, run)
 	}
 
+	// The steps' requests to the CA (and the apiserver) share one deadline, so a CA that answers
+	// slowly cannot hold a worker for long; the summary's status write below has its own.
+	stepsCtx, cancel := acme.WithReconcileDeadline(ctx)
+	defer cancel()
 	defer func() {
+		if run.releaseIssuer != nil {
+			run.releaseIssuer()
+		}
 		err = r.slowedDown(ctx, run, r.reregisterIfForgotten(ctx, run, err))
 		wasStalled := meta.IsStatusConditionTrue(cert.Status.Conditions, certpilotv1alpha1.ConditionStalled)
 		summarizeCertificate(cert, run.ready, err, run.now)
@@ -170,7 +182,7 @@ func (r *CertificateReconciler) Reconcile(ctx context.Context, req ctrl.Request)
 		r.finalize,
 		r.storeCertificate,
 	} {
-		if result, err := step(ctx, run); err != nil || !result.IsZero() {
+		if result, err := step(stepsCtx, run); err != nil || !result.IsZero() {
 			return result, err
 		}
 	}

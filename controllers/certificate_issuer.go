@@ -11,6 +11,7 @@ import (
 	ctrl "sigs.k8s.io/controller-runtime"
 
 	certpilotv1alpha1 "github.com/certpilot/certpilot/api/v1alpha1"
+	"github.com/certpilot/certpilot/internal/acme"
 )
 
 // setIssuer records the issuer and where the Secrets its solver names live.
@@ -31,6 +32,9 @@ func (r *CertificateReconciler) getIssuer(ctx context.Context, cert *certpilotv1
 	}
 	return issuer, r.Get(ctx, key, issuer)
 }
+
+// reasonIssuerBusy is the wait of a Certificate whose issuer's gate is full.
+const reasonIssuerBusy = "IssuerBusy"
 
 // resolveIssuer checks the Certificate's issuer (as observed), its solvers, and gets its ACME
 // client, before an order is opened. An issuer that does not exist or is not Ready yet is waited for (its watch wakes the
@@ -72,7 +76,12 @@ func (r *CertificateReconciler) resolveIssuer(ctx context.Context, run *certific
 		}
 	}
 	r.setAutoRenewable(run)
-
+	// From here on the reconcile talks to the issuer's CA: take a slot of its gate.
+	release, ok := r.IssuerGate.TryAcquire(issuerKey(issuer.Kind(), issuer.GetNamespace()+"/"+issuer.GetName()))
+	if !ok {
+		return ctrl.Result{}, wait(acme.GateRetry, reasonIssuerBusy, "Waiting for a free worker of %s %q: its other Certificates hold them all", issuer.Kind(), ref.Name)
+	}
+	run.releaseIssuer = release
 	client, err := r.Accounts.Client(ctx, issuer)
 	if err != nil {
 		return ctrl.Result{}, err

@@ -185,8 +185,8 @@ const progressWait = 5 * time.Second
 // from the CA and writes; not writing them saves a write per step of every issuance.
 func onlyProgress(run *certificateRun, err error) bool {
 	w, ok := asWait(err)
-	if ok && w.Reason == reasonGeneratingKey {
-		return true // a moment before the order: nothing to show yet
+	if ok && (w.Reason == reasonGeneratingKey || w.Reason == reasonIssuerBusy) {
+		return true // a moment before the order (or before the CA is asked): nothing to show yet
 	}
 	if !ok || w.After > progressWait || (w.Reason != reasonWaitingForValidation && w.Reason != reasonWaitingForCertificate) {
 		return false
