@@ -13,6 +13,55 @@ type IssuerSpec struct {
 	// Solver is the default solver of the certificates that name this issuer and set none.
 	// +optional
 	Solver *Solver `json:"solver,omitempty"`
+
+	// Policy says which namespaces may use a ClusterIssuer, and for which names: an
+	// administrator's grant that tenants cannot change. Unset: every namespace, any name. Only a
+	// ClusterIssuer has one (an Issuer serves its own namespace only). See docs/tenancy.md.
+	// +optional
+	Policy *IssuerPolicy `json:"policy,omitempty"`
+}
+
+// AnnotationAllowedDNSZones is the Namespace annotation by which an administrator grants a
+// namespace DNS zones, for ClusterIssuers whose policy sets namespaceDNSZones: Require. Its
+// value is a comma-separated list of zones ("team-a.example.com, team-a.example.net"); a zone
+// grants itself and every name under it, wildcards included.
+const AnnotationAllowedDNSZones = "certpilot.dev/allowed-dns-zones"
+
+// Values of IssuerPolicy.NamespaceDNSZones.
+const (
+	NamespaceDNSZonesIgnore  = "Ignore"
+	NamespaceDNSZonesRequire = "Require"
+)
+
+// IssuerPolicy is a ClusterIssuer's grant: which namespaces may use it and which names each may
+// request. It is checked before any ACME order, for every solver, and for Certificates generated
+// from Ingresses and Gateways alike; a refused Certificate is Stalled with the rule's name.
+// +kubebuilder:validation:XValidation:rule="!has(self.namespaceSelector) || !has(self.namespaceSelector.matchExpressions) || size(self.namespaceSelector.matchExpressions) <= 16",message="policy.namespaceSelector has at most 16 matchExpressions"
+// +kubebuilder:validation:XValidation:rule="!has(self.namespaceSelector) || !has(self.namespaceSelector.matchLabels) || size(self.namespaceSelector.matchLabels) <= 16",message="policy.namespaceSelector has at most 16 matchLabels"
+type IssuerPolicy struct {
+	// NamespaceSelector selects, by their labels, the namespaces whose Certificates may use
+	// this ClusterIssuer. Unset or empty: every namespace. Namespace labels are set by
+	// administrators (tenants with rights in a namespace cannot edit the Namespace object).
+	// +optional
+	NamespaceSelector *metav1.LabelSelector `json:"namespaceSelector,omitempty"`
+
+	// DNSZones limits the names every namespace may request to these zones: a zone grants
+	// itself and every name under it, wildcards included. Unset: any name.
+	// +optional
+	// +listType=set
+	// +kubebuilder:validation:MaxItems=64
+	// +kubebuilder:validation:items:MaxLength=253
+	// +kubebuilder:validation:items:XValidation:rule=`self.matches('^([a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?[.])*[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$')`,message="a DNS zone is a lowercase DNS name such as example.com (no wildcard, no trailing dot)"
+	DNSZones []string `json:"dnsZones,omitempty"`
+
+	// NamespaceDNSZones says whether a namespace's own grant limits its names too: Require
+	// limits each namespace to the zones its Namespace's annotation certpilot.dev/allowed-dns-zones
+	// lists (a namespace without the annotation may request no name); Ignore (the default) does
+	// not read the annotation.
+	// +optional
+	// +kubebuilder:validation:Enum=Ignore;Require
+	// +kubebuilder:default=Ignore
+	NamespaceDNSZones string `json:"namespaceDNSZones,omitempty"`
 }
 
 // ACMEIssuer is an account on an ACME server (RFC 8555).
@@ -39,8 +88,10 @@ type ACMEIssuer struct {
 	PrivateKeySecretRef SecretReference `json:"privateKeySecretRef"`
 
 	// CABundle is PEM-encoded CA certificates trusted for the ACME server's HTTPS, for private
-	// ACME servers such as Pebble or step-ca. Default: the system's trust store.
+	// ACME servers such as Pebble or step-ca, at most 64 KiB. Default: the system's trust store.
 	// +optional
+	// +kubebuilder:validation:MaxLength=87384
+	// +kubebuilder:validation:XValidation:rule="size(self) <= 65536",message="caBundle holds at most 64 KiB of PEM certificates"
 	CABundle []byte `json:"caBundle,omitempty"`
 
 	// ExternalAccountBinding binds the new account to an account the CA already knows (RFC 8555
@@ -103,6 +154,7 @@ type IssuerStatus struct {
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
 
 // Issuer is an ACME account that Certificates in its own namespace can use.
+// +kubebuilder:validation:XValidation:rule="!has(self.spec.policy)",message="spec.policy is for ClusterIssuers: an Issuer serves only its own namespace"
 type Issuer struct {
 	metav1.TypeMeta   `json:",inline"`
 	metav1.ObjectMeta `json:"metadata,omitempty"`

@@ -2,6 +2,7 @@ package v1alpha1_test
 
 import (
 	"context"
+	"encoding/base64"
 	"fmt"
 	"os"
 	"strings"
@@ -225,6 +226,23 @@ func TestIssuerAdmission(t *testing.T) {
 		"profile":                {edit: map[string]any{"spec.acme.profile": "tlsserver"}},
 		"default solver":         {edit: map[string]any{"spec.solver": "{http01: {loadBalancer: {name: edge, namespace: ingress}}}"}},
 		"two default solvers":    {edit: map[string]any{"spec.solver": "{http01: {loadBalancer: {name: edge}}, dns01: {manual: {}}}"}, wantError: "set exactly one solver"},
+
+		"caBundle of 64 KiB":   {edit: map[string]any{"spec.acme.caBundle": base64Of(64 << 10)}},
+		"caBundle over 64 KiB": {edit: map[string]any{"spec.acme.caBundle": base64Of(64<<10 + 1)}, wantError: "caBundle holds at most 64 KiB of PEM certificates"},
+		"caBundle of 1.5 MiB":  {edit: map[string]any{"spec.acme.caBundle": base64Of(3 << 19)}, wantError: "spec.acme.caBundle"},
+		"policy on an Issuer":  {edit: map[string]any{"spec.policy": "{dnsZones: [example.com]}"}, wantError: "spec.policy is for ClusterIssuers: an Issuer serves only its own namespace"},
+		"cluster issuer policy": {kind: "ClusterIssuer", edit: map[string]any{"metadata.namespace": nil,
+			"spec.policy": "{namespaceSelector: {matchLabels: {tenant: a}}, dnsZones: [example.com, team-a.example.net], namespaceDNSZones: Require}"}},
+		"policy zone with a wildcard": {kind: "ClusterIssuer", edit: map[string]any{"metadata.namespace": nil, "spec.policy": "{dnsZones: ['*.example.com']}"},
+			wantError: "a DNS zone is a lowercase DNS name such as example.com (no wildcard, no trailing dot)"},
+		"policy zone with a trailing dot": {kind: "ClusterIssuer", edit: map[string]any{"metadata.namespace": nil, "spec.policy": "{dnsZones: [example.com.]}"},
+			wantError: "a DNS zone is a lowercase DNS name"},
+		"policy over 64 zones": {kind: "ClusterIssuer", edit: map[string]any{"metadata.namespace": nil, "spec.policy": map[string]any{"dnsZones": zones(65)}},
+			wantError: "must have at most 64 items"},
+		"policy namespaceDNSZones other": {kind: "ClusterIssuer", edit: map[string]any{"metadata.namespace": nil, "spec.policy": "{namespaceDNSZones: Sometimes}"},
+			wantError: `Unsupported value: "Sometimes"`},
+		"policy selector over 16 labels": {kind: "ClusterIssuer", edit: map[string]any{"metadata.namespace": nil, "spec.policy": map[string]any{"namespaceSelector": map[string]any{"matchLabels": labelsOf(17)}}},
+			wantError: "policy.namespaceSelector has at most 16 matchLabels"},
 	}
 	for name, tc := range tests {
 		t.Run(name, func(t *testing.T) {
@@ -235,4 +253,27 @@ func TestIssuerAdmission(t *testing.T) {
 			checkAdmission(t, createDryRun(t, obj), tc.wantError)
 		})
 	}
+}
+
+// base64Of returns the base64 of n bytes, as a caBundle of that size is written in YAML.
+func base64Of(n int) string {
+	return base64.StdEncoding.EncodeToString([]byte(strings.Repeat("a", n)))
+}
+
+// zones returns n distinct DNS zones.
+func zones(n int) []any {
+	out := make([]any, n)
+	for i := range out {
+		out[i] = fmt.Sprintf("zone%d.example.com", i)
+	}
+	return out
+}
+
+// labelsOf returns n distinct labels.
+func labelsOf(n int) map[string]any {
+	out := map[string]any{}
+	for i := range n {
+		out[fmt.Sprintf("label%d", i)] = "x"
+	}
+	return out
 }
