@@ -115,10 +115,7 @@ func (r *CertificateReconciler) pendingChallenges(ctx context.Context, run *cert
 		if err != nil {
 			return nil, nil, err
 		}
-		dnsName := authz.Identifier
-		if authz.Wildcard {
-			dnsName = "*." + dnsName
-		}
+		dnsName := authz.DNSName()
 		s, err := r.solverFor(run, dnsName)
 		if err != nil {
 			return nil, nil, err
@@ -283,10 +280,7 @@ func (r *CertificateReconciler) challengesToClean(ctx context.Context, run *cert
 			if err != nil {
 				continue
 			}
-			dnsName := authz.Identifier
-			if authz.Wildcard {
-				dnsName = "*." + dnsName
-			}
+			dnsName := authz.DNSName()
 			for _, challenge := range authz.Challenges {
 				challenges = append(challenges, solver.Challenge{DNSName: dnsName, Type: challenge.Type, Token: challenge.Token})
 			}

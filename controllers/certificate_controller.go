@@ -317,10 +317,7 @@ func notClaimSecret(obj client.Object) bool {
 }
 
 func issuerKey(kind, name string) string {
-	if kind == "" {
-		kind = "Issuer"
-	}
-	return kind + "/" + name
+	return certpilotv1alpha1.IssuerReference{Kind: kind, Name: name}.KindOrDefault() + "/" + name
 }
 
 // certificatesOfIssuer lists the Certificates that name an issuer.

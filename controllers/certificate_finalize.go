@@ -167,8 +167,7 @@ func (r *CertificateReconciler) recordIssued(ctx context.Context, run *certifica
 		status.Order.Challenges[i].State, status.Order.Challenges[i].Reason = acme.StatusValid, ""
 	}
 	run.ready = &metav1.Condition{Status: metav1.ConditionTrue, Reason: reasonUpToDate,
-		Message: fmt.Sprintf("Certificate is valid until %s; renewal at %s",
-			leaf.NotAfter.UTC().Format(time.RFC3339), renewalTime.UTC().Format(time.RFC3339))}
+		Message: validUntil(leaf.NotAfter, renewalTime)}
 
 	if !announce {
 		return ctrl.Result{RequeueAfter: max(renewal.RequeueAfter(run.now, renewalTime), time.Second)}
@@ -253,8 +252,5 @@ func ownerReference(cert *certpilotv1alpha1.Certificate) *metav1ac.OwnerReferenc
 }
 
 func issuerKind(cert *certpilotv1alpha1.Certificate) string {
-	if cert.Spec.IssuerRef.Kind == "" {
-		return "Issuer"
-	}
-	return cert.Spec.IssuerRef.Kind
+	return cert.Spec.IssuerRef.KindOrDefault()
 }

@@ -31,3 +31,12 @@ func (i *ClusterIssuer) GetStatus() *IssuerStatus { return &i.Status }
 
 // Kind returns "ClusterIssuer".
 func (i *ClusterIssuer) Kind() string { return "ClusterIssuer" }
+
+// KindOrDefault is the referenced issuer's kind, "Issuer" when the reference leaves it empty (the
+// API's default; objects built in code may lack it).
+func (r IssuerReference) KindOrDefault() string {
+	if r.Kind == "" {
+		return "Issuer"
+	}
+	return r.Kind
+}

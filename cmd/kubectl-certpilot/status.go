@@ -73,11 +73,7 @@ func writeStatus(w io.Writer, certificate *certpilotv1alpha1.Certificate, events
 	field(0, "Name", "%s", certificate.Name)
 	field(0, "Namespace", "%s", certificate.Namespace)
 	field(0, "DNS names", "%s", strings.Join(spec.DNSNames, ", "))
-	issuerKind := spec.IssuerRef.Kind
-	if issuerKind == "" {
-		issuerKind = "Issuer"
-	}
-	field(0, "Issuer", "%s/%s", issuerKind, spec.IssuerRef.Name)
+	field(0, "Issuer", "%s/%s", spec.IssuerRef.KindOrDefault(), spec.IssuerRef.Name)
 	field(0, "Secret", "%s", spec.SecretName)
 	if spec.RenewBefore != nil {
 		field(0, "Renew before", "%s", spec.RenewBefore.Duration)

@@ -116,3 +116,12 @@ func (c *Client) Accept(ctx context.Context, challengeURL string) error {
 	}
 	return nil
 }
+
+// DNSName is the name the authorization proves, as a Certificate lists it: Identifier, with "*."
+// for a wildcard.
+func (a *Authorization) DNSName() string {
+	if a.Wildcard {
+		return "*." + a.Identifier
+	}
+	return a.Identifier
+}
