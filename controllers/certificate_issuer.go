@@ -2,16 +2,20 @@ package controllers
 
 import (
 	"context"
+	"fmt"
 	"strings"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/apimachinery/pkg/types"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	certpilotv1alpha1 "github.com/certpilot/certpilot/api/v1alpha1"
 	"github.com/certpilot/certpilot/internal/acme"
+	"github.com/certpilot/certpilot/internal/policy"
 )
 
 // setIssuer records the issuer and where the Secrets its solver names live.
@@ -57,6 +61,13 @@ func (r *CertificateReconciler) resolveIssuer(ctx context.Context, run *certific
 	}
 	r.setIssuer(run, issuer)
 
+	// The administrator's grant: may this namespace use the issuer for these names? Checked
+	// before anything is ordered or published, whatever the solver.
+	if decision, err := issuerPolicyDecision(ctx, r.APIReader, issuer, run.cert); err != nil {
+		return ctrl.Result{}, err
+	} else if !decision.Allowed {
+		return ctrl.Result{}, stalled(decision.Reason, "%s", decision.Message)
+	}
 	for _, name := range run.cert.Spec.DNSNames {
 		spec, source, ok := solverSpecFor(run, name)
 		if !ok {
@@ -88,4 +99,22 @@ func (r *CertificateReconciler) resolveIssuer(ctx context.Context, run *certific
 	}
 	run.acme = client
 	return ctrl.Result{}, nil
+}
+
+// issuerPolicyDecision applies the issuer's policy (internal/policy) to the Certificate: a
+// ClusterIssuer with spec.policy reads the Certificate's Namespace (from the API: namespaces are
+// not cached) for the labels and the zone annotation administrators set on it.
+func issuerPolicyDecision(ctx context.Context, reader client.Reader, issuer certpilotv1alpha1.GenericIssuer,
+	cert *certpilotv1alpha1.Certificate) (policy.Decision, error) {
+	if issuer.GetNamespace() != "" || issuer.GetSpec().Policy == nil {
+		return policy.Decide(policy.InputFor(issuer, nil, cert.Spec.DNSNames)), nil
+	}
+	namespace := &corev1.Namespace{}
+	if err := reader.Get(ctx, types.NamespacedName{Name: cert.Namespace}, namespace); err != nil {
+		if !apierrors.IsNotFound(err) {
+			return policy.Decision{}, fmt.Errorf("reading Namespace %s for the policy of %s %q: %w", cert.Namespace, issuer.Kind(), issuer.GetName(), err)
+		}
+		namespace = nil
+	}
+	return policy.Decide(policy.InputFor(issuer, namespace, cert.Spec.DNSNames)), nil
 }

@@ -20,6 +20,8 @@ package controllers
 //   - deployments, statefulsets, daemonsets: get, list, watch (metadata cache, pod templates);
 //     patch (server-side apply of the challenge volume, and of injections by the injection
 //     controller).
+//   - namespaces: get (the labels and the allowed-dns-zones annotation of a Certificate's
+//     namespace, when its ClusterIssuer has a spec.policy: issuerPolicyDecision).
 //   - events: create, patch (the event recorder).
 //   - tokenreviews, subjectaccessreviews: create, only with --metrics-secure
 //     (internal/metricsauth: who is scraping /metrics, and may they).
@@ -30,6 +32,7 @@ package controllers
 // +kubebuilder:rbac:groups=certpilot.dev,resources=certificates/finalizers,verbs=update
 // +kubebuilder:rbac:groups="",resources=secrets,verbs=get;list;watch;create;patch;delete
 // +kubebuilder:rbac:groups="",resources=events,verbs=create;patch
+// +kubebuilder:rbac:groups="",resources=namespaces,verbs=get
 // +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
 // +kubebuilder:rbac:groups=apps,resources=deployments;statefulsets;daemonsets,verbs=get;list;watch;patch
 // +kubebuilder:rbac:groups=authentication.k8s.io,resources=tokenreviews,verbs=create

@@ -252,10 +252,10 @@ func TestChartAllOptions(t *testing.T) {
 	}
 	// Namespaced rules in Roles of each watched namespace, the release namespace and the cluster
 	// resource namespace (which the manager watches too); only the cluster-scoped resources
-	// (ClusterIssuers, the reviews of metrics.secure) cluster-wide: a Role cannot grant them.
+	// (ClusterIssuers, Namespaces, the reviews of metrics.secure) cluster-wide: a Role cannot grant them.
 	// Together they grant exactly the generated rules.
 	granted := map[string]bool{}
-	clusterScoped := []string{"certpilot.dev/clusterissuers", "authentication.k8s.io/tokenreviews", "authorization.k8s.io/subjectaccessreviews"}
+	clusterScoped := []string{"certpilot.dev/clusterissuers", "/namespaces", "authentication.k8s.io/tokenreviews", "authorization.k8s.io/subjectaccessreviews"}
 	isClusterScoped := func(pair string) bool {
 		resource, _, _ := strings.Cut(pair, " ")
 		resource, _, _ = strings.Cut(resource, "/status")
