@@ -42,6 +42,9 @@ type hostileCase struct {
 	admission string
 	reason    string
 	stalled   bool
+	// afterGood cases are created once the good Certificate is Ready (they take its Secret's
+	// name, which it must hold first).
+	afterGood bool
 }
 
 // eabKeyID and eabHMAC are the external account binding Pebble knows; the tenant's Issuer
@@ -58,48 +61,221 @@ const (
 // caused it; no Secret certpilot does not own changes; and nothing the suite produced (logs at
 // the most verbose level, Events, status, metrics) holds a byte of any private key, EAB MAC key
 // or TSIG secret.
+//
+// Its subtests are the steps of one scenario, run in order: create/<case> (refused at
+// admission with its message, or admitted), condition/<case> (its Ready and Stalled
+// conditions), then the checks over the whole run. Select a case with -run only to read its
+// result: the scenario needs every case created.
 func TestHostileInput(t *testing.T) {
 	testenv.SkipIfShort(t)
 	ctx := context.Background()
 	started := time.Now()
-	s := startHostileStack(t, "hostile", testenv.PebbleOptions{
-		NonceRejectPercent: 5, ExternalAccountMACKeys: map[string]string{eabKeyID: eabHMAC},
-	})
-	tenant, victim := testenv.Namespace(t, "hostile-tenant"), testenv.Namespace(t, "hostile-victim")
-	createNamespaces(t, tenant, victim)
-	deleteWhenDone(t, s.Namespace, tenant)
+	h := startHostileInput(t)
+	s := h.s
+	cases := h.cases(t)
 
-	apiserver, err := url.Parse(kube.Config.Host)
-	if err != nil {
+	// The good Certificate first, then everything else at once; the afterGood cases only once
+	// the good one holds its Secret's name.
+	good := s.TLSALPN01Certificate("good", "good.hostile.test")
+	goodCreated := time.Now()
+	if err := kube.Client.Create(ctx, good); err != nil {
 		t.Fatal(err)
 	}
-	probeNowhere := testenv.FreeAddress(t) // nothing listens there
-	// The tenant's load balancer lists one probe address (where nothing listens); the victim's
-	// load balancer opts no namespace in.
+	// One more in the stack's namespace: its challenge stays published (the self-check dials an
+	// address the edge's owner allowed but nothing serves), for the edge check below.
+	unserved := s.TLSALPN01Certificate("unserved", "unserved.hostile.test")
+	unserved.Spec.Solver.TLSALPN01.ProbeAddress = testenv.FreeAddress(t)
+	if err := s.AllowProbeAddress(ctx, unserved.Spec.Solver.TLSALPN01.ProbeAddress); err != nil {
+		t.Fatal(err)
+	}
+	if err := kube.Client.Create(ctx, unserved); err != nil {
+		t.Fatal(err)
+	}
+	var created []hostileCase
+	var refused int
+	createCase := func(c hostileCase) {
+		t.Run("create/"+c.name, func(t *testing.T) {
+			for _, obj := range c.setup {
+				if err := create(ctx, obj); err != nil {
+					t.Fatalf("creating %T %s: %v", obj, obj.GetName(), err)
+				}
+			}
+			err := kube.Client.Create(ctx, c.object)
+			switch {
+			case c.admission != "" && err == nil:
+				t.Errorf("admitted, want refused with %q", c.admission)
+			case c.admission != "" && !strings.Contains(err.Error(), c.admission):
+				t.Errorf("refused with %q, want a message with %q", err, c.admission)
+			case c.admission != "":
+				refused++
+			case err != nil:
+				t.Errorf("refused at admission: %v", err)
+			default:
+				created = append(created, c)
+			}
+		})
+	}
+	for _, c := range cases {
+		if !c.afterGood {
+			createCase(c)
+		}
+	}
+	testenv.Eventually(t, 2*time.Minute, "the good Certificate Ready beside the hostile objects", func() error {
+		return conditionIs(ctx, good, "UpToDate", false)
+	})
+	goodReady := time.Since(goodCreated)
+	for _, c := range cases {
+		if c.afterGood {
+			createCase(c)
+		}
+	}
+
+	// Every admitted object ends in its condition. They get there side by side, so each
+	// subtest waits for what is left of one deadline; then all must hold at once.
+	deadline := time.Now().Add(2 * time.Minute)
+	remaining := func() time.Duration { return max(time.Until(deadline), 10*time.Second) }
+	for _, c := range created {
+		t.Run("condition/"+c.name, func(t *testing.T) {
+			testenv.Eventually(t, remaining(), "Ready "+c.reason, func() error {
+				return conditionIs(ctx, c.object, c.reason, c.stalled)
+			})
+			if cert, ok := c.object.(*certpilotv1alpha1.Certificate); ok && c.stalled && cert.Status.Order != nil {
+				t.Errorf("Stalled %s with an order at the CA: %+v", c.reason, cert.Status.Order)
+			}
+		})
+	}
+	t.Run("every hostile object in its condition at once", func(t *testing.T) {
+		testenv.Eventually(t, remaining(), "every hostile object in its condition", func() error {
+			var problems []string
+			for _, c := range created {
+				if err := conditionIs(ctx, c.object, c.reason, c.stalled); err != nil {
+					problems = append(problems, fmt.Sprintf("%s: %v", c.name, err))
+				}
+			}
+			if len(problems) > 0 {
+				return fmt.Errorf("%d not there:\n%s", len(problems), strings.Join(problems, "\n"))
+			}
+			return nil
+		})
+	})
+	admitted := len(created)
+	t.Logf("%d hostile objects: %d refused at admission, %d in their precise condition; the good Certificate was Ready %s after it was created",
+		refused+admitted, refused, admitted, goodReady.Round(100*time.Millisecond))
+	t.Run("at least thirty hostile objects", func(t *testing.T) {
+		if refused+admitted < 30 {
+			t.Errorf("only %d hostile objects", refused+admitted)
+		}
+	})
+	t.Run("no validation of a refused load balancer or probe address", func(t *testing.T) {
+		if n := s.Pebble.ValidationAttempts("crossns.tenant.test") + s.Pebble.ValidationAttempts("probeapi.tenant.test"); n != 0 {
+			t.Errorf("Pebble validated names whose load balancer or probe address was refused (%d attempts)", n)
+		}
+	})
+	t.Run("manager healthy", func(t *testing.T) { managerHealthy(t, s) })
+
+	// The edge never hands a challenge certificate to a client that does not ask for acme-tls/1.
+	t.Run("edge serves challenges to acme-tls/1 only", func(t *testing.T) {
+		edgeServesChallengesToACMEOnly(t, s, "unserved.hostile.test")
+	})
+
+	t.Run("writes stay in the namespace of their cause", func(t *testing.T) {
+		stackNames := []string{"good", "copycat", "unserved"}
+		checkWritesStayHome(t, started, map[string]func(event testenv.AuditEvent) bool{
+			h.tenant: func(testenv.AuditEvent) bool { return true },
+			h.victim: func(testenv.AuditEvent) bool { return false },
+			s.Namespace: func(e testenv.AuditEvent) bool {
+				switch e.Resource {
+				case "events":
+					return true
+				case "deployments":
+					return e.Name == testenv.EdgeDeployment
+				case "secrets":
+					return strings.HasPrefix(e.Name, testenv.EdgeDeployment+certpilotv1alpha1.ChallengeSecretSuffix) || slices.ContainsFunc(stackNames, func(name string) bool {
+						return strings.HasPrefix(e.Name, name+"-")
+					})
+				case "certificates":
+					return slices.Contains(stackNames, e.Name)
+				}
+				return false
+			},
+			s.Namespace + "-system": func(e testenv.AuditEvent) bool { return e.Resource == "secrets" || e.Resource == "events" },
+			"":                      func(e testenv.AuditEvent) bool { return e.Resource == "clusterissuers" && e.Subresource == "status" },
+		})
+	})
+
+	// Secrets certpilot does not own were never modified; the ones it must not replace either.
+	t.Run("foreign Secrets unchanged", func(t *testing.T) {
+		tenant, victim := h.tenant, h.victim
+		for _, key := range []client.ObjectKey{
+			{Namespace: victim, Name: "victim-tls"}, {Namespace: tenant, Name: "foreign-tls"}, {Namespace: tenant, Name: "garbage-account"},
+			{Namespace: tenant, Name: "noise-account"}, {Namespace: tenant, Name: "nokey-account"}, {Namespace: tenant, Name: "ed25519-account"},
+			{Namespace: tenant, Name: "tsig"}, {Namespace: tenant, Name: "tenant-eab"},
+		} {
+			unchanged(t, key)
+		}
+	})
+
+	// Last: nothing the run produced holds a byte of a secret.
+	t.Run("no secret in any output", func(t *testing.T) {
+		scanForSecrets(t, s, []string{s.Namespace, s.Namespace + "-system", h.tenant, h.victim})
+	})
+}
+
+// hostileInput is the stack TestHostileInput runs on: a tenant namespace with its own load
+// balancer (one probe address allowed, where nothing listens) and its own Ready Issuer bound
+// with an external account, and a victim namespace whose load balancer opts no namespace in.
+type hostileInput struct {
+	s              *testenv.Stack
+	tenant, victim string
+	apiserver      *url.URL
+	probeNowhere   string
+	tenantIssuer   *certpilotv1alpha1.Issuer
+}
+
+func startHostileInput(t *testing.T) *hostileInput {
+	t.Helper()
+	ctx := context.Background()
+	h := &hostileInput{s: startHostileStack(t, "hostile", testenv.PebbleOptions{
+		NonceRejectPercent: 5, ExternalAccountMACKeys: map[string]string{eabKeyID: eabHMAC},
+	})}
+	h.tenant, h.victim = testenv.Namespace(t, "hostile-tenant"), testenv.Namespace(t, "hostile-victim")
+	createNamespaces(t, h.tenant, h.victim)
+	deleteWhenDone(t, h.s.Namespace, h.tenant)
+
+	var err error
+	if h.apiserver, err = url.Parse(kube.Config.Host); err != nil {
+		t.Fatal(err)
+	}
+	h.probeNowhere = testenv.FreeAddress(t) // nothing listens there
 	for _, lb := range []*appsv1.Deployment{
-		loadBalancer(tenant, "lb", probeNowhere), loadBalancer(victim, "lb", ""),
+		loadBalancer(h.tenant, "lb", h.probeNowhere), loadBalancer(h.victim, "lb", ""),
 	} {
 		if err := kube.Client.Create(ctx, lb); err != nil {
 			t.Fatal(err)
 		}
 	}
-	// The tenant's own Issuer, Ready, with an external account binding.
-	tenantIssuer := issuer(tenant, "tenant-acme", s.Pebble.DirectoryURL(), s.Pebble.CABundle, "tenant-account")
-	tenantIssuer.Spec.ACME.ExternalAccountBinding = &certpilotv1alpha1.ExternalAccountBinding{
+	h.tenantIssuer = issuer(h.tenant, "tenant-acme", h.s.Pebble.DirectoryURL(), h.s.Pebble.CABundle, "tenant-account")
+	h.tenantIssuer.Spec.ACME.ExternalAccountBinding = &certpilotv1alpha1.ExternalAccountBinding{
 		KeyID: eabKeyID, KeySecretRef: certpilotv1alpha1.SecretKeySelector{Name: "tenant-eab", Key: "hmac"},
 	}
 	for _, obj := range []client.Object{
-		secret(tenant, "tenant-eab", map[string][]byte{"hmac": []byte(eabHMAC)}),
-		tenantIssuer,
+		secret(h.tenant, "tenant-eab", map[string][]byte{"hmac": []byte(eabHMAC)}),
+		h.tenantIssuer,
 		// Secrets certpilot does not own: never modified.
-		secret(victim, "victim-tls", map[string][]byte{"tls.crt": []byte("the victim's"), "tls.key": pemKey(t, "ecdsa")}),
-		secret(tenant, "foreign-tls", map[string][]byte{"tls.crt": []byte("the tenant's"), "tls.key": pemKey(t, "ecdsa")}),
+		secret(h.victim, "victim-tls", map[string][]byte{"tls.crt": []byte("the victim's"), "tls.key": pemKey(t, "ecdsa")}),
+		secret(h.tenant, "foreign-tls", map[string][]byte{"tls.crt": []byte("the tenant's"), "tls.key": pemKey(t, "ecdsa")}),
 	} {
 		if err := create(ctx, obj); err != nil {
 			t.Fatal(err)
 		}
 	}
+	return h
+}
 
+// cases are the hostile objects: refused at admission first, then the ones that end in a
+// precise condition.
+func (h *hostileInput) cases(t *testing.T) []hostileCase {
+	s, tenant, victim, apiserver, probeNowhere, tenantIssuer := h.s, h.tenant, h.victim, h.apiserver, h.probeNowhere, h.tenantIssuer
 	cert := func(namespace, name string, dnsNames ...string) *certpilotv1alpha1.Certificate {
 		c := s.TLSALPN01Certificate(name, dnsNames...)
 		c.Namespace = namespace
@@ -298,134 +474,14 @@ func TestHostileInput(t *testing.T) {
 			reason: "NoSolver", stalled: true},
 		{name: "100 names on a load balancer that does not serve them", object: tenantCert("many", func(c *certpilotv1alpha1.Certificate) { c.Spec.DNSNames = manyNames(100) }),
 			reason: "SelfCheckFailed"},
-		{name: "secretName of another Certificate's Secret", object: cert(s.Namespace, "copycat", "copycat.hostile.test"),
-			reason: "SecretOwnedByAnotherCertificate", stalled: true},
 	}
 	// copycat takes the good Certificate's secretName; its load balancer is the stack's edge.
-	copycat := cases[len(cases)-1].object.(*certpilotv1alpha1.Certificate)
+	copycat := cert(s.Namespace, "copycat", "copycat.hostile.test")
 	copycat.Spec.SecretName = "good-tls"
 	copycat.Spec.Solver.TLSALPN01.LoadBalancer.Name = testenv.EdgeDeployment
 	copycat.Spec.Solver.TLSALPN01.ProbeAddress = fmt.Sprintf("127.0.0.1:%d", s.Pebble.TLSPort)
-
-	// The good Certificate first, then everything else at once; copycat only once the good one
-	// holds its Secret's name.
-	good := s.TLSALPN01Certificate("good", "good.hostile.test")
-	goodCreated := time.Now()
-	if err := kube.Client.Create(ctx, good); err != nil {
-		t.Fatal(err)
-	}
-	// One more in the stack's namespace: its challenge stays published (the self-check dials an
-	// address the edge's owner allowed but nothing serves), for the edge check below.
-	unserved := s.TLSALPN01Certificate("unserved", "unserved.hostile.test")
-	unserved.Spec.Solver.TLSALPN01.ProbeAddress = testenv.FreeAddress(t)
-	if err := s.AllowProbeAddress(ctx, unserved.Spec.Solver.TLSALPN01.ProbeAddress); err != nil {
-		t.Fatal(err)
-	}
-	if err := kube.Client.Create(ctx, unserved); err != nil {
-		t.Fatal(err)
-	}
-	var created []hostileCase
-	var admitted, refused int
-	for _, c := range cases {
-		if c.object == copycat {
-			continue
-		}
-		for _, obj := range c.setup {
-			if err := create(ctx, obj); err != nil {
-				t.Fatalf("%s: creating %T %s: %v", c.name, obj, obj.GetName(), err)
-			}
-		}
-		err := kube.Client.Create(ctx, c.object)
-		switch {
-		case c.admission != "" && err == nil:
-			t.Errorf("%s: admitted, want refused with %q", c.name, c.admission)
-		case c.admission != "" && !strings.Contains(err.Error(), c.admission):
-			t.Errorf("%s: refused with %q, want a message with %q", c.name, err, c.admission)
-		case c.admission != "":
-			refused++
-		case err != nil:
-			t.Errorf("%s: refused at admission: %v", c.name, err)
-		default:
-			admitted++
-			created = append(created, c)
-		}
-	}
-	testenv.Eventually(t, 2*time.Minute, "the good Certificate Ready beside the hostile objects", func() error {
-		return conditionIs(ctx, good, "UpToDate", false)
-	})
-	goodReady := time.Since(goodCreated)
-	if err := kube.Client.Create(ctx, copycat); err != nil {
-		t.Fatal(err)
-	}
-	created = append(created, cases[len(cases)-1])
-	admitted++
-
-	// Every admitted object ends in its condition.
-	testenv.Eventually(t, 2*time.Minute, "every hostile object in its condition", func() error {
-		var problems []string
-		for _, c := range created {
-			if err := conditionIs(ctx, c.object, c.reason, c.stalled); err != nil {
-				problems = append(problems, fmt.Sprintf("%s: %v", c.name, err))
-			}
-		}
-		if len(problems) > 0 {
-			return fmt.Errorf("%d not there yet:\n%s", len(problems), strings.Join(problems, "\n"))
-		}
-		return nil
-	})
-	for _, c := range created {
-		if cert, ok := c.object.(*certpilotv1alpha1.Certificate); ok && c.stalled && cert.Status.Order != nil {
-			t.Errorf("%s: Stalled %s with an order at the CA: %+v", c.name, c.reason, cert.Status.Order)
-		}
-	}
-	t.Logf("%d hostile objects: %d refused at admission, %d in their precise condition; the good Certificate was Ready %s after it was created",
-		refused+admitted, refused, admitted, goodReady.Round(100*time.Millisecond))
-	if refused+admitted < 30 {
-		t.Errorf("only %d hostile objects", refused+admitted)
-	}
-	if n := s.Pebble.ValidationAttempts("crossns.tenant.test") + s.Pebble.ValidationAttempts("probeapi.tenant.test"); n != 0 {
-		t.Errorf("Pebble validated names whose load balancer or probe address was refused (%d attempts)", n)
-	}
-	managerHealthy(t, s)
-
-	// The edge never hands a challenge certificate to a client that does not ask for acme-tls/1.
-	edgeServesChallengesToACMEOnly(t, s, "unserved.hostile.test")
-
-	// Nothing written outside the namespace of the object that caused it.
-	stackNames := []string{"good", "copycat", "unserved"}
-	checkWritesStayHome(t, started, map[string]func(event testenv.AuditEvent) bool{
-		tenant: func(testenv.AuditEvent) bool { return true },
-		victim: func(testenv.AuditEvent) bool { return false },
-		s.Namespace: func(e testenv.AuditEvent) bool {
-			switch e.Resource {
-			case "events":
-				return true
-			case "deployments":
-				return e.Name == testenv.EdgeDeployment
-			case "secrets":
-				return strings.HasPrefix(e.Name, testenv.EdgeDeployment+certpilotv1alpha1.ChallengeSecretSuffix) || slices.ContainsFunc(stackNames, func(name string) bool {
-					return strings.HasPrefix(e.Name, name+"-")
-				})
-			case "certificates":
-				return slices.Contains(stackNames, e.Name)
-			}
-			return false
-		},
-		s.Namespace + "-system": func(e testenv.AuditEvent) bool { return e.Resource == "secrets" || e.Resource == "events" },
-		"":                      func(e testenv.AuditEvent) bool { return e.Resource == "clusterissuers" && e.Subresource == "status" },
-	})
-
-	// Secrets certpilot does not own were never modified; the ones it must not replace either.
-	for _, key := range []client.ObjectKey{
-		{Namespace: victim, Name: "victim-tls"}, {Namespace: tenant, Name: "foreign-tls"}, {Namespace: tenant, Name: "garbage-account"},
-		{Namespace: tenant, Name: "noise-account"}, {Namespace: tenant, Name: "nokey-account"}, {Namespace: tenant, Name: "ed25519-account"},
-		{Namespace: tenant, Name: "tsig"}, {Namespace: tenant, Name: "tenant-eab"},
-	} {
-		unchanged(t, key)
-	}
-
-	// Last: nothing the run produced holds a byte of a secret.
-	scanForSecrets(t, s, []string{s.Namespace, s.Namespace + "-system", tenant, victim})
+	return append(cases, hostileCase{name: "secretName of another Certificate's Secret", object: copycat,
+		reason: "SecretOwnedByAnotherCertificate", stalled: true, afterGood: true})
 }
 
 // tsigSecret is the TSIG key of the rfc2136 cases (base64, as BIND's key blocks hold it).
