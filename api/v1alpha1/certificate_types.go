@@ -194,6 +194,7 @@ const (
 type CertificateStatus struct {
 	// Conditions: Ready, Issuing, Reconciling, Stalled, Injected.
 	// +optional
+	// +kubebuilder:validation:MaxItems=16
 	// +listType=map
 	// +listMapKey=type
 	// +patchStrategy=merge
@@ -272,6 +273,7 @@ type CertificateStatus struct {
 	// before each write, so that a removed entry is undone even after a restart.
 	// +optional
 	// +listType=atomic
+	// +kubebuilder:validation:MaxItems=100
 	Injected []InjectedWorkload `json:"injected,omitempty"`
 }
 
@@ -326,11 +328,14 @@ type OrderStatus struct {
 	// DNSNames the order was created for.
 	// +optional
 	// +listType=atomic
+	// +kubebuilder:validation:MaxItems=100
+	// +kubebuilder:validation:items:MaxLength=253
 	DNSNames []string `json:"dnsNames,omitempty"`
 
 	// Challenges, one per name.
 	// +optional
 	// +listType=atomic
+	// +kubebuilder:validation:MaxItems=100
 	Challenges []ChallengeStatus `json:"challenges,omitempty"`
 }
 
@@ -346,10 +351,12 @@ type ChallengeStatus struct {
 
 	// URL of the challenge at the ACME server.
 	// +optional
+	// +kubebuilder:validation:MaxLength=2048
 	URL string `json:"url,omitempty"`
 
 	// Token of the challenge (public: http-01 serves it in the URL path).
 	// +optional
+	// +kubebuilder:validation:MaxLength=256
 	Token string `json:"token,omitempty"`
 
 	// State: pending, processing, valid or invalid, as the ACME server reports it, or
