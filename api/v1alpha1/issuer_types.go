@@ -36,12 +36,16 @@ const (
 // IssuerPolicy is a ClusterIssuer's grant: which namespaces may use it and which names each may
 // request. It is checked before any ACME order, for every solver, and for Certificates generated
 // from Ingresses and Gateways alike; a refused Certificate is Stalled with the rule's name.
+// The rules bound the label selector's lists, whose type is Kubernetes' own and carries no bounds
+// (CEL cannot afford to look inside them; Decide refuses a selector Kubernetes cannot parse).
+// +kubebuilder:validation:XValidation:rule="!has(self.namespaceSelector) || !has(self.namespaceSelector.matchLabels) || size(self.namespaceSelector.matchLabels) <= 16",message="policy.namespaceSelector.matchLabels has at most 16 labels"
+// +kubebuilder:validation:XValidation:rule="!has(self.namespaceSelector) || !has(self.namespaceSelector.matchExpressions) || size(self.namespaceSelector.matchExpressions) <= 16",message="policy.namespaceSelector.matchExpressions has at most 16 requirements"
 type IssuerPolicy struct {
 	// NamespaceSelector selects, by their labels, the namespaces whose Certificates may use
 	// this ClusterIssuer. Unset or empty: every namespace. Namespace labels are set by
 	// administrators (tenants with rights in a namespace cannot edit the Namespace object).
 	// +optional
-	NamespaceSelector *NamespaceSelector `json:"namespaceSelector,omitempty"`
+	NamespaceSelector *metav1.LabelSelector `json:"namespaceSelector,omitempty"`
 
 	// DNSZones limits the names every namespace may request to these zones: a zone grants
 	// itself and every name under it, wildcards included. Unset: any name.
@@ -122,60 +126,6 @@ type ExternalAccountBinding struct {
 	// KeySecretRef names the Secret key holding the base64url-encoded HMAC key the CA issued.
 	// +required
 	KeySecretRef SecretKeySelector `json:"keySecretRef"`
-}
-
-// NamespaceSelector selects Namespaces by their labels: the fields of a Kubernetes label
-// selector (metav1.LabelSelector), bounded. Both parts must match; an empty selector selects
-// every namespace.
-type NamespaceSelector struct {
-	// MatchLabels are labels a namespace must carry, with these values.
-	// +optional
-	// +kubebuilder:validation:MaxProperties=16
-	// +kubebuilder:validation:XValidation:rule="self.all(k, size(k) <= 317 && size(self[k]) <= 63)",message="matchLabels keys are at most 317 characters (prefix/name) and values at most 63"
-	MatchLabels map[string]string `json:"matchLabels,omitempty"`
-
-	// MatchExpressions are requirements on a namespace's labels.
-	// +optional
-	// +listType=atomic
-	// +kubebuilder:validation:MaxItems=16
-	MatchExpressions []NamespaceSelectorRequirement `json:"matchExpressions,omitempty"`
-}
-
-// NamespaceSelectorRequirement is one requirement of a NamespaceSelector, as in
-// metav1.LabelSelectorRequirement.
-// +kubebuilder:validation:XValidation:rule="(self.operator in ['In', 'NotIn']) == (has(self.values) && size(self.values) > 0)",message="In and NotIn need values; Exists and DoesNotExist take none"
-type NamespaceSelectorRequirement struct {
-	// Key is the label's key.
-	// +required
-	// +kubebuilder:validation:MinLength=1
-	// +kubebuilder:validation:MaxLength=317
-	Key string `json:"key"`
-
-	// Operator is In, NotIn, Exists or DoesNotExist.
-	// +required
-	// +kubebuilder:validation:Enum=In;NotIn;Exists;DoesNotExist
-	Operator metav1.LabelSelectorOperator `json:"operator"`
-
-	// Values are the label values In and NotIn compare with.
-	// +optional
-	// +listType=atomic
-	// +kubebuilder:validation:MaxItems=64
-	// +kubebuilder:validation:items:MaxLength=63
-	Values []string `json:"values,omitempty"`
-}
-
-// LabelSelector returns the selector as a metav1.LabelSelector, for labels.Selector conversion.
-func (s *NamespaceSelector) LabelSelector() *metav1.LabelSelector {
-	if s == nil {
-		return nil
-	}
-	selector := &metav1.LabelSelector{MatchLabels: s.MatchLabels}
-	for _, requirement := range s.MatchExpressions {
-		selector.MatchExpressions = append(selector.MatchExpressions, metav1.LabelSelectorRequirement{
-			Key: requirement.Key, Operator: requirement.Operator, Values: requirement.Values,
-		})
-	}
-	return selector
 }
 
 // IssuerStatus is the observed state of an Issuer or ClusterIssuer.

@@ -90,14 +90,14 @@ func Decide(in Input) Decision {
 	}
 	issuer := fmt.Sprintf("%s %s", in.IssuerKind, in.IssuerName)
 	if selector := in.Policy.NamespaceSelector; selector != nil {
-		parsed, err := metav1.LabelSelectorAsSelector(selector.LabelSelector())
+		parsed, err := metav1.LabelSelectorAsSelector(selector)
 		if err != nil {
 			return refused(ReasonInvalidIssuerPolicy, "%s has a spec.policy.namespaceSelector that cannot be evaluated (%s): it serves no namespace until an administrator fixes it",
 				issuer, cut(err.Error(), 200))
 		}
 		if !parsed.Matches(labels.Set(in.NamespaceLabels)) {
 			return refused(ReasonNamespaceNotAllowed, "%s does not serve namespace %s: its spec.policy.namespaceSelector (%s) does not select it; an administrator grants it by labelling the namespace",
-				issuer, in.Namespace, cut(metav1.FormatLabelSelector(selector.LabelSelector()), 200))
+				issuer, in.Namespace, cut(metav1.FormatLabelSelector(selector), 200))
 		}
 	}
 	if len(in.Policy.DNSZones) > 0 {

@@ -11,7 +11,7 @@ import (
 )
 
 func TestDecide(t *testing.T) {
-	teamA := &certpilotv1alpha1.NamespaceSelector{MatchLabels: map[string]string{"tenant": "a"}}
+	teamA := &metav1.LabelSelector{MatchLabels: map[string]string{"tenant": "a"}}
 	zonesRequired := func(p certpilotv1alpha1.IssuerPolicy) *certpilotv1alpha1.IssuerPolicy {
 		p.NamespaceDNSZones = certpilotv1alpha1.NamespaceDNSZonesRequire
 		return &p
@@ -31,11 +31,11 @@ func TestDecide(t *testing.T) {
 		"empty policy":                               {policy: &certpilotv1alpha1.IssuerPolicy{}, names: []string{"anything.example"}},
 		"explicit Ignore":                            {policy: &certpilotv1alpha1.IssuerPolicy{NamespaceDNSZones: certpilotv1alpha1.NamespaceDNSZonesIgnore}, names: []string{"x.example"}},
 		"selector selects the namespace":             {policy: &certpilotv1alpha1.IssuerPolicy{NamespaceSelector: teamA}, labels: map[string]string{"tenant": "a"}, names: []string{"a.example"}},
-		"empty selector selects every namespace":     {policy: &certpilotv1alpha1.IssuerPolicy{NamespaceSelector: &certpilotv1alpha1.NamespaceSelector{}}, names: []string{"a.example"}},
+		"empty selector selects every namespace":     {policy: &certpilotv1alpha1.IssuerPolicy{NamespaceSelector: &metav1.LabelSelector{}}, names: []string{"a.example"}},
 		"selector does not select the namespace":     {policy: &certpilotv1alpha1.IssuerPolicy{NamespaceSelector: teamA}, labels: map[string]string{"tenant": "b"}, names: []string{"a.example"}, wantReason: ReasonNamespaceNotAllowed, wantMessage: "ClusterIssuer shared does not serve namespace team-b: its spec.policy.namespaceSelector (tenant=a) does not select it"},
 		"selector, namespace without labels":         {policy: &certpilotv1alpha1.IssuerPolicy{NamespaceSelector: teamA}, names: []string{"a.example"}, wantReason: ReasonNamespaceNotAllowed},
-		"selector with an expression":                {policy: &certpilotv1alpha1.IssuerPolicy{NamespaceSelector: &certpilotv1alpha1.NamespaceSelector{MatchExpressions: []certpilotv1alpha1.NamespaceSelectorRequirement{{Key: "tenant", Operator: metav1.LabelSelectorOpIn, Values: []string{"a", "c"}}}}}, labels: map[string]string{"tenant": "c"}, names: []string{"a.example"}},
-		"invalid selector grants nothing":            {policy: &certpilotv1alpha1.IssuerPolicy{NamespaceSelector: &certpilotv1alpha1.NamespaceSelector{MatchExpressions: []certpilotv1alpha1.NamespaceSelectorRequirement{{Key: "tenant", Operator: "Near"}}}}, names: []string{"a.example"}, wantReason: ReasonInvalidIssuerPolicy},
+		"selector with an expression":                {policy: &certpilotv1alpha1.IssuerPolicy{NamespaceSelector: &metav1.LabelSelector{MatchExpressions: []metav1.LabelSelectorRequirement{{Key: "tenant", Operator: metav1.LabelSelectorOpIn, Values: []string{"a", "c"}}}}}, labels: map[string]string{"tenant": "c"}, names: []string{"a.example"}},
+		"invalid selector grants nothing":            {policy: &certpilotv1alpha1.IssuerPolicy{NamespaceSelector: &metav1.LabelSelector{MatchExpressions: []metav1.LabelSelectorRequirement{{Key: "tenant", Operator: "Near"}}}}, names: []string{"a.example"}, wantReason: ReasonInvalidIssuerPolicy},
 		"issuer zones: name inside":                  {policy: &certpilotv1alpha1.IssuerPolicy{DNSZones: []string{"corp.example"}}, names: []string{"www.corp.example", "corp.example"}},
 		"issuer zones: wildcard inside":              {policy: &certpilotv1alpha1.IssuerPolicy{DNSZones: []string{"corp.example"}}, names: []string{"*.corp.example"}},
 		"issuer zones: name outside":                 {policy: &certpilotv1alpha1.IssuerPolicy{DNSZones: []string{"corp.example"}}, names: []string{"www.corp.example", "victim.example"}, wantReason: ReasonDNSNameNotAllowed, wantMessage: "ClusterIssuer shared issues only names in its zones [corp.example] (spec.policy.dnsZones): victim.example is outside them"},
@@ -84,7 +84,7 @@ func manyNames(n int) []string {
 }
 
 func TestInputFor(t *testing.T) {
-	policy := &certpilotv1alpha1.IssuerPolicy{NamespaceSelector: &certpilotv1alpha1.NamespaceSelector{MatchLabels: map[string]string{"tenant": "a"}}}
+	policy := &certpilotv1alpha1.IssuerPolicy{NamespaceSelector: &metav1.LabelSelector{MatchLabels: map[string]string{"tenant": "a"}}}
 	namespace := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "team-b", Labels: map[string]string{"tenant": "b"}}}
 
 	cluster := &certpilotv1alpha1.ClusterIssuer{ObjectMeta: metav1.ObjectMeta{Name: "shared"}, Spec: certpilotv1alpha1.IssuerSpec{Policy: policy}}
