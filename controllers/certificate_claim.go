@@ -36,6 +36,18 @@ const (
 	annotationKeyRevision = "certpilot.dev/key-revision"
 )
 
+// claimStore reads and writes claim Secrets: the cached client for reads that may lag and for
+// writes, the API for reads that must not.
+type claimStore struct {
+	client    client.Client
+	apiReader client.Reader
+}
+
+// claims is the reconciler's claim store.
+func (r *CertificateReconciler) claims() claimStore {
+	return claimStore{client: r.Client, apiReader: r.APIReader}
+}
+
 // claimLabels are a claim Secret's labels: certpilot's, its Certificate's, and LabelClaim, which
 // readers of certificate Secrets (the edge) select away.
 func claimLabels(cert *certpilotv1alpha1.Certificate) map[string]string {
@@ -70,42 +82,42 @@ func ownClaim(secret *corev1.Secret, cert *certpilotv1alpha1.Certificate) bool {
 	return kube.IsManaged(secret) && secret.Annotations[annotationClaimOf] == cert.Spec.SecretName && controlledBy(secret, cert)
 }
 
-// cachedClaim returns this Certificate's claim of its secretName as the cache holds it, or nil.
-func (r *CertificateReconciler) cachedClaim(ctx context.Context, run *certificateRun) *corev1.Secret {
+// cached returns this Certificate's claim of its secretName as the cache holds it, or nil.
+func (c claimStore) cached(ctx context.Context, run *certificateRun) *corev1.Secret {
 	claim := &corev1.Secret{}
 	key := types.NamespacedName{Namespace: run.cert.Namespace, Name: claimSecretName(run.cert.Spec.SecretName)}
-	if err := r.Get(ctx, key, claim); err != nil || !ownClaim(claim, run.cert) {
+	if err := c.client.Get(ctx, key, claim); err != nil || !ownClaim(claim, run.cert) {
 		return nil
 	}
 	return claim
 }
 
 // checkClaimable stops, before an order, a Certificate whose secretName the cache shows claimed
-// by something else: claimSecret stalls it, or takes a stale claim over. A name the cache shows
+// by something else: claim stalls it, or takes a stale claim over. A name the cache shows
 // unclaimed is claimed by the write that records the order (recordOrder); of two Certificates
 // created at the same moment for one new name, the second then finds the claim taken after its
 // order, which is abandoned unused.
-func (r *CertificateReconciler) checkClaimable(ctx context.Context, run *certificateRun) error {
+func (c claimStore) checkClaimable(ctx context.Context, run *certificateRun) error {
 	claim := &corev1.Secret{}
 	key := types.NamespacedName{Namespace: run.cert.Namespace, Name: claimSecretName(run.cert.Spec.SecretName)}
-	if err := r.Get(ctx, key, claim); err != nil || ownClaim(claim, run.cert) {
+	if err := c.client.Get(ctx, key, claim); err != nil || ownClaim(claim, run.cert) {
 		return nil
 	}
-	_, err := r.claimSecret(ctx, run)
+	_, err := c.claim(ctx, run)
 	return err
 }
 
-// claimSecret returns the Certificate's claim of its secretName, creating it when there is
+// claim returns the Certificate's claim of its secretName, creating it when there is
 // none. The claim is owned by the Certificate and holds a fresh private key (the key of the
 // certificate to come) and the open order (recordOrder): the apiserver lets exactly one create
 // succeed (AlreadyExists for the other), so of two Certificates naming one Secret exactly one
 // writes it. The certificate Secret itself is not created early: workloads that mount it would
 // start with no certificate instead of waiting for it. A claim whose owner is gone, or names
 // another Secret now, is stale and is taken over (deleted with a precondition, created again).
-func (r *CertificateReconciler) claimSecret(ctx context.Context, run *certificateRun) (*corev1.Secret, error) {
+func (c claimStore) claim(ctx context.Context, run *certificateRun) (*corev1.Secret, error) {
 	cert := run.cert
 	name := claimSecretName(cert.Spec.SecretName)
-	if cached := r.cachedClaim(ctx, run); cached != nil {
+	if cached := c.cached(ctx, run); cached != nil {
 		return cached, nil // claimed by an earlier order of this Certificate: no request
 	}
 	keyPEM, err := run.freshKey()
@@ -124,7 +136,7 @@ func (r *CertificateReconciler) claimSecret(ctx context.Context, run *certificat
 			Data: map[string][]byte{corev1.TLSPrivateKeyKey: keyPEM},
 		}
 		setOpenOrder(claim, run)
-		err := r.Create(ctx, claim, client.FieldOwner(FieldManager))
+		err := c.client.Create(ctx, claim, client.FieldOwner(FieldManager))
 		if err == nil {
 			ctrl.LoggerFrom(ctx).V(1).Info("Claimed the certificate Secret's name", "secret", cert.Spec.SecretName, "claim", name)
 			return claim, nil
@@ -133,7 +145,7 @@ func (r *CertificateReconciler) claimSecret(ctx context.Context, run *certificat
 			return nil, fmt.Errorf("claiming Secret name %s/%s: %w", cert.Namespace, cert.Spec.SecretName, err)
 		}
 		existing := &corev1.Secret{}
-		if err := r.APIReader.Get(ctx, types.NamespacedName{Namespace: cert.Namespace, Name: name}, existing); err != nil {
+		if err := c.apiReader.Get(ctx, types.NamespacedName{Namespace: cert.Namespace, Name: name}, existing); err != nil {
 			if apierrors.IsNotFound(err) {
 				continue // deleted since: try again
 			}
@@ -148,7 +160,7 @@ func (r *CertificateReconciler) claimSecret(ctx context.Context, run *certificat
 		if owner != nil && owner.UID == cert.UID {
 			return existing, nil // ours, from an earlier order
 		}
-		live, err := r.claimHolder(ctx, existing, owner)
+		live, err := c.holder(ctx, existing, owner)
 		if err != nil {
 			return nil, err
 		}
@@ -160,7 +172,7 @@ func (r *CertificateReconciler) claimSecret(ctx context.Context, run *certificat
 		// The Certificate that claimed the name is gone (or uses another Secret now): take the
 		// claim over, unless it changed since it was read.
 		uid, version := existing.UID, existing.ResourceVersion
-		err = r.Delete(ctx, existing, client.Preconditions{UID: &uid, ResourceVersion: &version})
+		err = c.client.Delete(ctx, existing, client.Preconditions{UID: &uid, ResourceVersion: &version})
 		if err != nil && !apierrors.IsNotFound(err) && !apierrors.IsConflict(err) {
 			return nil, fmt.Errorf("removing the stale claim Secret %s/%s: %w", cert.Namespace, name, err)
 		}
@@ -168,11 +180,11 @@ func (r *CertificateReconciler) claimSecret(ctx context.Context, run *certificat
 	return nil, fmt.Errorf("claim Secret %s/%s changed while it was claimed; retrying", cert.Namespace, name)
 }
 
-// updateClaim writes into the Certificate's claim the key of the next revision (a fresh one
+// update writes into the Certificate's claim the key of the next revision (a fresh one
 // unless the claim holds it already) and the open order (or no order), and returns the key.
 // Optimistic lock: a claim changed since it was read (taken over, deleted and made again) is
 // read again by the next reconcile rather than written over.
-func (r *CertificateReconciler) updateClaim(ctx context.Context, run *certificateRun, claim *corev1.Secret) ([]byte, error) {
+func (c claimStore) update(ctx context.Context, run *certificateRun, claim *corev1.Secret) ([]byte, error) {
 	want := nextKeyRevision(run.cert)
 	keyPEM := claim.Data[corev1.TLSPrivateKeyKey]
 	if _, err := pki.DecodePrivateKey(keyPEM); err != nil || claim.Annotations[annotationKeyRevision] != want {
@@ -189,20 +201,20 @@ func (r *CertificateReconciler) updateClaim(ctx context.Context, run *certificat
 	claim.Labels = claimLabels(run.cert) // a claim an earlier version made gets LabelClaim
 	setOpenOrder(claim, run)
 	claim.Data = map[string][]byte{corev1.TLSPrivateKeyKey: keyPEM}
-	if err := r.Patch(ctx, claim, client.MergeFromWithOptions(base, client.MergeFromWithOptimisticLock{}), client.FieldOwner(FieldManager)); err != nil {
+	if err := c.client.Patch(ctx, claim, client.MergeFromWithOptions(base, client.MergeFromWithOptimisticLock{}), client.FieldOwner(FieldManager)); err != nil {
 		return nil, fmt.Errorf("storing the next private key and the order in %s/%s: %w", claim.Namespace, claim.Name, err)
 	}
 	return keyPEM, nil
 }
 
-// claimHolder reports whether the Certificate that owns a claim still exists and still names the
+// holder reports whether the Certificate that owns a claim still exists and still names the
 // claimed Secret. It reads the API: the holder may have been created a moment ago.
-func (r *CertificateReconciler) claimHolder(ctx context.Context, claim *corev1.Secret, owner *metav1.OwnerReference) (bool, error) {
+func (c claimStore) holder(ctx context.Context, claim *corev1.Secret, owner *metav1.OwnerReference) (bool, error) {
 	if owner == nil || owner.Kind != "Certificate" {
 		return false, nil
 	}
 	holder := &certpilotv1alpha1.Certificate{}
-	err := r.APIReader.Get(ctx, types.NamespacedName{Namespace: claim.Namespace, Name: owner.Name}, holder)
+	err := c.apiReader.Get(ctx, types.NamespacedName{Namespace: claim.Namespace, Name: owner.Name}, holder)
 	if apierrors.IsNotFound(err) {
 		return false, nil
 	}
@@ -219,12 +231,12 @@ func (r *CertificateReconciler) claimHolder(ctx context.Context, claim *corev1.S
 func (r *CertificateReconciler) nextPrivateKey(ctx context.Context, run *certificateRun) (crypto.Signer, error) {
 	want := nextKeyRevision(run.cert)
 	usable := func(s *corev1.Secret) bool { return s.Annotations[annotationKeyRevision] == want }
-	claim, err := r.readClaim(ctx, run, usable)
+	claim, err := r.claims().read(ctx, run, usable)
 	if err != nil {
 		return nil, err
 	}
 	if claim == nil {
-		if claim, err = r.claimSecret(ctx, run); err != nil {
+		if claim, err = r.claims().claim(ctx, run); err != nil {
 			return nil, err
 		}
 	}
@@ -233,25 +245,25 @@ func (r *CertificateReconciler) nextPrivateKey(ctx context.Context, run *certifi
 			return key, nil
 		}
 	}
-	keyPEM, err := r.updateClaim(ctx, run, claim)
+	keyPEM, err := r.claims().update(ctx, run, claim)
 	if err != nil {
 		return nil, err
 	}
 	return pki.DecodePrivateKey(keyPEM)
 }
 
-// readClaim returns this Certificate's claim: from the cache when it satisfies fresh (the common
+// read returns this Certificate's claim: from the cache when it satisfies fresh (the common
 // case, no request), else from the API, so a cache that has not seen the last write yet never
 // passes for the truth; nil when there is none. Another Certificate's claim, or a foreign Secret
 // of that name, stalls the Certificate.
-func (r *CertificateReconciler) readClaim(ctx context.Context, run *certificateRun, fresh func(*corev1.Secret) bool) (*corev1.Secret, error) {
+func (c claimStore) read(ctx context.Context, run *certificateRun, fresh func(*corev1.Secret) bool) (*corev1.Secret, error) {
 	key := types.NamespacedName{Namespace: run.cert.Namespace, Name: claimSecretName(run.cert.Spec.SecretName)}
 	secret := &corev1.Secret{}
-	if err := r.Get(ctx, key, secret); err == nil && ownClaim(secret, run.cert) && fresh(secret) {
+	if err := c.client.Get(ctx, key, secret); err == nil && ownClaim(secret, run.cert) && fresh(secret) {
 		return secret, nil
 	}
 	secret = &corev1.Secret{}
-	err := r.APIReader.Get(ctx, key, secret)
+	err := c.apiReader.Get(ctx, key, secret)
 	if apierrors.IsNotFound(err) {
 		return nil, nil
 	}
@@ -274,7 +286,7 @@ func (r *CertificateReconciler) issuedKey(ctx context.Context, run *certificateR
 		key, err := pki.DecodePrivateKey(s.Data[corev1.TLSPrivateKeyKey])
 		return err == nil && pki.KeyMatches(leaf, key)
 	}
-	claim, err := r.readClaim(ctx, run, matches)
+	claim, err := r.claims().read(ctx, run, matches)
 	if err != nil {
 		return nil, err
 	}

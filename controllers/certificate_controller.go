@@ -14,6 +14,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/util/workqueue"
 	"k8s.io/utils/clock"
 	"k8s.io/utils/ptr"
@@ -60,13 +61,13 @@ type CertificateReconciler struct {
 	Solvers *solver.Deps
 
 	// written holds, per Certificate, the resourceVersion of this controller's last write.
-	written sync.Map
+	written writeWatermarks
 	// unrecordedOrders holds, per Certificate, an order created that the status does not record
 	// yet (restoreOrder).
 	unrecordedOrders sync.Map
 	// renewalInfoFetches holds, per Certificate, the next fetch of its renewal window when no
 	// status write recorded it (refreshRenewalInfo).
-	renewalInfoFetches sync.Map
+	renewalInfoFetches renewalInfoFetches
 	// keys makes the private keys of new orders without holding a worker (keyMaker).
 	keys keyMaker
 	// IssuerGate bounds how many reconciles talk to one issuer's CA at once, so that one slow
@@ -122,14 +123,14 @@ func (r *CertificateReconciler) Reconcile(ctx context.Context, req ctrl.Request)
 	if err := r.Get(ctx, req.NamespacedName, cert); err != nil {
 		if apierrors.IsNotFound(err) {
 			solver.ForgetMetrics(req.Namespace, req.Name)
-			r.written.Delete(req.NamespacedName)
+			r.written.forget(req.NamespacedName)
 			r.unrecordedOrders.Delete(req.NamespacedName)
-			r.renewalInfoFetches.Delete(req.NamespacedName)
+			r.renewalInfoFetches.forget(req.NamespacedName)
 			r.keys.forget(req.NamespacedName)
 		}
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
-	if r.staleRead(cert) {
+	if r.written.stale(cert) {
 		// The cache has not caught up with this controller's own last write: steps run on what
 		// was last written, never on an older copy (which would redo finished work).
 		return ctrl.Result{RequeueAfter: staleReadRetry}, nil
@@ -168,7 +169,7 @@ func (r *CertificateReconciler) Reconcile(ctx context.Context, req ctrl.Request)
 				err = patchErr
 			}
 		}
-		r.rememberWrite(cert)
+		r.written.remember(cert)
 	}()
 
 	for _, step := range []certificateStep{
@@ -221,11 +222,15 @@ const priorityIssuing = 10
 // staleReadRetry is how soon a Certificate read from a cache that lags behind is looked at again.
 const staleReadRetry = 200 * time.Millisecond
 
-// staleRead reports whether cert, as read from the cache, is older than this controller's last
+// writeWatermarks holds, per Certificate, the resourceVersion of this controller's last write,
+// so that a reconcile can tell a cache that lags behind it. Its zero value is ready to use.
+type writeWatermarks struct{ versions sync.Map }
+
+// stale reports whether cert, as read from the cache, is older than this controller's last
 // write of it. resourceVersions are opaque, but the apiserver's (etcd revisions) are integers
 // that grow; anything else is taken as current.
-func (r *CertificateReconciler) staleRead(cert *certpilotv1alpha1.Certificate) bool {
-	last, ok := r.written.Load(client.ObjectKeyFromObject(cert))
+func (w *writeWatermarks) stale(cert *certpilotv1alpha1.Certificate) bool {
+	last, ok := w.versions.Load(client.ObjectKeyFromObject(cert))
 	if !ok {
 		return false
 	}
@@ -233,12 +238,15 @@ func (r *CertificateReconciler) staleRead(cert *certpilotv1alpha1.Certificate) b
 	return err == nil && cached < last.(uint64)
 }
 
-// rememberWrite records cert's resourceVersion after this reconcile's writes.
-func (r *CertificateReconciler) rememberWrite(cert *certpilotv1alpha1.Certificate) {
+// remember records cert's resourceVersion after this reconcile's writes.
+func (w *writeWatermarks) remember(cert *certpilotv1alpha1.Certificate) {
 	if version, err := strconv.ParseUint(cert.ResourceVersion, 10, 64); err == nil {
-		r.written.Store(client.ObjectKeyFromObject(cert), version)
+		w.versions.Store(client.ObjectKeyFromObject(cert), version)
 	}
 }
+
+// forget drops what is remembered of a Certificate that is gone.
+func (w *writeWatermarks) forget(key types.NamespacedName) { w.versions.Delete(key) }
 
 func (r *CertificateReconciler) clock() clock.PassiveClock {
 	if r.Clock == nil {
@@ -292,7 +300,7 @@ func (r *CertificateReconciler) SetupWithManager(ctx context.Context, mgr ctrl.M
 	}
 	b := ctrl.NewControllerManagedBy(mgr)
 	// A load balancer's owner opting in (or out) wakes the Certificates that name it.
-	b = b.Watches(&appsv1.Deployment{}, handler.EnqueueRequestsFromMapFunc(r.certificatesUsingLoadBalancer),
+	b = b.Watches(&appsv1.Deployment{}, handler.EnqueueRequestsFromMapFunc(certificatesUsingLoadBalancer(r.Client)),
 		builder.OnlyMetadata, builder.WithPredicates(predicate.AnnotationChangedPredicate{}))
 	// A private key made in the background wakes its Certificate (keyMaker).
 	b = b.WatchesRawSource(source.Channel(r.keys.events(), &handler.TypedEnqueueRequestForObject[*certpilotv1alpha1.Certificate]{}))
@@ -301,8 +309,8 @@ func (r *CertificateReconciler) SetupWithManager(ctx context.Context, mgr ctrl.M
 		For(&certpilotv1alpha1.Certificate{}, builder.WithPredicates(
 			predicate.Or(predicate.GenerationChangedPredicate{}, predicate.AnnotationChangedPredicate{}))).
 		Owns(&corev1.Secret{}, builder.WithPredicates(predicate.NewPredicateFuncs(notClaimSecret))).
-		Watches(&certpilotv1alpha1.Issuer{}, r.issuerChanges()).
-		Watches(&certpilotv1alpha1.ClusterIssuer{}, r.issuerChanges()).
+		Watches(&certpilotv1alpha1.Issuer{}, issuerChanges(r.Client)).
+		Watches(&certpilotv1alpha1.ClusterIssuer{}, issuerChanges(r.Client)).
 		WithOptions(options).
 		Complete(r)
 }
@@ -321,14 +329,14 @@ func issuerKey(kind, name string) string {
 }
 
 // certificatesOfIssuer lists the Certificates that name an issuer.
-func (r *CertificateReconciler) certificatesOfIssuer(ctx context.Context, obj client.Object) []reconcile.Request {
+func certificatesOfIssuer(ctx context.Context, reader client.Reader, obj client.Object) []reconcile.Request {
 	issuer := obj.(certpilotv1alpha1.GenericIssuer)
 	var list certpilotv1alpha1.CertificateList
 	opts := []client.ListOption{client.MatchingFields{issuerRefIndex: issuerKey(issuer.Kind(), issuer.GetName())}}
 	if issuer.GetNamespace() != "" {
 		opts = append(opts, client.InNamespace(issuer.GetNamespace()))
 	}
-	if err := r.List(ctx, &list, opts...); err != nil {
+	if err := reader.List(ctx, &list, opts...); err != nil {
 		ctrl.LoggerFrom(ctx).Error(err, "Listing the certificates of an issuer failed", "issuer", issuer.GetName())
 		return nil
 	}
@@ -347,7 +355,7 @@ const issuerSpreadWindow = 5 * time.Minute
 // issuerChanges wakes the Certificates of an issuer: at once when it becomes Ready or stops
 // being Ready, spread over issuerSpreadWindow when its spec changed (another server, another
 // account: renewal.ShouldIssue decides which need a new certificate).
-func (r *CertificateReconciler) issuerChanges() handler.EventHandler {
+func issuerChanges(reader client.Reader) handler.EventHandler {
 	return handler.Funcs{
 		UpdateFunc: func(ctx context.Context, e event.UpdateEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
 			oldIssuer, okOld := e.ObjectOld.(certpilotv1alpha1.GenericIssuer)
@@ -361,7 +369,7 @@ func (r *CertificateReconciler) issuerChanges() handler.EventHandler {
 			if !readyFlipped && !specChanged {
 				return
 			}
-			requests := r.certificatesOfIssuer(ctx, e.ObjectNew)
+			requests := certificatesOfIssuer(ctx, reader, e.ObjectNew)
 			for _, request := range requests {
 				if readyFlipped {
 					q.Add(request)

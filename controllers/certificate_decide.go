@@ -103,7 +103,7 @@ func (r *CertificateReconciler) decisionInputOf(run *certificateRun) decisionInp
 		secret: run.observed.secret, leaf: run.observed.leaf, issuer: run.issuer}
 	if in.leaf != nil {
 		if serial := fmt.Sprintf("%x", in.leaf.SerialNumber); run.cert.Status.SerialNumber == serial {
-			in.renewalInfoDue = r.renewalInfoDue(run, serial)
+			in.renewalInfoDue = r.renewalInfoFetches.due(run.cert, serial)
 		}
 	}
 	return in

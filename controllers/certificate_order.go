@@ -51,11 +51,11 @@ func (r *CertificateReconciler) ensureOrder(ctx context.Context, run *certificat
 	// this Certificate already controls is claim enough: another Certificate stops at it in
 	// decide.
 	if run.observed.secret == nil {
-		if err := r.checkClaimable(ctx, run); err != nil {
+		if err := r.claims().checkClaimable(ctx, run); err != nil {
 			return ctrl.Result{}, err
 		}
 	}
-	if claim := r.cachedClaim(ctx, run); claim == nil || claim.Annotations[annotationKeyRevision] != nextKeyRevision(cert) {
+	if claim := r.claims().cached(ctx, run); claim == nil || claim.Annotations[annotationKeyRevision] != nextKeyRevision(cert) {
 		// The key the write that records the order stores. A key that takes long (RSA, in a
 		// burst) is made in the background: the worker goes on with other Certificates, and
 		// this one is woken when its key is ready.

@@ -81,7 +81,7 @@ func (r *CertificateReconciler) restoreOrder(ctx context.Context, run *certifica
 			return ctrl.Result{}, nil
 		}
 	}
-	claim := r.cachedClaim(ctx, run)
+	claim := r.claims().cached(ctx, run)
 	if claim == nil || claim.Annotations[annotationKeyRevision] != nextKeyRevision(cert) {
 		return ctrl.Result{}, nil
 	}
@@ -113,12 +113,12 @@ func (r *CertificateReconciler) recordOrder(ctx context.Context, run *certificat
 	if !run.orderUnrecorded {
 		return nil
 	}
-	claim, err := r.claimSecret(ctx, run)
+	claim, err := r.claims().claim(ctx, run)
 	if err != nil {
 		return err
 	}
 	if !claimRecordsOrder(claim, run.cert) {
-		if _, err := r.updateClaim(ctx, run, claim); err != nil {
+		if _, err := r.claims().update(ctx, run, claim); err != nil {
 			return err
 		}
 	}
@@ -138,8 +138,8 @@ func (r *CertificateReconciler) abandonOrder(ctx context.Context, run *certifica
 	if order == nil {
 		return nil
 	}
-	if claim := r.cachedClaim(ctx, run); claim != nil && claimOrderURL(claim) == order.URL {
-		if _, err := r.updateClaim(ctx, run, claim); err != nil {
+	if claim := r.claims().cached(ctx, run); claim != nil && claimOrderURL(claim) == order.URL {
+		if _, err := r.claims().update(ctx, run, claim); err != nil {
 			return err
 		}
 	}

@@ -4,11 +4,13 @@ import (
 	"context"
 	"crypto/x509"
 	"fmt"
+	"sync"
 	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	certpilotv1alpha1 "github.com/certpilot/certpilot/api/v1alpha1"
 	"github.com/certpilot/certpilot/internal/acme"
@@ -84,8 +86,7 @@ func (r *CertificateReconciler) refreshRenewalInfo(ctx context.Context, run *cer
 	if status.RenewalInfo != nil && status.RenewalInfo.NextFetch != nil {
 		written = status.RenewalInfo.NextFetch.Time
 	}
-	r.renewalInfoFetches.Store(types.NamespacedName{Namespace: run.cert.Namespace, Name: run.cert.Name},
-		renewalInfoFetch{uid: run.cert.UID, serial: serial, status: written, next: fetched.NextFetch.Time})
+	r.renewalInfoFetches.remember(run.cert, renewalInfoFetch{uid: run.cert.UID, serial: serial, status: written, next: fetched.NextFetch.Time})
 }
 
 // renewalInfoFetch is the next renewalInfo fetch of a Certificate's current certificate, kept in
@@ -99,19 +100,31 @@ type renewalInfoFetch struct {
 	next   time.Time
 }
 
-// renewalInfoDue returns when the certificate's window is fetched next: the time kept in memory
-// for this certificate, else the status's (zero: now).
-func (r *CertificateReconciler) renewalInfoDue(run *certificateRun, serial string) time.Time {
+// renewalInfoFetches holds, per Certificate, the next fetch of its current certificate's renewal
+// window when no status write recorded it (refreshRenewalInfo). Its zero value is ready to use.
+type renewalInfoFetches struct{ fetches sync.Map }
+
+// remember keeps the next fetch of cert's window.
+func (m *renewalInfoFetches) remember(cert *certpilotv1alpha1.Certificate, fetch renewalInfoFetch) {
+	m.fetches.Store(client.ObjectKeyFromObject(cert), fetch)
+}
+
+// forget drops what is kept of a Certificate that is gone.
+func (m *renewalInfoFetches) forget(key types.NamespacedName) { m.fetches.Delete(key) }
+
+// due returns when the window of cert's certificate serial is fetched next: the time kept in
+// memory for this certificate, else the status's (zero: now).
+func (m *renewalInfoFetches) due(cert *certpilotv1alpha1.Certificate, serial string) time.Time {
 	var inStatus time.Time
-	if info := run.cert.Status.RenewalInfo; info != nil && info.NextFetch != nil {
+	if info := cert.Status.RenewalInfo; info != nil && info.NextFetch != nil {
 		inStatus = info.NextFetch.Time
 	}
-	value, ok := r.renewalInfoFetches.Load(types.NamespacedName{Namespace: run.cert.Namespace, Name: run.cert.Name})
+	value, ok := m.fetches.Load(client.ObjectKeyFromObject(cert))
 	if !ok {
 		return inStatus
 	}
 	kept := value.(renewalInfoFetch)
-	if kept.uid != run.cert.UID || kept.serial != serial || !kept.status.Equal(inStatus) {
+	if kept.uid != cert.UID || kept.serial != serial || !kept.status.Equal(inStatus) {
 		return inStatus
 	}
 	return kept.next

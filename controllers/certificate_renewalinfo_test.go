@@ -38,10 +38,10 @@ func TestRenewalInfoDue(t *testing.T) {
 				cert.Status.RenewalInfo = &certpilotv1alpha1.RenewalInfoStatus{NextFetch: &metav1.Time{Time: *tc.inStatus}}
 			}
 			if tc.memo != nil {
-				r.renewalInfoFetches.Store(types.NamespacedName{Namespace: "ns", Name: "www"}, *tc.memo)
+				r.renewalInfoFetches.remember(cert, *tc.memo)
 			}
-			if got := r.renewalInfoDue(&certificateRun{cert: cert, now: now}, tc.serial); !got.Equal(tc.want) {
-				t.Errorf("renewalInfoDue = %v, want %v", got, tc.want)
+			if got := r.renewalInfoFetches.due(cert, tc.serial); !got.Equal(tc.want) {
+				t.Errorf("due = %v, want %v", got, tc.want)
 			}
 		})
 	}

@@ -8,6 +8,7 @@ import (
 	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	certpilotv1alpha1 "github.com/certpilot/certpilot/api/v1alpha1"
@@ -152,15 +153,17 @@ func loadBalancerKeys(obj client.Object) []string {
 
 // certificatesUsingLoadBalancer maps a load balancer Deployment to the Certificates whose
 // solvers name it.
-func (r *CertificateReconciler) certificatesUsingLoadBalancer(ctx context.Context, obj client.Object) []reconcile.Request {
-	var list certpilotv1alpha1.CertificateList
-	if err := r.List(ctx, &list, client.MatchingFields{loadBalancerIndex: obj.GetNamespace() + "/" + obj.GetName()}); err != nil {
-		ctrl.LoggerFrom(ctx).Error(err, "Listing the certificates of a load balancer failed", "deployment", obj.GetNamespace()+"/"+obj.GetName())
-		return nil
+func certificatesUsingLoadBalancer(reader client.Reader) handler.MapFunc {
+	return func(ctx context.Context, obj client.Object) []reconcile.Request {
+		var list certpilotv1alpha1.CertificateList
+		if err := reader.List(ctx, &list, client.MatchingFields{loadBalancerIndex: obj.GetNamespace() + "/" + obj.GetName()}); err != nil {
+			ctrl.LoggerFrom(ctx).Error(err, "Listing the certificates of a load balancer failed", "deployment", obj.GetNamespace()+"/"+obj.GetName())
+			return nil
+		}
+		requests := make([]reconcile.Request, 0, len(list.Items))
+		for _, cert := range list.Items {
+			requests = append(requests, reconcile.Request{NamespacedName: client.ObjectKeyFromObject(&cert)})
+		}
+		return requests
 	}
-	requests := make([]reconcile.Request, 0, len(list.Items))
-	for _, cert := range list.Items {
-		requests = append(requests, reconcile.Request{NamespacedName: client.ObjectKeyFromObject(&cert)})
-	}
-	return requests
 }

@@ -16,7 +16,7 @@ package controllers
 //   - secrets: get, list, watch (cache of certpilot's Secrets; direct reads of account, EAB and
 //     TSIG keys); create (account keys, challenge shards, secretName claims); patch (server-side apply of
 //     certificate Secrets, the next key into the claim, challenge shard patches); delete (a stale
-//     secretName claim, with a uid and resourceVersion precondition: claimSecret).
+//     secretName claim, with a uid and resourceVersion precondition: claimStore.claim).
 //   - deployments, statefulsets, daemonsets: get, list, watch (metadata cache, pod templates);
 //     patch (server-side apply of the challenge volume, and of injections by the injection
 //     controller).
