@@ -136,7 +136,8 @@ func (p *passthrough) handle(conn net.Conn) {
 	p.metrics.handshake(handshakeSpliced)
 	timeouts := p.routes.current().config.Timeouts.withDefaults()
 	dialed := time.Now()
-	upstream, err := net.DialTimeout("tcp", route.Upstream, timeouts.Dial.Duration)
+	dialer := net.Dialer{Timeout: timeouts.Dial.Duration, KeepAliveConfig: tcpKeepAlive}
+	upstream, err := dialer.Dial("tcp", route.Upstream)
 	p.metrics.upstream(ModePassthrough, dialed, err)
 	if err != nil {
 		p.log.Info("Failed to connect to the upstream", "upstream", route.Upstream, "serverName", hello.ServerName, "error", err.Error())
