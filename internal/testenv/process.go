@@ -1,6 +1,7 @@
 package testenv
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -156,4 +157,50 @@ func removeBinaries() {
 	if built.dir != "" {
 		_ = os.RemoveAll(built.dir)
 	}
+}
+
+// SyncBuffer is a bytes.Buffer that concurrent writers (processes' output goroutines, loggers)
+// may write to at once.
+type SyncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *SyncBuffer) Write(data []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(data)
+}
+
+func (b *SyncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+// prefixWriter prefixes each line with the process name, so interleaved output stays readable.
+// Each process gets its own, as both its Stdout and Stderr: exec.Cmd then calls Write from one
+// goroutine at a time, so midLine needs no lock.
+type prefixWriter struct {
+	prefix  string
+	w       io.Writer
+	midLine bool
+}
+
+func (pw *prefixWriter) Write(data []byte) (int, error) {
+	var out bytes.Buffer
+	for _, line := range bytes.SplitAfter(data, []byte("\n")) {
+		if len(line) == 0 {
+			continue
+		}
+		if !pw.midLine {
+			out.WriteString(pw.prefix)
+		}
+		out.Write(line)
+		pw.midLine = line[len(line)-1] != '\n'
+	}
+	if _, err := pw.w.Write(out.Bytes()); err != nil {
+		return 0, err
+	}
+	return len(data), nil
 }
