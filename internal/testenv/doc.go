@@ -9,7 +9,8 @@
 // pebble_management.go and pebbleguard.go (Pebble, its files, what a test asks it, the guard
 // against its deadlock under load); bind.go (BIND 9); stack.go, chart.go and manifests.go (the
 // built manager and edge on all of these, and the Helm chart and manifests they install);
-// process.go (running and stopping processes).
+// gatewayapi.go (the Gateway API CRDs); paths.go and testing.go (where the binaries are, shared
+// test helpers); process.go (running and stopping processes).
 //
 // Tests that need these parts skip under `go test -short`; without -short a missing binary fails
 // the test with the command that builds it.
