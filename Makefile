@@ -116,7 +116,7 @@ helm-lint: ## Lint and render the Helm chart with helm's Go packages (pinned in 
 # the command line, e.g. make bench BENCH_N=1000, or BENCH_SOLVER=dns-01 BENCH_KEY=rsa2048
 # BENCH_N=100, or BENCH_N=10000 BENCH_ALWAYS_VALID=1 BENCH_IDLE=5m. More knobs (BENCH_FLOOR,
 # BENCH_CONCURRENCY, BENCH_MANAGER_ARGS, BENCH_TIMEOUT, BENCH_RECORD, BENCH_NOTE) are read from
-# the environment as well; docs/benchmarks.md lists them.
+# the environment as well; docs/benchmarks-log.md lists them.
 BENCH_N ?= 200
 BENCH_SOLVER ?= tls-alpn-01
 BENCH_KEY ?= ecdsa
@@ -126,7 +126,7 @@ BENCH_IDLE ?= 1m
 export BENCH_N BENCH_SOLVER BENCH_KEY BENCH_NAMES BENCH_ALWAYS_VALID BENCH_IDLE
 
 .PHONY: bench
-bench: test-deps test-binaries ## Benchmark issuance of BENCH_N Certificates against a bare ACME client (appends to docs/benchmarks.md).
+bench: test-deps test-binaries ## Benchmark issuance of BENCH_N Certificates against a bare ACME client (appends to docs/benchmarks-log.md).
 	$(GO) test -count=1 -run '^$$' -bench '^BenchmarkIssuance$$' -benchtime 1x -timeout 6h ./test/bench/
 
 .PHONY: bench-go

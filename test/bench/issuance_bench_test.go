@@ -1,8 +1,9 @@
 // Package bench measures certpilot's issuance at scale against the floor: N Certificates applied
 // at once on the real local environment (kube-apiserver with an audit log, etcd, Pebble, the
 // built manager and edge), and in the same run a bare golang.org/x/crypto/acme client issuing N
-// certificates against a Pebble configured the same way. `make bench` runs it; docs/benchmarks.md
-// explains the figures and holds the results of every recorded run.
+// certificates against a Pebble configured the same way. `make bench` runs it and appends its
+// results to docs/benchmarks-log.md, which explains the figures; docs/benchmarks.md has the latest
+// of each workload.
 //
 // It is a benchmark, not a test: BenchmarkIssuance runs only with -bench and skips under -short.
 package bench
@@ -36,7 +37,7 @@ import (
 // zone holds every name the benchmark issues for; BIND is authoritative for it in dns-01 runs.
 const zone = "bench.test"
 
-// BenchmarkIssuance: see the package comment and docs/benchmarks.md. Settings come from BENCH_*
+// BenchmarkIssuance: see the package comment and docs/benchmarks-log.md. Settings come from BENCH_*
 // environment variables (config_test.go).
 func BenchmarkIssuance(b *testing.B) {
 	testenv.SkipIfShort(b)

@@ -73,7 +73,7 @@ func (r results) kubeRatio() float64 {
 
 func (r results) perCert(n int) float64 { return float64(n) / float64(r.Config.N) }
 
-// markdown renders the results as a dated section of docs/benchmarks.md.
+// markdown renders the results as a dated section of docs/benchmarks-log.md.
 func (r results) markdown() string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "## %s — %s\n\n", r.Date.UTC().Format("2006-01-02 15:04 MST"), r.Config.title())
@@ -241,8 +241,11 @@ func ratioString(ratio float64) string {
 	return fmt.Sprintf("%.2f×", ratio)
 }
 
-// reportHeader starts docs/benchmarks.md.
-const reportHeader = `# Benchmarks: issuance at scale against the floor
+// reportHeader starts docs/benchmarks-log.md.
+const reportHeader = `# Benchmark log: issuance at scale against the floor
+
+Every ` + "`make bench`" + ` run appends its section here; docs/benchmarks.md has the latest figure of each
+workload.
 
 ` + "`make bench`" + ` (the harness is ` + "`test/bench/`" + `, ` + "`BenchmarkIssuance`" + `) applies N Certificates at
 once on the real local environment — kube-apiserver and etcd, Pebble, the built manager and the
@@ -271,7 +274,6 @@ proxy (same certificate, Host header passed on, so Pebble's URLs point at the pr
 transport is the same guarded one, so the rule, the lock and the code are the same on both sides;
 the manager's run pays one more loopback hop per ACME request. Runs recorded before 2026-12-01
 14:50 UTC had the guard on the floor only (around the whole new-order call), none for the manager.
-Every run appends a section below.
 
 ` + "```console" + `
 make bench                                     # N=200 tls-alpn-01, ECDSA P-256, one name, 1m idle window
@@ -381,19 +383,19 @@ func revision(root string) string {
 		return "unknown revision"
 	}
 	rev := strings.TrimSpace(string(out))
-	status, err := exec.Command("git", "-C", root, "status", "--porcelain", "--untracked-files=no", "--", ".", ":!docs/benchmarks.md").Output()
+	status, err := exec.Command("git", "-C", root, "status", "--porcelain", "--untracked-files=no", "--", ".", ":!docs/benchmarks-log.md").Output()
 	if err == nil && len(strings.TrimSpace(string(status))) > 0 {
 		rev += " + changes"
 	}
 	return rev
 }
 
-// reportPath is BENCH_REPORT or docs/benchmarks.md in the repository.
+// reportPath is BENCH_REPORT or docs/benchmarks-log.md in the repository.
 func reportPath(cfg config, root string) string {
 	if cfg.Report != "" {
 		return cfg.Report
 	}
-	return filepath.Join(root, "docs", "benchmarks.md")
+	return filepath.Join(root, "docs", "benchmarks-log.md")
 }
 
 func TestMarkdown(t *testing.T) {
