@@ -55,6 +55,7 @@ type options struct {
 	keyFile            string
 	// Ordinary certificates by SNI.
 	certificateNamespaces stringList
+	hostNamespaces        stringList
 	certificateDirs       stringList
 	certificateDirResync  time.Duration
 	shutdownTimeout       time.Duration
@@ -95,6 +96,8 @@ func main() {
 		"PEM certificate chain of the default certificate, served to ordinary handshakes whose SNI no other certificate covers; needs --key.")
 	flag.Var(&opts.certificateNamespaces, "certificate-namespaces",
 		"Serve the certificates certpilot issued in these namespaces: certificate Secrets (label "+edge.CertificateSecretSelector+") controlled by a Certificate that lists the name and records the serial as issued, watched through the API with the Certificates (comma-separated, repeatable).")
+	flag.Var(&opts.hostNamespaces, "certificate-host-namespaces",
+		"With --certificate-namespaces, serve each name only from the namespaces mapped to it: PATTERN=NAMESPACE entries, PATTERN a DNS name or *.DOMAIN (every name under DOMAIN); names no entry covers are served from no namespace (comma-separated, repeatable).")
 	flag.Var(&opts.certificateDirs, "certificate-dir",
 		"Serve the certificate of this directory: a mounted certificate Secret (tls.crt and tls.key, or bundle.pem) or a directory of *.pem bundles (repeatable).")
 	flag.DurationVar(&opts.certificateDirResync, "certificate-dir-resync", time.Minute,
@@ -144,6 +147,9 @@ func run(ctx context.Context, opts options, log logr.Logger) error {
 	}
 	if (opts.certificateFile == "") != (opts.keyFile == "") {
 		return errors.New("--certificate and --key go together")
+	}
+	if len(opts.hostNamespaces) > 0 && len(opts.certificateNamespaces) == 0 {
+		return errors.New("--certificate-host-namespaces needs --certificate-namespaces")
 	}
 
 	metrics := edge.NewMetrics()
@@ -265,6 +271,13 @@ func newCertificates(opts options, metrics *edge.Metrics, log logr.Logger) (*edg
 			log.WithName("certificate-dir")))
 	}
 	if len(opts.certificateNamespaces) > 0 {
+		var hosts *edge.HostNamespaces
+		if len(opts.hostNamespaces) > 0 {
+			var err error
+			if hosts, err = edge.ParseHostNamespaces(opts.hostNamespaces); err != nil {
+				return nil, nil, fmt.Errorf("--certificate-host-namespaces: %w", err)
+			}
+		}
 		config, err := newClientConfig()
 		if err != nil {
 			return nil, nil, err
@@ -274,6 +287,7 @@ func newCertificates(opts options, metrics *edge.Metrics, log logr.Logger) (*edg
 		if err != nil {
 			return nil, nil, err
 		}
+		source.HostNamespaces = hosts
 		sources = append(sources, source)
 	}
 	return store, sources, nil

@@ -281,6 +281,10 @@ func TestEdgeBinaryRejectsBadFlags(t *testing.T) {
 		"no source":        {},
 		"two sources":      {"--challenge-secret", "x", "--challenge-dir", t.TempDir()},
 		"key without cert": {"--challenge-dir", t.TempDir(), "--key", "k.pem"},
+		"host map without certificate namespaces": {"--challenge-dir", t.TempDir(),
+			"--certificate-host-namespaces", "*.a.test=a"},
+		"bad host map": {"--challenge-dir", t.TempDir(), "--certificate-namespaces", "a",
+			"--certificate-host-namespaces", "a.test"},
 	} {
 		t.Run(name, func(t *testing.T) {
 			edgeProcess := start(t, binary, append(args, "--https-bind-address", "127.0.0.1:0",

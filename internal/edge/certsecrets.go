@@ -36,7 +36,8 @@ const CertificateSecretSelector = v1alpha1.LabelManagedBy + "=" + v1alpha1.Manag
 // A Secret's certificate is served for a name only when a Certificate in the Secret's namespace
 // controls the Secret (controller owner reference, by name and UID), lists the name in
 // spec.dnsNames (or a wildcard covering it), and records the leaf's serial as issued in
-// status.serialNumber; the key must be the leaf's. Anything else is not served, logged once per
+// status.serialNumber; the key must be the leaf's; and HostNamespaces, when set, lets the
+// Secret's namespace serve the name. Anything else is not served, logged once per
 // Secret version and reason, and counted in certpilot_edge_certificates_refused_total. The
 // manager writes a renewed Secret before the status: until the status names the new serial, the
 // certificate the Secret held before (accepted earlier for the same Certificate) is served on.
@@ -52,6 +53,8 @@ type CertificateSecretSource struct {
 	// LabelSelector defaults to CertificateSecretSelector.
 	LabelSelector string
 	Store         *CertificateStore
+	// HostNamespaces, when set, limits the namespaces each name is served from.
+	HostNamespaces *HostNamespaces
 	// Metrics, when set, counts refusals and the Secrets held (certpilot_edge_cached_secrets).
 	Metrics *Metrics
 	Log     logr.Logger
@@ -309,7 +312,7 @@ func (s *CertificateSecretSource) publishLocked() {
 		if state.certificate == nil && state.invalid == nil {
 			continue // no certificate data: nothing to serve, nothing refused
 		}
-		names, reason := judgeSecret(state.namespace, state.owner, state.certificate, s.issuers, true)
+		names, reason := judgeSecret(state.namespace, state.owner, state.certificate, s.issuers, s.HostNamespaces, true)
 		if reason == "" {
 			state.accepted, state.acceptedOwner = state.certificate, state.owner
 			state.refusal = ""
@@ -320,7 +323,7 @@ func (s *CertificateSecretSource) publishLocked() {
 		if state.accepted != nil {
 			// The certificate served before, still controlled by the same Certificate and
 			// covered by its names: the status may not name the new serial yet.
-			if names, previous := judgeSecret(state.namespace, state.acceptedOwner, state.accepted, s.issuers, false); previous == "" {
+			if names, previous := judgeSecret(state.namespace, state.acceptedOwner, state.accepted, s.issuers, s.HostNamespaces, false); previous == "" {
 				served = append(served, ServedCertificate{Certificate: state.accepted, Names: names})
 				servingPrevious = true
 			}

@@ -2,7 +2,9 @@ package edge
 
 import (
 	"crypto/tls"
+	"fmt"
 	"math/big"
+	"slices"
 	"strings"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -25,6 +27,9 @@ const (
 	refusedNameNotCovered = "name_not_covered"
 	// refusedSerialNotIssued: the leaf's serial is not the Certificate's status.serialNumber.
 	refusedSerialNotIssued = "serial_not_issued"
+	// refusedNamespaceNotAllowed: HostNamespaces lets no covered name be served from the
+	// Secret's namespace.
+	refusedNamespaceNotAllowed = "namespace_not_allowed"
 )
 
 // issuer is what the edge keeps of a Certificate to judge the Secrets it controls.
@@ -53,11 +58,11 @@ func newIssuer(cert *v1alpha1.Certificate) issuer {
 // judgeSecret decides which names certificate, held by a certificate Secret in namespace whose
 // controller owner reference is owner (nil: none), may be served for: a Certificate of
 // issuers (by "namespace/name") must control the Secret by name and UID, the names are those
-// of the leaf that the Certificate's dnsNames cover, and, when checkSerial, the leaf's serial
-// must be the one the Certificate's status records as issued. It returns the names, or the
-// reason (refused*) it refuses them all. certificate was parsed by LoadKeyPair or ParseBundle,
-// which check that the key is the leaf's.
-func judgeSecret(namespace string, owner *metav1.OwnerReference, certificate *tls.Certificate, issuers map[string]issuer, checkSerial bool) (names []string, reason string) {
+// of the leaf that the Certificate's dnsNames cover and hosts (nil: any) lets namespace serve,
+// and, when checkSerial, the leaf's serial must be the one the Certificate's status records as
+// issued. It returns the names, or the reason (refused*) it refuses them all. certificate was
+// parsed by LoadKeyPair or ParseBundle, which check that the key is the leaf's.
+func judgeSecret(namespace string, owner *metav1.OwnerReference, certificate *tls.Certificate, issuers map[string]issuer, hosts *HostNamespaces, checkSerial bool) (names []string, reason string) {
 	if certificate == nil || certificate.Leaf == nil {
 		return nil, refusedInvalid
 	}
@@ -71,6 +76,12 @@ func judgeSecret(namespace string, owner *metav1.OwnerReference, certificate *tl
 	names = coveredNames(certificate.Leaf.DNSNames, record.dnsNames)
 	if len(names) == 0 {
 		return nil, refusedNameNotCovered
+	}
+	if hosts != nil {
+		names = slices.DeleteFunc(names, func(name string) bool { return !hosts.Allows(name, namespace) })
+		if len(names) == 0 {
+			return nil, refusedNamespaceNotAllowed
+		}
 	}
 	if checkSerial && (record.serial == nil || record.serial.Cmp(certificate.Leaf.SerialNumber) != 0) {
 		return nil, refusedSerialNotIssued
@@ -126,6 +137,52 @@ func isClaimSecret(name string, labels, annotations map[string]string) bool {
 	_, annotated := annotations[annotationClaimOf]
 	return labelled || annotated ||
 		strings.HasSuffix(name, v1alpha1.ClaimSecretSuffix) || strings.HasSuffix(name, v1alpha1.NextKeySecretSuffix)
+}
+
+// HostNamespaces is an administrator's map from DNS names to the namespaces whose certificates
+// the edge may serve for them (--certificate-host-namespaces): with it, a name is served only
+// from a namespace an entry covering the name lists, and names no entry covers from none. A
+// pattern is a DNS name (that name only) or "*." and a domain (every name under the domain, at
+// any depth, wildcard names included; not the domain itself).
+type HostNamespaces struct {
+	entries []hostNamespace
+}
+
+type hostNamespace struct {
+	pattern, namespace string
+}
+
+// ParseHostNamespaces parses "PATTERN=NAMESPACE" entries (one namespace each; repeat a pattern
+// for more).
+func ParseHostNamespaces(entries []string) (*HostNamespaces, error) {
+	hosts := &HostNamespaces{}
+	for _, entry := range entries {
+		pattern, namespace, ok := strings.Cut(entry, "=")
+		pattern, namespace = normalizeName(strings.TrimSpace(pattern)), strings.TrimSpace(namespace)
+		domain := strings.TrimPrefix(pattern, "*.")
+		if !ok || namespace == "" || domain == "" || strings.Contains(domain, "*") {
+			return nil, fmt.Errorf("host namespace entry %q: want PATTERN=NAMESPACE, PATTERN a DNS name or *.DOMAIN", entry)
+		}
+		hosts.entries = append(hosts.entries, hostNamespace{pattern: pattern, namespace: namespace})
+	}
+	return hosts, nil
+}
+
+// Allows reports whether name (lower case) may be served from namespace.
+func (h *HostNamespaces) Allows(name, namespace string) bool {
+	for _, entry := range h.entries {
+		if entry.namespace != namespace {
+			continue
+		}
+		if domain, ok := strings.CutPrefix(entry.pattern, "*."); ok {
+			if strings.HasSuffix(name, "."+domain) {
+				return true
+			}
+		} else if name == entry.pattern {
+			return true
+		}
+	}
+	return false
 }
 
 // annotationClaimOf is set by the manager on a claim Secret: the secretName it reserves.

@@ -46,6 +46,7 @@ func TestJudgeSecret(t *testing.T) {
 		owner       *metav1.OwnerReference
 		certificate *tls.Certificate
 		skipSerial  bool
+		hosts       *HostNamespaces
 		names       []string
 		reason      string
 	}{
@@ -66,17 +67,57 @@ func TestJudgeSecret(t *testing.T) {
 		"covered by a wildcard":    {owner: ownedBy("covers", "uid-covers"), certificate: other, names: []string{"www.a.test"}},
 		"only covered names":       {owner: ownedBy("mixed", "uid-mixed"), certificate: mixed, names: []string{"www.a.test"}},
 		"invalid":                  {owner: ownedBy("www", "uid-www"), reason: refusedInvalid},
+		"host map allows":          {owner: ownedBy("www", "uid-www"), certificate: issued, hosts: mustHosts(t, "*.a.test=a", "a.test=a"), names: []string{"www.a.test", "a.test"}},
+		"host map allows some":     {owner: ownedBy("www", "uid-www"), certificate: issued, hosts: mustHosts(t, "*.a.test=a"), names: []string{"www.a.test"}},
+		"host map, other namespace": {owner: ownedBy("www", "uid-www"), certificate: issued, hosts: mustHosts(t, "*.a.test=b", "a.test=b"),
+			reason: refusedNamespaceNotAllowed},
 	} {
 		t.Run(name, func(t *testing.T) {
 			namespace := tc.namespace
 			if namespace == "" {
 				namespace = "a"
 			}
-			names, reason := judgeSecret(namespace, tc.owner, tc.certificate, issuers, !tc.skipSerial)
+			names, reason := judgeSecret(namespace, tc.owner, tc.certificate, issuers, tc.hosts, !tc.skipSerial)
 			if reason != tc.reason || !slices.Equal(names, tc.names) {
 				t.Errorf("judgeSecret = %v, %q; want %v, %q", names, reason, tc.names, tc.reason)
 			}
 		})
+	}
+}
+
+func mustHosts(t *testing.T, entries ...string) *HostNamespaces {
+	t.Helper()
+	hosts, err := ParseHostNamespaces(entries)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return hosts
+}
+
+func TestHostNamespaces(t *testing.T) {
+	hosts := mustHosts(t, "*.team-a.test=team-a", "shop.test=team-a", "shop.test=team-b", " WWW.Example.COM. = web ")
+	for name, want := range map[[2]string]bool{
+		{"a.team-a.test", "team-a"}:    true,
+		{"b.a.team-a.test", "team-a"}:  true,
+		{"*.team-a.test", "team-a"}:    true,
+		{"team-a.test", "team-a"}:      false,
+		{"a.team-a.test", "team-b"}:    false,
+		{"shop.test", "team-a"}:        true,
+		{"shop.test", "team-b"}:        true,
+		{"shop.test", "team-c"}:        false,
+		{"a.shop.test", "team-a"}:      false,
+		{"www.example.com", "web"}:     true,
+		{"xteam-a.test", "team-a"}:     false,
+		{"unlisted.example", "team-a"}: false,
+	} {
+		if got := hosts.Allows(name[0], name[1]); got != want {
+			t.Errorf("Allows(%q, %q) = %t, want %t", name[0], name[1], got, want)
+		}
+	}
+	for _, bad := range []string{"shop.test", "=team-a", "shop.test=", "*.=team-a", "a.*.test=team-a"} {
+		if _, err := ParseHostNamespaces([]string{bad}); err == nil {
+			t.Errorf("ParseHostNamespaces(%q) accepted it", bad)
+		}
 	}
 }
 

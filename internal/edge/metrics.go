@@ -84,7 +84,8 @@ func NewMetrics() *Metrics {
 			Help: "Certificate Secrets not served, counted once per Secret version, by reason: invalid (unparsable, or the key " +
 				"is not the leaf's), not_controlled (no controller reference to a Certificate), owner_not_found (no such " +
 				"Certificate in the Secret's namespace), name_not_covered (no leaf name in its dnsNames), serial_not_issued " +
-				"(the leaf's serial is not its status.serialNumber; also briefly during every renewal).",
+				"(the leaf's serial is not its status.serialNumber; also briefly during every renewal), namespace_not_allowed " +
+				"(--certificate-host-namespaces lets the Secret's namespace serve none of its names).",
 		}, []string{"reason"}),
 		cachedSecrets: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "certpilot_edge_cached_secrets",
