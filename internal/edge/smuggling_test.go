@@ -270,3 +270,67 @@ func TestRequestSmuggling(t *testing.T) {
 		})
 	}
 }
+
+// TestUpgradeTunnel: the edge opens a tunnel only when the upstream switches to the protocol the
+// client asked for; then the client's bytes, pipelined ones included, are the tunnel's. Any
+// other answer ends the connection, so a request pipelined after an upgrade request never
+// reaches an upstream without routing (its Host) and the edge's X-Forwarded-For.
+func TestUpgradeTunnel(t *testing.T) {
+	upstream := startRecordingUpstream(t)
+	routes := edge.NewRoutes(edge.ModeTerminate)
+	if err := routes.Load(routeFile("- {host: a.example.com, upstream: 'http://" + upstream.listener.Addr().String() + "'}")); err != nil {
+		t.Fatal(err)
+	}
+	certificates := edge.NewCertificateStore()
+	certificates.Replace("test", []*tls.Certificate{edgetest.SelfSignedCertificate(t, "a.example.com")})
+	challenges := edge.NewChallengeStore()
+	challenges.MarkSynced()
+	running := startServer(t, edge.Options{Challenges: challenges, Certificates: certificates, Routes: routes, Log: testr.New(t)})
+	const smuggled = "GET /admin HTTP/1.1\r\nHost: admin.internal\r\nX-Forwarded-For: 6.6.6.6\r\n\r\n"
+
+	t.Run("switched", func(t *testing.T) {
+		upstream.take()
+		conn, err := tls.Dial("tcp", running.httpsAddress, &tls.Config{ServerName: "a.example.com", InsecureSkipVerify: true, NextProtos: []string{"http/1.1"}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		_ = conn.SetDeadline(time.Now().Add(10 * time.Second))
+		// The request and bytes pipelined after it: once switched, those are the tunnel's.
+		fmt.Fprint(conn, "GET /upgrade HTTP/1.1\r\nHost: a.example.com\r\nConnection: Upgrade\r\nUpgrade: echo/1\r\n\r\n"+smuggled)
+		reader := bufio.NewReader(conn)
+		response, err := http.ReadResponse(reader, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if response.StatusCode != http.StatusSwitchingProtocols || response.Header.Get("Upgrade") != "echo/1" {
+			t.Fatalf("answer %d, Upgrade %q; want 101 echo/1", response.StatusCode, response.Header.Get("Upgrade"))
+		}
+		echoed := make([]byte, len(smuggled))
+		if _, err := io.ReadFull(reader, echoed); err != nil || string(echoed) != smuggled {
+			t.Fatalf("tunnel echoed %q, %v; want the pipelined bytes", echoed, err)
+		}
+		if got := upstream.take(); !slices.Equal(got, []string{"GET /upgrade a.example.com"}) {
+			t.Errorf("the upstream saw %q as requests, want only the upgrade request", got)
+		}
+	})
+	for name, request := range map[string]string{
+		"not switched":               "GET / HTTP/1.1\r\nHost: a.example.com\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n",
+		"switched to another":        "GET /wrong-upgrade HTTP/1.1\r\nHost: a.example.com\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n",
+		"Connection without Upgrade": "GET / HTTP/1.1\r\nHost: a.example.com\r\nConnection: upgrade\r\n\r\n",
+		"Upgrade without Connection": "GET / HTTP/1.1\r\nHost: a.example.com\r\nUpgrade: websocket\r\n\r\n",
+	} {
+		t.Run(name, func(t *testing.T) {
+			upstream.take()
+			statuses := exchange(t, running.httpsAddress, request+smuggled)
+			for _, seen := range upstream.take() {
+				if strings.Contains(seen, "/admin") || strings.Contains(seen, "admin.internal") || strings.Contains(seen, "xff=") {
+					t.Errorf("a pipelined request bypassed routing: the upstream saw %q (responses %v)", seen, statuses)
+				}
+			}
+			if len(statuses) == 0 {
+				t.Errorf("no answer to the upgrade request")
+			}
+		})
+	}
+}
