@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # Builds the real parts the tests run on, from pinned module versions, into bin/ (ignored by git):
 #   bin/k8s/{kube-apiserver,kubectl,etcd}   for envtest (KUBEBUILDER_ASSETS=bin/k8s)
+#   bin/k8s/{kubelet,kube-controller-manager,kube-scheduler,kube-proxy}
+#                                           the node of the single-node cluster (test/cluster)
 #   bin/pebble/{pebble,pebble-challtestsrv} Let's Encrypt's test CA and its challenge test server
+#   bin/helm/helm                           the Helm CLI that installs the chart on the node
 # Each set has a stamp file naming the versions it was built from; a matching stamp skips the build,
 # so running this again costs nothing. setup-envtest cannot be used: its downloads need the internet.
 set -euo pipefail
@@ -9,12 +12,14 @@ set -euo pipefail
 KUBERNETES_VERSION="${KUBERNETES_VERSION:-v1.37.2}"
 ETCD_VERSION="${ETCD_VERSION:-v3.7.3}"
 PEBBLE_VERSION="${PEBBLE_VERSION:-v2.10.3}"
+# The helm.sh/helm/v3 version of go.mod: the CLI renders the chart as test/install does.
+HELM_VERSION="${HELM_VERSION:-v3.22.0}"
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 bin="${root}/bin"
 work="${bin}/.build"
 export GOTOOLCHAIN=local CGO_ENABLED=0 GOFLAGS=-buildvcs=false
-mkdir -p "${bin}/k8s" "${bin}/pebble" "${work}"
+mkdir -p "${bin}/k8s" "${bin}/pebble" "${bin}/helm" "${work}"
 
 log() { printf '[build-test-binaries] %s\n' "$*" >&2; }
 
@@ -45,13 +50,16 @@ GO
   echo "${want}" > "${stamp}"
 }
 
-# --- kube-apiserver and kubectl: a wrapper module replacing k8s.io/kubernetes' staging modules --
+# --- kube-apiserver, kubectl and the node's commands: a wrapper module replacing k8s.io/kubernetes' staging modules --
 build_kube() {
+  # One go build for all of them, so the packages they share compile once. The stamp names the
+  # versions; a missing command (a bin/ built before the node's commands were added) rebuilds all.
+  local commands=(kube-apiserver kubectl kubelet kube-controller-manager kube-scheduler kube-proxy)
   local stamp="${bin}/k8s/kube.stamp" want="kubernetes ${KUBERNETES_VERSION} $(go env GOVERSION)"
-  if stamp_ok "${stamp}" "${want}" "${bin}/k8s/kube-apiserver" "${bin}/k8s/kubectl"; then
-    log "kube-apiserver, kubectl ${KUBERNETES_VERSION}: up to date"; return
+  if stamp_ok "${stamp}" "${want}" "${commands[@]/#/${bin}/k8s/}"; then
+    log "${commands[*]} ${KUBERNETES_VERSION}: up to date"; return
   fi
-  log "kube-apiserver, kubectl ${KUBERNETES_VERSION}: building (about 10 minutes on 2 cores, 25 with cold caches)"
+  log "${commands[*]} ${KUBERNETES_VERSION}: building (about 13 minutes on 2 cores, 30 with cold caches)"
   local dir="${work}/kube" staging="${KUBERNETES_VERSION/v1./v0.}"
   rm -rf "${dir}" && mkdir -p "${dir}"
   local gomod
@@ -68,8 +76,7 @@ build_kube() {
     echo "require k8s.io/kubernetes ${KUBERNETES_VERSION}"
     echo
     echo "tool ("
-    echo "	k8s.io/kubernetes/cmd/kube-apiserver"
-    echo "	k8s.io/kubernetes/cmd/kubectl"
+    for c in "${commands[@]}"; do echo "	k8s.io/kubernetes/cmd/${c}"; done
     echo ")"
     echo
     echo "replace ("
@@ -84,7 +91,7 @@ build_kube() {
   done
   (cd "${dir}" && go mod tidy >/dev/null &&
     go build -trimpath -ldflags="${ldflags}" -o "${bin}/k8s/" \
-      k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kubectl)
+      "${commands[@]/#/k8s.io/kubernetes/cmd/}")
   echo "${want}" > "${stamp}"
 }
 
@@ -101,11 +108,21 @@ build_pebble() {
   echo "${want}" > "${stamp}"
 }
 
+# --- the Helm CLI ---------------------------------------------------------------------------
+build_helm() {
+  local stamp="${bin}/helm/helm.stamp" want="helm ${HELM_VERSION} $(go env GOVERSION)"
+  if stamp_ok "${stamp}" "${want}" "${bin}/helm/helm"; then log "helm ${HELM_VERSION}: up to date"; return; fi
+  log "helm ${HELM_VERSION}: building"
+  GOBIN="${bin}/helm" go install -trimpath -ldflags='-s -w' "helm.sh/helm/v3/cmd/helm@${HELM_VERSION}"
+  echo "${want}" > "${stamp}"
+}
+
 what="${1:-all}"
 case "${what}" in
-  all) build_pebble; build_etcd; build_kube ;;
+  all) build_pebble; build_etcd; build_kube; build_helm ;;
   pebble) build_pebble ;;
   etcd) build_etcd ;;
   kube) build_kube ;;
-  *) echo "usage: $0 [all|pebble|etcd|kube]" >&2; exit 2 ;;
+  helm) build_helm ;;
+  *) echo "usage: $0 [all|pebble|etcd|kube|helm]" >&2; exit 2 ;;
 esac
