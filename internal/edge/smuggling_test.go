@@ -21,7 +21,7 @@ import (
 )
 
 // recordingUpstream is an HTTP/1.1 upstream that parses requests strictly (net/http's parser)
-// and records each one it sees: "METHOD URI HOST BODY", plus " xff=<value>" when
+// and records each complete one it sees (a body cut off by a closed connection is none): "METHOD URI HOST BODY", plus " xff=<value>" when
 // X-Forwarded-For is not the edge's (127.0.0.1). It answers 200 to everything, except that an
 // upgrade request for /upgrade is switched (101, echoing the protocol asked for) and one for
 // /wrong-upgrade gets a 101 for another protocol; after a 101 it echoes bytes.
@@ -64,7 +64,9 @@ func (u *recordingUpstream) serve(conn net.Conn) {
 		}
 		body, err := io.ReadAll(request.Body)
 		if err != nil {
-			u.record("broken body: " + err.Error())
+			// A streamed body the edge cut off when its client's framing broke: the edge
+			// closed the connection, and no request was complete. (It may come in after the
+			// exchange that caused it has ended, so it is not recorded with the requests.)
 			return
 		}
 		entry := fmt.Sprintf("%s %s %s %s", request.Method, request.RequestURI, request.Host, body)
@@ -253,11 +255,6 @@ func TestRequestSmuggling(t *testing.T) {
 			upstream.take()
 			statuses := exchange(t, running.httpsAddress, tc.raw)
 			got := upstream.take()
-			if tc.refused {
-				// A chunked body is streamed: one that breaks reaches the upstream cut off, and
-				// the edge closes that connection. No request was complete.
-				got = slices.DeleteFunc(got, func(entry string) bool { return strings.HasPrefix(entry, "broken body: ") })
-			}
 			if !slices.Equal(got, tc.want) {
 				t.Errorf("the upstream saw\n  %q\nwant\n  %q\n(responses %v)", got, tc.want, statuses)
 			}
