@@ -314,6 +314,10 @@ func (s *CertificateSecretSource) publishLocked() {
 		}
 		names, reason := judgeSecret(state.namespace, state.owner, state.certificate, s.issuers, s.HostNamespaces, true)
 		if reason == "" {
+			if state.accepted != state.certificate {
+				s.Log.Info("Serving a certificate Secret", "secret", key, "resourceVersion", state.resourceVersion, "dnsNames", names,
+					"serial", fmt.Sprintf("%x", state.certificate.Leaf.SerialNumber), "notAfter", state.certificate.Leaf.NotAfter)
+			}
 			state.accepted, state.acceptedOwner = state.certificate, state.owner
 			state.refusal = ""
 			served = append(served, ServedCertificate{Certificate: state.certificate, Names: names})
