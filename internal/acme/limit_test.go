@@ -92,3 +92,51 @@ func TestWithReconcileDeadline(t *testing.T) {
 		t.Errorf("a sooner deadline of the parent was not kept")
 	}
 }
+
+// TestGateFairness: a holder that releases and asks again at once does not take its slot back
+// before the holders that waited; a waiter that stops asking leaves the queue.
+func TestGateFairness(t *testing.T) {
+	now := time.Date(2026, 12, 6, 10, 0, 0, 0, time.UTC)
+	gate := &Gate{PerKey: 2, now: func() time.Time { return now }}
+	const key = "Issuer/tenant/slow"
+	slow0, ok0 := gate.TryAcquireFor(key, "tenant/slow-0")
+	_, ok1 := gate.TryAcquireFor(key, "tenant/slow-1")
+	if !ok0 || !ok1 {
+		t.Fatal("the first two holders were refused")
+	}
+	for _, holder := range []string{"tenant/slow-2", "tenant/slow-3"} {
+		if _, ok := gate.TryAcquireFor(key, holder); ok {
+			t.Fatalf("%s got a slot of a full key", holder)
+		}
+	}
+	if got := gate.Waiting(key); got != 2 {
+		t.Fatalf("Waiting = %d, want 2", got)
+	}
+	// slow-0 times out, releases and is requeued at once: it waits behind slow-2 and slow-3.
+	slow0()
+	if _, ok := gate.TryAcquireFor(key, "tenant/slow-0"); ok {
+		t.Fatal("the holder that just released took its slot back before the waiters")
+	}
+	if _, ok := gate.TryAcquire(key); ok {
+		t.Fatal("an anonymous holder took a slot promised to a waiter")
+	}
+	now = now.Add(GateRetry)
+	if _, ok := gate.TryAcquireFor(key, "tenant/slow-3"); ok {
+		t.Fatal("slow-3 got the one free slot before slow-2, which waited longer")
+	}
+	slow2, ok := gate.TryAcquireFor(key, "tenant/slow-2")
+	if !ok {
+		t.Fatal("the longest waiter did not get the free slot")
+	}
+	slow2()
+	// slow-3 stops asking (its Certificate was deleted): after the expiry slow-0 is next.
+	now = now.Add(gateWaiterExpiry + time.Second)
+	slow0, ok = gate.TryAcquireFor(key, "tenant/slow-0")
+	if !ok {
+		t.Fatal("slow-0 did not get the slot after the silent waiter before it expired")
+	}
+	slow0()
+	if got := gate.Waiting(key); got != 0 {
+		t.Errorf("Waiting = %d after the queue emptied, want 0", got)
+	}
+}

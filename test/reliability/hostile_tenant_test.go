@@ -11,6 +11,7 @@ import (
 	"encoding/json"
 	"encoding/pem"
 	"fmt"
+	"io"
 	"math/big"
 	"net"
 	"net/http"
@@ -182,7 +183,8 @@ func managerRSS(t *testing.T, s *testenv.Stack) int64 {
 
 func TestHostileTenant(t *testing.T) {
 	testenv.SkipIfShort(t)
-	s := startHostileStack(t, "tenancy", testenv.PebbleOptions{}, "--allow-private-dials="+grantedCAAddress+"/32")
+	// Four certificate workers: one issuer's CA may hold three of them (the issuer gate).
+	s := startHostileStack(t, "tenancy", testenv.PebbleOptions{}, "--allow-private-dials="+grantedCAAddress+"/32", "--certificate-workers=4")
 	ctx := context.Background()
 	tenant := s.Namespace + "-tenant"
 	createNamespaces(t, tenant)
@@ -329,10 +331,10 @@ func TestHostileTenant(t *testing.T) {
 	})
 
 	// The cases below register an account (the Issuer is Ready), then answer the new order.
-	readyIssuerWith := func(t *testing.T, name string, newOrder func(ca *tenantCA, w http.ResponseWriter)) *certpilotv1alpha1.Issuer {
+	readyIssuerWith := func(t *testing.T, name string, newOrder func(ca *tenantCA, w http.ResponseWriter, r *http.Request)) *certpilotv1alpha1.Issuer {
 		t.Helper()
 		ca := startTenantCA(t, &caCert, func(ca *tenantCA, mux *http.ServeMux) {
-			mux.HandleFunc("POST /new-order", func(w http.ResponseWriter, _ *http.Request) { newOrder(ca, w) })
+			mux.HandleFunc("POST /new-order", func(w http.ResponseWriter, r *http.Request) { newOrder(ca, w, r) })
 		})
 		issuer := newIssuer(t, name, ca.URL+"/dir", caBundle)
 		issuerCondition(t, issuer, "is registered")
@@ -342,12 +344,12 @@ func TestHostileTenant(t *testing.T) {
 		return certpilotv1alpha1.IssuerReference{Kind: "Issuer", Name: issuer.Name}
 	}
 	t.Run("order/newOrder answering 200 with a secret is not repeated", func(t *testing.T) {
-		issuer := readyIssuerWith(t, "order-200", func(_ *tenantCA, w http.ResponseWriter) { fmt.Fprintln(w, tenantSecret) })
+		issuer := readyIssuerWith(t, "order-200", func(_ *tenantCA, w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, tenantSecret) })
 		cert := manualCertificate(t, tenant, "order-200", ownIssuer(issuer), "www.tenant.example")
 		certificateSays(t, cert, "200 : OK")
 	})
 	t.Run("order/a problem without an ACME type keeps only the status", func(t *testing.T) {
-		issuer := readyIssuerWith(t, "order-problem", func(_ *tenantCA, w http.ResponseWriter) {
+		issuer := readyIssuerWith(t, "order-problem", func(_ *tenantCA, w http.ResponseWriter, _ *http.Request) {
 			w.Header().Set("Content-Type", "application/problem+json")
 			w.WriteHeader(http.StatusForbidden)
 			fmt.Fprintf(w, `{"type":"about:blank","detail":%q}`, tenantSecret)
@@ -356,7 +358,7 @@ func TestHostileTenant(t *testing.T) {
 		certificateSays(t, cert, "403 : Forbidden")
 	})
 	t.Run("order/an ACME problem's detail is cut", func(t *testing.T) {
-		issuer := readyIssuerWith(t, "order-detail", func(_ *tenantCA, w http.ResponseWriter) {
+		issuer := readyIssuerWith(t, "order-detail", func(_ *tenantCA, w http.ResponseWriter, _ *http.Request) {
 			w.Header().Set("Content-Type", "application/problem+json")
 			w.WriteHeader(http.StatusBadRequest)
 			fmt.Fprintf(w, `{"type":"urn:ietf:params:acme:error:rejectedIdentifier","detail":"no: %s"}`, strings.Repeat("y", 200_000))
@@ -370,14 +372,14 @@ func TestHostileTenant(t *testing.T) {
 		}
 	})
 	t.Run("order/an order for another tenant's names is refused", func(t *testing.T) {
-		issuer := readyIssuerWith(t, "order-names", func(ca *tenantCA, w http.ResponseWriter) {
+		issuer := readyIssuerWith(t, "order-names", func(ca *tenantCA, w http.ResponseWriter, _ *http.Request) {
 			writeOrder(w, ca, []string{"www.tenant.example", "victim.example"}, []string{ca.URL + "/authz/1", ca.URL + "/authz/2"})
 		})
 		cert := manualCertificate(t, tenant, "order-names", ownIssuer(issuer), "www.tenant.example")
 		certificateSays(t, cert, "not for the names asked")
 	})
 	t.Run("order/an order with 5000 authorizations is refused", func(t *testing.T) {
-		issuer := readyIssuerWith(t, "order-authzs", func(ca *tenantCA, w http.ResponseWriter) {
+		issuer := readyIssuerWith(t, "order-authzs", func(ca *tenantCA, w http.ResponseWriter, _ *http.Request) {
 			authzs := make([]string, 5000)
 			for i := range authzs {
 				authzs[i] = fmt.Sprintf("%s/authz/%d", ca.URL, i)
@@ -388,11 +390,80 @@ func TestHostileTenant(t *testing.T) {
 		certificateSays(t, cert, "5000 authorizations for 1 identifiers")
 	})
 	t.Run("order/an authorization on an internal service is not fetched", func(t *testing.T) {
-		issuer := readyIssuerWith(t, "order-internal", func(ca *tenantCA, w http.ResponseWriter) {
+		issuer := readyIssuerWith(t, "order-internal", func(ca *tenantCA, w http.ResponseWriter, _ *http.Request) {
 			writeOrder(w, ca, []string{"www.tenant.example"}, []string{internal.URL + "/authz"})
 		})
 		cert := manualCertificate(t, tenant, "order-internal", ownIssuer(issuer), "www.tenant.example")
 		certificateSays(t, cert, "only to the directory's scheme and host")
+	})
+
+	t.Run("order/a CA that never answers holds at most its share of the workers, each until the deadline", func(t *testing.T) {
+		var inFlight, most atomic.Int64
+		issuer := readyIssuerWith(t, "order-slow", func(_ *tenantCA, _ http.ResponseWriter, r *http.Request) {
+			n := inFlight.Add(1)
+			defer inFlight.Add(-1)
+			for m := most.Load(); n > m && !most.CompareAndSwap(m, n); m = most.Load() {
+			}
+			// Never answers: the manager's request timeout ends the request (the server notices
+			// the closed connection once the body is read).
+			io.Copy(io.Discard, r.Body) //nolint:errcheck
+			select {
+			case <-r.Context().Done():
+			case <-time.After(2 * time.Minute):
+			}
+		})
+		started := time.Now()
+		var slow []*certpilotv1alpha1.Certificate
+		for i := range 6 {
+			slow = append(slow, manualCertificate(t, tenant, fmt.Sprintf("order-slow-%d", i), ownIssuer(issuer), fmt.Sprintf("www%d.tenant.example", i)))
+		}
+		testenv.Eventually(t, 30*time.Second, "the slow CA holding requests", func() error {
+			if inFlight.Load() == 0 {
+				return fmt.Errorf("no request in flight")
+			}
+			return nil
+		})
+		// Another tenant's Certificate, on the shared CA, is issued meanwhile.
+		other := s.TLSALPN01Certificate("beside-slow", "beside-slow.example.com")
+		if err := kube.Client.Create(ctx, other); err != nil {
+			t.Fatal(err)
+		}
+		otherStarted := time.Now()
+		waitAllReady(t, []*certpilotv1alpha1.Certificate{other}, 2*time.Minute)
+		otherTook := time.Since(otherStarted)
+		if inFlight.Load() == 0 {
+			t.Logf("the slow requests ended before the other Certificate was Ready (%v)", otherTook)
+		}
+		// Each held request ends at the manager's request timeout (30 s), inside the reconcile's
+		// deadline (acme.ReconcileDeadline), and says so in the Certificate's status.
+		timedOut := func() int {
+			n := 0
+			for _, cert := range slow {
+				if err := kube.Client.Get(ctx, client.ObjectKeyFromObject(cert), cert); err != nil {
+					continue
+				}
+				for _, condition := range cert.Status.Conditions {
+					message := strings.ToLower(condition.Message)
+					if strings.Contains(message, "timeout") || strings.Contains(message, "deadline") {
+						n++
+						break
+					}
+				}
+			}
+			return n
+		}
+		testenv.Eventually(t, time.Minute, "the held Certificates reporting the timeout", func() error {
+			if n := timedOut(); n < 3 {
+				return fmt.Errorf("%d of 6 report it", n)
+			}
+			return nil
+		})
+		held := time.Since(started)
+		if got := most.Load(); got > 3 {
+			t.Errorf("the slow CA held %d requests at once, want at most 3 of the 4 workers", got)
+		}
+		figure(t, "a CA that never answers, 6 Certificates, 4 workers: at most %d requests held at once; another tenant's Certificate Ready in %v meanwhile; the first held Certificates reported the timeout %v after creation (%d of 6 by then)",
+			most.Load(), otherTook.Round(100*time.Millisecond), held.Round(time.Second), timedOut())
 	})
 
 	// A shared ClusterIssuer with a policy: namespaces labelled tenant=a, each only inside the
