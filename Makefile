@@ -65,7 +65,8 @@ test-deps: ## Install BIND 9, openssl, containerd, runc, the CNI plugins, iptabl
 	bash hack/install-test-deps.sh
 
 .PHONY: test
-test: test-deps test-binaries ## Run every test on real parts (envtest, Pebble, BIND); builds or installs each part first.
+test: test-deps test-binaries ## Run every test on real parts (envtest, Pebble, BIND, a single-node cluster); builds or installs each part first.
+	bash hack/check-node.sh
 	$(GO) vet ./...
 	$(GO) test -count=1 -timeout 30m ./...
 
@@ -116,7 +117,7 @@ helm-lint: ## Lint and render the Helm chart with helm's Go packages (pinned in 
 # the command line, e.g. make bench BENCH_N=1000, or BENCH_SOLVER=dns-01 BENCH_KEY=rsa2048
 # BENCH_N=100, or BENCH_N=10000 BENCH_ALWAYS_VALID=1 BENCH_IDLE=5m. More knobs (BENCH_FLOOR,
 # BENCH_CONCURRENCY, BENCH_MANAGER_ARGS, BENCH_TIMEOUT, BENCH_RECORD, BENCH_NOTE) are read from
-# the environment as well; docs/benchmarks-log.md lists them.
+# the environment as well; docs/benchmarks.md lists them.
 BENCH_N ?= 200
 BENCH_SOLVER ?= tls-alpn-01
 BENCH_KEY ?= ecdsa
@@ -126,7 +127,7 @@ BENCH_IDLE ?= 1m
 export BENCH_N BENCH_SOLVER BENCH_KEY BENCH_NAMES BENCH_ALWAYS_VALID BENCH_IDLE
 
 .PHONY: bench
-bench: test-deps test-binaries ## Benchmark issuance of BENCH_N Certificates against a bare ACME client (appends to docs/benchmarks-log.md).
+bench: test-deps test-binaries ## Benchmark issuance of BENCH_N Certificates against a bare ACME client (appends to docs/benchmarks.md).
 	$(GO) test -count=1 -run '^$$' -bench '^BenchmarkIssuance$$' -benchtime 1x -timeout 6h ./test/bench/
 
 .PHONY: bench-go
@@ -175,15 +176,36 @@ local-down: ## Stop the environment started by local-up.
 		echo "stopped"; else echo "not running"; fi
 	@rm -f $(LOCAL_DIR)/pid $(LOCAL_DIR)/env
 
+# make cluster-up: a single-node cluster (etcd, apiserver, controller-manager, scheduler, kubelet,
+# kube-proxy, containerd) with certpilot installed by Helm and Pebble beside it (docs/cluster.md).
+CLUSTER_DIR := $(BIN)/cluster
+.PHONY: cluster-up
+cluster-up: test-deps test-binaries ## Start a single-node cluster with certpilot installed by Helm, Pebble and a ClusterIssuer (root); writes bin/cluster/{kubeconfig,env}.
+	@if [ -f $(BIN)/cluster.pid ] && kill -0 $$(cat $(BIN)/cluster.pid) 2>/dev/null; then \
+		echo "already up (pid $$(cat $(BIN)/cluster.pid)); . $(CLUSTER_DIR)/env"; exit 0; fi
+	$(GO) build -o $(BIN)/cluster-harness ./hack/cluster
+	@mkdir -p $(CLUSTER_DIR) && rm -f $(CLUSTER_DIR)/env
+	nohup $(BIN)/cluster-harness up --dir $(CLUSTER_DIR) > $(BIN)/cluster.log 2>&1 & echo $$! > $(BIN)/cluster.pid
+	@for i in $$(seq 1 600); do [ -f $(CLUSTER_DIR)/env ] && break; \
+		kill -0 $$(cat $(BIN)/cluster.pid) 2>/dev/null || { cat $(BIN)/cluster.log; exit 1; }; sleep 0.5; done
+	@[ -f $(CLUSTER_DIR)/env ] || { echo "not up after 5 minutes; see $(BIN)/cluster.log"; exit 1; }
+	@tail -1 $(BIN)/cluster.log
+	@echo "up: . $(CLUSTER_DIR)/env && kubectl get pods -A   (log: $(BIN)/cluster.log, components: $(CLUSTER_DIR)/logs; stop: make cluster-down)"
+
+.PHONY: cluster-down
+cluster-down: ## Stop the cluster of cluster-up and remove everything it made (processes, mounts, iptables chains, cgroups, bridge).
+	@if [ -f $(BIN)/cluster.pid ] && kill -0 $$(cat $(BIN)/cluster.pid) 2>/dev/null; then \
+		kill -TERM $$(cat $(BIN)/cluster.pid); \
+		for i in $$(seq 1 240); do kill -0 $$(cat $(BIN)/cluster.pid) 2>/dev/null || break; sleep 0.5; done; fi
+	@rm -f $(BIN)/cluster.pid
+	@if [ -x $(BIN)/cluster-harness ]; then $(BIN)/cluster-harness down --dir $(CLUSTER_DIR); fi
+	@echo "down"
+
 IMG ?= certpilot:dev
 IMAGE_DIR := $(BIN)/image
 .PHONY: image
 image: ## Build the image (/manager, /edge, non-root, trusted roots) with no container engine: $(IMAGE_DIR)/certpilot.tar (OCI layout).
-	@mkdir -p $(IMAGE_DIR)
-	CGO_ENABLED=0 $(GO) build -trimpath -ldflags='-s -w' -o $(IMAGE_DIR)/manager .
-	CGO_ENABLED=0 $(GO) build -trimpath -ldflags='-s -w' -o $(IMAGE_DIR)/edge ./cmd/edge
-	cd hack/image && $(GO) run . --name $(IMG) --entrypoint /manager \
-		--binary /manager=$(IMAGE_DIR)/manager --binary /edge=$(IMAGE_DIR)/edge --out $(IMAGE_DIR)/certpilot.tar
+	IMG=$(IMG) bash hack/build-image.sh certpilot
 
 .PHONY: docker-build
 docker-build: ## Build the container image with a Docker engine (the same layout as make image).

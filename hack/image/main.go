@@ -128,12 +128,22 @@ func build(bins binaries, ref, entrypoint string, roots bool, out string) (v1.Ha
 		return v1.Hash{}, err
 	}
 	if err := p.AppendImage(img, layout.WithAnnotations(map[string]string{
-		"io.containerd.image.name":         tag.Name(),
+		"io.containerd.image.name":          containerdName(tag),
 		"org.opencontainers.image.ref.name": tag.TagStr(),
 	})); err != nil {
 		return v1.Hash{}, err
 	}
 	return digest, tarDir(dir, out)
+}
+
+// containerdName is the name as containerd (and the kubelet through it) normalizes it:
+// certpilot:dev is docker.io/library/certpilot:dev.
+func containerdName(tag name.Tag) string {
+	registry := tag.RegistryStr()
+	if registry == name.DefaultRegistry {
+		registry = "docker.io"
+	}
+	return registry + "/" + tag.RepositoryStr() + ":" + tag.TagStr()
 }
 
 // rootfs is the image's one layer: directories, the user files, the roots and the binaries.

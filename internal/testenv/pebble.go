@@ -57,6 +57,15 @@ type PebbleOptions struct {
 	// AlwaysValid sets PEBBLE_VA_ALWAYS_VALID: every challenge validates without being checked.
 	AlwaysValid bool
 
+	// DefaultIPv4 is the address challtestsrv's DNS answers for every name without an A record
+	// of its own (AddA). Empty means 127.0.0.1.
+	DefaultIPv4 string
+
+	// ListenHost is the address Pebble's ACME directory listens on; its HTTPS certificate names
+	// it too. Empty means 127.0.0.1. The single-node cluster (internal/testcluster) sets the
+	// bridge's address, where pods reach it.
+	ListenHost string
+
 	// Dir holds the generated configuration and Pebble's HTTPS key. Empty means a new temporary
 	// directory that Stop removes.
 	Dir string
@@ -159,7 +168,7 @@ func RunPebble(ctx context.Context, opts PebbleOptions) (_ *Pebble, err error) {
 		}
 	}()
 
-	if err := p.choosePorts(); err != nil {
+	if err := p.choosePorts(opts.ListenHost); err != nil {
 		return nil, err
 	}
 	if p.certFile, p.keyFile, err = p.writeServingCertificate(dir); err != nil {
@@ -174,8 +183,12 @@ func RunPebble(ctx context.Context, opts PebbleOptions) (_ *Pebble, err error) {
 	if opts.Output != nil {
 		output = io.MultiWriter(p.output, opts.Output)
 	}
+	defaultIPv4 := opts.DefaultIPv4
+	if defaultIPv4 == "" {
+		defaultIPv4 = "127.0.0.1"
+	}
 	chall := exec.Command(challBinary,
-		"-defaultIPv4", "127.0.0.1",
+		"-defaultIPv4", defaultIPv4,
 		// Pebble's VA looks up AAAA first; the default answer ::1 would send validation to [::1].
 		"-defaultIPv6", "",
 		"-dnsserver", p.DNSAddress,
@@ -214,7 +227,7 @@ func RunPebble(ctx context.Context, opts PebbleOptions) (_ *Pebble, err error) {
 // choosePorts picks free loopback ports for everything the options leave open. The ports are
 // free when chosen, not reserved: another process could take one before Pebble binds it, which
 // then shows as a start failure.
-func (p *Pebble) choosePorts() error {
+func (p *Pebble) choosePorts(listenHost string) error {
 	// Hold every chosen port open until all are chosen, so that no two are the same.
 	var ports []int
 	for range 5 {
@@ -234,6 +247,14 @@ func (p *Pebble) choosePorts() error {
 		dnsPort = port
 	}
 	p.ListenAddress = loopback(ports[0])
+	if listenHost != "" {
+		listener, err := net.Listen("tcp", net.JoinHostPort(listenHost, "0"))
+		if err != nil {
+			return err
+		}
+		defer listener.Close()
+		p.ListenAddress = listener.Addr().String()
+	}
 	p.ManagementAddress = loopback(ports[1])
 	p.ChallengeManagementAddress = loopback(ports[2])
 	p.DNSAddress = loopback(dnsPort)

@@ -22,8 +22,9 @@ import (
 // configuration.
 
 // writeServingCertificate creates a throwaway CA and, signed by it, the certificate Pebble serves
-// its directory and management interface with (127.0.0.1, ::1, localhost). Generating it keeps
-// the harness independent of the test certificates inside Pebble's module.
+// its directory and management interface with (127.0.0.1, ::1, localhost, and ListenHost when it
+// is not loopback). Generating it keeps the harness independent of the test certificates inside
+// Pebble's module.
 func (p *Pebble) writeServingCertificate(dir string) (certFile, keyFile string, err error) {
 	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
@@ -60,6 +61,11 @@ func (p *Pebble) writeServingCertificate(dir string) (certFile, keyFile string, 
 		NotAfter:     now.Add(7 * 24 * time.Hour),
 		KeyUsage:     x509.KeyUsageDigitalSignature,
 		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+	}
+	if host, _, err := net.SplitHostPort(p.ListenAddress); err == nil {
+		if ip := net.ParseIP(host); ip != nil && !ip.IsLoopback() {
+			template.IPAddresses = append(template.IPAddresses, ip)
+		}
 	}
 	der, err := x509.CreateCertificate(rand.Reader, template, ca, key.Public(), caKey)
 	if err != nil {

@@ -1,0 +1,116 @@
+// Command cluster runs the single-node cluster of internal/testcluster for a person to try
+// certpilot as it runs in production (docs/cluster.md):
+//
+//	cluster up --dir bin/cluster    build the image, start the node, `helm install` certpilot
+//	                                (two managers and the edge), start Pebble where pods reach it
+//	                                and create the ClusterIssuer "pebble"; write
+//	                                <dir>/kubeconfig and <dir>/env; run until SIGTERM or SIGINT,
+//	                                then tear everything down
+//	cluster down --dir bin/cluster  remove what a cluster that did not stop cleanly left behind
+//
+// `make cluster-up` runs `up` in the background and `make cluster-down` stops it.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"net"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"syscall"
+	"time"
+
+	"github.com/certpilot/certpilot/internal/testcluster"
+	"github.com/certpilot/certpilot/internal/testenv"
+)
+
+const (
+	namespace = "certpilot-system"
+	release   = "certpilot"
+)
+
+func main() {
+	if len(os.Args) < 2 {
+		fmt.Fprintln(os.Stderr, "usage: cluster up|down --dir DIR")
+		os.Exit(2)
+	}
+	flags := flag.NewFlagSet(os.Args[1], flag.ExitOnError)
+	dir := flags.String("dir", "bin/cluster", "the cluster's state directory")
+	_ = flags.Parse(os.Args[2:])
+	var err error
+	switch os.Args[1] {
+	case "up":
+		err = up(*dir)
+	case "down":
+		err = testcluster.Cleanup(*dir)
+	default:
+		err = fmt.Errorf("unknown command %q: want up or down", os.Args[1])
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "cluster:", err)
+		os.Exit(1)
+	}
+}
+
+func up(dir string) (err error) {
+	started := time.Now()
+	stop := make(chan os.Signal, 1)
+	signal.Notify(stop, syscall.SIGTERM, syscall.SIGINT)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+
+	fmt.Println("[cluster] building the image (hack/build-image.sh)")
+	image, err := testcluster.BuildImage(ctx, "certpilot")
+	if err != nil {
+		return err
+	}
+	cluster, err := testcluster.Up(ctx, testcluster.Options{Dir: dir, Images: []string{image}, Log: os.Stdout})
+	if err != nil {
+		return err
+	}
+	var pebble *testenv.Pebble
+	defer func() {
+		if pebble != nil {
+			pebble.Stop()
+		}
+		if downErr := cluster.Down(); downErr != nil && err == nil {
+			err = downErr
+		}
+		fmt.Println("[cluster] down")
+	}()
+
+	values := testcluster.ImageValues()
+	values["edge"] = map[string]any{"enabled": true, "replicas": 1, "service": map[string]any{"type": "ClusterIP"}}
+	fmt.Printf("[cluster] helm install %s charts/certpilot --namespace %s (with the edge)\n", release, namespace)
+	if err := cluster.HelmInstall(ctx, release, namespace, values); err != nil {
+		return err
+	}
+	k, err := cluster.Client()
+	if err != nil {
+		return err
+	}
+	edgeIP, err := testcluster.ServiceIP(ctx, k, namespace, release+"-edge")
+	if err != nil {
+		return err
+	}
+	if pebble, err = cluster.StartPebble(ctx, edgeIP); err != nil {
+		return err
+	}
+	issuer := testcluster.PebbleClusterIssuer("pebble", pebble, namespace, release+"-edge", net.JoinHostPort(edgeIP, "443"))
+	if err := k.Create(ctx, issuer); err != nil {
+		return err
+	}
+
+	bin, _ := testenv.BinDir()
+	env := fmt.Sprintf("export KUBECONFIG=%s\nexport PATH=%s:%s:$PATH\n", cluster.Kubeconfig,
+		filepath.Join(bin, "k8s"), filepath.Join(bin, "helm"))
+	if err := os.WriteFile(filepath.Join(cluster.Dir, "env"), []byte(env), 0o644); err != nil {
+		return err
+	}
+	fmt.Printf("[cluster] up in %s: Pebble at %s, every name resolves to the edge Service %s, ClusterIssuer \"pebble\"\n",
+		time.Since(started).Round(100*time.Millisecond), pebble.DirectoryURL(), edgeIP)
+	<-stop
+	return nil
+}

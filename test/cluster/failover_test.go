@@ -1,0 +1,102 @@
+package cluster
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"strings"
+	"testing"
+	"time"
+
+	coordinationv1 "k8s.io/api/coordination/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/wait"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	certpilotv1alpha1 "github.com/certpilot/certpilot/api/v1alpha1"
+	"github.com/certpilot/certpilot/internal/testcluster"
+)
+
+// leaderFailover deletes the leader pod while certificates are being issued: the other replica
+// takes the lease, every Certificate becomes Ready, and Pebble sees exactly one order each.
+func leaderFailover(t *testing.T, ctx context.Context, k client.Client) {
+	const ns, n = "failover", 5
+	if err := k.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { deleteAndWait(t, k, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}) })
+	edgeIP, err := testcluster.ServiceIP(ctx, k, namespace, edgeName)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pebble, err := cluster.StartPebble(ctx, edgeIP)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(pebble.Stop)
+	issuer := testcluster.PebbleClusterIssuer("pebble-failover", pebble, namespace, edgeName, net.JoinHostPort(edgeIP, "443"))
+	if err := k.Create(ctx, issuer); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { deleteAndWait(t, k, issuer) })
+
+	leader := leaseHolder(t, ctx, k)
+	var certs []*certpilotv1alpha1.Certificate
+	for i := range n {
+		cert := &certpilotv1alpha1.Certificate{
+			ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("c%d", i), Namespace: ns},
+			Spec: certpilotv1alpha1.CertificateSpec{
+				DNSNames:   []string{fmt.Sprintf("c%d.failover.test", i)},
+				SecretName: fmt.Sprintf("c%d-tls", i),
+				IssuerRef:  certpilotv1alpha1.IssuerReference{Kind: "ClusterIssuer", Name: issuer.Name},
+			},
+		}
+		if err := k.Create(ctx, cert); err != nil {
+			t.Fatal(err)
+		}
+		certs = append(certs, cert)
+	}
+	// In flight: the leader has opened an order.
+	if err := wait.PollUntilContextCancel(ctx, 50*time.Millisecond, true, func(context.Context) (bool, error) {
+		return pebble.OrderCount() > 0, nil
+	}); err != nil {
+		t.Fatalf("no order opened: %v", err)
+	}
+	deleted := time.Now()
+	leaderPod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: namespace, Name: podOf(leader)}}
+	if err := k.Delete(ctx, leaderPod); err != nil {
+		t.Fatal(err)
+	}
+	var next string
+	if err := wait.PollUntilContextCancel(ctx, 100*time.Millisecond, true, func(ctx context.Context) (bool, error) {
+		next = leaseHolder(t, ctx, k)
+		return next != "" && podOf(next) != podOf(leader), nil
+	}); err != nil {
+		t.Fatalf("no other replica took the lease from %s: %v", leader, err)
+	}
+	tookOver := time.Since(deleted)
+	for _, cert := range certs {
+		waitReady(t, ctx, k, cert)
+	}
+	if orders := pebble.OrderCount(); orders != n {
+		t.Fatalf("Pebble saw %d orders for %d Certificates across the failover, want %d", orders, n, n)
+	}
+	t.Logf("FIGURE leader failover: %s deleted, %s held the lease %s later; %d Certificates Ready %s after the deletion, %d orders",
+		podOf(leader), podOf(next), tookOver.Round(100*time.Millisecond), n, time.Since(deleted).Round(100*time.Millisecond), n)
+}
+
+// leaseHolder is the holder of the manager's leader lease ("" when none).
+func leaseHolder(t *testing.T, ctx context.Context, k client.Client) string {
+	var lease coordinationv1.Lease
+	if err := k.Get(ctx, client.ObjectKey{Namespace: namespace, Name: "certpilot.dev"}, &lease); err != nil || lease.Spec.HolderIdentity == nil {
+		return ""
+	}
+	return *lease.Spec.HolderIdentity
+}
+
+// podOf is the pod name in a holder identity ("<pod>_<uuid>").
+func podOf(holder string) string {
+	pod, _, _ := strings.Cut(holder, "_")
+	return pod
+}
