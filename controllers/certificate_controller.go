@@ -39,6 +39,10 @@ import (
 // FieldManager is certpilot's server-side apply field manager.
 const FieldManager = kube.FieldManager
 
+// secretNameIndex indexes Certificates by spec.secretName, so that a certificate Secret that is
+// deleted wakes the Certificates that wait for its name.
+const secretNameIndex = "spec.secretName"
+
 // issuerRefIndex indexes Certificates by "<kind>/<name>" of their issuer, so an issuer that
 // becomes Ready wakes exactly its certificates.
 const issuerRefIndex = "spec.issuerRef"
@@ -298,7 +302,22 @@ func (r *CertificateReconciler) SetupWithManager(ctx context.Context, mgr ctrl.M
 	if err := mgr.GetFieldIndexer().IndexField(ctx, &certpilotv1alpha1.Certificate{}, loadBalancerIndex, loadBalancerKeys); err != nil {
 		return err
 	}
+	if err := mgr.GetFieldIndexer().IndexField(ctx, &certpilotv1alpha1.Certificate{}, secretNameIndex,
+		func(obj client.Object) []string {
+			return []string{obj.(*certpilotv1alpha1.Certificate).Spec.SecretName}
+		}); err != nil {
+		return err
+	}
 	b := ctrl.NewControllerManagedBy(mgr)
+	// A certificate Secret that goes wakes every Certificate that names it: one stalled because
+	// another Certificate held it may go on now (its owner is woken by Owns as well).
+	b = b.Watches(&corev1.Secret{}, handler.EnqueueRequestsFromMapFunc(certificatesNamingSecret(r.Client)),
+		builder.WithPredicates(predicate.Funcs{
+			CreateFunc:  func(event.CreateEvent) bool { return false },
+			UpdateFunc:  func(event.UpdateEvent) bool { return false },
+			DeleteFunc:  func(e event.DeleteEvent) bool { return e.Object.GetLabels()[certpilotv1alpha1.LabelCertificate] != "" },
+			GenericFunc: func(event.GenericEvent) bool { return false },
+		}))
 	// A load balancer's owner opting in (or out) wakes the Certificates that name it.
 	b = b.Watches(&appsv1.Deployment{}, handler.EnqueueRequestsFromMapFunc(certificatesUsingLoadBalancer(r.Client)),
 		builder.OnlyMetadata, builder.WithPredicates(predicate.AnnotationChangedPredicate{}))
@@ -331,13 +350,19 @@ func issuerKey(kind, name string) string {
 // certificatesOfIssuer lists the Certificates that name an issuer.
 func certificatesOfIssuer(ctx context.Context, reader client.Reader, obj client.Object) []reconcile.Request {
 	issuer := obj.(certpilotv1alpha1.GenericIssuer)
+	return certificatesByIndex(ctx, reader, issuerRefIndex, issuerKey(issuer.Kind(), issuer.GetName()), issuer.GetNamespace())
+}
+
+// certificatesByIndex lists, as requests, the Certificates whose index value is value, in
+// namespace ("" for all).
+func certificatesByIndex(ctx context.Context, reader client.Reader, index, value, namespace string) []reconcile.Request {
 	var list certpilotv1alpha1.CertificateList
-	opts := []client.ListOption{client.MatchingFields{issuerRefIndex: issuerKey(issuer.Kind(), issuer.GetName())}}
-	if issuer.GetNamespace() != "" {
-		opts = append(opts, client.InNamespace(issuer.GetNamespace()))
+	opts := []client.ListOption{client.MatchingFields{index: value}}
+	if namespace != "" {
+		opts = append(opts, client.InNamespace(namespace))
 	}
 	if err := reader.List(ctx, &list, opts...); err != nil {
-		ctrl.LoggerFrom(ctx).Error(err, "Listing the certificates of an issuer failed", "issuer", issuer.GetName())
+		ctrl.LoggerFrom(ctx).Error(err, "Listing Certificates failed", "index", index, "value", value, "namespace", namespace)
 		return nil
 	}
 	requests := make([]reconcile.Request, 0, len(list.Items))
@@ -391,4 +416,12 @@ func spreadDelay(key string, window time.Duration, count int) time.Duration {
 	h := fnv.New64a()
 	_, _ = h.Write([]byte(key))
 	return time.Duration(h.Sum64() % uint64(window))
+}
+
+// certificatesNamingSecret maps a Secret to the Certificates of its namespace whose secretName
+// it is.
+func certificatesNamingSecret(reader client.Reader) handler.MapFunc {
+	return func(ctx context.Context, obj client.Object) []reconcile.Request {
+		return certificatesByIndex(ctx, reader, secretNameIndex, obj.GetName(), obj.GetNamespace())
+	}
 }

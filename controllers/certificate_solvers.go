@@ -6,7 +6,6 @@ import (
 	"slices"
 
 	"k8s.io/utils/ptr"
-	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
@@ -155,15 +154,6 @@ func loadBalancerKeys(obj client.Object) []string {
 // solvers name it.
 func certificatesUsingLoadBalancer(reader client.Reader) handler.MapFunc {
 	return func(ctx context.Context, obj client.Object) []reconcile.Request {
-		var list certpilotv1alpha1.CertificateList
-		if err := reader.List(ctx, &list, client.MatchingFields{loadBalancerIndex: obj.GetNamespace() + "/" + obj.GetName()}); err != nil {
-			ctrl.LoggerFrom(ctx).Error(err, "Listing the certificates of a load balancer failed", "deployment", obj.GetNamespace()+"/"+obj.GetName())
-			return nil
-		}
-		requests := make([]reconcile.Request, 0, len(list.Items))
-		for _, cert := range list.Items {
-			requests = append(requests, reconcile.Request{NamespacedName: client.ObjectKeyFromObject(&cert)})
-		}
-		return requests
+		return certificatesByIndex(ctx, reader, loadBalancerIndex, obj.GetNamespace()+"/"+obj.GetName(), "")
 	}
 }

@@ -302,17 +302,6 @@ func injectTargetKeys(obj client.Object) []string {
 // its namespace that inject into it.
 func (r *InjectionReconciler) certificatesInjectingInto(kind string) handler.MapFunc {
 	return func(ctx context.Context, obj client.Object) []reconcile.Request {
-		var list certpilotv1alpha1.CertificateList
-		if err := r.List(ctx, &list, client.InNamespace(obj.GetNamespace()),
-			client.MatchingFields{injectTargetIndex: kind + "/" + obj.GetName()}); err != nil {
-			ctrl.LoggerFrom(ctx).Error(err, "Listing the certificates that inject into a workload failed",
-				"kind", kind, "workload", obj.GetNamespace()+"/"+obj.GetName())
-			return nil
-		}
-		requests := make([]reconcile.Request, 0, len(list.Items))
-		for _, cert := range list.Items {
-			requests = append(requests, reconcile.Request{NamespacedName: client.ObjectKeyFromObject(&cert)})
-		}
-		return requests
+		return certificatesByIndex(ctx, r.Client, injectTargetIndex, kind+"/"+obj.GetName(), obj.GetNamespace())
 	}
 }
