@@ -22,6 +22,9 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/go-logr/logr"
+	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
+
 	"github.com/certpilot/certpilot/internal/testcluster"
 	"github.com/certpilot/certpilot/internal/testenv"
 )
@@ -32,6 +35,7 @@ const (
 )
 
 func main() {
+	ctrllog.SetLogger(logr.Discard())
 	if len(os.Args) < 2 {
 		fmt.Fprintln(os.Stderr, "usage: cluster up|down --dir DIR")
 		os.Exit(2)
@@ -44,7 +48,7 @@ func main() {
 	case "up":
 		err = up(*dir)
 	case "down":
-		err = testcluster.Cleanup(*dir)
+		err = testcluster.CleanupAndCheck(*dir)
 	default:
 		err = fmt.Errorf("unknown command %q: want up or down", os.Args[1])
 	}

@@ -74,7 +74,10 @@ func Up(ctx context.Context, opts Options) (_ *Cluster, err error) {
 	if why := CannotRun(); why != "" {
 		return nil, errors.New(why)
 	}
-	dir, err := filepath.Abs(opts.Dir)
+	if err := os.MkdirAll(opts.Dir, 0o755); err != nil {
+		return nil, err
+	}
+	dir, err := resolve(opts.Dir)
 	if err != nil {
 		return nil, err
 	}
@@ -439,6 +442,19 @@ func readBaseline(dir string) (baseline, error) {
 		return b, err
 	}
 	return b, json.Unmarshal(data, &b)
+}
+
+// resolve is the absolute path of dir with symbolic links resolved, as the kernel reports mount
+// points (bin/ may be a link).
+func resolve(dir string) (string, error) {
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		return "", err
+	}
+	if resolved, err := filepath.EvalSymlinks(abs); err == nil {
+		return resolved, nil
+	}
+	return abs, nil
 }
 
 func exists(path string) bool {

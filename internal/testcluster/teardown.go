@@ -94,7 +94,7 @@ func removeContainers() {
 // that kube-proxy and the kubelet added, the bridge, cgroups and runtime state. It keeps
 // dir/logs. It is safe to run when nothing is left.
 func Cleanup(dir string) error {
-	dir, err := filepath.Abs(dir)
+	dir, err := resolve(dir)
 	if err != nil {
 		return err
 	}
@@ -148,11 +148,35 @@ func kubeProxyBinary() (string, error) {
 	return p, nil
 }
 
+// CleanupAndCheck is Cleanup followed by Leftovers against what the machine had when the cluster
+// in dir started: `make cluster-down` reports anything that is still there.
+func CleanupAndCheck(dir string) error {
+	resolved, err := resolve(dir)
+	if err != nil {
+		return err
+	}
+	base, baseErr := readBaseline(resolved)
+	if err := Cleanup(dir); err != nil {
+		return err
+	}
+	if baseErr != nil {
+		return nil // nothing was started there, or a Cleanup already ran
+	}
+	before := base.Chains
+	for _, ns := range base.Netns {
+		before = append(before, "netns/"+ns)
+	}
+	if left := Leftovers(dir, before); len(left) > 0 {
+		return fmt.Errorf("still on the machine after the teardown: %s", strings.Join(left, "; "))
+	}
+	return nil
+}
+
 // Leftovers lists what a cluster in dir left on the machine compared with before it started:
 // processes, mounts, network namespaces, iptables chains, the bridge, cgroups, runtime state.
 // Empty after a clean Down.
 func Leftovers(dir string, before []string) []string {
-	dir, _ = filepath.Abs(dir)
+	dir, _ = resolve(dir)
 	var left []string
 	for pid, args := range ownProcesses(dir) {
 		left = append(left, fmt.Sprintf("process %d: %s", pid, args))
