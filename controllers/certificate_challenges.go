@@ -80,7 +80,7 @@ func (r *CertificateReconciler) presentChallenges(ctx context.Context, run *cert
 	}
 	ctrl.LoggerFrom(ctx).Info("Published challenge responses", "count", len(pending))
 
-	errs := r.checkAll(ctx, pending)
+	errs := r.checkAll(ctx, run, pending)
 	failed := map[solver.Solver][]string{}
 	var firstFailed solver.Solver
 	for i, p := range pending {
@@ -174,7 +174,11 @@ func announced(run *certificateRun, dnsName, token string) bool {
 
 // checkAll runs the self-checks of every pending challenge at once, all within one deadline, so
 // that a slow or unreachable name costs one timeout per reconcile, not one per name.
-func (r *CertificateReconciler) checkAll(ctx context.Context, pending []pendingChallenge) []error {
+func (r *CertificateReconciler) checkAll(ctx context.Context, run *certificateRun, pending []pendingChallenge) []error {
+	// The self-checks dial what the issuer's ACME client may dial, no more (a namespaced
+	// Issuer's probe address or name cannot reach an internal service the administrator did not
+	// grant).
+	ctx = r.Accounts.WithDialPolicy(ctx, run.issuer)
 	ctx, cancel := context.WithTimeout(ctx, r.selfCheckTimeout())
 	defer cancel()
 	errs := make([]error, len(pending))

@@ -88,7 +88,10 @@ func (r *CertificateReconciler) resolveIssuer(ctx context.Context, run *certific
 	}
 	r.setAutoRenewable(run)
 	// From here on the reconcile talks to the issuer's CA: take a slot of its gate.
-	release, ok := r.IssuerGate.TryAcquire(issuerKey(issuer.Kind(), issuer.GetNamespace()+"/"+issuer.GetName()))
+	// Waiters keep their place in the gate's queue, so a Certificate whose request timed out
+	// and came straight back does not take the slot of one that waited longer.
+	release, ok := r.IssuerGate.TryAcquireFor(issuerKey(issuer.Kind(), issuer.GetNamespace()+"/"+issuer.GetName()),
+		run.cert.Namespace+"/"+run.cert.Name)
 	if !ok {
 		return ctrl.Result{}, wait(acme.GateRetry, reasonIssuerBusy, "Waiting for a free worker of %s %q: its other Certificates hold them all", issuer.Kind(), ref.Name)
 	}
