@@ -36,6 +36,7 @@ func allOptions() map[string]any {
 		"certificateWorkers":       8,
 		"clusterResourceNamespace": "certpilot-secrets",
 		"watchNamespaces":          []any{"team-a", "team-b"},
+		"allowPrivateDials":        []any{"10.20.0.0/16", "fd00::/8"},
 		"extraArgs":                []any{"--zap-log-level=debug"},
 		"nodeSelector":             map[string]any{"kubernetes.io/os": "linux"},
 		"tolerations":              []any{map[string]any{"key": "dedicated", "operator": "Exists", "effect": "NoSchedule"}},
@@ -327,7 +328,7 @@ func TestChartAllOptions(t *testing.T) {
 		t.Errorf("image = %q", image)
 	}
 	managerArgs, _, _ := unstructured.NestedStringSlice(manager, "args")
-	for _, want := range []string{"--certificate-workers=8", "--cluster-resource-namespace=certpilot-secrets", "--zap-log-level=debug", "--watch-namespaces=team-a,team-b"} {
+	for _, want := range []string{"--certificate-workers=8", "--cluster-resource-namespace=certpilot-secrets", "--zap-log-level=debug", "--watch-namespaces=team-a,team-b", "--allow-private-dials=10.20.0.0/16,fd00::/8"} {
 		if !slices.Contains(managerArgs, want) {
 			t.Errorf("manager args %v miss %s", managerArgs, want)
 		}
