@@ -3,31 +3,21 @@ package controllers
 import (
 	"context"
 	"fmt"
-	"hash/fnv"
 	"strconv"
 	"sync"
 	"time"
 
-	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
-	"k8s.io/client-go/util/workqueue"
 	"k8s.io/utils/clock"
 	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
-	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	"sigs.k8s.io/controller-runtime/pkg/controller"
-	"sigs.k8s.io/controller-runtime/pkg/event"
-	"sigs.k8s.io/controller-runtime/pkg/handler"
-	"sigs.k8s.io/controller-runtime/pkg/predicate"
-	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 	"sigs.k8s.io/controller-runtime/pkg/recorder"
-	"sigs.k8s.io/controller-runtime/pkg/source"
 
 	certpilotv1alpha1 "github.com/certpilot/certpilot/api/v1alpha1"
 	"github.com/certpilot/certpilot/internal/acme"
@@ -289,51 +279,6 @@ func mergeOutcome(ctx context.Context, result ctrl.Result, err error) (ctrl.Resu
 	return resultOf(ctx, err)
 }
 
-// SetupWithManager watches Certificates (spec changes and the renew annotation), the Secrets
-// they own, their issuers, and the load balancers their solvers name.
-func (r *CertificateReconciler) SetupWithManager(ctx context.Context, mgr ctrl.Manager, options controller.Options) error {
-	if err := mgr.GetFieldIndexer().IndexField(ctx, &certpilotv1alpha1.Certificate{}, issuerRefIndex,
-		func(obj client.Object) []string {
-			ref := obj.(*certpilotv1alpha1.Certificate).Spec.IssuerRef
-			return []string{issuerKey(ref.Kind, ref.Name)}
-		}); err != nil {
-		return err
-	}
-	if err := mgr.GetFieldIndexer().IndexField(ctx, &certpilotv1alpha1.Certificate{}, loadBalancerIndex, loadBalancerKeys); err != nil {
-		return err
-	}
-	if err := mgr.GetFieldIndexer().IndexField(ctx, &certpilotv1alpha1.Certificate{}, secretNameIndex,
-		func(obj client.Object) []string {
-			return []string{obj.(*certpilotv1alpha1.Certificate).Spec.SecretName}
-		}); err != nil {
-		return err
-	}
-	b := ctrl.NewControllerManagedBy(mgr)
-	// A certificate Secret that goes wakes every Certificate that names it: one stalled because
-	// another Certificate held it may go on now (its owner is woken by Owns as well).
-	b = b.Watches(&corev1.Secret{}, handler.EnqueueRequestsFromMapFunc(certificatesNamingSecret(r.Client)),
-		builder.WithPredicates(predicate.Funcs{
-			CreateFunc:  func(event.CreateEvent) bool { return false },
-			UpdateFunc:  func(event.UpdateEvent) bool { return false },
-			DeleteFunc:  func(e event.DeleteEvent) bool { return e.Object.GetLabels()[certpilotv1alpha1.LabelCertificate] != "" },
-			GenericFunc: func(event.GenericEvent) bool { return false },
-		}))
-	// A load balancer's owner opting in (or out) wakes the Certificates that name it.
-	b = b.Watches(&appsv1.Deployment{}, handler.EnqueueRequestsFromMapFunc(certificatesUsingLoadBalancer(r.Client)),
-		builder.OnlyMetadata, builder.WithPredicates(predicate.AnnotationChangedPredicate{}))
-	// A private key made in the background wakes its Certificate (keyMaker).
-	b = b.WatchesRawSource(source.Channel(r.keys.events(), &handler.TypedEnqueueRequestForObject[*certpilotv1alpha1.Certificate]{}))
-	return b.
-		Named("certificate").
-		For(&certpilotv1alpha1.Certificate{}, builder.WithPredicates(
-			predicate.Or(predicate.GenerationChangedPredicate{}, predicate.AnnotationChangedPredicate{}))).
-		Owns(&corev1.Secret{}, builder.WithPredicates(predicate.NewPredicateFuncs(notClaimSecret))).
-		Watches(&certpilotv1alpha1.Issuer{}, issuerChanges(r.Client)).
-		Watches(&certpilotv1alpha1.ClusterIssuer{}, issuerChanges(r.Client)).
-		WithOptions(options).
-		Complete(r)
-}
-
 // notClaimSecret filters out a Certificate's claim of its secretName: only this controller
 // writes it, before ordering and during finalization, and nothing waits for it to change, so
 // its writes would only wake the Certificate for a reconcile with nothing to do (one per
@@ -341,87 +286,4 @@ func (r *CertificateReconciler) SetupWithManager(ctx context.Context, mgr ctrl.M
 func notClaimSecret(obj client.Object) bool {
 	_, claim := obj.GetAnnotations()[annotationClaimOf]
 	return !claim
-}
-
-func issuerKey(kind, name string) string {
-	return certpilotv1alpha1.IssuerReference{Kind: kind, Name: name}.KindOrDefault() + "/" + name
-}
-
-// certificatesOfIssuer lists the Certificates that name an issuer.
-func certificatesOfIssuer(ctx context.Context, reader client.Reader, obj client.Object) []reconcile.Request {
-	issuer := obj.(certpilotv1alpha1.GenericIssuer)
-	return certificatesByIndex(ctx, reader, issuerRefIndex, issuerKey(issuer.Kind(), issuer.GetName()), issuer.GetNamespace())
-}
-
-// certificatesByIndex lists, as requests, the Certificates whose index value is value, in
-// namespace ("" for all).
-func certificatesByIndex(ctx context.Context, reader client.Reader, index, value, namespace string) []reconcile.Request {
-	var list certpilotv1alpha1.CertificateList
-	opts := []client.ListOption{client.MatchingFields{index: value}}
-	if namespace != "" {
-		opts = append(opts, client.InNamespace(namespace))
-	}
-	if err := reader.List(ctx, &list, opts...); err != nil {
-		ctrl.LoggerFrom(ctx).Error(err, "Listing Certificates failed", "index", index, "value", value, "namespace", namespace)
-		return nil
-	}
-	requests := make([]reconcile.Request, 0, len(list.Items))
-	for _, cert := range list.Items {
-		requests = append(requests, reconcile.Request{NamespacedName: client.ObjectKeyFromObject(&cert)})
-	}
-	return requests
-}
-
-// issuerSpreadWindow bounds how far the Certificates of an issuer whose spec changed are spread
-// out: each is looked at once within it (at a moment derived from its name), so that a changed
-// server URL reissues every certificate without a burst at the new CA.
-const issuerSpreadWindow = 5 * time.Minute
-
-// issuerChanges wakes the Certificates of an issuer: at once when it becomes Ready or stops
-// being Ready, spread over issuerSpreadWindow when its spec changed (another server, another
-// account: renewal.ShouldIssue decides which need a new certificate).
-func issuerChanges(reader client.Reader) handler.EventHandler {
-	return handler.Funcs{
-		UpdateFunc: func(ctx context.Context, e event.UpdateEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
-			oldIssuer, okOld := e.ObjectOld.(certpilotv1alpha1.GenericIssuer)
-			newIssuer, okNew := e.ObjectNew.(certpilotv1alpha1.GenericIssuer)
-			if !okOld || !okNew {
-				return
-			}
-			readyFlipped := meta.IsStatusConditionTrue(oldIssuer.GetStatus().Conditions, certpilotv1alpha1.ConditionReady) !=
-				meta.IsStatusConditionTrue(newIssuer.GetStatus().Conditions, certpilotv1alpha1.ConditionReady)
-			specChanged := e.ObjectOld.GetGeneration() != e.ObjectNew.GetGeneration()
-			if !readyFlipped && !specChanged {
-				return
-			}
-			requests := certificatesOfIssuer(ctx, reader, e.ObjectNew)
-			for _, request := range requests {
-				if readyFlipped {
-					q.Add(request)
-					continue
-				}
-				q.AddAfter(request, spreadDelay(request.String(), issuerSpreadWindow, len(requests)))
-			}
-		},
-	}
-}
-
-// spreadDelay places key in [0, window) by a hash of it, with a window that shrinks to a second
-// per hundred objects for small sets (ten Certificates need no five-minute spread).
-func spreadDelay(key string, window time.Duration, count int) time.Duration {
-	window = min(window, time.Duration(count)*10*time.Millisecond)
-	if window <= 0 {
-		return 0
-	}
-	h := fnv.New64a()
-	_, _ = h.Write([]byte(key))
-	return time.Duration(h.Sum64() % uint64(window))
-}
-
-// certificatesNamingSecret maps a Secret to the Certificates of its namespace whose secretName
-// it is.
-func certificatesNamingSecret(reader client.Reader) handler.MapFunc {
-	return func(ctx context.Context, obj client.Object) []reconcile.Request {
-		return certificatesByIndex(ctx, reader, secretNameIndex, obj.GetName(), obj.GetNamespace())
-	}
 }
