@@ -65,8 +65,11 @@ test-deps: ## Install BIND 9, openssl, containerd, runc, the CNI plugins, iptabl
 	bash hack/install-test-deps.sh
 
 .PHONY: test
-test: test-deps test-binaries ## Run every test on real parts (envtest, Pebble, BIND, a single-node cluster); builds or installs each part first.
-	bash hack/check-node.sh
+.PHONY: check-node
+check-node: ## Stop with one line when this machine cannot run the single-node cluster (root, cgroups, bridge, iptables).
+	@bash hack/check-node.sh
+
+test: test-deps check-node test-binaries ## Run every test on real parts (envtest, Pebble, BIND, a single-node cluster); builds or installs each part first.
 	$(GO) vet ./...
 	$(GO) test -count=1 -timeout 30m ./...
 

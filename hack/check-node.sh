@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Checks that this machine can run the single-node cluster of test/cluster (and make cluster-up):
 # root, cgroups, a network bridge and iptables. `make test` runs it after installing the test
-# dependencies; when the machine cannot, it stops there with one line saying why and what to do.
+# dependencies and before building anything; when the machine cannot, it stops there with one
+# line saying why and what to do.
 # internal/testcluster.CannotRun makes the same checks for `go test` alone.
 set -uo pipefail
 fail() { echo "make test: this machine cannot run containers: $1; run make test as root on a VM or a privileged container (or go test -short ./... for the tests that need no real parts)" >&2; exit 1; }

@@ -33,7 +33,7 @@ const (
 // Deployment with Pebble validating against the edge pod, and uninstalls the release.
 func TestChartOnTheNode(t *testing.T) {
 	k := adminClient(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 14*time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), 16*time.Minute)
 	defer cancel()
 
 	// The chart's defaults under the restricted Pod Security Standard: the apiserver refuses
@@ -97,7 +97,7 @@ func TestChartOnTheNode(t *testing.T) {
 		run     func(*testing.T, context.Context, client.Client)
 	}{
 		{"tls-alpn-01 through the edge pod", 2 * time.Minute, issueThroughEdge},
-		{"a load balancer reading the mounted files", 4 * time.Minute, issueThroughMountedFiles},
+		{"a load balancer reading the mounted files", 5 * time.Minute, issueThroughMountedFiles},
 		{"injection rolls a Deployment on issuance and renewal", 3 * time.Minute, injectIntoDeployment},
 		{"leader failover with certificates in flight", 3 * time.Minute, leaderFailover},
 	} {
