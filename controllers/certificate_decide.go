@@ -42,8 +42,8 @@ const (
 
 // decide observes (the Secret, the issuer), decides (decideIssuance, pure), and acts on the
 // decision: fetch the CA's renewal window when it is due (and decide again on it), record the
-// current certificate in the status, clean up what an earlier reconcile left, and go on issuing
-// or schedule the next look.
+// current certificate in the status, write a changed secretTemplate into the Secret, clean up
+// what an earlier reconcile left, and go on issuing or schedule the next look.
 func (r *CertificateReconciler) decide(ctx context.Context, run *certificateRun) (ctrl.Result, error) {
 	if err := r.observe(ctx, run); err != nil {
 		return ctrl.Result{}, err
@@ -56,6 +56,11 @@ func (r *CertificateReconciler) decide(ctx context.Context, run *certificateRun)
 		recordCurrent(&run.cert.Status, d.current)
 	}
 	run.ready, run.trigger = d.ready, d.trigger
+	if d.secretTemplate != nil {
+		if err := r.syncSecretTemplate(ctx, run, d.secretTemplate, templateOf(run.cert).refused); err != nil {
+			return ctrl.Result{}, err
+		}
+	}
 	if d.dropOrder {
 		// The spec went back to what the Secret holds while an order for other names was open.
 		if err := r.removeChallenges(ctx, run); err != nil {
@@ -158,6 +163,9 @@ type issuanceDecision struct {
 	// fetchRenewalInfo: the CA's renewal window of the served certificate is due; fetch it and
 	// decide again.
 	fetchRenewalInfo bool
+	// secretTemplate, when set, is the merge patch that brings the Secret's metadata to
+	// spec.secretTemplate.
+	secretTemplate map[string]any
 	// dropOrder: an open order is for other names than the spec, which the Secret matches.
 	dropOrder bool
 	// finishCleanup: responses of a stored certificate may still be published.
@@ -186,6 +194,9 @@ func decideIssuance(in decisionInput) issuanceDecision {
 		d.current.leaf, d.current.renewalTime = leaf, renewalTime
 		d.current.keepRenewalInfo = sameCertificate && ari
 		d.fetchRenewalInfo = ari && !in.now.After(leaf.NotAfter) && (in.renewalInfoDue.IsZero() || !in.now.Before(in.renewalInfoDue))
+	}
+	if in.secret != nil {
+		d.secretTemplate = templatePatch(in.secret, templateOf(cert))
 	}
 	renewalIn := renewalInput(in.now, cert, in.issuer, in.secret)
 	renewalIn.RenewalTime = renewalTime

@@ -200,6 +200,8 @@ func (r *CertificateReconciler) writeCertificateSecret(ctx context.Context, run 
 		annotationACMEServer:  run.issuer.GetSpec().ACME.Server,
 		annotationACMEAccount: run.acme.AccountURI(),
 	}
+	template := templateOf(cert)
+	labels, annotations = template.withTemplate(labels, annotations)
 	data := map[string][]byte{
 		corev1.TLSCertKey:              chainPEM,
 		corev1.TLSPrivateKeyKey:        keyPEM,

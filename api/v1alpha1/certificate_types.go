@@ -71,6 +71,33 @@ type CertificateSpec struct {
 	// +listType=atomic
 	// +kubebuilder:validation:MaxItems=20
 	Inject []InjectTarget `json:"inject,omitempty"`
+
+	// SecretTemplate adds labels and annotations to the certificate Secret (for replication
+	// tools, Argo CD, backup selectors). They are written with the certificate, and a change
+	// is written at once without a new certificate; a key removed from the template is removed
+	// from the Secret. certpilot's own labels and annotations cannot be set here.
+	// +optional
+	SecretTemplate *SecretTemplate `json:"secretTemplate,omitempty"`
+}
+
+// SecretTemplate is what certpilot adds to the metadata of a certificate Secret. A key or value
+// the API would refuse on a Secret (not a qualified name, a label value over 63 characters) is
+// left out and reported in an Event.
+type SecretTemplate struct {
+	// Labels to set on the Secret. Keys app.kubernetes.io/managed-by and certpilot.dev/* are
+	// certpilot's.
+	// +optional
+	// +kubebuilder:validation:MaxProperties=32
+	// +kubebuilder:validation:XValidation:rule="self.all(k, k != 'app.kubernetes.io/managed-by' && !k.startsWith('certpilot.dev/'))",message="secretTemplate.labels cannot set certpilot's own labels (app.kubernetes.io/managed-by, certpilot.dev/*)"
+	// +kubebuilder:validation:XValidation:rule="self.all(k, k.size() <= 253 && self[k].size() <= 63)",message="a label key has at most 253 characters and a label value at most 63"
+	Labels map[string]string `json:"labels,omitempty"`
+
+	// Annotations to set on the Secret. Keys certpilot.dev/* are certpilot's.
+	// +optional
+	// +kubebuilder:validation:MaxProperties=32
+	// +kubebuilder:validation:XValidation:rule="self.all(k, !k.startsWith('certpilot.dev/'))",message="secretTemplate.annotations cannot set certpilot's own annotations (certpilot.dev/*)"
+	// +kubebuilder:validation:XValidation:rule="self.all(k, k.size() <= 253 && self[k].size() <= 4096)",message="an annotation key has at most 253 characters and its value at most 4096"
+	Annotations map[string]string `json:"annotations,omitempty"`
 }
 
 // IssuerReference names an Issuer or ClusterIssuer.
