@@ -209,7 +209,11 @@ func StartStack(ctx context.Context, kube *Kube, pebble *Pebble, opts StackOptio
 		return nil
 	})
 	if err != nil {
-		return nil, err
+		// Say why: a manager that exited (a port taken since it was chosen) or never got its lease.
+		output := s.Manager.Output()
+		output = output[max(0, len(output)-8000):]
+		exited, exitErr := s.Manager.Exited()
+		return nil, fmt.Errorf("%w (manager exited: %v %v); the manager's last output:\n%s", err, exited, exitErr, output)
 	}
 	if !strings.HasPrefix(issuer.Status.AccountURI, "https://"+acmeAddress+"/") {
 		return nil, fmt.Errorf("ClusterIssuer accountURI %q is not at %s", issuer.Status.AccountURI, acmeAddress)
