@@ -64,6 +64,7 @@ func main() {
 		clusterResourceNS  string
 		issuerWorkers      int
 		certificateWorkers int
+		issuerWorkersMax   int
 		apiQPS             float64
 		apiBurst           int
 		selfCheckTimeout   time.Duration
@@ -95,6 +96,8 @@ func main() {
 	flag.IntVar(&issuerWorkers, "issuer-workers", 2, "Reconcile workers of the Issuer and of the ClusterIssuer controller.")
 	flag.IntVar(&certificateWorkers, "certificate-workers", 64,
 		"Reconcile workers of the Certificate controller. ACME waits are requeues, so each worker only carries the network round trips of one step; the default carries 1,000 concurrent issuances.")
+	flag.IntVar(&issuerWorkersMax, "issuer-workers-max", 0,
+		"At most this many Certificate workers talk to one issuer's CA at once, so that a slow CA cannot hold them all (0: no bound). A bound below --certificate-workers slows a burst of issuances from one issuer: its Certificates wait their turn.")
 	flag.Float64Var(&apiQPS, "kube-api-qps", 200, "Requests per second the manager may send to the apiserver (client-go's default, 20, throttles bursts of issuances).")
 	flag.IntVar(&apiBurst, "kube-api-burst", 400, "Burst of requests above --kube-api-qps.")
 	flag.DurationVar(&selfCheckTimeout, "self-check-timeout", 10*time.Second,
@@ -199,9 +202,9 @@ func main() {
 			Mounts:       &solver.MountTracker{},
 			CheckTimeout: selfCheckTimeout,
 		},
-		// One issuer's CA may hold at most three quarters of the workers: the rest serve the
-		// Certificates of other issuers however slowly it answers.
-		IssuerGate: &acme.Gate{PerKey: max(1, certificateWorkers*3/4)},
+		// With --issuer-workers-max, one issuer's CA may hold at most that many workers: the
+		// rest serve the Certificates of other issuers however slowly it answers.
+		IssuerGate: &acme.Gate{PerKey: issuerWorkersMax},
 	}).SetupWithManager(ctx, mgr, controller.Options{MaxConcurrentReconciles: certificateWorkers}))
 	// Injection is its own controller: a few workers, since most Certificates inject nothing.
 	must((&controllers.InjectionReconciler{

@@ -183,8 +183,8 @@ func managerRSS(t *testing.T, s *testenv.Stack) int64 {
 
 func TestHostileTenant(t *testing.T) {
 	testenv.SkipIfShort(t)
-	// Four certificate workers: one issuer's CA may hold three of them (the issuer gate).
-	s := startHostileStack(t, "tenancy", testenv.PebbleOptions{}, "--allow-private-dials="+grantedCAAddress+"/32", "--certificate-workers=4")
+	// Four certificate workers, of which one issuer's CA may hold three (--issuer-workers-max).
+	s := startHostileStack(t, "tenancy", testenv.PebbleOptions{}, "--allow-private-dials="+grantedCAAddress+"/32", "--certificate-workers=4", "--issuer-workers-max=3")
 	ctx := context.Background()
 	tenant := s.Namespace + "-tenant"
 	createNamespaces(t, tenant)
