@@ -20,6 +20,7 @@ import (
 
 	certpilotv1alpha1 "github.com/certpilot/certpilot/api/v1alpha1"
 	"github.com/certpilot/certpilot/internal/testcluster"
+	"github.com/certpilot/certpilot/internal/testenv"
 )
 
 const (
@@ -143,20 +144,7 @@ func TestChartOnTheNode(t *testing.T) {
 // Pebble's validation authority connects to the Service's port 443, which kube-proxy sends to
 // the edge pod.
 func issueThroughEdge(t *testing.T, ctx context.Context, k client.Client) {
-	edgeIP, err := testcluster.ServiceIP(ctx, k, namespace, edgeName)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pebble, err := cluster.StartPebble(ctx, edgeIP)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(pebble.Stop)
-	issuer := testcluster.PebbleClusterIssuer("pebble-edge", pebble, namespace, edgeName, net.JoinHostPort(edgeIP, "443"))
-	if err := k.Create(ctx, issuer); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { deleteAndWait(t, k, issuer) })
+	pebble, issuer := pebbleBehindEdge(t, ctx, k, "pebble-edge")
 	web := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "web"}}
 	if err := k.Create(ctx, web); err != nil {
 		t.Fatal(err)
@@ -252,4 +240,26 @@ func deleteAndWait(t *testing.T, k client.Client, obj client.Object) {
 	}); err != nil {
 		t.Errorf("%s %s not gone: %v", fmt.Sprintf("%T", obj), obj.GetName(), err)
 	}
+}
+
+// pebbleBehindEdge starts a Pebble on the bridge whose every name resolves to the edge Service,
+// and a ClusterIssuer of that name for it (solver: tls-alpn-01 through the edge), removed when
+// the test ends.
+func pebbleBehindEdge(t *testing.T, ctx context.Context, k client.Client, name string) (*testenv.Pebble, *certpilotv1alpha1.ClusterIssuer) {
+	t.Helper()
+	edgeIP, err := testcluster.ServiceIP(ctx, k, namespace, edgeName)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pebble, err := cluster.StartPebble(ctx, edgeIP)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(pebble.Stop)
+	issuer := testcluster.PebbleClusterIssuer(name, pebble, namespace, edgeName, net.JoinHostPort(edgeIP, "443"))
+	if err := k.Create(ctx, issuer); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { deleteAndWait(t, k, issuer) })
+	return pebble, issuer
 }

@@ -3,7 +3,6 @@ package cluster
 import (
 	"context"
 	"fmt"
-	"net"
 	"strings"
 	"testing"
 	"time"
@@ -15,7 +14,6 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	certpilotv1alpha1 "github.com/certpilot/certpilot/api/v1alpha1"
-	"github.com/certpilot/certpilot/internal/testcluster"
 )
 
 // leaderFailover deletes the leader pod while certificates are being issued: the other replica
@@ -27,20 +25,7 @@ func leaderFailover(t *testing.T, ctx context.Context, k client.Client) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { deleteAndWait(t, k, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}) })
-	edgeIP, err := testcluster.ServiceIP(ctx, k, namespace, edgeName)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pebble, err := cluster.StartPebble(ctx, edgeIP)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(pebble.Stop)
-	issuer := testcluster.PebbleClusterIssuer("pebble-failover", pebble, namespace, edgeName, net.JoinHostPort(edgeIP, "443"))
-	if err := k.Create(ctx, issuer); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { deleteAndWait(t, k, issuer) })
+	pebble, issuer := pebbleBehindEdge(t, ctx, k, "pebble-failover")
 
 	leader := leaseHolder(t, ctx, k)
 	var certs []*certpilotv1alpha1.Certificate

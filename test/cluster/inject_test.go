@@ -5,7 +5,6 @@ import (
 	"crypto/x509"
 	"encoding/pem"
 	"fmt"
-	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -54,20 +53,7 @@ func injectIntoDeployment(t *testing.T, ctx context.Context, k client.Client) {
 	}
 	first := waitPodReady(t, ctx, k, ns, labels)
 
-	edgeIP, err := testcluster.ServiceIP(ctx, k, namespace, edgeName)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pebble, err := cluster.StartPebble(ctx, edgeIP)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(pebble.Stop)
-	issuer := testcluster.PebbleClusterIssuer("pebble-inject", pebble, namespace, edgeName, net.JoinHostPort(edgeIP, "443"))
-	if err := k.Create(ctx, issuer); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { deleteAndWait(t, k, issuer) })
+	_, issuer := pebbleBehindEdge(t, ctx, k, "pebble-inject")
 
 	cert := &certpilotv1alpha1.Certificate{
 		ObjectMeta: metav1.ObjectMeta{Name: "app", Namespace: ns},
