@@ -57,7 +57,7 @@ func (r *CertificateReconciler) decide(ctx context.Context, run *certificateRun)
 	}
 	run.ready, run.trigger = d.ready, d.trigger
 	if d.secretTemplate != nil {
-		if err := r.syncSecretTemplate(ctx, run, d.secretTemplate, templateOf(run.cert).refused); err != nil {
+		if err := r.syncSecretTemplate(ctx, run, d.secretTemplate, d.secretTemplateRefused); err != nil {
 			return ctrl.Result{}, err
 		}
 	}
@@ -164,8 +164,9 @@ type issuanceDecision struct {
 	// decide again.
 	fetchRenewalInfo bool
 	// secretTemplate, when set, is the merge patch that brings the Secret's metadata to
-	// spec.secretTemplate.
-	secretTemplate map[string]any
+	// spec.secretTemplate; secretTemplateRefused the template's entries left out of it.
+	secretTemplate        map[string]any
+	secretTemplateRefused []string
 	// dropOrder: an open order is for other names than the spec, which the Secret matches.
 	dropOrder bool
 	// finishCleanup: responses of a stored certificate may still be published.
@@ -196,7 +197,8 @@ func decideIssuance(in decisionInput) issuanceDecision {
 		d.fetchRenewalInfo = ari && !in.now.After(leaf.NotAfter) && (in.renewalInfoDue.IsZero() || !in.now.Before(in.renewalInfoDue))
 	}
 	if in.secret != nil {
-		d.secretTemplate = templatePatch(in.secret, templateOf(cert))
+		template := templateOf(cert)
+		d.secretTemplate, d.secretTemplateRefused = templatePatch(in.secret, template), template.refused
 	}
 	renewalIn := renewalInput(in.now, cert, in.issuer, in.secret)
 	renewalIn.RenewalTime = renewalTime
