@@ -10,6 +10,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	certpilotv1alpha1 "github.com/certpilot/certpilot/api/v1alpha1"
 	"github.com/certpilot/certpilot/internal/acme"
@@ -40,6 +41,16 @@ func selfCheckDelay(run *certificateRun) time.Duration {
 	return min(max(run.now.Sub(reconciling.LastTransitionTime.Time)/4, selfCheckRetry), selfCheckMaxRetry)
 }
 
+// challengeSteps publishes the order's challenge responses through their solvers, self-checks
+// them, asks the CA to validate them, and removes them when they are no longer needed.
+type challengeSteps struct {
+	client   client.Client
+	accounts *Accounts
+	solvers  *solver.Deps
+	records  orderRecords
+	failures failureReporter
+}
+
 // pendingChallenge is a challenge the CA has not been asked to validate yet, with its solver.
 type pendingChallenge struct {
 	solver.Challenge
@@ -50,16 +61,16 @@ type pendingChallenge struct {
 // presentChallenges publishes a response for every pending authorization and self-checks them
 // all, in parallel, within one deadline. Only when every response is really served are the
 // challenges accepted: failed validations count against the CA's rate limits.
-func (r *CertificateReconciler) presentChallenges(ctx context.Context, run *certificateRun) (ctrl.Result, error) {
+func (cs *challengeSteps) presentChallenges(ctx context.Context, run *certificateRun) (ctrl.Result, error) {
 	if run.order.Status != acme.StatusPending {
 		return ctrl.Result{}, nil
 	}
-	statuses, pending, err := r.pendingChallenges(ctx, run)
+	statuses, pending, err := cs.pendingChallenges(ctx, run)
 	if err != nil {
 		return ctrl.Result{}, err
 	}
 	run.cert.Status.Order.Challenges = statuses
-	if err := r.recordOrder(ctx, run); err != nil {
+	if err := cs.records.recordOrder(ctx, run); err != nil {
 		return ctrl.Result{}, err
 	}
 	if len(pending) == 0 {
@@ -69,7 +80,7 @@ func (r *CertificateReconciler) presentChallenges(ctx context.Context, run *cert
 	// Responses that would outlive a Certificate deleted mid-order (TXT records) are removed
 	// first: a finalizer holds the deletion until then.
 	if slices.ContainsFunc(distinctSolvers(pending), solver.Solver.NeedsFinalizer) {
-		if err := kube.SetFinalizer(ctx, r.Client, run.cert, challengeFinalizer, true); err != nil {
+		if err := kube.SetFinalizer(ctx, cs.client, run.cert, challengeFinalizer, true); err != nil {
 			return ctrl.Result{}, err
 		}
 	}
@@ -80,7 +91,7 @@ func (r *CertificateReconciler) presentChallenges(ctx context.Context, run *cert
 	}
 	ctrl.LoggerFrom(ctx).Info("Published challenge responses", "count", len(pending))
 
-	errs := r.checkAll(ctx, run, pending)
+	errs := cs.checkAll(ctx, run, pending)
 	failed := map[solver.Solver][]string{}
 	var firstFailed solver.Solver
 	for i, p := range pending {
@@ -107,7 +118,7 @@ func (r *CertificateReconciler) presentChallenges(ctx context.Context, run *cert
 
 // pendingChallenges reads the order's authorizations: the status of each name's challenge, and
 // the challenges still to answer with their solvers.
-func (r *CertificateReconciler) pendingChallenges(ctx context.Context, run *certificateRun) ([]certpilotv1alpha1.ChallengeStatus, []pendingChallenge, error) {
+func (cs *challengeSteps) pendingChallenges(ctx context.Context, run *certificateRun) ([]certpilotv1alpha1.ChallengeStatus, []pendingChallenge, error) {
 	var statuses []certpilotv1alpha1.ChallengeStatus
 	var pending []pendingChallenge
 	for _, url := range run.order.AuthzURLs {
@@ -116,7 +127,7 @@ func (r *CertificateReconciler) pendingChallenges(ctx context.Context, run *cert
 			return nil, nil, err
 		}
 		dnsName := authz.DNSName()
-		s, err := r.solverFor(run, dnsName)
+		s, err := cs.solverFor(run, dnsName)
 		if err != nil {
 			return nil, nil, err
 		}
@@ -132,7 +143,7 @@ func (r *CertificateReconciler) pendingChallenges(ctx context.Context, run *cert
 			for _, c := range authz.Challenges {
 				offered = append(offered, c.Type)
 			}
-			return nil, nil, r.recordFailure(ctx, run, true, "ChallengeNotOffered", "the CA offers no %s challenge for %s (it offers %s)",
+			return nil, nil, cs.failures.recordFailure(ctx, run, true, "ChallengeNotOffered", "the CA offers no %s challenge for %s (it offers %s)",
 				s.Type(), dnsName, strings.Join(offered, ", "))
 		}
 		status.URL, status.State, status.Token = challenge.URL, challenge.Status, challenge.Token
@@ -147,7 +158,7 @@ func (r *CertificateReconciler) pendingChallenges(ctx context.Context, run *cert
 			}
 		}
 		if s.Type() == acme.ChallengeDNSPersist01 {
-			if c.AccountURI, c.IssuerDomainNames, err = r.account(ctx, run); err != nil {
+			if c.AccountURI, c.IssuerDomainNames, err = cs.account(ctx, run); err != nil {
 				return nil, nil, err
 			}
 			// The challenge's issuer-domain-names win over the directory's caaIdentities.
@@ -174,12 +185,12 @@ func announced(run *certificateRun, dnsName, token string) bool {
 
 // checkAll runs the self-checks of every pending challenge at once, all within one deadline, so
 // that a slow or unreachable name costs one timeout per reconcile, not one per name.
-func (r *CertificateReconciler) checkAll(ctx context.Context, run *certificateRun, pending []pendingChallenge) []error {
+func (cs *challengeSteps) checkAll(ctx context.Context, run *certificateRun, pending []pendingChallenge) []error {
 	// The self-checks dial what the issuer's ACME client may dial, no more (a namespaced
 	// Issuer's probe address or name cannot reach an internal service the administrator did not
 	// grant).
-	ctx = r.Accounts.WithDialPolicy(ctx, run.issuer)
-	ctx, cancel := context.WithTimeout(ctx, r.selfCheckTimeout())
+	ctx = cs.accounts.WithDialPolicy(ctx, run.issuer)
+	ctx, cancel := context.WithTimeout(ctx, cs.selfCheckTimeout())
 	defer cancel()
 	errs := make([]error, len(pending))
 	var wg sync.WaitGroup
@@ -196,11 +207,11 @@ func (r *CertificateReconciler) checkAll(ctx context.Context, run *certificateRu
 
 // acceptChallenges tells the CA to validate the challenges whose responses passed the
 // self-check. One request each; the CA's answer is polled by waitForOrder.
-func (r *CertificateReconciler) acceptChallenges(ctx context.Context, run *certificateRun) (ctrl.Result, error) {
+func (cs *challengeSteps) acceptChallenges(ctx context.Context, run *certificateRun) (ctrl.Result, error) {
 	for _, p := range run.accept {
 		if err := run.acme.Accept(ctx, p.url); err != nil {
 			if acme.IsPermanent(err) {
-				return ctrl.Result{}, r.recordFailure(ctx, run, true, "AcceptFailed", "%v", err)
+				return ctrl.Result{}, cs.failures.recordFailure(ctx, run, true, "AcceptFailed", "%v", err)
 			}
 			return ctrl.Result{}, err
 		}
@@ -214,11 +225,12 @@ func (r *CertificateReconciler) acceptChallenges(ctx context.Context, run *certi
 	return ctrl.Result{}, nil
 }
 
-func (r *CertificateReconciler) selfCheckTimeout() time.Duration {
-	if r.Solvers.CheckTimeout == 0 {
+// selfCheckTimeout bounds the self-checks of one reconcile.
+func (cs *challengeSteps) selfCheckTimeout() time.Duration {
+	if cs.solvers.CheckTimeout == 0 {
 		return 10 * time.Second
 	}
-	return r.Solvers.CheckTimeout
+	return cs.solvers.CheckTimeout
 }
 
 // distinctSolvers lists the solvers of pending challenges, in order of first use.
@@ -244,13 +256,13 @@ func challengesOf(pending []pendingChallenge, s solver.Solver) []solver.Challeng
 
 // removeChallenges deletes this certificate's challenge responses, then the finalizer that
 // guards them.
-func (r *CertificateReconciler) removeChallenges(ctx context.Context, run *certificateRun) error {
+func (cs *challengeSteps) removeChallenges(ctx context.Context, run *certificateRun) error {
 	if run.cert.Status.Order != nil {
-		challenges := r.challengesToClean(ctx, run)
-		for _, s := range r.allSolvers(run) {
+		challenges := cs.challengesToClean(ctx, run)
+		for _, s := range cs.allSolvers(run) {
 			var own []solver.Challenge
 			for _, c := range challenges {
-				if owner, err := r.solverFor(run, c.DNSName); err == nil && owner == s {
+				if owner, err := cs.solverFor(run, c.DNSName); err == nil && owner == s {
 					own = append(own, c)
 				}
 			}
@@ -259,14 +271,14 @@ func (r *CertificateReconciler) removeChallenges(ctx context.Context, run *certi
 			}
 		}
 	}
-	return kube.SetFinalizer(ctx, r.Client, run.cert, challengeFinalizer, false)
+	return kube.SetFinalizer(ctx, cs.client, run.cert, challengeFinalizer, false)
 }
 
 // challengesToClean lists the challenges whose responses may be published: those in the status
 // and, when the order is at hand, those the CA lists for it. The CA's list does not depend on a
 // status write having landed (a reconcile may read a stale cache). Key authorizations are
 // computed when the issuer's account is at hand (removing a TXT value needs it).
-func (r *CertificateReconciler) challengesToClean(ctx context.Context, run *certificateRun) []solver.Challenge {
+func (cs *challengeSteps) challengesToClean(ctx context.Context, run *certificateRun) []solver.Challenge {
 	var challenges []solver.Challenge
 	for _, status := range run.cert.Status.Order.Challenges {
 		challenges = append(challenges, solver.Challenge{DNSName: status.DNSName, Type: status.Type, Token: status.Token})
@@ -274,7 +286,7 @@ func (r *CertificateReconciler) challengesToClean(ctx context.Context, run *cert
 	// The order's names with their solvers' types, for challenges whose progress no status write
 	// recorded: enough for responses keyed by name (tls-alpn-01).
 	for _, name := range run.cert.Status.Order.DNSNames {
-		if s, err := r.solverFor(run, name); err == nil {
+		if s, err := cs.solverFor(run, name); err == nil {
 			challenges = append(challenges, solver.Challenge{DNSName: name, Type: s.Type()})
 		}
 	}
@@ -290,7 +302,7 @@ func (r *CertificateReconciler) challengesToClean(ctx context.Context, run *cert
 			}
 		}
 	}
-	client, err := r.acmeClient(ctx, run)
+	client, err := issuerClient(ctx, cs.accounts, run)
 	for i := range challenges {
 		if err == nil && challenges[i].Token != "" {
 			challenges[i].KeyAuthorization, _ = client.KeyAuthorization(challenges[i].Token)
@@ -299,16 +311,16 @@ func (r *CertificateReconciler) challengesToClean(ctx context.Context, run *cert
 	return slices.CompactFunc(challenges, solver.Challenge.Same)
 }
 
-// acmeClient returns the run's ACME client, or builds it from the issuer (cleanup after the
+// issuerClient returns the run's ACME client, or builds it from the issuer (cleanup after the
 // issuer stopped being Ready, or on deletion).
-func (r *CertificateReconciler) acmeClient(ctx context.Context, run *certificateRun) (*acme.Client, error) {
+func issuerClient(ctx context.Context, accounts *Accounts, run *certificateRun) (*acme.Client, error) {
 	if run.acme != nil {
 		return run.acme, nil
 	}
 	if run.issuer == nil {
 		return nil, errNoIssuer
 	}
-	return r.Accounts.Client(ctx, run.issuer)
+	return accounts.Client(ctx, run.issuer)
 }
 
 func findChallengeStatus(statuses []certpilotv1alpha1.ChallengeStatus, dnsName string) *certpilotv1alpha1.ChallengeStatus {

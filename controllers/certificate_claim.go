@@ -43,11 +43,6 @@ type claimStore struct {
 	apiReader client.Reader
 }
 
-// claims is the reconciler's claim store.
-func (r *CertificateReconciler) claims() claimStore {
-	return claimStore{client: r.Client, apiReader: r.APIReader}
-}
-
 // claimLabels are a claim Secret's labels: certpilot's, its Certificate's, and LabelClaim, which
 // readers of certificate Secrets (the edge) select away.
 func claimLabels(cert *certpilotv1alpha1.Certificate) map[string]string {
@@ -228,15 +223,15 @@ func (c claimStore) holder(ctx context.Context, claim *corev1.Secret, owner *met
 // revision (written with the order, or by an earlier finalize of this issuance), else a fresh
 // one, stored in the claim first (with the order). Claims of a Certificate that holds its Secret
 // from before claims existed are created here.
-func (r *CertificateReconciler) nextPrivateKey(ctx context.Context, run *certificateRun) (crypto.Signer, error) {
+func (c claimStore) nextPrivateKey(ctx context.Context, run *certificateRun) (crypto.Signer, error) {
 	want := nextKeyRevision(run.cert)
 	usable := func(s *corev1.Secret) bool { return s.Annotations[annotationKeyRevision] == want }
-	claim, err := r.claims().read(ctx, run, usable)
+	claim, err := c.read(ctx, run, usable)
 	if err != nil {
 		return nil, err
 	}
 	if claim == nil {
-		if claim, err = r.claims().claim(ctx, run); err != nil {
+		if claim, err = c.claim(ctx, run); err != nil {
 			return nil, err
 		}
 	}
@@ -245,7 +240,7 @@ func (r *CertificateReconciler) nextPrivateKey(ctx context.Context, run *certifi
 			return key, nil
 		}
 	}
-	keyPEM, err := r.claims().update(ctx, run, claim)
+	keyPEM, err := c.update(ctx, run, claim)
 	if err != nil {
 		return nil, err
 	}
@@ -281,12 +276,12 @@ func (c claimStore) read(ctx context.Context, run *certificateRun, fresh func(*c
 // issuedKey returns the claim's private key when it matches leaf, the certificate of the order
 // being stored. With no key at all it fails with PrivateKeyLost; with a key that does not
 // match, KeyMismatch.
-func (r *CertificateReconciler) issuedKey(ctx context.Context, run *certificateRun, leaf *x509.Certificate) ([]byte, error) {
+func (s *secretStore) issuedKey(ctx context.Context, run *certificateRun, leaf *x509.Certificate) ([]byte, error) {
 	matches := func(s *corev1.Secret) bool {
 		key, err := pki.DecodePrivateKey(s.Data[corev1.TLSPrivateKeyKey])
 		return err == nil && pki.KeyMatches(leaf, key)
 	}
-	claim, err := r.claims().read(ctx, run, matches)
+	claim, err := s.claims.read(ctx, run, matches)
 	if err != nil {
 		return nil, err
 	}
@@ -294,9 +289,9 @@ func (r *CertificateReconciler) issuedKey(ctx context.Context, run *certificateR
 		return claim.Data[corev1.TLSPrivateKeyKey], nil
 	}
 	if claim == nil || len(claim.Data[corev1.TLSPrivateKeyKey]) == 0 {
-		return nil, r.recordFailure(ctx, run, false, "PrivateKeyLost", "the private key of order %s was deleted before the certificate was stored", run.order.URL)
+		return nil, s.failures.recordFailure(ctx, run, false, "PrivateKeyLost", "the private key of order %s was deleted before the certificate was stored", run.order.URL)
 	}
-	return nil, r.recordFailure(ctx, run, false, "KeyMismatch", "the CA's certificate does not match the order's private key")
+	return nil, s.failures.recordFailure(ctx, run, false, "KeyMismatch", "the CA's certificate does not match the order's private key")
 }
 
 // freshKey returns a new private key: the one keyMaker made for this order, or one made now.

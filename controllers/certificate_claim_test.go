@@ -65,7 +65,7 @@ func TestIssuedKey(t *testing.T) {
 			r := &CertificateReconciler{Client: c, APIReader: c, Recorder: discardRecorder{}}
 			run := &certificateRun{cert: cert.DeepCopy(), now: time.Now(), patchBase: cert.DeepCopy(),
 				order: &acme.Order{URL: "https://ca.example/order/1"}}
-			got, err := r.issuedKey(context.Background(), run, tc.leafKey.leaf(t, cert.Spec.DNSNames))
+			got, err := r.parts().store.issuedKey(context.Background(), run, tc.leafKey.leaf(t, cert.Spec.DNSNames))
 			if tc.want == nil {
 				if w, ok := asWait(err); !ok || w.Reason != tc.wantReason {
 					t.Fatalf("issuedKey = %d bytes, %v; want a failure %s", len(got), err, tc.wantReason)

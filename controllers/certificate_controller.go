@@ -2,6 +2,7 @@ package controllers
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strconv"
 	"sync"
@@ -67,6 +68,53 @@ type CertificateReconciler struct {
 	// IssuerGate bounds how many reconciles talk to one issuer's CA at once, so that one slow
 	// or hostile CA cannot hold every worker (nil: no bound).
 	IssuerGate *acme.Gate
+
+	partsOnce sync.Once
+	steps     *certificateParts
+}
+
+// certificateParts are the steps and stores of the certificate flow, grouped by concern, each
+// holding only the clients and state it uses. Reconcile and decide (this file, decide.go,
+// observe.go, issuer.go) run them in order.
+type certificateParts struct {
+	// records keeps the open order durable (certificate_orderrecord.go).
+	records orderRecords
+	// orders creates, polls and finalizes the order (certificate_order.go).
+	orders *orderSteps
+	// challenges publishes, self-checks, accepts and removes the challenge responses
+	// (certificate_challenges.go, with the solvers of certificate_solvers.go).
+	challenges *challengeSteps
+	// store reads and writes the certificate Secret (certificate_store.go).
+	store *secretStore
+	// claims reads and writes the claim Secret and the next private key (certificate_claim.go).
+	claims claimStore
+	// renewalInfo fetches the CA's renewal window (certificate_renewalinfo.go).
+	renewalInfo renewalInfoSteps
+	// failures records failed issuances and the CA's slow-downs (certificate_failures.go).
+	failures failureReporter
+}
+
+// parts builds the reconciler's parts from its fields on first use.
+func (r *CertificateReconciler) parts() *certificateParts {
+	r.partsOnce.Do(func() {
+		claims := claimStore{client: r.Client, apiReader: r.APIReader}
+		failures := failureReporter{recorder: r.Recorder, clock: r.clock()}
+		records := orderRecords{claims: claims, unrecorded: &r.unrecordedOrders}
+		renewalInfo := renewalInfoSteps{accounts: r.Accounts, fetches: &r.renewalInfoFetches}
+		challenges := &challengeSteps{client: r.Client, accounts: r.Accounts, solvers: r.Solvers, records: records, failures: failures}
+		r.steps = &certificateParts{
+			records:     records,
+			claims:      claims,
+			failures:    failures,
+			renewalInfo: renewalInfo,
+			challenges:  challenges,
+			orders: &orderSteps{accounts: r.Accounts, recorder: r.Recorder, clock: r.clock(), keys: &r.keys,
+				claims: claims, records: records, challenges: challenges, failures: failures},
+			store: &secretStore{client: r.Client, apiReader: r.APIReader, recorder: r.Recorder,
+				claims: claims, challenges: challenges, renewalInfo: renewalInfo, failures: failures},
+		}
+	})
+	return r.steps
 }
 
 // certificateRun is what the steps of one reconcile share: what observe read, what the steps
@@ -88,8 +136,11 @@ type certificateRun struct {
 	secretNamespace string
 	// solvers are the solver implementations built in this reconcile, by spec.
 	solvers map[*certpilotv1alpha1.Solver]solver.Solver
-	// failureRecorded is set when recordFailure already told the user (one Warning is enough).
+	// failureRecorded is set when recordFailure or slowedDown already told the user (one Warning
+	// is enough).
 	failureRecorded bool
+	// issuanceFailed is set by recordFailure: the step runner removes the challenge responses.
+	issuanceFailed bool
 	// orderUnrecorded is set when this reconcile created (or resumed from memory) an order that
 	// recordOrder has not written to the claim yet.
 	orderUnrecorded bool
@@ -142,7 +193,7 @@ func (r *CertificateReconciler) Reconcile(ctx context.Context, req ctrl.Request)
 		if run.releaseIssuer != nil {
 			run.releaseIssuer()
 		}
-		err = r.slowedDown(ctx, run, r.reregisterIfForgotten(ctx, run, err))
+		err = r.parts().failures.slowedDown(ctx, run, r.parts().orders.reregisterIfForgotten(ctx, run, err))
 		wasStalled := meta.IsStatusConditionTrue(cert.Status.Conditions, certpilotv1alpha1.ConditionStalled)
 		summarizeCertificate(cert, run.ready, err, run.now)
 		if s, ok := asStalled(err); ok && !wasStalled && !run.failureRecorded {
@@ -166,18 +217,26 @@ func (r *CertificateReconciler) Reconcile(ctx context.Context, req ctrl.Request)
 		r.written.remember(cert)
 	}()
 
+	p := r.parts()
 	for _, step := range []certificateStep{
-		r.restoreOrder,
+		p.records.restoreOrder,
 		r.decide,
 		r.resolveIssuer,
-		r.ensureOrder,
-		r.presentChallenges,
-		r.acceptChallenges,
-		r.waitForOrder,
-		r.finalize,
-		r.storeCertificate,
+		p.orders.ensureOrder,
+		p.challenges.presentChallenges,
+		p.challenges.acceptChallenges,
+		p.orders.waitForOrder,
+		p.orders.finalize,
+		p.store.storeCertificate,
 	} {
-		if result, err := step(stepsCtx, run); err != nil || !result.IsZero() {
+		result, err := step(stepsCtx, run)
+		if run.issuanceFailed {
+			// A failed issuance (recordFailure) takes its challenge responses down.
+			if cleanupErr := p.challenges.removeChallenges(stepsCtx, run); cleanupErr != nil {
+				err = errors.Join(err, cleanupErr)
+			}
+		}
+		if err != nil || !result.IsZero() {
 			return result, err
 		}
 	}
@@ -188,17 +247,17 @@ func (r *CertificateReconciler) Reconcile(ctx context.Context, req ctrl.Request)
 // Secrets (the Secrets themselves are garbage-collected; the injection controller undoes what
 // it wrote into workloads).
 func (r *CertificateReconciler) finalizeDeletion(ctx context.Context, run *certificateRun) (ctrl.Result, error) {
-	_, _ = r.restoreOrder(ctx, run)
+	_, _ = r.parts().records.restoreOrder(ctx, run)
 	r.observeIssuer(ctx, run)
 	if orderOpen(run.cert) {
 		// The CA lists the order's challenges, with the tokens that name their responses.
-		if client, err := r.acmeClient(ctx, run); err == nil {
+		if client, err := issuerClient(ctx, r.Accounts, run); err == nil {
 			if order, err := client.GetOrder(ctx, run.cert.Status.Order.URL); err == nil {
 				run.acme, run.order = client, order
 			}
 		}
 	}
-	if err := r.removeChallenges(ctx, run); err != nil {
+	if err := r.parts().challenges.removeChallenges(ctx, run); err != nil {
 		// Do not hold the deletion hostage to an unreachable DNS server or a deleted load
 		// balancer: the responses are useless once the order is gone.
 		ctrl.LoggerFrom(ctx).Error(err, "Removing challenge responses failed; deleting anyway")
@@ -286,4 +345,38 @@ func mergeOutcome(ctx context.Context, result ctrl.Result, err error) (ctrl.Resu
 func notClaimSecret(obj client.Object) bool {
 	_, claim := obj.GetAnnotations()[annotationClaimOf]
 	return !claim
+}
+
+// Reasons of the waits while the CA works on an order.
+const (
+	reasonWaitingForValidation  = "WaitingForValidation"
+	reasonWaitingForCertificate = "WaitingForCertificate"
+)
+
+// progressWait is the longest wait on the CA whose progress is not written to the status on its
+// own: the next reconcile, that soon, writes what it finds.
+const progressWait = 5 * time.Second
+
+// onlyProgress reports whether a reconcile ended waiting a few seconds for the CA to work on an
+// order the last written status already records. Its status changes (challenge states, the
+// order moving from pending to ready to processing) are progress the next reconcile re-derives
+// from the CA and writes; not writing them saves a write per step of every issuance.
+func onlyProgress(run *certificateRun, err error) bool {
+	w, ok := asWait(err)
+	if ok && (w.Reason == reasonGeneratingKey || w.Reason == reasonIssuerBusy) {
+		return true // a moment before the order (or before the CA is asked): nothing to show yet
+	}
+	if !ok || w.After > progressWait || (w.Reason != reasonWaitingForValidation && w.Reason != reasonWaitingForCertificate) {
+		return false
+	}
+	written, current := run.patchBase.Status.Order, run.cert.Status.Order
+	if current == nil {
+		return false
+	}
+	if run.claimOrder == current.URL {
+		// The claim records it: the status is written at the end, or once it takes longer.
+		return !run.orderCreated.IsZero() && run.now.Sub(run.orderCreated) < progressWindow
+	}
+	return written != nil && written.URL == current.URL && orderOpen(run.patchBase) &&
+		meta.IsStatusConditionTrue(run.patchBase.Status.Conditions, certpilotv1alpha1.ConditionIssuing)
 }

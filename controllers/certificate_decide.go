@@ -8,16 +8,13 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/types"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
 
 	certpilotv1alpha1 "github.com/certpilot/certpilot/api/v1alpha1"
 	"github.com/certpilot/certpilot/internal/acme"
-	"github.com/certpilot/certpilot/internal/kube"
 	"github.com/certpilot/certpilot/internal/renewal"
 )
 
@@ -51,28 +48,28 @@ func (r *CertificateReconciler) decide(ctx context.Context, run *certificateRun)
 	d := decideIssuance(r.decisionInputOf(run))
 	recordCurrent(&run.cert.Status, d.current)
 	if d.fetchRenewalInfo {
-		r.refreshRenewalInfo(ctx, run, run.observed.leaf)
+		r.parts().renewalInfo.refreshRenewalInfo(ctx, run, run.observed.leaf)
 		d = decideIssuance(r.decisionInputOf(run))
 		recordCurrent(&run.cert.Status, d.current)
 	}
 	run.ready, run.trigger = d.ready, d.trigger
 	if d.secretTemplate != nil {
-		if err := r.syncSecretTemplate(ctx, run, d.secretTemplate, d.secretTemplateRefused); err != nil {
+		if err := r.parts().store.syncSecretTemplate(ctx, run, d.secretTemplate, d.secretTemplateRefused); err != nil {
 			return ctrl.Result{}, err
 		}
 	}
 	if d.dropOrder {
 		// The spec went back to what the Secret holds while an order for other names was open.
-		if err := r.removeChallenges(ctx, run); err != nil {
+		if err := r.parts().challenges.removeChallenges(ctx, run); err != nil {
 			return ctrl.Result{}, err
 		}
-		if err := r.abandonOrder(ctx, run); err != nil {
+		if err := r.parts().records.abandonOrder(ctx, run); err != nil {
 			return ctrl.Result{}, err
 		}
 	}
 	if d.finishCleanup {
 		// An earlier cleanup failed after the certificate was stored: finish it.
-		if err := r.removeChallenges(ctx, run); err != nil {
+		if err := r.parts().challenges.removeChallenges(ctx, run); err != nil {
 			return ctrl.Result{}, err
 		}
 	}
@@ -310,45 +307,6 @@ func caSlowDown(cert *certpilotv1alpha1.Certificate, now time.Time) error {
 func secretBehindStatus(cert *certpilotv1alpha1.Certificate, secret *corev1.Secret) bool {
 	order := cert.Status.Order
 	return secret != nil && order != nil && order.State == acme.StatusValid && secret.Annotations[annotationOrder] != order.URL
-}
-
-// certificateSecret returns the certificate's Secret when certpilot owns it, nil when there is
-// none, and a stalled error when a Secret of that name belongs to someone else: certpilot never
-// overwrites it. fresh reads from the API instead of the cache.
-func (r *CertificateReconciler) certificateSecret(ctx context.Context, cert *certpilotv1alpha1.Certificate, fresh, askWhenMissing bool) (*corev1.Secret, error) {
-	key := types.NamespacedName{Namespace: cert.Namespace, Name: cert.Spec.SecretName}
-	secret := &corev1.Secret{}
-	var err error
-	if fresh {
-		err = r.APIReader.Get(ctx, key, secret)
-	} else {
-		err = r.Get(ctx, key, secret) // the cache holds only Secrets labelled as certpilot's
-	}
-	if apierrors.IsNotFound(err) && !fresh && askWhenMissing {
-		// Not ours, or not there: ask the API, which sees every Secret.
-		err = r.APIReader.Get(ctx, key, secret)
-	}
-	if apierrors.IsNotFound(err) {
-		return nil, nil
-	}
-	if err != nil {
-		return nil, err
-	}
-	owner := metav1.GetControllerOf(secret)
-	if !kube.IsManaged(secret) ||
-		(owner == nil && secret.Labels[certpilotv1alpha1.LabelCertificate] != cert.Name) {
-		// Not a certificate Secret of this Certificate (an account key, a challenge Secret, or
-		// someone else's).
-		return nil, stalled("SecretNotOwned",
-			"Secret %s/%s exists and was not created by certpilot; certpilot never overwrites it: delete it or choose another secretName",
-			cert.Namespace, cert.Spec.SecretName)
-	}
-	if owner != nil && owner.UID != cert.UID {
-		return nil, stalled("SecretOwnedByAnotherCertificate",
-			"Secret %s/%s belongs to %s %q; two Certificates cannot share a secretName",
-			cert.Namespace, cert.Spec.SecretName, owner.Kind, owner.Name)
-	}
-	return secret, nil
 }
 
 func renewBefore(cert *certpilotv1alpha1.Certificate) time.Duration {

@@ -81,12 +81,12 @@ func (r *CertificateReconciler) resolveIssuer(ctx context.Context, run *certific
 	}
 	// What each solver can check before an order is opened: the Secrets it reads, the tenant
 	// boundary, the probe address. Nothing is written before these pass.
-	for _, s := range r.allSolvers(run) {
+	for _, s := range r.parts().challenges.allSolvers(run) {
 		if err := s.Prepare(ctx); err != nil {
 			return ctrl.Result{}, err
 		}
 	}
-	r.setAutoRenewable(run)
+	r.parts().challenges.setAutoRenewable(run)
 	// From here on the reconcile talks to the issuer's CA: take a slot of its gate.
 	// Waiters keep their place in the gate's queue, so a Certificate whose request timed out
 	// and came straight back does not take the slot of one that waited longer.

@@ -27,11 +27,11 @@ type observed struct {
 // before anything is ordered. A Secret certpilot may not overwrite is the only error.
 func (r *CertificateReconciler) observe(ctx context.Context, run *certificateRun) error {
 	cert := run.cert
-	secret, err := r.certificateSecret(ctx, cert, false, !orderOpen(cert))
+	secret, err := r.parts().store.certificateSecret(ctx, cert, false, !orderOpen(cert))
 	if err == nil && secretBehindStatus(cert, secret) {
 		// The Secret cache has not seen the certificate this status records as stored: the API
 		// has, and deciding on the older one would order a renewal twice.
-		secret, err = r.certificateSecret(ctx, cert, true, true)
+		secret, err = r.parts().store.certificateSecret(ctx, cert, true, true)
 	}
 	if err != nil {
 		return err
@@ -52,5 +52,5 @@ func (r *CertificateReconciler) observeIssuer(ctx context.Context, run *certific
 	if err == nil {
 		r.setIssuer(run, issuer)
 	}
-	r.setAutoRenewable(run)
+	r.parts().challenges.setAutoRenewable(run)
 }

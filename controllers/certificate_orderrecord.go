@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"slices"
+	"sync"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -59,18 +60,26 @@ type unrecordedOrder struct {
 	inClaim bool
 }
 
+// orderRecords keeps the open order where the next reconcile, or another replica, finds it: the
+// claim Secret, and in memory until the claim write lands.
+type orderRecords struct {
+	claims claimStore
+	// unrecorded holds, per Certificate, an order created that the status does not record yet.
+	unrecorded *sync.Map
+}
+
 // restoreOrder puts into the status (for this reconcile; it is written when the status is) the
 // open order the written status does not know yet: the one this process created (its claim write
 // may have failed, or the cache may not have seen it), else the one the Certificate's claim
 // records for the next revision. The claim always holds the newest order, so it wins over an
 // older order the status records.
-func (r *CertificateReconciler) restoreOrder(ctx context.Context, run *certificateRun) (ctrl.Result, error) {
+func (rec orderRecords) restoreOrder(ctx context.Context, run *certificateRun) (ctrl.Result, error) {
 	cert := run.cert
 	key := client.ObjectKeyFromObject(cert)
-	if value, ok := r.unrecordedOrders.Load(key); ok {
+	if value, ok := rec.unrecorded.Load(key); ok {
 		kept := value.(unrecordedOrder)
 		if current := cert.Status.Order; kept.uid != cert.UID || (current != nil && current.URL == kept.order.URL) {
-			r.unrecordedOrders.Delete(key) // another Certificate of that name, or written since
+			rec.unrecorded.Delete(key) // another Certificate of that name, or written since
 		} else {
 			ctrl.LoggerFrom(ctx).V(1).Info("Resuming an order the status does not record yet", "order", kept.order.URL, "inClaim", kept.inClaim)
 			run.resume(kept.order)
@@ -81,7 +90,7 @@ func (r *CertificateReconciler) restoreOrder(ctx context.Context, run *certifica
 			return ctrl.Result{}, nil
 		}
 	}
-	claim := r.claims().cached(ctx, run)
+	claim := rec.claims.cached(ctx, run)
 	if claim == nil || claim.Annotations[annotationKeyRevision] != nextKeyRevision(cert) {
 		return ctrl.Result{}, nil
 	}
@@ -109,37 +118,37 @@ func (run *certificateRun) resume(order openOrder) {
 // before it is finalized: it writes the order into the claim Secret together with the key of
 // the certificate to come (creating the claim when there is none). Presenting and finalizing call
 // it again, for an order restored from memory whose write had failed.
-func (r *CertificateReconciler) recordOrder(ctx context.Context, run *certificateRun) error {
+func (rec orderRecords) recordOrder(ctx context.Context, run *certificateRun) error {
 	if !run.orderUnrecorded {
 		return nil
 	}
-	claim, err := r.claims().claim(ctx, run)
+	claim, err := rec.claims.claim(ctx, run)
 	if err != nil {
 		return err
 	}
 	if !claimRecordsOrder(claim, run.cert) {
-		if _, err := r.claims().update(ctx, run, claim); err != nil {
+		if _, err := rec.claims.update(ctx, run, claim); err != nil {
 			return err
 		}
 	}
 	run.orderUnrecorded = false
 	run.claimOrder = run.cert.Status.Order.URL
-	r.unrecordedOrders.Store(client.ObjectKeyFromObject(run.cert), unrecordedOrder{uid: run.cert.UID, order: openOrderOf(run), inClaim: true})
+	rec.unrecorded.Store(client.ObjectKeyFromObject(run.cert), unrecordedOrder{uid: run.cert.UID, order: openOrderOf(run), inClaim: true})
 	return nil
 }
 
 // abandonOrder drops the open order (the spec went back to what the Secret holds, or the CA's
 // account was registered again): from the status, and from the claim when it records it, so
 // that the next reconcile does not resume it.
-func (r *CertificateReconciler) abandonOrder(ctx context.Context, run *certificateRun) error {
+func (rec orderRecords) abandonOrder(ctx context.Context, run *certificateRun) error {
 	order := run.cert.Status.Order
 	run.cert.Status.Order, run.orderUnrecorded, run.claimOrder = nil, false, ""
-	r.unrecordedOrders.Delete(client.ObjectKeyFromObject(run.cert))
+	rec.unrecorded.Delete(client.ObjectKeyFromObject(run.cert))
 	if order == nil {
 		return nil
 	}
-	if claim := r.claims().cached(ctx, run); claim != nil && claimOrderURL(claim) == order.URL {
-		if _, err := r.claims().update(ctx, run, claim); err != nil {
+	if claim := rec.claims.cached(ctx, run); claim != nil && claimOrderURL(claim) == order.URL {
+		if _, err := rec.claims.update(ctx, run, claim); err != nil {
 			return err
 		}
 	}

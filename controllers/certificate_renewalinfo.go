@@ -44,14 +44,14 @@ func renewalSchedule(status *certpilotv1alpha1.CertificateStatus, leaf *x509.Cer
 // is kept in memory (renewalInfoFetches) and the status keeps the time written with the last
 // change, so a certificate costs a status write per change of its window, not per poll. After a
 // restart the status's time stands, so every certificate is asked once more.
-func (r *CertificateReconciler) refreshRenewalInfo(ctx context.Context, run *certificateRun, leaf *x509.Certificate) {
+func (ri renewalInfoSteps) refreshRenewalInfo(ctx context.Context, run *certificateRun, leaf *x509.Certificate) {
 	status := &run.cert.Status
 	if run.issuer == nil || run.issuer.GetSpec().ACME.DisableRenewalInfo {
 		status.RenewalInfo = nil
 		return
 	}
 	serial := fmt.Sprintf("%x", leaf.SerialNumber)
-	client, err := r.acmeClient(ctx, run)
+	client, err := issuerClient(ctx, ri.accounts, run)
 	if err != nil {
 		return // the issuer is not usable now; its recovery wakes the Certificate
 	}
@@ -86,7 +86,13 @@ func (r *CertificateReconciler) refreshRenewalInfo(ctx context.Context, run *cer
 	if status.RenewalInfo != nil && status.RenewalInfo.NextFetch != nil {
 		written = status.RenewalInfo.NextFetch.Time
 	}
-	r.renewalInfoFetches.remember(run.cert, renewalInfoFetch{uid: run.cert.UID, serial: serial, status: written, next: fetched.NextFetch.Time})
+	ri.fetches.remember(run.cert, renewalInfoFetch{uid: run.cert.UID, serial: serial, status: written, next: fetched.NextFetch.Time})
+}
+
+// renewalInfoSteps fetches the CA's renewal window (ARI) of the current certificate.
+type renewalInfoSteps struct {
+	accounts *Accounts
+	fetches  *renewalInfoFetches
 }
 
 // renewalInfoFetch is the next renewalInfo fetch of a Certificate's current certificate, kept in
@@ -150,7 +156,7 @@ func equalTime(a, b *metav1.Time) bool {
 // replacesFor returns the certificate ID the new order names in `replaces` (RFC 9773 section
 // 5): the current certificate, when it came from this server and account and the issuer uses
 // ARI; "" otherwise.
-func (r *CertificateReconciler) replacesFor(run *certificateRun) string {
+func replacesFor(run *certificateRun) string {
 	if run.observed.secret == nil || run.issuer.GetSpec().ACME.DisableRenewalInfo || !run.acme.SupportsRenewalInfo() {
 		return ""
 	}

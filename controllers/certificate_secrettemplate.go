@@ -153,7 +153,7 @@ func templatePatch(secret *corev1.Secret, t secretTemplate) map[string]any {
 // syncSecretTemplate writes a changed template into the certificate Secret: one merge patch,
 // with the Secret's resourceVersion (a Secret changed since it was read is looked at again by
 // the next reconcile).
-func (r *CertificateReconciler) syncSecretTemplate(ctx context.Context, run *certificateRun, patch map[string]any, refused []string) error {
+func (s *secretStore) syncSecretTemplate(ctx context.Context, run *certificateRun, patch map[string]any, refused []string) error {
 	secret := run.observed.secret
 	body, err := json.Marshal(patch)
 	if err != nil {
@@ -161,12 +161,12 @@ func (r *CertificateReconciler) syncSecretTemplate(ctx context.Context, run *cer
 	}
 	target := &corev1.Secret{}
 	target.Namespace, target.Name = secret.Namespace, secret.Name
-	if err := r.Patch(ctx, target, client.RawPatch(types.MergePatchType, body), client.FieldOwner(FieldManager)); err != nil {
+	if err := s.client.Patch(ctx, target, client.RawPatch(types.MergePatchType, body), client.FieldOwner(FieldManager)); err != nil {
 		return fmt.Errorf("writing the secretTemplate into Secret %s/%s: %w", secret.Namespace, secret.Name, err)
 	}
 	ctrl.LoggerFrom(ctx).Info("Wrote the secretTemplate into the certificate Secret", "secret", secret.Name)
 	if len(refused) > 0 {
-		r.Recorder.Eventf(run.cert, nil, corev1.EventTypeWarning, "SecretTemplateRefused", "Template",
+		s.recorder.Eventf(run.cert, nil, corev1.EventTypeWarning, "SecretTemplateRefused", "Template",
 			"Left out of Secret %s what the API refuses on a Secret: %s", secret.Name, strings.Join(refused, ", "))
 	}
 	return nil

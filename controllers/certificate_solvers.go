@@ -47,7 +47,7 @@ func solverSpecFor(run *certificateRun, dnsName string) (*certpilotv1alpha1.Solv
 
 // solverFor returns the solver of dnsName, or a stalled error when there is none. One solver is
 // built per spec and reconcile, so that the challenges of one solver are published together.
-func (r *CertificateReconciler) solverFor(run *certificateRun, dnsName string) (solver.Solver, error) {
+func (cs *challengeSteps) solverFor(run *certificateRun, dnsName string) (solver.Solver, error) {
 	spec, source, ok := solverSpecFor(run, dnsName)
 	if !ok {
 		return nil, stalled("NoSolver", "no solver for %q: neither the Certificate nor its issuer sets one", dnsName)
@@ -61,8 +61,8 @@ func (r *CertificateReconciler) solverFor(run *certificateRun, dnsName string) (
 			source.Names = append(source.Names, name)
 		}
 	}
-	source.Account = func(ctx context.Context) (string, []string, error) { return r.account(ctx, run) }
-	s, err := solver.New(r.Solvers, owner, spec, source)
+	source.Account = func(ctx context.Context) (string, []string, error) { return cs.account(ctx, run) }
+	s, err := solver.New(cs.solvers, owner, spec, source)
 	if err != nil {
 		return nil, err
 	}
@@ -75,8 +75,8 @@ func (r *CertificateReconciler) solverFor(run *certificateRun, dnsName string) (
 
 // account returns the issuer's ACME account URL (from its status) and the CA's issuer domain
 // names (its directory's caaIdentities), for solvers whose records name them.
-func (r *CertificateReconciler) account(ctx context.Context, run *certificateRun) (string, []string, error) {
-	client, err := r.acmeClient(ctx, run)
+func (cs *challengeSteps) account(ctx context.Context, run *certificateRun) (string, []string, error) {
+	client, err := issuerClient(ctx, cs.accounts, run)
 	if err != nil {
 		return "", nil, err
 	}
@@ -88,10 +88,10 @@ func (r *CertificateReconciler) account(ctx context.Context, run *certificateRun
 }
 
 // allSolvers returns the solvers of every name of the Certificate (for cleanup).
-func (r *CertificateReconciler) allSolvers(run *certificateRun) []solver.Solver {
+func (cs *challengeSteps) allSolvers(run *certificateRun) []solver.Solver {
 	var solvers []solver.Solver
 	for _, name := range run.cert.Spec.DNSNames {
-		if s, err := r.solverFor(run, name); err == nil && !slices.Contains(solvers, s) {
+		if s, err := cs.solverFor(run, name); err == nil && !slices.Contains(solvers, s) {
 			solvers = append(solvers, s)
 		}
 	}
@@ -100,10 +100,10 @@ func (r *CertificateReconciler) allSolvers(run *certificateRun) []solver.Solver 
 
 // setAutoRenewable records whether renewals need a person: they do when any name's solver
 // needs one (dns01 manual).
-func (r *CertificateReconciler) setAutoRenewable(run *certificateRun) {
+func (cs *challengeSteps) setAutoRenewable(run *certificateRun) {
 	auto, known := true, false
 	for _, name := range run.cert.Spec.DNSNames {
-		s, err := r.solverFor(run, name)
+		s, err := cs.solverFor(run, name)
 		if err != nil {
 			continue
 		}

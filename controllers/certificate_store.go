@@ -10,59 +10,31 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	corev1ac "k8s.io/client-go/applyconfigurations/core/v1"
 	metav1ac "k8s.io/client-go/applyconfigurations/meta/v1"
 	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/recorder"
 
 	certpilotv1alpha1 "github.com/certpilot/certpilot/api/v1alpha1"
 	"github.com/certpilot/certpilot/internal/acme"
+	"github.com/certpilot/certpilot/internal/kube"
 	"github.com/certpilot/certpilot/internal/pki"
 	"github.com/certpilot/certpilot/internal/renewal"
 )
 
-// finalize sends the CSR, signed with a fresh private key, once every authorization is valid.
-func (r *CertificateReconciler) finalize(ctx context.Context, run *certificateRun) (ctrl.Result, error) {
-	if err := r.recordOrder(ctx, run); err != nil {
-		return ctrl.Result{}, err
-	}
-	if run.order.Status == acme.StatusReady {
-		key, err := r.nextPrivateKey(ctx, run)
-		if err != nil {
-			return ctrl.Result{}, err
-		}
-		csr, err := pki.CreateCSR(key, run.cert.Spec.DNSNames)
-		if err != nil {
-			return ctrl.Result{}, err
-		}
-		order, err := run.acme.Finalize(ctx, run.order, csr)
-		if err != nil {
-			if acme.IsPermanent(err) {
-				return ctrl.Result{}, r.recordFailure(ctx, run, true, "FinalizeFailed", "%v", err)
-			}
-			return ctrl.Result{}, err
-		}
-		if order.Status == acme.StatusProcessing && order.ServerRetryAfter == 0 {
-			// Most CAs issue within moments of finalization: one look now often saves a
-			// requeue, and the status write that goes with it.
-			if again, err := run.acme.GetOrder(ctx, order.URL); err == nil {
-				order = again
-			}
-		}
-		run.order = order
-		recordOrderState(run.cert.Status.Order, order.Status)
-		ctrl.LoggerFrom(ctx).Info("Finalized order", "order", order.URL, "state", order.Status)
-	}
-	switch run.order.Status {
-	case acme.StatusValid:
-		return ctrl.Result{}, nil
-	case acme.StatusProcessing:
-		return ctrl.Result{}, wait(acme.PollInterval(run.order.ServerRetryAfter, orderAge(run)), reasonWaitingForCertificate, "The CA is issuing the certificate")
-	default:
-		return ctrl.Result{}, r.recordFailure(ctx, run, false, "OrderInvalid", "the CA marked order %s %s after finalization: %s",
-			run.order.URL, run.order.Status, orderProblem(ctx, run, run.order))
-	}
+// secretStore reads and writes the certificate Secret: it stores an issued certificate with its
+// key, records it in the status, and keeps the Secret's template.
+type secretStore struct {
+	client      client.Client
+	apiReader   client.Reader
+	recorder    recorder.EventRecorder
+	claims      claimStore
+	challenges  *challengeSteps
+	renewalInfo renewalInfoSteps
+	failures    failureReporter
 }
 
 // storeCertificate downloads the chain, writes the certificate Secret, removes the challenge
@@ -74,9 +46,9 @@ func (r *CertificateReconciler) finalize(ctx context.Context, run *certificateRu
 // API once and decides again, so a foreign Secret is never written over, and a certificate an
 // earlier reconcile stored and did not record (it died, or the cache lags) is recorded, not
 // stored twice.
-func (r *CertificateReconciler) storeCertificate(ctx context.Context, run *certificateRun) (ctrl.Result, error) {
+func (s *secretStore) storeCertificate(ctx context.Context, run *certificateRun) (ctrl.Result, error) {
 	cert := run.cert
-	stored, err := r.certificateSecret(ctx, cert, false, false)
+	stored, err := s.certificateSecret(ctx, cert, false, false)
 	if err != nil {
 		return ctrl.Result{}, err
 	}
@@ -85,7 +57,7 @@ func (r *CertificateReconciler) storeCertificate(ctx context.Context, run *certi
 	for attempt := 0; ; attempt++ {
 		if stored != nil && stored.Annotations[annotationOrder] == run.order.URL {
 			if storedLeaf, err := pki.ParseLeaf(stored.Data[corev1.TLSCertKey]); err == nil {
-				return r.recordStored(ctx, run, stored, storedLeaf)
+				return s.recordStored(ctx, run, stored, storedLeaf)
 			}
 		}
 		if leaf == nil {
@@ -95,28 +67,28 @@ func (r *CertificateReconciler) storeCertificate(ctx context.Context, run *certi
 			}
 			chainPEM, caPEM = pki.EncodeChain(chain), pki.EncodeChain(chain[1:])
 			if leaf, err = pki.ParseLeaf(chainPEM); err != nil {
-				return ctrl.Result{}, r.recordFailure(ctx, run, false, "InvalidCertificate", "the CA returned an unreadable certificate: %v", err)
+				return ctrl.Result{}, s.failures.recordFailure(ctx, run, false, "InvalidCertificate", "the CA returned an unreadable certificate: %v", err)
 			}
-			if keyPEM, err = r.issuedKey(ctx, run, leaf); err != nil {
+			if keyPEM, err = s.issuedKey(ctx, run, leaf); err != nil {
 				return ctrl.Result{}, err
 			}
 		}
-		err := r.writeCertificateSecret(ctx, run, stored, keyPEM, chainPEM, caPEM, run.observed.secret != nil)
+		err := s.writeCertificateSecret(ctx, run, stored, keyPEM, chainPEM, caPEM, run.observed.secret != nil)
 		if err == nil {
 			break
 		}
 		if attempt > 0 || !(apierrors.IsAlreadyExists(err) || apierrors.IsConflict(err)) {
 			return ctrl.Result{}, fmt.Errorf("writing Secret %s/%s: %w", cert.Namespace, cert.Spec.SecretName, err)
 		}
-		if stored, err = r.certificateSecret(ctx, cert, true, true); err != nil {
+		if stored, err = s.certificateSecret(ctx, cert, true, true); err != nil {
 			return ctrl.Result{}, err
 		}
 	}
 	renewed := run.observed.secret != nil
 	// Record and announce first: the certificate is stored, whatever the cleanup does (a failed
 	// cleanup is finished by a later reconcile, guarded by the finalizer).
-	result := r.recordIssued(ctx, run, leaf, renewed, true)
-	if err := r.removeChallenges(ctx, run); err != nil {
+	result := s.recordIssued(ctx, run, leaf, renewed, true)
+	if err := s.challenges.removeChallenges(ctx, run); err != nil {
 		return ctrl.Result{}, err
 	}
 	return result, nil
@@ -126,10 +98,10 @@ func (r *CertificateReconciler) storeCertificate(ctx context.Context, run *certi
 // certificate: the cleanup, and the Event when no status write recorded the certificate yet (it
 // died between storing and recording; stale reads of the Certificate are caught before the steps
 // run).
-func (r *CertificateReconciler) recordStored(ctx context.Context, run *certificateRun, stored *corev1.Secret, leaf *x509.Certificate) (ctrl.Result, error) {
+func (s *secretStore) recordStored(ctx context.Context, run *certificateRun, stored *corev1.Secret, leaf *x509.Certificate) (ctrl.Result, error) {
 	announce := run.patchBase.Status.SerialNumber != fmt.Sprintf("%x", leaf.SerialNumber)
-	result := r.recordIssued(ctx, run, leaf, stored.Annotations[annotationRenewed] == "true", announce)
-	if err := r.removeChallenges(ctx, run); err != nil {
+	result := s.recordIssued(ctx, run, leaf, stored.Annotations[annotationRenewed] == "true", announce)
+	if err := s.challenges.removeChallenges(ctx, run); err != nil {
 		return ctrl.Result{}, err
 	}
 	return result, nil
@@ -137,12 +109,12 @@ func (r *CertificateReconciler) recordStored(ctx context.Context, run *certifica
 
 // recordIssued records a stored certificate in the status, announces it (Event) when it is new
 // and schedules its renewal.
-func (r *CertificateReconciler) recordIssued(ctx context.Context, run *certificateRun, leaf *x509.Certificate, renewed, announce bool) ctrl.Result {
+func (s *secretStore) recordIssued(ctx context.Context, run *certificateRun, leaf *x509.Certificate, renewed, announce bool) ctrl.Result {
 	cert := run.cert
 	status := &cert.Status
 	// The new certificate's window, fetched now so that it lands in this reconcile's status write.
 	status.RenewalInfo, status.RenewalTimeSource = nil, ""
-	r.refreshRenewalInfo(ctx, run, leaf)
+	s.renewalInfo.refreshRenewalInfo(ctx, run, leaf)
 	renewalTime, source := renewalSchedule(status, leaf, renewBefore(cert))
 	status.NotBefore, status.NotAfter, status.RenewalTime = timePtr(leaf.NotBefore), timePtr(leaf.NotAfter), timePtr(renewalTime)
 	status.RenewalTimeSource = source
@@ -158,7 +130,7 @@ func (r *CertificateReconciler) recordIssued(ctx context.Context, run *certifica
 		// The challenges were read and answered in reconciles whose progress was not written:
 		// a valid order has every name validated, each by its solver's type.
 		for _, name := range status.Order.DNSNames {
-			if s, err := r.solverFor(run, name); err == nil {
+			if s, err := s.challenges.solverFor(run, name); err == nil {
 				status.Order.Challenges = append(status.Order.Challenges, certpilotv1alpha1.ChallengeStatus{DNSName: name, Type: s.Type()})
 			}
 		}
@@ -177,7 +149,7 @@ func (r *CertificateReconciler) recordIssued(ctx context.Context, run *certifica
 		reason, verb = "Renewed", "renewed"
 	}
 	issuances.WithLabelValues("success", reason).Inc()
-	r.Recorder.Eventf(cert, nil, corev1.EventTypeNormal, reason, "Issue", "Certificate %s for %s, serial %x, valid until %s",
+	s.recorder.Eventf(cert, nil, corev1.EventTypeNormal, reason, "Issue", "Certificate %s for %s, serial %x, valid until %s",
 		verb, strings.Join(cert.Spec.DNSNames, ", "), leaf.SerialNumber, leaf.NotAfter.UTC().Format(time.RFC3339))
 	ctrl.LoggerFrom(ctx).Info("Stored certificate", "secret", cert.Spec.SecretName, "serial", status.SerialNumber,
 		"notAfter", leaf.NotAfter, "renewalTime", renewalTime)
@@ -186,7 +158,7 @@ func (r *CertificateReconciler) recordIssued(ctx context.Context, run *certifica
 
 // writeCertificateSecret writes the kubernetes.io/tls Secret, owned by the Certificate: a create
 // when existing is nil, else a server-side apply that carries existing's resourceVersion.
-func (r *CertificateReconciler) writeCertificateSecret(ctx context.Context, run *certificateRun, existing *corev1.Secret, keyPEM, chainPEM, caPEM []byte, renewed bool) error {
+func (s *secretStore) writeCertificateSecret(ctx context.Context, run *certificateRun, existing *corev1.Secret, keyPEM, chainPEM, caPEM []byte, renewed bool) error {
 	cert := run.cert
 	labels := map[string]string{
 		certpilotv1alpha1.LabelManagedBy:   certpilotv1alpha1.ManagedByValue,
@@ -217,7 +189,7 @@ func (r *CertificateReconciler) writeCertificateSecret(ctx context.Context, run 
 			Type: corev1.SecretTypeTLS,
 			Data: data,
 		}
-		return r.Create(ctx, secret, client.FieldOwner(FieldManager))
+		return s.client.Create(ctx, secret, client.FieldOwner(FieldManager))
 	}
 	secret := corev1ac.Secret(cert.Spec.SecretName, cert.Namespace).
 		WithResourceVersion(existing.ResourceVersion).
@@ -226,7 +198,7 @@ func (r *CertificateReconciler) writeCertificateSecret(ctx context.Context, run 
 		WithAnnotations(annotations).
 		WithOwnerReferences(ownerReference(cert)).
 		WithData(data)
-	return r.Apply(ctx, secret, client.FieldOwner(FieldManager), client.ForceOwnership)
+	return s.client.Apply(ctx, secret, client.FieldOwner(FieldManager), client.ForceOwnership)
 }
 
 // controlledBy reports whether cert is obj's controlling owner.
@@ -255,4 +227,43 @@ func ownerReference(cert *certpilotv1alpha1.Certificate) *metav1ac.OwnerReferenc
 
 func issuerKind(cert *certpilotv1alpha1.Certificate) string {
 	return cert.Spec.IssuerRef.KindOrDefault()
+}
+
+// certificateSecret returns the certificate's Secret when certpilot owns it, nil when there is
+// none, and a stalled error when a Secret of that name belongs to someone else: certpilot never
+// overwrites it. fresh reads from the API instead of the cache.
+func (s *secretStore) certificateSecret(ctx context.Context, cert *certpilotv1alpha1.Certificate, fresh, askWhenMissing bool) (*corev1.Secret, error) {
+	key := types.NamespacedName{Namespace: cert.Namespace, Name: cert.Spec.SecretName}
+	secret := &corev1.Secret{}
+	var err error
+	if fresh {
+		err = s.apiReader.Get(ctx, key, secret)
+	} else {
+		err = s.client.Get(ctx, key, secret) // the cache holds only Secrets labelled as certpilot's
+	}
+	if apierrors.IsNotFound(err) && !fresh && askWhenMissing {
+		// Not ours, or not there: ask the API, which sees every Secret.
+		err = s.apiReader.Get(ctx, key, secret)
+	}
+	if apierrors.IsNotFound(err) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	owner := metav1.GetControllerOf(secret)
+	if !kube.IsManaged(secret) ||
+		(owner == nil && secret.Labels[certpilotv1alpha1.LabelCertificate] != cert.Name) {
+		// Not a certificate Secret of this Certificate (an account key, a challenge Secret, or
+		// someone else's).
+		return nil, stalled("SecretNotOwned",
+			"Secret %s/%s exists and was not created by certpilot; certpilot never overwrites it: delete it or choose another secretName",
+			cert.Namespace, cert.Spec.SecretName)
+	}
+	if owner != nil && owner.UID != cert.UID {
+		return nil, stalled("SecretOwnedByAnotherCertificate",
+			"Secret %s/%s belongs to %s %q; two Certificates cannot share a secretName",
+			cert.Namespace, cert.Spec.SecretName, owner.Kind, owner.Name)
+	}
+	return secret, nil
 }
