@@ -83,10 +83,34 @@ type shardState struct {
 // ACME validators ask for acme-tls/1, and the token is spent.
 const RemovalDelay = 20 * time.Second
 
-// MaxResponseAge is how old a response may get before any write to its shard removes it,
-// whoever wrote it: a Certificate deleted mid-order, or a controller that died and never came
+// MaxResponseAge is how long after its writer started holding its key a response may stay
+// before any write to its shard removes it, whoever wrote it: a Certificate deleted mid-order, or a controller that died and never came
 // back, leaves nothing behind for longer (tls-alpn-01 challenge certificates expire then too).
 const MaxResponseAge = time.Hour
+
+// MaxChallengeHold is how long one Certificate may hold a name's response in a load balancer's
+// shards while another Certificate waits for it (ChallengeNameBusy). An order validates through
+// a load balancer in seconds; one that holds a name for longer has not progressed (a hostile
+// Certificate can list another tenant's name beside a name that never validates, so that its
+// order never finishes), and the name goes to the next Certificate that asks for it.
+const MaxChallengeHold = 10 * time.Minute
+
+// holdEnded reports whether a hold that started at heldSince has lasted MaxChallengeHold at now.
+// A response without a time (written by an earlier version) is held as before: until its
+// challenge certificate expires or its Certificate is gone.
+func holdEnded(heldSince, now time.Time) bool {
+	return !heldSince.IsZero() && now.Sub(heldSince) >= MaxChallengeHold
+}
+
+// holdStart is the time a write stamps on a key: the start of the writer's hold when it holds
+// the key already (a new order, a renewed challenge certificate), so that rewriting its own
+// response does not extend its hold; else now.
+func holdStart(holding bool, heldSince, now time.Time) time.Time {
+	if holding && !heldSince.IsZero() && !heldSince.After(now) {
+		return heldSince
+	}
+	return now
+}
 
 // ownerStamp is the owner annotation's value: "<namespace>/<name>@<unix seconds of the write>".
 func ownerStamp(owner string, now time.Time) string {
@@ -147,8 +171,9 @@ func (w *ShardWriter) state(key types.NamespacedName) *shardState {
 }
 
 // Put writes entries for owner ("<namespace>/<name>") into the load balancer's shards.
-// replaceable decides whether an existing value of another owner (holder) may be replaced (an
-// expired challenge certificate, a deleted Certificate's); when it says no, Put writes nothing
+// A value another owner (holder) has held for MaxChallengeHold is replaced; before that,
+// replaceable decides whether it may be (an expired challenge certificate, a deleted
+// Certificate's); when it says no, Put writes nothing
 // for that key and returns a *HeldError for it after writing the others. Values equal to what is
 // stored are not written. The entries of each shard join that shard's next write (group commit,
 // see ShardWriter); Put returns when every shard's write that carried them has ended.
@@ -170,8 +195,9 @@ func (w *ShardWriter) Put(ctx context.Context, namespace, deployment, owner stri
 			for _, entry := range group {
 				annotation := certpilotv1alpha1.ChallengeOwnerAnnotation(entry.Key)
 				current, exists := secretData(secret, entry.Key)
-				holder, _ := parseOwner(secretAnnotation(secret, annotation))
-				if exists && holder != "" && holder != owner && !replaceable(entry.Key, holder, current) {
+				holder, heldSince := parseOwner(secretAnnotation(secret, annotation))
+				now := w.now()
+				if exists && holder != "" && holder != owner && !holdEnded(heldSince, now) && !replaceable(entry.Key, holder, current) {
 					p.held = &HeldError{Key: entry.Key, Holder: holder}
 					continue
 				}
@@ -179,7 +205,7 @@ func (w *ShardWriter) Put(ctx context.Context, namespace, deployment, owner stri
 					continue
 				}
 				data[entry.Key] = entry.Value // []byte marshals as base64, as the API expects
-				annotations[annotation] = ownerStamp(owner, w.now())
+				annotations[annotation] = ownerStamp(owner, holdStart(exists && holder == owner, heldSince, now))
 			}
 			return data, annotations
 		})

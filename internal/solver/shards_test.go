@@ -398,3 +398,41 @@ func TestShardWriterLingersInABurst(t *testing.T) {
 		}
 	}
 }
+
+// TestShardWriterReleasesAHeldName: a Certificate that holds a name's response without finishing
+// (its order never validates) keeps it from another Certificate for MaxChallengeHold from its
+// first write, rewrites of its own (a new order) included; then the other takes it, and the
+// first finds it held.
+func TestShardWriterReleasesAHeldName(t *testing.T) {
+	testenv.SkipIfShort(t)
+	ctx := context.Background()
+	namespace := newNamespace(t)
+	clock := clocktesting.NewFakeClock(time.Now())
+	w := &solver.ShardWriter{Client: kube.Client, APIReader: kube.Client, Clock: clock}
+	key := certpilotv1alpha1.TLSALPN01Key("shop.victim.example")
+
+	if err := w.Put(ctx, namespace, "lb", "hostile/holder", []solver.Entry{{Key: key, Value: []byte("first-order")}}, never); err != nil {
+		t.Fatal(err)
+	}
+	clock.Step(solver.MaxChallengeHold / 2)
+	// A new order of the holder rewrites its response: the hold does not start again.
+	if err := w.Put(ctx, namespace, "lb", "hostile/holder", []solver.Entry{{Key: key, Value: []byte("second-order")}}, never); err != nil {
+		t.Fatal(err)
+	}
+	var held *solver.HeldError
+	if err := w.Put(ctx, namespace, "lb", "victim/www", []solver.Entry{{Key: key, Value: []byte("victim")}}, never); !errors.As(err, &held) {
+		t.Fatalf("Put by another Certificate within the hold: %v, want held", err)
+	}
+	clock.Step(solver.MaxChallengeHold / 2)
+	if err := w.Put(ctx, namespace, "lb", "victim/www", []solver.Entry{{Key: key, Value: []byte("victim")}}, never); err != nil {
+		t.Fatalf("Put by another Certificate after %v: %v, want the name released", solver.MaxChallengeHold, err)
+	}
+	got := shardOf(t, namespace, key)
+	if owner := got.Annotations[certpilotv1alpha1.ChallengeOwnerAnnotation(key)]; string(got.Data[key]) != "victim" || !strings.HasPrefix(owner, "victim/www@") {
+		t.Errorf("after the hold: data %q, owner %q", got.Data[key], owner)
+	}
+	held = nil
+	if err := w.Put(ctx, namespace, "lb", "hostile/holder", []solver.Entry{{Key: key, Value: []byte("third-order")}}, never); !errors.As(err, &held) || held.Holder != "victim/www" {
+		t.Errorf("the former holder's Put: %v, want held by victim/www", err)
+	}
+}

@@ -2,6 +2,7 @@ package solver
 
 import (
 	"testing"
+	"time"
 
 	certpilotv1alpha1 "github.com/certpilot/certpilot/api/v1alpha1"
 	"github.com/certpilot/certpilot/internal/outcome"
@@ -48,5 +49,46 @@ func TestNew(t *testing.T) {
 		} else if stalled, ok := outcome.AsStalled(err); !ok || stalled.Reason != "NoSolver" {
 			t.Errorf("%s: New = %v, want Stalled NoSolver", name, err)
 		}
+	}
+}
+
+// TestChallengeHold: another Certificate's response is released MaxChallengeHold after its
+// holder started holding it, however often the holder rewrote it since.
+func TestChallengeHold(t *testing.T) {
+	start := time.Date(2026, 12, 6, 12, 0, 0, 0, time.UTC)
+	ended := map[string]struct {
+		heldSince, now time.Time
+		want           bool
+	}{
+		"just written":              {start, start, false},
+		"a second before the bound": {start, start.Add(MaxChallengeHold - time.Second), false},
+		"at the bound":              {start, start.Add(MaxChallengeHold), true},
+		"long after":                {start, start.Add(time.Hour), true},
+		"no time (older versions)":  {time.Time{}, start.Add(time.Hour), false},
+		"a time in the future":      {start.Add(time.Hour), start, false},
+	}
+	for name, tc := range ended {
+		t.Run("ended/"+name, func(t *testing.T) {
+			if got := holdEnded(tc.heldSince, tc.now); got != tc.want {
+				t.Errorf("holdEnded(%v, %v) = %v, want %v", tc.heldSince, tc.now, got, tc.want)
+			}
+		})
+	}
+	starts := map[string]struct {
+		holding        bool
+		heldSince, now time.Time
+		want           time.Time
+	}{
+		"a new hold":                           {false, start, start.Add(time.Minute), start.Add(time.Minute)},
+		"the holder rewrites: the start stays": {true, start, start.Add(5 * time.Minute), start},
+		"the holder's value had no time":       {true, time.Time{}, start, start},
+		"a start in the future is not trusted": {true, start.Add(time.Hour), start, start},
+	}
+	for name, tc := range starts {
+		t.Run("start/"+name, func(t *testing.T) {
+			if got := holdStart(tc.holding, tc.heldSince, tc.now); !got.Equal(tc.want) {
+				t.Errorf("holdStart = %v, want %v", got, tc.want)
+			}
+		})
 	}
 }
