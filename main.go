@@ -43,6 +43,7 @@ import (
 	"github.com/certpilot/certpilot/controllers"
 	"github.com/certpilot/certpilot/controllers/source"
 	"github.com/certpilot/certpilot/internal/acme"
+	"github.com/certpilot/certpilot/internal/budget"
 	"github.com/certpilot/certpilot/internal/kube"
 	"github.com/certpilot/certpilot/internal/memory"
 	"github.com/certpilot/certpilot/internal/metricsauth"
@@ -72,6 +73,7 @@ func main() {
 		gatewaySource      bool
 		ingressSource      bool
 		allowPrivateDials  string
+		namespaceOrders    int
 	)
 	flag.StringVar(&metricsAddr, "metrics-bind-address", ":8080", "Address of the Prometheus metrics endpoint; 0 disables it.")
 	flag.BoolVar(&metricsSecure, "metrics-secure", false,
@@ -108,6 +110,9 @@ func main() {
 	flag.StringVar(&allowPrivateDials, "allow-private-dials", "",
 		"Comma-separated CIDR prefixes of loopback, private and cluster addresses that the ACME clients of namespaced Issuers may connect to (for example an in-cluster step-ca). "+
 			"Default: none, only public addresses. Link-local and metadata addresses are never dialled for them; ClusterIssuers are not restricted.")
+	flag.IntVar(&namespaceOrders, "namespace-order-budget", budget.DefaultOrdersPerHour,
+		"New ACME orders per hour that the Certificates of one namespace may create with one ACME account (a token bucket of that many orders, refilled over the hour); "+
+			"beyond it a Certificate is Stalled/Throttled until its next order is allowed. 0: no budget. Shared accounts have limits of their own (Let's Encrypt: 300 new orders per 3 hours).")
 	zapOptions := zap.Options{}
 	zapOptions.BindFlags(flag.CommandLine)
 	flag.Parse()
@@ -205,6 +210,8 @@ func main() {
 		// With --issuer-workers-max, one issuer's CA may hold at most that many workers: the
 		// rest serve the Certificates of other issuers however slowly it answers.
 		IssuerGate: &acme.Gate{PerKey: issuerWorkersMax},
+		// Each namespace's new orders per account, and the account's pause after a rate limit.
+		Orders: &budget.Ledger{Limit: budget.Limit{Orders: namespaceOrders, Per: time.Hour}},
 	}).SetupWithManager(ctx, mgr, controller.Options{MaxConcurrentReconciles: certificateWorkers}))
 	// Injection is its own controller: a few workers, since most Certificates inject nothing.
 	must((&controllers.InjectionReconciler{

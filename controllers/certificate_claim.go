@@ -87,19 +87,49 @@ func (c claimStore) cached(ctx context.Context, run *certificateRun) *corev1.Sec
 	return claim
 }
 
-// checkClaimable stops, before an order, a Certificate whose secretName the cache shows claimed
-// by something else: claim stalls it, or takes a stale claim over. A name the cache shows
-// unclaimed is claimed by the write that records the order (recordOrder); of two Certificates
-// created at the same moment for one new name, the second then finds the claim taken after its
-// order, which is abandoned unused.
+// checkClaimable stops, before an order, a Certificate whose secretName is claimed by
+// something else: claim stalls it, or takes a stale claim over. The cache holds only Secrets
+// labelled as certpilot's, so a name it shows unclaimed is looked up in the API once, here,
+// just before the order it would cost: an ordinary Secret squatting on the claim's name
+// (SecretNotOwned) then stops the Certificate without any order, however often it is touched.
+// A name the API shows unclaimed too is claimed by the write that records the order
+// (recordOrder); of two Certificates created at the same moment for one new name, the second
+// then finds the claim taken after its order, which is abandoned unused.
 func (c claimStore) checkClaimable(ctx context.Context, run *certificateRun) error {
 	claim := &corev1.Secret{}
 	key := types.NamespacedName{Namespace: run.cert.Namespace, Name: claimSecretName(run.cert.Spec.SecretName)}
-	if err := c.client.Get(ctx, key, claim); err != nil || ownClaim(claim, run.cert) {
+	err := c.client.Get(ctx, key, claim)
+	if apierrors.IsNotFound(err) {
+		err = c.apiReader.Get(ctx, key, claim)
+		if apierrors.IsNotFound(err) {
+			return nil
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("reading claim Secret %s: %w", key, err)
+	}
+	if ownClaim(claim, run.cert) {
 		return nil
 	}
-	_, err := c.claim(ctx, run)
+	if !certpilotClaim(claim, run.cert) {
+		return claimSquatted(run.cert, claim.Name) // no key made, no write tried
+	}
+	_, err = c.claim(ctx, run)
 	return err
+}
+
+// certpilotClaim reports whether secret is certpilot's claim of cert's secretName (this
+// Certificate's or another's).
+func certpilotClaim(secret *corev1.Secret, cert *certpilotv1alpha1.Certificate) bool {
+	return kube.IsManaged(secret) && secret.Annotations[annotationClaimOf] == cert.Spec.SecretName
+}
+
+// claimSquatted is the stall of a Certificate whose claim's name a Secret that is not
+// certpilot's claim holds.
+func claimSquatted(cert *certpilotv1alpha1.Certificate, claimName string) error {
+	return stalled("SecretNotOwned",
+		"Secret %s/%s, which certpilot uses to reserve secretName %q, exists and is not certpilot's claim: delete it or choose another secretName",
+		cert.Namespace, claimName, cert.Spec.SecretName)
 }
 
 // claim returns the Certificate's claim of its secretName, creating it when there is
@@ -146,10 +176,8 @@ func (c claimStore) claim(ctx context.Context, run *certificateRun) (*corev1.Sec
 			}
 			return nil, fmt.Errorf("reading claim Secret %s/%s: %w", cert.Namespace, name, err)
 		}
-		if !kube.IsManaged(existing) || existing.Annotations[annotationClaimOf] != cert.Spec.SecretName {
-			return nil, stalled("SecretNotOwned",
-				"Secret %s/%s, which certpilot uses to reserve secretName %q, exists and is not certpilot's claim: delete it or choose another secretName",
-				cert.Namespace, name, cert.Spec.SecretName)
+		if !certpilotClaim(existing, cert) {
+			return nil, claimSquatted(cert, name)
 		}
 		owner := metav1.GetControllerOf(existing)
 		if owner != nil && owner.UID == cert.UID {

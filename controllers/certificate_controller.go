@@ -22,6 +22,7 @@ import (
 
 	certpilotv1alpha1 "github.com/certpilot/certpilot/api/v1alpha1"
 	"github.com/certpilot/certpilot/internal/acme"
+	"github.com/certpilot/certpilot/internal/budget"
 	"github.com/certpilot/certpilot/internal/kube"
 	"github.com/certpilot/certpilot/internal/renewal"
 	"github.com/certpilot/certpilot/internal/solver"
@@ -68,6 +69,9 @@ type CertificateReconciler struct {
 	// IssuerGate bounds how many reconciles talk to one issuer's CA at once, so that one slow
 	// or hostile CA cannot hold every worker (nil: no bound).
 	IssuerGate *acme.Gate
+	// Orders holds each namespace's new-order budget per ACME account and the accounts' pauses
+	// after rate limits (nil: neither).
+	Orders *budget.Ledger
 
 	partsOnce sync.Once
 	steps     *certificateParts
@@ -98,7 +102,8 @@ type certificateParts struct {
 func (r *CertificateReconciler) parts() *certificateParts {
 	r.partsOnce.Do(func() {
 		claims := claimStore{client: r.Client, apiReader: r.APIReader}
-		failures := failureReporter{recorder: r.Recorder, clock: r.clock()}
+		orders := orderBudget{ledger: r.Orders, clock: r.clock()}
+		failures := failureReporter{recorder: r.Recorder, clock: r.clock(), orders: orders}
 		records := orderRecords{claims: claims, unrecorded: &r.unrecordedOrders}
 		renewalInfo := renewalInfoSteps{accounts: r.Accounts, fetches: &r.renewalInfoFetches}
 		challenges := &challengeSteps{client: r.Client, accounts: r.Accounts, solvers: r.Solvers, records: records, failures: failures}
@@ -109,7 +114,7 @@ func (r *CertificateReconciler) parts() *certificateParts {
 			renewalInfo: renewalInfo,
 			challenges:  challenges,
 			orders: &orderSteps{accounts: r.Accounts, recorder: r.Recorder, clock: r.clock(), keys: &r.keys,
-				claims: claims, records: records, challenges: challenges, failures: failures},
+				claims: claims, records: records, challenges: challenges, failures: failures, budget: orders},
 			store: &secretStore{client: r.Client, apiReader: r.APIReader, recorder: r.Recorder,
 				claims: claims, challenges: challenges, renewalInfo: renewalInfo, failures: failures},
 		}

@@ -15,6 +15,7 @@ import (
 
 	certpilotv1alpha1 "github.com/certpilot/certpilot/api/v1alpha1"
 	"github.com/certpilot/certpilot/internal/acme"
+	"github.com/certpilot/certpilot/internal/budget"
 	"github.com/certpilot/certpilot/internal/renewal"
 )
 
@@ -53,6 +54,10 @@ func (r *CertificateReconciler) decide(ctx context.Context, run *certificateRun)
 		recordCurrent(&run.cert.Status, d.current)
 	}
 	run.ready, run.trigger = d.ready, d.trigger
+	if d.forgetFailures {
+		status := &run.cert.Status
+		status.FailedIssuanceAttempts, status.LastFailureTime, status.LastFailureReason = 0, nil, ""
+	}
 	if d.secretTemplate != nil {
 		if err := r.parts().store.syncSecretTemplate(ctx, run, d.secretTemplate, d.secretTemplateRefused); err != nil {
 			return ctrl.Result{}, err
@@ -166,6 +171,8 @@ type issuanceDecision struct {
 	secretTemplateRefused []string
 	// dropOrder: an open order is for other names than the spec, which the Secret matches.
 	dropOrder bool
+	// forgetFailures: the recorded failures no longer count (a spec change long after them).
+	forgetFailures bool
 	// finishCleanup: responses of a stored certificate may still be published.
 	finishCleanup bool
 	// requeueAfter, when set, ends the reconcile: nothing to issue before then.
@@ -243,9 +250,10 @@ func decideIssuance(in decisionInput) issuanceDecision {
 	if orderOpen(cert) {
 		return d // resume the open order, whatever the backoff says
 	}
-	// Back off after failures (1m, 10m, 100m, then daily), unless the spec changed since.
-	if attempts := cert.Status.FailedIssuanceAttempts; attempts > 0 && cert.Status.LastFailureTime != nil &&
-		in.observedGeneration == cert.Generation && !renewalIn.RenewalRequested {
+	// Back off after failures (1m, 10m, 100m, then daily). A change of the spec or the renew
+	// annotation lifts the backoff of a failure the spec caused, not of one the CA decided
+	// (budget.Retry): editing a Certificate over and over does not spend the shared account.
+	if attempts := cert.Status.FailedIssuanceAttempts; attempts > 0 && cert.Status.LastFailureTime != nil {
 		// Never so long that a served certificate expires while a retry could still succeed.
 		status := cert.Status
 		status.NotAfter = nil
@@ -253,7 +261,11 @@ func decideIssuance(in decisionInput) issuanceDecision {
 			status.NotAfter = timePtr(in.leaf.NotAfter)
 		}
 		next := retryTime(&status, cert.Status.LastFailureTime.Time, 0)
-		if in.now.Before(next) {
+		retry := budget.Retry(budget.RetryInput{Now: in.now, Attempts: attempts, LastFailure: cert.Status.LastFailureTime.Time,
+			LastReason: cert.Status.LastFailureReason, BackoffEnds: next,
+			SpecChanged: in.observedGeneration != cert.Generation || renewalIn.RenewalRequested})
+		d.forgetFailures = retry.Forget
+		if retry.Wait {
 			d.wait = wait(next.Sub(in.now), "BackingOff",
 				"Issuance failed %d time(s); next attempt at %s (%s)", attempts, next.UTC().Format(time.RFC3339), trigger.Message)
 			if failure := meta.FindStatusCondition(cert.Status.Conditions, certpilotv1alpha1.ConditionReconciling); failure != nil &&

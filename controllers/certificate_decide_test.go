@@ -14,6 +14,7 @@ import (
 
 	certpilotv1alpha1 "github.com/certpilot/certpilot/api/v1alpha1"
 	"github.com/certpilot/certpilot/internal/acme"
+	"github.com/certpilot/certpilot/internal/budget"
 	"github.com/certpilot/certpilot/internal/pki"
 	"github.com/certpilot/certpilot/internal/renewal"
 )
@@ -33,6 +34,10 @@ func TestDecideIssuance(t *testing.T) {
 		order         *certpilotv1alpha1.OrderStatus
 		finalizer     bool
 		failures      int32
+		// failureReason is the last failure's reason; failedLongAgo puts it beyond
+		// budget.FailureMemory.
+		failureReason string
+		failedLongAgo bool
 		specChanged   bool
 		// slowDown: the CA asked to wait until a minute from now; slowDownPassed: until a
 		// moment ago.
@@ -40,10 +45,10 @@ func TestDecideIssuance(t *testing.T) {
 		// failureShown: the Reconciling condition shows the failure's message (recordFailure's).
 		failureShown bool
 
-		wantIssue, wantDrop, wantCleanup, wantWait bool
-		wantReason                                 string // of the wait; default BackingOff
-		wantReady                                  metav1.ConditionStatus
-		wantRequeue                                time.Duration
+		wantIssue, wantDrop, wantCleanup, wantWait, wantForget bool
+		wantReason                                             string // of the wait; default BackingOff
+		wantReady                                              metav1.ConditionStatus
+		wantRequeue                                            time.Duration
 	}{
 		"up to date: requeue at the renewal time": {
 			wantReady: metav1.ConditionTrue, wantRequeue: 24 * time.Hour,
@@ -75,6 +80,25 @@ func TestDecideIssuance(t *testing.T) {
 		"failed, renewal requested: issue now": {
 			requested: true, failures: 1, wantIssue: true, wantReady: metav1.ConditionTrue,
 		},
+		"the CA refused the order as written, spec changed since: issue now": {
+			secretMissing: true, failures: 2, failureReason: "OrderRejected", specChanged: true, wantIssue: true, wantReady: metav1.ConditionFalse,
+		},
+		"a validation failed, spec changed since: back off": {
+			secretMissing: true, failures: 1, failureReason: "OrderInvalid", specChanged: true, wantWait: true, wantReady: metav1.ConditionFalse,
+		},
+		"a validation failed, renewal requested: back off, still Ready": {
+			requested: true, failures: 1, failureReason: "OrderInvalid", wantWait: true, wantReady: metav1.ConditionTrue,
+		},
+		"rate limited, spec changed since: back off": {
+			secretMissing: true, failures: 3, failureReason: "CASlowDown", specChanged: true, wantWait: true, wantReady: metav1.ConditionFalse,
+		},
+		"a validation failed long ago, spec changed since: forget it and issue": {
+			secretMissing: true, failures: 5, failureReason: "OrderInvalid", failedLongAgo: true, specChanged: true,
+			wantIssue: true, wantForget: true, wantReady: metav1.ConditionFalse,
+		},
+		"a validation failed long ago, nothing changed: retried, the count kept": {
+			secretMissing: true, failures: 5, failureReason: "OrderInvalid", failedLongAgo: true, wantIssue: true, wantReady: metav1.ConditionFalse,
+		},
 		"failed, order still open: resume it": {
 			secretMissing: true, failures: 1, order: openOrder, wantIssue: true, wantReady: metav1.ConditionFalse,
 		},
@@ -105,6 +129,10 @@ func TestDecideIssuance(t *testing.T) {
 			}
 			if tt.failures > 0 {
 				cert.Status.FailedIssuanceAttempts, cert.Status.LastFailureTime = tt.failures, &lastFailure
+				cert.Status.LastFailureReason = tt.failureReason
+				if tt.failedLongAgo {
+					cert.Status.LastFailureTime = &metav1.Time{Time: now.Add(-budget.FailureMemory - time.Hour)}
+				}
 			}
 			if tt.failureShown {
 				cert.Status.Conditions = []metav1.Condition{{Type: certpilotv1alpha1.ConditionReconciling, Status: metav1.ConditionTrue,
@@ -134,6 +162,9 @@ func TestDecideIssuance(t *testing.T) {
 			if issue != tt.wantIssue || d.dropOrder != tt.wantDrop || d.finishCleanup != tt.wantCleanup || (d.wait != nil) != tt.wantWait {
 				t.Errorf("issue %v, drop %v, cleanup %v, wait %v; want %v, %v, %v, %v (trigger %+v)",
 					issue, d.dropOrder, d.finishCleanup, d.wait, tt.wantIssue, tt.wantDrop, tt.wantCleanup, tt.wantWait, d.trigger)
+			}
+			if d.forgetFailures != tt.wantForget {
+				t.Errorf("forgetFailures = %v, want %v", d.forgetFailures, tt.wantForget)
 			}
 			if d.ready == nil || d.ready.Status != tt.wantReady {
 				t.Errorf("ready = %+v, want %s", d.ready, tt.wantReady)

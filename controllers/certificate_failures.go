@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/certpilot/certpilot/internal/acme"
+	"github.com/certpilot/certpilot/internal/budget"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/clock"
@@ -18,6 +19,8 @@ import (
 type failureReporter struct {
 	recorder recorder.EventRecorder
 	clock    clock.PassiveClock
+	// orders pauses the account's new orders after a rate limit.
+	orders orderBudget
 }
 
 // recordFailure counts a failed issuance, tells the user (condition and Warning Event), marks
@@ -31,7 +34,7 @@ func (f failureReporter) recordFailure(ctx context.Context, run *certificateRun,
 	status.FailedIssuanceAttempts++
 	run.failureRecorded = true
 	issuances.WithLabelValues("failure", reason).Inc()
-	status.LastFailureTime = &metav1.Time{Time: run.now}
+	status.LastFailureTime, status.LastFailureReason = &metav1.Time{Time: run.now}, reason
 	if status.Order != nil {
 		status.Order.State = acme.StatusInvalid
 	}
@@ -64,7 +67,8 @@ func (f failureReporter) slowedDown(ctx context.Context, run *certificateRun, er
 	}
 	status := &run.cert.Status
 	status.FailedIssuanceAttempts++
-	status.LastFailureTime = &metav1.Time{Time: run.now}
+	status.LastFailureTime, status.LastFailureReason = &metav1.Time{Time: run.now}, budget.ReasonCASlowDown
+	f.orders.rateLimited(ctx, run, err, retryAfter)
 	// Counted from now, when the answer came, not from the reconcile's start (run.now): the
 	// refused request may have come seconds into the reconcile. Whole seconds (the status's
 	// precision), rounded up: never earlier than the CA asked.

@@ -33,6 +33,8 @@ type orderSteps struct {
 	records    orderRecords
 	challenges *challengeSteps
 	failures   failureReporter
+	// budget takes each new order from its namespace's budget with the account.
+	budget orderBudget
 }
 
 // ensureOrder resumes the open order (recorded in the status or the claim, restoreOrder), or
@@ -62,13 +64,10 @@ func (o *orderSteps) ensureOrder(ctx context.Context, run *certificateRun) (ctrl
 		}
 	}
 
-	// A secretName claimed by another Certificate stops this one before it orders. A Secret
-	// this Certificate already controls is claim enough: another Certificate stops at it in
-	// decide.
-	if run.observed.secret == nil {
-		if err := o.claims.checkClaimable(ctx, run); err != nil {
-			return ctrl.Result{}, err
-		}
+	// A secretName claimed by something else (another Certificate, a Secret squatting on the
+	// claim's name) stops this one before it orders, renewals included.
+	if err := o.claims.checkClaimable(ctx, run); err != nil {
+		return ctrl.Result{}, err
 	}
 	if claim := o.claims.cached(ctx, run); claim == nil || claim.Annotations[annotationKeyRevision] != nextKeyRevision(cert) {
 		// The key the write that records the order stores. A key that takes long (RSA, in a
@@ -82,6 +81,9 @@ func (o *orderSteps) ensureOrder(ctx context.Context, run *certificateRun) (ctrl
 			return ctrl.Result{}, wait(keyWakeFallback, reasonGeneratingKey, "Generating the private key")
 		}
 		run.nextKey = keyPEM
+	}
+	if err := o.budget.take(run); err != nil {
+		return ctrl.Result{}, err
 	}
 	request := acme.OrderRequest{DNSNames: cert.Spec.DNSNames, Profile: run.issuer.GetSpec().ACME.Profile, Replaces: replacesFor(run)}
 	order, err := run.acme.CreateOrder(ctx, request)

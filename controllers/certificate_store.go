@@ -124,7 +124,7 @@ func (s *secretStore) recordIssued(ctx context.Context, run *certificateRun, lea
 		// recording of the same certificate counts it once).
 		status.Revision = run.patchBase.Status.Revision + 1
 	}
-	status.FailedIssuanceAttempts, status.LastFailureTime, status.NextAttemptTime = 0, nil, nil
+	status.FailedIssuanceAttempts, status.LastFailureTime, status.LastFailureReason, status.NextAttemptTime = 0, nil, "", nil
 	status.Order.State = acme.StatusValid
 	if len(status.Order.Challenges) == 0 {
 		// The challenges were read and answered in reconciles whose progress was not written:

@@ -282,6 +282,13 @@ type CertificateStatus struct {
 	// +optional
 	LastFailureTime *metav1.Time `json:"lastFailureTime,omitempty"`
 
+	// LastFailureReason is why issuance last failed (OrderInvalid, CASlowDown, ...). After a
+	// failure the CA decided (a validation or an order it marked invalid, a rate limit), a
+	// change of the spec or of the renew annotation does not lift the backoff within a day.
+	// +optional
+	// +kubebuilder:validation:MaxLength=128
+	LastFailureReason string `json:"lastFailureReason,omitempty"`
+
 	// NextAttemptTime is set when the CA asked to slow down (429 or 503, with or without a
 	// Retry-After): nothing is sent to the CA for this certificate before then, not even to
 	// resume an open order. Cleared when a certificate is stored.

@@ -181,6 +181,20 @@ func TestRetryAfterOf(t *testing.T) {
 			}
 		})
 	}
+
+	// A rate limit (the account's) is the part of slowing down that pauses the account's orders.
+	rateLimited := map[string]bool{
+		"rateLimited with Retry-After": true, "wrapped rateLimited": true, "rateLimited without Retry-After": true,
+		"429 without a problem": true, "Retry-After of a week is capped at a day": true, "unparsable Retry-After": true,
+		"compound with rateLimited": true,
+	}
+	for name, tc := range tests {
+		t.Run("IsRateLimited/"+name, func(t *testing.T) {
+			if got := IsRateLimited(tc.err); got != rateLimited[name] {
+				t.Errorf("IsRateLimited(%v) = %v, want %v", tc.err, got, rateLimited[name])
+			}
+		})
+	}
 }
 
 func TestIsAlreadyReplaced(t *testing.T) {

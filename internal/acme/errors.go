@@ -151,6 +151,27 @@ func asksToSlowDown(problem *acme.Error) bool {
 	return false
 }
 
+// IsRateLimited reports whether err is the CA's rate limit: HTTP 429, or a rateLimited problem
+// (also inside a compound problem). Unlike RetryAfterOf it leaves out a CA that is merely
+// unwell (503, serverInternal): a rate limit is the account's, and pauses all its new orders.
+func IsRateLimited(err error) bool {
+	var problem *acme.Error
+	if !errors.As(err, &problem) {
+		return false
+	}
+	if problem.StatusCode == http.StatusTooManyRequests || problemName(problem.ProblemType) == "rateLimited" {
+		return true
+	}
+	if problemName(problem.ProblemType) == "compound" {
+		for _, sub := range problem.Subproblems {
+			if problemName(sub.Type) == "rateLimited" {
+				return true
+			}
+		}
+	}
+	return false
+}
+
 // problemName strips the ACME namespace from a problem type, leniently (see isPermanentProblem).
 func problemName(problemType string) string {
 	if name, ok := strings.CutPrefix(problemType, problemPrefix); ok {

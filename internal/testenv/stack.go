@@ -176,6 +176,9 @@ func StartStack(ctx context.Context, kube *Kube, pebble *Pebble, opts StackOptio
 		"--cluster-resource-namespace", system,
 		// Everything here listens on loopback: the stack grants it to namespaced Issuers itself.
 		"--allow-private-dials", LoopbackDials,
+		// Benchmarks and suites issue thousands of certificates in one namespace: no budget
+		// unless a test sets one (ManagerArgs come after and win).
+		"--namespace-order-budget=0",
 	}
 	s.managerArgs = append(s.managerArgs, chartArgs...)
 	s.managerArgs = append(s.managerArgs, opts.ManagerArgs...)
