@@ -35,8 +35,8 @@ const FieldManager = kube.FieldManager
 // deleted wakes the Certificates that wait for its name.
 const secretNameIndex = "spec.secretName"
 
-// issuerRefIndex indexes Certificates by "<kind>/<name>" of their issuer, so an issuer that
-// becomes Ready wakes exactly its certificates.
+// issuerRefIndex indexes Certificates by "<kind>/<name>" of their issuers (spec.issuerRef and
+// spec.fallbackIssuerRefs), so an issuer that becomes Ready wakes exactly its certificates.
 const issuerRefIndex = "spec.issuerRef"
 
 // CertificateReconciler obtains a Certificate's certificate from its ACME issuer, keeps it in
@@ -96,6 +96,8 @@ type certificateParts struct {
 	renewalInfo renewalInfoSteps
 	// failures records failed issuances and the CA's slow-downs (certificate_failures.go).
 	failures failureReporter
+	// fallback moves an issuance to the next issuer (certificate_fallback.go).
+	fallback issuerFallback
 }
 
 // parts builds the reconciler's parts from its fields on first use.
@@ -113,6 +115,7 @@ func (r *CertificateReconciler) parts() *certificateParts {
 			failures:    failures,
 			renewalInfo: renewalInfo,
 			challenges:  challenges,
+			fallback:    issuerFallback{records: records, challenges: challenges, recorder: r.Recorder},
 			orders: &orderSteps{accounts: r.Accounts, recorder: r.Recorder, clock: r.clock(), keys: &r.keys,
 				claims: claims, records: records, challenges: challenges, failures: failures, budget: orders},
 			store: &secretStore{client: r.Client, apiReader: r.APIReader, recorder: r.Recorder,
@@ -198,7 +201,9 @@ func (r *CertificateReconciler) Reconcile(ctx context.Context, req ctrl.Request)
 		if run.releaseIssuer != nil {
 			run.releaseIssuer()
 		}
-		err = r.parts().failures.slowedDown(ctx, run, r.parts().orders.reregisterIfForgotten(ctx, run, err))
+		err = r.parts().orders.reregisterIfForgotten(ctx, run, err)
+		failure := classifyIssuerFailure(run, err)
+		err = r.parts().fallback.afterAttempt(ctx, run, failure, r.parts().failures.slowedDown(ctx, run, err))
 		wasStalled := meta.IsStatusConditionTrue(cert.Status.Conditions, certpilotv1alpha1.ConditionStalled)
 		summarizeCertificate(cert, run.ready, err, run.now)
 		if s, ok := asStalled(err); ok && !wasStalled && !run.failureRecorded {

@@ -49,7 +49,7 @@ func (r *CertificateReconciler) decide(ctx context.Context, run *certificateRun)
 	d := decideIssuance(r.decisionInputOf(run))
 	recordCurrent(&run.cert.Status, d.current)
 	if d.fetchRenewalInfo {
-		r.parts().renewalInfo.refreshRenewalInfo(ctx, run, run.observed.leaf)
+		r.parts().renewalInfo.refreshRenewalInfo(ctx, run, run.observed.servedIssuer, run.observed.leaf)
 		d = decideIssuance(r.decisionInputOf(run))
 		recordCurrent(&run.cert.Status, d.current)
 	}
@@ -99,7 +99,8 @@ type decisionInput struct {
 	observedGeneration int64
 	secret             *corev1.Secret
 	leaf               *x509.Certificate
-	issuer             certpilotv1alpha1.GenericIssuer
+	// issuer is the issuer of the served certificate (observed.servedIssuer).
+	issuer certpilotv1alpha1.GenericIssuer
 	// renewalInfoDue is when the CA's renewal window of leaf is fetched next (zero: now).
 	renewalInfoDue time.Time
 }
@@ -107,7 +108,7 @@ type decisionInput struct {
 // decisionInputOf is the decision's input of this reconcile.
 func (r *CertificateReconciler) decisionInputOf(run *certificateRun) decisionInput {
 	in := decisionInput{now: run.now, cert: run.cert, observedGeneration: run.patchBase.Status.ObservedGeneration,
-		secret: run.observed.secret, leaf: run.observed.leaf, issuer: run.issuer}
+		secret: run.observed.secret, leaf: run.observed.leaf, issuer: run.observed.servedIssuer}
 	if in.leaf != nil {
 		if serial := fmt.Sprintf("%x", in.leaf.SerialNumber); run.cert.Status.SerialNumber == serial {
 			in.renewalInfoDue = r.renewalInfoFetches.due(run.cert, serial)
@@ -116,13 +117,16 @@ func (r *CertificateReconciler) decisionInputOf(run *certificateRun) decisionInp
 	return in
 }
 
-// renewalInput is what the renewal policy compares: the spec, the Secret, the clock.
+// renewalInput is what the renewal policy compares: the spec, the Secret, the clock. The issuer
+// it compares the Secret with is the one that issued it when that is one of the Certificate's
+// issuers (servedIssuerRef), with the server of issuer.
 func renewalInput(now time.Time, cert *certpilotv1alpha1.Certificate, issuer certpilotv1alpha1.GenericIssuer, secret *corev1.Secret) renewal.Input {
+	ref := servedIssuerRef(cert, secret)
 	in := renewal.Input{
 		Now:              now,
 		DNSNames:         cert.Spec.DNSNames,
-		IssuerKind:       cert.Spec.IssuerRef.Kind,
-		IssuerName:       cert.Spec.IssuerRef.Name,
+		IssuerKind:       ref.Kind,
+		IssuerName:       ref.Name,
 		RenewBefore:      renewBefore(cert),
 		RenewalRequested: renewalRequested(cert),
 	}
@@ -153,6 +157,8 @@ type currentCertificate struct {
 	renewalTimeSource string
 	// keepRenewalInfo: the status's renewal window is this certificate's and the issuer uses ARI.
 	keepRenewalInfo bool
+	// issuedBy is the issuer the Secret records as the certificate's (nil: none recorded).
+	issuedBy *certpilotv1alpha1.IssuerReference
 }
 
 // issuanceDecision is what decideIssuance concludes.
@@ -199,6 +205,7 @@ func decideIssuance(in decisionInput) issuanceDecision {
 		d.current.leaf, d.current.renewalTime = leaf, renewalTime
 		d.current.keepRenewalInfo = sameCertificate && ari
 		d.fetchRenewalInfo = ari && !in.now.After(leaf.NotAfter) && (in.renewalInfoDue.IsZero() || !in.now.Before(in.renewalInfoDue))
+		d.current.issuedBy = recordedIssuer(in.secret)
 	}
 	if in.secret != nil {
 		template := templateOf(cert)
@@ -253,7 +260,8 @@ func decideIssuance(in decisionInput) issuanceDecision {
 	// Back off after failures (1m, 10m, 100m, then daily). A change of the spec or the renew
 	// annotation lifts the backoff of a failure the spec caused, not of one the CA decided
 	// (budget.Retry): editing a Certificate over and over does not spend the shared account.
-	if attempts := cert.Status.FailedIssuanceAttempts; attempts > 0 && cert.Status.LastFailureTime != nil {
+	if attempts := cert.Status.FailedIssuanceAttempts; attempts > 0 && cert.Status.LastFailureTime != nil &&
+		!movedOnUntried(cert) {
 		// Never so long that a served certificate expires while a retry could still succeed.
 		status := cert.Status
 		status.NotAfter = nil
@@ -284,9 +292,10 @@ func recordCurrent(status *certpilotv1alpha1.CertificateStatus, current currentC
 	leaf := current.leaf
 	if leaf == nil {
 		status.NotBefore, status.NotAfter, status.RenewalTime, status.SerialNumber = nil, nil, nil, ""
-		status.RenewalTimeSource, status.RenewalInfo = "", nil
+		status.RenewalTimeSource, status.RenewalInfo, status.IssuerRef = "", nil, nil
 		return
 	}
+	status.IssuerRef = current.issuedBy
 	if !current.keepRenewalInfo {
 		status.RenewalInfo = nil
 	}

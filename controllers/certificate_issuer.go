@@ -24,8 +24,8 @@ func (r *CertificateReconciler) setIssuer(run *certificateRun, issuer certpilotv
 	run.secretNamespace = r.Accounts.SecretNamespace(issuer)
 }
 
-func (r *CertificateReconciler) getIssuer(ctx context.Context, cert *certpilotv1alpha1.Certificate) (certpilotv1alpha1.GenericIssuer, error) {
-	ref := cert.Spec.IssuerRef
+// getIssuer reads one of cert's issuers from the cache.
+func (r *CertificateReconciler) getIssuer(ctx context.Context, cert *certpilotv1alpha1.Certificate, ref certpilotv1alpha1.IssuerReference) (certpilotv1alpha1.GenericIssuer, error) {
 	var issuer certpilotv1alpha1.GenericIssuer
 	key := types.NamespacedName{Name: ref.Name}
 	if ref.Kind == "ClusterIssuer" {
@@ -37,18 +37,23 @@ func (r *CertificateReconciler) getIssuer(ctx context.Context, cert *certpilotv1
 	return issuer, r.Get(ctx, key, issuer)
 }
 
-// reasonIssuerBusy is the wait of a Certificate whose issuer's gate is full.
-const reasonIssuerBusy = "IssuerBusy"
+// Reasons of the waits for an issuer.
+const (
+	// reasonIssuerBusy is the wait of a Certificate whose issuer's gate is full.
+	reasonIssuerBusy     = "IssuerBusy"
+	reasonIssuerNotFound = "IssuerNotFound"
+	reasonIssuerNotReady = "IssuerNotReady"
+)
 
 // resolveIssuer checks the Certificate's issuer (as observed), its solvers, and gets its ACME
 // client, before an order is opened. An issuer that does not exist or is not Ready yet is waited for (its watch wakes the
 // Certificate); a solver that cannot work is a stalled error.
 func (r *CertificateReconciler) resolveIssuer(ctx context.Context, run *certificateRun) (ctrl.Result, error) {
-	ref := run.cert.Spec.IssuerRef
+	ref := attemptIssuerRef(run.cert)
 	issuer, err := run.issuer, run.observed.issuerErr
 	if err != nil {
 		if apierrors.IsNotFound(err) {
-			return ctrl.Result{}, wait(time.Minute, "IssuerNotFound", "%s %q does not exist", issuerKind(run.cert), ref.Name)
+			return ctrl.Result{}, wait(time.Minute, reasonIssuerNotFound, "%s %q does not exist", ref.KindOrDefault(), ref.Name)
 		}
 		return ctrl.Result{}, err
 	}
@@ -57,7 +62,7 @@ func (r *CertificateReconciler) resolveIssuer(ctx context.Context, run *certific
 		if c := meta.FindStatusCondition(issuer.GetStatus().Conditions, certpilotv1alpha1.ConditionReady); c != nil && c.Message != "" {
 			message = "is not Ready: " + c.Message
 		}
-		return ctrl.Result{}, wait(time.Minute, "IssuerNotReady", "%s %q %s", issuer.Kind(), ref.Name, message)
+		return ctrl.Result{}, wait(time.Minute, reasonIssuerNotReady, "%s %q %s", issuer.Kind(), ref.Name, message)
 	}
 	r.setIssuer(run, issuer)
 

@@ -6,6 +6,8 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 
+	certpilotv1alpha1 "github.com/certpilot/certpilot/api/v1alpha1"
+
 	"github.com/certpilot/certpilot/internal/pki"
 )
 
@@ -19,6 +21,9 @@ type observed struct {
 	// issuerErr is why the issuer could not be read (NotFound, say); when it was, it is
 	// certificateRun.issuer.
 	issuerErr error
+	// servedIssuer is the issuer of the served certificate (servedIssuerRef), nil when it could
+	// not be read: certificateRun.issuer itself unless a fallback issuer issued it.
+	servedIssuer certpilotv1alpha1.GenericIssuer
 }
 
 // observe reads the certificate Secret and the issuer into run. While an order is open
@@ -44,13 +49,22 @@ func (r *CertificateReconciler) observe(ctx context.Context, run *certificateRun
 	return nil
 }
 
-// observeIssuer reads the Certificate's issuer (from the cache) into run, with where the
-// Secrets its solver names live, and records whether renewals need a person (autoRenewable).
+// observeIssuer reads the issuer of the Certificate's issuance (attemptIssuerRef) and the issuer
+// of its served certificate (from the cache) into run, with where the Secrets its solver names
+// live, and records whether renewals need a person (autoRenewable).
 func (r *CertificateReconciler) observeIssuer(ctx context.Context, run *certificateRun) {
-	issuer, err := r.getIssuer(ctx, run.cert)
-	run.issuer, run.observed.issuerErr = nil, err
+	ref := attemptIssuerRef(run.cert)
+	issuer, err := r.getIssuer(ctx, run.cert, ref)
+	run.issuer, run.observed.issuerErr, run.observed.servedIssuer = nil, err, nil
 	if err == nil {
 		r.setIssuer(run, issuer)
+		run.observed.servedIssuer = issuer
+	}
+	if served := servedIssuerRef(run.cert, run.observed.secret); served != ref {
+		run.observed.servedIssuer = nil
+		if issuer, err := r.getIssuer(ctx, run.cert, served); err == nil {
+			run.observed.servedIssuer = issuer
+		}
 	}
 	r.parts().challenges.setAutoRenewable(run)
 }

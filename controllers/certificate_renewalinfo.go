@@ -35,7 +35,7 @@ func renewalSchedule(status *certpilotv1alpha1.CertificateStatus, leaf *x509.Cer
 	return renewal.Schedule(in)
 }
 
-// refreshRenewalInfo asks the CA for the certificate's renewal window (RFC 9773), when the issuer
+// refreshRenewalInfo asks the CA of issuer, the certificate's, for its renewal window (RFC 9773), when the issuer
 // has not turned ARI off and the server publishes it (decideIssuance says when it is due), and
 // records the window and the next fetch. A failure never blocks renewal: it is recorded, the fallback time stands,
 // and the fetch is tried again later (after the CA's Retry-After, or an hour).
@@ -44,14 +44,20 @@ func renewalSchedule(status *certpilotv1alpha1.CertificateStatus, leaf *x509.Cer
 // is kept in memory (renewalInfoFetches) and the status keeps the time written with the last
 // change, so a certificate costs a status write per change of its window, not per poll. After a
 // restart the status's time stands, so every certificate is asked once more.
-func (ri renewalInfoSteps) refreshRenewalInfo(ctx context.Context, run *certificateRun, leaf *x509.Certificate) {
+func (ri renewalInfoSteps) refreshRenewalInfo(ctx context.Context, run *certificateRun, issuer certpilotv1alpha1.GenericIssuer, leaf *x509.Certificate) {
 	status := &run.cert.Status
-	if run.issuer == nil || run.issuer.GetSpec().ACME.DisableRenewalInfo {
+	if issuer == nil || issuer.GetSpec().ACME.DisableRenewalInfo {
 		status.RenewalInfo = nil
 		return
 	}
 	serial := fmt.Sprintf("%x", leaf.SerialNumber)
-	client, err := issuerClient(ctx, ri.accounts, run)
+	var client *acme.Client
+	var err error
+	if issuer == run.issuer {
+		client, err = issuerClient(ctx, ri.accounts, run)
+	} else {
+		client, err = ri.accounts.Client(ctx, issuer) // the served certificate came from a fallback issuer
+	}
 	if err != nil {
 		return // the issuer is not usable now; its recovery wakes the Certificate
 	}

@@ -114,7 +114,7 @@ func (s *secretStore) recordIssued(ctx context.Context, run *certificateRun, lea
 	status := &cert.Status
 	// The new certificate's window, fetched now so that it lands in this reconcile's status write.
 	status.RenewalInfo, status.RenewalTimeSource = nil, ""
-	s.renewalInfo.refreshRenewalInfo(ctx, run, leaf)
+	s.renewalInfo.refreshRenewalInfo(ctx, run, run.issuer, leaf)
 	renewalTime, source := renewalSchedule(status, leaf, renewBefore(cert))
 	status.NotBefore, status.NotAfter, status.RenewalTime = timePtr(leaf.NotBefore), timePtr(leaf.NotAfter), timePtr(renewalTime)
 	status.RenewalTimeSource = source
@@ -125,6 +125,7 @@ func (s *secretStore) recordIssued(ctx context.Context, run *certificateRun, lea
 		status.Revision = run.patchBase.Status.Revision + 1
 	}
 	status.FailedIssuanceAttempts, status.LastFailureTime, status.LastFailureReason, status.NextAttemptTime = 0, nil, "", nil
+	recordIssuedBy(run)
 	status.Order.State = acme.StatusValid
 	if len(status.Order.Challenges) == 0 {
 		// The challenges were read and answered in reconciles whose progress was not written:
@@ -165,8 +166,8 @@ func (s *secretStore) writeCertificateSecret(ctx context.Context, run *certifica
 		certpilotv1alpha1.LabelCertificate: cert.Name,
 	}
 	annotations := map[string]string{
-		annotationIssuerKind:  issuerKind(cert),
-		annotationIssuerName:  cert.Spec.IssuerRef.Name,
+		annotationIssuerKind:  run.issuer.Kind(),
+		annotationIssuerName:  run.issuer.GetName(),
 		annotationOrder:       run.order.URL,
 		annotationRenewed:     fmt.Sprint(renewed),
 		annotationACMEServer:  run.issuer.GetSpec().ACME.Server,

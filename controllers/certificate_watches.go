@@ -30,8 +30,11 @@ import (
 func (r *CertificateReconciler) SetupWithManager(ctx context.Context, mgr ctrl.Manager, options controller.Options) error {
 	if err := mgr.GetFieldIndexer().IndexField(ctx, &certpilotv1alpha1.Certificate{}, issuerRefIndex,
 		func(obj client.Object) []string {
-			ref := obj.(*certpilotv1alpha1.Certificate).Spec.IssuerRef
-			return []string{issuerKey(ref.Kind, ref.Name)}
+			var keys []string
+			for _, ref := range obj.(*certpilotv1alpha1.Certificate).IssuerRefs() {
+				keys = append(keys, issuerKey(ref.Kind, ref.Name))
+			}
+			return keys
 		}); err != nil {
 		return err
 	}

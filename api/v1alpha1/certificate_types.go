@@ -6,6 +6,7 @@ import (
 
 // CertificateSpec is what the user asks for: a certificate for some DNS names from an issuer,
 // kept in a Secret and renewed before it expires.
+// +kubebuilder:validation:XValidation:rule="!has(self.fallbackIssuerRefs) || self.fallbackIssuerRefs.all(f, f.name != self.issuerRef.name || f.kind != self.issuerRef.kind)",message="spec.fallbackIssuerRefs must not list spec.issuerRef"
 // +kubebuilder:validation:XValidation:rule="self.dnsNames.all(n, !n.startsWith('*.') || (has(self.solvers) && self.solvers.exists(s, n in s.dnsNames) ? has(self.solvers.filter(s, n in s.dnsNames)[0].dns01) : (!has(self.solver) || has(self.solver.dns01))))",message="wildcard names (*.example.com) can only be validated by the dns01 solver"
 // +kubebuilder:validation:XValidation:rule="!has(self.solvers) || self.solvers.all(s, s.dnsNames.all(n, n in self.dnsNames))",message="every name in spec.solvers[].dnsNames must be one of spec.dnsNames"
 type CertificateSpec struct {
@@ -35,6 +36,18 @@ type CertificateSpec struct {
 	// IssuerRef names the Issuer (same namespace) or ClusterIssuer that issues the certificate.
 	// +required
 	IssuerRef IssuerReference `json:"issuerRef"`
+
+	// FallbackIssuerRefs are issuers tried in order when issuerRef cannot issue: after an
+	// outage of its CA (network errors, timeouts, 5xx, an issuer not Ready for 2 minutes), a
+	// rate limit (429, rateLimited), or 3 failed attempts in a row for any other reason (fewer
+	// when the next retry would come within a day of the served certificate's expiry). An order
+	// open at one CA is dropped, never finished at another. Every renewal starts again at
+	// issuerRef. status.issuerRef names the issuer of the served certificate.
+	// +optional
+	// +listType=atomic
+	// +kubebuilder:validation:MaxItems=3
+	// +kubebuilder:validation:XValidation:rule="self.all(a, self.exists_one(b, b.name == a.name && b.kind == a.kind))",message="spec.fallbackIssuerRefs must not list an issuer twice"
+	FallbackIssuerRefs []IssuerReference `json:"fallbackIssuerRefs,omitempty"`
 
 	// RenewBefore is how long before expiry the certificate is renewed. Short-lived
 	// certificates renew earlier: at most a third of their lifetime before expiry (half under
@@ -273,6 +286,16 @@ type CertificateStatus struct {
 	// +kubebuilder:validation:Minimum=0
 	Revision int64 `json:"revision,omitempty"`
 
+	// IssuerRef names the issuer that issued the certificate in the Secret: spec.issuerRef or one
+	// of spec.fallbackIssuerRefs.
+	// +optional
+	IssuerRef *IssuerReference `json:"issuerRef,omitempty"`
+
+	// CurrentIssuer is the issuer the issuance in progress uses, with its failures there; unset
+	// between issuances (the next one starts at spec.issuerRef).
+	// +optional
+	CurrentIssuer *CurrentIssuerStatus `json:"currentIssuer,omitempty"`
+
 	// FailedIssuanceAttempts counts issuance failures since the last success; it sets the
 	// backoff (about 1m, 10m, 100m, then daily).
 	// +optional
@@ -309,6 +332,33 @@ type CertificateStatus struct {
 	// +listType=atomic
 	// +kubebuilder:validation:MaxItems=100
 	Injected []InjectedWorkload `json:"injected,omitempty"`
+}
+
+// CurrentIssuerStatus is the issuer an issuance uses now (spec.issuerRef or one of
+// spec.fallbackIssuerRefs) and how it fared there.
+type CurrentIssuerStatus struct {
+	// Kind of the issuer: Issuer or ClusterIssuer.
+	// +required
+	Kind string `json:"kind"`
+
+	// Name of the issuer.
+	// +required
+	Name string `json:"name"`
+
+	// FailedAttempts counts the failed attempts in a row at this issuer.
+	// +optional
+	// +kubebuilder:validation:Minimum=0
+	FailedAttempts int32 `json:"failedAttempts,omitempty"`
+
+	// Since is when the issuance moved to this issuer.
+	// +optional
+	Since *metav1.Time `json:"since,omitempty"`
+
+	// Reason is why the issuance moved to this issuer from the one before it: Outage,
+	// RateLimited or Failures (empty for spec.issuerRef at the start of an issuance).
+	// +optional
+	// +kubebuilder:validation:MaxLength=64
+	Reason string `json:"reason,omitempty"`
 }
 
 // InjectedWorkload names a workload of the Certificate's namespace that certpilot injected

@@ -40,3 +40,13 @@ func (r IssuerReference) KindOrDefault() string {
 	}
 	return r.Kind
 }
+
+// IssuerRefs are the issuers the Certificate may use, in order: spec.issuerRef, then
+// spec.fallbackIssuerRefs; each with its kind filled in.
+func (c *Certificate) IssuerRefs() []IssuerReference {
+	refs := make([]IssuerReference, 0, 1+len(c.Spec.FallbackIssuerRefs))
+	for _, ref := range append([]IssuerReference{c.Spec.IssuerRef}, c.Spec.FallbackIssuerRefs...) {
+		refs = append(refs, IssuerReference{Name: ref.Name, Kind: ref.KindOrDefault()})
+	}
+	return refs
+}

@@ -133,6 +133,15 @@ func RetryAfterOf(err error) (wait time.Duration, slowDown bool) {
 	return wait, true
 }
 
+// StatusCodeOf returns the HTTP status of the CA's error response in err, if err is one.
+func StatusCodeOf(err error) (int, bool) {
+	var problem *acme.Error
+	if !errors.As(err, &problem) {
+		return 0, false
+	}
+	return problem.StatusCode, true
+}
+
 func asksToSlowDown(problem *acme.Error) bool {
 	switch problem.StatusCode {
 	case http.StatusTooManyRequests, http.StatusServiceUnavailable:
