@@ -15,6 +15,7 @@ import (
 
 	certpilotv1alpha1 "github.com/certpilot/certpilot/api/v1alpha1"
 	"github.com/certpilot/certpilot/internal/acme"
+	"github.com/certpilot/certpilot/internal/budget"
 	"github.com/certpilot/certpilot/internal/renewal"
 )
 
@@ -25,7 +26,8 @@ import (
 //
 //   - has an outage: the CA cannot be reached, times out or answers 5xx, or the issuer has not
 //     been Ready (or not existed) for fallbackUnavailableGrace since the issuance came to it;
-//   - rate-limits the account: 429 or a rateLimited problem;
+//   - rate-limits the account: 429 or a rateLimited problem, or the account's new orders are
+//     paused after another Certificate's rate limit (AccountPaused);
 //   - fails fallbackAfterFailures times in a row for any other reason (the CA refuses the order,
 //     a validation fails), or fewer when its next retry would come within fallbackExpiryMargin
 //     of the served certificate's expiry.
@@ -196,6 +198,9 @@ func movedOnUntried(cert *certpilotv1alpha1.Certificate) bool {
 func classifyIssuerFailure(run *certificateRun, err error) issuerFailure {
 	if w, ok := asWait(err); ok && (w.Reason == reasonIssuerNotFound || w.Reason == reasonIssuerNotReady) {
 		return failureUnavailable
+	}
+	if w, ok := asWait(err); ok && w.Reason == budget.ReasonAccountPaused {
+		return failureRateLimited // the account's CA rate-limited another Certificate of the namespace
 	}
 	if run.issuanceFailed {
 		return failureOther

@@ -17,6 +17,7 @@ import (
 
 	certpilotv1alpha1 "github.com/certpilot/certpilot/api/v1alpha1"
 	"github.com/certpilot/certpilot/internal/acme"
+	"github.com/certpilot/certpilot/internal/budget"
 	"github.com/certpilot/certpilot/internal/pki"
 	"github.com/certpilot/certpilot/internal/renewal"
 )
@@ -158,6 +159,7 @@ func TestClassifyIssuerFailure(t *testing.T) {
 		"no error":               {run: withCA, want: noFailure},
 		"issuer not Ready":       {run: &certificateRun{}, err: wait(time.Minute, reasonIssuerNotReady, "x"), want: failureUnavailable},
 		"issuer missing":         {run: &certificateRun{}, err: wait(time.Minute, reasonIssuerNotFound, "x"), want: failureUnavailable},
+		"account paused":         {run: withCA, err: wait(time.Second, budget.ReasonAccountPaused, "x"), want: failureRateLimited},
 		"issuer busy":            {run: withCA, err: wait(time.Second, reasonIssuerBusy, "x"), want: noFailure},
 		"recorded failure":       {run: &certificateRun{acme: &acme.Client{}, issuanceFailed: true}, err: wait(time.Minute, "OrderInvalid", "x"), want: failureOther},
 		"429":                    {run: withCA, err: &xacme.Error{StatusCode: http.StatusTooManyRequests}, want: failureRateLimited},

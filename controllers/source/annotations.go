@@ -30,6 +30,10 @@ const (
 	// AnnotationSolver is spec.solver as YAML or JSON, for example
 	// `{"dns01": {"rfc2136": {...}}}`. Default: the issuer's solver.
 	AnnotationSolver = "certpilot.dev/solver"
+	// AnnotationFallbackIssuers is spec.fallbackIssuerRefs: issuers tried in order when the
+	// issuer annotation's cannot issue, comma-separated, each "Issuer/name", "ClusterIssuer/name"
+	// or a bare name of the issuer annotation's kind. At most 3.
+	AnnotationFallbackIssuers = "certpilot.dev/fallback-issuers"
 )
 
 // Labels on the Certificates a source generates.
@@ -49,10 +53,11 @@ const minRenewBefore = 5 * time.Minute
 
 // template is what the annotations put into every Certificate of one source.
 type template struct {
-	IssuerRef   certpilotv1alpha1.IssuerReference
-	RenewBefore *metav1.Duration
-	PrivateKey  *certpilotv1alpha1.PrivateKey
-	Solver      *certpilotv1alpha1.Solver
+	IssuerRef          certpilotv1alpha1.IssuerReference
+	FallbackIssuerRefs []certpilotv1alpha1.IssuerReference
+	RenewBefore        *metav1.Duration
+	PrivateKey         *certpilotv1alpha1.PrivateKey
+	Solver             *certpilotv1alpha1.Solver
 }
 
 // parseAnnotations reads a source's annotations. annotated is false when neither issuer
@@ -73,6 +78,10 @@ func parseAnnotations(annotations map[string]string) (t template, annotated bool
 	}
 	if t.IssuerRef.Name == "" {
 		return template{}, true, fmt.Errorf("the annotation %s names no issuer", issuerAnnotation(t.IssuerRef.Kind))
+	}
+
+	if t.FallbackIssuerRefs, err = parseFallbackIssuers(annotations, t.IssuerRef); err != nil {
+		return template{}, true, err
 	}
 
 	if value, ok := annotations[AnnotationRenewBefore]; ok {
@@ -101,6 +110,41 @@ func parseAnnotations(annotations map[string]string) (t template, annotated bool
 		t.Solver = solver
 	}
 	return t, true, nil
+}
+
+// maxFallbackIssuers is the Certificate API's bound on spec.fallbackIssuerRefs.
+const maxFallbackIssuers = 3
+
+// parseFallbackIssuers reads the fallback issuers annotation; nil when it is not set. The API's
+// rules (at most 3, no issuer twice, not the issuer itself) are checked here, so that a wrong
+// list is reported on the source rather than as a refused apply.
+func parseFallbackIssuers(annotations map[string]string, issuer certpilotv1alpha1.IssuerReference) ([]certpilotv1alpha1.IssuerReference, error) {
+	value, ok := annotations[AnnotationFallbackIssuers]
+	if !ok || strings.TrimSpace(value) == "" {
+		return nil, nil
+	}
+	var refs []certpilotv1alpha1.IssuerReference
+	for _, entry := range strings.Split(value, ",") {
+		entry = strings.TrimSpace(entry)
+		ref := certpilotv1alpha1.IssuerReference{Kind: issuer.Kind, Name: entry}
+		if kind, name, found := strings.Cut(entry, "/"); found {
+			ref = certpilotv1alpha1.IssuerReference{Kind: strings.TrimSpace(kind), Name: strings.TrimSpace(name)}
+		}
+		if ref.Kind != "Issuer" && ref.Kind != "ClusterIssuer" {
+			return nil, fmt.Errorf("the annotation %s: %q is not Issuer/<name>, ClusterIssuer/<name> or a name", AnnotationFallbackIssuers, entry)
+		}
+		if ref.Name == "" {
+			return nil, fmt.Errorf("the annotation %s lists an empty issuer name", AnnotationFallbackIssuers)
+		}
+		if ref == issuer || slices.Contains(refs, ref) {
+			return nil, fmt.Errorf("the annotation %s lists %s %s twice (or the issuer itself)", AnnotationFallbackIssuers, ref.Kind, ref.Name)
+		}
+		refs = append(refs, ref)
+	}
+	if len(refs) > maxFallbackIssuers {
+		return nil, fmt.Errorf("the annotation %s lists %d issuers; at most %d", AnnotationFallbackIssuers, len(refs), maxFallbackIssuers)
+	}
+	return refs, nil
 }
 
 // parsePrivateKey reads the two private key annotations; nil when neither is set. The sizes

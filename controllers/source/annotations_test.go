@@ -57,6 +57,31 @@ func TestParseAnnotations(t *testing.T) {
 			},
 			wantAnnotated: true,
 		},
+		"fallback issuers, bare names of the issuer's kind": {
+			annotations: map[string]string{AnnotationClusterIssuer: "le", AnnotationFallbackIssuers: "zerossl, Issuer/internal"},
+			want: template{
+				IssuerRef: certpilotv1alpha1.IssuerReference{Kind: "ClusterIssuer", Name: "le"},
+				FallbackIssuerRefs: []certpilotv1alpha1.IssuerReference{
+					{Kind: "ClusterIssuer", Name: "zerossl"}, {Kind: "Issuer", Name: "internal"}},
+			},
+			wantAnnotated: true,
+		},
+		"fallback issuer twice": {
+			annotations:   map[string]string{AnnotationIssuer: "le", AnnotationFallbackIssuers: "zerossl,Issuer/zerossl"},
+			wantAnnotated: true, wantErr: "twice",
+		},
+		"fallback issuer is the issuer": {
+			annotations:   map[string]string{AnnotationIssuer: "le", AnnotationFallbackIssuers: "le"},
+			wantAnnotated: true, wantErr: "the issuer itself",
+		},
+		"fallback issuer of an unknown kind": {
+			annotations:   map[string]string{AnnotationIssuer: "le", AnnotationFallbackIssuers: "CA/zerossl"},
+			wantAnnotated: true, wantErr: "is not Issuer/<name>",
+		},
+		"too many fallback issuers": {
+			annotations:   map[string]string{AnnotationIssuer: "le", AnnotationFallbackIssuers: "a,b,c,d"},
+			wantAnnotated: true, wantErr: "at most 3",
+		},
 		"both issuers":      {annotations: map[string]string{AnnotationIssuer: "a", AnnotationClusterIssuer: "b"}, wantAnnotated: true, wantErr: "not both"},
 		"empty issuer":      {annotations: map[string]string{AnnotationClusterIssuer: " "}, wantAnnotated: true, wantErr: "names no issuer"},
 		"bad duration":      {annotations: map[string]string{AnnotationIssuer: "a", AnnotationRenewBefore: "30d"}, wantAnnotated: true, wantErr: "not a duration"},

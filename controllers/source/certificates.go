@@ -170,12 +170,13 @@ func buildCertificate(src sourceRef, t template, block tlsBlock) *certpilotv1alp
 			}},
 		},
 		Spec: certpilotv1alpha1.CertificateSpec{
-			DNSNames:    slices.Clone(block.DNSNames),
-			SecretName:  block.SecretName,
-			IssuerRef:   t.IssuerRef,
-			RenewBefore: t.RenewBefore,
-			PrivateKey:  t.PrivateKey,
-			Solver:      t.Solver,
+			DNSNames:           slices.Clone(block.DNSNames),
+			SecretName:         block.SecretName,
+			IssuerRef:          t.IssuerRef,
+			FallbackIssuerRefs: slices.Clone(t.FallbackIssuerRefs),
+			RenewBefore:        t.RenewBefore,
+			PrivateKey:         t.PrivateKey,
+			Solver:             t.Solver,
 		},
 	}
 }

@@ -115,6 +115,18 @@ type PebbleProxy struct {
 
 // StartGuardedProxy starts a PebbleProxy for p on a free loopback port; Close stops it.
 func (p *Pebble) StartGuardedProxy(guard *PebbleGuard) (*PebbleProxy, error) {
+	return p.startProxy(guard.Transport, nil)
+}
+
+// StartProxy starts a PebbleProxy for p whose requests go through wrap first, for a test that
+// sees or answers some of them itself (a CA that refuses new orders, say); Close stops it.
+func (p *Pebble) StartProxy(wrap func(http.Handler) http.Handler) (*PebbleProxy, error) {
+	return p.startProxy(nil, wrap)
+}
+
+// startProxy starts a PebbleProxy for p, its upstream transport wrapped by transport and its
+// handler by wrap (either nil: none).
+func (p *Pebble) startProxy(transport func(http.RoundTripper) http.RoundTripper, wrap func(http.Handler) http.Handler) (*PebbleProxy, error) {
 	certificate, err := tls.LoadX509KeyPair(p.certFile, p.keyFile)
 	if err != nil {
 		return nil, fmt.Errorf("loading Pebble's HTTPS certificate for the proxy: %w", err)
@@ -124,15 +136,22 @@ func (p *Pebble) StartGuardedProxy(guard *PebbleGuard) (*PebbleProxy, error) {
 		return nil, errors.New("Pebble's CA bundle holds no certificate")
 	}
 	upstream := &url.URL{Scheme: "https", Host: p.ListenAddress}
-	transport := http.DefaultTransport.(*http.Transport).Clone()
-	transport.TLSClientConfig = &tls.Config{RootCAs: pool}
-	transport.MaxIdleConnsPerHost = 256
-	proxy := &httputil.ReverseProxy{
+	upstreamTransport := http.DefaultTransport.(*http.Transport).Clone()
+	upstreamTransport.TLSClientConfig = &tls.Config{RootCAs: pool}
+	upstreamTransport.MaxIdleConnsPerHost = 256
+	var roundTripper http.RoundTripper = upstreamTransport
+	if transport != nil {
+		roundTripper = transport(upstreamTransport)
+	}
+	var handler http.Handler = &httputil.ReverseProxy{
 		Rewrite: func(r *httputil.ProxyRequest) {
 			r.SetURL(upstream)
 			r.Out.Host = r.In.Host // Pebble builds its URLs from Host
 		},
-		Transport: guard.Transport(transport),
+		Transport: roundTripper,
+	}
+	if wrap != nil {
+		handler = wrap(handler)
 	}
 	listener, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -141,7 +160,7 @@ func (p *Pebble) StartGuardedProxy(guard *PebbleGuard) (*PebbleProxy, error) {
 	px := &PebbleProxy{
 		ListenAddress: listener.Addr().String(),
 		server: &http.Server{
-			Handler:           proxy,
+			Handler:           handler,
 			TLSConfig:         &tls.Config{Certificates: []tls.Certificate{certificate}},
 			ReadHeaderTimeout: 30 * time.Second,
 		},
