@@ -205,8 +205,8 @@ func classifyIssuerFailure(run *certificateRun, err error) issuerFailure {
 	if run.issuanceFailed {
 		return failureOther
 	}
-	if err == nil || run.acme == nil {
-		return noFailure // the CA was not asked
+	if err == nil || (run.acme == nil && run.releaseIssuer == nil) {
+		return noFailure // the CA was not asked (resolveIssuer takes the issuer's gate slot just before)
 	}
 	if status, ok := acme.StatusCodeOf(err); ok {
 		switch {

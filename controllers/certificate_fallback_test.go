@@ -167,6 +167,7 @@ func TestClassifyIssuerFailure(t *testing.T) {
 		"503":                    {run: withCA, err: &xacme.Error{StatusCode: http.StatusServiceUnavailable}, want: failureOutage},
 		"connection refused":     {run: withCA, err: fmt.Errorf("new order: %w", &net.OpError{Op: "dial", Err: errors.New("connection refused")}), want: failureOutage},
 		"timeout":                {run: withCA, err: fmt.Errorf("polling: %w", context.DeadlineExceeded), want: failureOutage},
+		"the CA's directory":     {run: &certificateRun{releaseIssuer: func() {}}, err: fmt.Errorf("directory: %w", &net.OpError{Op: "dial", Err: errors.New("refused")}), want: failureOutage},
 		"the CA was not asked":   {run: &certificateRun{}, err: &net.OpError{Op: "dial", Err: errors.New("refused")}, want: noFailure},
 		"the apiserver's error":  {run: withCA, err: apierrors.NewServiceUnavailable("etcd"), want: noFailure},
 		"a conflict on a Secret": {run: withCA, err: apierrors.NewConflict(schema.GroupResource{Resource: "secrets"}, "x", errors.New("changed")), want: noFailure},
