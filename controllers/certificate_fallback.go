@@ -269,12 +269,13 @@ func (f issuerFallback) afterAttempt(ctx context.Context, run *certificateRun, f
 	cleanupCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	if orderOpen(cert) {
+		// A failed order (recordFailure) stays in the status with its reasons; an open one goes.
 		if cleanupErr := f.challenges.removeChallenges(cleanupCtx, run); cleanupErr != nil {
 			ctrl.LoggerFrom(ctx).Error(cleanupErr, "Removing the challenge responses of the order left behind failed")
 		}
-	}
-	if abandonErr := f.records.abandonOrder(cleanupCtx, run); abandonErr != nil {
-		return errors.Join(err, abandonErr)
+		if abandonErr := f.records.abandonOrder(cleanupCtx, run); abandonErr != nil {
+			return errors.Join(err, abandonErr)
+		}
 	}
 	cert.Status.NextAttemptTime = nil // the slow-down was the other CA's
 	if !run.failureRecorded && (failure == failureOutage || failure == failureUnavailable) {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -23,34 +24,7 @@ import (
 // reconciler that starts afresh (a restart) continues at the issuer the status records.
 func TestIssuerFallbackOnEnvtest(t *testing.T) {
 	h := newCertificateHarness(t, "fallback")
-	secondCA, err := acmetest.Start(acmetest.Options{Now: time.Now})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(secondCA.Close)
-	second := &certpilotv1alpha1.Issuer{
-		ObjectMeta: metav1.ObjectMeta{Namespace: h.namespace, Name: "second"},
-		Spec: certpilotv1alpha1.IssuerSpec{
-			ACME: certpilotv1alpha1.ACMEIssuer{
-				Server: secondCA.DirectoryURL(), Email: "ops@example.com", CABundle: secondCA.CABundle(),
-				PrivateKeySecretRef: certpilotv1alpha1.SecretReference{Name: "second-account"},
-			},
-			Solver: &certpilotv1alpha1.Solver{DNS01: &certpilotv1alpha1.DNS01Solver{
-				Manual: &certpilotv1alpha1.ManualDNS01{}, Nameservers: []string{secondCA.DNSAddr()},
-			}},
-		},
-	}
-	create(t, second)
-	issuers := &IssuerReconciler{Client: testKube.Client, Accounts: h.accounts}
-	eventually(t, "the second Issuer is Ready", func() error {
-		if _, err := issuers.Reconcile(context.Background(), reconcile.Request{NamespacedName: client.ObjectKeyFromObject(second)}); err != nil {
-			return err
-		}
-		if err := testKube.Client.Get(context.Background(), client.ObjectKeyFromObject(second), second); err != nil {
-			return err
-		}
-		return reconciledCondition(second, certpilotv1alpha1.ConditionReady, metav1.ConditionTrue, "AccountRegistered")()
-	})
+	secondCA, second := startSecondIssuer(t, h)
 
 	h.ca.SetFaults([]acmetest.Fault{{From: time.Now().Add(-time.Hour), To: time.Now().Add(time.Hour), Kind: acmetest.FaultServerError}})
 	name := "www.fallback.example"
@@ -132,4 +106,79 @@ func (h *certificateHarness) reconcileUntilIssued(t *testing.T, cert *certpilotv
 		}
 		return nil
 	})
+}
+
+// startSecondIssuer starts a second acmetest CA and a Ready Issuer "second" for it in the
+// harness's namespace.
+func startSecondIssuer(t *testing.T, h *certificateHarness) (*acmetest.CA, *certpilotv1alpha1.Issuer) {
+	t.Helper()
+	secondCA, err := acmetest.Start(acmetest.Options{Now: time.Now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(secondCA.Close)
+	second := &certpilotv1alpha1.Issuer{
+		ObjectMeta: metav1.ObjectMeta{Namespace: h.namespace, Name: "second"},
+		Spec: certpilotv1alpha1.IssuerSpec{
+			ACME: certpilotv1alpha1.ACMEIssuer{
+				Server: secondCA.DirectoryURL(), Email: "ops@example.com", CABundle: secondCA.CABundle(),
+				PrivateKeySecretRef: certpilotv1alpha1.SecretReference{Name: "second-account"},
+			},
+			Solver: &certpilotv1alpha1.Solver{DNS01: &certpilotv1alpha1.DNS01Solver{
+				Manual: &certpilotv1alpha1.ManualDNS01{}, Nameservers: []string{secondCA.DNSAddr()},
+			}},
+		},
+	}
+	create(t, second)
+	issuers := &IssuerReconciler{Client: testKube.Client, Accounts: h.accounts}
+	eventually(t, "the second Issuer is Ready", func() error {
+		if _, err := issuers.Reconcile(context.Background(), reconcile.Request{NamespacedName: client.ObjectKeyFromObject(second)}); err != nil {
+			return err
+		}
+		if err := testKube.Client.Get(context.Background(), client.ObjectKeyFromObject(second), second); err != nil {
+			return err
+		}
+		return reconciledCondition(second, certpilotv1alpha1.ConditionReady, metav1.ConditionTrue, "AccountRegistered")()
+	})
+
+	return secondCA, second
+}
+
+// TestIssuerFallbackDropsTheOpenOrder: the first CA fails after the order was opened there and
+// recorded in the claim; the issuance moves to the second issuer, which issues with an order of
+// its own, and the first CA's order is neither finished nor resumed.
+func TestIssuerFallbackDropsTheOpenOrder(t *testing.T) {
+	h := newCertificateHarness(t, "fallback-open")
+	secondCA, second := startSecondIssuer(t, h)
+	name := "open.fallback.example"
+	cert := &certpilotv1alpha1.Certificate{
+		ObjectMeta: metav1.ObjectMeta{Namespace: h.namespace, Name: "open"},
+		Spec: certpilotv1alpha1.CertificateSpec{
+			DNSNames:           []string{name},
+			SecretName:         "open-tls",
+			IssuerRef:          certpilotv1alpha1.IssuerReference{Name: h.issuer.Name},
+			FallbackIssuerRefs: []certpilotv1alpha1.IssuerReference{{Name: second.Name}},
+		},
+	}
+	create(t, cert)
+	// The claim write records the new order: from then on the first CA times out.
+	h.client.before("create", cert.Spec.SecretName+"-certpilot-claim", func(context.Context, any) {
+		h.ca.SetFaults([]acmetest.Fault{{From: time.Now().Add(-time.Minute), To: time.Now().Add(time.Hour), Kind: acmetest.FaultTimeout}})
+	})
+	h.reconcileUntilIssued(t, cert, "", nil)
+	if err := h.client.hookRan("create", cert.Spec.SecretName+"-certpilot-claim"); err != nil {
+		t.Fatal(err)
+	}
+	if ref := cert.Status.IssuerRef; ref == nil || ref.Name != second.Name {
+		t.Errorf("status.issuerRef = %+v, want Issuer %s", ref, second.Name)
+	}
+	if stats := h.ca.Stats(); stats.Orders[name] != 1 || stats.Certificates[name] != 0 {
+		t.Errorf("the first CA has %d orders and issued %d certificates; want the one order, never finished", stats.Orders[name], stats.Certificates[name])
+	}
+	if got := secondCA.Stats().Orders[name]; got != 1 {
+		t.Errorf("the second CA has %d orders, want 1", got)
+	}
+	if strings.Contains(cert.Status.Order.URL, strings.TrimSuffix(h.ca.DirectoryURL(), "/directory")) {
+		t.Errorf("status.order %s is the first CA's", cert.Status.Order.URL)
+	}
 }
