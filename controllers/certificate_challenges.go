@@ -151,7 +151,8 @@ func (cs *challengeSteps) pendingChallenges(ctx context.Context, run *certificat
 		if challenge.Status != acme.StatusPending {
 			continue // already accepted; the CA is validating it
 		}
-		c := solver.Challenge{DNSName: dnsName, Type: s.Type(), Token: challenge.Token, Announced: announced(run, dnsName, challenge.Token)}
+		c := solver.Challenge{DNSName: dnsName, Type: s.Type(), Token: challenge.Token, Announced: announced(run, dnsName, challenge.Token),
+			Expires: authz.Expires}
 		if challenge.Token != "" { // dns-persist-01 has none: its record names the account instead
 			if c.KeyAuthorization, err = run.acme.KeyAuthorization(challenge.Token); err != nil {
 				return nil, nil, err

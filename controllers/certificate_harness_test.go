@@ -45,8 +45,19 @@ type certificateHarness struct {
 // newCertificateHarness starts the CA, a namespace with a Ready Issuer, and the reconciler.
 func newCertificateHarness(t *testing.T, namespacePrefix string) *certificateHarness {
 	t.Helper()
+	return newCertificateHarnessWithProfile(t, namespacePrefix, "")
+}
+
+// newCertificateHarnessWithProfile is newCertificateHarness with a CA that offers the ACME
+// profile and an Issuer that asks for it (none: the CA's default, classic).
+func newCertificateHarnessWithProfile(t *testing.T, namespacePrefix, profile string) *certificateHarness {
+	t.Helper()
 	testenv.SkipIfShort(t)
-	ca, err := acmetest.Start(acmetest.Options{Now: time.Now})
+	options := acmetest.Options{Now: time.Now}
+	if profile != "" {
+		options.Profiles = map[string]time.Duration{profile: 45 * 24 * time.Hour}
+	}
+	ca, err := acmetest.Start(options)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -58,6 +69,7 @@ func newCertificateHarness(t *testing.T, namespacePrefix string) *certificateHar
 			ACME: certpilotv1alpha1.ACMEIssuer{
 				Server: ca.DirectoryURL(), Email: "ops@example.com", CABundle: ca.CABundle(),
 				PrivateKeySecretRef: certpilotv1alpha1.SecretReference{Name: "acmetest-account"},
+				Profile:             profile,
 			},
 			Solver: &certpilotv1alpha1.Solver{DNS01: &certpilotv1alpha1.DNS01Solver{
 				Manual: &certpilotv1alpha1.ManualDNS01{}, Nameservers: []string{ca.DNSAddr()},

@@ -45,6 +45,10 @@ const (
 	reasonIssuerNotReady = "IssuerNotReady"
 )
 
+// reasonTooManyNamesForProfile stalls a Certificate with more names than its issuer's ACME
+// profile accepts in one order (acme.TooManyIdentifiers).
+const reasonTooManyNamesForProfile = "TooManyNamesForProfile"
+
 // resolveIssuer checks the Certificate's issuer (as observed), its solvers, and gets its ACME
 // client, before an order is opened. An issuer that does not exist or is not Ready yet is waited for (its watch wakes the
 // Certificate); a solver that cannot work is a stalled error.
@@ -72,6 +76,10 @@ func (r *CertificateReconciler) resolveIssuer(ctx context.Context, run *certific
 		return ctrl.Result{}, err
 	} else if !decision.Allowed {
 		return ctrl.Result{}, stalled(decision.Reason, "%s", decision.Message)
+	}
+	// The issuer's profile may accept fewer names per order than the API allows.
+	if message := acme.TooManyIdentifiers(issuer.GetSpec().ACME.Profile, len(run.cert.Spec.DNSNames)); message != "" {
+		return ctrl.Result{}, stalled(reasonTooManyNamesForProfile, "%s %q: %s", issuer.Kind(), ref.Name, message)
 	}
 	for _, name := range run.cert.Spec.DNSNames {
 		spec, source, ok := solverSpecFor(run, name)

@@ -2,10 +2,15 @@ package controllers
 
 import (
 	"context"
+	"fmt"
+	"strings"
 	"testing"
 
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	certpilotv1alpha1 "github.com/certpilot/certpilot/api/v1alpha1"
 	"github.com/certpilot/certpilot/internal/policy"
@@ -66,4 +71,44 @@ func TestIssuerPolicyDecision(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestTooManyNamesForProfile: a Certificate with more names than its issuer's profile accepts in
+// one order (tlsserver: 25) stalls with a message saying so, before any order is created; with
+// 25 names it is issued.
+func TestTooManyNamesForProfile(t *testing.T) {
+	h := newCertificateHarnessWithProfile(t, "profile-limit", "tlsserver")
+	names := make([]string, 26)
+	for i := range names {
+		names[i] = fmt.Sprintf("n%02d.harness.example", i)
+	}
+	cert := &certpilotv1alpha1.Certificate{
+		ObjectMeta: metav1.ObjectMeta{Namespace: h.namespace, Name: "many"},
+		Spec: certpilotv1alpha1.CertificateSpec{
+			DNSNames: names, SecretName: "many-tls",
+			IssuerRef: certpilotv1alpha1.IssuerReference{Name: h.issuer.Name},
+		},
+	}
+	create(t, cert)
+	h.reconcileUntil(t, cert, "Stalled: too many names for the profile", func(error) error {
+		return stalledCondition(cert, reasonTooManyNamesForProfile)
+	})
+	stalled := meta.FindStatusCondition(cert.Status.Conditions, certpilotv1alpha1.ConditionStalled)
+	for _, want := range []string{"26 names", `profile "tlsserver"`, "at most 25", `Issuer "acmetest"`} {
+		if !strings.Contains(stalled.Message, want) {
+			t.Errorf("Stalled message %q does not say %q", stalled.Message, want)
+		}
+	}
+	if orders := h.ca.Stats().Requests["newOrder"]; orders != 0 || cert.Status.Order != nil {
+		t.Errorf("%d orders created (status order %+v), want none", orders, cert.Status.Order)
+	}
+
+	eventually(t, "drop a name", func() error {
+		if err := testKube.Client.Get(context.Background(), client.ObjectKeyFromObject(cert), cert); err != nil {
+			return err
+		}
+		cert.Spec.DNSNames = names[:25]
+		return testKube.Client.Update(context.Background(), cert)
+	})
+	h.issue(t, cert)
 }

@@ -210,7 +210,8 @@ func (s *manualSolver) AutoRenewable() bool           { return false }
 func (s *manualSolver) NeedsFinalizer() bool          { return false }
 func (s *manualSolver) Prepare(context.Context) error { return nil }
 
-// Present publishes nothing: it tells the user, once per challenge, which record to create.
+// Present publishes nothing: it tells the user, once per challenge, which record to create and
+// by when.
 func (s *manualSolver) Present(_ context.Context, challenges []Challenge) error {
 	for _, c := range challenges {
 		if c.Announced {
@@ -218,13 +219,35 @@ func (s *manualSolver) Present(_ context.Context, challenges []Challenge) error 
 		}
 		fqdn, value := DNS01Record(c.DNSName, c.KeyAuthorization)
 		s.deps.Recorder.Eventf(s.owner.Object, nil, corev1.EventTypeNormal, "DNSRecordRequired", "Issue",
-			"Create the TXT record %s with the value %q for %s", fqdn, value, c.DNSName)
+			"Create the TXT record %s with the value %q for %s%s", fqdn, value, c.DNSName, s.deadline(c))
 	}
 	return nil
 }
 
+// Check looks for the record; while it is missing, the message says when the CA's
+// authorization expires, which is how long the person has.
 func (s *manualSolver) Check(ctx context.Context, c Challenge) error {
-	return checkTXT(ctx, s.spec.Nameservers, c)
+	if err := checkTXT(ctx, s.spec.Nameservers, c); err != nil {
+		return fmt.Errorf("%w%s", err, s.deadline(c))
+	}
+	return nil
+}
+
+// deadline is ", before <time> (in <duration>), when the CA's authorization expires", or empty
+// when the CA did not say.
+func (s *manualSolver) deadline(c Challenge) string {
+	if c.Expires.IsZero() {
+		return ""
+	}
+	left := "already past"
+	if d := c.Expires.Sub(s.deps.now()); d > 0 {
+		left = "in " + strings.TrimSuffix(d.Truncate(time.Minute).String(), "0s")
+		if d < time.Minute {
+			left = "in less than a minute"
+		}
+	}
+	return fmt.Sprintf(", before %s (%s), when the CA's authorization for it expires and the order with it",
+		c.Expires.UTC().Format(time.RFC3339), left)
 }
 
 func (s *manualSolver) NotVisible(failures []string, pending int) (string, string) {

@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	clocktesting "k8s.io/utils/clock/testing"
+
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/tools/events"
@@ -327,14 +329,18 @@ func TestManualSolver(t *testing.T) {
 	server := startZoneServers(t, "127.0.0.1")[0]
 	recorder := events.NewFakeRecorder(10)
 	certificate := &certpilotv1alpha1.Certificate{ObjectMeta: metav1.ObjectMeta{Namespace: "team", Name: "web"}}
+	now := time.Date(2026, 12, 6, 20, 0, 0, 0, time.UTC)
 	s := &manualSolver{
-		deps:  &Deps{Recorder: recorder},
+		deps:  &Deps{Recorder: recorder, Clock: clocktesting.NewFakePassiveClock(now)},
 		owner: Owner{Object: certificate, Namespace: "team", Name: "web"},
 		spec:  &certpilotv1alpha1.DNS01Solver{Manual: &certpilotv1alpha1.ManualDNS01{}, Nameservers: []string{server.address}},
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
+	// A tlsserver or shortlived order at Let's Encrypt: the authorization expires in an hour.
 	challenge := dns01Challenge("www.example.test", testKeyAuthorization)
+	challenge.Expires = now.Add(59*time.Minute + 30*time.Second)
+	const deadline = "before 2026-12-06T20:59:30Z (in 59m)"
 	announced := dns01Challenge("api.example.test", "announced.thumbprint")
 	announced.Announced = true
 
@@ -343,17 +349,29 @@ func TestManualSolver(t *testing.T) {
 	}
 	if got := drainEvents(recorder); len(got) != 1 ||
 		!strings.Contains(got[0], "DNSRecordRequired") || !strings.Contains(got[0], "_acme-challenge.www.example.test.") ||
-		!strings.Contains(got[0], testKeyAuthorizationDigest) {
-		t.Fatalf("events = %q, want one DNSRecordRequired naming the record and its value", got)
+		!strings.Contains(got[0], testKeyAuthorizationDigest) || !strings.Contains(got[0], deadline) {
+		t.Fatalf("events = %q, want one DNSRecordRequired naming the record, its value and %q", got, deadline)
 	}
 
 	err := s.Check(ctx, challenge)
-	if err == nil || !strings.Contains(err.Error(), server.address) || !strings.Contains(err.Error(), testKeyAuthorizationDigest) {
-		t.Fatalf("Check before the record exists = %v, want it to name the value and the nameserver", err)
+	if err == nil || !strings.Contains(err.Error(), server.address) || !strings.Contains(err.Error(), testKeyAuthorizationDigest) ||
+		!strings.Contains(err.Error(), deadline) {
+		t.Fatalf("Check before the record exists = %v, want it to name the value, the nameserver and %q", err, deadline)
 	}
 	reason, message := s.NotVisible([]string{err.Error()}, 2)
-	if reason != "DNSRecordRequired" || !strings.Contains(message, "1 of 2") {
+	if reason != "DNSRecordRequired" || !strings.Contains(message, "1 of 2") || !strings.Contains(message, deadline) {
 		t.Errorf("NotVisible = %q, %q", reason, message)
+	}
+	// Without an expiry from the CA nothing is made up; past it, the message says so.
+	noExpiry := challenge
+	noExpiry.Expires = time.Time{}
+	if err := s.Check(ctx, noExpiry); err == nil || strings.Contains(err.Error(), "expires") {
+		t.Errorf("Check without an expiry = %v", err)
+	}
+	expired := challenge
+	expired.Expires = now.Add(-time.Minute)
+	if err := s.Check(ctx, expired); err == nil || !strings.Contains(err.Error(), "already past") {
+		t.Errorf("Check after the expiry = %v, want it to say it is past", err)
 	}
 	server.add(t, fmt.Sprintf("_acme-challenge.www.example.test. 60 IN TXT %q", testKeyAuthorizationDigest))
 	if err := s.Check(ctx, challenge); err != nil {

@@ -33,6 +33,10 @@ type Challenge struct {
 	KeyAuthorization string
 	// Announced is true when the person who must act was already told (a manual record).
 	Announced bool
+	// Expires is when the CA's authorization for the name expires, if still pending then (the
+	// order fails with it); zero when unknown. Let's Encrypt's tlsserver and shortlived profiles
+	// give a person an hour, classic a week.
+	Expires time.Time
 	// IssuerDomainNames are the dns-persist-01 challenge's issuer-domain-names: the names a
 	// record may give for the CA (its directory's caaIdentities when the challenge lists none).
 	IssuerDomainNames []string
