@@ -29,15 +29,35 @@ func NewGatewayReconciler(options Options) *Reconciler {
 	return &Reconciler{Options: options, kind: gatewayKind}
 }
 
-// gatewayTLSEntries lists the listeners that ask for a certificate: protocol HTTPS or TLS, TLS
-// mode Terminate (the default), a hostname, and a first certificateRef that is a Secret in the
-// Gateway's namespace. Listeners without a hostname or in Passthrough mode are not certpilot's
-// to serve and are skipped silently; a listener whose first reference certpilot cannot write
-// is a problem (certpilot never writes outside the Gateway's namespace).
+// gatewayTLSEntries lists the Gateway's listeners that ask for a certificate (listenerTLSEntries).
 func gatewayTLSEntries(gateway *gatewayv1.Gateway) ([]tlsEntry, []problem) {
+	listeners := make([]listenerFields, len(gateway.Spec.Listeners))
+	for i, l := range gateway.Spec.Listeners {
+		listeners[i] = listenerFields{Name: l.Name, Hostname: l.Hostname, Protocol: l.Protocol, TLS: l.TLS}
+	}
+	return listenerTLSEntries("Gateway", gateway.Namespace, listeners)
+}
+
+// listenerFields are the fields of a listener certpilot reads; a Gateway's Listener and a
+// ListenerSet's ListenerEntry have them alike.
+type listenerFields struct {
+	Name     gatewayv1.SectionName
+	Hostname *gatewayv1.Hostname
+	Protocol gatewayv1.ProtocolType
+	TLS      *gatewayv1.ListenerTLSConfig
+}
+
+// listenerTLSEntries lists the listeners that ask for a certificate: protocol HTTPS or TLS, TLS
+// mode Terminate (the default), a hostname, and a first certificateRef that is a Secret in the
+// namespace of the Gateway or ListenerSet (ownerKind) that declares them. Listeners without a
+// hostname or in Passthrough mode are not certpilot's to serve and are skipped silently; a
+// listener whose first reference certpilot cannot write is a problem (certpilot never writes
+// outside the namespace of the object that declares the listener, whatever a ReferenceGrant
+// allows its implementation to read).
+func listenerTLSEntries(ownerKind, namespace string, listeners []listenerFields) ([]tlsEntry, []problem) {
 	var entries []tlsEntry
 	var problems []problem
-	for _, listener := range gateway.Spec.Listeners {
+	for _, listener := range listeners {
 		if listener.Protocol != gatewayv1.HTTPSProtocolType && listener.Protocol != gatewayv1.TLSProtocolType {
 			continue
 		}
@@ -60,10 +80,10 @@ func gatewayTLSEntries(gateway *gatewayv1.Gateway) ([]tlsEntry, []problem) {
 				from, derefOr(ref.Group, ""), derefOr(ref.Kind, "Secret"))})
 			continue
 		}
-		if ref.Namespace != nil && string(*ref.Namespace) != gateway.Namespace {
+		if ref.Namespace != nil && string(*ref.Namespace) != namespace {
 			problems = append(problems, problem{Reason: reasonUnsupportedRef, Message: fmt.Sprintf(
-				"%s: Secret %s is in namespace %s; certpilot writes only in the Gateway's namespace %s: no Certificate",
-				from, ref.Name, *ref.Namespace, gateway.Namespace)})
+				"%s: Secret %s is in namespace %s; certpilot writes only in the %s's namespace %s: no Certificate",
+				from, ref.Name, *ref.Namespace, ownerKind, namespace)})
 			continue
 		}
 		entries = append(entries, tlsEntry{From: from, SecretName: string(ref.Name), Hosts: []string{string(*listener.Hostname)}})

@@ -17,9 +17,9 @@ import (
 	certpilotv1alpha1 "github.com/certpilot/certpilot/api/v1alpha1"
 )
 
-// kind is what differs between the Gateway and the Ingress source.
+// kind is what differs between the Gateway, ListenerSet and Ingress sources.
 type kind struct {
-	// Name is the Kubernetes kind, "Gateway" or "Ingress".
+	// Name is the Kubernetes kind, "Gateway", "ListenerSet" or "Ingress".
 	Name       string
 	APIVersion string
 	NewObject  func() client.Object
@@ -27,7 +27,21 @@ type kind struct {
 	Items      func(client.ObjectList) []client.Object
 	// Entries is the pure reading of the source's spec.
 	Entries func(client.Object) ([]tlsEntry, []problem)
+
+	// The hooks of a source that may take its issuer annotation from another object (a
+	// ListenerSet from its parent Gateway); nil for the others, whose own annotations are all.
+
+	// Annotations returns the annotations that configure the source's Certificates, and the
+	// problems met putting them together.
+	Annotations func(ctx context.Context, reader client.Reader, obj client.Object) (map[string]string, []problem, error)
+	// Watch adds the kind's own indexes and watches (the objects it inherits from).
+	Watch func(ctx context.Context, mgr ctrl.Manager, r *Reconciler, b *builder.Builder) (*builder.Builder, error)
+	// SourcesInheriting maps an issuer to the sources that use it through inheritance.
+	SourcesInheriting func(ctx context.Context, r *Reconciler, issuer certpilotv1alpha1.GenericIssuer) []reconcile.Request
 }
+
+// inherits reports whether sources of the kind may take annotations from another object.
+func (k kind) inherits() bool { return k.Annotations != nil }
 
 // Options are what a source reconciler needs from the manager.
 type Options struct {
@@ -64,8 +78,15 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 	if !src.GetDeletionTimestamp().IsZero() {
 		return ctrl.Result{}, nil
 	}
+	annotations, annotationProblems := src.GetAnnotations(), []problem(nil)
+	if r.kind.inherits() {
+		var err error
+		if annotations, annotationProblems, err = r.kind.Annotations(ctx, r.Client, src); err != nil {
+			return ctrl.Result{}, err
+		}
+	}
 	entries, problems := r.kind.Entries(src)
-	return ctrl.Result{}, r.sync(ctx, src, entries, problems)
+	return ctrl.Result{}, r.sync(ctx, src, annotations, annotationProblems, entries, problems)
 }
 
 // SetupWithManager watches the sources (spec and annotations, not status: a Gateway's
@@ -81,20 +102,28 @@ func (r *Reconciler) SetupWithManager(ctx context.Context, mgr ctrl.Manager) err
 		return err
 	}
 	onSpec := builder.WithPredicates(predicate.GenerationChangedPredicate{})
-	return ctrl.NewControllerManagedBy(mgr).
+	b := ctrl.NewControllerManagedBy(mgr).
 		Named(strings.ToLower(r.kind.Name)+"-source").
 		For(r.kind.NewObject(), builder.WithPredicates(
 			predicate.Or(predicate.GenerationChangedPredicate{}, predicate.AnnotationChangedPredicate{}))).
 		Watches(&certpilotv1alpha1.Certificate{}, handler.EnqueueRequestsFromMapFunc(r.sourcesNamingSecret), onSpec).
 		Watches(&certpilotv1alpha1.Issuer{}, handler.EnqueueRequestsFromMapFunc(r.sourcesOfIssuer), onSpec).
 		Watches(&certpilotv1alpha1.ClusterIssuer{}, handler.EnqueueRequestsFromMapFunc(r.sourcesOfIssuer), onSpec).
-		WithOptions(r.Controller).
-		Complete(r)
+		WithOptions(r.Controller)
+	if r.kind.Watch != nil {
+		var err error
+		if b, err = r.kind.Watch(ctx, mgr, r, b); err != nil {
+			return err
+		}
+	}
+	return b.Complete(r)
 }
 
-// secretNames indexes an annotated source by the Secrets it wants Certificates for.
+// secretNames indexes an annotated source by the Secrets it wants Certificates for (every
+// source of a kind that inherits annotations: whether it is annotated is known only with the
+// object it inherits from).
 func (r *Reconciler) secretNames(obj client.Object) []string {
-	if _, annotated, err := parseAnnotations(obj.GetAnnotations()); !annotated || err != nil {
+	if _, annotated, err := parseAnnotations(obj.GetAnnotations()); (!annotated || err != nil) && !r.kind.inherits() {
 		return nil
 	}
 	entries, _ := r.kind.Entries(obj)
@@ -125,14 +154,18 @@ func (r *Reconciler) sourcesNamingSecret(ctx context.Context, obj client.Object)
 }
 
 // sourcesOfIssuer maps an Issuer (its namespace) or a ClusterIssuer (every namespace) to the
-// sources that name it.
+// sources that name it, or inherit it.
 func (r *Reconciler) sourcesOfIssuer(ctx context.Context, obj client.Object) []reconcile.Request {
 	issuer := obj.(certpilotv1alpha1.GenericIssuer)
 	opts := []client.ListOption{client.MatchingFields{issuerIndex: issuer.Kind() + "/" + issuer.GetName()}}
 	if issuer.GetNamespace() != "" {
 		opts = append(opts, client.InNamespace(issuer.GetNamespace()))
 	}
-	return r.list(ctx, opts...)
+	requests := r.list(ctx, opts...)
+	if r.kind.SourcesInheriting != nil {
+		requests = append(requests, r.kind.SourcesInheriting(ctx, r, issuer)...)
+	}
+	return requests
 }
 
 func (r *Reconciler) list(ctx context.Context, opts ...client.ListOption) []reconcile.Request {

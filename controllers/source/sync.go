@@ -21,15 +21,25 @@ import (
 // sync makes the source's generated Certificates what its annotations and entries ask for:
 // apply the wanted ones, delete the generated ones no entry names any more, and tell the user
 // what was refused. Without the issuer annotation the source wants none; with an annotation
-// that cannot be used, nothing is created or deleted until it is fixed.
-func (r *Reconciler) sync(ctx context.Context, src client.Object, entries []tlsEntry, problems []problem) error {
+// that cannot be used, nothing is created or deleted until it is fixed. annotations are the
+// source's own, or for a ListenerSet its own with what it inherits (annotationProblems say
+// what it could not inherit).
+func (r *Reconciler) sync(ctx context.Context, src client.Object, annotations map[string]string, annotationProblems []problem,
+	entries []tlsEntry, problems []problem) error {
 	generated, err := r.generated(ctx, src)
 	if err != nil {
 		return err
 	}
-	t, annotated, err := parseAnnotations(src.GetAnnotations())
+	for _, p := range annotationProblems {
+		r.event(src, nil, corev1.EventTypeWarning, p.Reason, "%s", p.Message)
+	}
+	t, annotated, err := parseAnnotations(annotations)
 	if !annotated {
-		return r.prune(ctx, src, generated, nil, "the "+r.kind.Name+" has no issuer annotation any more")
+		why := "the " + r.kind.Name + " has no issuer annotation any more"
+		if r.kind.inherits() {
+			why = "neither the " + r.kind.Name + " nor its Gateway has an issuer annotation it can use"
+		}
+		return r.prune(ctx, src, generated, nil, why)
 	}
 	if err != nil {
 		// A person must fix the annotation; that change wakes the source again.
@@ -68,7 +78,7 @@ func (r *Reconciler) sync(ctx context.Context, src client.Object, entries []tlsE
 }
 
 func entryWord(kind string) string {
-	if kind == gatewayKind.Name {
+	if kind == gatewayKind.Name || kind == listenerSetKindName {
 		return "listener"
 	}
 	return "spec.tls entry"

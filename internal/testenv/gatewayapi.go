@@ -51,18 +51,33 @@ const gatewayAPIGroup = "gateway.networking.k8s.io"
 // every run cheaper.
 var gatewayAPICRDFiles = []string{"gateway.networking.k8s.io_gatewayclasses.yaml", "gateway.networking.k8s.io_gateways.yaml"}
 
+// listenerSetCRDFile is the ListenerSet CRD, installed on its own (InstallListenerSet): the
+// tests show that the manager runs without it and turns the ListenerSet source on when it
+// appears, as on a cluster whose Gateway API predates v1.5.
+const listenerSetCRDFile = "gateway.networking.k8s.io_listenersets.yaml"
+
 // InstallGatewayAPI installs the Gateway API's GatewayClass and Gateway CRDs (the ones already
 // there are left as they are) and waits until they are established, through c (a client of
 // NewScheme, such as Kube.Client). It reads the manifests itself rather than through envtest,
 // which logs through controller-runtime's logger (and so does a new client: tests that run late
 // in a package would print controller-runtime's "SetLogger was never called" warning).
 func InstallGatewayAPI(ctx context.Context, c client.Client) error {
+	return installGatewayAPICRDs(ctx, c, gatewayAPICRDFiles)
+}
+
+// InstallListenerSet installs the Gateway API's ListenerSet CRD, as InstallGatewayAPI does the
+// others.
+func InstallListenerSet(ctx context.Context, c client.Client) error {
+	return installGatewayAPICRDs(ctx, c, []string{listenerSetCRDFile})
+}
+
+func installGatewayAPICRDs(ctx context.Context, c client.Client, files []string) error {
 	dir, err := GatewayAPICRDDir()
 	if err != nil {
 		return err
 	}
 	var names []string
-	for _, name := range gatewayAPICRDFiles {
+	for _, name := range files {
 		file := filepath.Join(dir, name)
 		data, err := os.ReadFile(file)
 		if err != nil {
