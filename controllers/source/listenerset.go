@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"maps"
+	"strings"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -91,9 +92,10 @@ func hasIssuerAnnotation(annotations map[string]string) bool {
 
 // inheritedAnnotations decides which annotations configure a ListenerSet's Certificates, as
 // cert-manager's gateway-shim does: its own, and when it sets no issuer annotation, its parent
-// Gateway's issuer annotation (gateway nil: no parent Gateway). Only the issuer is inherited;
-// the other annotations (renew-before, private key, solver) are always the ListenerSet's own.
-// An Issuer is namespaced, so a Gateway's certpilot.dev/issuer is inherited only by
+// Gateway's issuer annotation (gateway nil: no parent Gateway), with the Gateway's fallback
+// issuers unless the ListenerSet lists its own. Only the issuers are inherited; the other
+// annotations (renew-before, private key, solver) are always the ListenerSet's own. An Issuer
+// is namespaced, so a Gateway's Issuer (as issuer or fallback) is inherited only by
 // ListenerSets in the Gateway's namespace: elsewhere the same name would be another
 // namespace's Issuer, which the Gateway's owner never named.
 //
@@ -105,26 +107,45 @@ func inheritedAnnotations(listenerSet *gatewayv1.ListenerSet, gateway *gatewayv1
 		return own, nil
 	}
 	from := fmt.Sprintf("the parent Gateway %s/%s", gateway.Namespace, gateway.Name)
+	refuse := func(format string, args ...any) (map[string]string, []problem) {
+		return own, []problem{{Reason: reasonIssuerNotInherited, Message: from + " " + fmt.Sprintf(format, args...) +
+			fmt.Sprintf(": set %s or %s on the ListenerSet: no Certificates", AnnotationIssuer, AnnotationClusterIssuer)}}
+	}
 	issuer, hasIssuer := gateway.Annotations[AnnotationIssuer]
 	clusterIssuer, hasClusterIssuer := gateway.Annotations[AnnotationClusterIssuer]
+	inherited := map[string]string{}
+	ref := certpilotv1alpha1.IssuerReference{Kind: "ClusterIssuer", Name: strings.TrimSpace(clusterIssuer)}
+	switch {
+	case hasIssuer && hasClusterIssuer:
+		return refuse("sets both %s and %s", AnnotationIssuer, AnnotationClusterIssuer)
+	case hasClusterIssuer:
+		inherited[AnnotationClusterIssuer] = clusterIssuer
+	default:
+		inherited[AnnotationIssuer] = issuer
+		ref = certpilotv1alpha1.IssuerReference{Kind: "Issuer", Name: strings.TrimSpace(issuer)}
+	}
+	_, ownFallbacks := own[AnnotationFallbackIssuers]
+	if fallbacks, ok := gateway.Annotations[AnnotationFallbackIssuers]; ok && !ownFallbacks {
+		// A list the Gateway cannot use is reported on the ListenerSet too, by parseAnnotations.
+		inherited[AnnotationFallbackIssuers] = fallbacks
+		if refs, err := parseFallbackIssuers(gateway.Annotations, ref); err == nil {
+			for _, fallback := range refs {
+				if fallback.Kind == "Issuer" && gateway.Namespace != listenerSet.Namespace {
+					return refuse("lists the fallback Issuer %q, an Issuer of namespace %s, which a ListenerSet in namespace %s cannot use",
+						fallback.Name, gateway.Namespace, listenerSet.Namespace)
+				}
+			}
+		}
+	}
+	if ref.Kind == "Issuer" && gateway.Namespace != listenerSet.Namespace {
+		return refuse("names Issuer %q, an Issuer of namespace %s, which a ListenerSet in namespace %s cannot use",
+			ref.Name, gateway.Namespace, listenerSet.Namespace)
+	}
 	merged := maps.Clone(own)
 	if merged == nil {
 		merged = map[string]string{}
 	}
-	switch {
-	case hasIssuer && hasClusterIssuer:
-		return own, []problem{{Reason: reasonIssuerNotInherited, Message: fmt.Sprintf(
-			"%s sets both %s and %s: nothing inherited; set one of them on the ListenerSet", from, AnnotationIssuer, AnnotationClusterIssuer)}}
-	case hasClusterIssuer:
-		merged[AnnotationClusterIssuer] = clusterIssuer
-	case gateway.Namespace != listenerSet.Namespace:
-		return own, []problem{{Reason: reasonIssuerNotInherited, Message: fmt.Sprintf(
-			"%s names Issuer %q, an Issuer of namespace %s, which a ListenerSet in namespace %s cannot use: "+
-				"set %s or %s on the ListenerSet: no Certificates",
-			from, issuer, gateway.Namespace, listenerSet.Namespace, AnnotationIssuer, AnnotationClusterIssuer)}}
-	default:
-		merged[AnnotationIssuer] = issuer
-	}
+	maps.Copy(merged, inherited)
 	return merged, nil
 }
 

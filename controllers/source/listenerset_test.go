@@ -117,6 +117,28 @@ func TestInheritedAnnotations(t *testing.T) {
 			gateway:      gateway("team", map[string]string{AnnotationIssuer: "a", AnnotationClusterIssuer: "b"}),
 			wantProblems: []string{reasonIssuerNotInherited},
 		},
+		"the Gateway's fallback issuers come with its issuer": {
+			gateway: gateway("infra", map[string]string{AnnotationClusterIssuer: "le", AnnotationFallbackIssuers: "zerossl"}),
+			want:    map[string]string{AnnotationClusterIssuer: "le", AnnotationFallbackIssuers: "zerossl"},
+		},
+		"the ListenerSet's own fallback issuers win": {
+			own:     map[string]string{AnnotationFallbackIssuers: "ClusterIssuer/gts"},
+			gateway: gateway("infra", map[string]string{AnnotationClusterIssuer: "le", AnnotationFallbackIssuers: "zerossl"}),
+			want:    map[string]string{AnnotationClusterIssuer: "le", AnnotationFallbackIssuers: "ClusterIssuer/gts"},
+		},
+		"no fallback issuers with the ListenerSet's own issuer": {
+			own:     map[string]string{AnnotationClusterIssuer: "mine"},
+			gateway: gateway("team", map[string]string{AnnotationClusterIssuer: "le", AnnotationFallbackIssuers: "zerossl"}),
+			want:    map[string]string{AnnotationClusterIssuer: "mine"},
+		},
+		"a fallback Issuer of another namespace": {
+			gateway:      gateway("infra", map[string]string{AnnotationClusterIssuer: "le", AnnotationFallbackIssuers: "zerossl, Issuer/internal-ca"}),
+			wantProblems: []string{reasonIssuerNotInherited},
+		},
+		"a fallback Issuer of the same namespace": {
+			gateway: gateway("team", map[string]string{AnnotationIssuer: "le", AnnotationFallbackIssuers: "internal-ca"}),
+			want:    map[string]string{AnnotationIssuer: "le", AnnotationFallbackIssuers: "internal-ca"},
+		},
 		"the Gateway has no issuer annotation": {
 			own:     map[string]string{AnnotationRenewBefore: "360h"},
 			gateway: gateway("team", map[string]string{"other": "x"}),
