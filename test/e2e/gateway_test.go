@@ -16,6 +16,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
 
@@ -264,4 +265,80 @@ func TestGatewaySourceTurnsOnWhenCRDsAppear(t *testing.T) {
 	if !strings.Contains(output, "The Gateway API CRDs were installed: the Gateway source is on") {
 		t.Errorf("the manager did not say the Gateway source turned on")
 	}
+}
+
+// TestListenerSetCertificateThroughEdge: a ListenerSet in a team's namespace, attached to a
+// Gateway annotated with a ClusterIssuer, gets a certificate end to end for its listener: the
+// issuer inherited from the Gateway, validated with tls-alpn-01 through the edge, stored in the
+// Secret the listener references in the ListenerSet's namespace and served by the data plane.
+func TestListenerSetCertificateThroughEdge(t *testing.T) {
+	testenv.SkipIfShort(t)
+	ctx := context.Background()
+	if err := testenv.InstallGatewayAPI(ctx, kube.Client); err != nil {
+		t.Fatal(err)
+	}
+	if err := testenv.InstallListenerSet(ctx, kube.Client); err != nil {
+		t.Fatal(err)
+	}
+	namespace := testenv.Namespace(t, "e2e-listenerset")
+	const secretName = "shop-tls"
+	plane := startDataPlane(t, namespace, secretName)
+	s := testenv.StartTestStack(t, kube, namespace, testenv.PebbleOptions{NonceRejectPercent: 5}, testenv.StackOptions{
+		Namespace: namespace,
+		EdgeArgs:  []string{"--mode", "passthrough", "--upstream", plane.Address},
+	})
+	solver, err := json.Marshal(certpilotv1alpha1.Solver{TLSALPN01: &certpilotv1alpha1.TLSALPN01Solver{
+		LoadBalancer: certpilotv1alpha1.LoadBalancerRef{Name: testenv.EdgeDeployment},
+		ProbeAddress: fmt.Sprintf("127.0.0.1:%d", s.Pebble.TLSPort),
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The platform's Gateway, in its own namespace, names the ClusterIssuer and admits
+	// ListenerSets; it has no TLS listener of its own.
+	infra := testenv.Namespace(t, "e2e-listenerset-infra")
+	if err := kube.Client.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: infra}}); err != nil {
+		t.Fatal(err)
+	}
+	gateway := &gatewayv1.Gateway{
+		ObjectMeta: metav1.ObjectMeta{Name: "shared", Namespace: infra, Annotations: map[string]string{source.AnnotationClusterIssuer: s.Issuer}},
+		Spec: gatewayv1.GatewaySpec{
+			GatewayClassName: "any-implementation",
+			AllowedListeners: &gatewayv1.AllowedListeners{Namespaces: &gatewayv1.ListenerNamespaces{From: ptr.To(gatewayv1.NamespacesFromAll)}},
+			Listeners:        []gatewayv1.Listener{{Name: "http", Port: 80, Protocol: gatewayv1.HTTPProtocolType}},
+		},
+	}
+	if err := kube.Client.Create(ctx, gateway); err != nil {
+		t.Fatal(err)
+	}
+	hostname := gatewayv1.Hostname("shop.listenerset.test")
+	listenerSet := &gatewayv1.ListenerSet{
+		ObjectMeta: metav1.ObjectMeta{Name: "shop", Namespace: namespace, Annotations: map[string]string{source.AnnotationSolver: string(solver)}},
+		Spec: gatewayv1.ListenerSetSpec{
+			ParentRef: gatewayv1.ParentGatewayReference{Name: "shared", Namespace: ptr.To(gatewayv1.Namespace(infra))},
+			Listeners: []gatewayv1.ListenerEntry{{
+				Name: "https", Port: 443, Protocol: gatewayv1.HTTPSProtocolType, Hostname: &hostname,
+				TLS: &gatewayv1.ListenerTLSConfig{CertificateRefs: []gatewayv1.SecretObjectReference{{Name: secretName}}},
+			}},
+		},
+	}
+	// The CRD is established, but the apiserver may take a moment to serve the kind.
+	testenv.Eventually(t, 30*time.Second, "create the ListenerSet", func() error { return kube.Client.Create(ctx, listenerSet) })
+
+	cert := &certpilotv1alpha1.Certificate{ObjectMeta: metav1.ObjectMeta{Namespace: namespace, Name: secretName}}
+	testenv.Eventually(t, time.Minute, "generated Certificate", func() error {
+		return kube.Client.Get(ctx, client.ObjectKeyFromObject(cert), cert)
+	})
+	if owner := metav1.GetControllerOf(cert); owner == nil || owner.Kind != "ListenerSet" || owner.UID != listenerSet.UID {
+		t.Errorf("Certificate controller %+v, want the ListenerSet", owner)
+	}
+	if cert.Spec.IssuerRef != (certpilotv1alpha1.IssuerReference{Kind: "ClusterIssuer", Name: s.Issuer}) {
+		t.Errorf("issuerRef %+v, want the Gateway's ClusterIssuer %s", cert.Spec.IssuerRef, s.Issuer)
+	}
+	waitReady(t, cert, 2*time.Minute, "")
+	if len(cert.Status.Order.Challenges) != 1 || cert.Status.Order.Challenges[0].Type != "tls-alpn-01" {
+		t.Errorf("challenges %+v, want one tls-alpn-01", cert.Status.Order.Challenges)
+	}
+	leaf, _ := verifySecret(t, s.Pebble, cert)
+	assertServedThroughEdge(t, s.Pebble, string(hostname), fmt.Sprintf("%x", leaf.SerialNumber))
 }
