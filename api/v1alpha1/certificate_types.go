@@ -9,6 +9,7 @@ import (
 // +kubebuilder:validation:XValidation:rule="!has(self.fallbackIssuerRefs) || self.fallbackIssuerRefs.all(f, f.name != self.issuerRef.name || f.kind != self.issuerRef.kind)",message="spec.fallbackIssuerRefs must not list spec.issuerRef"
 // +kubebuilder:validation:XValidation:rule="self.dnsNames.all(n, !n.startsWith('*.') || (has(self.solvers) && self.solvers.exists(s, n in s.dnsNames) ? has(self.solvers.filter(s, n in s.dnsNames)[0].dns01) : (!has(self.solver) || has(self.solver.dns01))))",message="wildcard names (*.example.com) can only be validated by the dns01 solver"
 // +kubebuilder:validation:XValidation:rule="!has(self.solvers) || self.solvers.all(s, s.dnsNames.all(n, n in self.dnsNames))",message="every name in spec.solvers[].dnsNames must be one of spec.dnsNames"
+// +kubebuilder:validation:XValidation:rule="!has(self.keystores) || ((!has(self.keystores.pkcs12) || !has(self.keystores.pkcs12.passwordSecretRef) || self.keystores.pkcs12.passwordSecretRef.name != self.secretName) && (!has(self.keystores.jks) || !has(self.keystores.jks.passwordSecretRef) || self.keystores.jks.passwordSecretRef.name != self.secretName))",message="a keystore's passwordSecretRef cannot name the certificate Secret (spec.secretName): keep the password in a Secret of its own"
 type CertificateSpec struct {
 	// DNSNames are the names the certificate is valid for; the first is its subject (common
 	// name). Lowercase DNS names, optionally with a leading "*." for a wildcard (dns01 only).
@@ -91,6 +92,21 @@ type CertificateSpec struct {
 	// from the Secret. certpilot's own labels and annotations cannot be set here.
 	// +optional
 	SecretTemplate *SecretTemplate `json:"secretTemplate,omitempty"`
+
+	// Keystores adds the certificate to the Secret as PKCS#12 and JKS keystores (keys
+	// "keystore.p12", "truststore.p12", "keystore.jks", "truststore.jks"), for Java and .NET
+	// workloads. They are written with the certificate, rebuilt when the spec or a password
+	// changes, and removed when removed from the spec.
+	// +optional
+	Keystores *CertificateKeystores `json:"keystores,omitempty"`
+
+	// AdditionalOutputFormats adds the certificate to the Secret in other formats: DER (key
+	// "key.der") and CombinedPEM (key "tls-combined.pem").
+	// +optional
+	// +listType=map
+	// +listMapKey=type
+	// +kubebuilder:validation:MaxItems=2
+	AdditionalOutputFormats []CertificateAdditionalOutputFormat `json:"additionalOutputFormats,omitempty"`
 }
 
 // SecretTemplate is what certpilot adds to the metadata of a certificate Secret. A key or value
