@@ -40,7 +40,8 @@ const (
 
 // decide observes (the Secret, the issuer), decides (decideIssuance, pure), and acts on the
 // decision: fetch the CA's renewal window when it is due (and decide again on it), record the
-// current certificate in the status, write a changed secretTemplate into the Secret, clean up
+// current certificate in the status, write a changed secretTemplate and the keystores and
+// other formats the spec asks for (decideOutputs) into the Secret in one patch, clean up
 // what an earlier reconcile left, and go on issuing or schedule the next look.
 func (r *CertificateReconciler) decide(ctx context.Context, run *certificateRun) (ctrl.Result, error) {
 	if err := r.observe(ctx, run); err != nil {
@@ -58,8 +59,12 @@ func (r *CertificateReconciler) decide(ctx context.Context, run *certificateRun)
 		status := &run.cert.Status
 		status.FailedIssuanceAttempts, status.LastFailureTime, status.LastFailureReason = 0, nil, ""
 	}
-	if d.secretTemplate != nil {
-		if err := r.parts().store.syncSecretTemplate(ctx, run, d.secretTemplate, d.secretTemplateRefused); err != nil {
+	outputs, err := decideOutputs(run.cert, run.observed.secret, run.observed.passwords, d)
+	if err != nil {
+		return ctrl.Result{}, err
+	}
+	if patch := withOutputs(d.secretTemplate, run.observed.secret, outputs.patch); patch != nil {
+		if err := r.parts().store.syncSecretTemplate(ctx, run, patch, d.secretTemplateRefused, outputs.written); err != nil {
 			return ctrl.Result{}, err
 		}
 	}
@@ -77,6 +82,10 @@ func (r *CertificateReconciler) decide(ctx context.Context, run *certificateRun)
 		if err := r.parts().challenges.removeChallenges(ctx, run); err != nil {
 			return ctrl.Result{}, err
 		}
+	}
+	if outputs.stall != nil {
+		run.ready = outputs.ready
+		return ctrl.Result{}, outputs.stall
 	}
 	if d.wait != nil {
 		return ctrl.Result{}, d.wait

@@ -24,12 +24,15 @@ type observed struct {
 	// servedIssuer is the issuer of the served certificate (servedIssuerRef), nil when it could
 	// not be read: certificateRun.issuer itself unless a fallback issuer issued it.
 	servedIssuer certpilotv1alpha1.GenericIssuer
+	// passwords are the passwords of spec.keystores (certificate_keystores.go).
+	passwords keystorePasswords
 }
 
-// observe reads the certificate Secret and the issuer into run. While an order is open
-// the cache is trusted for a missing Secret (storing reads the API again before writing); before
-// an order, the API is asked, so that a Secret certpilot may not overwrite stops the Certificate
-// before anything is ordered. A Secret certpilot may not overwrite is the only error.
+// observe reads the certificate Secret, the keystore passwords and the issuer into run. While
+// an order is open the cache is trusted for a missing Secret (storing reads the API again
+// before writing); before an order, the API is asked, so that a Secret certpilot may not
+// overwrite stops the Certificate before anything is ordered. A Secret certpilot may not
+// overwrite is the only error.
 func (r *CertificateReconciler) observe(ctx context.Context, run *certificateRun) error {
 	cert := run.cert
 	secret, err := r.parts().store.certificateSecret(ctx, cert, false, !orderOpen(cert))
@@ -45,6 +48,7 @@ func (r *CertificateReconciler) observe(ctx context.Context, run *certificateRun
 	if secret != nil {
 		run.observed.leaf, _ = pki.ParseLeaf(secret.Data[corev1.TLSCertKey])
 	}
+	run.observed.passwords = r.observeKeystorePasswords(ctx, cert)
 	r.observeIssuer(ctx, run)
 	return nil
 }

@@ -150,10 +150,11 @@ func templatePatch(secret *corev1.Secret, t secretTemplate) map[string]any {
 	}}
 }
 
-// syncSecretTemplate writes a changed template into the certificate Secret: one merge patch,
-// with the Secret's resourceVersion (a Secret changed since it was read is looked at again by
-// the next reconcile).
-func (s *secretStore) syncSecretTemplate(ctx context.Context, run *certificateRun, patch map[string]any, refused []string) error {
+// syncSecretTemplate writes a changed template, and the keystores and other formats
+// decideOutputs changes (outputKeys), into the certificate Secret: one merge patch, with the
+// Secret's resourceVersion (a Secret changed since it was read is looked at again by the next
+// reconcile).
+func (s *secretStore) syncSecretTemplate(ctx context.Context, run *certificateRun, patch map[string]any, refused, outputKeys []string) error {
 	secret := run.observed.secret
 	body, err := json.Marshal(patch)
 	if err != nil {
@@ -162,7 +163,14 @@ func (s *secretStore) syncSecretTemplate(ctx context.Context, run *certificateRu
 	target := &corev1.Secret{}
 	target.Namespace, target.Name = secret.Namespace, secret.Name
 	if err := s.client.Patch(ctx, target, client.RawPatch(types.MergePatchType, body), client.FieldOwner(FieldManager)); err != nil {
-		return fmt.Errorf("writing the secretTemplate into Secret %s/%s: %w", secret.Namespace, secret.Name, err)
+		return fmt.Errorf("writing the secretTemplate or output formats into Secret %s/%s: %w", secret.Namespace, secret.Name, err)
+	}
+	if len(outputKeys) > 0 {
+		ctrl.LoggerFrom(ctx).Info("Wrote the keystores and output formats into the certificate Secret", "secret", secret.Name, "keys", outputKeys)
+	}
+	metadata, _ := patch["metadata"].(map[string]any)
+	if _, template := metadata["labels"]; !template {
+		return nil
 	}
 	ctrl.LoggerFrom(ctx).Info("Wrote the secretTemplate into the certificate Secret", "secret", secret.Name)
 	if len(refused) > 0 {

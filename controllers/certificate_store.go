@@ -181,6 +181,9 @@ func (s *secretStore) writeCertificateSecret(ctx context.Context, run *certifica
 		corev1.ServiceAccountRootCAKey: caPEM,
 		certpilotv1alpha1.BundleKey:    pki.Bundle(keyPEM, chainPEM),
 	}
+	if err := addOutputs(run, existing, data); err != nil {
+		return err
+	}
 	if existing == nil {
 		secret := &corev1.Secret{
 			ObjectMeta: metav1.ObjectMeta{

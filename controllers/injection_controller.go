@@ -202,6 +202,11 @@ func (r *InjectionReconciler) injectSource(ctx context.Context, cert *certpilotv
 		return source
 	}
 	source.serial = fmt.Sprintf("%x", leaf.SerialNumber)
+	for _, key := range outputKeysOf(cert) {
+		if _, ok := secret.Data[key]; ok {
+			source.outputKeys = append(source.outputKeys, key)
+		}
+	}
 	return source
 }
 

@@ -106,7 +106,8 @@ func planInjection(source injectSource, workload certpilotv1alpha1.InjectedWorkl
 	}
 	if mountVolume {
 		secret := corev1ac.SecretVolumeSource().WithSecretName(source.secretName)
-		for _, key := range []string{corev1.TLSCertKey, corev1.TLSPrivateKeyKey, corev1.ServiceAccountRootCAKey, certpilotv1alpha1.BundleKey} {
+		keys := append([]string{corev1.TLSCertKey, corev1.TLSPrivateKeyKey, corev1.ServiceAccountRootCAKey, certpilotv1alpha1.BundleKey}, source.outputKeys...)
+		for _, key := range keys {
 			secret.WithItems(corev1ac.KeyToPath().WithKey(key).WithPath(key))
 		}
 		podSpec.WithVolumes(corev1ac.Volume().WithName(volumeName).WithSecret(secret))

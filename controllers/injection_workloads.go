@@ -131,6 +131,9 @@ type injectSource struct {
 	certificate string // the Certificate's name
 	secretName  string
 	serial      string // hexadecimal serial of the certificate in the Secret
+	// outputKeys are the keystores and other formats (spec.keystores,
+	// spec.additionalOutputFormats) the Secret holds, mounted with the certificate.
+	outputKeys []string
 }
 
 // injectFinalizer keeps a Certificate until what it injected into workloads is undone.
