@@ -14,9 +14,10 @@ package controllers
 //     blockOwnerDeletion (certificate and claim Secrets name their Certificate) pass
 //     the OwnerReferencesPermissionEnforcement admission plugin. Nothing is owned by an issuer.
 //   - secrets: get, list, watch (cache of certpilot's Secrets; direct reads of account, EAB and
-//     TSIG keys); create (account keys, challenge shards, secretName claims); patch (server-side apply of
-//     certificate Secrets, the next key into the claim, challenge shard patches); delete (a stale
-//     secretName claim, with a uid and resourceVersion precondition: claimStore.claim).
+//     TSIG keys and of keystore passwords); create (account keys, challenge shards, secretName
+//     claims); patch (server-side apply of certificate Secrets, merge patches of their template
+//     labels and keystores, the next key into the claim, challenge shard patches); delete (a
+//     stale secretName claim, with a uid and resourceVersion precondition: claimStore.claim).
 //   - deployments, statefulsets, daemonsets: get, list, watch (metadata cache, pod templates);
 //     patch (server-side apply of the challenge volume, and of injections by the injection
 //     controller).
