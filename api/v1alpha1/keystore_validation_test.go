@@ -37,7 +37,7 @@ func TestCertificateKeystoreAdmission(t *testing.T) {
 		"both keystores, one password Secret": {edit: map[string]any{"spec.keystores": "{pkcs12: {create: true, passwordSecretRef: {name: pw, key: p}}, jks: {create: true, passwordSecretRef: {name: pw, key: p}}}"}},
 		"DER and CombinedPEM":                 {edit: map[string]any{"spec.additionalOutputFormats": "[{type: DER}, {type: CombinedPEM}]"}},
 		"an unknown output format":            {edit: map[string]any{"spec.additionalOutputFormats": "[{type: PKCS7}]"}, wantError: `spec.additionalOutputFormats[0].type: Unsupported value: "PKCS7"`},
-		"an output format twice":              {edit: map[string]any{"spec.additionalOutputFormats": "[{type: DER}, {type: DER}]"}, wantError: `Duplicate value: map[string]interface {}{"type":"DER"}`},
+		"an output format twice":              {edit: map[string]any{"spec.additionalOutputFormats": "[{type: DER}, {type: DER}]"}, wantError: `spec.additionalOutputFormats[1]: Duplicate value: {"type":"DER"}`},
 		"an output format without a type":     {edit: map[string]any{"spec.additionalOutputFormats": "[{}]"}, wantError: "spec.additionalOutputFormats[0].type: Required value"},
 	}
 	for name, tc := range tests {
