@@ -214,6 +214,8 @@ func TestStatusAndDNS(t *testing.T) {
 	})
 	status.FailedIssuanceAttempts = 2
 	status.LastFailureTime = &metav1.Time{Time: now.Add(-2 * time.Hour)}
+	status.IssuerRef = &certpilotv1alpha1.IssuerReference{Kind: "ClusterIssuer", Name: "zerossl"}
+	status.CurrentIssuer = &certpilotv1alpha1.CurrentIssuerStatus{Kind: "ClusterIssuer", Name: "zerossl", Reason: "RateLimited"}
 	status.Order = &certpilotv1alpha1.OrderStatus{
 		URL: "https://ca.example/order/17", State: "pending", DNSNames: []string{"www.example.com", "example.com"},
 		Challenges: []certpilotv1alpha1.ChallengeStatus{
@@ -249,6 +251,8 @@ func TestStatusAndDNS(t *testing.T) {
 	for _, want := range []string{
 		"DNS names:       www.example.com, example.com",
 		"Issuer:          ClusterIssuer/letsencrypt",
+		"Issuing with:    ClusterIssuer/zerossl, 0 failed attempts there; moved on from the issuer before: RateLimited",
+		"  Issued by:       ClusterIssuer/zerossl",
 		"  Not after:       2026-12-02T12:00:00Z (in 5d, 5 days left)",
 		"  Next renewal:    2026-11-25T12:00:00Z (2d ago)",
 		"  Renewal chosen:  ari (inside the CA's suggested window)",

@@ -74,6 +74,20 @@ func writeStatus(w io.Writer, certificate *certpilotv1alpha1.Certificate, events
 	field(0, "Namespace", "%s", certificate.Namespace)
 	field(0, "DNS names", "%s", strings.Join(spec.DNSNames, ", "))
 	field(0, "Issuer", "%s/%s", spec.IssuerRef.KindOrDefault(), spec.IssuerRef.Name)
+	if len(spec.FallbackIssuerRefs) > 0 {
+		var fallbacks []string
+		for _, ref := range spec.FallbackIssuerRefs {
+			fallbacks = append(fallbacks, ref.KindOrDefault()+"/"+ref.Name)
+		}
+		field(0, "Fallback issuers", "%s", strings.Join(fallbacks, ", "))
+	}
+	if current := status.CurrentIssuer; current != nil {
+		moved := ""
+		if current.Reason != "" {
+			moved = "; moved on from the issuer before: " + current.Reason
+		}
+		field(0, "Issuing with", "%s/%s, %d failed attempts there%s", current.Kind, current.Name, current.FailedAttempts, moved)
+	}
 	field(0, "Secret", "%s", spec.SecretName)
 	if spec.RenewBefore != nil {
 		field(0, "Renew before", "%s", spec.RenewBefore.Duration)
@@ -101,6 +115,9 @@ func writeStatus(w io.Writer, certificate *certpilotv1alpha1.Certificate, events
 		field(2, "Not after", "%s (%s, %s)", timestamp(status.NotAfter), relative(status.NotAfter.Time, now), leftText)
 		if status.SerialNumber != "" {
 			field(2, "Serial", "%s", status.SerialNumber)
+		}
+		if status.IssuerRef != nil {
+			field(2, "Issued by", "%s/%s", status.IssuerRef.KindOrDefault(), status.IssuerRef.Name)
 		}
 	}
 	if status.RenewalTime != nil {
