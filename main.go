@@ -19,8 +19,10 @@ package main
 
 import (
 	"flag"
+	"maps"
 	"os"
 	goruntime "runtime"
+	"slices"
 	"strings"
 	"time"
 
@@ -223,7 +225,7 @@ func main() {
 
 	// A source reconcile is a few cached reads and applies: two workers each are plenty.
 	sources := source.Options{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Recorder: recorder,
-		Controller: controller.Options{MaxConcurrentReconciles: 2}}
+		Controller: controller.Options{MaxConcurrentReconciles: 2}, Namespaces: slices.Collect(maps.Keys(cacheOptions.DefaultNamespaces))}
 	if ingressSource {
 		must(source.NewIngressReconciler(sources).SetupWithManager(ctx, mgr))
 	}

@@ -150,15 +150,22 @@ func inheritedAnnotations(listenerSet *gatewayv1.ListenerSet, gateway *gatewayv1
 }
 
 // listenerSetAnnotations reads the parent Gateway when the ListenerSet needs it (it sets no
-// issuer annotation) and decides with inheritedAnnotations.
-func listenerSetAnnotations(ctx context.Context, reader client.Reader, obj client.Object) (map[string]string, []problem, error) {
+// issuer annotation) and decides with inheritedAnnotations. A Gateway in a namespace the manager
+// does not watch (--watch-namespaces) cannot be read: nothing is inherited, and a Warning says
+// so.
+func listenerSetAnnotations(ctx context.Context, r *Reconciler, obj client.Object) (map[string]string, []problem, error) {
 	listenerSet := obj.(*gatewayv1.ListenerSet)
 	key, ok := parentGateway(listenerSet)
 	if hasIssuerAnnotation(listenerSet.Annotations) || !ok {
 		return listenerSet.Annotations, nil, nil
 	}
+	if !r.watches(key.Namespace) {
+		return listenerSet.Annotations, []problem{{Reason: reasonIssuerNotInherited, Message: fmt.Sprintf(
+			"the parent Gateway %s is in a namespace certpilot does not watch (--watch-namespaces): set %s or %s on the ListenerSet: no Certificates",
+			key, AnnotationIssuer, AnnotationClusterIssuer)}}, nil
+	}
 	gateway := &gatewayv1.Gateway{}
-	if err := reader.Get(ctx, key, gateway); err != nil {
+	if err := r.Client.Get(ctx, key, gateway); err != nil {
 		if !apierrors.IsNotFound(err) {
 			return nil, nil, fmt.Errorf("reading the parent Gateway %s of ListenerSet %s/%s: %w", key, listenerSet.Namespace, listenerSet.Name, err)
 		}

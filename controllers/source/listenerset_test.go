@@ -308,3 +308,26 @@ func TestListenerSet(t *testing.T) {
 		t.Errorf("issuerRef = %+v, want the Gateway's Issuer", cert.Spec.IssuerRef)
 	}
 }
+
+// TestListenerSetAnnotationsOutsideWatchedNamespaces: with --watch-namespaces, a parent Gateway
+// in a namespace the cache does not hold is not read (the cache would refuse it on every
+// reconcile); nothing is inherited and a Warning says why. The ListenerSet's own issuer needs
+// no Gateway.
+func TestListenerSetAnnotationsOutsideWatchedNamespaces(t *testing.T) {
+	r := &Reconciler{Options: Options{Namespaces: []string{"team", "certpilot-system"}}, kind: listenerSetKind}
+	parent := client.ObjectKey{Namespace: "infra", Name: "shared"}
+	inheriting := newListenerSet("team", "apps", parent, map[string]string{AnnotationRenewBefore: "360h"})
+	annotations, problems, err := listenerSetAnnotations(context.Background(), r, inheriting)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if hasIssuerAnnotation(annotations) || len(problems) != 1 || problems[0].Reason != reasonIssuerNotInherited ||
+		!strings.Contains(problems[0].Message, "--watch-namespaces") {
+		t.Errorf("annotations %v, problems %+v; want no issuer and one %s naming --watch-namespaces", annotations, problems, reasonIssuerNotInherited)
+	}
+	own := newListenerSet("team", "own", parent, map[string]string{AnnotationClusterIssuer: "le"})
+	if annotations, problems, err := listenerSetAnnotations(context.Background(), r, own); err != nil || len(problems) != 0 ||
+		annotations[AnnotationClusterIssuer] != "le" {
+		t.Errorf("own issuer: annotations %v, problems %+v, err %v", annotations, problems, err)
+	}
+}

@@ -2,6 +2,7 @@ package source
 
 import (
 	"context"
+	"slices"
 	"strings"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -33,7 +34,7 @@ type kind struct {
 
 	// Annotations returns the annotations that configure the source's Certificates, and the
 	// problems met putting them together.
-	Annotations func(ctx context.Context, reader client.Reader, obj client.Object) (map[string]string, []problem, error)
+	Annotations func(ctx context.Context, r *Reconciler, obj client.Object) (map[string]string, []problem, error)
 	// Watch adds the kind's own indexes and watches (the objects it inherits from).
 	Watch func(ctx context.Context, mgr ctrl.Manager, r *Reconciler, b *builder.Builder) (*builder.Builder, error)
 	// SourcesInheriting maps an issuer to the sources that use it through inheritance.
@@ -52,6 +53,13 @@ type Options struct {
 	Recorder  recorder.EventRecorder
 	// Controller sets the reconcile workers.
 	Controller controller.Options
+	// Namespaces are the namespaces the manager's cache holds (--watch-namespaces); empty: all.
+	Namespaces []string
+}
+
+// watches reports whether the manager's cache holds objects of namespace.
+func (o Options) watches(namespace string) bool {
+	return len(o.Namespaces) == 0 || slices.Contains(o.Namespaces, namespace)
 }
 
 // Reconciler keeps the Certificates of one kind of source (Gateways or Ingresses) as their
@@ -81,7 +89,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 	annotations, annotationProblems := src.GetAnnotations(), []problem(nil)
 	if r.kind.inherits() {
 		var err error
-		if annotations, annotationProblems, err = r.kind.Annotations(ctx, r.Client, src); err != nil {
+		if annotations, annotationProblems, err = r.kind.Annotations(ctx, r, src); err != nil {
 			return ctrl.Result{}, err
 		}
 	}
