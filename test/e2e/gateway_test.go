@@ -265,6 +265,11 @@ func TestGatewaySourceTurnsOnWhenCRDsAppear(t *testing.T) {
 	if !strings.Contains(output, "The Gateway API CRDs were installed: the Gateway source is on") {
 		t.Errorf("the manager did not say the Gateway source turned on")
 	}
+	// The ListenerSet CRD is not among those installed here: the ListenerSet source stays off,
+	// said once, and the Gateway source works regardless.
+	if n := strings.Count(output, "The ListenerSet CRD is not installed: ListenerSets are not read until it is"); n != 1 {
+		t.Errorf("the manager said %d times that the ListenerSet source is off, want once", n)
+	}
 }
 
 // TestListenerSetCertificateThroughEdge: a ListenerSet in a team's namespace, attached to a
