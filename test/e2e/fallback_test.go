@@ -90,7 +90,8 @@ func (tap *newOrderTap) seen() ([]newOrderPayload, int) {
 // order at the first CA, one order at the second), status.issuerRef names it, and a renewal
 // requested once the first CA accepts orders again goes back to the first issuer, without
 // naming the second CA's certificate in `replaces`; the renewal after that, of the first CA's
-// own certificate, names it.
+// own certificate, names it. Then the first CA goes down, and the next renewal is the
+// fallback's again.
 func TestIssuerFallback(t *testing.T) {
 	testenv.SkipIfShort(t)
 	ctx := context.Background()
@@ -174,6 +175,20 @@ func TestIssuerFallback(t *testing.T) {
 	}
 	if cert.Status.IssuerRef == nil || cert.Status.IssuerRef.Name != first.Name {
 		t.Errorf("status.issuerRef = %+v, want %s", cert.Status.IssuerRef, first.Name)
+	}
+
+	// The first CA goes down (connections refused): the next renewal is the fallback's again,
+	// whose order does not name the first CA's certificate (Pebble would refuse it).
+	proxy.Close()
+	ordersAtFallback := s.Pebble.OrderCount()
+	requestRenewalOf(t, cert, "first-down")
+	waitReady(t, cert, 2*time.Minute, cert.Status.SerialNumber)
+	verifySecret(t, s.Pebble, cert)
+	if cert.Status.IssuerRef == nil || cert.Status.IssuerRef.Name != s.Issuer {
+		t.Errorf("status.issuerRef = %+v with the first CA down, want the fallback %s", cert.Status.IssuerRef, s.Issuer)
+	}
+	if n := s.Pebble.OrderCount() - ordersAtFallback; n != 1 {
+		t.Errorf("the fallback CA saw %d more orders, want 1", n)
 	}
 }
 
