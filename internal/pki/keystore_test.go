@@ -18,7 +18,7 @@ import (
 
 // keystoreInput is a key, a chain (leaf and CA) and a ca.crt (the CA), as a certificate
 // Secret holds them.
-func keystoreInput(t *testing.T) (KeystoreInput, *x509.Certificate, *x509.Certificate) {
+func keystoreInput(t testing.TB) (KeystoreInput, *x509.Certificate, *x509.Certificate) {
 	t.Helper()
 	leafDER, caDER, key := testChain(t, "keystore.example.com")
 	keyPEM, err := EncodePrivateKey(key)
@@ -329,5 +329,24 @@ func TestKeystoreInputMismatch(t *testing.T) {
 	in.KeyPEM = other.KeyPEM
 	if _, err := EncodePKCS12(in, PKCS12Modern2023, []byte("pw")); err == nil {
 		t.Error("a keystore was made of a key and a certificate that do not belong together")
+	}
+}
+
+// BenchmarkKeystores is what checking a Secret's keystores costs: each check encodes them again
+// (a PKCS#12 keystore and trust store in the Modern2023 profile, a JKS keystore and trust store).
+func BenchmarkKeystores(b *testing.B) {
+	in, _, _ := keystoreInput(b)
+	password := []byte("changeit")
+	for b.Loop() {
+		for _, encode := range []func() ([]byte, error){
+			func() ([]byte, error) { return EncodePKCS12(in, PKCS12Modern2023, password) },
+			func() ([]byte, error) { return EncodePKCS12TrustStore(in, PKCS12Modern2023, password) },
+			func() ([]byte, error) { return EncodeJKS(in, "certificate", password) },
+			func() ([]byte, error) { return EncodeJKSTrustStore(in, password) },
+		} {
+			if _, err := encode(); err != nil {
+				b.Fatal(err)
+			}
+		}
 	}
 }

@@ -161,7 +161,7 @@ func TestCreateCSR(t *testing.T) {
 }
 
 // testChain returns a leaf for names signed by a throwaway CA, and the leaf's key.
-func testChain(t *testing.T, names ...string) (leafDER, caDER []byte, leafKey crypto.Signer) {
+func testChain(t testing.TB, names ...string) (leafDER, caDER []byte, leafKey crypto.Signer) {
 	t.Helper()
 	caKey, err := GenerateKey(ECDSA, 256)
 	if err != nil {
