@@ -160,47 +160,29 @@ func makeOutputs(cert *certpilotv1alpha1.Certificate, data map[string][]byte, pa
 			out.data[certpilotv1alpha1.CombinedPEMKey] = pki.Bundle(in.KeyPEM, in.ChainPEM)
 		}
 	}
-	var keystores []keystoreOutput
-	if p := pkcs12Keystore(cert); p != nil {
-		keystores = append(keystores, keystoreOutput{field: "pkcs12", ref: p.PasswordSecretRef, password: passwords.pkcs12,
-			keystoreKey: certpilotv1alpha1.PKCS12KeystoreKey, trustKey: certpilotv1alpha1.PKCS12TruststoreKey,
-			encodeStore: func(pw []byte) ([]byte, error) { return pki.EncodePKCS12(in, p.Profile, pw) },
-			encodeTrust: func(pw []byte) ([]byte, error) { return pki.EncodePKCS12TrustStore(in, p.Profile, pw) }})
-	}
-	if j := jksKeystore(cert); j != nil {
-		keystores = append(keystores, keystoreOutput{field: "jks", ref: j.PasswordSecretRef, password: passwords.jks,
-			keystoreKey: certpilotv1alpha1.JKSKeystoreKey, trustKey: certpilotv1alpha1.JKSTruststoreKey,
-			encodeStore: func(pw []byte) ([]byte, error) { return pki.EncodeJKS(in, j.Alias, pw) },
-			encodeTrust: func(pw []byte) ([]byte, error) { return pki.EncodeJKSTrustStore(in, pw) }})
-	}
-	for _, k := range keystores {
-		problem, err := k.passwordProblem(cert.Namespace)
-		if err == nil && problem == nil {
-			var store, trust []byte
-			if store, err = k.encodeStore(k.password.value); err == nil {
-				trust, err = k.encodeTrust(k.password.value)
-			}
-			var passwordErr *pki.PasswordError
-			if errors.As(err, &passwordErr) {
-				problem = &stalledError{Reason: reasonKeystorePasswordInvalid, Message: fmt.Sprintf(
-					"spec.keystores.%s: the password in Secret %s/%s, key %q, cannot protect the keystore: %s",
-					k.field, cert.Namespace, k.ref.Name, k.ref.Key, passwordErr.Reason)}
-				err = nil
-			} else if err == nil {
-				out.data[k.keystoreKey] = store
-				if trust != nil { // an empty ca.crt has no trust store
-					out.data[k.trustKey] = trust
-				}
-			}
-		}
+	for _, k := range keystoreOutputsOf(cert, in, passwords) {
+		problem, err := k.problem(cert.Namespace)
 		if err != nil {
-			return outputs{}, fmt.Errorf("encoding the %s keystore: %w", k.field, err)
+			return outputs{}, err
 		}
 		if problem != nil {
 			out.keep = append(out.keep, k.keystoreKey, k.trustKey)
 			if out.problem == nil {
 				out.problem = problem
 			}
+			continue
+		}
+		store, err := k.encodeStore(k.password.value)
+		if err != nil {
+			return outputs{}, fmt.Errorf("encoding the %s keystore: %w", k.field, err)
+		}
+		out.data[k.keystoreKey] = store
+		trust, err := k.encodeTrust(k.password.value)
+		if err != nil {
+			return outputs{}, fmt.Errorf("encoding the %s trust store: %w", k.field, err)
+		}
+		if trust != nil { // an empty ca.crt has no trust store
+			out.data[k.trustKey] = trust
 		}
 	}
 	return out, nil
@@ -213,22 +195,63 @@ type keystoreOutput struct {
 	ref                      *certpilotv1alpha1.SecretKeySelector
 	password                 keystorePassword
 	keystoreKey, trustKey    string
+	check                    func(password []byte) error
 	encodeStore, encodeTrust func(password []byte) ([]byte, error)
 }
 
-// passwordProblem is the stalled error of a keystore whose password Secret or key is missing;
-// err an API error while reading it.
-func (k keystoreOutput) passwordProblem(namespace string) (*stalledError, error) {
-	if k.password.err == nil {
-		return nil, nil
+// keystoreOutputsOf are the keystores the spec asks for, made from in with passwords.
+func keystoreOutputsOf(cert *certpilotv1alpha1.Certificate, in pki.KeystoreInput, passwords keystorePasswords) []keystoreOutput {
+	var keystores []keystoreOutput
+	if p := pkcs12Keystore(cert); p != nil {
+		keystores = append(keystores, keystoreOutput{field: "pkcs12", ref: p.PasswordSecretRef, password: passwords.pkcs12,
+			keystoreKey: certpilotv1alpha1.PKCS12KeystoreKey, trustKey: certpilotv1alpha1.PKCS12TruststoreKey,
+			check:       func(pw []byte) error { return pki.CheckPKCS12Password(p.Profile, pw) },
+			encodeStore: func(pw []byte) ([]byte, error) { return pki.EncodePKCS12(in, p.Profile, pw) },
+			encodeTrust: func(pw []byte) ([]byte, error) { return pki.EncodePKCS12TrustStore(in, p.Profile, pw) }})
 	}
-	var missing *kube.SecretKeyError
-	if !errors.As(k.password.err, &missing) {
-		return nil, k.password.err
+	if j := jksKeystore(cert); j != nil {
+		keystores = append(keystores, keystoreOutput{field: "jks", ref: j.PasswordSecretRef, password: passwords.jks,
+			keystoreKey: certpilotv1alpha1.JKSKeystoreKey, trustKey: certpilotv1alpha1.JKSTruststoreKey,
+			check:       pki.CheckJKSPassword,
+			encodeStore: func(pw []byte) ([]byte, error) { return pki.EncodeJKS(in, j.Alias, pw) },
+			encodeTrust: func(pw []byte) ([]byte, error) { return pki.EncodeJKSTrustStore(in, pw) }})
 	}
-	return &stalledError{Reason: reasonKeystorePasswordMissing, Message: fmt.Sprintf(
-		"spec.keystores.%s.passwordSecretRef: %v; the keystore is written once the password is there "+
-			"(certpilot looks again within 10 minutes, or at once when the Certificate changes)", k.field, missing)}, nil
+	return keystores
+}
+
+// problem is the stalled error of a keystore whose password Secret or key is missing, or whose
+// password cannot protect it; err an API error while reading the password.
+func (k keystoreOutput) problem(namespace string) (*stalledError, error) {
+	if k.password.err != nil {
+		var missing *kube.SecretKeyError
+		if !errors.As(k.password.err, &missing) {
+			return nil, k.password.err
+		}
+		return &stalledError{Reason: reasonKeystorePasswordMissing, Message: fmt.Sprintf(
+			"spec.keystores.%s.passwordSecretRef: %v; the keystore is written once the password is there "+
+				"(certpilot looks again within 10 minutes, or at once when the Certificate changes)", k.field, missing)}, nil
+	}
+	var invalid *pki.PasswordError
+	if err := k.check(k.password.value); errors.As(err, &invalid) {
+		return &stalledError{Reason: reasonKeystorePasswordInvalid, Message: fmt.Sprintf(
+			"spec.keystores.%s: the password in Secret %s/%s, key %q, cannot protect the keystore: %s",
+			k.field, namespace, k.ref.Name, k.ref.Key, invalid.Reason)}, nil
+	} else if err != nil {
+		return nil, err
+	}
+	return nil, nil
+}
+
+// keystoresNotReady is the Ready condition of a Certificate whose new certificate was just
+// stored without a keystore the spec asks for (its password is missing or unusable); nil when
+// every keystore was written. The next reconcile stalls on the same problem (decideOutputs).
+func keystoresNotReady(run *certificateRun) *metav1.Condition {
+	for _, k := range keystoreOutputsOf(run.cert, pki.KeystoreInput{}, run.observed.passwords) {
+		if problem, _ := k.problem(run.cert.Namespace); problem != nil {
+			return &metav1.Condition{Status: metav1.ConditionFalse, Reason: problem.Reason, Message: problem.Message}
+		}
+	}
+	return nil
 }
 
 // addOutputs adds to the data of a certificate Secret about to be written the outputs the spec

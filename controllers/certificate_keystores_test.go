@@ -397,3 +397,50 @@ func TestInjectionMountsOutputs(t *testing.T) {
 		t.Errorf("items %v, want %v", items, want)
 	}
 }
+
+// TestKeystorePasswordMissingAtIssuance: a Certificate whose keystore password Secret does not
+// exist yet gets its certificate anyway, without the keystore; it is never Ready on the way
+// (the store itself reports the missing password) and ends Stalled; once the Secret exists the
+// keystore is added, with no second order.
+func TestKeystorePasswordMissingAtIssuance(t *testing.T) {
+	h := newCertificateHarness(t, "keystore-missing-")
+	cert := &certpilotv1alpha1.Certificate{
+		ObjectMeta: metav1.ObjectMeta{Namespace: h.namespace, Name: "late"},
+		Spec: certpilotv1alpha1.CertificateSpec{
+			DNSNames:   []string{"late.harness.example"},
+			SecretName: "late-tls",
+			IssuerRef:  certpilotv1alpha1.IssuerReference{Name: h.issuer.Name},
+			Keystores: &certpilotv1alpha1.CertificateKeystores{JKS: &certpilotv1alpha1.JKSKeystore{Create: true, Alias: "certificate",
+				PasswordSecretRef: &certpilotv1alpha1.SecretKeySelector{Name: "late-password", Key: "password"}}},
+		},
+	}
+	create(t, cert)
+	var everReady bool
+	h.reconcileUntil(t, cert, "stored and Stalled for the missing password", func(error) error {
+		if ready := readyOf(cert); ready != nil && ready.Status == metav1.ConditionTrue {
+			everReady = true
+		}
+		if cert.Status.SerialNumber == "" {
+			return errors.New("no certificate stored yet")
+		}
+		return stalledCondition(cert, reasonKeystorePasswordMissing)
+	})
+	if everReady {
+		t.Error("the Certificate was Ready without the keystore its spec asks for")
+	}
+	secret := getSecret(t, h.namespace, "late-tls")
+	servedLeaf(t, secret)
+	if _, ok := secret.Data[certpilotv1alpha1.JKSKeystoreKey]; ok {
+		t.Error("a keystore was written without its password")
+	}
+	create(t, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: h.namespace, Name: "late-password"},
+		Data: map[string][]byte{"password": []byte("late-password")}})
+	secret = h.reconcileOutputs(t, cert, "the keystore once its password exists", func(s *corev1.Secret) error {
+		return openJKS(s.Data[certpilotv1alpha1.JKSKeystoreKey], "late-password")
+	})
+	checkJKS(t, secret, "late-password", "certificate")
+	h.reconcileUntil(t, cert, "Ready", func(error) error { return readyCondition(cert) })
+	if orders := h.ca.Stats().Orders["late.harness.example"]; orders != 1 {
+		t.Errorf("%d orders, want 1", orders)
+	}
+}

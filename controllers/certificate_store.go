@@ -88,6 +88,9 @@ func (s *secretStore) storeCertificate(ctx context.Context, run *certificateRun)
 	// Record and announce first: the certificate is stored, whatever the cleanup does (a failed
 	// cleanup is finished by a later reconcile, guarded by the finalizer).
 	result := s.recordIssued(ctx, run, leaf, renewed, true)
+	if ready := keystoresNotReady(run); ready != nil {
+		run.ready = ready // stored without a keystore whose password is missing (certificate_keystores.go)
+	}
 	if err := s.challenges.removeChallenges(ctx, run); err != nil {
 		return ctrl.Result{}, err
 	}

@@ -115,6 +115,13 @@ func EncodePKCS12TrustStore(in KeystoreInput, profile string, password []byte) (
 	return encoder.WithRand(rand).EncodeTrustStore(p.cas, string(password))
 }
 
+// CheckPKCS12Password returns a *PasswordError when password cannot protect a PKCS#12 file of
+// profile (EncodePKCS12 would refuse it).
+func CheckPKCS12Password(profile string, password []byte) error {
+	_, err := pkcs12Encoder(profile, password)
+	return err
+}
+
 // pkcs12Encoder is profile's encoder, after checking that password suits it: PKCS#12 passwords
 // are BMPStrings, so only UTF-8 text of characters up to U+FFFF can be one.
 func pkcs12Encoder(profile string, password []byte) (*pkcs12.Encoder, error) {
@@ -155,7 +162,7 @@ func EncodeJKS(in KeystoreInput, alias string, password []byte) ([]byte, error) 
 	if err != nil {
 		return nil, err
 	}
-	if err := checkJKSPassword(password); err != nil {
+	if err := CheckJKSPassword(password); err != nil {
 		return nil, err
 	}
 	chain := make([]keystore.Certificate, 0, len(p.chain))
@@ -178,7 +185,7 @@ func EncodeJKSTrustStore(in KeystoreInput, password []byte) ([]byte, error) {
 	if err != nil || len(p.cas) == 0 {
 		return nil, err
 	}
-	if err := checkJKSPassword(password); err != nil {
+	if err := CheckJKSPassword(password); err != nil {
 		return nil, err
 	}
 	ks := keystore.New(keystore.WithOrderedAliases())
@@ -203,9 +210,10 @@ func storeJKS(ks keystore.KeyStore, password []byte) ([]byte, error) {
 	return buf.Bytes(), nil
 }
 
-// checkJKSPassword: Java KeyStores hash a password as Java chars; keystore-go takes each byte
-// as one char, which is the same only for ASCII.
-func checkJKSPassword(password []byte) error {
+// CheckJKSPassword returns a *PasswordError when password cannot protect a Java KeyStore: Java
+// hashes a password as Java chars, keystore-go takes each byte as one char, which is the same
+// only for ASCII.
+func CheckJKSPassword(password []byte) error {
 	if len(password) == 0 {
 		return &PasswordError{Reason: "the password is empty; a Java KeyStore needs one"}
 	}
