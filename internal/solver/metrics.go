@@ -16,6 +16,11 @@ var (
 		Name: "certpilot_challenge_shard_puts_total",
 		Help: "Puts of challenge responses into a shard (one per Present and shard), however many writes carried them.",
 	})
+	// shardSplits counts grouped writes the apiserver refused, written again one Put at a time.
+	shardSplits = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "certpilot_challenge_shard_split_writes_total",
+		Help: "Writes of challenge shards that carried several Puts and were refused for their content (invalid, too large); each Put was then written alone.",
+	})
 
 	// The dns01 persist solver's are set before each order, when the records are looked at.
 	persistUntil = prometheus.NewGaugeVec(prometheus.GaugeOpts{
@@ -29,7 +34,7 @@ var (
 )
 
 func init() {
-	metrics.Registry.MustRegister(shardWrites, shardPuts, persistUntil, persistExpiring)
+	metrics.Registry.MustRegister(shardWrites, shardPuts, shardSplits, persistUntil, persistExpiring)
 }
 
 // ForgetMetrics drops the series of a deleted Certificate.

@@ -82,10 +82,38 @@ func (w *ShardWriter) writeQueue(ctx context.Context, name types.NamespacedName,
 		writeCtx, cancel := context.WithTimeout(ctx, shardWriteTimeout)
 		err := w.writeBatch(writeCtx, name, deployment, state, batch)
 		cancel()
+		if splitBatch(err, batch) {
+			// The apiserver refused what the write carried (a key it does not accept, a shard
+			// grown past its size limit): one Certificate's entry must not fail the others that
+			// shared the write, so each change is written alone and only its own write fails.
+			shardSplits.Inc()
+			for _, change := range batch {
+				writeCtx, cancel := context.WithTimeout(ctx, shardWriteTimeout)
+				change.done <- w.writeBatch(writeCtx, name, deployment, state, []*shardChange{change})
+				cancel()
+			}
+			continue
+		}
 		for _, change := range batch {
 			change.done <- err
 		}
 	}
+}
+
+// splitBatch reports whether a failed write of batch is written again one change at a time:
+// the apiserver refused its content (invalid, too large, a bad request), not the moment (a
+// conflict, a timeout, an unavailable apiserver), and more than one Put shared it.
+func splitBatch(err error, batch []*shardChange) bool {
+	if err == nil || !(apierrors.IsInvalid(err) || apierrors.IsRequestEntityTooLargeError(err) || apierrors.IsBadRequest(err)) {
+		return false
+	}
+	puts := 0
+	for _, change := range batch {
+		if change.compute != nil {
+			puts++
+		}
+	}
+	return puts > 1
 }
 
 // writeBatch applies the batch's changes to one shard in one write, creating it when absent,

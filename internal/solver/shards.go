@@ -50,6 +50,8 @@ type ShardWriter struct {
 
 	mu     sync.Mutex
 	shards map[types.NamespacedName]*shardState
+	// swept is when idle shard states were last dropped.
+	swept time.Time
 	// legacyAbsent holds when the single challenge Secret of earlier versions was last found
 	// missing, per load balancer (looked for again after legacyRecheck).
 	legacyAbsent map[types.NamespacedName]time.Time
@@ -68,6 +70,9 @@ type shardState struct {
 	// writing is set while a goroutine writes the shard (writeQueue); only it touches secret
 	// and absent.
 	writing bool
+
+	// used is when the state was last handed out (ShardWriter.mu guards it).
+	used time.Time
 
 	// secret is the shard as last written or read; nil when not known yet.
 	secret *corev1.Secret
@@ -156,18 +161,48 @@ func (e *HeldError) Error() string {
 	return fmt.Sprintf("%s is held by Certificate %s", e.Key, e.Holder)
 }
 
+// shardIdle is how long the state of a shard nobody wrote or removed from is kept: the shards
+// of a deleted load balancer, or of one no Certificate validates through any more, are not kept
+// for the life of the process. A shard used again later is read once from the API.
+const shardIdle = 10 * time.Minute
+
 func (w *ShardWriter) state(key types.NamespacedName) *shardState {
 	w.mu.Lock()
 	defer w.mu.Unlock()
+	now := w.now()
 	if w.shards == nil {
 		w.shards = map[types.NamespacedName]*shardState{}
+	}
+	if now.Sub(w.swept) >= shardIdle {
+		w.swept = now
+		for name, state := range w.shards {
+			if state.idle(now) {
+				delete(w.shards, name)
+			}
+		}
 	}
 	s, ok := w.shards[key]
 	if !ok {
 		s = &shardState{}
 		w.shards[key] = s
 	}
+	s.used = now
 	return s
+}
+
+// idle reports whether nothing is queued, written or waiting to be removed in the shard, and
+// its state was last handed out shardIdle before now.
+func (s *shardState) idle(now time.Time) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return !s.writing && !s.flushing && len(s.queue) == 0 && len(s.removals) == 0 && now.Sub(s.used) >= shardIdle
+}
+
+// Shards reports how many shards' states the writer keeps (for tests).
+func (w *ShardWriter) Shards() int {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return len(w.shards)
 }
 
 // Put writes entries for owner ("<namespace>/<name>") into the load balancer's shards.

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	clocktesting "k8s.io/utils/clock/testing"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -434,5 +435,100 @@ func TestShardWriterReleasesAHeldName(t *testing.T) {
 	held = nil
 	if err := w.Put(ctx, namespace, "lb", "hostile/holder", []solver.Entry{{Key: key, Value: []byte("third-order")}}, never); !errors.As(err, &held) || held.Holder != "victim/www" {
 		t.Errorf("the former holder's Put: %v, want held by victim/www", err)
+	}
+}
+
+// TestShardWriterSplitsARefusedWrite: two Certificates' Puts share one write and the apiserver
+// refuses it for one of them (a key it does not accept): the other's response is written all
+// the same, and only the Put with the bad key fails.
+func TestShardWriterSplitsARefusedWrite(t *testing.T) {
+	testenv.SkipIfShort(t)
+	ctx := context.Background()
+	namespace := newNamespace(t)
+	counting := &countingClient{Client: kube.Client, delay: 500 * time.Millisecond}
+	w := &solver.ShardWriter{Client: counting, APIReader: kube.Client}
+	keys := sameShardKeys(2)
+	bad := ""
+	for i := 0; bad == ""; i++ {
+		if candidate := fmt.Sprintf("bad key %d!", i); certpilotv1alpha1.ChallengeShard(candidate) == certpilotv1alpha1.ChallengeShard(keys[0]) {
+			bad = candidate
+		}
+	}
+	// A first Put's write is in flight while the two others queue for the next one.
+	first := make(chan error, 1)
+	go func() {
+		first <- w.Put(ctx, namespace, "lb", "team/first", []solver.Entry{{Key: keys[0], Value: []byte("first")}}, never)
+	}()
+	if err := testenv.Poll(ctx, 10*time.Second, func() error {
+		if counting.writes.Load() == 0 {
+			return fmt.Errorf("no write in flight yet")
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	var badErr, goodErr error
+	wg.Go(func() {
+		badErr = w.Put(ctx, namespace, "lb", "team/bad", []solver.Entry{{Key: bad, Value: []byte("bad")}}, never)
+	})
+	wg.Go(func() {
+		goodErr = w.Put(ctx, namespace, "lb", "team/good", []solver.Entry{{Key: keys[1], Value: []byte("good")}}, never)
+	})
+	wg.Wait()
+	if err := <-first; err != nil {
+		t.Fatalf("first Put: %v", err)
+	}
+	if !apierrors.IsInvalid(badErr) {
+		t.Errorf("Put with a key the apiserver refuses: %v, want Invalid", badErr)
+	}
+	if goodErr != nil {
+		t.Errorf("Put that shared the refused write: %v, want written", goodErr)
+	}
+	shard := shardOf(t, namespace, keys[1])
+	if string(shard.Data[keys[1]]) != "good" || string(shard.Data[keys[0]]) != "first" {
+		t.Errorf("shard data %v, want the first and the good response", shard.Data)
+	}
+	// 1 (first) + 1 (the shared write, refused) + 2 (each alone): fewer means the two Puts did
+	// not share a write, and the test proved nothing.
+	if n := counting.writes.Load(); n != 4 {
+		t.Errorf("%d writes, want 4: the first, the shared one refused, then each Put alone", n)
+	}
+}
+
+// TestShardWriterForgetsIdleShards: the writer does not keep the state of a load balancer's
+// shards nobody used for a while (a deleted load balancer's); a shard used again afterwards is
+// read from the API and written as before.
+func TestShardWriterForgetsIdleShards(t *testing.T) {
+	testenv.SkipIfShort(t)
+	ctx := context.Background()
+	namespace := newNamespace(t)
+	clock := clocktesting.NewFakeClock(time.Now())
+	w := &solver.ShardWriter{Client: kube.Client, APIReader: kube.Client, Clock: clock}
+	key := certpilotv1alpha1.HTTP01Key("token-1")
+	if err := w.Put(ctx, namespace, "gone", "team/a", []solver.Entry{{Key: key, Value: []byte("a")}}, never); err != nil {
+		t.Fatal(err)
+	}
+	if n := w.Shards(); n != 1 {
+		t.Fatalf("%d shard states after one Put, want 1", n)
+	}
+	clock.Step(30 * time.Minute)
+	if err := w.Put(ctx, namespace, "lb", "team/b", []solver.Entry{{Key: key, Value: []byte("b")}}, never); err != nil {
+		t.Fatal(err)
+	}
+	if n := w.Shards(); n != 1 {
+		t.Errorf("%d shard states after the first load balancer was idle for 30 minutes, want 1 (the second's)", n)
+	}
+	// The forgotten shard is read again and written at its current resourceVersion.
+	if err := w.Put(ctx, namespace, "gone", "team/a", []solver.Entry{{Key: key, Value: []byte("a2")}}, never); err != nil {
+		t.Fatalf("Put into a forgotten shard: %v", err)
+	}
+	secret := &corev1.Secret{}
+	name := certpilotv1alpha1.ChallengeShardName("gone", certpilotv1alpha1.ChallengeShard(key))
+	if err := kube.Client.Get(ctx, client.ObjectKey{Namespace: namespace, Name: name}, secret); err != nil {
+		t.Fatal(err)
+	}
+	if string(secret.Data[key]) != "a2" {
+		t.Errorf("the forgotten shard holds %q, want a2", secret.Data[key])
 	}
 }

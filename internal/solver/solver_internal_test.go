@@ -1,8 +1,15 @@
 package solver
 
 import (
+	"context"
+	"errors"
+	"fmt"
 	"testing"
 	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 
 	certpilotv1alpha1 "github.com/certpilot/certpilot/api/v1alpha1"
 	"github.com/certpilot/certpilot/internal/outcome"
@@ -88,6 +95,38 @@ func TestChallengeHold(t *testing.T) {
 		t.Run("start/"+name, func(t *testing.T) {
 			if got := holdStart(tc.holding, tc.heldSince, tc.now); !got.Equal(tc.want) {
 				t.Errorf("holdStart = %v, want %v", got, tc.want)
+			}
+		})
+	}
+}
+
+// TestSplitBatch: a grouped write the apiserver refuses for its content is written again one Put
+// at a time; one refused for the moment, or carrying one Put, is not.
+func TestSplitBatch(t *testing.T) {
+	put := &shardChange{compute: func(*corev1.Secret) (map[string]any, map[string]any) { return nil, nil }}
+	flush := &shardChange{}
+	secrets := schema.GroupResource{Resource: "secrets"}
+	invalid := apierrors.NewInvalid(schema.GroupKind{Kind: "Secret"}, "lb-challenges-0", nil)
+	tests := map[string]struct {
+		err   error
+		batch []*shardChange
+		want  bool
+	}{
+		"written":                    {nil, []*shardChange{put, put}, false},
+		"invalid, two Puts":          {invalid, []*shardChange{put, put}, true},
+		"invalid, wrapped":           {fmt.Errorf("writing challenge Secret: %w", invalid), []*shardChange{put, put}, true},
+		"too large, two Puts":        {apierrors.NewRequestEntityTooLargeError("limit is 1048576"), []*shardChange{put, put, flush}, true},
+		"bad request, two Puts":      {apierrors.NewBadRequest("bad"), []*shardChange{put, put}, true},
+		"invalid, one Put":           {invalid, []*shardChange{put}, false},
+		"invalid, one Put and flush": {invalid, []*shardChange{put, flush}, false},
+		"conflict":                   {apierrors.NewConflict(secrets, "lb-challenges-0", errors.New("changed")), []*shardChange{put, put}, false},
+		"timeout":                    {context.DeadlineExceeded, []*shardChange{put, put}, false},
+		"unavailable":                {apierrors.NewServiceUnavailable("down"), []*shardChange{put, put}, false},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			if got := splitBatch(tc.err, tc.batch); got != tc.want {
+				t.Errorf("splitBatch(%v, %d changes) = %v, want %v", tc.err, len(tc.batch), got, tc.want)
 			}
 		})
 	}
