@@ -76,6 +76,7 @@ func main() {
 		ingressSource      bool
 		allowPrivateDials  string
 		namespaceOrders    int
+		challengeHold      time.Duration
 	)
 	flag.StringVar(&metricsAddr, "metrics-bind-address", ":8080", "Address of the Prometheus metrics endpoint; 0 disables it.")
 	flag.BoolVar(&metricsSecure, "metrics-secure", false,
@@ -115,6 +116,8 @@ func main() {
 	flag.IntVar(&namespaceOrders, "namespace-order-budget", budget.DefaultOrdersPerHour,
 		"New ACME orders per hour that the Certificates of one namespace may create with one ACME account (a token bucket of that many orders, refilled over the hour); "+
 			"beyond it a Certificate is Stalled/Throttled until its next order is allowed. 0: no budget. Shared accounts have limits of their own (Let's Encrypt: 300 new orders per 3 hours).")
+	flag.DurationVar(&challengeHold, "challenge-hold", solver.MaxChallengeHold,
+		"How long one Certificate may hold a name's challenge response in a shared load balancer while another Certificate waits for that name (ChallengeNameBusy); then the name goes to the waiting one.")
 	zapOptions := zap.Options{}
 	zapOptions.BindFlags(flag.CommandLine)
 	flag.Parse()
@@ -205,7 +208,7 @@ func main() {
 			Client:       mgr.GetClient(),
 			APIReader:    mgr.GetAPIReader(),
 			Recorder:     recorder,
-			Shards:       &solver.ShardWriter{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader()},
+			Shards:       &solver.ShardWriter{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), MaxHold: challengeHold},
 			Mounts:       &solver.MountTracker{},
 			CheckTimeout: selfCheckTimeout,
 		},

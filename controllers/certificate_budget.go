@@ -20,14 +20,24 @@ type orderBudget struct {
 }
 
 // accountOf names the ACME account a reconcile orders with: its URL at the CA, which every
-// issuer registered with the same key and CA shares.
+// issuer registered with the same key and CA shares, as the issuer's status records it (the
+// client learns it only with its first signed request); the issuer when the URL is not known.
 func accountOf(run *certificateRun) string {
+	if run.issuer != nil {
+		if uri := run.issuer.GetStatus().AccountURI; uri != "" {
+			return uri
+		}
+	}
 	if run.acme != nil {
 		if uri := run.acme.AccountURI(); uri != "" {
 			return uri
 		}
 	}
-	return run.cert.Spec.IssuerRef.Kind + "/" + run.cert.Spec.IssuerRef.Name
+	ref := run.cert.Spec.IssuerRef
+	if ref.Kind == "ClusterIssuer" {
+		return "ClusterIssuer/" + ref.Name
+	}
+	return "Issuer/" + run.cert.Namespace + "/" + ref.Name
 }
 
 // take takes a new order from the namespace's budget with the account: refused while the

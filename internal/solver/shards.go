@@ -44,6 +44,9 @@ type ShardWriter struct {
 	// Linger is how long a write in a burst waits for more changes; 0 means DefaultShardLinger,
 	// a negative value not at all.
 	Linger time.Duration
+	// MaxHold is how long one Certificate may hold a key another one asks for; 0 means
+	// MaxChallengeHold.
+	MaxHold time.Duration
 
 	// lastPut is when the last Put came (Unix nanoseconds, real time).
 	lastPut atomic.Int64
@@ -94,17 +97,26 @@ const RemovalDelay = 20 * time.Second
 const MaxResponseAge = time.Hour
 
 // MaxChallengeHold is how long one Certificate may hold a name's response in a load balancer's
-// shards while another Certificate waits for it (ChallengeNameBusy). An order validates through
+// shards while another Certificate waits for it (ChallengeNameBusy), by default
+// (ShardWriter.MaxHold, the manager's --challenge-hold). An order validates through
 // a load balancer in seconds; one that holds a name for longer has not progressed (a hostile
 // Certificate can list another tenant's name beside a name that never validates, so that its
 // order never finishes), and the name goes to the next Certificate that asks for it.
 const MaxChallengeHold = 10 * time.Minute
 
-// holdEnded reports whether a hold that started at heldSince has lasted MaxChallengeHold at now.
-// A response without a time (written by an earlier version) is held as before: until its
+// holdEnded reports whether a hold that started at heldSince has lasted maxHold at now. A
+// response without a time (written by an earlier version) is held as before: until its
 // challenge certificate expires or its Certificate is gone.
-func holdEnded(heldSince, now time.Time) bool {
-	return !heldSince.IsZero() && now.Sub(heldSince) >= MaxChallengeHold
+func holdEnded(heldSince, now time.Time, maxHold time.Duration) bool {
+	return !heldSince.IsZero() && now.Sub(heldSince) >= maxHold
+}
+
+// maxHold is MaxHold, or its default.
+func (w *ShardWriter) maxHold() time.Duration {
+	if w.MaxHold > 0 {
+		return w.MaxHold
+	}
+	return MaxChallengeHold
 }
 
 // holdStart is the time a write stamps on a key: the start of the writer's hold when it holds
@@ -206,7 +218,7 @@ func (w *ShardWriter) Shards() int {
 }
 
 // Put writes entries for owner ("<namespace>/<name>") into the load balancer's shards.
-// A value another owner (holder) has held for MaxChallengeHold is replaced; before that,
+// A value another owner (holder) has held for MaxHold is replaced; before that,
 // replaceable decides whether it may be (an expired challenge certificate, a deleted
 // Certificate's); when it says no, Put writes nothing
 // for that key and returns a *HeldError for it after writing the others. Values equal to what is
@@ -232,7 +244,7 @@ func (w *ShardWriter) Put(ctx context.Context, namespace, deployment, owner stri
 				current, exists := secretData(secret, entry.Key)
 				holder, heldSince := parseOwner(secretAnnotation(secret, annotation))
 				now := w.now()
-				if exists && holder != "" && holder != owner && !holdEnded(heldSince, now) && !replaceable(entry.Key, holder, current) {
+				if exists && holder != "" && holder != owner && !holdEnded(heldSince, now, w.maxHold()) && !replaceable(entry.Key, holder, current) {
 					p.held = &HeldError{Key: entry.Key, Holder: holder}
 					continue
 				}

@@ -76,7 +76,7 @@ func TestChallengeHold(t *testing.T) {
 	}
 	for name, tc := range ended {
 		t.Run("ended/"+name, func(t *testing.T) {
-			if got := holdEnded(tc.heldSince, tc.now); got != tc.want {
+			if got := holdEnded(tc.heldSince, tc.now, MaxChallengeHold); got != tc.want {
 				t.Errorf("holdEnded(%v, %v) = %v, want %v", tc.heldSince, tc.now, got, tc.want)
 			}
 		})

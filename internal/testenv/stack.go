@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -232,6 +233,14 @@ func (s *Stack) StartManager() error {
 	}
 	s.Manager = manager
 	return nil
+}
+
+// RestartManager stops the manager and starts it again with extraArgs after its flags (a flag
+// given twice takes the later value).
+func (s *Stack) RestartManager(extraArgs ...string) error {
+	s.StopManager()
+	s.managerArgs = append(slices.Clip(s.managerArgs), extraArgs...)
+	return s.StartManager()
 }
 
 // StartReplica starts one more manager with the stack's flags, its own metrics and health

@@ -106,6 +106,8 @@ func selfSignedCert(t *testing.T, ips ...string) (tls.Certificate, []byte) {
 type tenantCA struct {
 	*countingListener
 	directory map[string]string
+	// newOrders counts the new-order requests of cases that count them.
+	newOrders atomic.Int64
 }
 
 func startTenantCA(t *testing.T, cert *tls.Certificate, mux func(ca *tenantCA, mux *http.ServeMux)) *tenantCA {
@@ -616,5 +618,26 @@ func TestHostileTenant(t *testing.T) {
 		figure(t, "scanned %d statuses and Events: %d repeat a non-ACME body; internal services got %d connections",
 			scanned, len(leaks), internal.connections.Load()+internalTLS.connections.Load())
 	})
+	managerHealthy(t, s)
+
+	// What tenants share: the manager again, with a budget of 5 new orders per hour per
+	// namespace and account and a hold bound of 20 s, and without the tenant's Certificates
+	// above (the CA that never answers would hold its workers).
+	if err := kube.Client.DeleteAllOf(ctx, &certpilotv1alpha1.Certificate{}, client.InNamespace(tenant)); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.RestartManager("--namespace-order-budget=5", "--challenge-hold=20s"); err != nil {
+		t.Fatal(err)
+	}
+	hostileSharedCases(t, s, tenant, startTenantCA(t, &caCert, func(ca *tenantCA, mux *http.ServeMux) {
+		mux.HandleFunc("POST /new-order", func(w http.ResponseWriter, r *http.Request) {
+			ca.newOrders.Add(1)
+			io.Copy(io.Discard, r.Body) //nolint:errcheck
+			w.Header().Set("Content-Type", "application/problem+json")
+			w.Header().Set("Retry-After", "3600")
+			w.WriteHeader(http.StatusTooManyRequests)
+			fmt.Fprint(w, `{"type":"urn:ietf:params:acme:error:rateLimited","detail":"too many new orders recently"}`)
+		})
+	}), caBundle, manualCertificate, certificateSays, stalledBy)
 	managerHealthy(t, s)
 }
