@@ -52,6 +52,7 @@ func (b orderBudget) take(run *certificateRun) error {
 	if verdict.Allowed {
 		return nil
 	}
+	ordersRefused.WithLabelValues(verdict.Reason).Inc()
 	message := verdict.Message(run.cert.Namespace, b.ledger.Limit)
 	after := max(verdict.RetryAt.Sub(now), time.Second)
 	if verdict.Reason == budget.ReasonThrottled {

@@ -1,11 +1,15 @@
 package controllers
 
 import (
+	"strings"
 	"testing"
+	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	clocktesting "k8s.io/utils/clock/testing"
 
 	certpilotv1alpha1 "github.com/certpilot/certpilot/api/v1alpha1"
+	"github.com/certpilot/certpilot/internal/budget"
 )
 
 // TestAccountOf: the budget's account is the one the issuer's status records, the same for every
@@ -31,5 +35,37 @@ func TestAccountOf(t *testing.T) {
 				t.Errorf("accountOf = %q, want %q", got, tc.want)
 			}
 		})
+	}
+}
+
+// TestOrderBudgetTake: a namespace past its budget is Stalled (Throttled) until its next order,
+// a paused account makes it wait (AccountPaused); another namespace orders meanwhile.
+func TestOrderBudgetTake(t *testing.T) {
+	now := time.Date(2026, 12, 6, 12, 0, 0, 0, time.UTC)
+	ledger := &budget.Ledger{Limit: budget.Limit{Orders: 1, Per: time.Hour}}
+	b := orderBudget{ledger: ledger, clock: clocktesting.NewFakePassiveClock(now)}
+	issuer := &certpilotv1alpha1.ClusterIssuer{ObjectMeta: metav1.ObjectMeta{Name: "shared"}}
+	issuer.Status.AccountURI = "https://ca.example/acct/7"
+	runIn := func(namespace string) *certificateRun {
+		return &certificateRun{issuer: issuer, cert: &certpilotv1alpha1.Certificate{ObjectMeta: metav1.ObjectMeta{Namespace: namespace},
+			Spec: certpilotv1alpha1.CertificateSpec{IssuerRef: certpilotv1alpha1.IssuerReference{Kind: "ClusterIssuer", Name: "shared"}}}}
+	}
+	if err := b.take(runIn("team-a")); err != nil {
+		t.Fatalf("first order: %v", err)
+	}
+	err := b.take(runIn("team-a"))
+	if s, ok := asStalled(err); !ok || s.Reason != budget.ReasonThrottled || s.After != time.Hour+time.Second ||
+		!strings.Contains(s.Message, "next order at 2026-12-06T13:00:01Z") {
+		t.Errorf("second order of team-a: %v, want Stalled Throttled for 1h1s", err)
+	}
+	if err := b.take(runIn("team-b")); err != nil {
+		t.Errorf("team-b: %v, want its own budget", err)
+	}
+	ledger.RateLimited(issuer.Status.AccountURI, "team-c", 10*time.Second, now)
+	if w, ok := asWait(b.take(runIn("team-d"))); !ok || w.Reason != budget.ReasonAccountPaused || w.After != 10*time.Second {
+		t.Errorf("team-d during the account's pause: %+v, want a 10 s AccountPaused wait", w)
+	}
+	if err := (orderBudget{clock: b.clock}).take(runIn("team-a")); err != nil {
+		t.Errorf("without a ledger: %v", err)
 	}
 }

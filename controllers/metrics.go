@@ -40,10 +40,14 @@ var (
 		Name: "certpilot_challenge_self_checks_total",
 		Help: "Self-checks of challenge responses before the CA is asked, by challenge type and result.",
 	}, []string{"type", "result"})
+	ordersRefused = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "certpilot_orders_refused_total",
+		Help: "New ACME orders not created for the shared account's limits, by reason: Throttled (the namespace's --namespace-order-budget) or AccountPaused (after a rateLimited answer).",
+	}, []string{"reason"})
 )
 
 func init() {
-	metrics.Registry.MustRegister(issuances, acmeRequests, acmeRequestDuration, selfChecks, selfCheckDuration)
+	metrics.Registry.MustRegister(issuances, acmeRequests, acmeRequestDuration, selfChecks, selfCheckDuration, ordersRefused)
 }
 
 // observeACMERequest feeds the ACME request metrics (acme.Options.ObserveRequest).
