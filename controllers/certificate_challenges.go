@@ -126,12 +126,13 @@ func (cs *challengeSteps) pendingChallenges(ctx context.Context, run *certificat
 		if err != nil {
 			return nil, nil, err
 		}
-		dnsName := authz.DNSName()
+		dnsName := authz.Name()
 		s, err := cs.solverFor(run, dnsName)
 		if err != nil {
 			return nil, nil, err
 		}
-		status := certpilotv1alpha1.ChallengeStatus{DNSName: dnsName, Type: s.Type(), State: authz.Status}
+		status := certpilotv1alpha1.ChallengeStatus{Type: s.Type(), State: authz.Status}
+		status.SetIdentifier(dnsName)
 		if authz.Status != acme.StatusPending {
 			// valid needs nothing; invalid fails the order, which waitForOrder reports
 			statuses = append(statuses, status)
@@ -282,11 +283,11 @@ func (cs *challengeSteps) removeChallenges(ctx context.Context, run *certificate
 func (cs *challengeSteps) challengesToClean(ctx context.Context, run *certificateRun) []solver.Challenge {
 	var challenges []solver.Challenge
 	for _, status := range run.cert.Status.Order.Challenges {
-		challenges = append(challenges, solver.Challenge{DNSName: status.DNSName, Type: status.Type, Token: status.Token})
+		challenges = append(challenges, solver.Challenge{DNSName: status.Identifier(), Type: status.Type, Token: status.Token})
 	}
 	// The order's names with their solvers' types, for challenges whose progress no status write
 	// recorded: enough for responses keyed by name (tls-alpn-01).
-	for _, name := range run.cert.Status.Order.DNSNames {
+	for _, name := range run.cert.Status.Order.Identifiers() {
 		if s, err := cs.solverFor(run, name); err == nil {
 			challenges = append(challenges, solver.Challenge{DNSName: name, Type: s.Type()})
 		}
@@ -297,7 +298,7 @@ func (cs *challengeSteps) challengesToClean(ctx context.Context, run *certificat
 			if err != nil {
 				continue
 			}
-			dnsName := authz.DNSName()
+			dnsName := authz.Name()
 			for _, challenge := range authz.Challenges {
 				challenges = append(challenges, solver.Challenge{DNSName: dnsName, Type: challenge.Type, Token: challenge.Token})
 			}
@@ -326,7 +327,7 @@ func issuerClient(ctx context.Context, accounts *Accounts, run *certificateRun) 
 
 func findChallengeStatus(statuses []certpilotv1alpha1.ChallengeStatus, dnsName string) *certpilotv1alpha1.ChallengeStatus {
 	for i := range statuses {
-		if strings.EqualFold(statuses[i].DNSName, dnsName) {
+		if strings.EqualFold(statuses[i].Identifier(), dnsName) {
 			return &statuses[i]
 		}
 	}

@@ -133,7 +133,7 @@ func renewalInput(now time.Time, cert *certpilotv1alpha1.Certificate, issuer cer
 	ref := servedIssuerRef(cert, secret)
 	in := renewal.Input{
 		Now:              now,
-		DNSNames:         cert.Spec.DNSNames,
+		DNSNames:         cert.Spec.Identifiers(),
 		IssuerKind:       ref.Kind,
 		IssuerName:       ref.Name,
 		RenewBefore:      renewBefore(cert),
@@ -238,7 +238,7 @@ func decideIssuance(in decisionInput) issuanceDecision {
 	// this reconcile (an owned Secret written just before the refused request, a restart).
 	slowDown := caSlowDown(cert, in.now)
 	if !issue {
-		if orderOpen(cert) && sameNames(cert.Status.Order.DNSNames, cert.Spec.DNSNames) {
+		if orderOpen(cert) && sameNames(cert.Status.Order.Identifiers(), cert.Spec.Identifiers()) {
 			// An open order is finished even when nothing triggers now: it was opened for a
 			// reason (a renewal request is marked as acted on when its order is created).
 			d.wait = slowDown

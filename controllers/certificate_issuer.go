@@ -78,10 +78,10 @@ func (r *CertificateReconciler) resolveIssuer(ctx context.Context, run *certific
 		return ctrl.Result{}, stalled(decision.Reason, "%s", decision.Message)
 	}
 	// The issuer's profile may accept fewer names per order than the API allows.
-	if message := acme.TooManyIdentifiers(issuer.GetSpec().ACME.Profile, len(run.cert.Spec.DNSNames)); message != "" {
+	if message := acme.TooManyIdentifiers(issuer.GetSpec().ACME.Profile, len(run.cert.Spec.Identifiers())); message != "" {
 		return ctrl.Result{}, stalled(reasonTooManyNamesForProfile, "%s %q: %s", issuer.Kind(), ref.Name, message)
 	}
-	for _, name := range run.cert.Spec.DNSNames {
+	for _, name := range run.cert.Spec.Identifiers() {
 		spec, source, ok := solverSpecFor(run, name)
 		if !ok {
 			return ctrl.Result{}, stalled("NoSolver", "no solver for %q: neither the Certificate nor %s %q sets one", name, issuer.Kind(), ref.Name)
@@ -89,6 +89,13 @@ func (r *CertificateReconciler) resolveIssuer(ctx context.Context, run *certific
 		if strings.HasPrefix(name, "*.") && spec.DNS01 == nil {
 			return ctrl.Result{}, stalled("WildcardNeedsDNS01",
 				"%q is a wildcard name, which only the dns01 solver can validate; the solver chosen for it (from %s) is not dns01",
+				name, source.Issuer)
+		}
+		if certpilotv1alpha1.IsIPAddress(name) && spec.DNS01 != nil {
+			// Admission refuses this for the Certificate's own solvers; the issuer's is only
+			// known here.
+			return ctrl.Result{}, stalled("IPAddressNeedsHTTP01OrTLSALPN01",
+				"%s is an IP address, which only the http01 and tlsALPN01 solvers can validate (RFC 8738); the solver chosen for it (from %s) is dns01: set spec.solver or a spec.solvers entry for it",
 				name, source.Issuer)
 		}
 	}
@@ -123,7 +130,7 @@ func (r *CertificateReconciler) resolveIssuer(ctx context.Context, run *certific
 func issuerPolicyDecision(ctx context.Context, reader client.Reader, issuer certpilotv1alpha1.GenericIssuer,
 	cert *certpilotv1alpha1.Certificate) (policy.Decision, error) {
 	if issuer.GetNamespace() != "" || issuer.GetSpec().Policy == nil {
-		return policy.Decide(policy.InputFor(issuer, nil, cert.Spec.DNSNames)), nil
+		return policy.Decide(policy.InputFor(issuer, nil, cert.Spec.Identifiers())), nil
 	}
 	namespace := &corev1.Namespace{}
 	if err := reader.Get(ctx, types.NamespacedName{Name: cert.Namespace}, namespace); err != nil {
@@ -132,5 +139,5 @@ func issuerPolicyDecision(ctx context.Context, reader client.Reader, issuer cert
 		}
 		namespace = nil
 	}
-	return policy.Decide(policy.InputFor(issuer, namespace, cert.Spec.DNSNames)), nil
+	return policy.Decide(policy.InputFor(issuer, namespace, cert.Spec.Identifiers())), nil
 }

@@ -42,7 +42,7 @@ type orderSteps struct {
 // controller killed at any point after that resumes it.
 func (o *orderSteps) ensureOrder(ctx context.Context, run *certificateRun) (ctrl.Result, error) {
 	cert := run.cert
-	if recorded := cert.Status.Order; orderOpen(cert) && sameNames(recorded.DNSNames, cert.Spec.DNSNames) {
+	if recorded := cert.Status.Order; orderOpen(cert) && sameNames(recorded.Identifiers(), cert.Spec.Identifiers()) {
 		order, err := run.acme.GetOrder(ctx, recorded.URL)
 		switch {
 		case err == nil && order.Status != acme.StatusInvalid:
@@ -85,7 +85,7 @@ func (o *orderSteps) ensureOrder(ctx context.Context, run *certificateRun) (ctrl
 	if err := o.budget.take(run); err != nil {
 		return ctrl.Result{}, err
 	}
-	request := acme.OrderRequest{DNSNames: cert.Spec.DNSNames, Profile: run.issuer.GetSpec().ACME.Profile, Replaces: replacesFor(run)}
+	request := acme.OrderRequest{Identifiers: cert.Spec.Identifiers(), Profile: run.issuer.GetSpec().ACME.Profile, Replaces: replacesFor(run)}
 	order, err := run.acme.CreateOrder(ctx, request)
 	if request.Replaces != "" && acme.IsAlreadyReplaced(err) {
 		// The certificate was replaced already (an order of a run that died, another
@@ -102,7 +102,7 @@ func (o *orderSteps) ensureOrder(ctx context.Context, run *certificateRun) (ctrl
 	}
 	run.order = order
 	cert.Status.Order = &certpilotv1alpha1.OrderStatus{
-		URL: order.URL, State: order.Status, DNSNames: slices.Clone(cert.Spec.DNSNames),
+		URL: order.URL, State: order.Status, DNSNames: slices.Clone(cert.Spec.DNSNames), IPAddresses: slices.Clone(cert.Spec.IPAddresses),
 	}
 	run.orderCreated = o.clock.Now()
 	if value := strings.TrimSpace(cert.Annotations[certpilotv1alpha1.AnnotationRenew]); value != "" {
@@ -148,7 +148,7 @@ func (o *orderSteps) waitForOrder(ctx context.Context, run *certificateRun) (ctr
 		// The CA's Retry-After when it sends one; else 1 s at first, then slower (a tenth of the
 		// time spent waiting, at most a minute), so a slow CA is not polled every second.
 		return ctrl.Result{}, wait(acme.PollInterval(order.ServerRetryAfter, orderAge(run)), reasonWaitingForValidation,
-			"Waiting for the CA to validate %s", strings.Join(run.cert.Spec.DNSNames, ", "))
+			"Waiting for the CA to validate %s", strings.Join(run.cert.Spec.Identifiers(), ", "))
 	default:
 		return ctrl.Result{}, o.failures.recordFailure(ctx, run, false, "OrderInvalid", "the CA marked order %s %s: %s", order.URL, order.Status, orderProblem(ctx, run, order))
 	}
@@ -207,7 +207,7 @@ func recordOrderState(order *certpilotv1alpha1.OrderStatus, caState string) {
 	order.State = caState
 }
 
-// sameNames compares DNS name lists as sets: an order for the same names in another order is
+// sameNames compares name lists (DNS names and IP addresses) as sets: an order for the same names in another order is
 // the same order.
 func sameNames(a, b []string) bool {
 	return slices.Equal(slices.Sorted(slices.Values(a)), slices.Sorted(slices.Values(b)))
@@ -247,7 +247,7 @@ func (o *orderSteps) finalize(ctx context.Context, run *certificateRun) (ctrl.Re
 		if err != nil {
 			return ctrl.Result{}, err
 		}
-		csr, err := pki.CreateCSR(key, run.cert.Spec.DNSNames)
+		csr, err := pki.CreateCSR(key, run.cert.Spec.Identifiers())
 		if err != nil {
 			return ctrl.Result{}, err
 		}

@@ -39,9 +39,10 @@ const progressWindow = 30 * time.Second
 // openOrder is an open order as the claim records it (and as this process remembers it before
 // the status does): what the status records when the order is created.
 type openOrder struct {
-	URL      string    `json:"url"`
-	DNSNames []string  `json:"dnsNames"`
-	Created  time.Time `json:"created"`
+	URL         string    `json:"url"`
+	DNSNames    []string  `json:"dnsNames"`
+	IPAddresses []string  `json:"ipAddresses,omitempty"`
+	Created     time.Time `json:"created"`
 	// RenewalRequest is the renew annotation's value the order acts on.
 	RenewalRequest string `json:"renewalRequest,omitempty"`
 }
@@ -49,7 +50,8 @@ type openOrder struct {
 // openOrderOf is the open order of the status (in memory) as the claim records it.
 func openOrderOf(run *certificateRun) openOrder {
 	return openOrder{URL: run.cert.Status.Order.URL, DNSNames: slices.Clone(run.cert.Status.Order.DNSNames),
-		Created: run.orderCreated, RenewalRequest: run.cert.Status.RenewalRequest}
+		IPAddresses: slices.Clone(run.cert.Status.Order.IPAddresses),
+		Created:     run.orderCreated, RenewalRequest: run.cert.Status.RenewalRequest}
 }
 
 // unrecordedOrder is an order this process created that the status does not record yet.
@@ -107,7 +109,8 @@ func (rec orderRecords) restoreOrder(ctx context.Context, run *certificateRun) (
 
 // resume makes order the open order of this reconcile, as if the status recorded it.
 func (run *certificateRun) resume(order openOrder) {
-	run.cert.Status.Order = &certpilotv1alpha1.OrderStatus{URL: order.URL, State: acme.StatusPending, DNSNames: slices.Clone(order.DNSNames)}
+	run.cert.Status.Order = &certpilotv1alpha1.OrderStatus{URL: order.URL, State: acme.StatusPending,
+		DNSNames: slices.Clone(order.DNSNames), IPAddresses: slices.Clone(order.IPAddresses)}
 	if order.RenewalRequest != "" {
 		run.cert.Status.RenewalRequest = order.RenewalRequest
 	}

@@ -18,12 +18,12 @@ var errNoIssuer = errors.New("the Certificate's issuer is not available")
 
 // solverSpecFor returns the solver spec of dnsName and where it came from: the first
 // spec.solvers entry that lists it, else spec.solver, else the issuer's. The name is as in
-// spec.dnsNames ("*." for wildcards).
+// spec.dnsNames ("*." for wildcards) or spec.ipAddresses.
 func solverSpecFor(run *certificateRun, dnsName string) (*certpilotv1alpha1.Solver, solver.Source, bool) {
 	cert := run.cert
 	own := solver.Source{Issuer: "the Certificate", DefaultNamespace: cert.Namespace, SecretNamespace: cert.Namespace}
 	for i := range cert.Spec.Solvers {
-		if slices.Contains(cert.Spec.Solvers[i].DNSNames, dnsName) {
+		if slices.Contains(cert.Spec.Solvers[i].Names(), dnsName) {
 			return &cert.Spec.Solvers[i].Solver, own, true
 		}
 	}
@@ -56,7 +56,7 @@ func (cs *challengeSteps) solverFor(run *certificateRun, dnsName string) (solver
 		return cached, nil
 	}
 	owner := solver.Owner{Object: run.cert, Namespace: run.cert.Namespace, Name: run.cert.Name}
-	for _, name := range run.cert.Spec.DNSNames {
+	for _, name := range run.cert.Spec.Identifiers() {
 		if other, _, ok := solverSpecFor(run, name); ok && other == spec {
 			source.Names = append(source.Names, name)
 		}
@@ -90,7 +90,7 @@ func (cs *challengeSteps) account(ctx context.Context, run *certificateRun) (str
 // allSolvers returns the solvers of every name of the Certificate (for cleanup).
 func (cs *challengeSteps) allSolvers(run *certificateRun) []solver.Solver {
 	var solvers []solver.Solver
-	for _, name := range run.cert.Spec.DNSNames {
+	for _, name := range run.cert.Spec.Identifiers() {
 		if s, err := cs.solverFor(run, name); err == nil && !slices.Contains(solvers, s) {
 			solvers = append(solvers, s)
 		}
@@ -102,7 +102,7 @@ func (cs *challengeSteps) allSolvers(run *certificateRun) []solver.Solver {
 // needs one (dns01 manual).
 func (cs *challengeSteps) setAutoRenewable(run *certificateRun) {
 	auto, known := true, false
-	for _, name := range run.cert.Spec.DNSNames {
+	for _, name := range run.cert.Spec.Identifiers() {
 		s, err := cs.solverFor(run, name)
 		if err != nil {
 			continue

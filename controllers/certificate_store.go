@@ -133,9 +133,11 @@ func (s *secretStore) recordIssued(ctx context.Context, run *certificateRun, lea
 	if len(status.Order.Challenges) == 0 {
 		// The challenges were read and answered in reconciles whose progress was not written:
 		// a valid order has every name validated, each by its solver's type.
-		for _, name := range status.Order.DNSNames {
+		for _, name := range status.Order.Identifiers() {
 			if s, err := s.challenges.solverFor(run, name); err == nil {
-				status.Order.Challenges = append(status.Order.Challenges, certpilotv1alpha1.ChallengeStatus{DNSName: name, Type: s.Type()})
+				challenge := certpilotv1alpha1.ChallengeStatus{Type: s.Type()}
+				challenge.SetIdentifier(name)
+				status.Order.Challenges = append(status.Order.Challenges, challenge)
 			}
 		}
 	}
@@ -154,7 +156,7 @@ func (s *secretStore) recordIssued(ctx context.Context, run *certificateRun, lea
 	}
 	issuances.WithLabelValues("success", reason).Inc()
 	s.recorder.Eventf(cert, nil, corev1.EventTypeNormal, reason, "Issue", "Certificate %s for %s, serial %x, valid until %s",
-		verb, strings.Join(cert.Spec.DNSNames, ", "), leaf.SerialNumber, leaf.NotAfter.UTC().Format(time.RFC3339))
+		verb, strings.Join(cert.Spec.Identifiers(), ", "), leaf.SerialNumber, leaf.NotAfter.UTC().Format(time.RFC3339))
 	ctrl.LoggerFrom(ctx).Info("Stored certificate", "secret", cert.Spec.SecretName, "serial", status.SerialNumber,
 		"notAfter", leaf.NotAfter, "renewalTime", renewalTime)
 	return ctrl.Result{RequeueAfter: max(renewal.RequeueAfter(run.now, renewalTime), time.Second)}

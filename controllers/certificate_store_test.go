@@ -201,7 +201,7 @@ func TestClaimPatchConflict(t *testing.T) {
 			t.Errorf("The other replica's ACME client: %v", err)
 			return
 		}
-		order, err := acmeClient.CreateOrder(ctx, acme.OrderRequest{DNSNames: cert.Spec.DNSNames})
+		order, err := acmeClient.CreateOrder(ctx, acme.OrderRequest{Identifiers: cert.Spec.DNSNames})
 		if err != nil {
 			t.Errorf("The other replica's order: %v", err)
 			return

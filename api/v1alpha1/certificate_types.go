@@ -4,22 +4,41 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
-// CertificateSpec is what the user asks for: a certificate for some DNS names from an issuer,
-// kept in a Secret and renewed before it expires.
+// CertificateSpec is what the user asks for: a certificate for some DNS names and IP addresses
+// from an issuer, kept in a Secret and renewed before it expires.
 // +kubebuilder:validation:XValidation:rule="!has(self.fallbackIssuerRefs) || self.fallbackIssuerRefs.all(f, f.name != self.issuerRef.name || f.kind != self.issuerRef.kind)",message="spec.fallbackIssuerRefs must not list spec.issuerRef"
-// +kubebuilder:validation:XValidation:rule="self.dnsNames.all(n, !n.startsWith('*.') || (has(self.solvers) && self.solvers.exists(s, n in s.dnsNames) ? has(self.solvers.filter(s, n in s.dnsNames)[0].dns01) : (!has(self.solver) || has(self.solver.dns01))))",message="wildcard names (*.example.com) can only be validated by the dns01 solver"
-// +kubebuilder:validation:XValidation:rule="!has(self.solvers) || self.solvers.all(s, s.dnsNames.all(n, n in self.dnsNames))",message="every name in spec.solvers[].dnsNames must be one of spec.dnsNames"
+// +kubebuilder:validation:XValidation:rule="has(self.dnsNames) || has(self.ipAddresses)",message="set at least one of dnsNames or ipAddresses"
+// +kubebuilder:validation:XValidation:rule="(has(self.dnsNames) ? size(self.dnsNames) : 0) + (has(self.ipAddresses) ? size(self.ipAddresses) : 0) <= 100",message="a certificate has at most 100 names: dnsNames and ipAddresses together"
+// +kubebuilder:validation:XValidation:rule="!has(self.dnsNames) || self.dnsNames.all(n, !n.startsWith('*.') || (has(self.solvers) && self.solvers.exists(s, has(s.dnsNames) && n in s.dnsNames) ? has(self.solvers.filter(s, has(s.dnsNames) && n in s.dnsNames)[0].dns01) : (!has(self.solver) || has(self.solver.dns01))))",message="wildcard names (*.example.com) can only be validated by the dns01 solver"
+// +kubebuilder:validation:XValidation:rule="!has(self.ipAddresses) || self.ipAddresses.all(a, has(self.solvers) && self.solvers.exists(s, has(s.ipAddresses) && a in s.ipAddresses) ? !has(self.solvers.filter(s, has(s.ipAddresses) && a in s.ipAddresses)[0].dns01) : (!has(self.solver) || !has(self.solver.dns01)))",message="IP addresses can only be validated by the http01 or tlsALPN01 solver, not by dns01"
+// +kubebuilder:validation:XValidation:rule="!has(self.solvers) || self.solvers.all(s, !has(s.dnsNames) || s.dnsNames.all(n, has(self.dnsNames) && n in self.dnsNames))",message="every name in spec.solvers[].dnsNames must be one of spec.dnsNames"
+// +kubebuilder:validation:XValidation:rule="!has(self.solvers) || self.solvers.all(s, !has(s.ipAddresses) || s.ipAddresses.all(a, has(self.ipAddresses) && a in self.ipAddresses))",message="every address in spec.solvers[].ipAddresses must be one of spec.ipAddresses"
 // +kubebuilder:validation:XValidation:rule="!has(self.keystores) || ((!has(self.keystores.pkcs12) || !has(self.keystores.pkcs12.passwordSecretRef) || self.keystores.pkcs12.passwordSecretRef.name != self.secretName) && (!has(self.keystores.jks) || !has(self.keystores.jks.passwordSecretRef) || self.keystores.jks.passwordSecretRef.name != self.secretName))",message="a keystore's passwordSecretRef cannot name the certificate Secret (spec.secretName): keep the password in a Secret of its own"
 type CertificateSpec struct {
-	// DNSNames are the names the certificate is valid for; the first is its subject (common
-	// name). Lowercase DNS names, optionally with a leading "*." for a wildcard (dns01 only).
-	// +required
+	// DNSNames are the DNS names the certificate is valid for; the first is its subject
+	// (common name). Lowercase DNS names, optionally with a leading "*." for a wildcard (dns01
+	// only). At least one of dnsNames and ipAddresses is set.
+	// +optional
 	// +listType=set
 	// +kubebuilder:validation:MinItems=1
 	// +kubebuilder:validation:MaxItems=100
 	// +kubebuilder:validation:items:MaxLength=253
 	// +kubebuilder:validation:items:XValidation:rule=`self.matches('^([*][.])?([a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?[.])+[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$') && !self.matches('^[0-9.]+$')`,message="not a valid DNS name: use lowercase names such as www.example.com or *.example.com (no IP addresses, no trailing dot)"
-	DNSNames []string `json:"dnsNames"`
+	DNSNames []string `json:"dnsNames,omitempty"`
+
+	// IPAddresses are the IP addresses the certificate is valid for (RFC 8738), IPv4 or IPv6,
+	// each in canonical form (as 192.0.2.1 or 2001:db8::1: lowercase, zeros compressed). They
+	// are ordered as ACME "ip" identifiers and written into the certificate as IP address
+	// subject alternative names, never as its common name. Only http01 and tlsALPN01 can
+	// validate them (a dns01 solver is refused); Let's Encrypt issues them only with the
+	// shortlived profile (issuer spec.acme.profile).
+	// +optional
+	// +listType=set
+	// +kubebuilder:validation:MinItems=1
+	// +kubebuilder:validation:MaxItems=100
+	// +kubebuilder:validation:items:MaxLength=39
+	// +kubebuilder:validation:items:XValidation:rule=`isIP(self) && ip.isCanonical(self)`,message="not an IP address in canonical form: use an IPv4 address such as 192.0.2.1 or an IPv6 address such as 2001:db8::1 (lowercase, zeros compressed, no zone, no brackets)"
+	IPAddresses []string `json:"ipAddresses,omitempty"`
 
 	// SecretName is the Secret, in the Certificate's namespace, that receives the certificate:
 	// type kubernetes.io/tls with keys "tls.crt" (leaf, then the CA's intermediates), "tls.key",
@@ -432,6 +451,13 @@ type OrderStatus struct {
 	// +kubebuilder:validation:items:MaxLength=253
 	DNSNames []string `json:"dnsNames,omitempty"`
 
+	// IPAddresses the order was created for.
+	// +optional
+	// +listType=atomic
+	// +kubebuilder:validation:MaxItems=100
+	// +kubebuilder:validation:items:MaxLength=39
+	IPAddresses []string `json:"ipAddresses,omitempty"`
+
 	// Challenges, one per name.
 	// +optional
 	// +listType=atomic
@@ -439,11 +465,16 @@ type OrderStatus struct {
 	Challenges []ChallengeStatus `json:"challenges,omitempty"`
 }
 
-// ChallengeStatus is the state of one name's challenge.
+// ChallengeStatus is the state of one name's challenge: a DNS name's or an IP address's.
 type ChallengeStatus struct {
-	// DNSName being validated.
-	// +required
-	DNSName string `json:"dnsName"`
+	// DNSName being validated (unset for an IP address).
+	// +optional
+	DNSName string `json:"dnsName,omitempty"`
+
+	// IPAddress being validated (unset for a DNS name).
+	// +optional
+	// +kubebuilder:validation:MaxLength=39
+	IPAddress string `json:"ipAddress,omitempty"`
 
 	// Type of the challenge: tls-alpn-01, http-01 or dns-01.
 	// +required

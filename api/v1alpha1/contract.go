@@ -22,7 +22,11 @@ import (
 //	tls-alpn-01.<dnsName>.pem  the tls-alpn-01 challenge certificate for <dnsName> (RFC 8737),
 //	                           PEM: the certificate, then its private key ("PRIVATE KEY").
 //	                           Served only to handshakes that offer ALPN "acme-tls/1" with SNI
-//	                           <dnsName>; never to ordinary handshakes.
+//	                           <dnsName>; never to ordinary handshakes. For an IP address
+//	                           (RFC 8738) <dnsName> is its reverse-DNS name, the SNI its
+//	                           validator sends ("1.2.0.192.in-addr.arpa", or 32 nibbles and
+//	                           "ip6.arpa"), and the certificate names the IP address as its
+//	                           only iPAddress subject alternative name.
 //	http-01.<token>            the http-01 key authorization, served as the body of
 //	                           GET /.well-known/acme-challenge/<token> on port 80.
 //
@@ -117,7 +121,8 @@ func ChallengeOwnerAnnotation(key string) string {
 	return fmt.Sprintf("%s%016x", ChallengeOwnerAnnotationPrefix, h.Sum64())
 }
 
-// TLSALPN01Key is the challenge Secret key of dnsName's tls-alpn-01 certificate.
+// TLSALPN01Key is the challenge Secret key of dnsName's tls-alpn-01 certificate: dnsName is the
+// server name the validator sends (for an IP address, its reverse-DNS name).
 func TLSALPN01Key(dnsName string) string {
 	return TLSALPN01KeyPrefix + strings.ToLower(dnsName) + TLSALPN01KeySuffix
 }

@@ -25,14 +25,24 @@ type Solver struct {
 
 // NamedSolver is a solver for some of a Certificate's names.
 // +kubebuilder:validation:XValidation:rule="[has(self.tlsALPN01), has(self.http01), has(self.dns01)].exists_one(x, x)",message="set exactly one solver: tlsALPN01, http01 or dns01"
+// +kubebuilder:validation:XValidation:rule="has(self.dnsNames) || has(self.ipAddresses)",message="a named solver lists at least one of dnsNames or ipAddresses"
 type NamedSolver struct {
 	// DNSNames this solver validates, each written exactly as in spec.dnsNames.
-	// +required
+	// +optional
 	// +listType=set
 	// +kubebuilder:validation:MinItems=1
 	// +kubebuilder:validation:MaxItems=100
 	// +kubebuilder:validation:items:MaxLength=253
-	DNSNames []string `json:"dnsNames"`
+	DNSNames []string `json:"dnsNames,omitempty"`
+
+	// IPAddresses this solver validates, each written exactly as in spec.ipAddresses. Only
+	// http01 and tlsALPN01 validate IP addresses.
+	// +optional
+	// +listType=set
+	// +kubebuilder:validation:MinItems=1
+	// +kubebuilder:validation:MaxItems=100
+	// +kubebuilder:validation:items:MaxLength=39
+	IPAddresses []string `json:"ipAddresses,omitempty"`
 
 	Solver `json:",inline"`
 }

@@ -158,6 +158,11 @@ func (in *CertificateSpec) DeepCopyInto(out *CertificateSpec) {
 		*out = make([]string, len(*in))
 		copy(*out, *in)
 	}
+	if in.IPAddresses != nil {
+		in, out := &in.IPAddresses, &out.IPAddresses
+		*out = make([]string, len(*in))
+		copy(*out, *in)
+	}
 	out.IssuerRef = in.IssuerRef
 	if in.FallbackIssuerRefs != nil {
 		in, out := &in.FallbackIssuerRefs, &out.FallbackIssuerRefs
@@ -685,6 +690,11 @@ func (in *NamedSolver) DeepCopyInto(out *NamedSolver) {
 		*out = make([]string, len(*in))
 		copy(*out, *in)
 	}
+	if in.IPAddresses != nil {
+		in, out := &in.IPAddresses, &out.IPAddresses
+		*out = make([]string, len(*in))
+		copy(*out, *in)
+	}
 	in.Solver.DeepCopyInto(&out.Solver)
 }
 
@@ -703,6 +713,11 @@ func (in *OrderStatus) DeepCopyInto(out *OrderStatus) {
 	*out = *in
 	if in.DNSNames != nil {
 		in, out := &in.DNSNames, &out.DNSNames
+		*out = make([]string, len(*in))
+		copy(*out, *in)
+	}
+	if in.IPAddresses != nil {
+		in, out := &in.IPAddresses, &out.IPAddresses
 		*out = make([]string, len(*in))
 		copy(*out, *in)
 	}

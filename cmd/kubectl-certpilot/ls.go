@@ -93,11 +93,12 @@ func (p *plugin) ls(ctx context.Context) error {
 	return writeTable(p.streams.Out, header, rows, colored)
 }
 
+// subject is the first DNS name, or for a certificate of IP addresses only its first address.
 func subject(certificate *certpilotv1alpha1.Certificate) string {
-	if len(certificate.Spec.DNSNames) == 0 {
-		return "-"
+	if names := certificate.Spec.Identifiers(); len(names) > 0 {
+		return names[0]
 	}
-	return certificate.Spec.DNSNames[0]
+	return "-"
 }
 
 // daysLeft is the number of whole days until notAfter (negative once expired, rounded down so

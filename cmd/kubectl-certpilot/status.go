@@ -72,7 +72,12 @@ func writeStatus(w io.Writer, certificate *certpilotv1alpha1.Certificate, events
 	spec, status := certificate.Spec, certificate.Status
 	field(0, "Name", "%s", certificate.Name)
 	field(0, "Namespace", "%s", certificate.Namespace)
-	field(0, "DNS names", "%s", strings.Join(spec.DNSNames, ", "))
+	if len(spec.DNSNames) > 0 {
+		field(0, "DNS names", "%s", strings.Join(spec.DNSNames, ", "))
+	}
+	if len(spec.IPAddresses) > 0 {
+		field(0, "IP addresses", "%s", strings.Join(spec.IPAddresses, ", "))
+	}
 	field(0, "Issuer", "%s/%s", spec.IssuerRef.KindOrDefault(), spec.IssuerRef.Name)
 	if len(spec.FallbackIssuerRefs) > 0 {
 		var fallbacks []string
@@ -97,7 +102,7 @@ func writeStatus(w io.Writer, certificate *certpilotv1alpha1.Certificate, events
 	}
 	field(0, "Solver", "%s", solverSummary(spec.Solver))
 	for _, named := range spec.Solvers {
-		field(0, "Solver for "+strings.Join(named.DNSNames, ", "), "%s", solverSummary(&named.Solver))
+		field(0, "Solver for "+strings.Join(named.Names(), ", "), "%s", solverSummary(&named.Solver))
 	}
 
 	b.WriteString("\nCertificate:\n")
@@ -175,6 +180,9 @@ func writeStatus(w io.Writer, certificate *certpilotv1alpha1.Certificate, events
 		if len(status.Order.DNSNames) > 0 {
 			field(2, "DNS names", "%s", strings.Join(status.Order.DNSNames, ", "))
 		}
+		if len(status.Order.IPAddresses) > 0 {
+			field(2, "IP addresses", "%s", strings.Join(status.Order.IPAddresses, ", "))
+		}
 		b.WriteString("  Challenges:\n")
 		if len(status.Order.Challenges) == 0 {
 			b.WriteString("    none\n")
@@ -182,7 +190,7 @@ func writeStatus(w io.Writer, certificate *certpilotv1alpha1.Certificate, events
 			rows := make([][]cell, 0, len(status.Order.Challenges))
 			for _, challenge := range status.Order.Challenges {
 				rows = append(rows, []cell{
-					{text: challenge.DNSName}, {text: challenge.Type}, {text: orDash(challenge.State)}, {text: orDash(challenge.Reason)},
+					{text: challenge.Identifier()}, {text: challenge.Type}, {text: orDash(challenge.State)}, {text: orDash(challenge.Reason)},
 				})
 			}
 			var table strings.Builder

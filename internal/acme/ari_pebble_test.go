@@ -130,14 +130,14 @@ func TestReplaces(t *testing.T) {
 	}
 
 	ordersBefore := pebble.OrderCount()
-	renewed, _ := issueOrder(t, ctx, client, acme.OrderRequest{DNSNames: names, Replaces: certID}, solve)
+	renewed, _ := issueOrder(t, ctx, client, acme.OrderRequest{Identifiers: names, Replaces: certID}, solve)
 	verifyIssued(t, pebble, renewed, names)
 	if got := pebble.OrderCount() - ordersBefore; got != 1 {
 		t.Errorf("the renewal created %d orders, want 1", got)
 	}
 
 	// Pebble marks the original replaced once the replacement is finalized.
-	_, err = client.CreateOrder(ctx, acme.OrderRequest{DNSNames: names, Replaces: certID})
+	_, err = client.CreateOrder(ctx, acme.OrderRequest{Identifiers: names, Replaces: certID})
 	if !acme.IsAlreadyReplaced(err) {
 		t.Fatalf("second order replacing %s: %v (problem %q), want alreadyReplaced", certID, err, acme.ProblemType(err))
 	}
@@ -145,7 +145,7 @@ func TestReplaces(t *testing.T) {
 		t.Errorf("RetryAfterOf(alreadyReplaced) says slow down, want a fallback")
 	}
 	// The caller's fallback: the same order without replaces.
-	fallback, err := client.CreateOrder(ctx, acme.OrderRequest{DNSNames: names})
+	fallback, err := client.CreateOrder(ctx, acme.OrderRequest{Identifiers: names})
 	if err != nil {
 		t.Fatalf("fallback order without replaces: %v", err)
 	}

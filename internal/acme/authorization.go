@@ -19,7 +19,9 @@ const (
 // Authorization is the state of one identifier's authorization (RFC 8555 section 7.1.4).
 type Authorization struct {
 	URL string
-	// Identifier is the DNS name to prove control of, without the "*." of a wildcard.
+	// Identifier is the DNS name (without the "*." of a wildcard) or the IP address to prove
+	// control of. An identifier of another type, or whose type does not match its value, is
+	// "<type>:<value>", which names nothing certpilot asked for.
 	Identifier string
 	// Wildcard is true when the order asked for "*.<Identifier>"; only dns-01 can prove it.
 	Wildcard   bool
@@ -74,7 +76,7 @@ func (c *Client) GetAuthorization(ctx context.Context, url string) (*Authorizati
 	}
 	result := &Authorization{
 		URL:        url,
-		Identifier: shorten(authz.Identifier.Value, 253),
+		Identifier: identifierOf(authz.Identifier),
 		Wildcard:   authz.Wildcard,
 		Status:     shorten(authz.Status, 32),
 		Expires:    authz.Expires,
@@ -117,9 +119,18 @@ func (c *Client) Accept(ctx context.Context, challengeURL string) error {
 	return nil
 }
 
-// DNSName is the name the authorization proves, as a Certificate lists it: Identifier, with "*."
-// for a wildcard.
-func (a *Authorization) DNSName() string {
+// identifierOf is the Identifier of an authorization for id.
+func identifierOf(id acme.AuthzID) string {
+	value := shorten(id.Value, 253)
+	if id.Type != IdentifierType(value) {
+		return shorten(id.Type, 16) + ":" + value
+	}
+	return value
+}
+
+// Name is the name the authorization proves, as a Certificate lists it: Identifier, with "*."
+// for a wildcard; an IP address as it is.
+func (a *Authorization) Name() string {
 	if a.Wildcard {
 		return "*." + a.Identifier
 	}

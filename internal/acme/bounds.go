@@ -178,14 +178,15 @@ func (o origin) checkOrder(order *Order) error {
 	return nil
 }
 
-// CheckOrderIdentifiers refuses an order whose identifiers are not exactly dnsNames (in any
-// order, ignoring case): a server that answers a new order, or an order URL recorded earlier,
-// with an order for other names must not get a CSR for them. The error is permanent.
-func CheckOrderIdentifiers(order *Order, dnsNames []string) error {
+// CheckOrderIdentifiers refuses an order whose identifiers are not exactly identifiers (DNS
+// names and IP addresses, each of its own type; in any order, ignoring case): a server that
+// answers a new order, or an order URL recorded earlier, with an order for other names must not
+// get a CSR for them. The error is permanent.
+func CheckOrderIdentifiers(order *Order, identifiers []string) error {
 	if order == nil {
 		return permanent(errors.New("checking ACME order: no order"))
 	}
-	want, got := normalizedNames(dnsNames), normalizedNames(order.Identifiers)
+	want, got := normalizedNames(identifiers), normalizedNames(order.Identifiers)
 	if slices.Equal(want, got) {
 		return nil
 	}

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/netip"
 	"slices"
 	"time"
 
@@ -38,8 +39,9 @@ type Order struct {
 
 // OrderRequest is what a new order asks for.
 type OrderRequest struct {
-	// DNSNames are the identifiers; at least one.
-	DNSNames []string
+	// Identifiers are the names to order, at least one: DNS names (type "dns") and IP
+	// addresses (type "ip", RFC 8738), told apart by IdentifierType.
+	Identifiers []string
 	// Profile names an issuance profile the server advertises (Let's Encrypt: classic,
 	// tlsserver, shortlived); empty for none. Asking for one it does not advertise is a
 	// permanent error, found before any request. Name one whenever the server offers several:
@@ -53,17 +55,40 @@ type OrderRequest struct {
 	Replaces string
 }
 
-// NewOrder creates an order for dnsNames with an optional profile and no Replaces; see
-// CreateOrder.
-func (c *Client) NewOrder(ctx context.Context, dnsNames []string, profile string) (*Order, error) {
-	return c.CreateOrder(ctx, OrderRequest{DNSNames: dnsNames, Profile: profile})
+// NewOrder creates an order for identifiers (DNS names and IP addresses) with an optional
+// profile and no Replaces; see CreateOrder.
+func (c *Client) NewOrder(ctx context.Context, identifiers []string, profile string) (*Order, error) {
+	return c.CreateOrder(ctx, OrderRequest{Identifiers: identifiers, Profile: profile})
+}
+
+// ACME identifier types (RFC 8555 section 9.7.7, RFC 8738).
+const (
+	IdentifierDNS = "dns"
+	IdentifierIP  = "ip"
+)
+
+// IdentifierType is the ACME identifier type of name: "ip" for an IP address, else "dns".
+func IdentifierType(name string) string {
+	if _, err := netip.ParseAddr(name); err == nil {
+		return IdentifierIP
+	}
+	return IdentifierDNS
+}
+
+// authzIDs returns the ACME identifiers of names.
+func authzIDs(names []string) []acme.AuthzID {
+	ids := make([]acme.AuthzID, 0, len(names))
+	for _, name := range names {
+		ids = append(ids, acme.AuthzID{Type: IdentifierType(name), Value: name})
+	}
+	return ids
 }
 
 // CreateOrder creates an order (RFC 8555 section 7.4) and returns it, usually pending.
 func (c *Client) CreateOrder(ctx context.Context, request OrderRequest) (*Order, error) {
-	dnsNames, profile := request.DNSNames, request.Profile
+	dnsNames, profile := request.Identifiers, request.Profile
 	if len(dnsNames) == 0 {
-		return nil, permanent(errors.New("creating ACME order: no DNS names"))
+		return nil, permanent(errors.New("creating ACME order: no identifiers"))
 	}
 	if profile != "" {
 		// x/crypto (v0.59.0) supports profiles (WithOrderIssuanceProfile) and checks them against
@@ -80,7 +105,7 @@ func (c *Client) CreateOrder(ctx context.Context, request OrderRequest) (*Order,
 	if profile != "" {
 		opts = append(opts, acme.WithOrderIssuanceProfile(acme.ProfileName(profile)))
 	}
-	created, err := c.acme.AuthorizeOrder(ctx, acme.DomainIDs(dnsNames...), opts...)
+	created, err := c.acme.AuthorizeOrder(ctx, authzIDs(dnsNames), opts...)
 	if err != nil {
 		return nil, failf(err, "creating ACME order for %v", dnsNames)
 	}
@@ -111,11 +136,11 @@ func (c *Client) createReplacingOrder(ctx context.Context, request OrderRequest)
 		Profile     string       `json:"profile,omitempty"`
 		Replaces    string       `json:"replaces"`
 	}{Profile: request.Profile, Replaces: request.Replaces}
-	for _, name := range request.DNSNames {
-		payload.Identifiers = append(payload.Identifiers, identifier{Type: "dns", Value: name})
+	for _, id := range authzIDs(request.Identifiers) {
+		payload.Identifiers = append(payload.Identifiers, identifier{Type: id.Type, Value: id.Value})
 	}
 	fail := func(err error) error {
-		return failf(err, "creating ACME order for %v replacing %s", request.DNSNames, request.Replaces)
+		return failf(err, "creating ACME order for %v replacing %s", request.Identifiers, request.Replaces)
 	}
 	res, err := c.postJWS(ctx, c.directory.OrderURL, payload)
 	if err != nil {
@@ -134,7 +159,7 @@ func (c *Client) createReplacingOrder(ctx context.Context, request OrderRequest)
 	if order.URI = res.Header.Get("Location"); order.URI == "" {
 		return nil, fail(errors.New("the server sent no Location for the new order"))
 	}
-	return c.newOrder(order, request.DNSNames)
+	return c.newOrder(order, request.Identifiers)
 }
 
 func (c *Client) profileNames() []string {
@@ -177,7 +202,14 @@ func (c *Client) fromOrder(o *acme.Order, requestURL string) (*Order, error) {
 	}
 	order.ServerRetryAfter, _ = c.recorder.lookup(requestURL)
 	for _, id := range o.Identifiers {
-		order.Identifiers = append(order.Identifiers, id.Value)
+		// An identifier whose type does not match its value (an IP address as "dns", a name as
+		// "ip", or another type) is not one certpilot asked for: keep it marked so that
+		// CheckOrderIdentifiers refuses the order.
+		value := id.Value
+		if id.Type != IdentifierType(value) {
+			value = shorten(id.Type, 16) + ":" + value
+		}
+		order.Identifiers = append(order.Identifiers, value)
 	}
 	if o.Error != nil {
 		order.Error = sanitize(o.Error)

@@ -64,13 +64,13 @@ type solver struct {
 // steps for the server's RetryAfter (here, in the test, instead of requeueing).
 func issue(t *testing.T, ctx context.Context, client *acme.Client, names []string, profile string, solve solver) (chain [][]byte, order *acme.Order) {
 	t.Helper()
-	return issueOrder(t, ctx, client, acme.OrderRequest{DNSNames: names, Profile: profile}, solve)
+	return issueOrder(t, ctx, client, acme.OrderRequest{Identifiers: names, Profile: profile}, solve)
 }
 
 // issueOrder is issue for any order request (one with Replaces, for example).
 func issueOrder(t *testing.T, ctx context.Context, client *acme.Client, request acme.OrderRequest, solve solver) (chain [][]byte, order *acme.Order) {
 	t.Helper()
-	names := request.DNSNames
+	names := request.Identifiers
 	order, err := client.CreateOrder(ctx, request)
 	if err != nil {
 		t.Fatalf("CreateOrder: %v", err)

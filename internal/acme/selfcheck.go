@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/certpilot/certpilot/internal/netguard"
+	"github.com/certpilot/certpilot/internal/pki"
 )
 
 // ALPNProtocol is the ALPN protocol of tls-alpn-01 (RFC 8737 section 6.2).
@@ -25,10 +26,15 @@ const ALPNProtocol = "acme-tls/1"
 var idPeAcmeIdentifier = asn1.ObjectIdentifier{1, 3, 6, 1, 5, 5, 7, 1, 31}
 
 // VerifyTLSALPN01Certificate checks cert the way the CA's validator will: its only name is
-// domain and its critical acmeIdentifier extension holds the SHA-256 of keyAuthorization.
+// domain (a DNS name, or an IP address as its only iPAddress name, RFC 8738) and its critical
+// acmeIdentifier extension holds the SHA-256 of keyAuthorization.
 func VerifyTLSALPN01Certificate(cert *x509.Certificate, domain, keyAuthorization string) error {
-	if len(cert.DNSNames) != 1 || cert.DNSNames[0] != domain {
-		return fmt.Errorf("the challenge certificate names %v, want only %q", cert.DNSNames, domain)
+	if addr, ok := pki.ParseIP(domain); ok {
+		if len(cert.IPAddresses) != 1 || !net.IP(addr.AsSlice()).Equal(cert.IPAddresses[0]) || len(cert.DNSNames) != 0 {
+			return fmt.Errorf("the challenge certificate names %v %v, want only the IP address %s", cert.DNSNames, cert.IPAddresses, domain)
+		}
+	} else if len(cert.DNSNames) != 1 || cert.DNSNames[0] != domain || len(cert.IPAddresses) != 0 {
+		return fmt.Errorf("the challenge certificate names %v %v, want only %q", cert.DNSNames, cert.IPAddresses, domain)
 	}
 	want := sha256.Sum256([]byte(keyAuthorization))
 	for _, ext := range cert.Extensions {
@@ -50,15 +56,17 @@ func VerifyTLSALPN01Certificate(cert *x509.Certificate, domain, keyAuthorization
 	return errors.New("the served certificate has no acmeIdentifier extension: an ordinary certificate was served instead of the challenge certificate")
 }
 
-// CheckTLSALPN01 dials address as the CA's validator would for domain (SNI domain, ALPN
-// acme-tls/1) and verifies the served challenge certificate, so that a challenge is accepted
-// only when it will pass: failed validations count against the CA's rate limits. The dial obeys
-// the netguard policy ctx carries (netguard.WithPolicy), if any; so does CheckHTTP01's.
+// CheckTLSALPN01 dials address as the CA's validator would for domain (SNI domain, or for an IP
+// address its reverse-DNS name as RFC 8738 says; ALPN acme-tls/1) and verifies the served
+// challenge certificate, so that a challenge is accepted only when it will pass: failed
+// validations count against the CA's rate limits. The dial obeys the netguard policy ctx
+// carries (netguard.WithPolicy), if any; so does CheckHTTP01's: an IP address is dialled only
+// where a name resolving to it would be.
 func CheckTLSALPN01(ctx context.Context, address, domain, keyAuthorization string) error {
 	dialer := &tls.Dialer{
 		NetDialer: netguard.DialerFrom(ctx, net.Dialer{Timeout: 10 * time.Second}),
 		Config: &tls.Config{
-			ServerName: domain,
+			ServerName: pki.TLSALPN01ServerName(domain),
 			NextProtos: []string{ALPNProtocol},
 			// The challenge certificate is self-signed by design; it is checked below.
 			InsecureSkipVerify: true, //nolint:gosec
@@ -84,8 +92,9 @@ func CheckTLSALPN01(ctx context.Context, address, domain, keyAuthorization strin
 	return nil
 }
 
-// CheckHTTP01 fetches http://<address>/.well-known/acme-challenge/<token> with Host domain, as
-// the CA's validator will, and compares the body with keyAuthorization. Redirects are not
+// CheckHTTP01 fetches http://<address>/.well-known/acme-challenge/<token> with Host domain (an
+// IPv6 address in brackets), as the CA's validator will, and compares the body with
+// keyAuthorization. Redirects are not
 // followed: a load balancer that redirects the token to HTTPS must answer there instead, which
 // this check cannot vouch for.
 func CheckHTTP01(ctx context.Context, address, domain, token, keyAuthorization string) error {
@@ -95,6 +104,9 @@ func CheckHTTP01(ctx context.Context, address, domain, token, keyAuthorization s
 		return err
 	}
 	request.Host = domain
+	if addr, ok := pki.ParseIP(domain); ok && addr.Is6() {
+		request.Host = "[" + addr.String() + "]"
+	}
 	client := &http.Client{
 		Timeout:       10 * time.Second,
 		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },

@@ -7,11 +7,15 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"net"
+	"net/netip"
 	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/certpilot/certpilot/internal/pki"
 )
 
 // certificateIndex answers GetCertificate for one immutable set of certificates. A new index is
@@ -26,15 +30,16 @@ type certificateIndex struct {
 	earliestExpiry time.Time
 }
 
-// ServedCertificate is a certificate and the DNS names it is served for: Names when not nil
-// (a subset of its leaf's DNS names, as CertificateSecretSource allows them), else every DNS
-// name of its leaf.
+// ServedCertificate is a certificate and the names it is served for: Names when not nil (a
+// subset of its leaf's DNS names and IP addresses, as CertificateSecretSource allows them), else
+// every DNS name and IP address of its leaf.
 type ServedCertificate struct {
 	Certificate *tls.Certificate
 	Names       []string
 }
 
-// newCertificateIndex indexes certificates by the DNS names they are served for. When several
+// newCertificateIndex indexes certificates by the names they are served for (DNS names, and IP
+// addresses in canonical form). When several
 // certificates name the same DNS name, one that is valid now wins over one that is not, then
 // the one that expires last (a renewed certificate beside the old one it replaces), then the
 // first. Certificates without a parsable leaf are skipped.
@@ -65,10 +70,10 @@ func newCertificateIndex(certificates []ServedCertificate, defaultCertificate *t
 		count(leaf)
 		names := served.Names
 		if names == nil {
-			names = leaf.DNSNames
+			names = pki.LeafNames(leaf)
 		}
 		for _, name := range names {
-			name = strings.ToLower(strings.TrimSuffix(name, "."))
+			name = normalizeName(name)
 			if current, taken := index.byName[name]; !taken || better(leaf, current.Leaf, now) {
 				index.byName[name] = certificate
 			}
@@ -87,10 +92,27 @@ func better(candidate, current *x509.Certificate, now time.Time) bool {
 	return candidate.NotAfter.After(current.NotAfter)
 }
 
-// lookup returns the certificate for serverName: the certificate naming it exactly, else one
-// whose wildcard covers it, else the default (also for a ClientHello without SNI), else nil.
+// lookupHello returns the certificate for a ClientHello: by its server name (lookup), or, when
+// it sends none, as clients do when they connect to an IP address (RFC 6066 allows no IP
+// address in SNI), by the local IP address the connection arrived at.
+func (index *certificateIndex) lookupHello(hello *tls.ClientHelloInfo) *tls.Certificate {
+	if hello.ServerName == "" && hello.Conn != nil {
+		if local, ok := hello.Conn.LocalAddr().(*net.TCPAddr); ok {
+			if addr, ok := netip.AddrFromSlice(local.IP); ok {
+				if certificate, ok := index.byName[addr.Unmap().String()]; ok {
+					return certificate
+				}
+			}
+		}
+	}
+	return index.lookup(hello.ServerName)
+}
+
+// lookup returns the certificate for serverName: the certificate naming it exactly (an IP
+// address in any form), else one whose wildcard covers it, else the default (also for a
+// ClientHello without SNI), else nil.
 func (index *certificateIndex) lookup(serverName string) *tls.Certificate {
-	name := strings.ToLower(strings.TrimSuffix(serverName, "."))
+	name := normalizeName(serverName)
 	if name != "" {
 		if certificate, ok := index.byName[name]; ok {
 			return certificate
@@ -134,7 +156,7 @@ func NewStaticCertificates(certificates []*tls.Certificate, defaultCertificate *
 
 // GetCertificate implements CertificateSource.
 func (s *StaticCertificates) GetCertificate(hello *tls.ClientHelloInfo) (*tls.Certificate, error) {
-	if certificate := s.index.lookup(hello.ServerName); certificate != nil {
+	if certificate := s.index.lookupHello(hello); certificate != nil {
 		return certificate, nil
 	}
 	return nil, fmt.Errorf("certpilot edge: no certificate for server name %q", hello.ServerName)
@@ -250,7 +272,7 @@ func (s *CertificateStore) Stats() (count int, earliestExpiry time.Time) {
 
 // GetCertificate implements CertificateSource.
 func (s *CertificateStore) GetCertificate(hello *tls.ClientHelloInfo) (*tls.Certificate, error) {
-	if certificate := s.index.Load().lookup(hello.ServerName); certificate != nil {
+	if certificate := s.index.Load().lookupHello(hello); certificate != nil {
 		return certificate, nil
 	}
 	return nil, fmt.Errorf("certpilot edge: no certificate for server name %q", hello.ServerName)

@@ -219,7 +219,7 @@ func trimCertificate(obj any) (any, error) {
 		ObjectMeta: metav1.ObjectMeta{
 			Namespace: cert.Namespace, Name: cert.Name, UID: cert.UID, ResourceVersion: cert.ResourceVersion,
 		},
-		Spec:   v1alpha1.CertificateSpec{DNSNames: cert.Spec.DNSNames},
+		Spec:   v1alpha1.CertificateSpec{DNSNames: cert.Spec.DNSNames, IPAddresses: cert.Spec.IPAddresses},
 		Status: v1alpha1.CertificateStatus{SerialNumber: cert.Status.SerialNumber},
 	}, nil
 }

@@ -12,6 +12,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/certpilot/certpilot/api/v1alpha1"
+	"github.com/certpilot/certpilot/internal/pki"
 )
 
 // Why a certificate Secret is not served (the reason label of
@@ -23,7 +24,8 @@ const (
 	refusedNotControlled = "not_controlled"
 	// refusedOwnerNotFound: no Certificate of that name and UID in the Secret's namespace.
 	refusedOwnerNotFound = "owner_not_found"
-	// refusedNameNotCovered: none of the leaf's names is one of the Certificate's dnsNames.
+	// refusedNameNotCovered: none of the leaf's names is one of the Certificate's dnsNames or
+	// ipAddresses.
 	refusedNameNotCovered = "name_not_covered"
 	// refusedSerialNotIssued: the leaf's serial is not the Certificate's status.serialNumber.
 	refusedSerialNotIssued = "serial_not_issued"
@@ -35,7 +37,7 @@ const (
 // issuer is what the edge keeps of a Certificate to judge the Secrets it controls.
 type issuer struct {
 	uid types.UID
-	// dnsNames are spec.dnsNames, lower case.
+	// dnsNames are spec.dnsNames, lower case, and spec.ipAddresses in canonical form.
 	dnsNames []string
 	// serial is status.serialNumber parsed (nil: none recorded).
 	serial *big.Int
@@ -44,7 +46,7 @@ type issuer struct {
 // newIssuer keeps what judgeSecret needs of cert.
 func newIssuer(cert *v1alpha1.Certificate) issuer {
 	record := issuer{uid: cert.UID}
-	for _, name := range cert.Spec.DNSNames {
+	for _, name := range cert.Spec.Identifiers() {
 		record.dnsNames = append(record.dnsNames, normalizeName(name))
 	}
 	// The manager records the serial as fmt.Sprintf("%x", leaf.SerialNumber); parsing it
@@ -58,7 +60,8 @@ func newIssuer(cert *v1alpha1.Certificate) issuer {
 // judgeSecret decides which names certificate, held by a certificate Secret in namespace whose
 // controller owner reference is owner (nil: none), may be served for: a Certificate of
 // issuers (by "namespace/name") must control the Secret by name and UID, the names are those
-// of the leaf that the Certificate's dnsNames cover and hosts (nil: any) lets namespace serve,
+// (DNS names and IP addresses) of the leaf that the Certificate's dnsNames and ipAddresses cover
+// and hosts (nil: any) lets namespace serve,
 // and, when checkSerial, the leaf's serial must be the one the Certificate's status records as
 // issued. It returns the names, or the reason (refused*) it refuses them all. certificate was
 // parsed by LoadKeyPair or ParseBundle, which check that the key is the leaf's.
@@ -73,7 +76,7 @@ func judgeSecret(namespace string, owner *metav1.OwnerReference, certificate *tl
 	if !ok || record.uid != owner.UID {
 		return nil, refusedOwnerNotFound
 	}
-	names = coveredNames(certificate.Leaf.DNSNames, record.dnsNames)
+	names = coveredNames(pki.LeafNames(certificate.Leaf), record.dnsNames)
 	if len(names) == 0 {
 		return nil, refusedNameNotCovered
 	}
@@ -114,7 +117,12 @@ func coveredNames(leafNames, dnsNames []string) []string {
 	return names
 }
 
+// normalizeName is name in lower case without a trailing dot, or, for an IP address, its
+// canonical form.
 func normalizeName(name string) string {
+	if addr, ok := pki.ParseIP(name); ok {
+		return addr.String()
+	}
 	return strings.ToLower(strings.TrimSuffix(name, "."))
 }
 

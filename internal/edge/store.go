@@ -7,10 +7,12 @@ import (
 	"encoding/asn1"
 	"errors"
 	"fmt"
+	"net"
 	"strings"
 	"sync"
 
 	"github.com/certpilot/certpilot/api/v1alpha1"
+	"github.com/certpilot/certpilot/internal/pki"
 )
 
 // Challenge types as v1alpha1.ParseChallengeKey names them.
@@ -305,11 +307,12 @@ func (s *ChallengeStore) Synced() bool {
 }
 
 // ChallengeCertificate returns the tls-alpn-01 challenge certificate for serverName (matched
-// case-insensitively), if any.
+// case-insensitively, a trailing dot ignored), if any. The server name of an IP address's
+// validation (RFC 8738) is its reverse-DNS name, which is also its contract key.
 func (s *ChallengeStore) ChallengeCertificate(serverName string) (*tls.Certificate, bool) {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	certificate, ok := s.certificates[strings.ToLower(serverName)]
+	certificate, ok := s.certificates[strings.ToLower(strings.TrimSuffix(serverName, "."))]
 	return certificate, ok
 }
 
@@ -329,9 +332,10 @@ func (s *ChallengeStore) Len() (tlsALPN01, http01 int) {
 }
 
 // parseChallengeCertificate parses a contract entry (certificate PEM, then its private key PEM)
-// and checks that it is a tls-alpn-01 certificate for dnsName (RFC 8737, section 3): the CA
-// would reject anything else, and a mistake found here is cheaper than a failed validation,
-// which costs rate limit.
+// and checks that it is a tls-alpn-01 certificate for dnsName (RFC 8737, section 3), or, when
+// dnsName is the reverse-DNS name of an IP address (the SNI of an RFC 8738 validation), for
+// that IP address as its only iPAddress name: the CA would reject anything else, and a mistake
+// found here is cheaper than a failed validation, which costs rate limit.
 func parseChallengeCertificate(dnsName string, pemData []byte) (*tls.Certificate, error) {
 	// X509KeyPair takes the CERTIFICATE blocks of its first argument and the key block of its
 	// second, so one PEM holding both serves as both.
@@ -346,7 +350,12 @@ func parseChallengeCertificate(dnsName string, pemData []byte) (*tls.Certificate
 		}
 		certificate.Leaf = leaf
 	}
-	if len(leaf.DNSNames) != 1 || !strings.EqualFold(leaf.DNSNames[0], dnsName) ||
+	if addr, ok := pki.IPFromReverseName(dnsName); ok {
+		if len(leaf.IPAddresses) != 1 || !leaf.IPAddresses[0].Equal(net.IP(addr.AsSlice())) ||
+			len(leaf.DNSNames)+len(leaf.EmailAddresses)+len(leaf.URIs) != 0 {
+			return nil, fmt.Errorf("certificate must name exactly the IP address %s as its only subjectAltName", addr)
+		}
+	} else if len(leaf.DNSNames) != 1 || !strings.EqualFold(leaf.DNSNames[0], dnsName) ||
 		len(leaf.IPAddresses)+len(leaf.EmailAddresses)+len(leaf.URIs) != 0 {
 		return nil, fmt.Errorf("certificate must name exactly %q as its only subjectAltName", dnsName)
 	}

@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"math/big"
+	"net"
 	"strings"
 	"time"
 )
@@ -24,9 +25,11 @@ var idPeAcmeIdentifier = asn1.ObjectIdentifier{1, 3, 6, 1, 5, 5, 7, 1, 31}
 const TLSALPN01Validity = time.Hour
 
 // TLSALPN01Certificate returns the self-signed certificate a load balancer presents to a
-// validator that connects with SNI dnsName and ALPN acme-tls/1 (RFC 8737): its only name is
-// dnsName and its critical acmeIdentifier extension holds the SHA-256 of keyAuthorization. The
-// result is the contract's encoding: the certificate PEM, then its fresh P-256 key's PEM.
+// validator that connects with ALPN acme-tls/1 and SNI TLSALPN01ServerName(dnsName) (RFC 8737;
+// for an IP address RFC 8738, whose validator sends the reverse-DNS name): its only subject
+// alternative name is dnsName (a DNS name, or an IP address as an iPAddress name) and its
+// critical acmeIdentifier extension holds the SHA-256 of keyAuthorization. The result is the
+// contract's encoding: the certificate PEM, then its fresh P-256 key's PEM.
 func TLSALPN01Certificate(dnsName, keyAuthorization string, now time.Time) ([]byte, error) {
 	if dnsName == "" || keyAuthorization == "" {
 		return nil, errors.New("tls-alpn-01 certificate: empty name or key authorization")
@@ -55,8 +58,12 @@ func TLSALPN01Certificate(dnsName, keyAuthorization string, now time.Time) ([]by
 		KeyUsage:              x509.KeyUsageDigitalSignature,
 		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
 		BasicConstraintsValid: true,
-		DNSNames:              []string{dnsName},
 		ExtraExtensions:       []pkix.Extension{{Id: idPeAcmeIdentifier, Critical: true, Value: extension}},
+	}
+	if addr, ok := ParseIP(dnsName); ok {
+		template.IPAddresses = []net.IP{addr.AsSlice()}
+	} else {
+		template.DNSNames = []string{dnsName}
 	}
 	der, err := x509.CreateCertificate(rand.Reader, template, template, key.Public(), key)
 	if err != nil {

@@ -14,8 +14,6 @@ import (
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/certpilot/certpilot/internal/acme"
 )
 
 func TestGenerateKey(t *testing.T) {
@@ -318,34 +316,5 @@ func TestDNSNamesEqual(t *testing.T) {
 	}
 	if DNSNamesEqual(nil, []string{"example.test"}) {
 		t.Error("DNSNamesEqual(nil) = true")
-	}
-}
-
-func TestTLSALPN01Certificate(t *testing.T) {
-	now := time.Now()
-	encoded, err := TLSALPN01Certificate("www.example.com", "token.thumbprint", now)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, err := ParseLeaf(encoded)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := acme.VerifyTLSALPN01Certificate(cert, "www.example.com", "token.thumbprint"); err != nil {
-		t.Errorf("the validator's check fails: %v", err)
-	}
-	if err := acme.VerifyTLSALPN01Certificate(cert, "www.example.com", "other.thumbprint"); err == nil {
-		t.Error("a certificate for another key authorization passed the check")
-	}
-	if _, err := DecodePrivateKey(encoded); err != nil {
-		t.Errorf("the key is not in the response: %v", err)
-	}
-	if !cert.NotAfter.After(now) || cert.NotAfter.After(now.Add(TLSALPN01Validity)) {
-		t.Errorf("notAfter %v, want within %v of %v", cert.NotAfter, TLSALPN01Validity, now)
-	}
-	for _, bad := range [][2]string{{"*.example.com", "k"}, {"", "k"}, {"www.example.com", ""}} {
-		if _, err := TLSALPN01Certificate(bad[0], bad[1], now); err == nil {
-			t.Errorf("TLSALPN01Certificate(%q, %q) succeeded", bad[0], bad[1])
-		}
 	}
 }

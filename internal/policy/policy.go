@@ -46,7 +46,8 @@ type Input struct {
 	Namespace            string
 	NamespaceLabels      map[string]string
 	NamespaceAnnotations map[string]string
-	// DNSNames are the names the Certificate requests.
+	// DNSNames are the names the Certificate requests: its DNS names and IP addresses. An IP
+	// address is in no DNS zone, so an issuer or namespace restricted to zones refuses it.
 	DNSNames []string
 }
 

@@ -121,7 +121,7 @@ func NextRenewalInfoFetch(now time.Time, retryAfter time.Duration) time.Time {
 // in replaces (RFC 9773 section 5), for an issuer now using account accountURI. Only a
 // certificate this server and account issued qualifies: the Secret must record the same server
 // as in.IssuerServer (compared as ShouldIssue compares them) and accountURI, and share at least
-// one DNS name with in.DNSNames. A CA refuses any other replaces, and not always as
+// one name (DNS name or IP address) with in.DNSNames. A CA refuses any other replaces, and not always as
 // alreadyReplaced (Pebble answers unauthorized for another account and serverInternal for a
 // certificate it does not know), so such an order would fail at every retry instead of falling
 // back. A Secret that records neither server nor account (written before certpilot recorded
@@ -139,5 +139,5 @@ func CanReplace(in Input, accountURI string) bool {
 		return false
 	}
 	want := nameSet(in.DNSNames)
-	return len(difference(want, nameSet(leaf.DNSNames))) < len(want)
+	return len(difference(want, nameSet(pki.LeafNames(leaf)))) < len(want)
 }

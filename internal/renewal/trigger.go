@@ -43,7 +43,8 @@ const (
 type Input struct {
 	// Now is the current time, injected so tests control the clock.
 	Now time.Time
-	// DNSNames are the spec's names; the first is the subject.
+	// DNSNames are the spec's names, DNS names then IP addresses; the first DNS name is the
+	// subject.
 	DNSNames []string
 	// KeyAlgorithm is "ECDSA" or "RSA"; empty means ECDSA, the API default.
 	KeyAlgorithm string
@@ -203,7 +204,8 @@ func keyMismatch(s *state) (Trigger, bool) {
 }
 
 func dnsNamesChanged(s *state) (Trigger, bool) {
-	want, have := nameSet(s.DNSNames), nameSet(s.leaf.DNSNames)
+	leafNames := pki.LeafNames(s.leaf)
+	want, have := nameSet(s.DNSNames), nameSet(leafNames)
 	missing, extra := difference(want, have), difference(have, want)
 	if len(missing) > 0 || len(extra) > 0 {
 		var diffs []string
@@ -214,17 +216,22 @@ func dnsNamesChanged(s *state) (Trigger, bool) {
 			diffs = append(diffs, "has extra "+strings.Join(extra, ", "))
 		}
 		return Trigger{ReasonDNSNamesChanged, fmt.Sprintf(
-			"The certificate's DNS names %v differ from the spec's %v: it %s.",
-			s.leaf.DNSNames, s.DNSNames, strings.Join(diffs, " and "))}, true
+			"The certificate's names %v differ from the spec's %v: it %s.",
+			leafNames, s.DNSNames, strings.Join(diffs, " and "))}, true
 	}
 	// An empty CommonName is accepted: Let's Encrypt's tlsserver and shortlived profiles omit
 	// it, and no CA can set it for a name over 64 characters. Demanding it would reissue such
 	// certificates forever.
+	// The subject is compared with the first DNS name only: no CA puts an IP address there.
 	commonName := s.leaf.Subject.CommonName
-	if len(s.DNSNames) > 0 && commonName != "" && normalizeName(commonName) != normalizeName(s.DNSNames[0]) {
+	firstDNSName := ""
+	if i := slices.IndexFunc(s.DNSNames, func(name string) bool { _, ip := pki.ParseIP(name); return !ip }); i >= 0 {
+		firstDNSName = s.DNSNames[i]
+	}
+	if firstDNSName != "" && commonName != "" && normalizeName(commonName) != normalizeName(firstDNSName) {
 		return Trigger{ReasonDNSNamesChanged, fmt.Sprintf(
 			"The certificate's subject is %s, the spec's first DNS name is %s.",
-			commonName, s.DNSNames[0])}, true
+			commonName, firstDNSName)}, true
 	}
 	return Trigger{}, false
 }
@@ -341,7 +348,12 @@ func issuerKind(kind string) string {
 
 // normalizeName makes names comparable the way DNS compares them: case-insensitively, with or
 // without the root's trailing dot.
+// normalizeName is a DNS name in lower case without a trailing dot, an IP address in canonical
+// form.
 func normalizeName(name string) string {
+	if addr, ok := pki.ParseIP(name); ok {
+		return addr.String()
+	}
 	return strings.ToLower(strings.TrimSuffix(name, "."))
 }
 

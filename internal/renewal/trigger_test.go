@@ -12,10 +12,13 @@ import (
 	"encoding/pem"
 	"fmt"
 	"math/big"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/certpilot/certpilot/internal/pki"
 )
 
 // keys caches generated keys: RSA generation takes up to a second, and the cases only need a
@@ -72,12 +75,12 @@ func (c cert) pem(t *testing.T) []byte {
 	template := &x509.Certificate{
 		SerialNumber: big.NewInt(time.Now().UnixNano()),
 		Subject:      pkix.Name{CommonName: c.commonName},
-		DNSNames:     c.dnsNames,
 		NotBefore:    c.notBefore,
 		NotAfter:     c.notAfter,
 		KeyUsage:     x509.KeyUsageDigitalSignature,
 		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
 	}
+	template.DNSNames, template.IPAddresses = pki.SplitNames(c.dnsNames) // IP addresses as iPAddress names
 	der, err := x509.CreateCertificate(rand.Reader, template, template, c.key.Public(), c.key)
 	if err != nil {
 		t.Fatalf("creating certificate for %v: %v", c.dnsNames, err)
@@ -259,6 +262,35 @@ func TestShouldIssue(t *testing.T) {
 			}),
 			wantReason:  ReasonDNSNamesChanged,
 			wantMessage: []string{"subject is www.example.com", "first DNS name is example.com"},
+		},
+		"IP address added to the spec": {
+			in: input(secret(healthy), func(in *Input) {
+				in.DNSNames = []string{"www.example.com", "example.com", "api.example.com", "192.0.2.1"}
+			}),
+			wantReason:  ReasonDNSNamesChanged,
+			wantMessage: []string{"lacks 192.0.2.1"},
+		},
+		"IP addresses match, in another form": {
+			in: input(secret(with(healthy, func(c *cert) { c.dnsNames = append(slices.Clone(names), "2001:db8::1", "192.0.2.1") })), func(in *Input) {
+				in.DNSNames = append(slices.Clone(names), "192.0.2.1", "2001:db8:0::1")
+			}),
+		},
+		"IP address changed": {
+			in: input(secret(with(healthy, func(c *cert) { c.dnsNames = append(slices.Clone(names), "192.0.2.1") })), func(in *Input) {
+				in.DNSNames = append(slices.Clone(names), "192.0.2.2")
+			}),
+			wantReason:  ReasonDNSNamesChanged,
+			wantMessage: []string{"lacks 192.0.2.2", "has extra 192.0.2.1"},
+		},
+		"IP addresses only, no subject": {
+			in: input(secret(with(healthy, func(c *cert) { c.commonName, c.dnsNames = "", []string{"127.0.0.1", "::1"} })), func(in *Input) {
+				in.DNSNames = []string{"127.0.0.1", "::1"}
+			}),
+		},
+		"IP addresses first, subject the first DNS name": {
+			in: input(secret(with(healthy, func(c *cert) { c.dnsNames = append(slices.Clone(names), "127.0.0.1") })), func(in *Input) {
+				in.DNSNames = append([]string{"127.0.0.1"}, names...)
+			}),
 		},
 		"ECDSA certificate, spec asks for RSA": {
 			in:          input(secret(healthy), rsaSpec(2048)),

@@ -114,7 +114,8 @@ func (s *loadBalancerSolver) key(c Challenge) string {
 	if s.typ == ChallengeHTTP01 {
 		return certpilotv1alpha1.HTTP01Key(c.Token)
 	}
-	return certpilotv1alpha1.TLSALPN01Key(c.DNSName)
+	// The validator's server name: for an IP address, its reverse-DNS name (RFC 8738).
+	return certpilotv1alpha1.TLSALPN01Key(pki.TLSALPN01ServerName(c.DNSName))
 }
 
 // Present writes the responses into the load balancer's shards (and into the single Secret of

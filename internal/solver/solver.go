@@ -22,7 +22,8 @@ import (
 
 // Challenge is one ACME challenge to answer.
 type Challenge struct {
-	// DNSName is the name as in spec.dnsNames ("*." for a wildcard).
+	// DNSName is the name as in spec.dnsNames ("*." for a wildcard), or an IP address as in
+	// spec.ipAddresses.
 	DNSName string
 	// Type is the ACME challenge type.
 	Type string

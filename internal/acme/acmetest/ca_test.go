@@ -35,7 +35,7 @@ func (c *fakeNow) Set(t time.Time) {
 // DNS server as a solver would, and returns the leaf.
 func issue(t *testing.T, ctx context.Context, client *acme.Client, ca *acmetest.CA, name, profile, replaces string) (*x509.Certificate, error) {
 	t.Helper()
-	order, err := client.CreateOrder(ctx, acme.OrderRequest{DNSNames: []string{name}, Profile: profile, Replaces: replaces})
+	order, err := client.CreateOrder(ctx, acme.OrderRequest{Identifiers: []string{name}, Profile: profile, Replaces: replaces})
 	if err != nil {
 		return nil, err
 	}

@@ -23,6 +23,8 @@ import (
 	"time"
 
 	"golang.org/x/crypto/acme"
+
+	"github.com/certpilot/certpilot/internal/pki"
 )
 
 // IDPeACMEIdentifier is the acmeIdentifier extension of RFC 8737, section 3.
@@ -78,8 +80,8 @@ func CertificatePEM(tb testing.TB, certificate *tls.Certificate) []byte {
 	return append(out, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER})...)
 }
 
-// SelfSignedCertificate returns an ordinary self-signed server certificate for dnsNames, with
-// its Leaf set.
+// SelfSignedCertificate returns an ordinary self-signed server certificate for dnsNames (an IP
+// address among them becomes an iPAddress name), with its Leaf set.
 func SelfSignedCertificate(tb testing.TB, dnsNames ...string) *tls.Certificate {
 	tb.Helper()
 	return CertificateValid(tb, time.Now().Add(-time.Hour), time.Now().Add(24*time.Hour), dnsNames...)
@@ -193,13 +195,13 @@ func CertificateValid(tb testing.TB, notBefore, notAfter time.Time, dnsNames ...
 	template := &x509.Certificate{
 		SerialNumber:          serial,
 		Subject:               pkix.Name{CommonName: "certpilot test"},
-		DNSNames:              dnsNames,
 		NotBefore:             notBefore,
 		NotAfter:              notAfter,
 		KeyUsage:              x509.KeyUsageDigitalSignature,
 		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
 		BasicConstraintsValid: true,
 	}
+	template.DNSNames, template.IPAddresses = pki.SplitNames(dnsNames)
 	der, err := x509.CreateCertificate(rand.Reader, template, template, key.Public(), key)
 	if err != nil {
 		tb.Fatal(err)
