@@ -374,6 +374,11 @@ func TestCheckOrderIdentifiers(t *testing.T) {
 		"another name":            {identifiers: []string{"victim.example"}, asked: []string{"a.example"}, wantErr: true},
 		"wildcard is not base":    {identifiers: []string{"example.com"}, asked: []string{"*.example.com"}, wantErr: true},
 		"no identifiers":          {asked: []string{"a.example"}, wantErr: true},
+		"IP addresses":            {identifiers: []string{"a.example", "192.0.2.1", "2001:db8::1"}, asked: []string{"2001:db8::1", "a.example", "192.0.2.1"}},
+		"another IP address":      {identifiers: []string{"192.0.2.2"}, asked: []string{"192.0.2.1"}, wantErr: true},
+		// fromOrder marks an identifier whose type does not fit its value ("dns" for an IP
+		// address): it matches nothing asked.
+		"IP address as a dns identifier": {identifiers: []string{"dns:192.0.2.1"}, asked: []string{"192.0.2.1"}, wantErr: true},
 	}
 	for name, tc := range tests {
 		t.Run(name, func(t *testing.T) {

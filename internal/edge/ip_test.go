@@ -41,6 +41,11 @@ func TestIPAddressChallenges(t *testing.T) {
 		t.Fatal(err)
 	}
 	config := edge.NewTLSConfig(challenges, certificates)
+	// A client that sends an IP address as SNI (RFC 6066 forbids it, some do) gets its
+	// certificate too, the address in any form.
+	if got, err := certificates.GetCertificate(&tls.ClientHelloInfo{ServerName: "0:0::1"}); err != nil || got != issuedV6 {
+		t.Errorf("SNI 0:0::1 got %v (%v), want the certificate for ::1", got, err)
+	}
 
 	for ip, issued := range map[string]*tls.Certificate{"127.0.0.1": issuedV4, "::1": issuedV6} {
 		t.Run(ip, func(t *testing.T) {

@@ -43,6 +43,8 @@ type Stack struct {
 	MetricsAddress string
 
 	Edge, Manager *Process
+	// EdgeIPv6 is a second edge replica on [::1] (StackOptions.EdgeIPv6), nil without it.
+	EdgeIPv6      *Process
 	managerArgs   []string
 	managerBinary string
 	output        io.Writer
@@ -65,6 +67,10 @@ type StackOptions struct {
 	EdgeChallengeArgs []string
 	// EdgeArgs are added to the edge's flags, for example passthrough mode and an upstream.
 	EdgeArgs []string
+	// EdgeIPv6 starts a second edge replica, with the same flags, listening on [::1] at
+	// Pebble's challenge ports (which Pebble's validator dials for an IPv6 address), and lists
+	// those addresses as probe addresses of the load balancer Deployment.
+	EdgeIPv6 bool
 	// APIServerAddress, when set, is the host:port the manager and the edge reach the
 	// apiserver at instead of its own (for example a proxy that cuts their connections); the
 	// apiserver's serving certificate must be valid for it (127.0.0.1 is).
@@ -130,7 +136,8 @@ func StartStack(ctx context.Context, kube *Kube, pebble *Pebble, opts StackOptio
 		ObjectMeta: metav1.ObjectMeta{Name: EdgeDeployment, Namespace: s.Namespace, Annotations: map[string]string{
 			// The self-checks dial the edge on loopback instead of each name: the load
 			// balancer's owner says where it listens.
-			certpilotv1alpha1.AnnotationProbeAddresses: fmt.Sprintf("127.0.0.1:%d,127.0.0.1:%d", pebble.TLSPort, pebble.HTTPPort),
+			certpilotv1alpha1.AnnotationProbeAddresses: fmt.Sprintf("127.0.0.1:%d,127.0.0.1:%d,[::1]:%d,[::1]:%d",
+				pebble.TLSPort, pebble.HTTPPort, pebble.TLSPort, pebble.HTTPPort),
 		}},
 		Spec: appsv1.DeploymentSpec{
 			Selector: &metav1.LabelSelector{MatchLabels: labels},
@@ -160,6 +167,23 @@ func StartStack(ctx context.Context, kube *Kube, pebble *Pebble, opts StackOptio
 	s.Edge, err = StartProcess("edge", opts.EdgeBinary, append(edgeArgs, opts.EdgeArgs...), opts.Output)
 	if err != nil {
 		return nil, err
+	}
+	if opts.EdgeIPv6 {
+		health, err := FreePort()
+		if err != nil {
+			return nil, err
+		}
+		args := append([]string{"--kubeconfig", s.Kubeconfig, "--namespace", s.Namespace}, challengeArgs...)
+		args = append(args, opts.EdgeArgs...)
+		// The replica's own addresses come last: they win over any in EdgeArgs.
+		args = append(args,
+			"--https-bind-address", fmt.Sprintf("[::1]:%d", pebble.TLSPort),
+			"--http-bind-address", fmt.Sprintf("[::1]:%d", pebble.HTTPPort),
+			"--health-bind-address", fmt.Sprintf("127.0.0.1:%d", health),
+		)
+		if s.EdgeIPv6, err = StartProcess("edge-ipv6", opts.EdgeBinary, args, opts.Output); err != nil {
+			return nil, err
+		}
 	}
 	managerHealth, err := FreePort()
 	if err != nil {
@@ -282,6 +306,9 @@ func (s *Stack) Stop() {
 	s.StopManager()
 	if s.Edge != nil {
 		s.Edge.Stop(20 * time.Second)
+	}
+	if s.EdgeIPv6 != nil {
+		s.EdgeIPv6.Stop(20 * time.Second)
 	}
 	_ = s.Kube.Client.Delete(context.Background(), &certpilotv1alpha1.ClusterIssuer{ObjectMeta: metav1.ObjectMeta{Name: s.Issuer}})
 }

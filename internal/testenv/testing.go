@@ -79,6 +79,9 @@ func StartTestStack(t *testing.T, kube *Kube, namespace string, pebbleOptions Pe
 		s.Stop()
 		if t.Failed() {
 			t.Logf("edge output:\n%s\nmanager output:\n%s", s.Edge.Output(), s.Manager.Output())
+			if s.EdgeIPv6 != nil {
+				t.Logf("IPv6 edge output:\n%s", s.EdgeIPv6.Output())
+			}
 		}
 	})
 	return s

@@ -406,8 +406,8 @@ func verifySecret(t *testing.T, pebble *testenv.Pebble, cert *certpilotv1alpha1.
 		t.Fatalf("tls.crt: %d certificates, %v", len(chain), err)
 	}
 	leaf := chain[0]
-	if !pki.DNSNamesEqual(leaf, cert.Spec.DNSNames) {
-		t.Errorf("certificate names %v, want %v", leaf.DNSNames, cert.Spec.DNSNames)
+	if !pki.NamesEqual(leaf, cert.Spec.Identifiers()) {
+		t.Errorf("certificate names %v %v, want %v", leaf.DNSNames, leaf.IPAddresses, cert.Spec.Identifiers())
 	}
 	key, err := pki.DecodePrivateKey(secret.Data[corev1.TLSPrivateKeyKey])
 	if err != nil || !pki.KeyMatches(leaf, key) {
@@ -429,7 +429,7 @@ func verifySecret(t *testing.T, pebble *testenv.Pebble, cert *certpilotv1alpha1.
 	for _, c := range chain[1:] {
 		intermediates.AddCert(c)
 	}
-	if _, err := leaf.Verify(x509.VerifyOptions{Roots: rootPool, Intermediates: intermediates, DNSName: cert.Spec.DNSNames[0],
+	if _, err := leaf.Verify(x509.VerifyOptions{Roots: rootPool, Intermediates: intermediates, DNSName: cert.Spec.Identifiers()[0],
 		CurrentTime: leaf.NotBefore.Add(time.Second)}); err != nil {
 		t.Errorf("the certificate does not chain to Pebble's root: %v", err)
 	}
