@@ -34,6 +34,7 @@ const (
 	reasonNoSecretName        = "NoSecretName"
 	reasonNoHosts             = "NoHosts"
 	reasonWildcardNeedsDNS01  = "WildcardNeedsDNS01"
+	reasonHostIsIPAddress     = "HostIsIPAddress"
 	reasonCertificateConflict = "CertificateConflict"
 	reasonCertificateInvalid  = "CertificateInvalid"
 )
@@ -97,6 +98,17 @@ type issuerSolver struct {
 // Certificate (the Certificate API would refuse it, or the order would fail at the CA).
 func desiredCertificates(src sourceRef, t template, blocks []tlsBlock, issuer issuerSolver) (certs []*certpilotv1alpha1.Certificate, refused []tlsBlock, problems []problem) {
 	for _, block := range blocks {
+		// An Ingress host cannot be an IP address (the API refuses it); a Gateway listener
+		// hostname must not be one (the Gateway API says so, though its CRD admits IPv4
+		// literals), and SNI never carries one, so such a listener matches no connection.
+		// Certificates for IP addresses come from a Certificate's spec.ipAddresses.
+		if i := slices.IndexFunc(block.DNSNames, certpilotv1alpha1.IsIPAddress); i >= 0 {
+			refused = append(refused, block)
+			problems = append(problems, problem{Reason: reasonHostIsIPAddress, Message: fmt.Sprintf(
+				"%s: %s is an IP address, which a hostname cannot be (TLS clients send no IP address as SNI): no Certificate for Secret %s; for a certificate of an IP address create a Certificate with spec.ipAddresses",
+				strings.Join(block.From, ", "), block.DNSNames[i], block.SecretName)})
+			continue
+		}
 		if wildcard := firstWildcard(block.DNSNames); wildcard != "" {
 			if message := wildcardSolverProblem(t, issuer); message != "" {
 				refused = append(refused, block)

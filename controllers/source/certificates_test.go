@@ -132,7 +132,13 @@ func TestDesiredCertificates(t *testing.T) {
 		wantNames    []string
 		wantRefused  []string
 		wantMessages []string
+		wantReason   string
 	}{
+		"IP address host": {
+			template: template{IssuerRef: issuerRef}, blocks: []tlsBlock{plain, {SecretName: "ip-tls", DNSNames: []string{"www.example.com", "192.0.2.1"}, From: []string{`listener "ip"`}}},
+			wantNames: []string{"www-tls"}, wantRefused: []string{"ip-tls"}, wantReason: reasonHostIsIPAddress,
+			wantMessages: []string{`listener "ip": 192.0.2.1 is an IP address, which a hostname cannot be`},
+		},
 		"no wildcard needs no issuer": {
 			template: template{IssuerRef: issuerRef}, blocks: []tlsBlock{plain}, wantNames: []string{"www-tls"},
 		},
@@ -182,9 +188,13 @@ func TestDesiredCertificates(t *testing.T) {
 			if len(problems) != len(tc.wantMessages) {
 				t.Fatalf("problems = %+v, want %d", problems, len(tc.wantMessages))
 			}
+			wantReason := tc.wantReason
+			if wantReason == "" {
+				wantReason = reasonWildcardNeedsDNS01
+			}
 			for i, p := range problems {
-				if p.Reason != reasonWildcardNeedsDNS01 || !strings.Contains(p.Message, tc.wantMessages[i]) {
-					t.Errorf("problem %+v, want %s containing %q", p, reasonWildcardNeedsDNS01, tc.wantMessages[i])
+				if p.Reason != wantReason || !strings.Contains(p.Message, tc.wantMessages[i]) {
+					t.Errorf("problem %+v, want %s containing %q", p, wantReason, tc.wantMessages[i])
 				}
 			}
 		})
