@@ -47,18 +47,20 @@ func TestIssuerPolicyDecision(t *testing.T) {
 		names      []string
 		wantReason string // "" for allowed
 	}{
-		"granted namespace, name in its zone":    {issuer: shared, namespace: teamA, names: []string{"shop.a.example"}},
-		"granted namespace, wildcard in zone":    {issuer: shared, namespace: teamA, names: []string{"*.a.example"}},
-		"granted namespace, another team's name": {issuer: shared, namespace: teamA, names: []string{"shop.a.example", "shop.b.example"}, wantReason: policy.ReasonDNSNameNotAllowed},
-		"namespace the selector leaves out":      {issuer: shared, namespace: teamB, names: []string{"shop.b.example"}, wantReason: policy.ReasonNamespaceNotAllowed},
-		"namespace that does not exist":          {issuer: shared, namespace: "gone-namespace", names: []string{"shop.a.example"}, wantReason: policy.ReasonNamespaceNotAllowed},
-		"a ClusterIssuer without a policy":       {issuer: open, namespace: teamB, names: []string{"anything.example"}},
-		"a namespaced Issuer":                    {issuer: own, namespace: teamB, names: []string{"anything.example"}},
+		"granted namespace, name in its zone":     {issuer: shared, namespace: teamA, names: []string{"shop.a.example"}},
+		"granted namespace, wildcard in zone":     {issuer: shared, namespace: teamA, names: []string{"*.a.example"}},
+		"granted namespace, another team's name":  {issuer: shared, namespace: teamA, names: []string{"shop.a.example", "shop.b.example"}, wantReason: policy.ReasonDNSNameNotAllowed},
+		"namespace the selector leaves out":       {issuer: shared, namespace: teamB, names: []string{"shop.b.example"}, wantReason: policy.ReasonNamespaceNotAllowed},
+		"namespace that does not exist":           {issuer: shared, namespace: "gone-namespace", names: []string{"shop.a.example"}, wantReason: policy.ReasonNamespaceNotAllowed},
+		"a ClusterIssuer without a policy":        {issuer: open, namespace: teamB, names: []string{"anything.example"}},
+		"a namespaced Issuer":                     {issuer: own, namespace: teamB, names: []string{"anything.example"}},
+		"granted namespace, an IP address":        {issuer: shared, namespace: teamA, names: []string{"shop.a.example", "192.0.2.1"}, wantReason: policy.ReasonDNSNameNotAllowed},
+		"a ClusterIssuer without a policy, an IP": {issuer: open, namespace: teamB, names: []string{"192.0.2.1", "::1"}},
 	}
 	for name, tt := range tests {
 		t.Run(name, func(t *testing.T) {
 			cert := &certpilotv1alpha1.Certificate{ObjectMeta: metav1.ObjectMeta{Namespace: tt.namespace, Name: "www"}}
-			cert.Spec.DNSNames = tt.names
+			cert.Spec.DNSNames, cert.Spec.IPAddresses = certpilotv1alpha1.SplitIdentifiers(tt.names)
 			decision, err := issuerPolicyDecision(ctx, testKube.Client, tt.issuer, cert)
 			if err != nil {
 				t.Fatal(err)
