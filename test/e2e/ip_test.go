@@ -34,7 +34,7 @@ func TestIPAddressCertificates(t *testing.T) {
 	ips := []string{"127.0.0.1", "::1"}
 	address := func(ip string, port int) string { return net.JoinHostPort(ip, strconv.Itoa(port)) }
 
-	for _, challengeType := range []string{"tls-alpn-01", "http-01"} {
+	for challengeType, name := range map[string]string{"tls-alpn-01": "ip-alpn", "http-01": "ip-http"} {
 		t.Run(challengeType, func(t *testing.T) {
 			// One solver per address, each self-checking the edge replica on that address.
 			port := s.Pebble.TLSPort
@@ -49,7 +49,6 @@ func TestIPAddressCertificates(t *testing.T) {
 						LoadBalancer: v1alpha1.LoadBalancerRef{Name: testenv.EdgeDeployment}, ProbeAddress: address(ip, port)}}
 				}
 			}
-			name := "ip-" + challengeType[:4]
 			cert := s.TLSALPN01Certificate(name)
 			cert.Spec.DNSNames, cert.Spec.IPAddresses = nil, ips
 			v4 := solverFor("127.0.0.1")
