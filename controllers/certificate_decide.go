@@ -290,10 +290,20 @@ func decideIssuance(in decisionInput) issuanceDecision {
 				// The failure's own words (which name, what the CA said) stay until the retry.
 				d.wait = wait(next.Sub(in.now), failure.Reason, "%s", failure.Message)
 			}
+			if retry.Kept {
+				w, _ := asWait(d.wait)
+				if !strings.HasSuffix(w.Message, backoffKept) {
+					w.Message += backoffKept
+				}
+			}
 		}
 	}
 	return d
 }
+
+// backoffKept ends the message of a backoff that a change of the spec or the renew annotation
+// did not lift (budget.Retry).
+const backoffKept = " (the CA decided this failure: a change of the spec or the renew annotation does not shorten the wait)"
 
 // recordCurrent records the served certificate in the status: its dates, serial and renewal
 // time, or nothing when there is none.

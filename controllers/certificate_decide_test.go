@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"math/big"
+	"strings"
 	"testing"
 	"time"
 
@@ -45,10 +46,10 @@ func TestDecideIssuance(t *testing.T) {
 		// failureShown: the Reconciling condition shows the failure's message (recordFailure's).
 		failureShown bool
 
-		wantIssue, wantDrop, wantCleanup, wantWait, wantForget bool
-		wantReason                                             string // of the wait; default BackingOff
-		wantReady                                              metav1.ConditionStatus
-		wantRequeue                                            time.Duration
+		wantIssue, wantDrop, wantCleanup, wantWait, wantForget, wantKept bool
+		wantReason                                                       string // of the wait; default BackingOff
+		wantReady                                                        metav1.ConditionStatus
+		wantRequeue                                                      time.Duration
 	}{
 		"up to date: requeue at the renewal time": {
 			wantReady: metav1.ConditionTrue, wantRequeue: 24 * time.Hour,
@@ -84,13 +85,13 @@ func TestDecideIssuance(t *testing.T) {
 			secretMissing: true, failures: 2, failureReason: "OrderRejected", specChanged: true, wantIssue: true, wantReady: metav1.ConditionFalse,
 		},
 		"a validation failed, spec changed since: back off": {
-			secretMissing: true, failures: 1, failureReason: "OrderInvalid", specChanged: true, wantWait: true, wantReady: metav1.ConditionFalse,
+			secretMissing: true, failures: 1, failureReason: "OrderInvalid", specChanged: true, wantWait: true, wantKept: true, wantReady: metav1.ConditionFalse,
 		},
 		"a validation failed, renewal requested: back off, still Ready": {
-			requested: true, failures: 1, failureReason: "OrderInvalid", wantWait: true, wantReady: metav1.ConditionTrue,
+			requested: true, failures: 1, failureReason: "OrderInvalid", wantWait: true, wantKept: true, wantReady: metav1.ConditionTrue,
 		},
 		"rate limited, spec changed since: back off": {
-			secretMissing: true, failures: 3, failureReason: "CASlowDown", specChanged: true, wantWait: true, wantReady: metav1.ConditionFalse,
+			secretMissing: true, failures: 3, failureReason: "CASlowDown", specChanged: true, wantWait: true, wantKept: true, wantReady: metav1.ConditionFalse,
 		},
 		"a validation failed long ago, spec changed since: forget it and issue": {
 			secretMissing: true, failures: 5, failureReason: "OrderInvalid", failedLongAgo: true, specChanged: true,
@@ -162,6 +163,9 @@ func TestDecideIssuance(t *testing.T) {
 			if issue != tt.wantIssue || d.dropOrder != tt.wantDrop || d.finishCleanup != tt.wantCleanup || (d.wait != nil) != tt.wantWait {
 				t.Errorf("issue %v, drop %v, cleanup %v, wait %v; want %v, %v, %v, %v (trigger %+v)",
 					issue, d.dropOrder, d.finishCleanup, d.wait, tt.wantIssue, tt.wantDrop, tt.wantCleanup, tt.wantWait, d.trigger)
+			}
+			if w, ok := asWait(d.wait); ok && strings.HasSuffix(w.Message, backoffKept) != tt.wantKept {
+				t.Errorf("wait message %q; want the note that the edit did not lift the backoff: %v", w.Message, tt.wantKept)
 			}
 			if d.forgetFailures != tt.wantForget {
 				t.Errorf("forgetFailures = %v, want %v", d.forgetFailures, tt.wantForget)

@@ -21,15 +21,15 @@ func TestRetry(t *testing.T) {
 		},
 		"a validation failed, the spec changed: the backoff holds": {
 			in:   RetryInput{Now: t0, Attempts: 2, LastFailure: t0.Add(-time.Minute), LastReason: ReasonOrderInvalid, SpecChanged: true, BackoffEnds: backoffEnds},
-			want: RetryVerdict{Wait: true},
+			want: RetryVerdict{Wait: true, Kept: true},
 		},
 		"rate limited, the spec changed: the backoff holds": {
 			in:   RetryInput{Now: t0, Attempts: 1, LastFailure: t0.Add(-time.Minute), LastReason: ReasonCASlowDown, SpecChanged: true, BackoffEnds: backoffEnds},
-			want: RetryVerdict{Wait: true},
+			want: RetryVerdict{Wait: true, Kept: true},
 		},
 		"an accept the CA refused, the spec changed: the backoff holds": {
 			in:   RetryInput{Now: t0, Attempts: 1, LastFailure: t0.Add(-time.Minute), LastReason: ReasonAcceptFailed, SpecChanged: true, BackoffEnds: backoffEnds},
-			want: RetryVerdict{Wait: true},
+			want: RetryVerdict{Wait: true, Kept: true},
 		},
 		"the CA refused the order as written, the spec changed: retried at once": {
 			in: RetryInput{Now: t0, Attempts: 3, LastFailure: t0.Add(-time.Minute), LastReason: "OrderRejected", SpecChanged: true, BackoffEnds: backoffEnds},

@@ -61,6 +61,8 @@ type RetryVerdict struct {
 	Wait bool
 	// Forget is set when the recorded failures no longer count: a spec change long after them.
 	Forget bool
+	// Kept is set when the spec changed and the backoff holds all the same (Wait is set).
+	Kept bool
 }
 
 // Retry decides whether a Certificate with failures may order now. Without a spec change the
@@ -78,5 +80,6 @@ func Retry(in RetryInput) RetryVerdict {
 	if in.SpecChanged && !CACaused(in.LastReason) {
 		return RetryVerdict{}
 	}
-	return RetryVerdict{Wait: in.Now.Before(in.BackoffEnds)}
+	wait := in.Now.Before(in.BackoffEnds)
+	return RetryVerdict{Wait: wait, Kept: wait && in.SpecChanged}
 }
