@@ -226,6 +226,18 @@ func TestCanReplace(t *testing.T) {
 		"no name in common": {
 			in: Input{DNSNames: []string{"other.example.com"}, IssuerServer: server, Secret: secret(nil)}, account: account,
 		},
+		"an IP address in common": {
+			in: Input{DNSNames: []string{"2001:db8::1"}, IssuerServer: server, Secret: secret(func(s *Secret) {
+				s.CertificatePEM = cert{key: testKey(t, "ECDSA", 256, "leaf"), dnsNames: []string{"192.0.2.1", "2001:db8::1"},
+					notBefore: t0, notAfter: t0.Add(6 * day)}.pem(t)
+			})}, account: account, want: true,
+		},
+		"no IP address in common": {
+			in: Input{DNSNames: []string{"192.0.2.2"}, IssuerServer: server, Secret: secret(func(s *Secret) {
+				s.CertificatePEM = cert{key: testKey(t, "ECDSA", 256, "leaf"), dnsNames: []string{"192.0.2.1"},
+					notBefore: t0, notAfter: t0.Add(6 * day)}.pem(t)
+			})}, account: account,
+		},
 		"another server": {
 			in: Input{DNSNames: names, IssuerServer: "https://acme-staging-v02.api.letsencrypt.org/directory", Secret: secret(nil)}, account: account,
 		},
