@@ -23,7 +23,7 @@ type CertificateSpec struct {
 	// +kubebuilder:validation:MinItems=1
 	// +kubebuilder:validation:MaxItems=100
 	// +kubebuilder:validation:items:MaxLength=253
-	// +kubebuilder:validation:items:XValidation:rule=`self.matches('^([*][.])?([a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?[.])+[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$') && !self.matches('^[0-9.]+$')`,message="not a valid DNS name: use lowercase names such as www.example.com or *.example.com (no IP addresses, no trailing dot)"
+	// +kubebuilder:validation:items:XValidation:rule=`self.matches('^([*][.])?([a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?[.])+[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$') && !self.matches('^[0-9.]+$')`,message="not a valid DNS name: use lowercase names such as www.example.com or *.example.com (no trailing dot; IP addresses go in spec.ipAddresses)"
 	DNSNames []string `json:"dnsNames,omitempty"`
 
 	// IPAddresses are the IP addresses the certificate is valid for (RFC 8738), IPv4 or IPv6,
