@@ -198,7 +198,8 @@ func main() {
 	issuerOptions := controller.Options{MaxConcurrentReconciles: issuerWorkers}
 	must((&controllers.IssuerReconciler{Client: mgr.GetClient(), Accounts: accounts}).SetupWithManager(mgr, issuerOptions))
 	must((&controllers.IssuerReconciler{Client: mgr.GetClient(), Accounts: accounts, ClusterScoped: true}).SetupWithManager(mgr, issuerOptions))
-	recorder := mgr.GetEventRecorder("certpilot")
+	// Every Event note within the apiserver's limit: a longer one would be refused, and lost.
+	recorder := kube.BoundedRecorder(mgr.GetEventRecorder("certpilot"))
 	must((&controllers.CertificateReconciler{
 		Client:    mgr.GetClient(),
 		APIReader: mgr.GetAPIReader(),

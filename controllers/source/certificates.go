@@ -35,6 +35,7 @@ const (
 	reasonNoHosts             = "NoHosts"
 	reasonWildcardNeedsDNS01  = "WildcardNeedsDNS01"
 	reasonHostIsIPAddress     = "HostIsIPAddress"
+	reasonTooManyNames        = "TooManyNames"
 	reasonCertificateConflict = "CertificateConflict"
 	reasonCertificateInvalid  = "CertificateInvalid"
 )
@@ -92,12 +93,25 @@ type issuerSolver struct {
 	Solver *certpilotv1alpha1.Solver
 }
 
+// maxNames is the most names a Certificate holds (spec.dnsNames' MaxItems).
+const maxNames = 100
+
 // desiredCertificates is the decision: the Certificates a source wants, one per Secret, and the
 // blocks it refuses. A block with a wildcard hostname needs a dns01 solver, from the solver
 // annotation or else the issuer's default solver; without one it gets a problem, not a
 // Certificate (the Certificate API would refuse it, or the order would fail at the CA).
 func desiredCertificates(src sourceRef, t template, blocks []tlsBlock, issuer issuerSolver) (certs []*certpilotv1alpha1.Certificate, refused []tlsBlock, problems []problem) {
 	for _, block := range blocks {
+		// A Certificate holds at most maxNames names (its CRD, and an ACME order of the classic
+		// profile): more would be refused by the API at every sync. The rule is to refuse, not
+		// to split: one Secret holds one certificate, and the entries name the Secret.
+		if len(block.DNSNames) > maxNames {
+			refused = append(refused, block)
+			problems = append(problems, problem{Reason: reasonTooManyNames, Message: fmt.Sprintf(
+				"%s: %d hostnames for Secret %s, more than the %d one certificate holds: no Certificate; name a Secret per group of at most %d hostnames",
+				strings.Join(block.From, ", "), len(block.DNSNames), block.SecretName, maxNames, maxNames)})
+			continue
+		}
 		// An Ingress host cannot be an IP address (the API refuses it); a Gateway listener
 		// hostname must not be one (the Gateway API says so, though its CRD admits IPv4
 		// literals), and SNI never carries one, so such a listener matches no connection.

@@ -1,6 +1,7 @@
 package source
 
 import (
+	"fmt"
 	"reflect"
 	"strings"
 	"testing"
@@ -139,6 +140,15 @@ func TestDesiredCertificates(t *testing.T) {
 			wantNames: []string{"www-tls"}, wantRefused: []string{"ip-tls"}, wantReason: reasonHostIsIPAddress,
 			wantMessages: []string{`listener "ip": 192.0.2.1 is an IP address, which a hostname cannot be`},
 		},
+		"more names than a certificate holds": {
+			template: template{IssuerRef: issuerRef}, blocks: []tlsBlock{plain, {SecretName: "many-tls", DNSNames: manyNames(101), From: []string{"spec.tls[1]"}}},
+			wantNames: []string{"www-tls"}, wantRefused: []string{"many-tls"}, wantReason: reasonTooManyNames,
+			wantMessages: []string{"spec.tls[1]: 101 hostnames for Secret many-tls, more than the 100 one certificate holds"},
+		},
+		"as many names as a certificate holds": {
+			template: template{IssuerRef: issuerRef}, blocks: []tlsBlock{{SecretName: "many-tls", DNSNames: manyNames(100), From: []string{"spec.tls[0]"}}},
+			wantNames: []string{"many-tls"},
+		},
 		"no wildcard needs no issuer": {
 			template: template{IssuerRef: issuerRef}, blocks: []tlsBlock{plain}, wantNames: []string{"www-tls"},
 		},
@@ -244,4 +254,13 @@ func problemReasons(problems []problem) []string {
 		reasons = append(reasons, p.Reason)
 	}
 	return reasons
+}
+
+// manyNames returns n distinct hostnames.
+func manyNames(n int) []string {
+	names := make([]string, n)
+	for i := range names {
+		names[i] = fmt.Sprintf("host-%d.example.com", i)
+	}
+	return names
 }
