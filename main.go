@@ -58,6 +58,7 @@ func main() {
 		metricsAddr        string
 		metricsSecure      bool
 		metricsCertDir     string
+		metricsAudiences   string
 		probeAddr          string
 		pprofAddr          string
 		gcPercent          int
@@ -83,6 +84,9 @@ func main() {
 		"Serve /metrics over HTTPS, to clients the apiserver authenticates (TokenReview) and authorises for GET /metrics (SubjectAccessReview). The Helm chart turns it on.")
 	flag.StringVar(&metricsCertDir, "metrics-cert-dir", "",
 		"Directory with tls.crt and tls.key for --metrics-secure (default: a self-signed certificate made at start).")
+	flag.StringVar(&metricsAudiences, "metrics-token-audiences", "",
+		"Comma-separated audiences of the bearer tokens --metrics-secure accepts (sent in each TokenReview; the apiserver must say the token is for one of them). "+
+			"Default: the apiserver's own audiences, which a Pod's ServiceAccount token has; a token projected for another audience is refused.")
 	flag.StringVar(&probeAddr, "health-probe-bind-address", ":8081", "Address of the /healthz and /readyz endpoints.")
 	flag.StringVar(&pprofAddr, "pprof-bind-address", "",
 		"Address of Go's net/http/pprof endpoints (/debug/pprof/), for profiling memory and CPU (heap samples every 16 KiB allocated when set); empty (the default) disables them.")
@@ -168,7 +172,7 @@ func main() {
 	kube.TimeRequests(restConfig)
 	mgr, err := ctrl.NewManager(restConfig, ctrl.Options{
 		Scheme:                  scheme,
-		Metrics:                 metricsOptions(metricsAddr, metricsSecure, metricsCertDir),
+		Metrics:                 metricsOptions(metricsAddr, metricsSecure, metricsCertDir, splitList(metricsAudiences)),
 		HealthProbeBindAddress:  probeAddr,
 		PprofBindAddress:        pprofAddr,
 		LeaderElection:          leaderElect,
@@ -250,14 +254,25 @@ func main() {
 // metricsOptions serves /metrics on addr: plain HTTP, or with secure HTTPS to clients that the
 // apiserver authenticates and authorises (internal/metricsauth; the manager's RBAC grants
 // the TokenReviews and SubjectAccessReviews they create).
-func metricsOptions(addr string, secure bool, certDir string) metricsserver.Options {
+func metricsOptions(addr string, secure bool, certDir string, audiences []string) metricsserver.Options {
 	options := metricsserver.Options{BindAddress: addr}
 	if secure {
 		options.SecureServing = true
 		options.CertDir = certDir
-		options.FilterProvider = metricsauth.WithAuthenticationAndAuthorization
+		options.FilterProvider = metricsauth.FilterProvider(metricsauth.Options{Audiences: audiences})
 	}
 	return options
+}
+
+// splitList splits a comma-separated flag value, dropping blanks.
+func splitList(value string) []string {
+	var items []string
+	for _, item := range strings.Split(value, ",") {
+		if item = strings.TrimSpace(item); item != "" {
+			items = append(items, item)
+		}
+	}
+	return items
 }
 
 func envOr(name, fallback string) string {
