@@ -78,6 +78,7 @@ func main() {
 		allowPrivateDials  string
 		namespaceOrders    int
 		challengeHold      time.Duration
+		injectKinds        string
 	)
 	flag.StringVar(&metricsAddr, "metrics-bind-address", ":8080", "Address of the Prometheus metrics endpoint; 0 disables it.")
 	flag.BoolVar(&metricsSecure, "metrics-secure", false,
@@ -122,6 +123,10 @@ func main() {
 			"beyond it a Certificate is Stalled/Throttled until its next order is allowed. 0: no budget. Shared accounts have limits of their own (Let's Encrypt: 300 new orders per 3 hours).")
 	flag.DurationVar(&challengeHold, "challenge-hold", solver.MaxChallengeHold,
 		"How long one Certificate may hold a name's challenge response in a shared load balancer while another Certificate waits for that name (ChallengeNameBusy); then the name goes to the waiting one.")
+	flag.StringVar(&injectKinds, "inject-kinds", "Deployment,StatefulSet,DaemonSet",
+		"Comma-separated workload kinds a Certificate's spec.inject may write into (Deployment, StatefulSet, DaemonSet); empty: none. "+
+			"The manager watches and reads only these kinds for injection (the Helm chart grants RBAC on StatefulSets and DaemonSets only when listed in injection.kinds); "+
+			"load balancer Deployments are read and patched whatever it says.")
 	zapOptions := zap.Options{}
 	zapOptions.BindFlags(flag.CommandLine)
 	flag.Parse()
@@ -224,10 +229,19 @@ func main() {
 		Orders: &budget.Ledger{Limit: budget.Limit{Orders: namespaceOrders, Per: time.Hour}},
 	}).SetupWithManager(ctx, mgr, controller.Options{MaxConcurrentReconciles: certificateWorkers}))
 	// Injection is its own controller: a few workers, since most Certificates inject nothing.
+	// It runs with no kind too: it still removes its finalizer from Certificates.
+	kinds := splitList(injectKinds)
+	for _, kind := range kinds {
+		if !slices.Contains([]string{certpilotv1alpha1.InjectKindDeployment, certpilotv1alpha1.InjectKindStatefulSet, certpilotv1alpha1.InjectKindDaemonSet}, kind) {
+			log.Error(nil, "Invalid --inject-kinds: unknown kind", "kind", kind)
+			os.Exit(1)
+		}
+	}
 	must((&controllers.InjectionReconciler{
 		Client:    mgr.GetClient(),
 		APIReader: mgr.GetAPIReader(),
 		Recorder:  recorder,
+		Kinds:     append([]string{}, kinds...), // not nil: empty is none
 	}).SetupWithManager(ctx, mgr, controller.Options{MaxConcurrentReconciles: 2}))
 	metrics.Registry.MustRegister(&controllers.CertificateCollector{Reader: mgr.GetCache(), Elected: mgr.Elected()})
 

@@ -7,7 +7,6 @@ import (
 	"strings"
 	"time"
 
-	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -47,6 +46,16 @@ type InjectionReconciler struct {
 	// APIReader reads the workloads: the cache holds their metadata only.
 	APIReader client.Reader
 	Recorder  recorder.EventRecorder
+	// Kinds are the workload kinds injection may read and write (--inject-kinds; the chart
+	// grants RBAC on StatefulSets and DaemonSets only for the kinds listed). Nil: every kind
+	// of workloadKinds. A Certificate injecting into another kind gets InjectFailed, and
+	// nothing of that kind is watched or read.
+	Kinds []string
+}
+
+// kindEnabled reports whether injection into workloads of kind is turned on.
+func (r *InjectionReconciler) kindEnabled(kind string) bool {
+	return r.Kinds == nil || slices.Contains(r.Kinds, kind)
 }
 
 // injectionStatusManager is the field manager of the injection controller's status writes.
@@ -253,9 +262,11 @@ func (r *InjectionReconciler) SetupWithManager(ctx context.Context, mgr ctrl.Man
 			builder.OnlyMetadata, builder.WithPredicates(predicate.GenerationChangedPredicate{}))
 	}
 	b := ctrl.NewControllerManagedBy(mgr)
-	b = injectTargets(b, certpilotv1alpha1.InjectKindDeployment, &appsv1.Deployment{})
-	b = injectTargets(b, certpilotv1alpha1.InjectKindStatefulSet, &appsv1.StatefulSet{})
-	b = injectTargets(b, certpilotv1alpha1.InjectKindDaemonSet, &appsv1.DaemonSet{})
+	for _, kind := range []string{certpilotv1alpha1.InjectKindDeployment, certpilotv1alpha1.InjectKindStatefulSet, certpilotv1alpha1.InjectKindDaemonSet} {
+		if r.kindEnabled(kind) {
+			b = injectTargets(b, kind, workloadKinds[kind].newObject())
+		}
+	}
 	return b.
 		Named("injection").
 		For(&certpilotv1alpha1.Certificate{}, builder.WithPredicates(injectionChanges())).

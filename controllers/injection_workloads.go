@@ -170,6 +170,19 @@ func (r *InjectionReconciler) planWorkload(ctx context.Context, cert *certpilotv
 		plan.result = workloadResult{problems: []injectProblem{{reasonInjectFailed, fmt.Sprintf("%s: unknown kind", describe)}}}
 		return plan
 	}
+	if !r.kindEnabled(workload.Kind) {
+		// Not readable (the manager may have no RBAC for the kind): a listed entry fails and
+		// stays recorded, so that turning the kind on again undoes what was written; an entry
+		// no longer listed is forgotten (it cannot be undone, and must not block deletion).
+		if len(entries) == 0 {
+			plan.result = workloadResult{problems: []injectProblem{{reasonInjectFailed, fmt.Sprintf(
+				"%s: what certpilot injected there was not removed: injection into %ss is turned off (--inject-kinds)", describe, workload.Kind)}}}
+			return plan
+		}
+		plan.result = workloadResult{keep: plan.recorded, problems: []injectProblem{{reasonInjectFailed, fmt.Sprintf(
+			"%s: injection into %ss is turned off in this installation (--inject-kinds; Helm: injection.kinds)", describe, workload.Kind)}}}
+		return plan
+	}
 	plan.kind = kind
 	obj := kind.newObject()
 	if err := r.APIReader.Get(ctx, types.NamespacedName{Namespace: cert.Namespace, Name: workload.Name}, obj); err != nil {

@@ -20,12 +20,14 @@ package controllers
 //     stale secretName claim, with a uid and resourceVersion precondition: claimStore.claim).
 //   - deployments, statefulsets, daemonsets: get, list, watch (metadata cache, pod templates);
 //     patch (server-side apply of the challenge volume, and of injections by the injection
-//     controller).
+//     controller). StatefulSets and DaemonSets only serve injection: the Helm chart grants each
+//     only when its injection.kinds (--inject-kinds) lists it.
 //   - namespaces: get (the labels and the allowed-dns-zones annotation of a Certificate's
 //     namespace, when its ClusterIssuer has a spec.policy: issuerPolicyDecision).
 //   - events: create, patch (the event recorder).
 //   - tokenreviews, subjectaccessreviews: create, only with --metrics-secure
-//     (internal/metricsauth: who is scraping /metrics, and may they).
+//     (internal/metricsauth: who is scraping /metrics, and may they); the Helm chart grants
+//     them only with metrics.secure.
 //
 // +kubebuilder:rbac:groups=certpilot.dev,resources=certificates,verbs=get;list;watch;patch
 // +kubebuilder:rbac:groups=certpilot.dev,resources=issuers;clusterissuers,verbs=get;list;watch

@@ -3,9 +3,9 @@ package metricsauth
 import (
 	"errors"
 	"fmt"
-	"slices"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"testing"
 	"time"
 

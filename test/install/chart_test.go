@@ -163,6 +163,8 @@ func TestChartSchemaRejectsBadValues(t *testing.T) {
 		"bad namespace":              {"watchNamespaces": []any{"Team_A"}},
 		"bad service type":           {"edge": map[string]any{"service": map[string]any{"type": "ExternalName"}}},
 		"unknown serviceMonitor key": {"metrics": map[string]any{"serviceMonitor": map[string]any{"enable": true}}},
+		"unknown injection kind":     {"injection": map[string]any{"kinds": []any{"Pod"}}},
+		"empty token audience":       {"metrics": map[string]any{"tokenAudiences": []any{""}}},
 	} {
 		t.Run(name, func(t *testing.T) {
 			_, err := chartutil.ToRenderValues(chrt, values, chartutil.ReleaseOptions{Name: releaseName, Namespace: releaseNamespace}, nil)
