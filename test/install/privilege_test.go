@@ -1,6 +1,7 @@
 package install
 
 import (
+	"maps"
 	"slices"
 	"strings"
 	"testing"
@@ -100,4 +101,108 @@ func TestChartLeastPrivilege(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestChartNamespacedInstall: with watchNamespaces the manager's ServiceAccount is granted
+// cluster-wide exactly the cluster-scoped rules docs/tenancy.md lists, and everything else only
+// by RoleBindings in the watched, the release and the cluster resource namespaces.
+func TestChartNamespacedInstall(t *testing.T) {
+	clusterWide := []string{
+		"certpilot.dev/clusterissuers get", "certpilot.dev/clusterissuers list", "certpilot.dev/clusterissuers watch",
+		"certpilot.dev/clusterissuers/status patch", "/namespaces get",
+	}
+	reviews := []string{"authentication.k8s.io/tokenreviews create", "authorization.k8s.io/subjectaccessreviews create"}
+	for name, tc := range map[string]struct {
+		values          map[string]any
+		wantClusterWide []string
+		wantNamespaced  []string // a sample of the Roles' rules
+		deniedAnywhere  []string
+	}{
+		"defaults": {
+			values:          map[string]any{},
+			wantClusterWide: append(slices.Clone(clusterWide), reviews...),
+			wantNamespaced:  []string{"/secrets get", "/secrets patch", "apps/deployments patch", "apps/statefulsets patch", "apps/daemonsets patch", "certpilot.dev/certificates patch"},
+		},
+		"sources, no secure metrics, Deployments only": {
+			values: map[string]any{
+				"metrics":   map[string]any{"secure": false},
+				"injection": map[string]any{"kinds": []any{"Deployment"}},
+				"sources":   map[string]any{"ingress": map[string]any{"enabled": true}, "gateway": map[string]any{"enabled": true}},
+			},
+			wantClusterWide: clusterWide,
+			wantNamespaced:  []string{"/secrets create", "apps/deployments get", "networking.k8s.io/ingresses watch", "certpilot.dev/certificates create"},
+			deniedAnywhere:  append([]string{"apps/statefulsets get", "apps/daemonsets get"}, reviews...),
+		},
+	} {
+		t.Run(name, func(t *testing.T) {
+			values := map[string]any{"watchNamespaces": []any{"team-a", "team-b"}, "clusterResourceNamespace": "certpilot-secrets"}
+			maps.Copy(values, tc.values)
+			objects, _ := renderChart(t, values)
+			roles := map[string][]string{} // "Kind namespace/name" → rule pairs
+			for _, object := range objects {
+				if object.GetKind() == "ClusterRole" || object.GetKind() == "Role" {
+					rules, _, _ := unstructured.NestedSlice(object.Object, "rules")
+					roles[object.GetKind()+" "+object.GetNamespace()+"/"+object.GetName()] = rulePairs(rules)
+				}
+			}
+			clusterGranted, namespaced := map[string]bool{}, map[string]map[string]bool{}
+			for _, object := range objects {
+				kind := object.GetKind()
+				if kind != "ClusterRoleBinding" && kind != "RoleBinding" {
+					continue
+				}
+				subjects, _, _ := unstructured.NestedSlice(object.Object, "subjects")
+				if !slices.ContainsFunc(subjects, func(subject any) bool {
+					s := subject.(map[string]any)
+					return s["kind"] == "ServiceAccount" && s["name"] == releaseName && s["namespace"] == releaseNamespace
+				}) {
+					continue // another ServiceAccount's (the edge's)
+				}
+				refKind, _, _ := unstructured.NestedString(object.Object, "roleRef", "kind")
+				refName, _, _ := unstructured.NestedString(object.Object, "roleRef", "name")
+				refNamespace := ""
+				if refKind == "Role" {
+					refNamespace = object.GetNamespace()
+				}
+				pairs, found := roles[refKind+" "+refNamespace+"/"+refName]
+				if !found {
+					t.Errorf("%s %s names %s %s, which the chart does not render", kind, object.GetName(), refKind, refName)
+				}
+				for _, pair := range pairs {
+					if kind == "ClusterRoleBinding" {
+						clusterGranted[pair] = true
+						continue
+					}
+					if namespaced[object.GetNamespace()] == nil {
+						namespaced[object.GetNamespace()] = map[string]bool{}
+					}
+					namespaced[object.GetNamespace()][pair] = true
+				}
+			}
+			if got, want := keysOf(clusterGranted), sortedCopy(tc.wantClusterWide); !slices.Equal(got, want) {
+				t.Errorf("granted cluster-wide\n%s\nwant exactly\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+			}
+			if got, want := slices.Sorted(maps.Keys(namespaced)), []string{"certpilot-secrets", releaseNamespace, "team-a", "team-b"}; !slices.Equal(got, sortedCopy(want)) {
+				t.Errorf("RoleBindings in %v, want %v", got, want)
+			}
+			for namespace, granted := range namespaced {
+				for _, want := range tc.wantNamespaced {
+					if !granted[want] {
+						t.Errorf("not granted %s in %s", want, namespace)
+					}
+				}
+				for _, denied := range tc.deniedAnywhere {
+					if granted[denied] {
+						t.Errorf("granted %s in %s", denied, namespace)
+					}
+				}
+			}
+		})
+	}
+}
+
+func sortedCopy(items []string) []string {
+	out := slices.Clone(items)
+	slices.Sort(out)
+	return out
 }
