@@ -34,7 +34,7 @@ func (r ChartRelease) User() string { return ServiceAccountUser(r.Namespace, r.N
 // chartWatchFlags are the manager flags of the chart's Deployment that decide what the manager
 // reads and watches, and so which of the chart's permissions it uses. A Stack with ChartValues
 // passes them on; the others (leader election, metrics, workers) stay the Stack's.
-var chartWatchFlags = []string{"--watch-namespaces", "--gateway-source", "--ingress-source"}
+var chartWatchFlags = []string{"--watch-namespaces", "--gateway-source", "--ingress-source", "--inject-kinds"}
 
 // InstallChartRBAC creates, or updates to what the chart renders, the Roles, ClusterRoles and
 // their bindings of release (the manager's, the sources', leader election, the metrics reader),

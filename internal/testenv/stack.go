@@ -86,7 +86,7 @@ type StackOptions struct {
 	// that release's ServiceAccount, which nothing else binds (config/rbac's ClusterRoles are
 	// bound to ManagerUser, for every other stack of the apiserver), and it gets the chart's
 	// flags that decide what it watches (--watch-namespaces, --gateway-source,
-	// --ingress-source) before ManagerArgs. The namespaces the values name must exist.
+	// --ingress-source, --inject-kinds) before ManagerArgs. The namespaces the values name must exist.
 	ChartValues map[string]any
 }
 
