@@ -320,6 +320,9 @@ func TestWatchNamespaces(t *testing.T) {
 		"watchNamespaces": []any{watchedNamespace},
 		// The Ingress source's watch and its Roles too.
 		"sources": map[string]any{"ingress": map[string]any{"enabled": true}},
+		// No RBAC on StatefulSets and DaemonSets: the manager (--inject-kinds=Deployment) must
+		// not watch them, or its caches never sync and requests are forbidden.
+		"injection": map[string]any{"kinds": []any{"Deployment"}},
 	}})
 	unwatched := testenv.Namespace(t, "e2e-unwatched")
 	if err := kube.Client.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: unwatched}}); err != nil {
