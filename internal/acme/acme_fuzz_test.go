@@ -92,7 +92,7 @@ func FuzzProblem(f *testing.F) {
 
 // FuzzParseRetryAfter checks parseRetryAfter on any header value: an accepted wait is whole
 // seconds within [MinRetryAfter, 30 days], and re-encoding it as delay-seconds gives it back;
-// PollInterval stays within [1 s, the server's value or a minute] for any input.
+// PollInterval stays within [FirstPollInterval, the server's value or a minute] for any input.
 func FuzzParseRetryAfter(f *testing.F) {
 	for _, value := range []string{"120", "0", "-5", " 7 ", "Wed, 21 Oct 2026 07:28:00 GMT", "Sunday, 06-Nov-94 08:49:37 GMT",
 		"Sun Nov  6 08:49:37 1994", "99999999999999999999", "1.5", ""} {
@@ -115,8 +115,8 @@ func FuzzParseRetryAfter(f *testing.F) {
 			}
 		}
 		interval := PollInterval(wait, time.Duration(pending))
-		if upper := max(wait, MaxPollInterval); interval < MinRetryAfter || interval > upper {
-			t.Fatalf("PollInterval(%v, %v) = %v, want within [%v, %v]", wait, time.Duration(pending), interval, MinRetryAfter, upper)
+		if upper := max(wait, MaxPollInterval); interval < FirstPollInterval || interval > upper {
+			t.Fatalf("PollInterval(%v, %v) = %v, want within [%v, %v]", wait, time.Duration(pending), interval, FirstPollInterval, upper)
 		}
 	})
 }

@@ -222,14 +222,16 @@ func TestPollInterval(t *testing.T) {
 	tests := map[string]struct {
 		serverRetryAfter, pending, want time.Duration
 	}{
-		"just created":                         {pending: 0, want: time.Second},
+		"just created":                         {pending: 0, want: FirstPollInterval},
+		"1.9 s pending":                        {pending: 1900 * time.Millisecond, want: FirstPollInterval},
+		"2 s pending":                          {pending: 2 * time.Second, want: time.Second},
 		"9 s pending":                          {pending: 9 * time.Second, want: time.Second},
 		"10 s pending":                         {pending: 10 * time.Second, want: time.Second},
 		"25 s pending":                         {pending: 25 * time.Second, want: 2 * time.Second},
 		"100 s pending":                        {pending: 100 * time.Second, want: 10 * time.Second},
 		"10 minutes pending reaches the cap":   {pending: 10 * time.Minute, want: MaxPollInterval},
 		"a day pending stays at the cap":       {pending: 24 * time.Hour, want: MaxPollInterval},
-		"negative pending (clock skew)":        {pending: -time.Hour, want: time.Second},
+		"negative pending (clock skew)":        {pending: -time.Hour, want: FirstPollInterval},
 		"server's Retry-After wins":            {serverRetryAfter: 3 * time.Second, pending: time.Hour, want: 3 * time.Second},
 		"server's long Retry-After is honored": {serverRetryAfter: 5 * time.Minute, pending: 0, want: 5 * time.Minute},
 	}
