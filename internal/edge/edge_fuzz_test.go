@@ -94,7 +94,7 @@ func readHelloBounded(t *testing.T, conn net.Conn) (*tls.ClientHelloInfo, []byte
 	}
 	done := make(chan result, 1)
 	go func() {
-		hello, prefix, err := readClientHello(conn)
+		hello, prefix, err := readClientHello(conn, new(bytes.Buffer))
 		done <- result{hello, prefix, err}
 	}()
 	select {

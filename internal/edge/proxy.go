@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httputil"
+	"strings"
 	"sync"
 	"time"
 
@@ -164,6 +165,9 @@ func isTimeout(err error) bool {
 
 // hostOnly drops the port of a Host header.
 func hostOnly(host string) string {
+	if !strings.Contains(host, ":") { // no port: SplitHostPort would allocate its error
+		return host
+	}
 	if h, _, err := net.SplitHostPort(host); err == nil {
 		return h
 	}

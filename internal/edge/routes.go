@@ -179,22 +179,31 @@ func compileRoutes(config *RouteConfig) *routeTable {
 	return table
 }
 
-// match returns the route of host and path ("" in passthrough mode), or nil.
+// match returns the route of host and path ("" in passthrough mode), or nil: routes of host
+// itself, then of its parent's wildcard ("*.example.com"), then of "*". It allocates nothing for
+// a lower-case host (it runs for every request and connection).
 func (t *routeTable) match(host, path string) *compiledRoute {
 	host = strings.ToLower(strings.TrimSuffix(host, "."))
-	candidates := []string{host}
-	if _, parent, ok := strings.Cut(host, "."); ok && parent != "" {
-		candidates = append(candidates, "*."+parent)
-	}
-	candidates = append(candidates, "*")
-	for _, candidate := range candidates {
-		if host == "" && candidate != "*" {
-			continue
+	if host != "" {
+		if route := matchPath(t.byHost[host], path); route != nil {
+			return route
 		}
-		for _, route := range t.byHost[candidate] {
-			if route.PathPrefix == "" || pathHasPrefix(path, route.PathPrefix) {
+		if _, parent, ok := strings.Cut(host, "."); ok && parent != "" {
+			var buffer [256]byte
+			wildcard := append(append(buffer[:0], "*."...), parent...)
+			if route := matchPath(t.byHost[string(wildcard)], path); route != nil { // no string allocated for a map index
 				return route
 			}
+		}
+	}
+	return matchPath(t.byHost["*"], path)
+}
+
+// matchPath returns the first of routes (longest path prefix first) whose prefix path has.
+func matchPath(routes []*compiledRoute, path string) *compiledRoute {
+	for _, route := range routes {
+		if route.PathPrefix == "" || pathHasPrefix(path, route.PathPrefix) {
+			return route
 		}
 	}
 	return nil
