@@ -16,12 +16,14 @@ type connSet struct {
 	closing  bool
 	wg       sync.WaitGroup
 	listener net.Listener
+	// workers run the handlers (and passthrough splices); stopAccepting ends the idle ones.
+	workers workers
 }
 
 func newConnSet() *connSet { return &connSet{conns: map[net.Conn]struct{}{}} }
 
-// serve accepts connections on listener until stopAccepting, and runs handle for each in its
-// own goroutine with a tracked connection; handle owns it and closes it (then, or later).
+// serve accepts connections on listener until stopAccepting, and runs handle for each on a
+// worker (workers.go) with a tracked connection; handle owns it and closes it (then, or later).
 func (s *connSet) serve(listener net.Listener, handle func(net.Conn)) error {
 	s.mu.Lock()
 	if s.closing {
@@ -51,7 +53,7 @@ func (s *connSet) serve(listener net.Listener, handle func(net.Conn)) error {
 			_ = conn.Close()
 			continue
 		}
-		go handle(tracked)
+		s.workers.run(func() { handle(tracked) })
 	}
 }
 
@@ -89,6 +91,7 @@ func (s *connSet) stopAccepting() {
 	if s.listener != nil {
 		_ = s.listener.Close()
 	}
+	s.workers.stop()
 }
 
 // drain stops accepting and waits until every tracked connection has closed or ctx is done;

@@ -182,7 +182,7 @@ func (p *passthrough) handle(conn net.Conn) {
 	}
 	replayed := int64(len(prefix))
 	release()
-	sent, received := splice(rawConn(conn), upstream)
+	sent, received := splice(rawConn(conn), upstream, p.conns.workers.run)
 	p.logConnection(started, conn, hello.ServerName, route.Upstream, sent, received+replayed, 0)
 }
 
@@ -197,14 +197,15 @@ func (p *passthrough) logConnection(started time.Time, conn net.Conn, sni, upstr
 
 // splice copies both ways until both directions end, passing half-closes on. Between two TCP
 // sockets io.Copy is the kernel's splice(2) through a pipe: the bytes never enter user space.
-// It returns the bytes sent to the client and received from it.
-func splice(client, upstream net.Conn) (sent, received int64) {
+// It returns the bytes sent to the client and received from it. run runs the second direction
+// (on a worker).
+func splice(client, upstream net.Conn, run func(func())) (sent, received int64) {
 	done := make(chan int64, 1)
-	go func() {
+	run(func() {
 		n, _ := io.Copy(upstream, client)
 		closeWrite(upstream)
 		done <- n
-	}()
+	})
 	sent, _ = io.Copy(client, upstream)
 	closeWrite(client)
 	return sent, <-done
