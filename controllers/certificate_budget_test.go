@@ -23,9 +23,9 @@ func TestAccountOf(t *testing.T) {
 		ref    certpilotv1alpha1.IssuerReference
 		want   string
 	}{
-		"registered":                    {registered, certpilotv1alpha1.IssuerReference{Kind: "ClusterIssuer", Name: "shared"}, "https://ca.example/acct/7"},
+		"registered":                     {registered, certpilotv1alpha1.IssuerReference{Kind: "ClusterIssuer", Name: "shared"}, "https://ca.example/acct/7"},
 		"a ClusterIssuer not registered": {nil, certpilotv1alpha1.IssuerReference{Kind: "ClusterIssuer", Name: "shared"}, "ClusterIssuer/shared"},
-		"an Issuer not registered":      {nil, certpilotv1alpha1.IssuerReference{Kind: "Issuer", Name: "own"}, "Issuer/team-a/own"},
+		"an Issuer not registered":       {nil, certpilotv1alpha1.IssuerReference{Kind: "Issuer", Name: "own"}, "Issuer/team-a/own"},
 	}
 	for name, tc := range tests {
 		t.Run(name, func(t *testing.T) {
