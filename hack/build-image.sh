@@ -3,6 +3,7 @@
 # (hack/image; docs/cluster.md):
 #   certpilot  bin/image/certpilot.tar: /manager (entrypoint) and /edge, named $IMG (certpilot:dev)
 #   pause      bin/image/pause.tar: the single-node cluster's sandbox image (hack/image/pause)
+#   registry   bin/image/registry: the single-node cluster's registry (hack/image/registry), a command
 # `make image` and the single-node cluster (internal/testcluster) run it.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -22,5 +23,8 @@ case "${1:-certpilot}" in
       go run . --name certpilot.local/pause:1 --entrypoint /pause --roots=false \
         --binary "/pause=${out}/pause" --out "${out}/pause.tar")
     ;;
-  *) echo "usage: $0 [certpilot|pause]" >&2; exit 2 ;;
+  registry)
+    (cd "${root}/hack/image" && build -o "${out}/registry" ./registry)
+    ;;
+  *) echo "usage: $0 [certpilot|pause|registry]" >&2; exit 2 ;;
 esac

@@ -31,8 +31,10 @@ type Options struct {
 	// Dir holds the cluster's state, configuration, certificates and logs (logs/<component>.log);
 	// Down removes everything in it but the logs. Required.
 	Dir string
-	// Images are OCI image tarballs (hack/build-image.sh) imported into containerd before the
-	// kubelet starts, besides the sandbox image, which Up builds.
+	// Images are OCI image tarballs (hack/build-image.sh) pushed to the cluster's registry
+	// (Registry) before the kubelet starts, each under its name without the registry
+	// (certpilot:dev is Registry/certpilot:dev). The sandbox image, which Up builds, is imported
+	// into containerd instead.
 	Images []string
 	// Log, when set, receives one line per step.
 	Log io.Writer
@@ -260,6 +262,9 @@ func (c *Cluster) startNode(ctx context.Context, images []string) error {
 	if err := writeFile(filepath.Join(c.Dir, "cni", "10-certpilot.conflist"), cniConfig(c.Dir)); err != nil {
 		return err
 	}
+	if err := writeFile(filepath.Join(c.Dir, "certs.d", Registry, "hosts.toml"), registryHosts()); err != nil {
+		return err
+	}
 	c.step("containerd on %s", containerdSocket)
 	containerd, err := c.start("containerd", "containerd", "--config", filepath.Join(c.Dir, "containerd.toml"))
 	if err != nil {
@@ -278,12 +283,13 @@ func (c *Cluster) startNode(ctx context.Context, images []string) error {
 	if err != nil {
 		return err
 	}
-	for _, image := range append([]string{pause}, images...) {
-		c.step("importing %s", image)
-		if out, err := exec.CommandContext(ctx, "ctr", "--address", containerdSocket, "-n", "k8s.io",
-			"images", "import", image).CombinedOutput(); err != nil {
-			return fmt.Errorf("ctr images import %s: %w\n%s", image, err, out)
-		}
+	c.step("importing %s", pause)
+	if out, err := exec.CommandContext(ctx, "ctr", "--address", containerdSocket, "-n", "k8s.io",
+		"images", "import", pause).CombinedOutput(); err != nil {
+		return fmt.Errorf("ctr images import %s: %w\n%s", pause, err, out)
+	}
+	if err := c.startRegistry(ctx, images); err != nil {
+		return err
 	}
 
 	resolvConf := filepath.Join(c.Dir, "resolv.conf")
@@ -350,6 +356,33 @@ func (c *Cluster) startNode(ctx context.Context, images []string) error {
 	})
 }
 
+// startRegistry runs hack/image/registry on Registry and waits until it has pushed images.
+func (c *Cluster) startRegistry(ctx context.Context, images []string) error {
+	binary, err := runBuild(ctx, "registry")
+	if err != nil {
+		return err
+	}
+	ready := filepath.Join(c.Dir, "registry.ready")
+	args := []string{"--listen", Registry, "--blobs", filepath.Join(c.Dir, "registry"), "--ready", ready}
+	for _, image := range images {
+		args = append(args, "--push", image)
+	}
+	c.step("registry on http://%s, pushing %d images", Registry, len(images))
+	registry, err := c.start("registry", binary, args...)
+	if err != nil {
+		return err
+	}
+	if err := wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, 2*time.Minute, true, func(context.Context) (bool, error) {
+		if err := c.exited(registry); err != nil {
+			return false, err
+		}
+		return exists(ready), nil
+	}); err != nil {
+		return fmt.Errorf("the registry did not push the images: %w\n%s", err, c.logTail("registry", 30))
+	}
+	return nil
+}
+
 // waitHTTP polls url until it answers 200 or p exits. With config, it uses its TLS client
 // certificate and CA.
 func (c *Cluster) waitHTTP(ctx context.Context, p *process, url string, config *rest.Config) error {
@@ -383,11 +416,18 @@ func (c *Cluster) waitHTTP(ctx context.Context, p *process, url string, config *
 // BuildImage runs hack/build-image.sh for what ("certpilot" or "pause") and returns the
 // tarball's path under bin/image.
 func BuildImage(ctx context.Context, what string) (string, error) {
-	root, err := testenv.RepoRoot()
+	out, err := runBuild(ctx, what)
 	if err != nil {
 		return "", err
 	}
-	bin, err := testenv.BinDir()
+	return out + ".tar", nil
+}
+
+// runBuild runs hack/build-image.sh for what and returns bin/image/<what> of the repository,
+// where the script writes (built from this tree, so not under CERTPILOT_BIN_DIR, which holds
+// the pinned test binaries).
+func runBuild(ctx context.Context, what string) (string, error) {
+	root, err := testenv.RepoRoot()
 	if err != nil {
 		return "", err
 	}
@@ -395,7 +435,7 @@ func BuildImage(ctx context.Context, what string) (string, error) {
 	if out, err := cmd.CombinedOutput(); err != nil {
 		return "", fmt.Errorf("hack/build-image.sh %s: %w\n%s", what, err, out)
 	}
-	return filepath.Join(bin, "image", what+".tar"), nil
+	return filepath.Join(root, "bin", "image", what), nil
 }
 
 func freePort(host string) (int, error) {

@@ -7,7 +7,8 @@ import (
 )
 
 // containerdConfig is containerd's configuration: its own socket, root and state, runc's state
-// under runDir, the CRI plugin with the cluster's sandbox image and CNI directory.
+// under runDir, the CRI plugin with the cluster's sandbox image and CNI directory, and the
+// registries' hosts.toml files under dir/certs.d (registryHosts).
 //
 // restrict_oom_score_adj: root on these machines may lower no process's oom_score_adj (no
 // CAP_SYS_RESOURCE), and without it every sandbox fails with "can't get final child's PID from
@@ -45,9 +46,17 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
     bin_dir = "/usr/lib/cni"
     conf_dir = %[8]q
     max_conf_num = 1
+  [plugins."io.containerd.grpc.v1.cri".registry]
+    config_path = %[9]q
 `, filepath.Join(dir, "containerd"), filepath.Join(runDir, "containerd"), containerdSocket,
 		containerdSocket+".ttrpc", filepath.Join(dir, "containerd-opt"), PauseImage,
-		filepath.Join(runDir, "runc"), filepath.Join(dir, "cni"))
+		filepath.Join(runDir, "runc"), filepath.Join(dir, "cni"), filepath.Join(dir, "certs.d"))
+}
+
+// registryHosts is containerd's hosts.toml for Registry, at dir/certs.d/<Registry>/hosts.toml:
+// the registry speaks plain HTTP.
+func registryHosts() string {
+	return fmt.Sprintf("server = %q\n", "http://"+Registry)
 }
 
 // containerdSocket is containerd's gRPC socket.

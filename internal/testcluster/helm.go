@@ -12,10 +12,13 @@ import (
 	"github.com/certpilot/certpilot/internal/testenv"
 )
 
-// ImageValues are the chart values that run the image hack/build-image.sh built
-// (certpilot:dev, imported into containerd by Up).
+// CertpilotImage is the image hack/build-image.sh builds (certpilot:dev) as the node pulls it
+// from the cluster's registry, where Up pushes it.
+const CertpilotImage = Registry + "/certpilot:dev"
+
+// ImageValues are the chart values that run CertpilotImage.
 func ImageValues() map[string]any {
-	return map[string]any{"image": map[string]any{"repository": "certpilot", "tag": "dev", "pullPolicy": "Never"}}
+	return map[string]any{"image": map[string]any{"repository": Registry + "/certpilot", "tag": "dev", "pullPolicy": "IfNotPresent"}}
 }
 
 // Helm runs bin/helm/helm (hack/build-test-binaries.sh) against the cluster.

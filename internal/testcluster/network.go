@@ -15,6 +15,9 @@ const (
 	// BridgeIP is the host's address on the bridge: the node IP, where the apiserver, the
 	// kubelet and test servers (Pebble) listen for pods.
 	BridgeIP = "10.213.0.1"
+	// Registry is the image registry's host:port (plain HTTP, on the bridge address): Up pushes
+	// Options.Images there and the node's containerd pulls from it.
+	Registry = BridgeIP + ":5000"
 	// PodCIDR is the pods' range on the bridge.
 	PodCIDR = "10.213.0.0/24"
 	// ServiceCIDR is the Services' range; 10.214.0.1 is the kubernetes Service.

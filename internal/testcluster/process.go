@@ -83,10 +83,12 @@ func (c *Cluster) logTail(name string, lines int) string {
 	return strings.Join(all, "\n")
 }
 
-// components are the executables a cluster runs (containerd starts the shims, the shims runc).
+// components are the executables a cluster runs (containerd starts the shims, the shims runc;
+// registry is hack/image/registry).
 var components = map[string]bool{
 	"etcd": true, "kube-apiserver": true, "kube-controller-manager": true, "kube-scheduler": true,
 	"kubelet": true, "kube-proxy": true, "containerd": true, "containerd-shim-runc-v2": true, "runc": true,
+	"registry": true,
 }
 
 // ownProcesses lists the live processes of a cluster in dir: a component (by executable) whose

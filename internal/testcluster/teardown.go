@@ -44,6 +44,7 @@ func (c *Cluster) Down() error {
 	stop("kube-apiserver", 15*time.Second)
 	stop("etcd", 10*time.Second)
 	stop("containerd", 10*time.Second)
+	stop("registry", 5*time.Second)
 	return Cleanup(c.Dir)
 }
 

@@ -55,7 +55,7 @@ func issueThroughMountedFiles(t *testing.T, ctx context.Context, k client.Client
 						Projected: &corev1.ProjectedVolumeSource{Sources: sources},
 					}}},
 					Containers: []corev1.Container{{
-						Name: "lb", Image: "certpilot:dev", ImagePullPolicy: corev1.PullNever,
+						Name: "lb", Image: testcluster.CertpilotImage, ImagePullPolicy: corev1.PullIfNotPresent,
 						Command: []string{"/edge"},
 						Args: []string{"--challenge-dir=" + certpilotv1alpha1.ChallengeVolumeMountPath,
 							"--https-bind-address=:8443", "--http-bind-address=:8080", "--health-bind-address=:8082"},
