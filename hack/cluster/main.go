@@ -1,9 +1,10 @@
 // Command cluster runs the single-node cluster of internal/testcluster for a person to try
 // certpilot as it runs in production (docs/cluster.md):
 //
-//	cluster up --dir bin/cluster    build the image, start the node, `helm install` certpilot
-//	                                (two managers and the edge), start Pebble where pods reach it
-//	                                and create the ClusterIssuer "pebble"; write
+//	cluster up --dir bin/cluster    build the image, start the node with the image in its
+//	                                registry, `helm install` certpilot (two managers and the
+//	                                edge), start BIND and Pebble where pods reach them and create
+//	                                the ClusterIssuers "pebble" and "pebble-dns01"; write
 //	                                <dir>/kubeconfig and <dir>/env; run until SIGTERM or SIGINT,
 //	                                then tear everything down
 //	cluster down --dir bin/cluster  remove what a cluster that did not stop cleanly left behind
@@ -23,6 +24,9 @@ import (
 	"time"
 
 	"github.com/go-logr/logr"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 
 	"github.com/certpilot/certpilot/internal/testcluster"
@@ -99,12 +103,25 @@ func up(dir string) (err error) {
 	if err != nil {
 		return err
 	}
-	if pebble, err = cluster.StartPebble(ctx, edgeIP); err != nil {
+	bind, err := cluster.StartBIND(ctx, edgeIP)
+	if err != nil {
 		return err
 	}
-	issuer := testcluster.PebbleClusterIssuer("pebble", pebble, namespace, release+"-edge", net.JoinHostPort(edgeIP, "443"))
-	if err := k.Create(ctx, issuer); err != nil {
+	if pebble, err = cluster.StartPebbleWithDNS(ctx, bind.Address); err != nil {
 		return err
+	}
+	tsig := &corev1.Secret{
+		ObjectMeta: metav1.ObjectMeta{Name: "pebble-dns01-tsig", Namespace: namespace},
+		Data:       map[string][]byte{"secret": []byte(bind.TSIGSecret)},
+	}
+	for _, obj := range []client.Object{
+		testcluster.PebbleClusterIssuer("pebble", pebble, namespace, release+"-edge", net.JoinHostPort(edgeIP, "443")),
+		tsig,
+		testcluster.BINDClusterIssuer("pebble-dns01", pebble, bind, tsig.Name),
+	} {
+		if err := k.Create(ctx, obj); err != nil {
+			return err
+		}
 	}
 
 	bin, _ := testenv.BinDir()
@@ -113,8 +130,9 @@ func up(dir string) (err error) {
 	if err := os.WriteFile(filepath.Join(cluster.Dir, "env"), []byte(env), 0o644); err != nil {
 		return err
 	}
-	fmt.Printf("[cluster] up in %s: Pebble at %s, every name resolves to the edge Service %s, ClusterIssuer \"pebble\"\n",
-		time.Since(started).Round(100*time.Millisecond), pebble.DirectoryURL(), edgeIP)
+	fmt.Printf("[cluster] up in %s: registry http://%s (certpilot from %s), Pebble at %s, BIND at %s (every name resolves to the edge Service %s), ClusterIssuers \"pebble\" (tls-alpn-01) and \"pebble-dns01\" (dns-01, RFC 2136)\n",
+		time.Since(started).Round(100*time.Millisecond), testcluster.Registry, testcluster.CertpilotImage,
+		pebble.DirectoryURL(), bind.Address, edgeIP)
 	<-stop
 	return nil
 }

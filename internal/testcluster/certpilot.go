@@ -37,13 +37,22 @@ func ServiceIP(ctx context.Context, k client.Client, namespace, name string) (st
 // to port 443 (tls-alpn-01) and 80 (http-01) there, the ports of the edge's Service. ctx bounds
 // the start; Stop the Pebble when done.
 func (c *Cluster) StartPebble(ctx context.Context, answerIP string) (*testenv.Pebble, error) {
+	return c.startPebble(ctx, testenv.PebbleOptions{DefaultIPv4: answerIP})
+}
+
+// StartPebbleWithDNS is StartPebble with the validation authority resolving names at
+// dnsServer (host:port, a BIND of StartBIND) instead of challtestsrv.
+func (c *Cluster) StartPebbleWithDNS(ctx context.Context, dnsServer string) (*testenv.Pebble, error) {
+	return c.startPebble(ctx, testenv.PebbleOptions{DNSServer: dnsServer})
+}
+
+func (c *Cluster) startPebble(ctx context.Context, opts testenv.PebbleOptions) (*testenv.Pebble, error) {
 	dir, err := os.MkdirTemp(c.Dir, "pebble-")
 	if err != nil {
 		return nil, err
 	}
-	return testenv.RunPebble(ctx, testenv.PebbleOptions{
-		ListenHost: BridgeIP, DefaultIPv4: answerIP, TLSPort: 443, HTTPPort: 80, Dir: dir,
-	})
+	opts.ListenHost, opts.TLSPort, opts.HTTPPort, opts.Dir = BridgeIP, 443, 80, dir
+	return testenv.RunPebble(ctx, opts)
 }
 
 // PebbleClusterIssuer is a ClusterIssuer of Pebble that answers tls-alpn-01 through the load
@@ -61,6 +70,29 @@ func PebbleClusterIssuer(name string, pebble *testenv.Pebble, namespace, loadBal
 			Solver: &certpilotv1alpha1.Solver{TLSALPN01: &certpilotv1alpha1.TLSALPN01Solver{
 				LoadBalancer: certpilotv1alpha1.LoadBalancerRef{Name: loadBalancer, Namespace: namespace},
 				ProbeAddress: probeAddress,
+			}},
+		},
+	}
+}
+
+// BINDClusterIssuer is a ClusterIssuer of Pebble that answers dns-01 with TSIG-signed updates
+// to bind, the TSIG secret in the Secret tsigSecret (key "secret") of the cluster resource
+// namespace; the self-check asks bind itself.
+func BINDClusterIssuer(name string, pebble *testenv.Pebble, bind *BIND, tsigSecret string) *certpilotv1alpha1.ClusterIssuer {
+	return &certpilotv1alpha1.ClusterIssuer{
+		ObjectMeta: metav1.ObjectMeta{Name: name},
+		Spec: certpilotv1alpha1.IssuerSpec{
+			ACME: certpilotv1alpha1.ACMEIssuer{
+				Server:              pebble.DirectoryURL(),
+				CABundle:            pebble.CABundle,
+				PrivateKeySecretRef: certpilotv1alpha1.SecretReference{Name: name + "-account"},
+			},
+			Solver: &certpilotv1alpha1.Solver{DNS01: &certpilotv1alpha1.DNS01Solver{
+				RFC2136: &certpilotv1alpha1.RFC2136DNS01{
+					Nameserver: bind.Address, TSIGKeyName: bind.TSIGKeyName, TSIGAlgorithm: bind.TSIGAlgorithm,
+					TSIGSecretRef: certpilotv1alpha1.SecretKeySelector{Name: tsigSecret, Key: "secret"},
+				},
+				Nameservers: []string{bind.Address},
 			}},
 		},
 	}

@@ -84,11 +84,11 @@ func (c *Cluster) logTail(name string, lines int) string {
 }
 
 // components are the executables a cluster runs (containerd starts the shims, the shims runc;
-// registry is hack/image/registry).
+// registry is hack/image/registry, named is StartBIND's).
 var components = map[string]bool{
 	"etcd": true, "kube-apiserver": true, "kube-controller-manager": true, "kube-scheduler": true,
 	"kubelet": true, "kube-proxy": true, "containerd": true, "containerd-shim-runc-v2": true, "runc": true,
-	"registry": true,
+	"registry": true, "named": true,
 }
 
 // ownProcesses lists the live processes of a cluster in dir: a component (by executable) whose

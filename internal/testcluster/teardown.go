@@ -45,6 +45,7 @@ func (c *Cluster) Down() error {
 	stop("etcd", 10*time.Second)
 	stop("containerd", 10*time.Second)
 	stop("registry", 5*time.Second)
+	stop("named", 5*time.Second)
 	return Cleanup(c.Dir)
 }
 

@@ -98,6 +98,7 @@ func TestChartOnTheNode(t *testing.T) {
 		run     func(*testing.T, context.Context, client.Client)
 	}{
 		{"tls-alpn-01 through the edge pod", 2 * time.Minute, issueThroughEdge},
+		{"dns-01 through BIND on the bridge", 2 * time.Minute, issueByDNS01},
 		{"a load balancer reading the mounted files", 5 * time.Minute, issueThroughMountedFiles},
 		{"injection rolls a Deployment on issuance and renewal", 3 * time.Minute, injectIntoDeployment},
 		{"leader failover with certificates in flight", 3 * time.Minute, leaderFailover},
