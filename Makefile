@@ -183,7 +183,7 @@ local-down: ## Stop the environment started by local-up.
 # kube-proxy, containerd) with certpilot installed by Helm and Pebble beside it (docs/cluster.md).
 CLUSTER_DIR := $(BIN)/cluster
 .PHONY: cluster-up
-cluster-up: test-deps test-binaries ## Start a single-node cluster with certpilot installed by Helm, Pebble and a ClusterIssuer (root); writes bin/cluster/{kubeconfig,env}.
+cluster-up: test-deps test-binaries ## Start a single-node cluster (root) with a registry holding the image, certpilot installed by Helm, Pebble, BIND and two ClusterIssuers; writes bin/cluster/{kubeconfig,env}.
 	@if [ -f $(BIN)/cluster.pid ] && kill -0 $$(cat $(BIN)/cluster.pid) 2>/dev/null; then \
 		echo "already up (pid $$(cat $(BIN)/cluster.pid)); . $(CLUSTER_DIR)/env"; exit 0; fi
 	$(GO) build -o $(BIN)/cluster-harness ./hack/cluster
