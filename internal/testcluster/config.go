@@ -54,9 +54,14 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
 }
 
 // registryHosts is containerd's hosts.toml for Registry, at dir/certs.d/<Registry>/hosts.toml:
-// the registry speaks plain HTTP.
+// the registry speaks plain HTTP. containerd 1.6 refuses a hosts.toml without a host table
+// ("invalid `host` tree") and then tries HTTPS.
 func registryHosts() string {
-	return fmt.Sprintf("server = %q\n", "http://"+Registry)
+	return fmt.Sprintf(`server = "http://%[1]s"
+
+[host."http://%[1]s"]
+  capabilities = ["pull", "resolve"]
+`, Registry)
 }
 
 // containerdSocket is containerd's gRPC socket.
