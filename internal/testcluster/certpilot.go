@@ -55,6 +55,16 @@ func (c *Cluster) startPebble(ctx context.Context, opts testenv.PebbleOptions) (
 	return testenv.RunPebble(ctx, opts)
 }
 
+// pebbleACME is the ACME part of a ClusterIssuer of Pebble: its directory, its CA, and the
+// account key in the Secret "<name>-account".
+func pebbleACME(name string, pebble *testenv.Pebble) certpilotv1alpha1.ACMEIssuer {
+	return certpilotv1alpha1.ACMEIssuer{
+		Server:              pebble.DirectoryURL(),
+		CABundle:            pebble.CABundle,
+		PrivateKeySecretRef: certpilotv1alpha1.SecretReference{Name: name + "-account"},
+	}
+}
+
 // PebbleClusterIssuer is a ClusterIssuer of Pebble that answers tls-alpn-01 through the load
 // balancer Deployment namespace/name; the self-check dials probeAddress (the Service, as pods
 // resolve no names here).
@@ -62,11 +72,7 @@ func PebbleClusterIssuer(name string, pebble *testenv.Pebble, namespace, loadBal
 	return &certpilotv1alpha1.ClusterIssuer{
 		ObjectMeta: metav1.ObjectMeta{Name: name},
 		Spec: certpilotv1alpha1.IssuerSpec{
-			ACME: certpilotv1alpha1.ACMEIssuer{
-				Server:              pebble.DirectoryURL(),
-				CABundle:            pebble.CABundle,
-				PrivateKeySecretRef: certpilotv1alpha1.SecretReference{Name: name + "-account"},
-			},
+			ACME: pebbleACME(name, pebble),
 			Solver: &certpilotv1alpha1.Solver{TLSALPN01: &certpilotv1alpha1.TLSALPN01Solver{
 				LoadBalancer: certpilotv1alpha1.LoadBalancerRef{Name: loadBalancer, Namespace: namespace},
 				ProbeAddress: probeAddress,
@@ -82,11 +88,7 @@ func BINDClusterIssuer(name string, pebble *testenv.Pebble, bind *BIND, tsigSecr
 	return &certpilotv1alpha1.ClusterIssuer{
 		ObjectMeta: metav1.ObjectMeta{Name: name},
 		Spec: certpilotv1alpha1.IssuerSpec{
-			ACME: certpilotv1alpha1.ACMEIssuer{
-				Server:              pebble.DirectoryURL(),
-				CABundle:            pebble.CABundle,
-				PrivateKeySecretRef: certpilotv1alpha1.SecretReference{Name: name + "-account"},
-			},
+			ACME: pebbleACME(name, pebble),
 			Solver: &certpilotv1alpha1.Solver{DNS01: &certpilotv1alpha1.DNS01Solver{
 				RFC2136: &certpilotv1alpha1.RFC2136DNS01{
 					Nameserver: bind.Address, TSIGKeyName: bind.TSIGKeyName, TSIGAlgorithm: bind.TSIGAlgorithm,
