@@ -11,8 +11,8 @@ import (
 	"slices"
 	"strings"
 	"unicode"
-	"unicode/utf8"
 
+	"github.com/certpilot/certpilot/internal/text"
 	"golang.org/x/crypto/acme"
 )
 
@@ -280,20 +280,12 @@ func (e *shortenedError) Error() string { return shorten(e.err.Error(), maxError
 func (e *shortenedError) Unwrap() error { return e.err }
 
 // shorten cuts s to at most limit bytes of valid UTF-8 without control characters, marking a cut
-// with "…".
+// with "…" (text.Cut).
 func shorten(s string, limit int) string {
-	s = strings.Map(func(r rune) rune {
+	return text.Cut(strings.Map(func(r rune) rune {
 		if unicode.IsControl(r) {
 			return ' '
 		}
 		return r
-	}, strings.ToValidUTF8(s, "?"))
-	if len(s) <= limit {
-		return s
-	}
-	cut := limit - len("…")
-	for cut > 0 && !utf8.RuneStart(s[cut]) {
-		cut--
-	}
-	return s[:cut] + "…"
+	}, s), limit)
 }

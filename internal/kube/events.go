@@ -2,10 +2,11 @@ package kube
 
 import (
 	"fmt"
-	"unicode/utf8"
 
 	"k8s.io/apimachinery/pkg/runtime"
 	"sigs.k8s.io/controller-runtime/pkg/recorder"
+
+	"github.com/certpilot/certpilot/internal/text"
 )
 
 // NoteLimit is the longest Event note the apiserver accepts (events.k8s.io/v1 validation: 1 KiB).
@@ -21,23 +22,9 @@ func BoundedRecorder(next recorder.EventRecorder) recorder.EventRecorder {
 type boundedRecorder struct{ next recorder.EventRecorder }
 
 func (b boundedRecorder) Eventf(regarding, related runtime.Object, eventtype, reason, action, note string, args ...any) {
-	b.next.Eventf(regarding, related, eventtype, reason, action, "%s", Cut(fmt.Sprintf(note, args...), NoteLimit))
+	b.next.Eventf(regarding, related, eventtype, reason, action, "%s", text.Cut(fmt.Sprintf(note, args...), NoteLimit))
 }
 
 func (b boundedRecorder) AnnotatedEventf(regarding, related runtime.Object, annotations map[string]string, eventtype, reason, action, note string, args ...any) {
-	b.next.AnnotatedEventf(regarding, related, annotations, eventtype, reason, action, "%s", Cut(fmt.Sprintf(note, args...), NoteLimit))
-}
-
-// Cut returns s when it has at most n bytes, else its longest prefix of whole characters that
-// leaves room for a closing "…" within n bytes, with the "…".
-func Cut(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	const ellipsis = "…"
-	end := max(n-len(ellipsis), 0)
-	for end > 0 && !utf8.RuneStart(s[end]) {
-		end--
-	}
-	return s[:end] + ellipsis
+	b.next.AnnotatedEventf(regarding, related, annotations, eventtype, reason, action, "%s", text.Cut(fmt.Sprintf(note, args...), NoteLimit))
 }
