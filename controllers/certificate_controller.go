@@ -197,13 +197,14 @@ func (r *CertificateReconciler) Reconcile(ctx context.Context, req ctrl.Request)
 	// slowly cannot hold a worker for long; the summary's status write below has its own.
 	stepsCtx, cancel := acme.WithReconcileDeadline(ctx)
 	defer cancel()
+	p := r.parts()
 	defer func() {
 		if run.releaseIssuer != nil {
 			run.releaseIssuer()
 		}
-		err = r.parts().orders.reregisterIfForgotten(ctx, run, err)
+		err = p.orders.reregisterIfForgotten(ctx, run, err)
 		failure := classifyIssuerFailure(run, err)
-		err = r.parts().fallback.afterAttempt(ctx, run, failure, r.parts().failures.slowedDown(ctx, run, err))
+		err = p.fallback.afterAttempt(ctx, run, failure, p.failures.slowedDown(ctx, run, err))
 		wasStalled := meta.IsStatusConditionTrue(cert.Status.Conditions, certpilotv1alpha1.ConditionStalled)
 		summarizeCertificate(cert, run.ready, err, run.now)
 		if s, ok := asStalled(err); ok && !wasStalled && !run.failureRecorded {
@@ -227,7 +228,6 @@ func (r *CertificateReconciler) Reconcile(ctx context.Context, req ctrl.Request)
 		r.written.remember(cert)
 	}()
 
-	p := r.parts()
 	for _, step := range []certificateStep{
 		p.records.restoreOrder,
 		r.decide,
