@@ -287,5 +287,5 @@ func shorten(s string, limit int) string {
 			return ' '
 		}
 		return r
-	}, s), limit)
+	}, strings.ToValidUTF8(s, "?")), limit)
 }
