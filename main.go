@@ -27,9 +27,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
-	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
-	"k8s.io/apimachinery/pkg/selection"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
@@ -152,14 +150,9 @@ func main() {
 		// dropping them keeps cached objects small.
 		DefaultTransform: cache.TransformStripManagedFields(),
 		ByObject: map[client.Object]cache.ByObject{
-			&corev1.Secret{}: {
-				// certpilot's Secrets but the load balancers' challenge shards: the shard writer
-				// keeps its own copy from its writes' responses, and every write of a shard would
-				// come back whole through the watch.
-				Label: secretCacheSelector(),
-				// Strips managedFields too, and lets a certificate Secret's repeated values share memory.
-				Transform: kube.SecretCacheTransform(),
-			},
+			// certpilot's Secrets but the load balancers' challenge shards, whole only when a
+			// Certificate controls them.
+			&corev1.Secret{}: kube.SecretCache(),
 		},
 	}
 	if watchNamespaces != "" {
@@ -184,8 +177,9 @@ func main() {
 		LeaderElectionID:        "certpilot.dev",
 		LeaderElectionNamespace: leaderElectionNS,
 		// The cache holds only the Secrets certpilot owns, never every Secret of the cluster,
-		// so memory follows the number of certificates. Other Secrets (account, EAB, TSIG keys)
-		// and load balancer Deployments are read straight from the API when needed.
+		// so memory follows the number of certificates: a Secret merely labelled as certpilot's
+		// is cached as metadata. Other Secrets (account, EAB, TSIG keys) and load balancer
+		// Deployments are read straight from the API when needed.
 		Cache: cacheOptions,
 	})
 	if err != nil {
@@ -301,14 +295,4 @@ func must(err error) {
 		ctrl.Log.Error(err, "Setup failed")
 		os.Exit(1)
 	}
-}
-
-// secretCacheSelector selects the Secrets the manager caches: certpilot's (managed-by label),
-// except the challenge Secrets of load balancers.
-func secretCacheSelector() labels.Selector {
-	managed, err := labels.NewRequirement(certpilotv1alpha1.LabelManagedBy, selection.Equals, []string{certpilotv1alpha1.ManagedByValue})
-	must(err)
-	notChallenges, err := labels.NewRequirement(certpilotv1alpha1.LabelChallenges, selection.DoesNotExist, nil)
-	must(err)
-	return labels.NewSelector().Add(*managed, *notChallenges)
 }

@@ -89,7 +89,8 @@ func (c claimStore) cached(ctx context.Context, run *certificateRun) *corev1.Sec
 
 // checkClaimable stops, before an order, a Certificate whose secretName is claimed by
 // something else: claim stalls it, or takes a stale claim over. The cache holds only Secrets
-// labelled as certpilot's, so a name it shows unclaimed is looked up in the API once, here,
+// labelled as certpilot's, and only the metadata of those no Certificate controls, so a name it
+// shows unclaimed, or held by a Secret no Certificate controls, is looked up in the API once, here,
 // just before the order it would cost: an ordinary Secret squatting on the claim's name
 // (SecretNotOwned) then stops the Certificate without any order, however often it is touched.
 // A name the API shows unclaimed too is claimed by the write that records the order
@@ -99,7 +100,9 @@ func (c claimStore) checkClaimable(ctx context.Context, run *certificateRun) err
 	claim := &corev1.Secret{}
 	key := types.NamespacedName{Namespace: run.cert.Namespace, Name: claimSecretName(run.cert.Spec.SecretName)}
 	err := c.client.Get(ctx, key, claim)
-	if apierrors.IsNotFound(err) {
+	if apierrors.IsNotFound(err) || (err == nil && !kube.ControlledByCertificate(claim)) {
+		// Not cached, or cached as metadata only: the API has the whole Secret.
+		claim = &corev1.Secret{}
 		err = c.apiReader.Get(ctx, key, claim)
 		if apierrors.IsNotFound(err) {
 			return nil

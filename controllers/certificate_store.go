@@ -253,6 +253,10 @@ func (s *secretStore) certificateSecret(ctx context.Context, cert *certpilotv1al
 	if apierrors.IsNotFound(err) && !fresh && askWhenMissing {
 		// Not ours, or not there: ask the API, which sees every Secret.
 		err = s.apiReader.Get(ctx, key, secret)
+	} else if err == nil && !fresh && !kube.ControlledByCertificate(secret) {
+		// The cache keeps only metadata of a Secret no Certificate controls.
+		secret = &corev1.Secret{}
+		err = s.apiReader.Get(ctx, key, secret)
 	}
 	if apierrors.IsNotFound(err) {
 		return nil, nil

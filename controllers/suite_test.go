@@ -16,7 +16,6 @@ import (
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
-	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/util/workqueue"
 	"k8s.io/utils/ptr"
@@ -30,6 +29,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	certpilotv1alpha1 "github.com/certpilot/certpilot/api/v1alpha1"
+	"github.com/certpilot/certpilot/internal/kube"
 	"github.com/certpilot/certpilot/internal/testenv"
 )
 
@@ -81,11 +81,7 @@ func startIssuerManager(t *testing.T) *issuerManager {
 		Metrics:                metricsserver.Options{BindAddress: "0"},
 		HealthProbeBindAddress: "0",
 		// As in main.go: only certpilot's own Secrets are cached.
-		Cache: cache.Options{ByObject: map[client.Object]cache.ByObject{
-			&corev1.Secret{}: {Label: labels.SelectorFromSet(labels.Set{
-				certpilotv1alpha1.LabelManagedBy: certpilotv1alpha1.ManagedByValue,
-			})},
-		}},
+		Cache: cache.Options{ByObject: map[client.Object]cache.ByObject{&corev1.Secret{}: kube.SecretCache()}},
 	})
 	if err != nil {
 		t.Fatalf("Creating the manager: %v", err)

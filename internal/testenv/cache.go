@@ -5,23 +5,23 @@ import (
 	"testing"
 
 	corev1 "k8s.io/api/core/v1"
-	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	certpilotv1alpha1 "github.com/certpilot/certpilot/api/v1alpha1"
+	certpilotkube "github.com/certpilot/certpilot/internal/kube"
 )
 
 // CachedClient returns a client of kube that reads from informers, as the manager's client
-// does: Certificates, Issuers, and only the Secrets labelled as certpilot's (main.go's cache),
-// of namespaces (all when none). The informers are synced when it returns and stop when the
+// does: Certificates, Issuers, and only the Secrets labelled as certpilot's, whole only when a
+// Certificate controls them (main.go's cache, kube.SecretCache), of namespaces (all when none). The informers are synced when it returns and stop when the
 // test ends. With readYourWrites, a read waits until the informers have seen every write the
 // client made before it (controller-runtime's EnableReadYourWritesConsistency).
 func CachedClient(t testing.TB, kube *Kube, readYourWrites bool, namespaces ...string) client.Client {
 	t.Helper()
 	options := cache.Options{Scheme: kube.Scheme, ByObject: map[client.Object]cache.ByObject{
-		&corev1.Secret{}: {Label: labels.SelectorFromSet(labels.Set{certpilotv1alpha1.LabelManagedBy: certpilotv1alpha1.ManagedByValue})},
+		&corev1.Secret{}: certpilotkube.SecretCache(),
 	}}
 	if len(namespaces) > 0 {
 		options.DefaultNamespaces = map[string]cache.Config{}
