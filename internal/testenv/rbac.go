@@ -30,7 +30,8 @@ const (
 )
 
 // managerRBACFiles are the files under config/rbac that grant the manager its permissions
-// cluster-wide (what `kubectl apply -k config/default` installs), in the order they apply.
+// cluster-wide (what config/default with config/components/injection installs: the stacks'
+// managers inject into every kind), in the order they apply.
 var managerRBACFiles = []string{"role.yaml", "role_binding.yaml", "source_role.yaml", "source_role_binding.yaml"}
 
 // ManagerConfig returns base (an administrator's config for kube's apiserver, at the address

@@ -1,7 +1,10 @@
 package install
 
 import (
+	"os"
+	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
@@ -145,4 +148,113 @@ func TestKustomizeSamples(t *testing.T) {
 		t.Fatal("config/samples renders nothing")
 	}
 	dryRunApply(t, objects)
+}
+
+// kustomizeManagerGrants builds config/default with components (names under
+// config/components) through an overlay, as a user would, and returns the rules granted to
+// the ClusterRole certpilot-manager as "group/resource verb" lines, the manager's args and
+// the rendered objects.
+func kustomizeManagerGrants(t *testing.T, components ...string) (granted, args []string, index map[string]*unstructured.Unstructured) {
+	t.Helper()
+	dir := repoPath(t, "config", "default")
+	if len(components) > 0 {
+		overlay := t.TempDir()
+		rel := func(elem ...string) string {
+			path, err := filepath.Rel(overlay, repoPath(t, append([]string{"config"}, elem...)...))
+			if err != nil {
+				t.Fatal(err)
+			}
+			return path
+		}
+		kustomization := "resources: [" + rel("default") + "]\ncomponents:\n"
+		for _, component := range components {
+			kustomization += "  - " + rel("components", component) + "\n"
+		}
+		if err := os.WriteFile(filepath.Join(overlay, "kustomization.yaml"), []byte(kustomization), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		dir = overlay
+	}
+	index = objectsByKind(buildKustomization(t, dir))
+	role := index["ClusterRole /certpilot-manager"]
+	if role == nil {
+		t.Fatalf("no ClusterRole certpilot-manager; rendered %v", keys(index))
+	}
+	rules, _, _ := unstructured.NestedSlice(role.Object, "rules")
+	args, _, _ = unstructured.NestedStringSlice(firstContainer(t, index["Deployment certpilot-system/certpilot-controller-manager"]), "args")
+	return rulePairs(rules), args, index
+}
+
+// lastFlag is the value the manager sees for a flag given in args (the last occurrence).
+func lastFlag(args []string, name string) (string, bool) {
+	value, found := "", false
+	for _, arg := range args {
+		if arg == "--"+name {
+			value, found = "true", true
+		} else if v, ok := strings.CutPrefix(arg, "--"+name+"="); ok {
+			value, found = v, true
+		}
+	}
+	return value, found
+}
+
+// TestKustomizeLeastPrivilege: config/default grants the manager config/rbac/role.yaml less
+// StatefulSets and DaemonSets, with --inject-kinds=Deployment; the injection component grants
+// them back with the flag that uses them, and with it config/default grants exactly the
+// generated role, as the chart's defaults do; the plain-metrics component drops the reviews of
+// secure metrics with the flag. Each install grants exactly what the chart grants for the same
+// options.
+func TestKustomizeLeastPrivilege(t *testing.T) {
+	generatedRole := decodeManifests(t, "role.yaml", mustRead(t, repoPath(t, "config", "rbac", "role.yaml")))[0]
+	generatedRules, _, _ := unstructured.NestedSlice(generatedRole.Object, "rules")
+	for name, tc := range map[string]struct {
+		components      []string
+		chartValues     map[string]any
+		wantInjectKinds string
+		wantSecure      string
+		wantGenerated   bool
+	}{
+		"default": {
+			chartValues:     map[string]any{"injection": map[string]any{"kinds": []any{"Deployment"}}},
+			wantInjectKinds: "Deployment", wantSecure: "true",
+		},
+		"injection": {
+			components:      []string{"injection"},
+			wantInjectKinds: "Deployment,StatefulSet,DaemonSet", wantSecure: "true", wantGenerated: true,
+		},
+		"plain metrics": {
+			components: []string{"plain-metrics"},
+			chartValues: map[string]any{"injection": map[string]any{"kinds": []any{"Deployment"}},
+				"metrics": map[string]any{"secure": false}},
+			wantInjectKinds: "Deployment", wantSecure: "false",
+		},
+		"injection and plain metrics": {
+			components:      []string{"injection", "plain-metrics"},
+			chartValues:     map[string]any{"metrics": map[string]any{"secure": false}},
+			wantInjectKinds: "Deployment,StatefulSet,DaemonSet", wantSecure: "false",
+		},
+	} {
+		t.Run(name, func(t *testing.T) {
+			granted, args, index := kustomizeManagerGrants(t, tc.components...)
+			if got, _ := lastFlag(args, "inject-kinds"); got != tc.wantInjectKinds {
+				t.Errorf("the manager runs with --inject-kinds=%s (args %v), want %s", got, args, tc.wantInjectKinds)
+			}
+			if got, _ := lastFlag(args, "metrics-secure"); got != tc.wantSecure {
+				t.Errorf("the manager runs with --metrics-secure=%s (args %v), want %s", got, args, tc.wantSecure)
+			}
+			if (index["ClusterRole /certpilot-metrics-reader"] != nil) != (tc.wantSecure == "true") {
+				t.Errorf("the metrics reader ClusterRole is rendered: %v, want it only with secure metrics", index["ClusterRole /certpilot-metrics-reader"] != nil)
+			}
+			if tc.wantGenerated && !slices.Equal(granted, rulePairs(generatedRules)) {
+				t.Errorf("the manager is granted\n%v\nwant config/rbac/role.yaml's\n%v", granted, rulePairs(generatedRules))
+			}
+			chartGranted, chartArgs := managerGrants(t, tc.chartValues)
+			if !slices.Equal(granted, chartGranted) {
+				t.Errorf("the manager is granted\n%v\nwant what the chart grants with %v (args %v)\n%v", granted, tc.chartValues, chartArgs, chartGranted)
+			}
+			if got, _ := lastFlag(chartArgs, "inject-kinds"); got != tc.wantInjectKinds {
+				t.Errorf("the chart's manager runs with --inject-kinds=%s, want %s as kustomize's", got, tc.wantInjectKinds)
+			}
+		})
+	}
 }
