@@ -16,6 +16,7 @@ import (
 	"github.com/certpilot/certpilot/internal/acme"
 	"github.com/certpilot/certpilot/internal/kube"
 	"github.com/certpilot/certpilot/internal/solver"
+	"github.com/certpilot/certpilot/internal/text"
 )
 
 // How long to wait before checking again a challenge response the load balancer does not serve
@@ -26,9 +27,28 @@ const (
 	selfCheckMaxRetry = 5 * time.Minute
 )
 
-// challengeFinalizer keeps a Certificate with published challenge responses until they are
-// removed (they live in Secrets or zones the Certificate does not own).
+// challengeFinalizer keeps a Certificate whose solvers publish responses that would outlive it
+// (TXT records in a zone it does not own) until they are removed. It is added before the first
+// such response is published and kept while a solver of the Certificate needs it, so that a
+// renewal costs no finalizer write; it goes when the Certificate is deleted (after the cleanup)
+// or when no solver needs it any more (dropFinalizer in decideIssuance). Whether responses are
+// still published is not the finalizer's presence but cleanupPending.
 const challengeFinalizer = "certpilot.dev/challenge-cleanup"
+
+// cleanupFailedPrefix starts the Reason of a challenge whose response could not be removed:
+// the status's record that a cleanup is still to finish (cleanupPending).
+const cleanupFailedPrefix = "Removing the response failed: "
+
+// cleanupPending reports whether the status records a cleanup that failed: responses of its
+// order may still be published.
+func cleanupPending(status *certpilotv1alpha1.CertificateStatus) bool {
+	if status.Order == nil {
+		return false
+	}
+	return slices.ContainsFunc(status.Order.Challenges, func(c certpilotv1alpha1.ChallengeStatus) bool {
+		return strings.HasPrefix(c.Reason, cleanupFailedPrefix)
+	})
+}
 
 // selfCheckDelay grows with the time the certificate has been reconciling: a quarter of it,
 // between selfCheckRetry and selfCheckMaxRetry. It is derived from the Reconciling condition,
@@ -78,7 +98,7 @@ func (cs *challengeSteps) presentChallenges(ctx context.Context, run *certificat
 	}
 
 	// Responses that would outlive a Certificate deleted mid-order (TXT records) are removed
-	// first: a finalizer holds the deletion until then.
+	// first: a finalizer, added now and kept for the next orders, holds the deletion until then.
 	if slices.ContainsFunc(distinctSolvers(pending), solver.Solver.NeedsFinalizer) {
 		if err := kube.SetFinalizer(ctx, cs.client, run.cert, challengeFinalizer, true); err != nil {
 			return ctrl.Result{}, err
@@ -256,24 +276,76 @@ func challengesOf(pending []pendingChallenge, s solver.Solver) []solver.Challeng
 	return challenges
 }
 
-// removeChallenges deletes this certificate's challenge responses, then the finalizer that
-// guards them.
+// removeChallenges deletes the challenge responses of the status's order. The status records
+// the outcome, for the reconcile that writes it: a failure marks the order's challenges
+// (cleanupFailedPrefix), so that a later reconcile finishes the cleanup (finishCleanup), and a
+// success clears that mark. The finalizer stays (challengeFinalizer).
 func (cs *challengeSteps) removeChallenges(ctx context.Context, run *certificateRun) error {
-	if run.cert.Status.Order != nil {
-		challenges := cs.challengesToClean(ctx, run)
-		for _, s := range cs.allSolvers(run) {
-			var own []solver.Challenge
-			for _, c := range challenges {
-				if owner, err := cs.solverFor(run, c.DNSName); err == nil && owner == s {
-					own = append(own, c)
-				}
-			}
-			if err := s.CleanUp(ctx, own); err != nil {
-				return err
+	order := run.cert.Status.Order
+	if order == nil {
+		return nil
+	}
+	challenges := cs.challengesToClean(ctx, run)
+	for _, s := range cs.allSolvers(run) {
+		var own []solver.Challenge
+		for _, c := range challenges {
+			if owner, err := cs.solverFor(run, c.DNSName); err == nil && owner == s {
+				own = append(own, c)
 			}
 		}
+		if err := s.CleanUp(ctx, own); err != nil {
+			cs.markCleanupFailed(run, err)
+			return err
+		}
 	}
-	return kube.SetFinalizer(ctx, cs.client, run.cert, challengeFinalizer, false)
+	for i := range order.Challenges {
+		if strings.HasPrefix(order.Challenges[i].Reason, cleanupFailedPrefix) {
+			order.Challenges[i].Reason = ""
+		}
+	}
+	return nil
+}
+
+// markCleanupFailed records in the status that the order's responses may still be published.
+// An order whose challenges no status recorded gets one entry per name, so that the mark has a
+// place.
+func (cs *challengeSteps) markCleanupFailed(run *certificateRun, err error) {
+	order := run.cert.Status.Order
+	if len(order.Challenges) == 0 {
+		order.Challenges = cs.challengesByName(run, order.State)
+	}
+	for i := range order.Challenges {
+		order.Challenges[i].Reason = text.Cut(cleanupFailedPrefix+err.Error(), maxChallengeReason)
+	}
+}
+
+// challengesByName lists a challenge status per name of the status's order, each of its
+// solver's type and in state: for an order whose progress no status write recorded.
+func (cs *challengeSteps) challengesByName(run *certificateRun, state string) []certpilotv1alpha1.ChallengeStatus {
+	var challenges []certpilotv1alpha1.ChallengeStatus
+	for _, name := range run.cert.Status.Order.Identifiers() {
+		if s, err := cs.solverFor(run, name); err == nil {
+			challenge := certpilotv1alpha1.ChallengeStatus{Type: s.Type(), State: state}
+			challenge.SetIdentifier(name)
+			challenges = append(challenges, challenge)
+		}
+	}
+	return challenges
+}
+
+// maxChallengeReason bounds a challenge's Reason written from an error.
+const maxChallengeReason = 1024
+
+// finalizerNeeded reports whether a solver of the Certificate's names publishes responses that
+// need the finalizer, or may (a name whose solver is not known now: its issuer is not at hand).
+func (cs *challengeSteps) finalizerNeeded(run *certificateRun) bool {
+	for _, name := range run.cert.Spec.Identifiers() {
+		s, err := cs.solverFor(run, name)
+		if err != nil || s.NeedsFinalizer() {
+			return true
+		}
+	}
+	return false
 }
 
 // challengesToClean lists the challenges whose responses may be published: those in the status

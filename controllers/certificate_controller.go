@@ -271,9 +271,9 @@ func (r *CertificateReconciler) finalizeDeletion(ctx context.Context, run *certi
 		// Do not hold the deletion hostage to an unreachable DNS server or a deleted load
 		// balancer: the responses are useless once the order is gone.
 		ctrl.LoggerFrom(ctx).Error(err, "Removing challenge responses failed; deleting anyway")
-		if err := kube.SetFinalizer(ctx, r.Client, run.cert, challengeFinalizer, false); err != nil {
-			return ctrl.Result{}, err
-		}
+	}
+	if err := kube.SetFinalizer(ctx, r.Client, run.cert, challengeFinalizer, false); err != nil {
+		return ctrl.Result{}, err
 	}
 	return ctrl.Result{}, r.patchStatus(ctx, run)
 }

@@ -16,6 +16,7 @@ import (
 	certpilotv1alpha1 "github.com/certpilot/certpilot/api/v1alpha1"
 	"github.com/certpilot/certpilot/internal/acme"
 	"github.com/certpilot/certpilot/internal/budget"
+	"github.com/certpilot/certpilot/internal/kube"
 	"github.com/certpilot/certpilot/internal/renewal"
 )
 
@@ -78,8 +79,13 @@ func (r *CertificateReconciler) decide(ctx context.Context, run *certificateRun)
 		}
 	}
 	if d.finishCleanup {
-		// An earlier cleanup failed after the certificate was stored: finish it.
+		// An earlier cleanup failed after its order ended: finish it.
 		if err := r.parts().challenges.removeChallenges(ctx, run); err != nil {
+			return ctrl.Result{}, err
+		}
+	}
+	if d.dropFinalizer {
+		if err := kube.SetFinalizer(ctx, r.Client, run.cert, challengeFinalizer, false); err != nil {
 			return ctrl.Result{}, err
 		}
 	}
@@ -112,12 +118,16 @@ type decisionInput struct {
 	issuer certpilotv1alpha1.GenericIssuer
 	// renewalInfoDue is when the CA's renewal window of leaf is fetched next (zero: now).
 	renewalInfoDue time.Time
+	// finalizerNeeded: a solver of the Certificate's names needs challengeFinalizer, or a
+	// name's solver is not known now.
+	finalizerNeeded bool
 }
 
 // decisionInputOf is the decision's input of this reconcile.
 func (r *CertificateReconciler) decisionInputOf(run *certificateRun) decisionInput {
 	in := decisionInput{now: run.now, cert: run.cert, observedGeneration: run.patchBase.Status.ObservedGeneration,
-		secret: run.observed.secret, leaf: run.observed.leaf, issuer: run.observed.servedIssuer}
+		secret: run.observed.secret, leaf: run.observed.leaf, issuer: run.observed.servedIssuer,
+		finalizerNeeded: r.parts().challenges.finalizerNeeded(run)}
 	if in.leaf != nil {
 		if serial := fmt.Sprintf("%x", in.leaf.SerialNumber); run.cert.Status.SerialNumber == serial {
 			in.renewalInfoDue = r.renewalInfoFetches.due(run.cert, serial)
@@ -188,8 +198,10 @@ type issuanceDecision struct {
 	dropOrder bool
 	// forgetFailures: the recorded failures no longer count (a spec change long after them).
 	forgetFailures bool
-	// finishCleanup: responses of a stored certificate may still be published.
+	// finishCleanup: responses of an order that ended may still be published (cleanupPending).
 	finishCleanup bool
+	// dropFinalizer: no solver needs challengeFinalizer any more and no response is left.
+	dropFinalizer bool
 	// requeueAfter, when set, ends the reconcile: nothing to issue before then.
 	requeueAfter time.Duration
 	// wait, when set, ends the reconcile: backing off after failures.
@@ -245,7 +257,9 @@ func decideIssuance(in decisionInput) issuanceDecision {
 			return d
 		}
 		d.dropOrder = orderOpen(cert)
-		d.finishCleanup = !d.dropOrder && controllerutil.ContainsFinalizer(cert, challengeFinalizer)
+		d.finishCleanup = !d.dropOrder && cleanupPending(&cert.Status)
+		d.dropFinalizer = !d.dropOrder && !d.finishCleanup && !in.finalizerNeeded &&
+			controllerutil.ContainsFinalizer(cert, challengeFinalizer)
 		// Look again at the renewal time, and at notBefore and notAfter, so that Ready turns
 		// True or False at those moments even when nothing else happens.
 		moments := []time.Time{renewalTime}

@@ -27,14 +27,24 @@ func TestDecideIssuance(t *testing.T) {
 	names := []string{"www.example.test"}
 	openOrder := &certpilotv1alpha1.OrderStatus{URL: "https://ca/order/1", State: "pending", DNSNames: names}
 	otherNamesOrder := &certpilotv1alpha1.OrderStatus{URL: "https://ca/order/2", State: "pending", DNSNames: []string{"old.example.test"}}
+	challenge := func(reason string) []certpilotv1alpha1.ChallengeStatus {
+		return []certpilotv1alpha1.ChallengeStatus{{DNSName: names[0], Type: "dns-01", State: "valid", Reason: reason}}
+	}
+	storedOrder := &certpilotv1alpha1.OrderStatus{URL: "https://ca/order/3", State: "valid", DNSNames: names, Challenges: challenge("")}
+	cleanupFailedOrder := &certpilotv1alpha1.OrderStatus{URL: "https://ca/order/3", State: "valid", DNSNames: names,
+		Challenges: challenge(cleanupFailedPrefix + "DNS server unreachable")}
+	failedOrder := &certpilotv1alpha1.OrderStatus{URL: "https://ca/order/4", State: "invalid", DNSNames: names,
+		Challenges: challenge(cleanupFailedPrefix + "DNS server unreachable")}
 	lastFailure := metav1.NewTime(now.Add(-30 * time.Second))
 
 	tests := map[string]struct {
 		secretMissing bool
 		requested     bool
 		order         *certpilotv1alpha1.OrderStatus
-		finalizer     bool
-		failures      int32
+		// finalizer: the Certificate has challengeFinalizer; solverNeedsFinalizer: one of its
+		// solvers needs it (or is not known).
+		finalizer, solverNeedsFinalizer bool
+		failures                        int32
 		// failureReason is the last failure's reason; failedLongAgo puts it beyond
 		// budget.FailureMemory.
 		failureReason string
@@ -46,16 +56,36 @@ func TestDecideIssuance(t *testing.T) {
 		// failureShown: the Reconciling condition shows the failure's message (recordFailure's).
 		failureShown bool
 
-		wantIssue, wantDrop, wantCleanup, wantWait, wantForget, wantKept bool
-		wantReason                                                       string // of the wait; default BackingOff
-		wantReady                                                        metav1.ConditionStatus
-		wantRequeue                                                      time.Duration
+		wantIssue, wantDrop, wantCleanup, wantDropFinalizer, wantWait, wantForget, wantKept bool
+		wantReason                                                                          string // of the wait; default BackingOff
+		wantReady                                                                           metav1.ConditionStatus
+		wantRequeue                                                                         time.Duration
 	}{
 		"up to date: requeue at the renewal time": {
 			wantReady: metav1.ConditionTrue, wantRequeue: 24 * time.Hour,
 		},
-		"up to date, responses left: finish the cleanup": {
-			finalizer: true, wantCleanup: true, wantReady: metav1.ConditionTrue, wantRequeue: 24 * time.Hour,
+		"up to date, the finalizer kept for the next renewal: nothing to do": {
+			order: storedOrder, finalizer: true, solverNeedsFinalizer: true, wantReady: metav1.ConditionTrue, wantRequeue: 24 * time.Hour,
+		},
+		"up to date, the cleanup after storing failed: finish it": {
+			order: cleanupFailedOrder, finalizer: true, solverNeedsFinalizer: true, wantCleanup: true, wantReady: metav1.ConditionTrue,
+			wantRequeue: 24 * time.Hour,
+		},
+		"up to date, the cleanup failed and no solver needs the finalizer now: finish it first, keep the finalizer": {
+			order: cleanupFailedOrder, finalizer: true, wantCleanup: true, wantReady: metav1.ConditionTrue, wantRequeue: 24 * time.Hour,
+		},
+		"up to date, no solver needs the finalizer any more: drop it": {
+			order: storedOrder, finalizer: true, wantDropFinalizer: true, wantReady: metav1.ConditionTrue, wantRequeue: 24 * time.Hour,
+		},
+		"up to date, no finalizer, no solver needs one: nothing to do": {
+			order: storedOrder, wantReady: metav1.ConditionTrue, wantRequeue: 24 * time.Hour,
+		},
+		"up to date, order for other names open, no solver needs the finalizer: drop the order first": {
+			order: otherNamesOrder, finalizer: true, wantDrop: true, wantReady: metav1.ConditionTrue, wantRequeue: 24 * time.Hour,
+		},
+		"failed, its cleanup too: back off, the cleanup waits for the next order": {
+			secretMissing: true, failures: 1, order: failedOrder, finalizer: true, solverNeedsFinalizer: true, wantWait: true,
+			wantReady: metav1.ConditionFalse,
 		},
 		"up to date, order for other names open: drop it": {
 			order: otherNamesOrder, wantDrop: true, wantReady: metav1.ConditionTrue, wantRequeue: 24 * time.Hour,
@@ -153,7 +183,7 @@ func TestDecideIssuance(t *testing.T) {
 			if tt.requested {
 				cert.Annotations = map[string]string{certpilotv1alpha1.AnnotationRenew: "now"}
 			}
-			in := decisionInput{now: now, cert: cert, observedGeneration: observed}
+			in := decisionInput{now: now, cert: cert, observedGeneration: observed, finalizerNeeded: tt.solverNeedsFinalizer}
 			if !tt.secretMissing {
 				in.secret, in.leaf = secretOf(t, validSecret(t, names, now))
 			}
@@ -166,6 +196,9 @@ func TestDecideIssuance(t *testing.T) {
 			}
 			if w, ok := asWait(d.wait); ok && strings.HasSuffix(w.Message, backoffKept) != tt.wantKept {
 				t.Errorf("wait message %q; want the note that the edit did not lift the backoff: %v", w.Message, tt.wantKept)
+			}
+			if d.dropFinalizer != tt.wantDropFinalizer {
+				t.Errorf("dropFinalizer = %v, want %v", d.dropFinalizer, tt.wantDropFinalizer)
 			}
 			if d.forgetFailures != tt.wantForget {
 				t.Errorf("forgetFailures = %v, want %v", d.forgetFailures, tt.wantForget)

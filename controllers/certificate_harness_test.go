@@ -214,7 +214,8 @@ type writeHook func(ctx context.Context, obj any)
 type writeKey struct{ verb, name string }
 
 // hookedClient counts the Secret writes of the client it wraps, by verb (create, patch,
-// update, apply, delete) and name, and runs a hook once before the next such write. It can
+// update, apply, delete) and name, and runs a hook once before the next such write; writes of
+// a Certificate itself (not its status) are counted under certificateWriteKey(name). It can
 // also hold a Secret's cached reads at one version, as a cache whose watch lags behind would.
 type hookedClient struct {
 	client.Client
@@ -292,6 +293,8 @@ func (c *hookedClient) write(ctx context.Context, verb string, obj any) {
 		name = o.Name
 	case *corev1ac.SecretApplyConfiguration:
 		name = *o.GetName()
+	case *certpilotv1alpha1.Certificate:
+		name = certificateWriteKey(o.Name)
 	default:
 		return
 	}
@@ -305,6 +308,9 @@ func (c *hookedClient) write(ctx context.Context, verb string, obj any) {
 		hook(ctx, obj)
 	}
 }
+
+// certificateWriteKey is the name under which hookedClient counts the writes of Certificate name.
+func certificateWriteKey(name string) string { return "Certificate " + name }
 
 func (c *hookedClient) Create(ctx context.Context, obj client.Object, opts ...client.CreateOption) error {
 	c.write(ctx, "create", obj)

@@ -86,7 +86,7 @@ func (s *secretStore) storeCertificate(ctx context.Context, run *certificateRun)
 	}
 	renewed := run.observed.secret != nil
 	// Record and announce first: the certificate is stored, whatever the cleanup does (a failed
-	// cleanup is finished by a later reconcile, guarded by the finalizer).
+	// cleanup is marked in the status and finished by a later reconcile).
 	result := s.recordIssued(ctx, run, leaf, renewed, true)
 	if ready := keystoresNotReady(run); ready != nil {
 		run.ready = ready // stored without a keystore whose password is missing (certificate_keystores.go)
@@ -133,13 +133,7 @@ func (s *secretStore) recordIssued(ctx context.Context, run *certificateRun, lea
 	if len(status.Order.Challenges) == 0 {
 		// The challenges were read and answered in reconciles whose progress was not written:
 		// a valid order has every name validated, each by its solver's type.
-		for _, name := range status.Order.Identifiers() {
-			if s, err := s.challenges.solverFor(run, name); err == nil {
-				challenge := certpilotv1alpha1.ChallengeStatus{Type: s.Type()}
-				challenge.SetIdentifier(name)
-				status.Order.Challenges = append(status.Order.Challenges, challenge)
-			}
-		}
+		status.Order.Challenges = s.challenges.challengesByName(run, acme.StatusValid)
 	}
 	for i := range status.Order.Challenges {
 		status.Order.Challenges[i].State, status.Order.Challenges[i].Reason = acme.StatusValid, ""
