@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -81,6 +82,46 @@ func TestDNS01RFC2136Wildcard(t *testing.T) {
 	if values, err := bind.TXT("_acme-challenge.certpilot.test."); err != nil || len(values) != 0 {
 		t.Errorf("TXT records left after issuance: %v (%v)", values, err)
 	}
+	// The cleanup finalizer stays for the renewals (no finalizer write per issuance).
+	if !slices.Contains(cert.Finalizers, "certpilot.dev/challenge-cleanup") {
+		t.Errorf("finalizers %v after issuance, want certpilot.dev/challenge-cleanup kept", cert.Finalizers)
+	}
+
+	t.Run("deleted mid-order", func(t *testing.T) {
+		// The record is published at BIND, but the self-check asks a nameserver that does not
+		// answer: the order stays open with the record in the zone.
+		c := s.TLSALPN01Certificate("midorder", "midorder.certpilot.test")
+		c.Spec.Solver = rfc2136(bind.Address, "secret")
+		c.Spec.Solver.DNS01.Nameservers = []string{testenv.FreeAddress(t)}
+		if err := kube.Client.Create(ctx, c); err != nil {
+			t.Fatal(err)
+		}
+		record := "_acme-challenge.midorder.certpilot.test."
+		testenv.Eventually(t, time.Minute, "the record published, the order open", func() error {
+			if err := kube.Client.Get(ctx, client.ObjectKeyFromObject(c), c); err != nil {
+				return err
+			}
+			if r := meta.FindStatusCondition(c.Status.Conditions, certpilotv1alpha1.ConditionReconciling); r == nil || r.Reason != "DNSRecordNotVisible" {
+				return fmt.Errorf("conditions %+v", c.Status.Conditions)
+			}
+			if values, err := bind.TXT(record); err != nil || len(values) == 0 {
+				return fmt.Errorf("TXT %v (%v)", values, err)
+			}
+			return nil
+		})
+		if err := kube.Client.Delete(ctx, c); err != nil {
+			t.Fatal(err)
+		}
+		testenv.Eventually(t, time.Minute, "the Certificate deleted", func() error {
+			if err := kube.Client.Get(ctx, client.ObjectKeyFromObject(c), c); err == nil {
+				return fmt.Errorf("the Certificate still exists, finalizers %v", c.Finalizers)
+			}
+			return nil
+		})
+		if values, err := bind.TXT(record); err != nil || len(values) != 0 {
+			t.Errorf("TXT records left by the deleted Certificate: %v (%v)", values, err)
+		}
+	})
 
 	// Broken setups: each says what is wrong and keeps its one order.
 	ordersBefore := s.Pebble.OrderCount()
