@@ -77,7 +77,7 @@ func TestSummarize(t *testing.T) {
 		for testName, tt := range tests {
 			t.Run(name+"/"+testName, func(t *testing.T) {
 				conditions := append([]metav1.Condition(nil), previous...)
-				summarize(&conditions, 2, tt.err, "AccountRegistered", "ACME account https://ca.example/acct/1 is registered")
+				summarizeIssuer(&conditions, 2, tt.err, "AccountRegistered", "ACME account https://ca.example/acct/1 is registered", time.Now())
 
 				checkCondition(t, conditions, typeReady, &tt.wantReady)
 				checkCondition(t, conditions, typeReconciling, tt.wantReconciling)
@@ -128,13 +128,13 @@ func TestSummarizeKeepsTransitionTime(t *testing.T) {
 	} {
 		t.Run(name, func(t *testing.T) {
 			var conditions []metav1.Condition
-			summarize(&conditions, 1, err, "AccountRegistered", "registered")
+			summarizeIssuer(&conditions, 1, err, "AccountRegistered", "registered", time.Now())
 			past := metav1.NewTime(time.Now().Add(-time.Hour).Truncate(time.Second))
 			for i := range conditions {
 				conditions[i].LastTransitionTime = past
 			}
 			before := append([]metav1.Condition(nil), conditions...)
-			summarize(&conditions, 1, err, "AccountRegistered", "registered")
+			summarizeIssuer(&conditions, 1, err, "AccountRegistered", "registered", time.Now())
 			if fmt.Sprint(before) != fmt.Sprint(conditions) {
 				t.Errorf("conditions changed on an identical outcome:\nbefore %+v\nafter  %+v", before, conditions)
 			}
@@ -189,7 +189,7 @@ func TestIssuerKstatus(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			issuer := &certpilotv1alpha1.Issuer{}
 			issuer.Name, issuer.Namespace, issuer.Generation = "pebble", "default", 3
-			summarize(&issuer.Status.Conditions, issuer.Generation, tt.err, "AccountRegistered", "registered")
+			summarizeIssuer(&issuer.Status.Conditions, issuer.Generation, tt.err, "AccountRegistered", "registered", time.Now())
 			issuer.Status.ObservedGeneration = issuer.Generation
 			if tt.bumpGeneration {
 				issuer.Generation++

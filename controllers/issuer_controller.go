@@ -55,8 +55,8 @@ func (r *IssuerReconciler) Reconcile(ctx context.Context, req ctrl.Request) (res
 
 	defer func() {
 		status := issuer.GetStatus()
-		summarize(&status.Conditions, issuer.GetGeneration(), err, "AccountRegistered",
-			fmt.Sprintf("ACME account %s is registered", status.AccountURI))
+		summarizeIssuer(&status.Conditions, issuer.GetGeneration(), err, "AccountRegistered",
+			fmt.Sprintf("ACME account %s is registered", status.AccountURI), time.Now())
 		status.ObservedGeneration = issuer.GetGeneration()
 		result, err = resultOf(ctx, err)
 		if !equality.Semantic.DeepEqual(original.GetStatus(), status) {
