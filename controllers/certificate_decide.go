@@ -79,9 +79,14 @@ func (r *CertificateReconciler) decide(ctx context.Context, run *certificateRun)
 		}
 	}
 	if d.finishCleanup {
-		// An earlier cleanup failed after its order ended: finish it.
+		// An earlier cleanup failed after its order ended: finish it. Before a new order, a
+		// cleanup that fails again does not hold the issuance (a certificate must not expire
+		// for records at a DNS server that is down); the new order's status no longer records them.
 		if err := r.parts().challenges.removeChallenges(ctx, run); err != nil {
-			return ctrl.Result{}, err
+			if d.requeueAfter > 0 {
+				return ctrl.Result{}, err
+			}
+			ctrl.LoggerFrom(ctx).Error(err, "Removing the challenge responses of the last order failed; ordering anyway")
 		}
 	}
 	if d.dropFinalizer {
@@ -198,7 +203,8 @@ type issuanceDecision struct {
 	dropOrder bool
 	// forgetFailures: the recorded failures no longer count (a spec change long after them).
 	forgetFailures bool
-	// finishCleanup: responses of an order that ended may still be published (cleanupPending).
+	// finishCleanup: responses of an order that ended may still be published (cleanupPending):
+	// at rest, and before a new order.
 	finishCleanup bool
 	// dropFinalizer: no solver needs challengeFinalizer any more and no response is left.
 	dropFinalizer bool
@@ -312,6 +318,9 @@ func decideIssuance(in decisionInput) issuanceDecision {
 			}
 		}
 	}
+	// The responses of the last order go before the next order replaces it in the status (and
+	// with it the record of what to remove).
+	d.finishCleanup = d.wait == nil && cleanupPending(&cert.Status)
 	return d
 }
 

@@ -83,9 +83,17 @@ func TestDecideIssuance(t *testing.T) {
 		"up to date, order for other names open, no solver needs the finalizer: drop the order first": {
 			order: otherNamesOrder, finalizer: true, wantDrop: true, wantReady: metav1.ConditionTrue, wantRequeue: 24 * time.Hour,
 		},
-		"failed, its cleanup too: back off, the cleanup waits for the next order": {
+		"failed, its cleanup too: back off, the cleanup waits for the next attempt": {
 			secretMissing: true, failures: 1, order: failedOrder, finalizer: true, solverNeedsFinalizer: true, wantWait: true,
 			wantReady: metav1.ConditionFalse,
+		},
+		"failed, its cleanup too, the backoff over: finish the cleanup, then issue": {
+			secretMissing: true, failures: 1, failedLongAgo: true, order: failedOrder, finalizer: true, solverNeedsFinalizer: true,
+			wantIssue: true, wantCleanup: true, wantReady: metav1.ConditionFalse,
+		},
+		"failed, its cleanup too, the CA asked to slow down: nothing before its time": {
+			secretMissing: true, failures: 1, order: failedOrder, slowDown: true, finalizer: true, solverNeedsFinalizer: true,
+			wantWait: true, wantReady: metav1.ConditionFalse, wantReason: "CASlowDown",
 		},
 		"up to date, order for other names open: drop it": {
 			order: otherNamesOrder, wantDrop: true, wantReady: metav1.ConditionTrue, wantRequeue: 24 * time.Hour,
