@@ -4,9 +4,12 @@ import (
 	"context"
 	"time"
 
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/clock"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	certpilotv1alpha1 "github.com/certpilot/certpilot/api/v1alpha1"
 	"github.com/certpilot/certpilot/internal/acme"
 	"github.com/certpilot/certpilot/internal/budget"
 )
@@ -17,6 +20,8 @@ type orderBudget struct {
 	// ledger is nil when there is neither.
 	ledger *budget.Ledger
 	clock  clock.PassiveClock
+	// client records the account's pause in the issuer's status (nil: it is kept in memory only).
+	client client.Client
 }
 
 // accountOf names the ACME account a reconcile orders with: its URL at the CA, which every
@@ -48,6 +53,12 @@ func (b orderBudget) take(run *certificateRun) error {
 		return nil
 	}
 	now := b.clock.Now()
+	if run.issuer != nil {
+		if recorded := run.issuer.GetStatus().OrdersPausedUntil; recorded != nil && now.Before(recorded.Time) {
+			// A pause from before a restart, or from the replica that led before.
+			b.ledger.PauseAccount(accountOf(run), recorded.Time)
+		}
+	}
 	verdict := b.ledger.TakeOrder(accountOf(run), run.cert.Namespace, now)
 	if verdict.Allowed {
 		return nil
@@ -67,7 +78,44 @@ func (b orderBudget) rateLimited(ctx context.Context, run *certificateRun, err e
 	if b.ledger == nil || !acme.IsRateLimited(err) {
 		return
 	}
-	until := b.ledger.RateLimited(accountOf(run), run.cert.Namespace, retryAfter, b.clock.Now())
+	now := b.clock.Now()
+	until, accountUntil := b.ledger.RateLimited(accountOf(run), run.cert.Namespace, retryAfter, now)
 	ctrl.LoggerFrom(ctx).Info("Paused new orders with the ACME account: the CA answered rateLimited",
-		"account", accountOf(run), "namespacePausedUntil", until.UTC().Format(time.RFC3339))
+		"account", accountOf(run), "namespacePausedUntil", until.UTC().Format(time.RFC3339),
+		"accountPausedUntil", accountUntil.UTC().Format(time.RFC3339))
+	b.recordPause(ctx, run, accountUntil, now)
+}
+
+// recordPause writes the account's pause into the issuer's status (status.ordersPausedUntil),
+// where take finds it after a restart: once per pause (budget.Ledger.ToRecord), not per
+// Certificate. A failed write leaves the pause in memory only, and is logged.
+func (b orderBudget) recordPause(ctx context.Context, run *certificateRun, until, now time.Time) {
+	if b.client == nil || run.issuer == nil {
+		return
+	}
+	// Whole seconds, the status's precision, rounded up: the recorded pause never ends first.
+	if rounded := until.Truncate(time.Second); rounded.Before(until) {
+		until = rounded.Add(time.Second)
+	}
+	issuer, ok := run.issuer.DeepCopyObject().(certpilotv1alpha1.GenericIssuer)
+	if !ok {
+		return
+	}
+	key := issuer.Kind() + "/" + issuer.GetNamespace() + "/" + issuer.GetName()
+	if recorded := issuer.GetStatus().OrdersPausedUntil; recorded != nil && !until.After(recorded.Add(budget.RecordSlack)) {
+		return
+	}
+	if !b.ledger.ToRecord(key, until, now) {
+		return
+	}
+	base := issuer.DeepCopyObject().(client.Object)
+	issuer.GetStatus().OrdersPausedUntil = &metav1.Time{Time: until}
+	if err := b.client.Status().Patch(ctx, issuer, client.MergeFrom(base), client.FieldOwner(FieldManager)); err != nil {
+		b.ledger.Unrecord(key)
+		ctrl.LoggerFrom(ctx).Error(err, "Unable to record the ACME account's pause in the issuer's status; it holds in memory only",
+			"issuer", key)
+		return
+	}
+	ctrl.LoggerFrom(ctx).Info("Recorded the ACME account's pause in the issuer's status", "issuer", key,
+		"ordersPausedUntil", until.UTC().Format(time.RFC3339))
 }

@@ -1,15 +1,21 @@
 package controllers
 
 import (
+	"context"
+	"fmt"
+	"net/http"
 	"strings"
 	"testing"
 	"time"
 
+	xacme "golang.org/x/crypto/acme"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	clocktesting "k8s.io/utils/clock/testing"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	certpilotv1alpha1 "github.com/certpilot/certpilot/api/v1alpha1"
 	"github.com/certpilot/certpilot/internal/budget"
+	"github.com/certpilot/certpilot/internal/testenv"
 )
 
 // TestAccountOf: the budget's account is the one the issuer's status records, the same for every
@@ -67,5 +73,64 @@ func TestOrderBudgetTake(t *testing.T) {
 	}
 	if err := (orderBudget{clock: b.clock}).take(runIn("team-a")); err != nil {
 		t.Errorf("without a ledger: %v", err)
+	}
+}
+
+// TestOrderBudgetRecordsAccountPause: a rateLimited answer writes the account's pause into the
+// issuer's status once, however many Certificates get one during the pause; a manager that
+// starts again with an empty ledger finds it there and waits (AccountPaused) until it ends.
+func TestOrderBudgetRecordsAccountPause(t *testing.T) {
+	testenv.SkipIfShort(t)
+	ctx := context.Background()
+	namespace := createNamespace(t, "pause-")
+	issuer := &certpilotv1alpha1.Issuer{
+		ObjectMeta: metav1.ObjectMeta{Namespace: namespace, Name: "shared"},
+		Spec: certpilotv1alpha1.IssuerSpec{ACME: certpilotv1alpha1.ACMEIssuer{
+			Server: "https://ca.example/directory", PrivateKeySecretRef: certpilotv1alpha1.SecretReference{Name: "account"},
+		}},
+	}
+	create(t, issuer)
+	now := time.Now().Truncate(time.Second).Add(300 * time.Millisecond)
+	clock := clocktesting.NewFakePassiveClock(now)
+	b := orderBudget{ledger: &budget.Ledger{}, clock: clock, client: testKube.Client}
+	runIn := func(issuer *certpilotv1alpha1.Issuer, name string) *certificateRun {
+		return &certificateRun{issuer: issuer, cert: &certpilotv1alpha1.Certificate{ObjectMeta: metav1.ObjectMeta{Namespace: namespace, Name: name},
+			Spec: certpilotv1alpha1.CertificateSpec{IssuerRef: certpilotv1alpha1.IssuerReference{Kind: "Issuer", Name: issuer.Name}}}}
+	}
+	rateLimited := &xacme.Error{StatusCode: http.StatusTooManyRequests, ProblemType: "urn:ietf:params:acme:error:rateLimited"}
+	b.rateLimited(ctx, runIn(issuer, "first"), rateLimited, time.Hour)
+
+	recorded := &certpilotv1alpha1.Issuer{}
+	if err := testKube.Client.Get(ctx, client.ObjectKeyFromObject(issuer), recorded); err != nil {
+		t.Fatal(err)
+	}
+	want := now.Truncate(time.Second).Add(budget.MaxAccountPause + time.Second)
+	if got := recorded.Status.OrdersPausedUntil; got == nil || !got.Time.Equal(want) {
+		t.Fatalf("status.ordersPausedUntil = %v, want %v (the account's pause, rounded up)", got, want)
+	}
+	version := recorded.ResourceVersion
+	for i := range 10 {
+		clock.SetTime(now.Add(time.Duration(i) * time.Second))
+		// Half the reconciles still see the issuer from before the write, as a cache may.
+		seen := issuer
+		if i%2 == 0 {
+			seen = recorded
+		}
+		b.rateLimited(ctx, runIn(seen, fmt.Sprintf("more-%d", i)), rateLimited, time.Hour)
+	}
+	if err := testKube.Client.Get(ctx, client.ObjectKeyFromObject(issuer), recorded); err != nil {
+		t.Fatal(err)
+	}
+	if recorded.ResourceVersion != version {
+		t.Errorf("the issuer was written again for the same pause (resourceVersion %s, then %s)", version, recorded.ResourceVersion)
+	}
+
+	restarted := orderBudget{ledger: &budget.Ledger{}, clock: clocktesting.NewFakePassiveClock(now.Add(time.Minute)), client: testKube.Client}
+	if w, ok := asWait(restarted.take(runIn(recorded, "after-restart"))); !ok || w.Reason != budget.ReasonAccountPaused || w.After != want.Sub(now.Add(time.Minute)) {
+		t.Errorf("an order after a restart: %+v, want an AccountPaused wait until %v", w, want)
+	}
+	ended := orderBudget{ledger: &budget.Ledger{}, clock: clocktesting.NewFakePassiveClock(want), client: testKube.Client}
+	if err := ended.take(runIn(recorded, "after-the-pause")); err != nil {
+		t.Errorf("an order once the recorded pause ended: %v", err)
 	}
 }

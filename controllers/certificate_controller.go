@@ -104,7 +104,7 @@ type certificateParts struct {
 func (r *CertificateReconciler) parts() *certificateParts {
 	r.partsOnce.Do(func() {
 		claims := claimStore{client: r.Client, apiReader: r.APIReader}
-		orders := orderBudget{ledger: r.Orders, clock: r.clock()}
+		orders := orderBudget{ledger: r.Orders, clock: r.clock(), client: r.Client}
 		failures := failureReporter{recorder: r.Recorder, clock: r.clock(), orders: orders}
 		records := orderRecords{claims: claims, unrecorded: &r.unrecordedOrders}
 		renewalInfo := renewalInfoSteps{accounts: r.Accounts, fetches: &r.renewalInfoFetches}

@@ -9,7 +9,8 @@ package controllers
 //   - certificates, issuers, clusterissuers: get, list, watch (the manager's cache); patch on
 //     certificates only (their finalizers: kube.SetFinalizer).
 //   - certificates/status, issuers/status, clusterissuers/status: patch (patchStatus; the
-//     issuer reconciler's deferred status patch).
+//     issuer reconciler's deferred status patch; an ACME account's pause after rateLimited,
+//     orderBudget.recordPause).
 //   - certificates/finalizers: update, so that the owner references certpilot sets with
 //     blockOwnerDeletion (certificate and claim Secrets name their Certificate) pass
 //     the OwnerReferencesPermissionEnforcement admission plugin. Nothing is owned by an issuer.

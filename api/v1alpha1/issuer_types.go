@@ -146,6 +146,13 @@ type IssuerStatus struct {
 	// ObservedGeneration is the generation of the spec the status describes.
 	// +optional
 	ObservedGeneration int64 `json:"observedGeneration,omitempty"`
+
+	// OrdersPausedUntil is when Certificates may create new orders with this issuer's ACME
+	// account again, after the CA answered rateLimited: the account-wide pause, at most 15
+	// minutes after the answer (docs/tenancy.md). Recorded here, once per pause and never per
+	// Certificate, so that a restarted manager or another replica taking over keeps it.
+	// +optional
+	OrdersPausedUntil *metav1.Time `json:"ordersPausedUntil,omitempty"`
 }
 
 // +kubebuilder:object:root=true

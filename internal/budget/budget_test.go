@@ -160,7 +160,10 @@ func TestLedger(t *testing.T) {
 		t.Errorf("team-a refused after 30 minutes: %+v", v)
 	}
 
-	until := l.RateLimited("acct-1", "team-b", 48*time.Hour, t0)
+	until, accountUntil := l.RateLimited("acct-1", "team-b", 48*time.Hour, t0)
+	if !accountUntil.Equal(t0.Add(MaxAccountPause)) {
+		t.Errorf("the account pauses until %v, want %v", accountUntil, t0.Add(MaxAccountPause))
+	}
 	if !until.Equal(t0.Add(48 * time.Hour)) {
 		t.Errorf("team-b paused until %v, want 48h", until)
 	}
@@ -177,7 +180,7 @@ func TestLedger(t *testing.T) {
 		t.Errorf("team-b after the account's pause: %+v, want paused until its Retry-After", v)
 	}
 	// A shorter answer later does not shorten a pause.
-	if until := l.RateLimited("acct-1", "team-b", time.Second, t0.Add(time.Hour)); !until.Equal(t0.Add(48 * time.Hour)) {
+	if until, _ := l.RateLimited("acct-1", "team-b", time.Second, t0.Add(time.Hour)); !until.Equal(t0.Add(48 * time.Hour)) {
 		t.Errorf("a later short Retry-After moved team-b's pause to %v", until)
 	}
 }
@@ -206,5 +209,45 @@ func TestLedgerForgets(t *testing.T) {
 	}
 	if n := unlimited.Len(); n != 0 {
 		t.Errorf("unlimited ledger holds %d entries", n)
+	}
+}
+
+// TestLedgerPauseAccount: a pause given back from where it was recorded pauses the account's
+// new orders and never shortens one; ToRecord asks for one record per pause, again only when a
+// later answer lengthens it by more than RecordSlack or the recorded pause ended.
+func TestLedgerPauseAccount(t *testing.T) {
+	l := &Ledger{}
+	l.PauseAccount("acct-1", t0.Add(10*time.Minute))
+	l.PauseAccount("acct-1", t0.Add(time.Minute))
+	if v := l.TakeOrder("acct-1", "team-a", t0); v.Allowed || v.Reason != ReasonAccountPaused || !v.RetryAt.Equal(t0.Add(10*time.Minute)) {
+		t.Errorf("order during a recorded pause: %+v, want AccountPaused until 10m", v)
+	}
+	if v := l.TakeOrder("acct-1", "team-a", t0.Add(10*time.Minute)); !v.Allowed {
+		t.Errorf("order after the recorded pause: %+v", v)
+	}
+
+	_, until := l.RateLimited("acct-1", "team-a", time.Hour, t0)
+	if !l.ToRecord("ClusterIssuer/shared", until, t0) {
+		t.Fatal("the first pause is not to be recorded")
+	}
+	for i, at := range []time.Duration{time.Second, 30 * time.Second, time.Minute} {
+		_, until := l.RateLimited("acct-1", "team-b", time.Hour, t0.Add(at))
+		if l.ToRecord("ClusterIssuer/shared", until, t0.Add(at)) {
+			t.Errorf("answer %d, %v later: recorded again", i+2, at)
+		}
+	}
+	if _, until := l.RateLimited("acct-1", "team-b", time.Hour, t0.Add(2*time.Minute)); !l.ToRecord("ClusterIssuer/shared", until, t0.Add(2*time.Minute)) {
+		t.Errorf("a pause 2 minutes longer is not recorded")
+	}
+	if !l.ToRecord("ClusterIssuer/other", until, t0) {
+		t.Errorf("another key is not recorded")
+	}
+	later := t0.Add(time.Hour)
+	if !l.ToRecord("ClusterIssuer/shared", later.Add(time.Minute), later) {
+		t.Errorf("a pause after the recorded one ended is not recorded")
+	}
+	l.Unrecord("ClusterIssuer/other")
+	if !l.ToRecord("ClusterIssuer/other", until, t0) {
+		t.Errorf("a pause not recorded after Unrecord")
 	}
 }

@@ -126,8 +126,9 @@ func PausesFor(retryAfter time.Duration) (namespace, account time.Duration) {
 }
 
 // Ledger keeps, per ACME account, the namespaces' budgets and the pauses, for Decide. It lives
-// in the manager's memory: a restarted manager starts with full budgets and no pause (a pause
-// then starts again at the CA's next rateLimited answer). Entries that no longer hold anything
+// in the manager's memory: a restarted manager starts with full budgets and no namespace pause;
+// the account's pause survives where the caller records it (the controller: the issuer's
+// status) and gives it back with PauseAccount. Entries that no longer hold anything
 // (a full bucket, a pause that ended) are dropped, so memory follows the namespaces that
 // ordered recently. Its zero value is unlimited; set Limit before use.
 type Ledger struct {
@@ -137,8 +138,11 @@ type Ledger struct {
 	buckets         map[ledgerKey]Bucket
 	namespacePauses map[ledgerKey]time.Time
 	accountPauses   map[string]time.Time
-	pruneAt         int
-	prunedAt        time.Time
+	// recordedPauses are the account pauses handed to the caller to record (ToRecord), by
+	// the caller's key.
+	recordedPauses map[string]time.Time
+	pruneAt        int
+	prunedAt       time.Time
 }
 
 type ledgerKey struct{ account, namespace string }
@@ -171,9 +175,22 @@ func (l *Ledger) TakeOrder(account, namespace string, now time.Time) Verdict {
 	return v
 }
 
+// PauseAccount pauses the account's new orders until then, as a rateLimited answer before a
+// restart left them (recorded outside the ledger): it only ever lengthens a pause.
+func (l *Ledger) PauseAccount(account string, until time.Time) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.accountPauses == nil {
+		l.namespacePauses, l.accountPauses = map[ledgerKey]time.Time{}, map[string]time.Time{}
+	}
+	if until.After(l.accountPauses[account]) {
+		l.accountPauses[account] = until
+	}
+}
+
 // RateLimited records a rateLimited answer to a request of namespace with account at now: the
-// pauses of PausesFor. It returns when the namespace's pause ends.
-func (l *Ledger) RateLimited(account, namespace string, retryAfter time.Duration, now time.Time) time.Time {
+// pauses of PausesFor. It returns when the namespace's pause and the account's pause end.
+func (l *Ledger) RateLimited(account, namespace string, retryAfter time.Duration, now time.Time) (namespaceUntil, accountUntil time.Time) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	forNamespace, forAccount := PausesFor(retryAfter)
@@ -187,20 +204,50 @@ func (l *Ledger) RateLimited(account, namespace string, retryAfter time.Duration
 	if until := now.Add(forAccount); until.After(l.accountPauses[account]) {
 		l.accountPauses[account] = until
 	}
-	return l.namespacePauses[key]
+	return l.namespacePauses[key], l.accountPauses[account]
+}
+
+// RecordSlack is how much longer a pause must be than the one last recorded under the same key
+// to be recorded again (ToRecord): a pause is written once, and again at most once a minute
+// while later answers lengthen it, however many Certificates the CA refuses.
+const RecordSlack = time.Minute
+
+// ToRecord reports whether an account pause until then, decided at now, should be recorded
+// under key (the caller's durable place for it, such as one issuer): unless a pause recorded
+// there still holds and ends within RecordSlack of it. A true answer counts as recorded; the
+// caller that fails to record calls Unrecord.
+func (l *Ledger) ToRecord(key string, until, now time.Time) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if recorded, ok := l.recordedPauses[key]; ok && now.Before(recorded) && !until.After(recorded.Add(RecordSlack)) {
+		return false
+	}
+	if l.recordedPauses == nil {
+		l.recordedPauses = map[string]time.Time{}
+	}
+	l.recordedPauses[key] = until
+	return true
+}
+
+// Unrecord forgets what ToRecord counted as recorded under key, so that the next pause is
+// recorded again.
+func (l *Ledger) Unrecord(key string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	delete(l.recordedPauses, key)
 }
 
 // Len is the number of entries the ledger holds.
 func (l *Ledger) Len() int {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	return len(l.buckets) + len(l.namespacePauses) + len(l.accountPauses)
+	return len(l.buckets) + len(l.namespacePauses) + len(l.accountPauses) + len(l.recordedPauses)
 }
 
 // prune drops what no longer holds anything, once the ledger doubled since the last prune or
 // pruneEvery after it.
 func (l *Ledger) prune(now time.Time) {
-	size := len(l.buckets) + len(l.namespacePauses) + len(l.accountPauses)
+	size := len(l.buckets) + len(l.namespacePauses) + len(l.accountPauses) + len(l.recordedPauses)
 	if size < minPrune || (size < l.pruneAt && now.Sub(l.prunedAt) < pruneEvery) {
 		return
 	}
@@ -220,5 +267,10 @@ func (l *Ledger) prune(now time.Time) {
 			delete(l.accountPauses, account)
 		}
 	}
-	l.pruneAt = 2 * (len(l.buckets) + len(l.namespacePauses) + len(l.accountPauses))
+	for key, until := range l.recordedPauses {
+		if !now.Before(until) {
+			delete(l.recordedPauses, key)
+		}
+	}
+	l.pruneAt = 2 * (len(l.buckets) + len(l.namespacePauses) + len(l.accountPauses) + len(l.recordedPauses))
 }

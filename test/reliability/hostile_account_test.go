@@ -293,4 +293,27 @@ func hostileSharedCases(t *testing.T, s *testenv.Stack, tenant string, limited *
 		figure(t, "a rateLimited answer with Retry-After 1h: the namespace paused %v, another namespace on the account %v; the CA got %d new orders for 3 Certificates",
 			time.Hour, time.Until(until).Round(time.Minute), limited.newOrders.Load())
 	})
+	t.Run("ratelimit/the account's pause survives a manager restart", func(t *testing.T) {
+		issuer := &certpilotv1alpha1.Issuer{}
+		if err := kube.Client.Get(ctx, client.ObjectKey{Namespace: tenant, Name: "rate-limited"}, issuer); err != nil {
+			t.Fatal(err)
+		}
+		recorded := issuer.Status.OrdersPausedUntil
+		if recorded == nil || time.Until(recorded.Time) <= 0 || time.Until(recorded.Time) > budget.MaxAccountPause {
+			t.Fatalf("the Issuer's status.ordersPausedUntil is %v, want the account's pause, within %v", recorded, budget.MaxAccountPause)
+		}
+		if err := s.RestartManager(); err != nil {
+			t.Fatal(err)
+		}
+		// The Certificates above are reconciled again at the start; this one is new.
+		cert := manualCertificate(t, tenant, "limited-restart", certpilotv1alpha1.IssuerReference{Kind: "Issuer", Name: issuer.Name}, "limited-restart.tenant.example")
+		if until := pausedUntil(t, cert); !until.Equal(recorded.Time) {
+			t.Errorf("after the restart the namespace pauses until %v, want the recorded %v", until, recorded.Time)
+		}
+		if n := limited.newOrders.Load(); n != 1 {
+			t.Errorf("the CA got %d new orders, want 1", n)
+		}
+		figure(t, "a manager restarted during the account's pause: a new Certificate waits for the pause recorded in the Issuer's status (%v left); the CA got %d new orders for 4 Certificates",
+			time.Until(recorded.Time).Round(time.Second), limited.newOrders.Load())
+	})
 }
