@@ -183,10 +183,37 @@ func managerRSS(t *testing.T, s *testenv.Stack) int64 {
 	return 0
 }
 
+// managerHeap returns the manager's heap in use in bytes (go_memstats_heap_inuse_bytes on its
+// metrics endpoint): unlike RSS, it falls again when what was allocated is collected.
+func managerHeap(t *testing.T, s *testenv.Stack) int64 {
+	t.Helper()
+	response, err := http.Get("http://" + s.MetricsAddress + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer response.Body.Close()
+	body, err := io.ReadAll(response.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(string(body), "\n") {
+		if value, ok := strings.CutPrefix(line, "go_memstats_heap_inuse_bytes "); ok {
+			bytes, err := strconv.ParseFloat(strings.TrimSpace(value), 64)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return int64(bytes)
+		}
+	}
+	t.Fatal("no go_memstats_heap_inuse_bytes in the manager's metrics")
+	return 0
+}
+
 func TestHostileTenant(t *testing.T) {
 	testenv.SkipIfShort(t)
 	// Four certificate workers, of which one issuer's CA may hold three (--issuer-workers-max).
 	s := startHostileStack(t, "tenancy", testenv.PebbleOptions{}, "--allow-private-dials="+grantedCAAddress+"/32", "--certificate-workers=4", "--issuer-workers-max=3")
+	started := time.Now()
 	ctx := context.Background()
 	tenant := s.Namespace + "-tenant"
 	createNamespaces(t, tenant)
@@ -578,6 +605,58 @@ func TestHostileTenant(t *testing.T) {
 		}
 	})
 
+	t.Run("cache/Secrets labelled as certpilot's stay out of the manager's memory", func(t *testing.T) {
+		// A Certificate whose Secret, deleted after the tenant's Secrets are created, is
+		// written again: the manager's Secret informer has then seen the tenant's Secrets too
+		// (one watch, in order).
+		marker := s.TLSALPN01Certificate("cache-marker", "cache-marker.example.com")
+		if err := kube.Client.Create(ctx, marker); err != nil {
+			t.Fatal(err)
+		}
+		waitAllReady(t, []*certpilotv1alpha1.Certificate{marker}, 2*time.Minute)
+		const count, size = 48, 1_000_000
+		before := managerHeap(t, s)
+		value := []byte(strings.Repeat(tenantSecret+"\n", size/len(tenantSecret+"\n")))
+		for i := range count {
+			secret := &corev1.Secret{
+				ObjectMeta: metav1.ObjectMeta{Namespace: tenant, Name: fmt.Sprintf("labelled-%d", i),
+					Labels: map[string]string{certpilotv1alpha1.LabelManagedBy: certpilotv1alpha1.ManagedByValue, certpilotv1alpha1.LabelCertificate: "order-200"}},
+				Data: map[string][]byte{"config": value},
+			}
+			if err := kube.Client.Create(ctx, secret); err != nil {
+				t.Fatal(err)
+			}
+		}
+		defer func() {
+			if err := kube.Client.DeleteAllOf(ctx, &corev1.Secret{}, client.InNamespace(tenant),
+				client.MatchingLabels{certpilotv1alpha1.LabelCertificate: "order-200"}); err != nil {
+				t.Error(err)
+			}
+		}()
+		stored := &corev1.Secret{}
+		if err := kube.Client.Get(ctx, client.ObjectKey{Namespace: marker.Namespace, Name: marker.Spec.SecretName}, stored); err != nil {
+			t.Fatal(err)
+		}
+		if err := kube.Client.Delete(ctx, stored); err != nil {
+			t.Fatal(err)
+		}
+		testenv.Eventually(t, 2*time.Minute, "the marker's Secret written again", func() error {
+			again := &corev1.Secret{}
+			if err := kube.Client.Get(ctx, client.ObjectKeyFromObject(stored), again); err != nil {
+				return err
+			}
+			if again.UID == stored.UID || len(again.Data[corev1.TLSCertKey]) == 0 {
+				return fmt.Errorf("not yet written again")
+			}
+			return nil
+		})
+		growth := managerHeap(t, s) - before
+		if growth > 16<<20 {
+			t.Errorf("the manager's heap in use grew by %d MiB with %d MiB of Secrets labelled as certpilot's, want < 16 MiB", growth>>20, count*size>>20)
+		}
+		figure(t, "%d tenant Secrets of %d KB labelled as certpilot's (%d MiB): the manager's heap in use %+d MiB once its informer had seen them",
+			count, size/1000, count*size>>20, growth>>20)
+	})
 	t.Run("internal services got no connection", func(t *testing.T) {
 		if n := internal.connections.Load() + internalTLS.connections.Load(); n != 0 {
 			t.Errorf("the internal services got %d connections, want 0", n)
@@ -640,4 +719,30 @@ func TestHostileTenant(t *testing.T) {
 		})
 	}), caBundle, manualCertificate, certificateSays, stalledBy)
 	managerHealthy(t, s)
+
+	// Last, over the whole run: in a tenant's namespace the manager wrote only the objects of
+	// certpilot's kinds and their Secrets and Events (no workload: none of them names a load
+	// balancer there); outside, only the stack's own (its ClusterIssuers' account keys, their
+	// status, the edge's challenge shards and Deployment).
+	t.Run("writes/the manager wrote only in the namespace of each cause", func(t *testing.T) {
+		tenantWrite := func(e testenv.AuditEvent) bool {
+			switch e.Resource {
+			case "secrets", "events", "certificates", "issuers":
+				return true
+			}
+			return false
+		}
+		checkWritesStayHome(t, started, map[string]func(testenv.AuditEvent) bool{
+			tenant:                 tenantWrite,
+			s.Namespace + "-squat": tenantWrite,
+			s.Namespace + "-other": tenantWrite,
+			s.Namespace: func(e testenv.AuditEvent) bool {
+				return tenantWrite(e) || (e.Resource == "deployments" && e.Name == testenv.EdgeDeployment)
+			},
+			s.Namespace + "-system": func(e testenv.AuditEvent) bool {
+				return e.Resource == "secrets" || e.Resource == "events" || e.Resource == "leases"
+			},
+			"": func(e testenv.AuditEvent) bool { return e.Resource == "clusterissuers" && e.Subresource == "status" },
+		})
+	})
 }
