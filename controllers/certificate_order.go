@@ -135,7 +135,14 @@ func (o *orderSteps) ensureOrder(ctx context.Context, run *certificateRun) (ctrl
 // waitForOrder polls the order after the challenges were accepted: pending or processing
 // requeue after the CA's Retry-After; invalid is a failure; ready and valid go on.
 func (o *orderSteps) waitForOrder(ctx context.Context, run *certificateRun) (ctrl.Result, error) {
-	order, err := run.acme.GetOrder(ctx, run.order.URL)
+	var order *acme.Order
+	var err error
+	if len(run.accept) > 0 {
+		// Accepted in this reconcile: the CA is validating now, and is often done in moments.
+		order, err = awaitInline(ctx, run, run.order)
+	} else {
+		order, err = run.acme.GetOrder(ctx, run.order.URL)
+	}
 	if err != nil {
 		return ctrl.Result{}, err
 	}
@@ -151,6 +158,34 @@ func (o *orderSteps) waitForOrder(ctx context.Context, run *certificateRun) (ctr
 			"Waiting for the CA to validate %s", strings.Join(run.cert.Spec.Identifiers(), ", "))
 	default:
 		return ctrl.Result{}, o.failures.recordFailure(ctx, run, false, "OrderInvalid", "the CA marked order %s %s: %s", order.URL, order.Status, orderProblem(ctx, run, order))
+	}
+}
+
+// awaitInline looks at an order again while it stays in the state it was last seen in (pending
+// after the challenges were accepted, processing after finalization), acme.InlinePolls apart,
+// so a CA that validates or issues in moments is seen in this reconcile. It returns the order as
+// last seen; an order still in that state is left to the requeue.
+func awaitInline(ctx context.Context, run *certificateRun, order *acme.Order) (*acme.Order, error) {
+	for i := 0; ; i++ {
+		wait, ok := acme.InlineWait(i, order.ServerRetryAfter)
+		if !ok {
+			return order, nil
+		}
+		timer := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			timer.Stop()
+			return nil, ctx.Err()
+		case <-timer.C:
+		}
+		again, err := run.acme.GetOrder(ctx, order.URL)
+		if err != nil {
+			return nil, err
+		}
+		if again.Status != order.Status {
+			return again, nil
+		}
+		order = again
 	}
 }
 
@@ -258,10 +293,10 @@ func (o *orderSteps) finalize(ctx context.Context, run *certificateRun) (ctrl.Re
 			}
 			return ctrl.Result{}, err
 		}
-		if order.Status == acme.StatusProcessing && order.ServerRetryAfter == 0 {
-			// Most CAs issue within moments of finalization: one look now often saves a
-			// requeue, and the status write that goes with it.
-			if again, err := run.acme.GetOrder(ctx, order.URL); err == nil {
+		if order.Status == acme.StatusProcessing {
+			// Most CAs issue within moments of finalization: a look or two now saves a
+			// requeue, and often the status write that goes with it.
+			if again, err := awaitInline(ctx, run, order); err == nil {
 				order = again
 			}
 		}

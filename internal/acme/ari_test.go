@@ -252,3 +252,39 @@ func TestPollInterval(t *testing.T) {
 		previous = got
 	}
 }
+
+func TestInlineWait(t *testing.T) {
+	tests := map[string]struct {
+		look             int
+		serverRetryAfter time.Duration
+		want             time.Duration
+		ok               bool
+	}{
+		"first look":                                 {look: 0, want: 25 * time.Millisecond, ok: true},
+		"first look despite the server's wait":       {look: 0, serverRetryAfter: time.Second, want: 25 * time.Millisecond, ok: true},
+		"second look":                                {look: 1, want: 50 * time.Millisecond, ok: true},
+		"second look after the server's Retry-After": {look: 1, serverRetryAfter: time.Second, ok: false},
+		"last look":                                  {look: 3, want: 200 * time.Millisecond, ok: true},
+		"no more looks":                              {look: 4, ok: false},
+		"negative look":                              {look: -1, ok: false},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			got, ok := InlineWait(tc.look, tc.serverRetryAfter)
+			if got != tc.want || ok != tc.ok {
+				t.Errorf("InlineWait(%d, %v) = %v, %v; want %v, %v", tc.look, tc.serverRetryAfter, got, ok, tc.want, tc.ok)
+			}
+		})
+	}
+	var total time.Duration
+	for i := 0; ; i++ {
+		wait, ok := InlineWait(i, 0)
+		if !ok {
+			break
+		}
+		total += wait
+	}
+	if total > 400*time.Millisecond {
+		t.Errorf("the in-line looks hold a worker %v, more than 400 ms", total)
+	}
+}
