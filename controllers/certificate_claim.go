@@ -101,9 +101,11 @@ func (c claimStore) checkClaimable(ctx context.Context, run *certificateRun) err
 	key := types.NamespacedName{Namespace: run.cert.Namespace, Name: claimSecretName(run.cert.Spec.SecretName)}
 	err := c.client.Get(ctx, key, claim)
 	if apierrors.IsNotFound(err) || (err == nil && !kube.ControlledByCertificate(claim)) {
-		// Not cached, or cached as metadata only: the API has the whole Secret.
+		// Not cached, or cached as metadata only: the API has the whole Secret (its watch
+		// cache: the claim write that follows the order fails if a Secret of that name
+		// appeared since).
 		claim = &corev1.Secret{}
-		err = c.apiReader.Get(ctx, key, claim)
+		err = c.apiReader.Get(ctx, key, claim, kube.FromWatchCache)
 		if apierrors.IsNotFound(err) {
 			return nil
 		}

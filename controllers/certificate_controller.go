@@ -58,6 +58,9 @@ type CertificateReconciler struct {
 
 	// written holds, per Certificate, the resourceVersion of this controller's last write.
 	written writeWatermarks
+	// secretWrites holds the certificate Secrets this controller created whose watch events
+	// have not come back yet (ownWrites).
+	secretWrites ownWrites
 	// unrecordedOrders holds, per Certificate, an order created that the status does not record
 	// yet (restoreOrder).
 	unrecordedOrders sync.Map
@@ -119,7 +122,7 @@ func (r *CertificateReconciler) parts() *certificateParts {
 			orders: &orderSteps{accounts: r.Accounts, recorder: r.Recorder, clock: r.clock(), keys: &r.keys,
 				claims: claims, records: records, challenges: challenges, failures: failures, budget: orders},
 			store: &secretStore{client: r.Client, apiReader: r.APIReader, recorder: r.Recorder,
-				claims: claims, challenges: challenges, renewalInfo: renewalInfo, failures: failures},
+				claims: claims, challenges: challenges, renewalInfo: renewalInfo, failures: failures, written: &r.secretWrites},
 		}
 	})
 	return r.steps

@@ -35,6 +35,9 @@ type secretStore struct {
 	challenges  *challengeSteps
 	renewalInfo renewalInfoSteps
 	failures    failureReporter
+	// written remembers the Secrets this store created, so that their watch events (which
+	// tell the Certificate nothing new) do not wake it.
+	written *ownWrites
 }
 
 // storeCertificate downloads the chain, writes the certificate Secret, removes the challenge
@@ -192,7 +195,11 @@ func (s *secretStore) writeCertificateSecret(ctx context.Context, run *certifica
 			Type: corev1.SecretTypeTLS,
 			Data: data,
 		}
-		return s.client.Create(ctx, secret, client.FieldOwner(FieldManager))
+		if err := s.client.Create(ctx, secret, client.FieldOwner(FieldManager)); err != nil {
+			return err
+		}
+		s.written.remember(secret)
+		return nil
 	}
 	secret := corev1ac.Secret(cert.Spec.SecretName, cert.Namespace).
 		WithResourceVersion(existing.ResourceVersion).
@@ -245,12 +252,13 @@ func (s *secretStore) certificateSecret(ctx context.Context, cert *certpilotv1al
 		err = s.client.Get(ctx, key, secret) // the cache holds only Secrets labelled as certpilot's
 	}
 	if apierrors.IsNotFound(err) && !fresh && askWhenMissing {
-		// Not ours, or not there: ask the API, which sees every Secret.
-		err = s.apiReader.Get(ctx, key, secret)
+		// Not ours, or not there: ask the API, which sees every Secret (its watch cache: the
+		// create that follows fails if a Secret of that name appeared since).
+		err = s.apiReader.Get(ctx, key, secret, kube.FromWatchCache)
 	} else if err == nil && !fresh && !kube.ControlledByCertificate(secret) {
 		// The cache keeps only metadata of a Secret no Certificate controls.
 		secret = &corev1.Secret{}
-		err = s.apiReader.Get(ctx, key, secret)
+		err = s.apiReader.Get(ctx, key, secret, kube.FromWatchCache)
 	}
 	if apierrors.IsNotFound(err) {
 		return nil, nil

@@ -3,11 +3,13 @@ package controllers
 import (
 	"context"
 	"hash/fnv"
+	"sync"
 	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/util/workqueue"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
@@ -66,11 +68,40 @@ func (r *CertificateReconciler) SetupWithManager(ctx context.Context, mgr ctrl.M
 		Named("certificate").
 		For(&certpilotv1alpha1.Certificate{}, builder.WithPredicates(
 			predicate.Or(predicate.GenerationChangedPredicate{}, predicate.AnnotationChangedPredicate{}))).
-		Owns(&corev1.Secret{}, builder.WithPredicates(predicate.NewPredicateFuncs(notClaimSecret))).
+		Owns(&corev1.Secret{}, builder.WithPredicates(predicate.NewPredicateFuncs(notClaimSecret), r.secretWrites.notEcho())).
 		Watches(&certpilotv1alpha1.Issuer{}, issuerChanges(r.Client)).
 		Watches(&certpilotv1alpha1.ClusterIssuer{}, issuerChanges(r.Client)).
 		WithOptions(options).
 		Complete(r)
+}
+
+// ownWrites holds the resourceVersion of each Secret this controller created whose watch event
+// has not come back yet. That event (the create echoed) wakes nobody: the reconcile that wrote
+// the Secret already recorded it, and a reconcile woken by it would find nothing to do (or a
+// cache that has not seen the status write yet, and look again). Its zero value is ready to use.
+type ownWrites struct{ versions sync.Map }
+
+// remember notes obj's resourceVersion after this controller's write of it.
+func (w *ownWrites) remember(obj client.Object) {
+	w.versions.Store(types.NamespacedName{Namespace: obj.GetNamespace(), Name: obj.GetName()}, obj.GetResourceVersion())
+}
+
+// echo reports whether obj is this controller's own last write coming back through the watch.
+// Any event of the Secret ends what is remembered of it: its echo comes once, and a later
+// version (someone else's write) or its deletion makes the write old news.
+func (w *ownWrites) echo(obj client.Object) bool {
+	version, ok := w.versions.LoadAndDelete(types.NamespacedName{Namespace: obj.GetNamespace(), Name: obj.GetName()})
+	return ok && version.(string) == obj.GetResourceVersion()
+}
+
+// notEcho lets through every event but the echo of this controller's own write. Deletes always
+// pass: whoever deleted the Secret, the Certificate writes it again.
+func (w *ownWrites) notEcho() predicate.Predicate {
+	return predicate.Funcs{
+		CreateFunc: func(e event.CreateEvent) bool { return !w.echo(e.Object) },
+		UpdateFunc: func(e event.UpdateEvent) bool { return !w.echo(e.ObjectNew) },
+		DeleteFunc: func(e event.DeleteEvent) bool { w.echo(e.Object); return true },
+	}
 }
 
 func issuerKey(kind, name string) string {
