@@ -152,6 +152,9 @@ type certificateRun struct {
 	failureRecorded bool
 	// issuanceFailed is set by recordFailure: the step runner removes the challenge responses.
 	issuanceFailed bool
+	// removeAfterStatus is set when the certificate is stored: its challenge responses are
+	// removed after the status write that records it, so Ready waits for no cleanup.
+	removeAfterStatus bool
 	// orderUnrecorded is set when this reconcile created (or resumed from memory) an order that
 	// recordOrder has not written to the claim yet.
 	orderUnrecorded bool
@@ -226,6 +229,18 @@ func (r *CertificateReconciler) Reconcile(ctx context.Context, req ctrl.Request)
 		if !progressOnly {
 			if patchErr := r.patchStatus(ctx, run); patchErr != nil && err == nil {
 				err = patchErr
+			}
+		}
+		if run.removeAfterStatus {
+			// Whether or not the status write landed: the certificate is stored. A failed
+			// cleanup's mark in the status (for finishCleanup) is written at once; a cleanup
+			// that changes nothing in the status writes nothing.
+			cleanupErr := p.challenges.removeChallenges(ctx, run)
+			if patchErr := r.patchStatus(ctx, run); patchErr != nil && err == nil {
+				err = patchErr
+			}
+			if cleanupErr != nil && err == nil {
+				err = cleanupErr
 			}
 		}
 		r.written.remember(cert)

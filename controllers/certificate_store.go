@@ -88,15 +88,15 @@ func (s *secretStore) storeCertificate(ctx context.Context, run *certificateRun)
 		}
 	}
 	renewed := run.observed.secret != nil
-	// Record and announce first: the certificate is stored, whatever the cleanup does (a failed
-	// cleanup is marked in the status and finished by a later reconcile).
+	// Record and announce first: the certificate is stored, whatever the cleanup does. The
+	// challenge responses go after the status write that records it (removeAfterStatus), so
+	// Ready waits for no cleanup; a failed cleanup is marked in the status and finished by a
+	// later reconcile.
 	result := s.recordIssued(ctx, run, leaf, renewed, true)
 	if ready := keystoresNotReady(run); ready != nil {
 		run.ready = ready // stored without a keystore whose password is missing (certificate_keystores.go)
 	}
-	if err := s.challenges.removeChallenges(ctx, run); err != nil {
-		return ctrl.Result{}, err
-	}
+	run.removeAfterStatus = true
 	return result, nil
 }
 
@@ -107,9 +107,7 @@ func (s *secretStore) storeCertificate(ctx context.Context, run *certificateRun)
 func (s *secretStore) recordStored(ctx context.Context, run *certificateRun, stored *corev1.Secret, leaf *x509.Certificate) (ctrl.Result, error) {
 	announce := run.patchBase.Status.SerialNumber != fmt.Sprintf("%x", leaf.SerialNumber)
 	result := s.recordIssued(ctx, run, leaf, stored.Annotations[annotationRenewed] == "true", announce)
-	if err := s.challenges.removeChallenges(ctx, run); err != nil {
-		return ctrl.Result{}, err
-	}
+	run.removeAfterStatus = true
 	return result, nil
 }
 
