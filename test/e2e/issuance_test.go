@@ -318,33 +318,41 @@ func TestSecretNotOwned(t *testing.T) {
 	}
 }
 
-// TestSecretAppearsDuringIssuance: someone creates a Secret of the Certificate's secretName while
-// its order is open (the CA paused, so the order waits). Storing the certificate does not read
-// the API first: its create is refused, the Secret is read, and the Certificate is Stalled with
-// SecretNotOwned; the user's Secret is left as it was.
+// TestSecretAppearsDuringIssuance: someone creates a Secret of the Certificate's secretName after
+// the Certificate was seen without one, while its issuance is under way (the CA hangs, so the
+// issuance waits on its order request). Storing the certificate does not read the API first: its
+// create is refused, the Secret is read, and the Certificate is Stalled with SecretNotOwned; the
+// user's Secret is left as it was.
 func TestSecretAppearsDuringIssuance(t *testing.T) {
 	testenv.SkipIfShort(t)
 	ctx := context.Background()
 	s := startStack(t, "e2e-appears", 0)
 	cert := s.TLSALPN01Certificate("appears", "appears.owned.test")
 	logsBefore := len(s.Manager.Output())
-	if err := kube.Client.Create(ctx, cert); err != nil {
-		t.Fatal(err)
-	}
-	testenv.Eventually(t, time.Minute, "the challenges accepted", func() error {
-		if !strings.Contains(s.Manager.Output()[logsBefore:], `"msg":"Accepted challenges"`) {
-			return fmt.Errorf("the manager has not accepted the challenges yet")
-		}
-		return nil
-	})
 	if err := s.Pebble.Pause(); err != nil {
 		t.Fatal(err)
 	}
+	resumed := false
+	defer func() {
+		if !resumed {
+			_ = s.Pebble.Resume()
+		}
+	}()
+	if err := kube.Client.Create(ctx, cert); err != nil {
+		t.Fatal(err)
+	}
+	testenv.Eventually(t, time.Minute, "the issuance started", func() error {
+		if !strings.Contains(s.Manager.Output()[logsBefore:], `"msg":"Issuing certificate"`) {
+			return fmt.Errorf("the manager has not started the issuance yet")
+		}
+		return nil
+	})
 	theirs := &corev1.Secret{
 		ObjectMeta: metav1.ObjectMeta{Name: cert.Spec.SecretName, Namespace: s.Namespace},
 		Data:       map[string][]byte{"tls.crt": []byte("not ours")},
 	}
 	createErr := kube.Client.Create(ctx, theirs)
+	resumed = true
 	if err := s.Pebble.Resume(); err != nil {
 		t.Fatal(err)
 	}
@@ -353,6 +361,9 @@ func TestSecretAppearsDuringIssuance(t *testing.T) {
 	}
 	version := theirs.ResourceVersion
 	waitStalled(t, cert, "SecretNotOwned")
+	if !strings.Contains(s.Manager.Output()[logsBefore:], `"msg":"Created ACME order"`) {
+		t.Error("the Certificate stalled before its order: the Secret was seen before the store, not by its refused create")
+	}
 	if err := kube.Client.Get(ctx, client.ObjectKeyFromObject(theirs), theirs); err != nil {
 		t.Fatal(err)
 	}
