@@ -47,8 +47,10 @@ func accountOf(run *certificateRun) string {
 
 // take takes a new order from the namespace's budget with the account: refused while the
 // account pauses after a rate limit (a wait, AccountPaused), or when the namespace spent its
-// budget (Stalled, Throttled, until the next order is allowed).
-func (b orderBudget) take(run *certificateRun) error {
+// budget (Stalled, Throttled, until the next order is allowed). A refusal for the account's
+// pause records it in this issuer's status too (once per issuer and pause): another issuer
+// registered on the same account then keeps the pause across a restart as well.
+func (b orderBudget) take(ctx context.Context, run *certificateRun) error {
 	if b.ledger == nil {
 		return nil
 	}
@@ -68,6 +70,9 @@ func (b orderBudget) take(run *certificateRun) error {
 	after := max(verdict.RetryAt.Sub(now), time.Second)
 	if verdict.Reason == budget.ReasonThrottled {
 		return &stalledError{Reason: verdict.Reason, Message: message, After: after}
+	}
+	if until := b.ledger.AccountPausedUntil(accountOf(run)); now.Before(until) {
+		b.recordPause(ctx, run, until, now)
 	}
 	return wait(after, verdict.Reason, "%s", message)
 }

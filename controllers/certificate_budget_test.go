@@ -56,29 +56,30 @@ func TestOrderBudgetTake(t *testing.T) {
 		return &certificateRun{issuer: issuer, cert: &certpilotv1alpha1.Certificate{ObjectMeta: metav1.ObjectMeta{Namespace: namespace},
 			Spec: certpilotv1alpha1.CertificateSpec{IssuerRef: certpilotv1alpha1.IssuerReference{Kind: "ClusterIssuer", Name: "shared"}}}}
 	}
-	if err := b.take(runIn("team-a")); err != nil {
+	if err := b.take(context.Background(), runIn("team-a")); err != nil {
 		t.Fatalf("first order: %v", err)
 	}
-	err := b.take(runIn("team-a"))
+	err := b.take(context.Background(), runIn("team-a"))
 	if s, ok := asStalled(err); !ok || s.Reason != budget.ReasonThrottled || s.After != time.Hour+time.Second ||
 		!strings.Contains(s.Message, "next order at 2026-12-06T13:00:01Z") {
 		t.Errorf("second order of team-a: %v, want Stalled Throttled for 1h1s", err)
 	}
-	if err := b.take(runIn("team-b")); err != nil {
+	if err := b.take(context.Background(), runIn("team-b")); err != nil {
 		t.Errorf("team-b: %v, want its own budget", err)
 	}
 	ledger.RateLimited(issuer.Status.AccountURI, "team-c", 10*time.Second, now)
-	if w, ok := asWait(b.take(runIn("team-d"))); !ok || w.Reason != budget.ReasonAccountPaused || w.After != 10*time.Second {
+	if w, ok := asWait(b.take(context.Background(), runIn("team-d"))); !ok || w.Reason != budget.ReasonAccountPaused || w.After != 10*time.Second {
 		t.Errorf("team-d during the account's pause: %+v, want a 10 s AccountPaused wait", w)
 	}
-	if err := (orderBudget{clock: b.clock}).take(runIn("team-a")); err != nil {
+	if err := (orderBudget{clock: b.clock}).take(context.Background(), runIn("team-a")); err != nil {
 		t.Errorf("without a ledger: %v", err)
 	}
 }
 
 // TestOrderBudgetRecordsAccountPause: a rateLimited answer writes the account's pause into the
-// issuer's status once, however many Certificates get one during the pause; a manager that
-// starts again with an empty ledger finds it there and waits (AccountPaused) until it ends.
+// issuer's status once, however many Certificates get one during the pause; another issuer on
+// the same account records it when its Certificate is refused for it; a manager that starts
+// again with an empty ledger finds it there and waits (AccountPaused) until it ends.
 func TestOrderBudgetRecordsAccountPause(t *testing.T) {
 	testenv.SkipIfShort(t)
 	ctx := context.Background()
@@ -89,7 +90,12 @@ func TestOrderBudgetRecordsAccountPause(t *testing.T) {
 			Server: "https://ca.example/directory", PrivateKeySecretRef: certpilotv1alpha1.SecretReference{Name: "account"},
 		}},
 	}
+	sibling := issuer.DeepCopy()
+	sibling.Name = "sibling"
 	create(t, issuer)
+	create(t, sibling)
+	const account = "https://ca.example/acct/1"
+	issuer.Status.AccountURI, sibling.Status.AccountURI = account, account
 	now := time.Now().Truncate(time.Second).Add(300 * time.Millisecond)
 	clock := clocktesting.NewFakePassiveClock(now)
 	b := orderBudget{ledger: &budget.Ledger{}, clock: clock, client: testKube.Client}
@@ -124,13 +130,28 @@ func TestOrderBudgetRecordsAccountPause(t *testing.T) {
 	if recorded.ResourceVersion != version {
 		t.Errorf("the issuer was written again for the same pause (resourceVersion %s, then %s)", version, recorded.ResourceVersion)
 	}
+	recorded.Status.AccountURI = account // as the issuer reconciler would have recorded it
+
+	if w, ok := asWait(b.take(ctx, runIn(sibling, "sibling-order"))); !ok || w.Reason != budget.ReasonAccountPaused {
+		t.Fatalf("an order with the sibling issuer during the pause: %v, want AccountPaused", w)
+	}
+	siblingRecorded := &certpilotv1alpha1.Issuer{}
+	if err := testKube.Client.Get(ctx, client.ObjectKeyFromObject(sibling), siblingRecorded); err != nil {
+		t.Fatal(err)
+	}
+	// The answers since the first lengthened the pause by seconds: recorded for the sibling, not
+	// again for the first issuer (within budget.RecordSlack).
+	siblingWant := b.ledger.AccountPausedUntil(account).Truncate(time.Second).Add(time.Second)
+	if got := siblingRecorded.Status.OrdersPausedUntil; got == nil || !got.Time.Equal(siblingWant) {
+		t.Errorf("the sibling's status.ordersPausedUntil = %v, want the account's pause %v", got, siblingWant)
+	}
 
 	restarted := orderBudget{ledger: &budget.Ledger{}, clock: clocktesting.NewFakePassiveClock(now.Add(time.Minute)), client: testKube.Client}
-	if w, ok := asWait(restarted.take(runIn(recorded, "after-restart"))); !ok || w.Reason != budget.ReasonAccountPaused || w.After != want.Sub(now.Add(time.Minute)) {
+	if w, ok := asWait(restarted.take(ctx, runIn(recorded, "after-restart"))); !ok || w.Reason != budget.ReasonAccountPaused || w.After != want.Sub(now.Add(time.Minute)) {
 		t.Errorf("an order after a restart: %+v, want an AccountPaused wait until %v", w, want)
 	}
 	ended := orderBudget{ledger: &budget.Ledger{}, clock: clocktesting.NewFakePassiveClock(want), client: testKube.Client}
-	if err := ended.take(runIn(recorded, "after-the-pause")); err != nil {
+	if err := ended.take(ctx, runIn(recorded, "after-the-pause")); err != nil {
 		t.Errorf("an order once the recorded pause ended: %v", err)
 	}
 }

@@ -82,7 +82,7 @@ func (o *orderSteps) ensureOrder(ctx context.Context, run *certificateRun) (ctrl
 		}
 		run.nextKey = keyPEM
 	}
-	if err := o.budget.take(run); err != nil {
+	if err := o.budget.take(ctx, run); err != nil {
 		return ctrl.Result{}, err
 	}
 	request := acme.OrderRequest{Identifiers: cert.Spec.Identifiers(), Profile: run.issuer.GetSpec().ACME.Profile, Replaces: replacesFor(run)}

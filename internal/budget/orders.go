@@ -207,6 +207,14 @@ func (l *Ledger) RateLimited(account, namespace string, retryAfter time.Duration
 	return l.namespacePauses[key], l.accountPauses[account]
 }
 
+// AccountPausedUntil is when the account's pause after a rateLimited answer ends (zero: none
+// known); a namespace's longer pause is not part of it.
+func (l *Ledger) AccountPausedUntil(account string) time.Time {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.accountPauses[account]
+}
+
 // RecordSlack is how much longer a pause must be than the one last recorded under the same key
 // to be recorded again (ToRecord): a pause is written once, and again at most once a minute
 // while later answers lengthen it, however many Certificates the CA refuses.
