@@ -146,8 +146,19 @@ func TestIssuerFallback(t *testing.T) {
 	waitForEvents(t, cert, 30*time.Second, "CASlowDown", "IssuerFallback", "Issued")
 	fallbackSerial := cert.Status.SerialNumber
 
-	// The first CA accepts orders again: a renewal starts at the first issuer.
+	// The first CA accepts orders again: a renewal starts at the first issuer, once the account's
+	// pause after its rateLimited answer (Retry-After 1 s, recorded in the issuer's status) is
+	// over; during it, an issuance moves on to the fallback at once.
 	tap.refusing.Store(false)
+	testenv.Eventually(t, 30*time.Second, "the first issuer's pause over", func() error {
+		if err := kube.Client.Get(ctx, client.ObjectKeyFromObject(first), first); err != nil {
+			return err
+		}
+		if until := first.Status.OrdersPausedUntil; until != nil && time.Now().Before(until.Time) {
+			return fmt.Errorf("new orders with the first issuer's account are paused until %s", until.Time)
+		}
+		return nil
+	})
 	requestRenewalOf(t, cert, "first-again")
 	waitReady(t, cert, 2*time.Minute, fallbackSerial)
 	_, secret = verifySecret(t, firstCA, cert)

@@ -79,9 +79,13 @@ func TestDNS01RFC2136Wildcard(t *testing.T) {
 	if cert.Status.AutoRenewable == nil || !*cert.Status.AutoRenewable {
 		t.Errorf("autoRenewable = %v, want true for rfc2136", cert.Status.AutoRenewable)
 	}
-	if values, err := bind.TXT("_acme-challenge.certpilot.test."); err != nil || len(values) != 0 {
-		t.Errorf("TXT records left after issuance: %v (%v)", values, err)
-	}
+	// The records go right after the status write that says Ready.
+	testenv.Eventually(t, 30*time.Second, "the TXT records removed after issuance", func() error {
+		if values, err := bind.TXT("_acme-challenge.certpilot.test."); err != nil || len(values) != 0 {
+			return fmt.Errorf("TXT records left after issuance: %v (%v)", values, err)
+		}
+		return nil
+	})
 	// The cleanup finalizer stays for the renewals (no finalizer write per issuance).
 	if !slices.Contains(cert.Finalizers, "certpilot.dev/challenge-cleanup") {
 		t.Errorf("finalizers %v after issuance, want certpilot.dev/challenge-cleanup kept", cert.Finalizers)
