@@ -132,6 +132,7 @@ func main() {
 	ctrl.SetLogger(logger)
 	klog.SetLogger(logger.WithName("client-go"))
 	log := logger.WithName("edge")
+	edge.TuneGC(log)
 
 	if err := run(ctrl.SetupSignalHandler(), opts, log); err != nil {
 		log.Error(err, "Edge failed")
