@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/go-logr/logr"
@@ -198,16 +199,23 @@ func (p *passthrough) logConnection(started time.Time, conn net.Conn, sni, upstr
 // splice copies both ways until both directions end, passing half-closes on. Between two TCP
 // sockets io.Copy is the kernel's splice(2) through a pipe: the bytes never enter user space.
 // It returns the bytes sent to the client and received from it. run runs the second direction
-// (on a worker).
+// (on a worker). Only the direction that ends first half-closes its destination: when the
+// second ends, the caller closes both connections, and a close sends the same FIN (every byte
+// was read) without the shutdown(2) call.
 func splice(client, upstream net.Conn, run func(func())) (sent, received int64) {
+	var ended atomic.Int32
 	done := make(chan int64, 1)
 	run(func() {
 		n, _ := io.Copy(upstream, client)
-		closeWrite(upstream)
+		if ended.Add(1) == 1 {
+			closeWrite(upstream)
+		}
 		done <- n
 	})
 	sent, _ = io.Copy(client, upstream)
-	closeWrite(client)
+	if ended.Add(1) == 1 {
+		closeWrite(client)
+	}
 	return sent, <-done
 }
 

@@ -148,3 +148,98 @@ func TestPassthrough(t *testing.T) {
 		}
 	})
 }
+
+// TestPassthroughHalfClose: a half-close passes through in either direction while the other
+// direction carries on until its own end.
+func TestPassthroughHalfClose(t *testing.T) {
+	hello := recordClientHello(t, &tls.Config{ServerName: "h.example.com"})
+	listener, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = listener.Close() })
+	// After the hello, the upstream reads one byte. 'c': it reads until the client's end, then
+	// answers with what it read and closes. 'u': it sends "greeting" and half-closes first,
+	// then reads until the client's end and reports what it read on upstreamRead.
+	upstreamRead := make(chan string, 1)
+	go func() {
+		for {
+			conn, err := listener.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer conn.Close()
+				_ = conn.SetDeadline(time.Now().Add(10 * time.Second))
+				head := make([]byte, len(hello)+1)
+				if _, err := io.ReadFull(conn, head); err != nil {
+					return
+				}
+				if head[len(hello)] == 'u' {
+					_, _ = io.WriteString(conn, "greeting")
+					_ = conn.(*net.TCPConn).CloseWrite()
+				}
+				rest, err := io.ReadAll(conn)
+				if err != nil {
+					rest = []byte(err.Error())
+				}
+				if head[len(hello)] == 'u' {
+					upstreamRead <- string(rest)
+					return
+				}
+				_, _ = conn.Write(append([]byte("read "), rest...))
+			}()
+		}
+	}()
+	routes := edge.NewRoutes(edge.ModePassthrough)
+	if err := routes.Load(routeFile("- {host: h.example.com, upstream: '" + listener.Addr().String() + "'}")); err != nil {
+		t.Fatal(err)
+	}
+	challenges := edge.NewChallengeStore()
+	challenges.MarkSynced()
+	running := startServer(t, edge.Options{Mode: edge.ModePassthrough, Challenges: challenges, Routes: routes, Log: testr.New(t)})
+	dial := func(t *testing.T, mode byte) *net.TCPConn {
+		conn, err := net.Dial("tcp", running.httpsAddress)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = conn.Close() })
+		_ = conn.SetDeadline(time.Now().Add(10 * time.Second))
+		if _, err := conn.Write(append(append([]byte{}, hello...), mode)); err != nil {
+			t.Fatal(err)
+		}
+		return conn.(*net.TCPConn)
+	}
+
+	t.Run("client ends first", func(t *testing.T) {
+		conn := dial(t, 'c')
+		if _, err := io.WriteString(conn, "request"); err != nil {
+			t.Fatal(err)
+		}
+		_ = conn.CloseWrite()
+		answer, err := io.ReadAll(conn)
+		if err != nil || string(answer) != "read request" {
+			t.Errorf("client read %q, %v; want the upstream's answer after the client's end", answer, err)
+		}
+	})
+
+	t.Run("upstream ends first", func(t *testing.T) {
+		conn := dial(t, 'u')
+		greeting, err := io.ReadAll(conn)
+		if err != nil || string(greeting) != "greeting" {
+			t.Fatalf("client read %q, %v; want the upstream's greeting and its end", greeting, err)
+		}
+		if _, err := io.WriteString(conn, "late request"); err != nil {
+			t.Fatal(err)
+		}
+		_ = conn.CloseWrite()
+		select {
+		case read := <-upstreamRead:
+			if read != "late request" {
+				t.Errorf("upstream read %q, want %q", read, "late request")
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatal("the upstream never saw the client's end")
+		}
+	})
+}
