@@ -226,22 +226,29 @@ func (r *CertificateReconciler) Reconcile(ctx context.Context, req ctrl.Request)
 			// carries) and its order at the CA, so a burst keeps few of them in flight.
 			result.Priority = ptr.To(priorityIssuing)
 		}
+		var patchErr error
 		if !progressOnly {
-			if patchErr := r.patchStatus(ctx, run); patchErr != nil && err == nil {
-				err = patchErr
-			}
+			patchErr = r.patchStatus(ctx, run)
 		}
 		if run.removeAfterStatus {
 			// Whether or not the status write landed: the certificate is stored. A failed
 			// cleanup's mark in the status (for finishCleanup) is written at once; a cleanup
 			// that changes nothing in the status writes nothing.
-			cleanupErr := p.challenges.removeChallenges(ctx, run)
-			if patchErr := r.patchStatus(ctx, run); patchErr != nil && err == nil {
-				err = patchErr
-			}
-			if cleanupErr != nil && err == nil {
+			if cleanupErr := p.challenges.removeChallenges(ctx, run); cleanupErr != nil && err == nil {
 				err = cleanupErr
 			}
+			if patchErr == nil {
+				patchErr = r.patchStatus(ctx, run)
+			}
+		}
+		switch {
+		case errors.Is(patchErr, errStatusConflict):
+			ctrl.LoggerFrom(ctx).V(1).Info("The Certificate changed since it was read; its status is written again shortly")
+			if err == nil {
+				result = ctrl.Result{RequeueAfter: staleReadRetry, Priority: result.Priority}
+			}
+		case patchErr != nil && err == nil:
+			err = patchErr
 		}
 		r.written.remember(cert)
 	}()
@@ -337,26 +344,33 @@ func (r *CertificateReconciler) clock() clock.PassiveClock {
 }
 
 // patchStatus writes the status when it changed since the last write: an idle cluster writes
-// nothing. While the injection controller writes its part of the status too (status.injected,
-// the Injected condition), the write carries an optimistic lock: a merge patch replaces the
-// whole conditions list, and must not put back an Injected condition older than the cache.
+// nothing. The write carries an optimistic lock (the resourceVersion this reconcile last knew,
+// its own finalizer patch included): a merge patch replaces the whole conditions list, so
+// without it a condition another writer added since the cache was read (the injection
+// controller's Injected, another controller's own type) would be dropped. A conflict is
+// errStatusConflict: the reconcile looks again shortly, from the newer version.
 func (r *CertificateReconciler) patchStatus(ctx context.Context, run *certificateRun) error {
 	if equality.Semantic.DeepEqual(run.patchBase.Status, run.cert.Status) {
 		return nil
 	}
-	patch := client.MergeFrom(run.patchBase)
-	if usesInjection(run.patchBase) {
-		patch = client.MergeFromWithOptions(run.patchBase, client.MergeFromWithOptimisticLock{})
-	}
-	if err := r.Status().Patch(ctx, run.cert, patch); err != nil {
+	base := run.patchBase.DeepCopy()
+	base.ResourceVersion = run.cert.ResourceVersion
+	if err := r.Status().Patch(ctx, run.cert, client.MergeFromWithOptions(base, client.MergeFromWithOptimisticLock{})); err != nil {
 		if apierrors.IsNotFound(err) {
 			return nil
+		}
+		if apierrors.IsConflict(err) {
+			return errStatusConflict
 		}
 		return fmt.Errorf("writing the status of Certificate %s/%s: %w", run.cert.Namespace, run.cert.Name, err)
 	}
 	run.patchBase = run.cert.DeepCopy()
 	return nil
 }
+
+// errStatusConflict is a status write refused because the Certificate changed since it was
+// read: not a failure, the next reconcile writes from the newer version.
+var errStatusConflict = errors.New("the Certificate changed since it was read")
 
 // mergeOutcome combines a step's result with the classified error.
 func mergeOutcome(ctx context.Context, result ctrl.Result, err error) (ctrl.Result, error) {
