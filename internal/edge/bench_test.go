@@ -19,7 +19,7 @@ import (
 	"github.com/certpilot/certpilot/internal/edge/edgetest"
 )
 
-// The benchmarks measure the edge's three per-request and per-connection paths in one process
+// The benchmarks measure the edge's per-request, per-connection and per-byte paths in one process
 // over loopback, with the least work possible on the other side: a tiny plain HTTP/1.1
 // upstream answering "ok\n", and clients that write fixed requests. Client and upstream share
 // the CPUs with the edge, so compare runs of the same benchmark (before and after a change,
@@ -300,4 +300,75 @@ func recordClientHello(tb testing.TB, config *tls.Config) []byte {
 		tb.Fatal(err)
 	}
 	return record
+}
+
+// BenchmarkPassthroughMiB: passthrough throughput (wrk's 1 MiB row), the TLS work again taken
+// out of the other ends: over one spliced connection per parallel client, each operation is a
+// one-byte request and the upstream's 1 MiB answer. The edge's part is the two splices.
+func BenchmarkPassthroughMiB(b *testing.B) {
+	const answerSize = 1 << 20
+	hello := recordClientHello(b, &tls.Config{ServerName: "p.example.com", CurvePreferences: []tls.CurveID{tls.X25519}})
+	listener, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { _ = listener.Close() })
+	answer := bytes.Repeat([]byte{'x'}, answerSize)
+	go func() {
+		for {
+			conn, err := listener.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer conn.Close()
+				request := make([]byte, len(hello))
+				if _, err := io.ReadFull(conn, request); err != nil {
+					return
+				}
+				for {
+					if _, err := io.ReadFull(conn, request[:1]); err != nil {
+						return
+					}
+					if _, err := conn.Write(answer); err != nil {
+						return
+					}
+				}
+			}()
+		}
+	}()
+	routes := edge.NewRoutes(edge.ModePassthrough)
+	if err := routes.Load(routeFile("- {host: p.example.com, upstream: '" + listener.Addr().String() + "'}")); err != nil {
+		b.Fatal(err)
+	}
+	challenges := edge.NewChallengeStore()
+	challenges.MarkSynced()
+	address := startBenchServer(b, edge.Options{Mode: edge.ModePassthrough, Challenges: challenges, Routes: routes})
+
+	b.SetBytes(answerSize)
+	b.ReportAllocs()
+	defer reportCPU(b)()
+	b.RunParallel(func(pb *testing.PB) {
+		conn, err := net.Dial("tcp", address)
+		if err != nil {
+			b.Error(err)
+			return
+		}
+		defer conn.Close()
+		if _, err := conn.Write(hello); err != nil {
+			b.Error(err)
+			return
+		}
+		buffer := make([]byte, answerSize)
+		for pb.Next() {
+			if _, err := conn.Write([]byte{'g'}); err != nil {
+				b.Error(err)
+				return
+			}
+			if _, err := io.ReadFull(conn, buffer); err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
 }
