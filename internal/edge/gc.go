@@ -11,7 +11,7 @@ import (
 
 // The edge's garbage collector settings. Its live heap is small (certificates, routes, the
 // watch caches) and every handshake and passthrough connection allocates a few KiB that die
-// with it, so with Go's default (GOGC=100) the collector ran every few thousand connections and
+// with it, so with Go's default (GOGC=100) the collector ran every few hundred connections and
 // showed in CPU profiles (docs/bench-edge.md). gcPercent lets the heap grow to five times the
 // live heap between collections; the memory limit, 90 % of the container's, makes the
 // collector run earlier whenever that would come near the container's limit, so a larger

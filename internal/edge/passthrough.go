@@ -205,11 +205,10 @@ func (p *passthrough) logConnection(started time.Time, conn net.Conn, sni, upstr
 
 // splice copies both ways until both directions end, passing half-closes on. Between two TCP
 // sockets the copy is the kernel's splice(2) through a pipe (copyConn): the bytes never enter
-// user space.
-// It returns the bytes sent to the client and received from it. run runs the second direction
-// (on a worker). Only the direction that ends first half-closes its destination: when the
-// second ends, the caller closes both connections, and a close sends the same FIN (every byte
-// was read) without the shutdown(2) call.
+// user space. It returns the bytes sent to the client and received from it. run runs the
+// second direction (on a worker). Only the direction that ends first half-closes its
+// destination: when the second ends, the caller closes both connections, and a close sends the
+// same FIN (every byte was read) without the shutdown(2) call.
 func splice(client, upstream net.Conn, run func(func())) (sent, received int64) {
 	var ended atomic.Int32
 	done := make(chan int64, 1)
@@ -229,8 +228,8 @@ func splice(client, upstream net.Conn, run func(func())) (sent, received int64) 
 
 // spliceChunk is the most one splice moves at a time. Go's own splice moves up to 1 MiB a
 // call; in BenchmarkPassthroughMiB (1 MiB answers) the whole process spent about a fifth
-// less CPU per MiB with 256 or 512 KiB (docs/bench-edge.md): the bytes the upstream just wrote
-// are still in the CPU's caches when the client reads them.
+// less CPU per MiB with 256 or 512 KiB (docs/bench-edge.md), presumably because the bytes the
+// upstream just wrote are still in the CPU's caches when the client reads them.
 const spliceChunk = 256 << 10
 
 // copyConn copies src to dst until src ends or either fails, and returns the bytes copied.
