@@ -295,10 +295,16 @@ func (o *orderSteps) finalize(ctx context.Context, run *certificateRun) (ctrl.Re
 		}
 		if order.Status == acme.StatusProcessing {
 			// Most CAs issue within moments of finalization: a look or two now saves a
-			// requeue, and often the status write that goes with it.
-			if again, err := awaitInline(ctx, run, order); err == nil {
-				order = again
+			// requeue, and often the status write that goes with it. A look the CA refuses
+			// (a rateLimited answer with its Retry-After) ends the reconcile with that error,
+			// so the CA's slow-down is honoured; the order stays recorded as processing.
+			run.order = order
+			recordOrderState(run.cert.Status.Order, order.Status)
+			again, err := awaitInline(ctx, run, order)
+			if err != nil {
+				return ctrl.Result{}, err
 			}
+			order = again
 		}
 		run.order = order
 		recordOrderState(run.cert.Status.Order, order.Status)
