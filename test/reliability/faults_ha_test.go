@@ -123,10 +123,7 @@ func countClaims(ctx context.Context, t testing.TB, namespace string, certs []*c
 	if err := kube.Client.List(ctx, &list, client.InNamespace(namespace), client.MatchingLabels{certpilotv1alpha1.LabelClaim: "true"}); err != nil {
 		t.Fatal(err)
 	}
-	wanted := map[string]bool{}
-	for _, cert := range certs {
-		wanted[cert.Name] = true
-	}
+	wanted := namesOf(certs)
 	claims := 0
 	for _, secret := range list.Items {
 		if wanted[secret.Labels[certpilotv1alpha1.LabelCertificate]] {
@@ -136,16 +133,22 @@ func countClaims(ctx context.Context, t testing.TB, namespace string, certs []*c
 	return claims
 }
 
+// namesOf is the set of certs' names.
+func namesOf(certs []*certpilotv1alpha1.Certificate) map[string]bool {
+	names := map[string]bool{}
+	for _, cert := range certs {
+		names[cert.Name] = true
+	}
+	return names
+}
+
 func countReady(ctx context.Context, t testing.TB, namespace string, certs []*certpilotv1alpha1.Certificate) int {
 	t.Helper()
 	var list certpilotv1alpha1.CertificateList
 	if err := kube.Client.List(ctx, &list, client.InNamespace(namespace)); err != nil {
 		t.Fatal(err)
 	}
-	wanted := map[string]bool{}
-	for _, cert := range certs {
-		wanted[cert.Name] = true
-	}
+	wanted := namesOf(certs)
 	ready := 0
 	for _, cert := range list.Items {
 		if wanted[cert.Name] && meta.IsStatusConditionTrue(cert.Status.Conditions, certpilotv1alpha1.ConditionReady) {
