@@ -53,34 +53,20 @@ func processCPU(b *testing.B) time.Duration {
 // body expected) with "ok\n", keeping the connection open unless the request says close.
 func startMiniUpstream(tb testing.TB) string {
 	tb.Helper()
-	listener, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		tb.Fatal(err)
-	}
-	tb.Cleanup(func() { _ = listener.Close() })
 	response := []byte("HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 3\r\n\r\nok\n")
-	go func() {
+	upstream := serveTCP(tb, func(conn net.Conn) {
+		reader := bufio.NewReader(conn)
 		for {
-			conn, err := listener.Accept()
+			request, err := http.ReadRequest(reader)
 			if err != nil {
 				return
 			}
-			go func() {
-				defer conn.Close()
-				reader := bufio.NewReader(conn)
-				for {
-					request, err := http.ReadRequest(reader)
-					if err != nil {
-						return
-					}
-					if _, err := conn.Write(response); err != nil || request.Close {
-						return
-					}
-				}
-			}()
+			if _, err := conn.Write(response); err != nil || request.Close {
+				return
+			}
 		}
-	}()
-	return "http://" + listener.Addr().String()
+	})
+	return "http://" + upstream
 }
 
 // startBenchServer serves opts on loopback until the benchmark ends and returns the HTTPS
@@ -215,31 +201,17 @@ func BenchmarkResumedHandshake(b *testing.B) {
 // both ways until both ends close.
 func BenchmarkPassthroughConnect(b *testing.B) {
 	hello := recordClientHello(b, &tls.Config{ServerName: "p.example.com", CurvePreferences: []tls.CurveID{tls.X25519}})
-	listener, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { _ = listener.Close() })
 	answer := bytes.Repeat([]byte{'x'}, 64)
-	go func() {
-		for {
-			conn, err := listener.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer conn.Close()
-				buffer := make([]byte, len(hello))
-				if _, err := io.ReadFull(conn, buffer); err != nil {
-					return
-				}
-				_, _ = conn.Write(answer)
-				abort(conn)
-			}()
+	upstream := serveTCP(b, func(conn net.Conn) {
+		buffer := make([]byte, len(hello))
+		if _, err := io.ReadFull(conn, buffer); err != nil {
+			return
 		}
-	}()
+		_, _ = conn.Write(answer)
+		abort(conn)
+	})
 	routes := edge.NewRoutes(edge.ModePassthrough)
-	if err := routes.Load(routeFile("- {host: p.example.com, upstream: '" + listener.Addr().String() + "'}")); err != nil {
+	if err := routes.Load(routeFile("- {host: p.example.com, upstream: '" + upstream + "'}")); err != nil {
 		b.Fatal(err)
 	}
 	challenges := edge.NewChallengeStore()
@@ -308,37 +280,23 @@ func recordClientHello(tb testing.TB, config *tls.Config) []byte {
 func BenchmarkPassthroughMiB(b *testing.B) {
 	const answerSize = 1 << 20
 	hello := recordClientHello(b, &tls.Config{ServerName: "p.example.com", CurvePreferences: []tls.CurveID{tls.X25519}})
-	listener, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { _ = listener.Close() })
 	answer := bytes.Repeat([]byte{'x'}, answerSize)
-	go func() {
+	upstream := serveTCP(b, func(conn net.Conn) {
+		request := make([]byte, len(hello))
+		if _, err := io.ReadFull(conn, request); err != nil {
+			return
+		}
 		for {
-			conn, err := listener.Accept()
-			if err != nil {
+			if _, err := io.ReadFull(conn, request[:1]); err != nil {
 				return
 			}
-			go func() {
-				defer conn.Close()
-				request := make([]byte, len(hello))
-				if _, err := io.ReadFull(conn, request); err != nil {
-					return
-				}
-				for {
-					if _, err := io.ReadFull(conn, request[:1]); err != nil {
-						return
-					}
-					if _, err := conn.Write(answer); err != nil {
-						return
-					}
-				}
-			}()
+			if _, err := conn.Write(answer); err != nil {
+				return
+			}
 		}
-	}()
+	})
 	routes := edge.NewRoutes(edge.ModePassthrough)
-	if err := routes.Load(routeFile("- {host: p.example.com, upstream: '" + listener.Addr().String() + "'}")); err != nil {
+	if err := routes.Load(routeFile("- {host: p.example.com, upstream: '" + upstream + "'}")); err != nil {
 		b.Fatal(err)
 	}
 	challenges := edge.NewChallengeStore()

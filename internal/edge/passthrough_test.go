@@ -153,46 +153,32 @@ func TestPassthrough(t *testing.T) {
 // direction carries on until its own end.
 func TestPassthroughHalfClose(t *testing.T) {
 	hello := recordClientHello(t, &tls.Config{ServerName: "h.example.com"})
-	listener, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = listener.Close() })
 	// After the hello, the upstream reads one byte. 'c': it reads until the client's end, then
 	// answers with what it read and closes. 'u': it sends "greeting" and half-closes first,
 	// then reads until the client's end and reports what it read on upstreamRead.
 	upstreamRead := make(chan string, 1)
-	go func() {
-		for {
-			conn, err := listener.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer conn.Close()
-				_ = conn.SetDeadline(time.Now().Add(10 * time.Second))
-				head := make([]byte, len(hello)+1)
-				if _, err := io.ReadFull(conn, head); err != nil {
-					return
-				}
-				if head[len(hello)] == 'u' {
-					_, _ = io.WriteString(conn, "greeting")
-					_ = conn.(*net.TCPConn).CloseWrite()
-				}
-				rest, err := io.ReadAll(conn)
-				if err != nil {
-					rest = []byte(err.Error())
-				}
-				if head[len(hello)] == 'u' {
-					upstreamRead <- string(rest)
-					return
-				}
-				_, _ = conn.Write(append([]byte("read "), rest...))
-			}()
+	upstream := serveTCP(t, func(conn net.Conn) {
+		_ = conn.SetDeadline(time.Now().Add(10 * time.Second))
+		head := make([]byte, len(hello)+1)
+		if _, err := io.ReadFull(conn, head); err != nil {
+			return
 		}
-	}()
+		if head[len(hello)] == 'u' {
+			_, _ = io.WriteString(conn, "greeting")
+			_ = conn.(*net.TCPConn).CloseWrite()
+		}
+		rest, err := io.ReadAll(conn)
+		if err != nil {
+			rest = []byte(err.Error())
+		}
+		if head[len(hello)] == 'u' {
+			upstreamRead <- string(rest)
+			return
+		}
+		_, _ = conn.Write(append([]byte("read "), rest...))
+	})
 	routes := edge.NewRoutes(edge.ModePassthrough)
-	if err := routes.Load(routeFile("- {host: h.example.com, upstream: '" + listener.Addr().String() + "'}")); err != nil {
+	if err := routes.Load(routeFile("- {host: h.example.com, upstream: '" + upstream + "'}")); err != nil {
 		t.Fatal(err)
 	}
 	challenges := edge.NewChallengeStore()

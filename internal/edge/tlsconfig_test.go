@@ -14,15 +14,15 @@ import (
 	"github.com/certpilot/certpilot/internal/edge/edgetest"
 )
 
-// serveHandshakes accepts TLS connections on a loopback port with config, completes each
-// handshake and closes the connection, until the test ends. It returns the address.
-func serveHandshakes(t *testing.T, config *tls.Config) string {
-	t.Helper()
+// serveTCP accepts connections on a loopback port until the test ends, each handled by handle
+// on its own goroutine and closed after it. It returns the address.
+func serveTCP(tb testing.TB, handle func(net.Conn)) string {
+	tb.Helper()
 	listener, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
-		t.Fatal(err)
+		tb.Fatal(err)
 	}
-	t.Cleanup(func() { listener.Close() })
+	tb.Cleanup(func() { _ = listener.Close() })
 	go func() {
 		for {
 			conn, err := listener.Accept()
@@ -31,12 +31,21 @@ func serveHandshakes(t *testing.T, config *tls.Config) string {
 			}
 			go func() {
 				defer conn.Close()
-				_ = conn.SetDeadline(time.Now().Add(5 * time.Second))
-				_ = tls.Server(conn, config).Handshake()
+				handle(conn)
 			}()
 		}
 	}()
 	return listener.Addr().String()
+}
+
+// serveHandshakes accepts TLS connections on a loopback port with config, completes each
+// handshake and closes the connection, until the test ends. It returns the address.
+func serveHandshakes(t *testing.T, config *tls.Config) string {
+	t.Helper()
+	return serveTCP(t, func(conn net.Conn) {
+		_ = conn.SetDeadline(time.Now().Add(5 * time.Second))
+		_ = tls.Server(conn, config).Handshake()
+	})
 }
 
 func testContext(t *testing.T) context.Context {
