@@ -3,7 +3,6 @@ package cluster
 import (
 	"context"
 	"crypto/x509"
-	"encoding/pem"
 	"fmt"
 	"net"
 	"testing"
@@ -19,6 +18,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	certpilotv1alpha1 "github.com/certpilot/certpilot/api/v1alpha1"
+	"github.com/certpilot/certpilot/internal/pki"
 	"github.com/certpilot/certpilot/internal/testcluster"
 	"github.com/certpilot/certpilot/internal/testenv"
 )
@@ -167,24 +167,27 @@ func issueThroughEdge(t *testing.T, ctx context.Context, k client.Client) {
 	waitReady(t, ctx, k, cert)
 	t.Logf("FIGURE Certificate Ready through the edge pod: %s", time.Since(created).Round(100*time.Millisecond))
 
-	var secret corev1.Secret
-	if err := k.Get(ctx, client.ObjectKey{Namespace: "web", Name: "www-tls"}, &secret); err != nil {
-		t.Fatal(err)
-	}
-	block, _ := pem.Decode(secret.Data[corev1.TLSCertKey])
-	if block == nil {
-		t.Fatal("the certificate Secret holds no PEM certificate")
-	}
-	leaf, err := x509.ParseCertificate(block.Bytes)
-	if err != nil {
-		t.Fatal(err)
-	}
+	leaf := storedLeaf(t, ctx, k, "web", "www-tls")
 	if err := leaf.VerifyHostname("www.cluster.test"); err != nil {
 		t.Fatal(err)
 	}
 	if attempts := pebble.ValidationAttempts("www.cluster.test"); attempts < 1 {
 		t.Fatalf("Pebble validated www.cluster.test %d times, want at least once", attempts)
 	}
+}
+
+// storedLeaf reads the leaf certificate of the certificate Secret ns/name.
+func storedLeaf(t *testing.T, ctx context.Context, k client.Client, ns, name string) *x509.Certificate {
+	t.Helper()
+	var secret corev1.Secret
+	if err := k.Get(ctx, client.ObjectKey{Namespace: ns, Name: name}, &secret); err != nil {
+		t.Fatal(err)
+	}
+	leaf, err := pki.ParseLeaf(secret.Data[corev1.TLSCertKey])
+	if err != nil {
+		t.Fatalf("the certificate Secret %s/%s: %v", ns, name, err)
+	}
+	return leaf
 }
 
 // waitReady waits for the Certificate's Ready condition and fails with its status otherwise.

@@ -2,8 +2,6 @@ package cluster
 
 import (
 	"context"
-	"crypto/x509"
-	"encoding/pem"
 	"testing"
 	"time"
 
@@ -67,18 +65,7 @@ func issueByDNS01(t *testing.T, ctx context.Context, k client.Client) {
 	waitReady(t, ctx, k, cert)
 	t.Logf("FIGURE Certificate Ready by dns-01 through BIND on the bridge: %s", time.Since(created).Round(100*time.Millisecond))
 
-	var secret corev1.Secret
-	if err := k.Get(ctx, client.ObjectKey{Namespace: dns.Name, Name: cert.Spec.SecretName}, &secret); err != nil {
-		t.Fatal(err)
-	}
-	block, _ := pem.Decode(secret.Data[corev1.TLSCertKey])
-	if block == nil {
-		t.Fatal("the certificate Secret holds no PEM certificate")
-	}
-	leaf, err := x509.ParseCertificate(block.Bytes)
-	if err != nil {
-		t.Fatal(err)
-	}
+	leaf := storedLeaf(t, ctx, k, dns.Name, cert.Spec.SecretName)
 	if err := leaf.VerifyHostname("www.dns01.cluster.test"); err != nil {
 		t.Fatal(err)
 	}

@@ -2,8 +2,6 @@ package cluster
 
 import (
 	"context"
-	"crypto/x509"
-	"encoding/pem"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -21,6 +19,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	certpilotv1alpha1 "github.com/certpilot/certpilot/api/v1alpha1"
+	"github.com/certpilot/certpilot/internal/pki"
 	"github.com/certpilot/certpilot/internal/testcluster"
 )
 
@@ -112,11 +111,7 @@ func secretSerial(t *testing.T, ctx context.Context, k client.Client, ns, name s
 }
 
 func pemSerial(data []byte) string {
-	block, _ := pem.Decode(data)
-	if block == nil {
-		return ""
-	}
-	leaf, err := x509.ParseCertificate(block.Bytes)
+	leaf, err := pki.ParseLeaf(data)
 	if err != nil {
 		return ""
 	}
