@@ -35,31 +35,11 @@ func TestIPAddressIssuance(t *testing.T) {
 	challengeCerts := map[string]*tls.Certificate{} // by SNI
 	bodies := map[string]string{}                   // by path
 	for _, host := range []string{"127.0.0.1", "::1"} {
-		listener, err := tls.Listen("tcp", net.JoinHostPort(host, strconv.Itoa(pebble.TLSPort)), &tls.Config{
-			NextProtos: []string{acme.ALPNProtocol},
-			GetCertificate: func(hello *tls.ClientHelloInfo) (*tls.Certificate, error) {
-				mu.Lock()
-				defer mu.Unlock()
-				return challengeCerts[hello.ServerName], nil
-			},
+		serveACMETLS(t, host, pebble.TLSPort, func(hello *tls.ClientHelloInfo) (*tls.Certificate, error) {
+			mu.Lock()
+			defer mu.Unlock()
+			return challengeCerts[hello.ServerName], nil
 		})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { listener.Close() })
-		go func() {
-			for {
-				conn, err := listener.Accept()
-				if err != nil {
-					return
-				}
-				go func() {
-					defer conn.Close()
-					_ = conn.SetDeadline(time.Now().Add(5 * time.Second))
-					_ = conn.(*tls.Conn).Handshake()
-				}()
-			}
-		}()
 		httpListener, err := net.Listen("tcp", net.JoinHostPort(host, strconv.Itoa(pebble.HTTPPort)))
 		if err != nil {
 			t.Fatal(err)

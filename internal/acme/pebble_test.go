@@ -234,19 +234,26 @@ type tlsALPNResponder struct {
 func startTLSALPNResponder(t *testing.T, port int) *tlsALPNResponder {
 	t.Helper()
 	responder := &tlsALPNResponder{certs: map[string]*tls.Certificate{}}
-	listener, err := tls.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)), &tls.Config{
-		NextProtos: []string{"acme-tls/1"},
-		GetCertificate: func(hello *tls.ClientHelloInfo) (*tls.Certificate, error) {
-			if !slices.Contains(hello.SupportedProtos, "acme-tls/1") {
-				return nil, errors.New("not an ACME validation")
-			}
-			responder.mu.Lock()
-			defer responder.mu.Unlock()
-			if cert, ok := responder.certs[hello.ServerName]; ok {
-				return cert, nil
-			}
-			return nil, fmt.Errorf("no challenge certificate for %q", hello.ServerName)
-		},
+	serveACMETLS(t, "127.0.0.1", port, func(hello *tls.ClientHelloInfo) (*tls.Certificate, error) {
+		if !slices.Contains(hello.SupportedProtos, "acme-tls/1") {
+			return nil, errors.New("not an ACME validation")
+		}
+		responder.mu.Lock()
+		defer responder.mu.Unlock()
+		if cert, ok := responder.certs[hello.ServerName]; ok {
+			return cert, nil
+		}
+		return nil, fmt.Errorf("no challenge certificate for %q", hello.ServerName)
+	})
+	return responder
+}
+
+// serveACMETLS completes acme-tls/1 handshakes on host:port with getCertificate's certificates,
+// until the test ends.
+func serveACMETLS(t *testing.T, host string, port int, getCertificate func(*tls.ClientHelloInfo) (*tls.Certificate, error)) {
+	t.Helper()
+	listener, err := tls.Listen("tcp", net.JoinHostPort(host, strconv.Itoa(port)), &tls.Config{
+		NextProtos: []string{acme.ALPNProtocol}, GetCertificate: getCertificate,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -265,7 +272,6 @@ func startTLSALPNResponder(t *testing.T, port int) *tlsALPNResponder {
 			}()
 		}
 	}()
-	return responder
 }
 
 func (r *tlsALPNResponder) set(domain string, cert tls.Certificate) {
