@@ -135,19 +135,20 @@ func (o *orderSteps) ensureOrder(ctx context.Context, run *certificateRun) (ctrl
 // waitForOrder polls the order after the challenges were accepted: pending or processing
 // requeue after the CA's Retry-After; invalid is a failure; ready and valid go on.
 func (o *orderSteps) waitForOrder(ctx context.Context, run *certificateRun) (ctrl.Result, error) {
-	var order *acme.Order
-	var err error
 	if len(run.accept) > 0 {
 		// Accepted in this reconcile: the CA is validating now, and is often done in moments.
-		order, err = awaitInline(ctx, run, run.order)
+		if err := awaitInline(ctx, run); err != nil {
+			return ctrl.Result{}, err
+		}
 	} else {
-		order, err = run.acme.GetOrder(ctx, run.order.URL)
+		order, err := run.acme.GetOrder(ctx, run.order.URL)
+		if err != nil {
+			return ctrl.Result{}, err
+		}
+		run.order = order
+		recordOrderState(run.cert.Status.Order, order.Status)
 	}
-	if err != nil {
-		return ctrl.Result{}, err
-	}
-	run.order = order
-	recordOrderState(run.cert.Status.Order, order.Status)
+	order := run.order
 	switch order.Status {
 	case acme.StatusReady, acme.StatusValid, acme.StatusProcessing:
 		return ctrl.Result{}, nil
@@ -161,32 +162,33 @@ func (o *orderSteps) waitForOrder(ctx context.Context, run *certificateRun) (ctr
 	}
 }
 
-// awaitInline looks at an order again while it stays in the state it was last seen in (pending
-// after the challenges were accepted, processing after finalization), acme.InlinePolls apart,
-// so a CA that validates or issues in moments is seen in this reconcile. It returns the order as
-// last seen; an order still in that state is left to the requeue.
-func awaitInline(ctx context.Context, run *certificateRun, order *acme.Order) (*acme.Order, error) {
-	for i := 0; ; i++ {
-		wait, ok := acme.InlineWait(i, order.ServerRetryAfter)
+// awaitInline looks at the run's order again while it stays in the state it was last seen in
+// (pending after the challenges were accepted, processing after finalization), acme.InlinePolls
+// apart, so a CA that validates or issues in moments is seen in this reconcile. Each look is
+// recorded (run.order, the status's order state); an order still in that state is left to the
+// requeue.
+func awaitInline(ctx context.Context, run *certificateRun) error {
+	seen := run.order.Status
+	for i := 0; run.order.Status == seen; i++ {
+		wait, ok := acme.InlineWait(i, run.order.ServerRetryAfter)
 		if !ok {
-			return order, nil
+			return nil
 		}
 		timer := time.NewTimer(wait)
 		select {
 		case <-ctx.Done():
 			timer.Stop()
-			return nil, ctx.Err()
+			return ctx.Err()
 		case <-timer.C:
 		}
-		again, err := run.acme.GetOrder(ctx, order.URL)
+		order, err := run.acme.GetOrder(ctx, run.order.URL)
 		if err != nil {
-			return nil, err
+			return err
 		}
-		if again.Status != order.Status {
-			return again, nil
-		}
-		order = again
+		run.order = order
+		recordOrderState(run.cert.Status.Order, order.Status)
 	}
+	return nil
 }
 
 // orderAge is how long the open order has been issuing: from the Issuing condition as written,
@@ -293,22 +295,18 @@ func (o *orderSteps) finalize(ctx context.Context, run *certificateRun) (ctrl.Re
 			}
 			return ctrl.Result{}, err
 		}
+		run.order = order
+		recordOrderState(run.cert.Status.Order, order.Status)
 		if order.Status == acme.StatusProcessing {
 			// Most CAs issue within moments of finalization: a look or two now saves a
 			// requeue, and often the status write that goes with it. A look the CA refuses
 			// (a rateLimited answer with its Retry-After) ends the reconcile with that error,
 			// so the CA's slow-down is honoured; the order stays recorded as processing.
-			run.order = order
-			recordOrderState(run.cert.Status.Order, order.Status)
-			again, err := awaitInline(ctx, run, order)
-			if err != nil {
+			if err := awaitInline(ctx, run); err != nil {
 				return ctrl.Result{}, err
 			}
-			order = again
 		}
-		run.order = order
-		recordOrderState(run.cert.Status.Order, order.Status)
-		ctrl.LoggerFrom(ctx).Info("Finalized order", "order", order.URL, "state", order.Status)
+		ctrl.LoggerFrom(ctx).Info("Finalized order", "order", run.order.URL, "state", run.order.Status)
 	}
 	switch run.order.Status {
 	case acme.StatusValid:
