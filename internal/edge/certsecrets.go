@@ -20,6 +20,7 @@ import (
 	"k8s.io/client-go/tools/cache"
 
 	"github.com/certpilot/certpilot/api/v1alpha1"
+	"github.com/certpilot/certpilot/internal/kube"
 )
 
 // CertificateSecretSelector selects certpilot's certificate Secrets: managed by certpilot,
@@ -88,7 +89,7 @@ type secretState struct {
 // namespaces (empty: all), reached with config, and registers it with store, so that store is
 // not Synced before the source has listed.
 func NewCertificateSecretSource(config *rest.Config, namespaces []string, store *CertificateStore, metrics *Metrics, log logr.Logger) (*CertificateSecretSource, error) {
-	client, err := kubernetes.NewForConfig(config)
+	client, err := kubernetes.NewForConfig(kube.Protobuf(config))
 	if err != nil {
 		return nil, fmt.Errorf("creating the Kubernetes client: %w", err)
 	}
