@@ -88,30 +88,23 @@ func (c claimStore) cached(ctx context.Context, run *certificateRun) *corev1.Sec
 }
 
 // checkClaimable stops, before an order, a Certificate whose secretName is claimed by
-// something else: claim stalls it, or takes a stale claim over. The cache holds only Secrets
-// labelled as certpilot's, and only the metadata of those no Certificate controls, so a name it
-// shows unclaimed, or held by a Secret no Certificate controls, is looked up in the API once, here,
-// just before the order it would cost: an ordinary Secret squatting on the claim's name
-// (SecretNotOwned) then stops the Certificate without any order, however often it is touched.
-// A name the API shows unclaimed too is claimed by the write that records the order
+// something else: claim stalls it, or takes a stale claim over. It judges the claim observe read
+// (lookUp), or reads it now when observe did not: an ordinary Secret squatting on the claim's
+// name (SecretNotOwned) then stops the Certificate without any order, however often it is
+// touched. A name the API shows unclaimed is claimed by the write that records the order
 // (recordOrder); of two Certificates created at the same moment for one new name, the second
 // then finds the claim taken after its order, which is abandoned unused.
 func (c claimStore) checkClaimable(ctx context.Context, run *certificateRun) error {
-	claim := &corev1.Secret{}
-	key := types.NamespacedName{Namespace: run.cert.Namespace, Name: claimSecretName(run.cert.Spec.SecretName)}
-	err := c.client.Get(ctx, key, claim)
-	if apierrors.IsNotFound(err) || (err == nil && !kube.ControlledByCertificate(claim)) {
-		// Not cached, or cached as metadata only: the API has the whole Secret (its watch
-		// cache: the claim write that follows the order fails if a Secret of that name
-		// appeared since).
-		claim = &corev1.Secret{}
-		err = c.apiReader.Get(ctx, key, claim, kube.FromWatchCache)
-		if apierrors.IsNotFound(err) {
-			return nil
-		}
+	read := run.observed.claim
+	if read == nil {
+		read = c.lookUp(ctx, run.cert)
 	}
+	claim, err := read.claim, read.err
 	if err != nil {
-		return fmt.Errorf("reading claim Secret %s: %w", key, err)
+		return err
+	}
+	if claim == nil {
+		return nil
 	}
 	if ownClaim(claim, run.cert) {
 		return nil
@@ -121,6 +114,34 @@ func (c claimStore) checkClaimable(ctx context.Context, run *certificateRun) err
 	}
 	_, err = c.claim(ctx, run)
 	return err
+}
+
+// claimRead is a lookup of a Certificate's claim: the claim (nil when there is none) or why it
+// could not be read.
+type claimRead struct {
+	claim *corev1.Secret
+	err   error
+}
+
+// lookUp reads the claim of cert's secretName. The cache holds only Secrets labelled as
+// certpilot's, and only the metadata of those no Certificate controls, so a name it shows
+// unclaimed, or held by a Secret no Certificate controls, is looked up in the API (its watch
+// cache: the claim write that follows the order fails if a Secret of that name appeared since).
+func (c claimStore) lookUp(ctx context.Context, cert *certpilotv1alpha1.Certificate) *claimRead {
+	claim := &corev1.Secret{}
+	key := types.NamespacedName{Namespace: cert.Namespace, Name: claimSecretName(cert.Spec.SecretName)}
+	err := c.client.Get(ctx, key, claim)
+	if apierrors.IsNotFound(err) || (err == nil && !kube.ControlledByCertificate(claim)) {
+		claim = &corev1.Secret{}
+		err = c.apiReader.Get(ctx, key, claim, kube.FromWatchCache)
+	}
+	switch {
+	case apierrors.IsNotFound(err):
+		return &claimRead{}
+	case err != nil:
+		return &claimRead{err: fmt.Errorf("reading claim Secret %s: %w", key, err)}
+	}
+	return &claimRead{claim: claim}
 }
 
 // certpilotClaim reports whether secret is certpilot's claim of cert's secretName (this

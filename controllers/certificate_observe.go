@@ -26,16 +26,32 @@ type observed struct {
 	servedIssuer certpilotv1alpha1.GenericIssuer
 	// passwords are the passwords of spec.keystores (certificate_keystores.go).
 	passwords keystorePasswords
+	// claim is the claim of the secretName as read before an order, when the cache does not
+	// hold it as this Certificate's (nil: not read; checkClaimable reads it then).
+	claim *claimRead
 }
 
-// observe reads the certificate Secret, the keystore passwords and the issuer into run. While
+// observe reads the certificate Secret, the claim of its name (before an order), the keystore
+// passwords and the issuer into run. While
 // an order is open the cache is trusted for a missing Secret (storing reads the API again
 // before writing); before an order, the API is asked, so that a Secret certpilot may not
 // overwrite stops the Certificate before anything is ordered. A Secret certpilot may not
 // overwrite is the only error.
 func (r *CertificateReconciler) observe(ctx context.Context, run *certificateRun) error {
 	cert := run.cert
+	run.observed.claim = nil
+	var claimLookup chan *claimRead
+	if claims := r.parts().claims; !orderOpen(cert) && claims.cached(ctx, run) == nil {
+		// Before an order, a claim the cache does not hold as this Certificate's is looked up
+		// in the API (checkClaimable judges it), as the certificate Secret is: the two reads go
+		// together, not one after the other, on the way to a first order.
+		claimLookup = make(chan *claimRead, 1)
+		go func() { claimLookup <- claims.lookUp(ctx, cert) }()
+	}
 	secret, err := r.parts().store.certificateSecret(ctx, cert, false, !orderOpen(cert))
+	if claimLookup != nil {
+		run.observed.claim = <-claimLookup
+	}
 	if err == nil && secretBehindStatus(cert, secret) {
 		// The Secret cache has not seen the certificate this status records as stored: the API
 		// has, and deciding on the older one would order a renewal twice.
