@@ -201,8 +201,10 @@ func main() {
 	issuerOptions := controller.Options{MaxConcurrentReconciles: issuerWorkers}
 	must((&controllers.IssuerReconciler{Client: mgr.GetClient(), Accounts: accounts}).SetupWithManager(mgr, issuerOptions))
 	must((&controllers.IssuerReconciler{Client: mgr.GetClient(), Accounts: accounts, ClusterScoped: true}).SetupWithManager(mgr, issuerOptions))
-	// Every Event note within the apiserver's limit: a longer one would be refused, and lost.
-	recorder := kube.BoundedRecorder(mgr.GetEventRecorder("certpilot"))
+	// Events are written from a bounded queue, after the writes of issuances in a burst.
+	hostname, _ := os.Hostname()
+	recorder := kube.NewEventWriter(mgr.GetClient(), mgr.GetScheme(), "certpilot", "certpilot-"+hostname, ctrl.Log.WithName("events"))
+	must(mgr.Add(recorder))
 	must((&controllers.CertificateReconciler{
 		Client:    mgr.GetClient(),
 		APIReader: mgr.GetAPIReader(),
