@@ -192,6 +192,7 @@ func (r *CertificateReconciler) Reconcile(ctx context.Context, req ctrl.Request)
 	if r.written.stale(cert) {
 		// The cache has not caught up with this controller's own last write: steps run on what
 		// was last written, never on an older copy (which would redo finished work).
+		requeues.WithLabelValues("CacheBehind").Inc()
 		return ctrl.Result{RequeueAfter: staleReadRetry}, nil
 	}
 	run := &certificateRun{cert: cert, now: r.clock().Now(), patchBase: cert.DeepCopy()}
@@ -219,6 +220,7 @@ func (r *CertificateReconciler) Reconcile(ctx context.Context, req ctrl.Request)
 		}
 		// Judged on the step's error: mergeOutcome turns a wait into a plain requeue.
 		progressOnly := onlyProgress(run, err)
+		countRequeue(err)
 		result, err = mergeOutcome(ctx, result, err)
 		if orderOpen(cert) {
 			// An issuance under way goes before Certificates that have not started one:
@@ -245,6 +247,7 @@ func (r *CertificateReconciler) Reconcile(ctx context.Context, req ctrl.Request)
 		case errors.Is(patchErr, errStatusConflict):
 			ctrl.LoggerFrom(ctx).V(1).Info("The Certificate changed since it was read; its status is written again shortly")
 			if err == nil {
+				requeues.WithLabelValues("StatusConflict").Inc()
 				result = ctrl.Result{RequeueAfter: staleReadRetry, Priority: result.Priority}
 			}
 		case patchErr != nil && err == nil:

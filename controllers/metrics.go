@@ -40,6 +40,10 @@ var (
 		Name: "certpilot_challenge_self_checks_total",
 		Help: "Self-checks of challenge responses before the CA is asked, by challenge type and result.",
 	}, []string{"type", "result"})
+	requeues = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "certpilot_certificate_requeues_total",
+		Help: "Certificate reconciles that ended to look again later, by reason: the wait's (WaitingForValidation, SelfCheckFailed ...), Stalled (a slow recheck), CacheBehind (the cache had not seen the controller's last write), StatusConflict, Error (backoff).",
+	}, []string{"reason"})
 	ordersRefused = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "certpilot_orders_refused_total",
 		Help: "New ACME orders not created for the shared account's limits, by reason: Throttled (the namespace's --namespace-order-budget) or AccountPaused (after a rateLimited answer).",
@@ -47,7 +51,21 @@ var (
 )
 
 func init() {
-	metrics.Registry.MustRegister(issuances, acmeRequests, acmeRequestDuration, selfChecks, selfCheckDuration, ordersRefused)
+	metrics.Registry.MustRegister(issuances, requeues, acmeRequests, acmeRequestDuration, selfChecks, selfCheckDuration, ordersRefused)
+}
+
+// countRequeue counts a reconcile that ended with err (before resultOf) to look again.
+func countRequeue(err error) {
+	if err == nil {
+		return
+	}
+	reason := "Error"
+	if w, ok := asWait(err); ok {
+		reason = w.Reason
+	} else if _, ok := asStalled(err); ok {
+		reason = "Stalled"
+	}
+	requeues.WithLabelValues(reason).Inc()
 }
 
 // observeACMERequest feeds the ACME request metrics (acme.Options.ObserveRequest).

@@ -249,6 +249,9 @@ type reconcileStats struct {
 	// removals); ShardPuts the Puts (one per Present and shard) they carried.
 	ShardWrites map[string]float64
 	ShardPuts   float64
+	// Requeues counts the reconciles that ended to look again, by reason
+	// (certpilot_certificate_requeues_total).
+	Requeues map[string]float64
 }
 
 func (s reconcileStats) total() float64 {
@@ -262,7 +265,7 @@ func (s reconcileStats) total() float64 {
 // minus is s - before, for the counters of a window.
 func (s reconcileStats) minus(before reconcileStats) reconcileStats {
 	out := reconcileStats{Results: map[string]float64{}, Spent: map[string]float64{}, SelfChecks: map[string]float64{},
-		ShardWrites: map[string]float64{}, ShardPuts: s.ShardPuts - before.ShardPuts,
+		ShardWrites: map[string]float64{}, Requeues: map[string]float64{}, ShardPuts: s.ShardPuts - before.ShardPuts,
 		ReconcileSeconds: s.ReconcileSeconds - before.ReconcileSeconds,
 		QueueSeconds:     s.QueueSeconds - before.QueueSeconds, Queued: s.Queued - before.Queued, Workers: s.Workers}
 	for result, n := range s.Results {
@@ -277,13 +280,16 @@ func (s reconcileStats) minus(before reconcileStats) reconcileStats {
 	for what, n := range s.ShardWrites {
 		out.ShardWrites[what] = n - before.ShardWrites[what]
 	}
+	for reason, n := range s.Requeues {
+		out.Requeues[reason] = n - before.Requeues[reason]
+	}
 	return out
 }
 
 // scrapeReconcileStats reads controller's metrics from the manager at address.
 func scrapeReconcileStats(address, controller string) (reconcileStats, error) {
 	stats := reconcileStats{Results: map[string]float64{}, Spent: map[string]float64{}, SelfChecks: map[string]float64{},
-		ShardWrites: map[string]float64{}}
+		ShardWrites: map[string]float64{}, Requeues: map[string]float64{}}
 	response, err := (&http.Client{Timeout: 10 * time.Second}).Get("http://" + address + "/metrics")
 	if err != nil {
 		return stats, err
@@ -339,6 +345,9 @@ func scrapeReconcileStats(address, controller string) (reconcileStats, error) {
 	}
 	for _, metric := range families["certpilot_challenge_shard_writes_total"].GetMetric() {
 		stats.ShardWrites[label(metric, "carried")] += metric.GetCounter().GetValue()
+	}
+	for _, metric := range families["certpilot_certificate_requeues_total"].GetMetric() {
+		stats.Requeues[label(metric, "reason")] += metric.GetCounter().GetValue()
 	}
 	for _, metric := range families["certpilot_challenge_shard_puts_total"].GetMetric() {
 		stats.ShardPuts += metric.GetCounter().GetValue()

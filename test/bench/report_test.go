@@ -145,6 +145,17 @@ func (r results) markdown() string {
 			}
 			fmt.Fprintf(&b, "Where the time went, in ms per certificate (requests and self-checks, summed, all controllers): %s.\n", strings.Join(parts, ", "))
 		}
+		if len(r.Reconciles.Requeues) > 0 {
+			var parts []string
+			for _, reason := range sortedKeys(r.Reconciles.Requeues) {
+				if n := r.Reconciles.Requeues[reason]; n > 0 {
+					parts = append(parts, fmt.Sprintf("%s %.2f", reason, n/float64(r.Config.N)))
+				}
+			}
+			if len(parts) > 0 {
+				fmt.Fprintf(&b, "Why reconciles ended to look again, per certificate: %s.\n", strings.Join(parts, ", "))
+			}
+		}
 		if checks := r.Reconciles.SelfChecks["success"] + r.Reconciles.SelfChecks["failure"]; checks > 0 {
 			fmt.Fprintf(&b, "Self-checks: %.0f, of which %.0f failed (a response the load balancer did not serve yet, after its 3 s of retries).\n",
 				checks, r.Reconciles.SelfChecks["failure"])
