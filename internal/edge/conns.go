@@ -2,6 +2,7 @@ package edge
 
 import (
 	"context"
+	"io"
 	"net"
 	"sync"
 	"time"
@@ -12,7 +13,7 @@ import (
 // wait for them to end until a deadline, and then close what is left.
 type connSet struct {
 	mu       sync.Mutex
-	conns    map[net.Conn]struct{}
+	conns    map[io.Closer]struct{}
 	closing  bool
 	wg       sync.WaitGroup
 	listener net.Listener
@@ -20,7 +21,7 @@ type connSet struct {
 	workers workers
 }
 
-func newConnSet() *connSet { return &connSet{conns: map[net.Conn]struct{}{}} }
+func newConnSet() *connSet { return &connSet{conns: map[io.Closer]struct{}{}} }
 
 // serve accepts connections on listener until stopAccepting, and runs handle for each on a
 // worker (workers.go) with a tracked connection; handle owns it and closes it (then, or later).
@@ -76,7 +77,21 @@ func (s *connSet) track(conn net.Conn) (net.Conn, bool) {
 	return &trackedConn{Conn: conn, set: s}, true
 }
 
-func (s *connSet) untrack(conn net.Conn) {
+// trackCloser adds c, which calls untrackCloser once it has ended (a passthrough flow).
+func (s *connSet) trackCloser(c io.Closer) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closing {
+		return false
+	}
+	s.conns[c] = struct{}{}
+	s.wg.Add(1)
+	return true
+}
+
+func (s *connSet) untrackCloser(c io.Closer) { s.untrack(c) }
+
+func (s *connSet) untrack(conn io.Closer) {
 	s.mu.Lock()
 	delete(s.conns, conn)
 	s.mu.Unlock()
@@ -129,9 +144,13 @@ type trackedConn struct {
 
 func (c *trackedConn) Close() error {
 	err := c.Conn.Close()
-	c.once.Do(func() { c.set.untrack(c.Conn) })
+	c.detach()
 	return err
 }
+
+// detach takes the connection out of its set without closing it: something tracked in its
+// place (a passthrough flow) owns it now.
+func (c *trackedConn) detach() { c.once.Do(func() { c.set.untrack(c.Conn) }) }
 
 // NetConn returns the wrapped connection, so that a splice can reach the TCP socket.
 func (c *trackedConn) NetConn() net.Conn { return c.Conn }

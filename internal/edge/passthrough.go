@@ -107,8 +107,9 @@ func newPassthrough(routes *Routes, challenges *tls.Config, metrics *Metrics, ac
 // serve accepts connections until shutdown.
 func (p *passthrough) serve(listener net.Listener) error {
 	return p.conns.serve(listener, func(conn net.Conn) {
-		defer conn.Close()
-		p.handle(conn)
+		if !p.handle(conn) {
+			_ = conn.Close()
+		}
 	})
 }
 
@@ -119,8 +120,9 @@ func (p *passthrough) shutdown(ctx context.Context) error { return p.conns.drain
 func (p *passthrough) closeAll() { p.conns.closeAll() }
 
 // handle reads the ClientHello and answers acme-tls/1 locally or splices the connection to the
-// route's upstream.
-func (p *passthrough) handle(conn net.Conn) {
+// route's upstream. It returns true when it handed conn to a splicer, which closes it; false
+// when the caller closes it.
+func (p *passthrough) handle(conn net.Conn) (handedOver bool) {
 	started := time.Now()
 	_ = conn.SetReadDeadline(started.Add(clientHelloTimeout))
 	buffer := helloBuffers.Get().(*bytes.Buffer)
@@ -136,7 +138,7 @@ func (p *passthrough) handle(conn net.Conn) {
 	if err != nil {
 		p.metrics.handshake(handshakeFailed)
 		p.log.V(1).Info("Failed to read a ClientHello", "remoteAddress", conn.RemoteAddr().String(), "error", err.Error())
-		return
+		return false
 	}
 	if offersACMETLS(hello) {
 		// The challenge configuration answers or fails; it never serves anything else.
@@ -146,12 +148,12 @@ func (p *passthrough) handle(conn net.Conn) {
 		if err != nil {
 			p.metrics.handshake(handshakeFailed)
 			p.log.V(1).Info("Failed a tls-alpn-01 handshake", "serverName", hello.ServerName, "error", err.Error())
-			return
+			return false
 		}
 		p.log.V(1).Info("Answered a tls-alpn-01 validation", "serverName", hello.ServerName,
 			"remoteAddress", conn.RemoteAddr().String())
 		_ = tlsConn.Close()
-		return
+		return false
 	}
 	_ = conn.SetReadDeadline(time.Time{})
 
@@ -159,7 +161,7 @@ func (p *passthrough) handle(conn net.Conn) {
 	if route == nil {
 		p.metrics.handshake(handshakeFailed)
 		p.log.V(1).Info("No route for a passthrough connection", "serverName", hello.ServerName)
-		return
+		return false
 	}
 	p.metrics.handshake(handshakeSpliced)
 	timeouts := p.routes.current().config.Timeouts.withDefaults()
@@ -170,28 +172,68 @@ func (p *passthrough) handle(conn net.Conn) {
 	if err != nil {
 		p.log.Info("Failed to connect to the upstream", "upstream", route.Upstream, "serverName", hello.ServerName, "error", err.Error())
 		p.logConnection(started, conn, hello.ServerName, route.Upstream, 0, 0, fasthttp.StatusBadGateway)
-		return
+		return false
 	}
 	tracked, ok := p.conns.track(upstream)
 	if !ok {
 		_ = upstream.Close()
-		return
+		return false
 	}
-	defer tracked.Close()
+	defer func() {
+		if !handedOver {
+			_ = tracked.Close()
+		}
+	}()
 
 	if route.ProxyProtocol {
 		header := proxyproto.HeaderProxyFromAddrs(2, conn.RemoteAddr(), conn.LocalAddr())
 		if _, err := header.WriteTo(upstream); err != nil {
-			return
+			return false
 		}
 	}
 	if _, err := upstream.Write(prefix); err != nil {
-		return
+		return false
 	}
 	replayed := int64(len(prefix))
 	release()
-	sent, received := splice(rawConn(conn), upstream, p.conns.workers.run)
-	p.logConnection(started, conn, hello.ServerName, route.Upstream, sent, received+replayed, 0)
+	end := func(sent, received int64) {
+		p.logConnection(started, conn, hello.ServerName, route.Upstream, sent, received+replayed, 0)
+	}
+	if p.handOver(conn, tracked, end) {
+		return true
+	}
+	end(splice(rawConn(conn), upstream, p.conns.workers.run))
+	return false
+}
+
+// handOver gives client and upstream (tracked connections) to a splicer (splicer_linux.go),
+// which closes them and calls end once both directions have ended. It returns false when they
+// cannot be handed over (not TCP sockets, shutdown begun, no splicer); the caller keeps them.
+func (p *passthrough) handOver(client, upstream net.Conn, end func(sent, received int64)) bool {
+	trackedClient, ok1 := client.(*trackedConn)
+	trackedUpstream, ok2 := upstream.(*trackedConn)
+	if !ok1 || !ok2 {
+		return false
+	}
+	f := newFlow(client, upstream, nil)
+	if f == nil || !p.conns.trackCloser(f) {
+		return false
+	}
+	f.end = func(sent, received int64) {
+		p.conns.untrackCloser(f)
+		end(sent, received)
+	}
+	// The flow is tracked in the connections' place: from now on only the splicer closes
+	// their sockets, so that no descriptor number is reused under it.
+	trackedClient.detach()
+	trackedUpstream.detach()
+	if err := f.start(); err != nil {
+		p.log.Info("Failed to hand a passthrough connection to a splicer", "error", err.Error())
+		_ = client.Close()
+		_ = upstream.Close()
+		f.end(0, 0)
+	}
+	return true
 }
 
 // logConnection writes the access log line of a passthrough connection.

@@ -1,0 +1,415 @@
+package edge
+
+import (
+	"errors"
+	"net"
+	"os"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// The splicer carries passthrough connections once the ClientHello has been replayed to the
+// upstream: both sockets go to one of a few splicer goroutines, each with an epoll instance of
+// its own (edge-triggered), and bytes go socket → pipe → socket with splice(2), as nginx's
+// event loop does. There is no goroutine per direction and no read through Go's network
+// poller: Go's poller only wakes a splicer when its epoll instance has events, and the
+// splicer then works through all of them, for every connection it carries. Sockets keep their
+// registration in Go's poller (no call to take them out), and are closed by the splicer
+// through their net.Conn once both directions ended, so that the wrappers' Close runs
+// (metrics) and no file descriptor is closed while a splicer may still use its number.
+
+// flowEvents is how many epoll events a splicer takes at a time.
+const flowEvents = 128
+
+// splicers are started on first use, one per processor (GOMAXPROCS at that time); flows go
+// round-robin.
+var splicers struct {
+	once sync.Once
+	all  []*splicer
+	err  error
+	next atomic.Uint32
+}
+
+func nextSplicer() (*splicer, error) {
+	splicers.once.Do(func() {
+		for range runtime.GOMAXPROCS(0) {
+			s, err := newSplicer()
+			if err != nil {
+				splicers.err = err
+				return
+			}
+			splicers.all = append(splicers.all, s)
+		}
+	})
+	if splicers.err != nil {
+		return nil, splicers.err
+	}
+	return splicers.all[int(splicers.next.Add(1))%len(splicers.all)], nil
+}
+
+type splicer struct {
+	epfd int
+	mu   sync.Mutex // guards flows, free and pipes
+	// flows are the connections carried, by slot (an epoll event's Fd); nil slots are in free.
+	flows []*flow
+	free  []int32
+	pipes []pipe // empty pipes, for the next flows
+	// Only the splicer's goroutine uses the fields below.
+	events  []unix.EpollEvent
+	batch   []*flow // the flows of one batch of events, by event
+	pending []*flow // flows that used their share of a round and have more to move
+}
+
+func newSplicer() (*splicer, error) {
+	epfd, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
+	if err != nil {
+		return nil, os.NewSyscallError("epoll_create1", err)
+	}
+	if err := unix.SetNonblock(epfd, true); err != nil {
+		_ = unix.Close(epfd)
+		return nil, os.NewSyscallError("fcntl", err)
+	}
+	// Go's poller watches the epoll instance itself (it is readable while it holds events), so
+	// a splicer with nothing to do is a parked goroutine, not a thread blocked in epoll_wait.
+	file := os.NewFile(uintptr(epfd), "splicer")
+	if err := file.SetReadDeadline(time.Time{}); err != nil { // not in Go's poller
+		_ = file.Close()
+		return nil, err
+	}
+	raw, err := file.SyscallConn()
+	if err != nil {
+		_ = file.Close()
+		return nil, err
+	}
+	s := &splicer{epfd: epfd, events: make([]unix.EpollEvent, flowEvents)}
+	go func() {
+		// Read parks the goroutine until the epoll instance is readable whenever run returns
+		// false; run returns true never.
+		_ = raw.Read(s.run)
+		_ = file.Close()
+	}()
+	return s, nil
+}
+
+// pipe is a pipe between the two splices of one direction.
+type pipe struct{ r, w int }
+
+// pipeSize is the capacity asked for each pipe: one spliceChunk.
+const pipeSize = spliceChunk
+
+func (s *splicer) takePipe() (pipe, error) {
+	s.mu.Lock()
+	if n := len(s.pipes); n > 0 {
+		p := s.pipes[n-1]
+		s.pipes = s.pipes[:n-1]
+		s.mu.Unlock()
+		return p, nil
+	}
+	s.mu.Unlock()
+	var fds [2]int
+	if err := unix.Pipe2(fds[:], unix.O_NONBLOCK|unix.O_CLOEXEC); err != nil {
+		return pipe{-1, -1}, os.NewSyscallError("pipe2", err)
+	}
+	// Larger than the default 64 KiB; when the system refuses (pipe-user-pages-soft), the
+	// default does.
+	_, _ = unix.FcntlInt(uintptr(fds[0]), unix.F_SETPIPE_SZ, pipeSize)
+	return pipe{r: fds[0], w: fds[1]}, nil
+}
+
+// putPipe keeps an empty pipe for the next flow, or closes one that holds bytes.
+func (s *splicer) putPipe(p pipe, empty bool) {
+	if p.r < 0 {
+		return
+	}
+	if empty {
+		s.mu.Lock()
+		if len(s.pipes) < 1024 {
+			s.pipes = append(s.pipes, p)
+			s.mu.Unlock()
+			return
+		}
+		s.mu.Unlock()
+	}
+	_ = unix.Close(p.r)
+	_ = unix.Close(p.w)
+}
+
+// run works through the splicer's events until there are none; false makes Go's poller
+// wait for the next.
+func (s *splicer) run(uintptr) bool {
+	for {
+		n, err := unix.EpollWait(s.epfd, s.events, 0)
+		if err != nil && !errors.Is(err, unix.EINTR) {
+			panic(os.NewSyscallError("epoll_wait", err)) // EBADF, EFAULT, EINVAL: a bug
+		}
+		if n <= 0 && len(s.pending) == 0 {
+			return false
+		}
+		s.batch = s.batch[:0]
+		s.mu.Lock()
+		for _, event := range s.events[:max(n, 0)] {
+			s.batch = append(s.batch, s.flows[event.Fd])
+		}
+		s.mu.Unlock()
+		for i, event := range s.events[:max(n, 0)] {
+			if f := s.batch[i]; f != nil && !f.ended {
+				f.ready(event)
+			}
+			s.batch[i] = nil
+		}
+		// Flows that had more than their share: another round each, after everyone's events.
+		pending := s.pending
+		s.pending = nil
+		for _, f := range pending {
+			f.queued = false
+			if !f.ended {
+				f.pump()
+			}
+		}
+		if cap(s.pending) == 0 {
+			clear(pending)
+			s.pending = pending[:0]
+		}
+	}
+}
+
+// direction is one way of a flow: from src through a pipe to dst.
+type direction struct {
+	src, dst int
+	pipe     pipe
+	buffered int   // bytes in the pipe
+	moved    int64 // bytes written to dst
+	readable bool  // src had an event since its last EAGAIN
+	writable bool  // dst had an event since its last EAGAIN
+	eof      bool  // src ended or failed: nothing more to read
+	done     bool  // eof and the pipe written out, or dst failed
+	shut     bool  // dst half-closed
+}
+
+// flow is one passthrough connection on a splicer.
+type flow struct {
+	s    *splicer
+	slot int32
+	// client and upstream are closed by the splicer once both directions are done.
+	client, upstream net.Conn
+	fds              [2]int
+	dirs             [2]direction // client → upstream, upstream → client
+	end              func(sent, received int64)
+	// mu and closed guard the file descriptors against Close from other goroutines.
+	mu     sync.Mutex
+	closed bool
+	// Only the splicer's goroutine uses these.
+	ended  bool
+	queued bool
+}
+
+// newFlow prepares to splice client and upstream (connected TCP sockets, under the edge's
+// wrappers) on a splicer; end gets the bytes sent to the client and received from it, on the
+// splicer's goroutine, once both sockets are closed. It returns nil when the sockets cannot
+// be handed over (not TCP, no splicer); the caller then keeps them.
+func newFlow(client, upstream net.Conn, end func(sent, received int64)) *flow {
+	clientFD, ok := socketFD(client)
+	if !ok {
+		return nil
+	}
+	upstreamFD, ok := socketFD(upstream)
+	if !ok {
+		return nil
+	}
+	s, err := nextSplicer()
+	if err != nil {
+		return nil
+	}
+	f := &flow{s: s, client: client, upstream: upstream, fds: [2]int{clientFD, upstreamFD}, end: end}
+	f.dirs[0] = direction{src: clientFD, dst: upstreamFD, pipe: pipe{-1, -1}}
+	f.dirs[1] = direction{src: upstreamFD, dst: clientFD, pipe: pipe{-1, -1}}
+	return f
+}
+
+// socketFD returns the file descriptor of conn's TCP socket.
+func socketFD(conn net.Conn) (int, bool) {
+	tcp, ok := rawConn(conn).(*net.TCPConn)
+	if !ok {
+		return 0, false
+	}
+	raw, err := tcp.SyscallConn()
+	if err != nil {
+		return 0, false
+	}
+	fd := -1
+	if err := raw.Control(func(s uintptr) { fd = int(s) }); err != nil || fd < 0 {
+		return 0, false
+	}
+	return fd, true
+}
+
+// start hands the flow to its splicer. After an error nothing was started and the caller
+// still owns the connections; after nil the splicer owns them and calls end.
+func (f *flow) start() error {
+	var err error
+	if f.dirs[0].pipe, err = f.s.takePipe(); err != nil {
+		return err
+	}
+	if f.dirs[1].pipe, err = f.s.takePipe(); err != nil {
+		f.s.putPipe(f.dirs[0].pipe, true)
+		return err
+	}
+	s := f.s
+	s.mu.Lock()
+	if n := len(s.free); n > 0 {
+		f.slot = s.free[n-1]
+		s.free = s.free[:n-1]
+		s.flows[f.slot] = f
+	} else {
+		f.slot = int32(len(s.flows))
+		s.flows = append(s.flows, f)
+	}
+	s.mu.Unlock()
+	// Edge-triggered: an event when a socket becomes readable or writable (and one now, for
+	// what it already is), after which the splicer reads or writes until EAGAIN.
+	const events = unix.EPOLLIN | unix.EPOLLOUT | unix.EPOLLRDHUP | unix.EPOLLET
+	event := unix.EpollEvent{Events: events, Fd: f.slot, Pad: 0}
+	if err := unix.EpollCtl(s.epfd, unix.EPOLL_CTL_ADD, f.fds[0], &event); err != nil {
+		s.mu.Lock()
+		s.flows[f.slot] = nil
+		s.free = append(s.free, f.slot)
+		s.mu.Unlock()
+		s.putPipe(f.dirs[0].pipe, true)
+		s.putPipe(f.dirs[1].pipe, true)
+		return os.NewSyscallError("epoll_ctl", err)
+	}
+	// From here on the splicer may run the flow (events of the client's socket).
+	event.Pad = 1
+	if err := unix.EpollCtl(s.epfd, unix.EPOLL_CTL_ADD, f.fds[1], &event); err != nil {
+		_ = f.Close() // the client's events end the flow
+	}
+	return nil
+}
+
+// Close ends the flow from any goroutine: both sockets are shut down, and the splicer, seeing
+// both ends, closes them and calls end.
+func (f *flow) Close() error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if !f.closed {
+		_ = unix.Shutdown(f.fds[0], unix.SHUT_RDWR)
+		_ = unix.Shutdown(f.fds[1], unix.SHUT_RDWR)
+	}
+	return nil
+}
+
+// ready takes an event of one of the flow's sockets and moves what it allows.
+func (f *flow) ready(event unix.EpollEvent) {
+	side := event.Pad // 0: the client's socket, 1: the upstream's
+	if event.Events&(unix.EPOLLIN|unix.EPOLLRDHUP|unix.EPOLLHUP|unix.EPOLLERR) != 0 {
+		f.dirs[side].readable = true // side is the source of direction side
+	}
+	if event.Events&(unix.EPOLLOUT|unix.EPOLLHUP|unix.EPOLLERR) != 0 {
+		f.dirs[1-side].writable = true // and the destination of the other
+	}
+	f.pump()
+}
+
+// pump moves both directions as far as they go, each at most one spliceChunk, then ends the
+// flow when both are done.
+func (f *flow) pump() {
+	more := false
+	for i := range f.dirs {
+		d := &f.dirs[i]
+		if !d.done && d.move() {
+			more = true
+		}
+		if d.done && !d.shut && !f.dirs[1-i].done {
+			// The first direction to end half-closes its destination; when the second ends,
+			// closing both sends the same FIN without a shutdown call.
+			_ = unix.Shutdown(d.dst, unix.SHUT_WR)
+			d.shut = true
+		}
+	}
+	if f.dirs[0].done && f.dirs[1].done {
+		f.finish()
+		return
+	}
+	if more && !f.queued {
+		f.queued = true
+		f.s.pending = append(f.s.pending, f)
+	}
+}
+
+// move splices from src to dst until one would block, src ends, or a chunk has moved; true
+// when it stopped for the chunk with more to do.
+func (d *direction) move() bool {
+	budget := spliceChunk
+	for {
+		if d.buffered > 0 {
+			if !d.writable {
+				return false
+			}
+			n, err := unix.Splice(d.pipe.r, nil, d.dst, nil, d.buffered, unix.SPLICE_F_MOVE|unix.SPLICE_F_NONBLOCK)
+			switch {
+			case err == unix.EINTR:
+				continue
+			case err == unix.EAGAIN:
+				d.writable = false
+				return false
+			case err != nil: // dst failed: nothing more can reach it
+				d.eof, d.done = true, true
+				return false
+			}
+			d.buffered -= int(n)
+			d.moved += n
+			continue
+		}
+		if d.eof {
+			d.done = true
+			return false
+		}
+		if !d.readable {
+			return false
+		}
+		if budget <= 0 {
+			return true
+		}
+		n, err := unix.Splice(d.src, nil, d.pipe.w, nil, min(budget, pipeSize), unix.SPLICE_F_MOVE|unix.SPLICE_F_NONBLOCK)
+		switch {
+		case err == unix.EINTR:
+			continue
+		case err == unix.EAGAIN:
+			d.readable = false
+			return false
+		case err != nil || n == 0: // src ended (or failed, as a reset peer does)
+			d.eof = true
+			continue
+		}
+		d.buffered = int(n)
+		budget -= int(n)
+	}
+}
+
+// finish closes both sockets and returns the pipes, then reports the bytes moved.
+func (f *flow) finish() {
+	f.ended = true
+	f.mu.Lock()
+	f.closed = true
+	// Closing through the connections runs their wrappers (open-connection metrics) and takes
+	// the sockets out of Go's poller; the kernel drops them from the splicer's epoll.
+	_ = f.client.Close()
+	_ = f.upstream.Close()
+	f.mu.Unlock()
+	s := f.s
+	for i := range f.dirs {
+		d := &f.dirs[i]
+		s.putPipe(d.pipe, d.buffered == 0)
+	}
+	s.mu.Lock()
+	s.flows[f.slot] = nil
+	s.free = append(s.free, f.slot)
+	s.mu.Unlock()
+	if f.end != nil {
+		f.end(f.dirs[1].moved, f.dirs[0].moved)
+	}
+}
