@@ -7,6 +7,7 @@ import (
 	"errors"
 	"io"
 	"net"
+	"net/netip"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -165,6 +166,11 @@ func (p *passthrough) handle(conn net.Conn) (handedOver bool) {
 	}
 	p.metrics.handshake(handshakeSpliced)
 	timeouts := p.routes.current().config.Timeouts.withDefaults()
+	if address, err := netip.ParseAddrPort(route.Upstream); err == nil {
+		if p.dialAndSplice(conn, address, route, hello.ServerName, prefix, started, timeouts.Dial.Duration) {
+			return true
+		}
+	}
 	dialed := time.Now()
 	dialer := net.Dialer{Timeout: timeouts.Dial.Duration, KeepAliveConfig: tcpKeepAlive}
 	upstream, err := dialer.Dial("tcp", route.Upstream)
@@ -204,6 +210,55 @@ func (p *passthrough) handle(conn net.Conn) (handedOver bool) {
 	}
 	end(splice(rawConn(conn), upstream, p.conns.workers.run))
 	return false
+}
+
+// dialAndSplice hands client (a tracked connection) to a splicer that connects to upstream
+// (an IP address: a name is resolved by Go's dialer in handle), writes the PROXY header when
+// the route asks for one and the ClientHello, then splices; it reports the connect as handle
+// does. False when the client cannot be handed over; the caller keeps it.
+func (p *passthrough) dialAndSplice(client net.Conn, upstream netip.AddrPort, route *compiledRoute, sni string, hello []byte, started time.Time, timeout time.Duration) bool {
+	trackedClient, ok := client.(*trackedConn)
+	if !ok {
+		return false
+	}
+	var prefix []byte
+	if route.ProxyProtocol {
+		header, err := proxyproto.HeaderProxyFromAddrs(2, client.RemoteAddr(), client.LocalAddr()).Format()
+		if err != nil {
+			return false
+		}
+		prefix = header
+	}
+	prefix = append(prefix, hello...) // hello is in a pooled buffer, released when handle returns
+	dialed := time.Now()
+	connected := false
+	onConnect := func(err error) {
+		p.metrics.upstream(ModePassthrough, dialed, err)
+		if err != nil {
+			p.log.Info("Failed to connect to the upstream", "upstream", route.Upstream, "serverName", sni, "error", err.Error())
+			p.logConnection(started, client, sni, route.Upstream, 0, 0, fasthttp.StatusBadGateway)
+			return
+		}
+		connected = true
+	}
+	f := newDialFlow(client, upstream, prefix, dialed.Add(timeout), onConnect, nil)
+	if f == nil || !p.conns.trackCloser(f) {
+		return false
+	}
+	replayed := int64(len(hello))
+	f.end = func(sent, received int64) {
+		p.conns.untrackCloser(f)
+		if connected {
+			p.logConnection(started, client, sni, route.Upstream, sent, received+replayed, 0)
+		}
+	}
+	trackedClient.detach() // the flow is tracked in its place; only the splicer closes it
+	if err := f.start(); err != nil {
+		onConnect(err)
+		_ = client.Close()
+		f.end(0, 0)
+	}
+	return true
 }
 
 // handOver gives client and upstream (tracked connections) to a splicer (splicer_linux.go),

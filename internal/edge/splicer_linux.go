@@ -3,8 +3,11 @@ package edge
 import (
 	"errors"
 	"net"
+	"fmt"
+	"net/netip"
 	"os"
 	"runtime"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -53,11 +56,16 @@ func nextSplicer() (*splicer, error) {
 
 type splicer struct {
 	epfd int
-	mu   sync.Mutex // guards flows, free and pipes
+	file *os.File   // epfd, in Go's poller; its read deadline is the next dial deadline
+	mu   sync.Mutex // guards flows, free, pipes, dialing and armed
 	// flows are the connections carried, by slot (an epoll event's Fd); nil slots are in free.
 	flows []*flow
 	free  []int32
 	pipes []pipe // empty pipes, for the next flows
+	// dialing are the flows whose upstream connect the splicer started, until a deadline
+	// passes after they connected or timed out; armed is file's read deadline (zero: none).
+	dialing []*flow
+	armed   time.Time
 	// Only the splicer's goroutine uses the fields below.
 	events  []unix.EpollEvent
 	batch   []*flow // the flows of one batch of events, by event
@@ -85,14 +93,49 @@ func newSplicer() (*splicer, error) {
 		_ = file.Close()
 		return nil, err
 	}
-	s := &splicer{epfd: epfd, events: make([]unix.EpollEvent, flowEvents)}
+	s := &splicer{epfd: epfd, file: file, events: make([]unix.EpollEvent, flowEvents)}
 	go func() {
 		// Read parks the goroutine until the epoll instance is readable whenever run returns
-		// false; run returns true never.
-		_ = raw.Read(s.run)
-		_ = file.Close()
+		// false (run never returns true), or until the next dial deadline.
+		for {
+			if err := raw.Read(s.run); !errors.Is(err, os.ErrDeadlineExceeded) {
+				panic(fmt.Sprintf("splicer: waiting for events: %v", err))
+			}
+			s.expire()
+		}
 	}()
 	return s, nil
+}
+
+// expire fails the connects whose deadline has passed and arms the next deadline.
+func (s *splicer) expire() {
+	now := time.Now()
+	var expired []*flow
+	s.mu.Lock()
+	kept := s.dialing[:0]
+	next := time.Time{}
+	for _, f := range s.dialing {
+		switch {
+		case !f.connecting:
+		case !f.dialDeadline.After(now):
+			expired = append(expired, f)
+		default:
+			kept = append(kept, f)
+			if next.IsZero() || f.dialDeadline.Before(next) {
+				next = f.dialDeadline
+			}
+		}
+	}
+	clear(s.dialing[len(kept):])
+	s.dialing = kept
+	s.armed = next
+	_ = s.file.SetReadDeadline(next)
+	s.mu.Unlock()
+	for _, f := range expired {
+		if !f.ended && f.connecting {
+			f.failConnect(os.ErrDeadlineExceeded)
+		}
+	}
 }
 
 // pipe is a pipe between the two splices of one direction.
@@ -199,6 +242,14 @@ type flow struct {
 	fds              [2]int
 	dirs             [2]direction // client → upstream, upstream → client
 	end              func(sent, received int64)
+	// A flow that dials its upstream itself (newDialFlow) has no upstream net.Conn: until the
+	// connect completes (connecting) nothing moves; then prefix goes to the upstream before
+	// any byte from the client. connected gets the connect's result, before end.
+	dialTo       netip.AddrPort
+	dialDeadline time.Time
+	connecting   bool
+	prefix       []byte
+	connected    func(err error)
 	// mu and closed guard the file descriptors against Close from other goroutines.
 	mu     sync.Mutex
 	closed bool
@@ -230,6 +281,53 @@ func newFlow(client, upstream net.Conn, end func(sent, received int64)) *flow {
 	return f
 }
 
+// newDialFlow prepares a flow that connects to upstream itself (start opens the socket and
+// starts the connect; the splicer completes it): no net.Conn, and none of the system calls
+// Go's dialer adds. connected gets the connect's result (on the splicer's goroutine, or on
+// start's when the connect fails at once); end as with newFlow.
+func newDialFlow(client net.Conn, upstream netip.AddrPort, prefix []byte, deadline time.Time, connected func(error), end func(sent, received int64)) *flow {
+	clientFD, ok := socketFD(client)
+	if !ok || !upstream.IsValid() {
+		return nil
+	}
+	s, err := nextSplicer()
+	if err != nil {
+		return nil
+	}
+	f := &flow{s: s, client: client, fds: [2]int{clientFD, -1}, end: end,
+		dialTo: upstream, dialDeadline: deadline, prefix: prefix, connected: connected}
+	f.dirs[0] = direction{src: clientFD, pipe: pipe{-1, -1}}
+	f.dirs[1] = direction{dst: clientFD, pipe: pipe{-1, -1}}
+	return f
+}
+
+// connectSocket opens a non-blocking TCP socket with the options of the edge's other
+// sockets (TCP_NODELAY, keep-alive at the kernel's settings) and starts connecting it.
+func connectSocket(address netip.AddrPort) (int, error) {
+	var family int
+	var sockaddr unix.Sockaddr
+	if ip := address.Addr().Unmap(); ip.Is4() {
+		family, sockaddr = unix.AF_INET, &unix.SockaddrInet4{Port: int(address.Port()), Addr: ip.As4()}
+	} else {
+		family, sockaddr = unix.AF_INET6, &unix.SockaddrInet6{Port: int(address.Port()), Addr: ip.As16()}
+	}
+	fd, err := unix.Socket(family, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, unix.IPPROTO_TCP)
+	if err != nil {
+		return -1, os.NewSyscallError("socket", err)
+	}
+	_ = unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1)
+	_ = unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_KEEPALIVE, 1)
+	if err := unix.Connect(fd, sockaddr); err != nil && err != unix.EINPROGRESS && err != unix.EINTR {
+		_ = unix.Close(fd)
+		return -1, os.NewSyscallError("connect", err)
+	}
+	return fd, nil
+}
+
+func (f *flow) dialError(err error) error {
+	return &net.OpError{Op: "dial", Net: "tcp", Addr: net.TCPAddrFromAddrPort(f.dialTo), Err: err}
+}
+
 // socketFD returns the file descriptor of conn's TCP socket.
 func socketFD(conn net.Conn) (int, bool) {
 	tcp, ok := rawConn(conn).(*net.TCPConn)
@@ -249,6 +347,7 @@ func socketFD(conn net.Conn) (int, bool) {
 
 // start hands the flow to its splicer. After an error nothing was started and the caller
 // still owns the connections; after nil the splicer owns them and calls end.
+// For a flow that dials, an error is the dial's (connected is not called for it).
 func (f *flow) start() error {
 	var err error
 	if f.dirs[0].pipe, err = f.s.takePipe(); err != nil {
@@ -259,6 +358,25 @@ func (f *flow) start() error {
 		return err
 	}
 	s := f.s
+	if f.dialTo.IsValid() {
+		fd, err := connectSocket(f.dialTo)
+		if err != nil {
+			s.putPipe(f.dirs[0].pipe, true)
+			s.putPipe(f.dirs[1].pipe, true)
+			return f.dialError(err)
+		}
+		f.mu.Lock() // against Close
+		f.fds[1], f.dirs[0].dst, f.dirs[1].src = fd, fd, fd
+		f.mu.Unlock()
+		f.connecting = true
+		s.mu.Lock()
+		s.dialing = append(s.dialing, f)
+		if s.armed.IsZero() || f.dialDeadline.Before(s.armed) {
+			s.armed = f.dialDeadline
+			_ = s.file.SetReadDeadline(s.armed)
+		}
+		s.mu.Unlock()
+	}
 	s.mu.Lock()
 	if n := len(s.free); n > 0 {
 		f.slot = s.free[n-1]
@@ -280,6 +398,11 @@ func (f *flow) start() error {
 		s.mu.Unlock()
 		s.putPipe(f.dirs[0].pipe, true)
 		s.putPipe(f.dirs[1].pipe, true)
+		if f.connecting {
+			f.connectDone()
+			_ = unix.Close(f.fds[1])
+			return f.dialError(os.NewSyscallError("epoll_ctl", err))
+		}
 		return os.NewSyscallError("epoll_ctl", err)
 	}
 	// From here on the splicer may run the flow (events of the client's socket).
@@ -296,8 +419,11 @@ func (f *flow) Close() error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if !f.closed {
-		_ = unix.Shutdown(f.fds[0], unix.SHUT_RDWR)
-		_ = unix.Shutdown(f.fds[1], unix.SHUT_RDWR)
+		for _, fd := range f.fds {
+			if fd >= 0 {
+				_ = unix.Shutdown(fd, unix.SHUT_RDWR)
+			}
+		}
 	}
 	return nil
 }
@@ -311,15 +437,66 @@ func (f *flow) ready(event unix.EpollEvent) {
 	if event.Events&(unix.EPOLLOUT|unix.EPOLLHUP|unix.EPOLLERR) != 0 {
 		f.dirs[1-side].writable = true // and the destination of the other
 	}
+	if f.connecting {
+		if side == 0 {
+			return // the client's bytes wait for the upstream
+		}
+		if event.Events&(unix.EPOLLERR|unix.EPOLLHUP) != 0 {
+			errno, err := unix.GetsockoptInt(f.fds[1], unix.SOL_SOCKET, unix.SO_ERROR)
+			if err == nil {
+				err = unix.Errno(errno)
+				if errno == 0 {
+					err = unix.ECONNRESET
+				}
+			}
+			f.failConnect(os.NewSyscallError("connect", err))
+			return
+		}
+		if event.Events&unix.EPOLLOUT == 0 {
+			return
+		}
+		f.connectDone()
+		f.connected(nil)
+	}
 	f.pump()
+}
+
+// connectDone takes the flow out of its splicer's dialing.
+func (f *flow) connectDone() {
+	f.connecting = false
+	s := f.s
+	s.mu.Lock()
+	for i := len(s.dialing) - 1; i >= 0; i-- {
+		if s.dialing[i] == f {
+			s.dialing = slices.Delete(s.dialing, i, i+1)
+			break
+		}
+	}
+	s.mu.Unlock()
+}
+
+// failConnect ends a flow whose upstream could not be connected.
+func (f *flow) failConnect(err error) {
+	f.connectDone()
+	f.connected(f.dialError(err))
+	for i := range f.dirs {
+		f.dirs[i].eof, f.dirs[i].done, f.dirs[i].shut = true, true, true
+	}
+	f.finish()
 }
 
 // pump moves both directions as far as they go, each at most one spliceChunk, then ends the
 // flow when both are done.
 func (f *flow) pump() {
 	more := false
+	if len(f.prefix) > 0 && f.dirs[0].writable && !f.dirs[0].done {
+		f.writePrefix()
+	}
 	for i := range f.dirs {
 		d := &f.dirs[i]
+		if i == 0 && len(f.prefix) > 0 && !d.done {
+			continue // the client's bytes follow the prefix
+		}
 		if !d.done && d.move() {
 			more = true
 		}
@@ -338,6 +515,26 @@ func (f *flow) pump() {
 		f.queued = true
 		f.s.pending = append(f.s.pending, f)
 	}
+}
+
+// writePrefix writes what is left of the prefix to the upstream, as far as it goes.
+func (f *flow) writePrefix() {
+	d := &f.dirs[0]
+	for len(f.prefix) > 0 {
+		n, err := unix.Write(d.dst, f.prefix)
+		switch {
+		case err == unix.EINTR:
+			continue
+		case err == unix.EAGAIN:
+			d.writable = false
+			return
+		case err != nil:
+			d.eof, d.done = true, true
+			return
+		}
+		f.prefix = f.prefix[n:]
+	}
+	f.prefix = nil
 }
 
 // move splices from src to dst until one would block, src ends, or a chunk has moved; true
@@ -398,7 +595,11 @@ func (f *flow) finish() {
 	// Closing through the connections runs their wrappers (open-connection metrics) and takes
 	// the sockets out of Go's poller; the kernel drops them from the splicer's epoll.
 	_ = f.client.Close()
-	_ = f.upstream.Close()
+	if f.upstream != nil {
+		_ = f.upstream.Close()
+	} else if f.fds[1] >= 0 {
+		_ = unix.Close(f.fds[1])
+	}
 	f.mu.Unlock()
 	s := f.s
 	for i := range f.dirs {
