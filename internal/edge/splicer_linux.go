@@ -2,8 +2,8 @@ package edge
 
 import (
 	"errors"
-	"net"
 	"fmt"
+	"net"
 	"net/netip"
 	"os"
 	"runtime"

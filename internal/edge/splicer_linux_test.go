@@ -8,7 +8,10 @@ import (
 	"io"
 	"math/rand/v2"
 	"net"
+	"net/netip"
+	"os"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -309,4 +312,146 @@ func TestSplicerClose(t *testing.T) {
 		t.Errorf("flow reported %d sent, %d received; want 0 and 4", sent, received)
 	}
 	_ = pair.flow.Close() // after the end: nothing to do
+}
+
+// TestSplicerDial: a flow that connects to its upstream itself writes its prefix first, and
+// reports a refused or timed-out connect, closing the client.
+func TestSplicerDial(t *testing.T) {
+	// dialPair connects a client to a flow that dials upstream with prefix.
+	dialPair := func(t *testing.T, upstream string, timeout time.Duration) (client net.Conn, connected chan error, ended chan [2]int64) {
+		t.Helper()
+		listener, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer listener.Close()
+		accepted := make(chan net.Conn, 1)
+		go func() {
+			conn, _ := listener.Accept()
+			accepted <- conn
+		}()
+		client, err = net.Dial("tcp", listener.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = client.Close() })
+		_ = client.SetDeadline(time.Now().Add(20 * time.Second))
+		edgeClient := <-accepted
+		connected, ended = make(chan error, 1), make(chan [2]int64, 1)
+		f := newDialFlow(edgeClient, netip.MustParseAddrPort(upstream), []byte("prefix "), time.Now().Add(timeout),
+			func(err error) { connected <- err }, func(sent, received int64) { ended <- [2]int64{sent, received} })
+		if f == nil {
+			t.Fatal("no splicer")
+		}
+		if err := f.start(); err != nil {
+			connected <- err
+			_ = edgeClient.Close()
+		}
+		return client, connected, ended
+	}
+	wait := func(t *testing.T, connected chan error) error {
+		t.Helper()
+		select {
+		case err := <-connected:
+			return err
+		case <-time.After(20 * time.Second):
+			t.Fatal("the connect did not end")
+			return nil
+		}
+	}
+
+	t.Run("connected", func(t *testing.T) {
+		received := make(chan string, 1)
+		upstream := listenOnce(t, func(conn net.Conn) {
+			read, _ := io.ReadAll(conn)
+			received <- string(read)
+		})
+		client, connected, ended := dialPair(t, upstream, 5*time.Second)
+		if err := wait(t, connected); err != nil {
+			t.Fatal(err)
+		}
+		_, _ = io.WriteString(client, "from the client")
+		_ = client.(*net.TCPConn).CloseWrite()
+		if got := <-received; got != "prefix from the client" {
+			t.Errorf("upstream read %q, want the prefix first", got)
+		}
+		if rest, err := io.ReadAll(client); err != nil || len(rest) != 0 {
+			t.Errorf("client read %q, %v; want the end", rest, err)
+		}
+		if moved := <-ended; moved != [2]int64{0, 15} {
+			t.Errorf("flow reported %v, want 0 sent and 15 received", moved)
+		}
+	})
+
+	t.Run("refused", func(t *testing.T) {
+		closed, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		address := closed.Addr().String()
+		_ = closed.Close()
+		client, connected, _ := dialPair(t, address, 5*time.Second)
+		if err := wait(t, connected); !errors.Is(err, syscall.ECONNREFUSED) {
+			t.Errorf("connect: %v, want connection refused", err)
+		}
+		if _, err := client.Read(make([]byte, 1)); !errors.Is(err, io.EOF) {
+			t.Errorf("client read %v, want the end of the connection", err)
+		}
+	})
+
+	t.Run("timeout", func(t *testing.T) {
+		// A listening socket with a full accept queue, never accepting: the kernel drops
+		// further SYNs, so a connect neither completes nor fails.
+		fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_STREAM, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = syscall.Close(fd) })
+		if err := syscall.Bind(fd, &syscall.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}); err != nil {
+			t.Fatal(err)
+		}
+		if err := syscall.Listen(fd, 0); err != nil {
+			t.Fatal(err)
+		}
+		sockaddr, _ := syscall.Getsockname(fd)
+		address := fmt.Sprintf("127.0.0.1:%d", sockaddr.(*syscall.SockaddrInet4).Port)
+		for full := false; !full; { // fill the queue: a connect that does not complete within 100 ms
+			conn, err := net.DialTimeout("tcp", address, 100*time.Millisecond)
+			if err != nil {
+				full = true
+				continue
+			}
+			t.Cleanup(func() { _ = conn.Close() })
+		}
+		started := time.Now()
+		client, connected, _ := dialPair(t, address, 300*time.Millisecond)
+		if err := wait(t, connected); !errors.Is(err, os.ErrDeadlineExceeded) {
+			t.Errorf("connect: %v, want a timeout", err)
+		}
+		if waited := time.Since(started); waited < 300*time.Millisecond {
+			t.Errorf("the connect timed out after %v, before its deadline", waited)
+		}
+		if _, err := client.Read(make([]byte, 1)); !errors.Is(err, io.EOF) {
+			t.Errorf("client read %v, want the end of the connection", err)
+		}
+	})
+}
+
+// listenOnce serves one connection on loopback with handle and returns the address.
+func listenOnce(t *testing.T, handle func(net.Conn)) string {
+	t.Helper()
+	listener, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = listener.Close() })
+	go func() {
+		conn, err := listener.Accept()
+		if err != nil {
+			return
+		}
+		defer conn.Close()
+		handle(conn)
+	}()
+	return listener.Addr().String()
 }
