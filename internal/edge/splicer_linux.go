@@ -15,15 +15,18 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// The splicer carries passthrough connections once the ClientHello has been replayed to the
-// upstream: both sockets go to one of a few splicer goroutines, each with an epoll instance of
-// its own (edge-triggered), and bytes go socket → pipe → socket with splice(2), as nginx's
-// event loop does. There is no goroutine per direction and no read through Go's network
-// poller: Go's poller only wakes a splicer when its epoll instance has events, and the
-// splicer then works through all of them, for every connection it carries. Sockets keep their
-// registration in Go's poller (no call to take them out), and are closed by the splicer
-// through their net.Conn once both directions ended, so that the wrappers' Close runs
-// (metrics) and no file descriptor is closed while a splicer may still use its number.
+// The splicer carries passthrough connections once the ClientHello has been read: the
+// client's socket goes to one of a few splicer goroutines, each with an epoll instance of its
+// own (edge-triggered); the splicer connects to the upstream itself when the route names an
+// IP address (a non-blocking connect in the same epoll, so none of the extra system calls and
+// no goroutine of Go's dialer), writes the PROXY header and the ClientHello, and then moves
+// bytes socket → pipe → socket with splice(2), as nginx's event loop does. There is no
+// goroutine per direction and no read through Go's network poller: Go's poller only wakes a
+// splicer when its epoll instance has events, and the splicer then works through all of them,
+// for every connection it carries. Sockets that Go opened keep their registration in Go's
+// poller (no call to take them out) and are closed through their net.Conn once both
+// directions ended, so that the wrappers' Close runs (metrics); no descriptor is closed while
+// a splicer may still use its number.
 
 // flowEvents is how many epoll events a splicer takes at a time.
 const flowEvents = 128
@@ -62,8 +65,8 @@ type splicer struct {
 	flows []*flow
 	free  []int32
 	pipes []pipe // empty pipes, for the next flows
-	// dialing are the flows whose upstream connect the splicer started, until a deadline
-	// passes after they connected or timed out; armed is file's read deadline (zero: none).
+	// dialing are the flows whose upstream connect is in progress; armed is file's read
+	// deadline (zero: none), at or before the earliest of their dial deadlines.
 	dialing []*flow
 	armed   time.Time
 	// Only the splicer's goroutine uses the fields below.
