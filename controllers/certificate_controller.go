@@ -61,6 +61,8 @@ type CertificateReconciler struct {
 	// secretWrites holds the certificate Secrets this controller created whose watch events
 	// have not come back yet (ownWrites).
 	secretWrites ownWrites
+	// announced holds, per Certificate, the certificate last announced (announcements).
+	announced announcements
 	// unrecordedOrders holds, per Certificate, an order created that the status does not record
 	// yet (restoreOrder).
 	unrecordedOrders sync.Map
@@ -122,7 +124,7 @@ func (r *CertificateReconciler) parts() *certificateParts {
 			orders: &orderSteps{accounts: r.Accounts, recorder: r.Recorder, clock: r.clock(), keys: &r.keys,
 				claims: claims, records: records, challenges: challenges, failures: failures, budget: orders},
 			store: &secretStore{client: r.Client, apiReader: r.APIReader, recorder: r.Recorder,
-				claims: claims, challenges: challenges, renewalInfo: renewalInfo, failures: failures, written: &r.secretWrites},
+				claims: claims, challenges: challenges, renewalInfo: renewalInfo, failures: failures, written: &r.secretWrites, announced: &r.announced},
 		}
 	})
 	return r.steps
@@ -186,6 +188,7 @@ func (r *CertificateReconciler) Reconcile(ctx context.Context, req ctrl.Request)
 			r.unrecordedOrders.Delete(req.NamespacedName)
 			r.renewalInfoFetches.forget(req.NamespacedName)
 			r.keys.forget(req.NamespacedName)
+			r.announced.forget(req.NamespacedName)
 		}
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
@@ -254,6 +257,9 @@ func (r *CertificateReconciler) Reconcile(ctx context.Context, req ctrl.Request)
 			err = patchErr
 		}
 		r.written.remember(cert)
+		if patchErr == nil {
+			r.announced.forget(req.NamespacedName) // the status holds what was announced
+		}
 	}()
 
 	for _, step := range []certificateStep{

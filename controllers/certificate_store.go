@@ -5,6 +5,7 @@ import (
 	"crypto/x509"
 	"fmt"
 	"strings"
+	"sync"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -38,7 +39,32 @@ type secretStore struct {
 	// written remembers the Secrets this store created, so that their watch events (which
 	// tell the Certificate nothing new) do not wake it.
 	written *ownWrites
+	// announced remembers the certificates announced whose status write may not have landed.
+	announced *announcements
 }
+
+// announcements remember, per Certificate, the certificate last announced (its Issued or Renewed
+// Event): a status write refused after the store (a conflict) leaves the status without it, and
+// the reconcile that records it again must not announce it twice. Its zero value is ready to use.
+type announcements struct{ serials sync.Map }
+
+type announcement struct {
+	uid    types.UID
+	serial string
+}
+
+// done reports whether cert's certificate serial was announced already.
+func (a *announcements) done(cert *certpilotv1alpha1.Certificate, serial string) bool {
+	last, ok := a.serials.Load(client.ObjectKeyFromObject(cert))
+	return ok && last.(announcement) == announcement{uid: cert.UID, serial: serial}
+}
+
+func (a *announcements) remember(cert *certpilotv1alpha1.Certificate, serial string) {
+	a.serials.Store(client.ObjectKeyFromObject(cert), announcement{uid: cert.UID, serial: serial})
+}
+
+// forget drops what is remembered of a Certificate (gone, or its status records its certificate).
+func (a *announcements) forget(key types.NamespacedName) { a.serials.Delete(key) }
 
 // storeCertificate downloads the chain, writes the certificate Secret, removes the challenge
 // responses, records the result and schedules the renewal.
@@ -142,7 +168,10 @@ func (s *secretStore) recordIssued(ctx context.Context, run *certificateRun, lea
 	run.ready = &metav1.Condition{Status: metav1.ConditionTrue, Reason: reasonUpToDate,
 		Message: validUntil(leaf.NotAfter, renewalTime)}
 
-	if !announce {
+	if !announce || s.announced.done(cert, status.SerialNumber) {
+		if !announce {
+			s.announced.forget(client.ObjectKeyFromObject(cert)) // the status records it
+		}
 		return ctrl.Result{RequeueAfter: max(renewal.RequeueAfter(run.now, renewalTime), time.Second)}
 	}
 	reason, verb := "Issued", "issued"
@@ -152,6 +181,7 @@ func (s *secretStore) recordIssued(ctx context.Context, run *certificateRun, lea
 	issuances.WithLabelValues("success", reason).Inc()
 	s.recorder.Eventf(cert, nil, corev1.EventTypeNormal, reason, "Issue", "Certificate %s for %s, serial %x, valid until %s",
 		verb, strings.Join(cert.Spec.Identifiers(), ", "), leaf.SerialNumber, leaf.NotAfter.UTC().Format(time.RFC3339))
+	s.announced.remember(cert, status.SerialNumber)
 	ctrl.LoggerFrom(ctx).Info("Stored certificate", "secret", cert.Spec.SecretName, "serial", status.SerialNumber,
 		"notAfter", leaf.NotAfter, "renewalTime", renewalTime)
 	return ctrl.Result{RequeueAfter: max(renewal.RequeueAfter(run.now, renewalTime), time.Second)}

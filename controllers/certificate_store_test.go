@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"maps"
 	"slices"
 	"testing"
@@ -14,6 +15,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/tools/events"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	certpilotv1alpha1 "github.com/certpilot/certpilot/api/v1alpha1"
@@ -259,3 +261,57 @@ func TestClaimPatchConflict(t *testing.T) {
 }
 
 func keysOf(data map[string][]byte) []string { return slices.Sorted(maps.Keys(data)) }
+
+// TestAnnouncedOnce: a certificate whose status write was refused after the store (a conflict)
+// is recorded again by the next reconcile, which must not announce it a second time; a new
+// certificate is announced again, and a status that records the certificate ends what is
+// remembered.
+func TestAnnouncedOnce(t *testing.T) {
+	now := time.Date(2026, 12, 7, 12, 0, 0, 0, time.UTC)
+	_, leaf := secretOf(t, validSecret(t, []string{"shop.example.test"}, now))
+	recorder := events.NewFakeRecorder(10)
+	store := &secretStore{recorder: recorder, announced: &announcements{}}
+	issuer := &certpilotv1alpha1.ClusterIssuer{ObjectMeta: metav1.ObjectMeta{Name: "ca"}}
+	issuer.Spec.ACME.DisableRenewalInfo = true
+	cert := &certpilotv1alpha1.Certificate{ObjectMeta: metav1.ObjectMeta{Namespace: "team-a", Name: "shop", UID: "uid-1"}}
+	cert.Spec.DNSNames = []string{"shop.example.test"}
+	newRun := func() *certificateRun {
+		c := cert.DeepCopy()
+		c.Status.Order = &certpilotv1alpha1.OrderStatus{URL: "https://ca/order/1",
+			Challenges: []certpilotv1alpha1.ChallengeStatus{{DNSName: "shop.example.test", Type: "tls-alpn-01"}}}
+		return &certificateRun{cert: c, now: now, issuer: issuer, patchBase: cert.DeepCopy()}
+	}
+	announcedEvents := func() int {
+		n := 0
+		for {
+			select {
+			case <-recorder.Events:
+				n++
+			default:
+				return n
+			}
+		}
+	}
+
+	store.recordIssued(context.Background(), newRun(), leaf, false, true)
+	if n := announcedEvents(); n != 1 {
+		t.Fatalf("first recording announced %d times, want 1", n)
+	}
+	// The status write was refused: the next reconcile finds the certificate stored and records
+	// it again, from a status that does not hold it.
+	store.recordIssued(context.Background(), newRun(), leaf, false, true)
+	if n := announcedEvents(); n != 0 {
+		t.Errorf("recording the same certificate again announced it %d more times, want 0", n)
+	}
+	// The status records it now: nothing is remembered any more.
+	store.recordIssued(context.Background(), newRun(), leaf, false, false)
+	if store.announced.done(cert, fmt.Sprintf("%x", leaf.SerialNumber)) {
+		t.Error("a certificate the status records is still remembered as announced")
+	}
+	// A Certificate of the same name made anew announces its certificate.
+	cert.UID = "uid-2"
+	store.recordIssued(context.Background(), newRun(), leaf, false, true)
+	if n := announcedEvents(); n != 1 {
+		t.Errorf("a new Certificate's certificate was announced %d times, want 1", n)
+	}
+}
