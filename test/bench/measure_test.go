@@ -252,6 +252,8 @@ type reconcileStats struct {
 	// Requeues counts the reconciles that ended to look again, by reason
 	// (certpilot_certificate_requeues_total).
 	Requeues map[string]float64
+	// ACMERequests counts the requests to the CA by endpoint (certpilot_acme_requests_total).
+	ACMERequests map[string]float64
 }
 
 func (s reconcileStats) total() float64 {
@@ -265,7 +267,7 @@ func (s reconcileStats) total() float64 {
 // minus is s - before, for the counters of a window.
 func (s reconcileStats) minus(before reconcileStats) reconcileStats {
 	out := reconcileStats{Results: map[string]float64{}, Spent: map[string]float64{}, SelfChecks: map[string]float64{},
-		ShardWrites: map[string]float64{}, Requeues: map[string]float64{}, ShardPuts: s.ShardPuts - before.ShardPuts,
+		ShardWrites: map[string]float64{}, Requeues: map[string]float64{}, ACMERequests: map[string]float64{}, ShardPuts: s.ShardPuts - before.ShardPuts,
 		ReconcileSeconds: s.ReconcileSeconds - before.ReconcileSeconds,
 		QueueSeconds:     s.QueueSeconds - before.QueueSeconds, Queued: s.Queued - before.Queued, Workers: s.Workers}
 	for result, n := range s.Results {
@@ -283,13 +285,16 @@ func (s reconcileStats) minus(before reconcileStats) reconcileStats {
 	for reason, n := range s.Requeues {
 		out.Requeues[reason] = n - before.Requeues[reason]
 	}
+	for endpoint, n := range s.ACMERequests {
+		out.ACMERequests[endpoint] = n - before.ACMERequests[endpoint]
+	}
 	return out
 }
 
 // scrapeReconcileStats reads controller's metrics from the manager at address.
 func scrapeReconcileStats(address, controller string) (reconcileStats, error) {
 	stats := reconcileStats{Results: map[string]float64{}, Spent: map[string]float64{}, SelfChecks: map[string]float64{},
-		ShardWrites: map[string]float64{}, Requeues: map[string]float64{}}
+		ShardWrites: map[string]float64{}, Requeues: map[string]float64{}, ACMERequests: map[string]float64{}}
 	response, err := (&http.Client{Timeout: 10 * time.Second}).Get("http://" + address + "/metrics")
 	if err != nil {
 		return stats, err
@@ -345,6 +350,9 @@ func scrapeReconcileStats(address, controller string) (reconcileStats, error) {
 	}
 	for _, metric := range families["certpilot_challenge_shard_writes_total"].GetMetric() {
 		stats.ShardWrites[label(metric, "carried")] += metric.GetCounter().GetValue()
+	}
+	for _, metric := range families["certpilot_acme_requests_total"].GetMetric() {
+		stats.ACMERequests[label(metric, "endpoint")] += metric.GetCounter().GetValue()
 	}
 	for _, metric := range families["certpilot_certificate_requeues_total"].GetMetric() {
 		stats.Requeues[label(metric, "reason")] += metric.GetCounter().GetValue()

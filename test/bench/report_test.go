@@ -145,6 +145,18 @@ func (r results) markdown() string {
 			}
 			fmt.Fprintf(&b, "Where the time went, in ms per certificate (requests and self-checks, summed, all controllers): %s.\n", strings.Join(parts, ", "))
 		}
+		if len(r.Reconciles.ACMERequests) > 0 {
+			var parts []string
+			total := 0.0
+			for _, endpoint := range sortedKeys(r.Reconciles.ACMERequests) {
+				n := r.Reconciles.ACMERequests[endpoint]
+				total += n
+				if n > 0 {
+					parts = append(parts, fmt.Sprintf("%s %.2f", endpoint, n/float64(r.Config.N)))
+				}
+			}
+			fmt.Fprintf(&b, "Requests to the CA per certificate: %.2f (%s).\n", total/float64(r.Config.N), strings.Join(parts, ", "))
+		}
 		if len(r.Reconciles.Requeues) > 0 {
 			var parts []string
 			for _, reason := range sortedKeys(r.Reconciles.Requeues) {
