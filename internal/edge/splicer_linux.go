@@ -188,7 +188,7 @@ func (s *splicer) putPipe(p pipe, empty bool) {
 // wait for the next.
 func (s *splicer) run(uintptr) bool {
 	for {
-		n, err := unix.EpollWait(s.epfd, s.events, 0)
+		n, err := epollPoll(s.epfd, s.events)
 		if err != nil && !errors.Is(err, unix.EINTR) {
 			panic(os.NewSyscallError("epoll_wait", err)) // EBADF, EFAULT, EINVAL: a bug
 		}
@@ -506,7 +506,7 @@ func (f *flow) pump() {
 		if d.done && !d.shut && !f.dirs[1-i].done {
 			// The first direction to end half-closes its destination; when the second ends,
 			// closing both sends the same FIN without a shutdown call.
-			_ = unix.Shutdown(d.dst, unix.SHUT_WR)
+			shutdownSocket(d.dst, unix.SHUT_WR)
 			d.shut = true
 		}
 	}
@@ -524,7 +524,7 @@ func (f *flow) pump() {
 func (f *flow) writePrefix() {
 	d := &f.dirs[0]
 	for len(f.prefix) > 0 {
-		n, err := unix.Write(d.dst, f.prefix)
+		n, err := writeNonblock(d.dst, f.prefix)
 		switch {
 		case err == unix.EINTR:
 			continue
@@ -549,7 +549,7 @@ func (d *direction) move() bool {
 			if !d.writable {
 				return false
 			}
-			n, err := unix.Splice(d.pipe.r, nil, d.dst, nil, d.buffered, unix.SPLICE_F_MOVE|unix.SPLICE_F_NONBLOCK)
+			n, err := spliceNonblock(d.pipe.r, d.dst, d.buffered)
 			switch {
 			case err == unix.EINTR:
 				continue
@@ -560,8 +560,8 @@ func (d *direction) move() bool {
 				d.eof, d.done = true, true
 				return false
 			}
-			d.buffered -= int(n)
-			d.moved += n
+			d.buffered -= n
+			d.moved += int64(n)
 			continue
 		}
 		if d.eof {
@@ -574,7 +574,7 @@ func (d *direction) move() bool {
 		if budget <= 0 {
 			return true
 		}
-		n, err := unix.Splice(d.src, nil, d.pipe.w, nil, min(budget, pipeSize), unix.SPLICE_F_MOVE|unix.SPLICE_F_NONBLOCK)
+		n, err := spliceNonblock(d.src, d.pipe.w, min(budget, pipeSize))
 		switch {
 		case err == unix.EINTR:
 			continue
@@ -585,8 +585,8 @@ func (d *direction) move() bool {
 			d.eof = true
 			continue
 		}
-		d.buffered = int(n)
-		budget -= int(n)
+		d.buffered = n
+		budget -= n
 	}
 }
 
@@ -601,7 +601,7 @@ func (f *flow) finish() {
 	if f.upstream != nil {
 		_ = f.upstream.Close()
 	} else if f.fds[1] >= 0 {
-		_ = unix.Close(f.fds[1])
+		closeFD(f.fds[1])
 	}
 	f.mu.Unlock()
 	s := f.s
