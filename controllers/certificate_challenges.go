@@ -333,6 +333,26 @@ func (cs *challengeSteps) challengesByName(run *certificateRun, state string) []
 	return challenges
 }
 
+// tokensRecorded reports whether the status's order is the order at hand and names, for each of
+// its names, the challenge of the name's solver with its token.
+func (cs *challengeSteps) tokensRecorded(run *certificateRun) bool {
+	order := run.cert.Status.Order
+	if order == nil || run.order == nil || order.URL != run.order.URL {
+		return false
+	}
+	for _, name := range order.Identifiers() {
+		s, err := cs.solverFor(run, name)
+		if err != nil {
+			return false
+		}
+		c := findChallengeStatus(order.Challenges, name)
+		if c == nil || c.Type != s.Type() || c.Token == "" {
+			return false
+		}
+	}
+	return true
+}
+
 // maxChallengeReason bounds a challenge's Reason written from an error.
 const maxChallengeReason = 1024
 
@@ -349,8 +369,10 @@ func (cs *challengeSteps) finalizerNeeded(run *certificateRun) bool {
 }
 
 // challengesToClean lists the challenges whose responses may be published: those in the status
-// and, when the order is at hand, those the CA lists for it. The CA's list does not depend on a
-// status write having landed (a reconcile may read a stale cache). Key authorizations are
+// and, when the order is at hand and the status does not name every name's challenge with its
+// token, those the CA lists for it. The CA's list does not depend on a status write having
+// landed (a reconcile may read a stale cache); a status that this reconcile filled from the
+// CA's authorizations (presentChallenges) needs no second read of them. Key authorizations are
 // computed when the issuer's account is at hand (removing a TXT value needs it).
 func (cs *challengeSteps) challengesToClean(ctx context.Context, run *certificateRun) []solver.Challenge {
 	var challenges []solver.Challenge
@@ -364,7 +386,7 @@ func (cs *challengeSteps) challengesToClean(ctx context.Context, run *certificat
 			challenges = append(challenges, solver.Challenge{DNSName: name, Type: s.Type()})
 		}
 	}
-	if run.order != nil && run.acme != nil {
+	if run.order != nil && run.acme != nil && !cs.tokensRecorded(run) {
 		for _, url := range run.order.AuthzURLs {
 			authz, err := run.acme.GetAuthorization(ctx, url)
 			if err != nil {

@@ -16,6 +16,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	certpilotv1alpha1 "github.com/certpilot/certpilot/api/v1alpha1"
+	"github.com/certpilot/certpilot/internal/acme"
 	"github.com/certpilot/certpilot/internal/solver"
 	"github.com/certpilot/certpilot/internal/testenv"
 )
@@ -225,4 +226,40 @@ func (s *cleanupSolver) NeedsFinalizer() bool { return true }
 func (s *cleanupSolver) CleanUp(context.Context, []solver.Challenge) error {
 	s.cleanups++
 	return s.err
+}
+
+// TestTokensRecorded: the CA's authorizations are read again for a cleanup only when the status
+// does not name, for each name of the order at hand, its solver's challenge with its token.
+func TestTokensRecorded(t *testing.T) {
+	spec := &certpilotv1alpha1.Solver{DNS01: &certpilotv1alpha1.DNS01Solver{Manual: &certpilotv1alpha1.ManualDNS01{}}}
+	names := []string{"a.test", "b.test"}
+	challenge := func(name, typ, token string) certpilotv1alpha1.ChallengeStatus {
+		c := certpilotv1alpha1.ChallengeStatus{Type: typ, Token: token}
+		c.SetIdentifier(name)
+		return c
+	}
+	both := []certpilotv1alpha1.ChallengeStatus{challenge("a.test", "dns-01", "ta"), challenge("b.test", "dns-01", "tb")}
+	tests := map[string]struct {
+		statusURL  string
+		challenges []certpilotv1alpha1.ChallengeStatus
+		want       bool
+	}{
+		"every name with its token":      {statusURL: "https://ca/order/1", challenges: both, want: true},
+		"a name without a challenge":     {statusURL: "https://ca/order/1", challenges: both[:1]},
+		"a challenge without its token":  {statusURL: "https://ca/order/1", challenges: []certpilotv1alpha1.ChallengeStatus{both[0], challenge("b.test", "dns-01", "")}},
+		"another solver's challenge":     {statusURL: "https://ca/order/1", challenges: []certpilotv1alpha1.ChallengeStatus{both[0], challenge("b.test", "http-01", "tb")}},
+		"the status records other order": {statusURL: "https://ca/order/0", challenges: both},
+		"no challenges recorded":         {statusURL: "https://ca/order/1"},
+	}
+	for name, tt := range tests {
+		t.Run(name, func(t *testing.T) {
+			cert := &certpilotv1alpha1.Certificate{Spec: certpilotv1alpha1.CertificateSpec{DNSNames: names, Solver: spec}}
+			cert.Status.Order = &certpilotv1alpha1.OrderStatus{URL: tt.statusURL, State: "valid", DNSNames: names, Challenges: tt.challenges}
+			run := &certificateRun{cert: cert, order: &acme.Order{URL: "https://ca/order/1"},
+				solvers: map[*certpilotv1alpha1.Solver]solver.Solver{spec: &cleanupSolver{}}}
+			if got := (&challengeSteps{}).tokensRecorded(run); got != tt.want {
+				t.Errorf("tokensRecorded = %v, want %v", got, tt.want)
+			}
+		})
+	}
 }
