@@ -45,12 +45,32 @@ func renewalSchedule(status *certpilotv1alpha1.CertificateStatus, leaf *x509.Cer
 // change, so a certificate costs a status write per change of its window, not per poll. After a
 // restart the status's time stands, so every certificate is asked once more.
 func (ri renewalInfoSteps) refreshRenewalInfo(ctx context.Context, run *certificateRun, issuer certpilotv1alpha1.GenericIssuer, leaf *x509.Certificate) {
-	status := &run.cert.Status
+	ri.record(ctx, run, leaf, ri.fetch(ctx, run, issuer, leaf))
+}
+
+// prefetch starts refreshRenewalInfo's request in the background, so that it goes out beside
+// another (the certificate Secret's write), and returns what records its answer.
+func (ri renewalInfoSteps) prefetch(ctx context.Context, run *certificateRun, issuer certpilotv1alpha1.GenericIssuer, leaf *x509.Certificate) func(context.Context, *certificateRun) {
+	answer := make(chan renewalWindowAnswer, 1)
+	go func() { answer <- ri.fetch(ctx, run, issuer, leaf) }()
+	return func(ctx context.Context, run *certificateRun) { ri.record(ctx, run, leaf, <-answer) }
+}
+
+// renewalWindowAnswer is what a fetch of a renewal window found.
+type renewalWindowAnswer struct {
+	// skip: nothing to fetch (no issuer, the issuer turned ARI off, the server publishes none).
+	skip bool
+	// unusable: the issuer's client could not be made now; nothing changes.
+	unusable bool
+	info     *acme.RenewalInfo
+	err      error
+}
+
+// fetch asks the CA for leaf's renewal window. It reads run and changes nothing.
+func (ri renewalInfoSteps) fetch(ctx context.Context, run *certificateRun, issuer certpilotv1alpha1.GenericIssuer, leaf *x509.Certificate) renewalWindowAnswer {
 	if issuer == nil || issuer.GetSpec().ACME.DisableRenewalInfo {
-		status.RenewalInfo = nil
-		return
+		return renewalWindowAnswer{skip: true}
 	}
-	serial := fmt.Sprintf("%x", leaf.SerialNumber)
 	var client *acme.Client
 	var err error
 	if issuer == run.issuer {
@@ -59,16 +79,29 @@ func (ri renewalInfoSteps) refreshRenewalInfo(ctx context.Context, run *certific
 		client, err = ri.accounts.Client(ctx, issuer) // the served certificate came from a fallback issuer
 	}
 	if err != nil {
-		return // the issuer is not usable now; its recovery wakes the Certificate
+		return renewalWindowAnswer{unusable: true} // the issuer is not usable now; its recovery wakes the Certificate
 	}
 	if !client.SupportsRenewalInfo() {
+		return renewalWindowAnswer{skip: true}
+	}
+	info, err := client.RenewalInfo(ctx, leaf)
+	return renewalWindowAnswer{info: info, err: err}
+}
+
+// record writes what fetch found into run's status and remembers the next fetch.
+func (ri renewalInfoSteps) record(ctx context.Context, run *certificateRun, leaf *x509.Certificate, answer renewalWindowAnswer) {
+	status := &run.cert.Status
+	switch {
+	case answer.skip:
 		status.RenewalInfo = nil
 		return
+	case answer.unusable:
+		return
 	}
+	serial := fmt.Sprintf("%x", leaf.SerialNumber)
 	previous := status.RenewalInfo
 	fetched := &certpilotv1alpha1.RenewalInfoStatus{}
-	info, err := client.RenewalInfo(ctx, leaf)
-	if err != nil {
+	if err := answer.err; err != nil {
 		wait, _ := acme.RetryAfterOf(err)
 		if wait == 0 {
 			wait = time.Hour
@@ -80,6 +113,7 @@ func (ri renewalInfoSteps) refreshRenewalInfo(ctx context.Context, run *certific
 		}
 		ctrl.LoggerFrom(ctx).V(1).Info("Fetching the renewal window failed; the fallback renewal time stands", "error", err.Error())
 	} else {
+		info := answer.info
 		fetched.WindowStart = &metav1.Time{Time: info.WindowStart.Truncate(time.Second)}
 		fetched.WindowEnd = &metav1.Time{Time: info.WindowEnd.Truncate(time.Second)}
 		fetched.ExplanationURL = truncate(info.ExplanationURL, 2048)

@@ -83,10 +83,14 @@ func (s *secretStore) storeCertificate(ctx context.Context, run *certificateRun)
 	}
 	var leaf *x509.Certificate
 	var keyPEM, chainPEM, caPEM []byte
+	var window func(context.Context, *certificateRun) // the prefetched renewal window of leaf
 	for attempt := 0; ; attempt++ {
 		if stored != nil && stored.Annotations[annotationOrder] == run.order.URL {
 			if storedLeaf, err := pki.ParseLeaf(stored.Data[corev1.TLSCertKey]); err == nil {
-				return s.recordStored(ctx, run, stored, storedLeaf)
+				if leaf == nil || !storedLeaf.Equal(leaf) {
+					window = nil
+				}
+				return s.recordStored(ctx, run, stored, storedLeaf, window)
 			}
 		}
 		if leaf == nil {
@@ -101,6 +105,8 @@ func (s *secretStore) storeCertificate(ctx context.Context, run *certificateRun)
 			if keyPEM, err = s.issuedKey(ctx, run, leaf); err != nil {
 				return ctrl.Result{}, err
 			}
+			// The new certificate's window goes out beside the Secret's write.
+			window = s.renewalInfo.prefetch(ctx, run, run.issuer, leaf)
 		}
 		err := s.writeCertificateSecret(ctx, run, stored, keyPEM, chainPEM, caPEM, run.observed.secret != nil)
 		if err == nil {
@@ -118,7 +124,7 @@ func (s *secretStore) storeCertificate(ctx context.Context, run *certificateRun)
 	// challenge responses go after the status write that records it (removeAfterStatus), so
 	// Ready waits for no cleanup; a failed cleanup is marked in the status and finished by a
 	// later reconcile.
-	result := s.recordIssued(ctx, run, leaf, renewed, true)
+	result := s.recordIssued(ctx, run, leaf, renewed, true, window)
 	if ready := keystoresNotReady(run); ready != nil {
 		run.ready = ready // stored without a keystore whose password is missing (certificate_keystores.go)
 	}
@@ -130,21 +136,28 @@ func (s *secretStore) storeCertificate(ctx context.Context, run *certificateRun)
 // certificate: the cleanup, and the Event when no status write recorded the certificate yet (it
 // died between storing and recording; stale reads of the Certificate are caught before the steps
 // run).
-func (s *secretStore) recordStored(ctx context.Context, run *certificateRun, stored *corev1.Secret, leaf *x509.Certificate) (ctrl.Result, error) {
+func (s *secretStore) recordStored(ctx context.Context, run *certificateRun, stored *corev1.Secret, leaf *x509.Certificate,
+	window func(context.Context, *certificateRun)) (ctrl.Result, error) {
 	announce := run.patchBase.Status.SerialNumber != fmt.Sprintf("%x", leaf.SerialNumber)
-	result := s.recordIssued(ctx, run, leaf, stored.Annotations[annotationRenewed] == "true", announce)
+	result := s.recordIssued(ctx, run, leaf, stored.Annotations[annotationRenewed] == "true", announce, window)
 	run.removeAfterStatus = true
 	return result, nil
 }
 
 // recordIssued records a stored certificate in the status, announces it (Event) when it is new
 // and schedules its renewal.
-func (s *secretStore) recordIssued(ctx context.Context, run *certificateRun, leaf *x509.Certificate, renewed, announce bool) ctrl.Result {
+func (s *secretStore) recordIssued(ctx context.Context, run *certificateRun, leaf *x509.Certificate, renewed, announce bool,
+	window func(context.Context, *certificateRun)) ctrl.Result {
 	cert := run.cert
 	status := &cert.Status
-	// The new certificate's window, fetched now so that it lands in this reconcile's status write.
+	// The new certificate's window, fetched now (or by the prefetch window) so that it lands in
+	// this reconcile's status write.
 	status.RenewalInfo, status.RenewalTimeSource = nil, ""
-	s.renewalInfo.refreshRenewalInfo(ctx, run, run.issuer, leaf)
+	if window != nil {
+		window(ctx, run)
+	} else {
+		s.renewalInfo.refreshRenewalInfo(ctx, run, run.issuer, leaf)
+	}
 	renewalTime, source := renewalSchedule(status, leaf, renewBefore(cert))
 	status.NotBefore, status.NotAfter, status.RenewalTime = timePtr(leaf.NotBefore), timePtr(leaf.NotAfter), timePtr(renewalTime)
 	status.RenewalTimeSource = source

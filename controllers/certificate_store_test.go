@@ -293,24 +293,24 @@ func TestAnnouncedOnce(t *testing.T) {
 		}
 	}
 
-	store.recordIssued(context.Background(), newRun(), leaf, false, true)
+	store.recordIssued(context.Background(), newRun(), leaf, false, true, nil)
 	if n := announcedEvents(); n != 1 {
 		t.Fatalf("first recording announced %d times, want 1", n)
 	}
 	// The status write was refused: the next reconcile finds the certificate stored and records
 	// it again, from a status that does not hold it.
-	store.recordIssued(context.Background(), newRun(), leaf, false, true)
+	store.recordIssued(context.Background(), newRun(), leaf, false, true, nil)
 	if n := announcedEvents(); n != 0 {
 		t.Errorf("recording the same certificate again announced it %d more times, want 0", n)
 	}
 	// The status records it now: nothing is remembered any more.
-	store.recordIssued(context.Background(), newRun(), leaf, false, false)
+	store.recordIssued(context.Background(), newRun(), leaf, false, false, nil)
 	if store.announced.done(cert, fmt.Sprintf("%x", leaf.SerialNumber)) {
 		t.Error("a certificate the status records is still remembered as announced")
 	}
 	// A Certificate of the same name made anew announces its certificate.
 	cert.UID = "uid-2"
-	store.recordIssued(context.Background(), newRun(), leaf, false, true)
+	store.recordIssued(context.Background(), newRun(), leaf, false, true, nil)
 	if n := announcedEvents(); n != 1 {
 		t.Errorf("a new Certificate's certificate was announced %d times, want 1", n)
 	}
