@@ -29,6 +29,8 @@ type floorResult struct {
 	Latency latencies
 	// CPU is the benchmark process's CPU time while the floor ran (client and responder).
 	CPU time.Duration
+	// Processes is the CPU time of every process while it ran, by name (processCPU).
+	Processes map[string]time.Duration
 	// Retries counts certificates started over after an error (a timeout on a busy machine).
 	Retries int
 }
@@ -83,7 +85,7 @@ func runFloor(ctx context.Context, cfg config, pebble *testenv.Pebble, bind *tes
 		present = &rfc2136Presenter{bind: bind}
 	}
 
-	cpuBefore := selfCPU()
+	cpuBefore, processesBefore := selfCPU(), processCPU()
 	start := time.Now()
 	jobs := make(chan int)
 	var (
@@ -129,7 +131,8 @@ func runFloor(ctx context.Context, cfg config, pebble *testenv.Pebble, bind *tes
 	}
 	close(jobs)
 	wg.Wait()
-	result := floorResult{Latency: summarize(starts, finishes), CPU: selfCPU() - cpuBefore, Retries: retries}
+	result := floorResult{Latency: summarize(starts, finishes), CPU: selfCPU() - cpuBefore, Retries: retries,
+		Processes: cpuSince(processesBefore, processCPU())}
 	if firstErr != nil {
 		return result, firstErr
 	}

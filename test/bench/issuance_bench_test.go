@@ -170,6 +170,7 @@ func BenchmarkIssuance(b *testing.B) {
 	}
 
 	progress("certpilot: applying %d Certificates (%d at a time)", cfg.N, cfg.ApplyWorkers)
+	processesBefore := processCPU()
 	applied, err := applyAll(ctx, c, certificates, cfg.ApplyWorkers)
 	if err != nil {
 		b.Fatal(err)
@@ -181,6 +182,7 @@ func BenchmarkIssuance(b *testing.B) {
 	err = waitAllReady(issueCtx, ready, stack, cfg.Stall)
 	cancelIssue()
 	r.Manager = summarize(applied, ready.snapshot())
+	r.Processes = cpuSince(processesBefore, processCPU())
 	if err != nil {
 		b.Fatalf("%v; %d of %d Ready after %s; not Ready: %s", err, r.Manager.Count, cfg.N,
 			time.Since(firstApply).Round(time.Second), notReady(ctx, c, stack.Namespace, 5))

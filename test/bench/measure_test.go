@@ -73,6 +73,56 @@ func readProc(pid int) (procSample, error) {
 	return s, nil
 }
 
+// processCPU is the CPU time of this process ("bench") and of each of its child processes, by
+// command name (kube-apiserver, etcd, pebble, manager, edge; same-named children summed).
+func processCPU() map[string]time.Duration {
+	cpu := map[string]time.Duration{"bench": selfCPU()}
+	self := os.Getpid()
+	entries, err := os.ReadDir("/proc")
+	if err != nil {
+		return cpu
+	}
+	for _, entry := range entries {
+		pid, err := strconv.Atoi(entry.Name())
+		if err != nil {
+			continue
+		}
+		stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+		if err != nil {
+			continue
+		}
+		open, closing := strings.IndexByte(string(stat), '('), strings.LastIndexByte(string(stat), ')')
+		if open < 0 || closing < open {
+			continue
+		}
+		fields := strings.Fields(string(stat[closing+1:])) // fields[1] is field 4 (ppid)
+		if len(fields) < 13 {
+			continue
+		}
+		if ppid, err := strconv.Atoi(fields[1]); err != nil || ppid != self {
+			continue
+		}
+		utime, err1 := strconv.ParseInt(fields[11], 10, 64)
+		stime, err2 := strconv.ParseInt(fields[12], 10, 64)
+		if err1 == nil && err2 == nil {
+			cpu[string(stat[open+1:closing])] += time.Duration(utime+stime) * time.Second / clockTicks
+		}
+	}
+	return cpu
+}
+
+// cpuSince is what each process in after spent since before (a process that started in between
+// counts whole).
+func cpuSince(before, after map[string]time.Duration) map[string]time.Duration {
+	spent := map[string]time.Duration{}
+	for name, cpu := range after {
+		if d := cpu - before[name]; d > 0 {
+			spent[name] = d
+		}
+	}
+	return spent
+}
+
 // latencies summarises how long each certificate took, from its own start.
 type latencies struct {
 	// All is from the first start to the last certificate; First, P50, P95 and Max are per

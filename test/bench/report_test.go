@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"slices"
+	"sort"
 	"strings"
 	"testing"
 	"time"
@@ -41,6 +42,9 @@ type results struct {
 	// The edge's CPU while issuing and its peak RSS.
 	EdgeCPU     time.Duration
 	EdgePeakRSS int64
+	// Processes is the CPU time of every process of the run from the first apply to the last
+	// Ready, by name (processCPU): where the machine's cores went.
+	Processes map[string]time.Duration
 
 	// Warnings are the Warning Events of the run by reason.
 	Warnings map[string]warning
@@ -114,6 +118,13 @@ func (r results) markdown() string {
 			"then its Secret and a Ready status, against the same apiserver; no controller, no watch): all %d in %s "+
 			"(p50 %s, p95 %s), CPU %s (client and responder); certpilot's ratio to it: %s.\n",
 			k.Latency.Count, seconds(k.Latency.All), seconds(k.Latency.P50), seconds(k.Latency.P95), seconds(k.CPU), ratioString(r.kubeRatio()))
+	}
+
+	if len(r.Processes) > 0 {
+		fmt.Fprintf(&b, "\nCPU by process, first apply to last Ready (%s of wall time): %s.\n", seconds(r.Manager.All), processList(r.Processes))
+		if k := r.KubeFloor; k != nil && len(k.Processes) > 0 {
+			fmt.Fprintf(&b, "The Kubernetes floor's, while it ran (%s): %s.\n", seconds(k.Latency.All), processList(k.Processes))
+		}
 	}
 
 	if total := r.Reconciles.total(); total > 0 {
@@ -325,6 +336,10 @@ What the columns mean:
   (the floor: from the start, as all its certificates are queued at once).
 - **CPU while issuing**: user + system seconds of the manager (and of the edge) from the first
   apply until the idle window starts (/proc/<pid>/stat); the floor's is the benchmark process's own.
+- **CPU by process**: user + system seconds of every process of the run (the benchmark itself,
+  which applies and watches, and its children: kube-apiserver, etcd, Pebble, the manager, the
+  edge) from the first apply to the last Ready, and the same for the Kubernetes floor while it
+  ran: on a machine whose cores are all busy, the sum sets the pace.
 - **RSS at rest**: the manager's VmRSS after it has idled BENCH_REST (10 s) with a Ready
   ClusterIssuer and no Certificates, and again after the idle window; **peak** is its VmHWM.
 - **requests / writes per certificate per client**: from the apiserver's audit log (level Metadata),
@@ -463,4 +478,20 @@ func TestMarkdown(t *testing.T) {
 	if strings.Index(got, "| manager |") > strings.Index(got, "| bench.test |") {
 		t.Errorf("the manager's row is not first:\n%s", got)
 	}
+}
+
+// processList lists CPU times by process, largest first.
+func processList(cpu map[string]time.Duration) string {
+	names := make([]string, 0, len(cpu))
+	var total time.Duration
+	for name, d := range cpu {
+		names = append(names, name)
+		total += d
+	}
+	sort.Slice(names, func(i, j int) bool { return cpu[names[i]] > cpu[names[j]] })
+	parts := make([]string, 0, len(names)+1)
+	for _, name := range names {
+		parts = append(parts, name+" "+seconds(cpu[name]))
+	}
+	return strings.Join(parts, ", ") + "; total " + seconds(total)
 }
