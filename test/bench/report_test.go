@@ -340,6 +340,9 @@ What the columns mean:
   which applies and watches, and its children: kube-apiserver, etcd, Pebble, the manager, the
   edge) from the first apply to the last Ready, and the same for the Kubernetes floor while it
   ran: on a machine whose cores are all busy, the sum sets the pace.
+- **Requests to the CA per certificate** by endpoint (the manager's
+  certpilot_acme_requests_total), and **why reconciles ended to look again**
+  (certpilot_certificate_requeues_total by reason, per certificate).
 - **RSS at rest**: the manager's VmRSS after it has idled BENCH_REST (10 s) with a Ready
   ClusterIssuer and no Certificates, and again after the idle window; **peak** is its VmHWM.
 - **requests / writes per certificate per client**: from the apiserver's audit log (level Metadata),
