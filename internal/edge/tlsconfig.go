@@ -50,6 +50,11 @@ func newTLSConfig(challenges *ChallengeStore, certificates CertificateSource, ne
 			}
 			return certificate, nil
 		},
+		// The validation handshake carries nothing secret (the challenge certificate is public
+		// and no data follows), so it takes the cheapest key exchange the validator offers:
+		// X25519, not the hybrid post-quantum X25519MLKEM768 a Go validator offers first, which
+		// was a quarter of the edge's CPU during a burst of validations. P-256 for the rest.
+		CurvePreferences: challengeCurves,
 		// The validator never resumes, and a ticket issued under this configuration must not
 		// resume an ordinary session later.
 		SessionTicketsDisabled: true,
@@ -94,6 +99,9 @@ func newTLSConfig(challenges *ChallengeStore, certificates CertificateSource, ne
 		},
 	}
 }
+
+// challengeCurves are the key exchanges of tls-alpn-01 validation handshakes.
+var challengeCurves = []tls.CurveID{tls.X25519, tls.CurveP256}
 
 // offersACMETLS reports whether a ClientHello offers the tls-alpn-01 protocol. The validator
 // offers only "acme-tls/1"; a client that offers it among others asked for the challenge too,

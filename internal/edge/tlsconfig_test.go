@@ -129,6 +129,10 @@ func TestTLSConfig(t *testing.T) {
 				if err := edgetest.CheckChallengeState(state, test.wantChallenge, keyAuthorization); err != nil {
 					t.Fatal(err)
 				}
+				// Go's client offers X25519MLKEM768 first: a validation takes plain X25519.
+				if state.CurveID != tls.X25519 {
+					t.Errorf("validation handshake used key exchange %v, want X25519", state.CurveID)
+				}
 			case test.wantOrdinary:
 				if err != nil {
 					t.Fatalf("handshake failed: %v", err)
@@ -142,6 +146,9 @@ func TestTLSConfig(t *testing.T) {
 				}
 				if state.NegotiatedProtocol == acme.ALPNProto {
 					t.Fatal("ordinary handshake negotiated acme-tls/1")
+				}
+				if state.CurveID != tls.X25519MLKEM768 {
+					t.Errorf("ordinary handshake used key exchange %v, want Go's default X25519MLKEM768", state.CurveID)
 				}
 			default:
 				if err == nil {
