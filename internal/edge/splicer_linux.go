@@ -372,13 +372,6 @@ func (f *flow) start() error {
 		f.fds[1], f.dirs[0].dst, f.dirs[1].src = fd, fd, fd
 		f.mu.Unlock()
 		f.connecting = true
-		s.mu.Lock()
-		s.dialing = append(s.dialing, f)
-		if s.armed.IsZero() || f.dialDeadline.Before(s.armed) {
-			s.armed = f.dialDeadline
-			_ = s.file.SetReadDeadline(s.armed)
-		}
-		s.mu.Unlock()
 	}
 	s.mu.Lock()
 	if n := len(s.free); n > 0 {
@@ -391,10 +384,15 @@ func (f *flow) start() error {
 	}
 	s.mu.Unlock()
 	// Edge-triggered: an event when a socket becomes readable or writable (and one now, for
-	// what it already is), after which the splicer reads or writes until EAGAIN.
+	// what it already is), after which the splicer reads or writes until EAGAIN. f.mu is
+	// held across both registrations: once the first is made the splicer may run the flow,
+	// and its finish (which takes f.mu to close the sockets) must not close a descriptor that
+	// is still to be registered.
 	const events = unix.EPOLLIN | unix.EPOLLOUT | unix.EPOLLRDHUP | unix.EPOLLET
 	event := unix.EpollEvent{Events: events, Fd: f.slot, Pad: 0}
+	f.mu.Lock()
 	if err := unix.EpollCtl(s.epfd, unix.EPOLL_CTL_ADD, f.fds[0], &event); err != nil {
+		f.mu.Unlock()
 		s.mu.Lock()
 		s.flows[f.slot] = nil
 		s.free = append(s.free, f.slot)
@@ -402,16 +400,28 @@ func (f *flow) start() error {
 		s.putPipe(f.dirs[0].pipe, true)
 		s.putPipe(f.dirs[1].pipe, true)
 		if f.connecting {
-			f.connectDone()
+			f.connecting = false
 			_ = unix.Close(f.fds[1])
 			return f.dialError(os.NewSyscallError("epoll_ctl", err))
 		}
 		return os.NewSyscallError("epoll_ctl", err)
 	}
-	// From here on the splicer may run the flow (events of the client's socket).
 	event.Pad = 1
-	if err := unix.EpollCtl(s.epfd, unix.EPOLL_CTL_ADD, f.fds[1], &event); err != nil {
-		_ = f.Close() // the client's events end the flow
+	registered := unix.EpollCtl(s.epfd, unix.EPOLL_CTL_ADD, f.fds[1], &event) == nil
+	f.mu.Unlock()
+	if !registered {
+		_ = f.Close() // the client's events end the flow, or the dial deadline a connecting one
+	}
+	if f.dialTo.IsValid() {
+		// Only now that the flow is registered may expire fail it. It may have connected (or
+		// failed, or even ended) meanwhile: expire drops flows that no longer connect.
+		s.mu.Lock()
+		s.dialing = append(s.dialing, f)
+		if s.armed.IsZero() || f.dialDeadline.Before(s.armed) {
+			s.armed = f.dialDeadline
+			_ = s.file.SetReadDeadline(s.armed)
+		}
+		s.mu.Unlock()
 	}
 	return nil
 }
