@@ -16,7 +16,7 @@
 //     and every other handshake from a CertificateSource only.
 //   - Routes (routes.go) is the hot-reloaded route file; the terminate proxy (proxy.go,
 //     http1proxy.go, upgrade.go; framing.go refuses what HTTP/1.1 could frame two ways) and the
-//     passthrough splicer (passthrough.go) carry traffic by it.
+//     passthrough splicer (passthrough.go, splicer_linux.go) carry traffic by it.
 //   - NewHTTPHandler (http.go) answers http-01 on port 80 and redirects the rest to HTTPS.
 //   - Server (server.go) runs the listeners, readiness, metrics (metrics.go) and graceful
 //     shutdown.
