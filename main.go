@@ -153,6 +153,8 @@ func main() {
 			// certpilot's Secrets but the load balancers' challenge shards, whole only when a
 			// Certificate controls them.
 			&corev1.Secret{}: kube.SecretCache(),
+			// Whole, with the strings that repeat across Certificates shared.
+			&certpilotv1alpha1.Certificate{}: kube.CertificateCache(),
 		},
 	}
 	if watchNamespaces != "" {

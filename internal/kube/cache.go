@@ -2,6 +2,7 @@ package kube
 
 import (
 	"bytes"
+	"strings"
 	"sync"
 
 	corev1 "k8s.io/api/core/v1"
@@ -81,6 +82,11 @@ func SecretCacheTransform() toolscache.TransformFunc {
 			return metadataOnly(secret), nil
 		}
 		secret.ManagedFields = nil
+		shareObjectMeta(&secret.ObjectMeta, secretRepeatingValues)
+		secret.Type = corev1.SecretType(cacheStrings.get(string(secret.Type)))
+		for key, value := range secret.Data {
+			secret.Data[cacheStrings.get(key)] = value // the same entry, with the shared key
+		}
 		shareCertificateSecretData(secret, shared)
 		return secret, nil
 	}
@@ -101,7 +107,7 @@ func metadataOnly(secret *corev1.Secret) *corev1.Secret {
 			Name: secret.Name, Namespace: secret.Namespace, UID: secret.UID, ResourceVersion: secret.ResourceVersion,
 			CreationTimestamp: secret.CreationTimestamp, DeletionTimestamp: secret.DeletionTimestamp,
 		},
-		Type: secret.Type,
+		Type: corev1.SecretType(cacheStrings.get(string(secret.Type))),
 	}
 	for _, key := range cachedLabels {
 		if value, ok := secret.Labels[key]; ok {
@@ -114,6 +120,7 @@ func metadataOnly(secret *corev1.Secret) *corev1.Secret {
 	if owner := metav1.GetControllerOf(secret); owner != nil {
 		kept.OwnerReferences = []metav1.OwnerReference{*owner}
 	}
+	shareObjectMeta(&kept.ObjectMeta, secretRepeatingValues)
 	return kept
 }
 
@@ -160,4 +167,190 @@ func (s *sharedValues) get(value []byte) []byte {
 		s.values[string(value)] = value[:len(value):len(value)]
 	}
 	return value
+}
+
+// CertificateCache is how the manager caches Certificates: whole, but for managedFields, with
+// the strings that repeat across Certificates shared (CertificateCacheTransform).
+func CertificateCache() cache.ByObject {
+	return cache.ByObject{Transform: CertificateCacheTransform()}
+}
+
+// CertificateCacheTransform is the manager cache's transform for Certificates. It strips
+// managedFields, as the cache's default transform does for every kind (nothing reads them from
+// the cache), and makes the strings that repeat from one Certificate to the next share one copy
+// (shareCertificate). Every field stays what the API holds.
+func CertificateCacheTransform() toolscache.TransformFunc {
+	return func(obj any) (any, error) {
+		cert, ok := obj.(*certpilotv1alpha1.Certificate)
+		if !ok {
+			return obj, nil
+		}
+		cert.ManagedFields = nil
+		shareCertificate(cert)
+		return cert, nil
+	}
+}
+
+// secretRepeatingValues are the label and annotation keys of certpilot's Secrets whose values
+// repeat across Secrets: certpilot's labels but the Certificate's name, and the annotations
+// naming the issuer, the ACME server and account, whether a certificate was renewed, the key
+// revision of a claim and the keys a secretTemplate added (the controllers' annotationIssuerKind,
+// annotationIssuerName, annotationACMEServer, annotationACMEAccount, annotationRenewed,
+// annotationKeyRevision, annotationTemplateKeys). The values of other keys (the Certificate's
+// name, the order's URL, the open order) differ from one Secret to the next and are left alone.
+var secretRepeatingValues = map[string]bool{
+	certpilotv1alpha1.LabelManagedBy: true, certpilotv1alpha1.LabelClaim: true,
+	certpilotv1alpha1.LabelChallenges: true, certpilotv1alpha1.LabelLoadBalancer: true,
+	"certpilot.dev/issuer-kind": true, "certpilot.dev/issuer-name": true,
+	"certpilot.dev/acme-server": true, "certpilot.dev/acme-account": true,
+	"certpilot.dev/renewed": true, "certpilot.dev/key-revision": true, "certpilot.dev/secret-template-keys": true,
+}
+
+// shareObjectMeta makes the strings of meta that repeat across objects share one copy: the
+// namespace, the keys of labels and annotations, the values of repeatingValues' keys, the
+// owners' apiVersion and kind, and finalizers. Names, UIDs and resourceVersions are left alone.
+func shareObjectMeta(meta *metav1.ObjectMeta, repeatingValues map[string]bool) {
+	meta.Namespace = cacheStrings.get(meta.Namespace)
+	shareMap(meta.Labels, repeatingValues)
+	shareMap(meta.Annotations, repeatingValues)
+	for i := range meta.OwnerReferences {
+		owner := &meta.OwnerReferences[i]
+		owner.APIVersion, owner.Kind = cacheStrings.get(owner.APIVersion), cacheStrings.get(owner.Kind)
+	}
+	for i, finalizer := range meta.Finalizers {
+		meta.Finalizers[i] = cacheStrings.get(finalizer)
+	}
+}
+
+// shareMap makes m's keys, and the values of repeatingValues' keys, share one copy. Assigning
+// to an entry that exists stores the key given, so the map is changed in place.
+func shareMap(m map[string]string, repeatingValues map[string]bool) {
+	for key, value := range m {
+		if repeatingValues[key] {
+			value = cacheStrings.get(value)
+		}
+		m[cacheStrings.get(key)] = value
+	}
+}
+
+// shareCertificate makes the strings of a Certificate that repeat across Certificates share one
+// copy: its metadata's (shareObjectMeta; no annotation value), the issuer references, the key
+// algorithm, the solvers' settings, the inject targets' kinds and rollouts, the output formats,
+// and in its status the conditions' type, status and reason, the issuers, where the renewal time
+// came from, and the order's and challenges' states and types. What names or describes one
+// Certificate (secretName, DNS names, messages, serial number, URLs, tokens) is left alone.
+func shareCertificate(cert *certpilotv1alpha1.Certificate) {
+	shareObjectMeta(&cert.ObjectMeta, nil)
+	spec, status := &cert.Spec, &cert.Status
+	shareIssuerRef(&spec.IssuerRef)
+	for i := range spec.FallbackIssuerRefs {
+		shareIssuerRef(&spec.FallbackIssuerRefs[i])
+	}
+	if spec.PrivateKey != nil {
+		spec.PrivateKey.Algorithm = cacheStrings.get(spec.PrivateKey.Algorithm)
+	}
+	if spec.Solver != nil {
+		shareSolver(spec.Solver)
+	}
+	for i := range spec.Solvers {
+		shareSolver(&spec.Solvers[i].Solver)
+	}
+	for i := range spec.Inject {
+		target := &spec.Inject[i]
+		target.Kind, target.Rollout = cacheStrings.get(target.Kind), cacheStrings.get(target.Rollout)
+	}
+	for i := range spec.AdditionalOutputFormats {
+		spec.AdditionalOutputFormats[i].Type = cacheStrings.get(spec.AdditionalOutputFormats[i].Type)
+	}
+	for i := range status.Conditions {
+		condition := &status.Conditions[i]
+		condition.Type, condition.Reason = cacheStrings.get(condition.Type), cacheStrings.get(condition.Reason)
+		condition.Status = metav1.ConditionStatus(cacheStrings.get(string(condition.Status)))
+	}
+	status.RenewalTimeSource = cacheStrings.get(status.RenewalTimeSource)
+	if status.IssuerRef != nil {
+		shareIssuerRef(status.IssuerRef)
+	}
+	if current := status.CurrentIssuer; current != nil {
+		current.Kind, current.Name, current.Reason = cacheStrings.get(current.Kind), cacheStrings.get(current.Name), cacheStrings.get(current.Reason)
+	}
+	if order := status.Order; order != nil {
+		order.State = cacheStrings.get(order.State)
+		for i := range order.Challenges {
+			challenge := &order.Challenges[i]
+			challenge.Type, challenge.State = cacheStrings.get(challenge.Type), cacheStrings.get(challenge.State)
+		}
+	}
+	for i := range status.Injected {
+		status.Injected[i].Kind = cacheStrings.get(status.Injected[i].Kind)
+	}
+}
+
+func shareIssuerRef(ref *certpilotv1alpha1.IssuerReference) {
+	ref.Kind, ref.Name = cacheStrings.get(ref.Kind), cacheStrings.get(ref.Name)
+}
+
+// shareSolver makes a solver's settings share one copy: the same load balancer or DNS server
+// serves many Certificates.
+func shareSolver(solver *certpilotv1alpha1.Solver) {
+	if tls := solver.TLSALPN01; tls != nil {
+		shareLoadBalancer(&tls.LoadBalancer, &tls.ProbeAddress)
+	}
+	if http := solver.HTTP01; http != nil {
+		shareLoadBalancer(&http.LoadBalancer, &http.ProbeAddress)
+	}
+	dns := solver.DNS01
+	if dns == nil {
+		return
+	}
+	for i, nameserver := range dns.Nameservers {
+		dns.Nameservers[i] = cacheStrings.get(nameserver)
+	}
+	dns.CNAMEStrategy = cacheStrings.get(dns.CNAMEStrategy)
+	if rfc := dns.RFC2136; rfc != nil {
+		rfc.Nameserver, rfc.TSIGKeyName, rfc.TSIGAlgorithm = cacheStrings.get(rfc.Nameserver), cacheStrings.get(rfc.TSIGKeyName), cacheStrings.get(rfc.TSIGAlgorithm)
+		rfc.TSIGSecretRef.Name, rfc.TSIGSecretRef.Key = cacheStrings.get(rfc.TSIGSecretRef.Name), cacheStrings.get(rfc.TSIGSecretRef.Key)
+	}
+}
+
+func shareLoadBalancer(ref *certpilotv1alpha1.LoadBalancerRef, probeAddress *string) {
+	ref.Name, ref.Namespace, *probeAddress = cacheStrings.get(ref.Name), cacheStrings.get(ref.Namespace), cacheStrings.get(*probeAddress)
+}
+
+// maxCacheStrings bounds cacheStrings. The strings the transforms share come from a small
+// vocabulary (keys, kinds, states, issuers, namespaces, solver settings); past the bound, new
+// strings are kept as they are.
+const maxCacheStrings = 4096
+
+// cacheStrings holds one copy of each string the cache transforms share, for all informers (the
+// Secrets and Certificates of one namespace share its name). Entries stay for the process's
+// life: Go's unique package would let an entry go as soon as no handle refers to it, and the
+// strings it hands out are no handles, so a string interned before a collection would not be
+// shared with one interned after it.
+var cacheStrings = &stringTable{values: map[string]string{}, max: maxCacheStrings}
+
+// stringTable hands out one copy of each string it was given (the transforms of several
+// informers may call it at once).
+type stringTable struct {
+	mu     sync.Mutex
+	values map[string]string
+	max    int
+}
+
+// get returns the copy of s first given, or s itself when the table is full.
+func (t *stringTable) get(s string) string {
+	if s == "" {
+		return s
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if first, ok := t.values[s]; ok {
+		return first
+	}
+	if len(t.values) >= t.max {
+		return s
+	}
+	s = strings.Clone(s) // a copy of its own, never part of a larger decoded buffer
+	t.values[s] = s
+	return s
 }
