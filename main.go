@@ -102,8 +102,8 @@ func main() {
 	flag.StringVar(&watchNamespaces, "watch-namespaces", "",
 		"Comma-separated namespaces whose Certificates, Issuers, Secrets and workloads the manager watches (default: all). The cluster resource namespace is always included.")
 	flag.IntVar(&issuerWorkers, "issuer-workers", 2, "Reconcile workers of the Issuer and of the ClusterIssuer controller.")
-	flag.IntVar(&certificateWorkers, "certificate-workers", 32,
-		"Reconcile workers of the Certificate controller. ACME waits are requeues, so a worker carries the round trips of one issuance's steps; more workers than the apiserver and the CA can serve at once only lengthen each issuance (docs/design.md).")
+	flag.IntVar(&certificateWorkers, "certificate-workers", 64,
+		"Reconcile workers of the Certificate controller. ACME waits are requeues, so a worker carries the round trips of one issuance's steps and its in-line looks at the order (docs/design.md); the default carries 1,000 concurrent issuances.")
 	flag.IntVar(&issuerWorkersMax, "issuer-workers-max", 0,
 		"At most this many Certificate workers talk to one issuer's CA at once, so that a slow CA cannot hold them all (0: no bound). A bound below --certificate-workers slows a burst of issuances from one issuer: its Certificates wait their turn.")
 	flag.Float64Var(&apiQPS, "kube-api-qps", 200, "Requests per second the manager may send to the apiserver (client-go's default, 20, throttles bursts of issuances).")
