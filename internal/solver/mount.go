@@ -7,6 +7,7 @@ import (
 	"sync"
 	"time"
 
+	"golang.org/x/sync/singleflight"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -32,10 +33,12 @@ const ChallengeVolumeName = "certpilot-acme-challenges"
 const mountRecheck = 10 * time.Minute
 
 // MountTracker makes load balancer Deployments mount their challenge shards, and remembers
-// which do, so that a reconcile reads a Deployment's pod template only now and then.
+// which do, so that a reconcile reads a Deployment's pod template only now and then. Reconciles
+// that ask about the same Deployment at once (a burst's first issuances) share one check.
 type MountTracker struct {
 	mu      sync.Mutex
 	checked map[types.NamespacedName]time.Time
+	checks  singleflight.Group
 }
 
 // Ensure makes the Deployment mount all its shards as one projected volume, with server-side
@@ -51,6 +54,14 @@ func (m *MountTracker) Ensure(ctx context.Context, deps *Deps, lb types.Namespac
 	if ok && now.Sub(last) < mountRecheck {
 		return nil
 	}
+	// The first caller's context serves all who wait for it: a check is a read and at most one
+	// apply, bounded by the callers' own reconcile deadlines.
+	_, err, _ := m.checks.Do(lb.String(), func() (any, error) { return nil, m.check(ctx, deps, lb, now) })
+	return err
+}
+
+// check reads the Deployment and applies the projected volume when it does not mount it.
+func (m *MountTracker) check(ctx context.Context, deps *Deps, lb types.NamespacedName, now time.Time) error {
 	deployment := &appsv1.Deployment{}
 	if err := deps.APIReader.Get(ctx, lb, deployment); err != nil {
 		if apierrors.IsNotFound(err) {
