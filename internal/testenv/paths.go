@@ -2,9 +2,12 @@ package testenv
 
 import (
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"os"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"testing"
 )
 
@@ -67,14 +70,53 @@ func SkipIfShort(tb testing.TB) {
 	}
 }
 
-// FreePort returns a TCP port on 127.0.0.1 that was free a moment ago.
+// FreePort returns a TCP port on 127.0.0.1 that was free a moment ago, chosen below the
+// kernel's ephemeral range (ListenFree).
 func FreePort() (int, error) {
-	listener, err := net.Listen("tcp", "127.0.0.1:0")
+	listener, err := ListenFree()
 	if err != nil {
 		return 0, err
 	}
 	defer listener.Close()
 	return listener.Addr().(*net.TCPAddr).Port, nil
+}
+
+// ListenFree listens on a free TCP port of 127.0.0.1 chosen at random below the kernel's
+// ephemeral range (net.ipv4.ip_local_port_range). A port handed to another process is free only
+// until that process binds it; one chosen inside the ephemeral range, as port 0 chooses, can be
+// taken meanwhile by any outgoing connection of any process (a parallel test package's thousands
+// of them), which showed as "bind: address already in use". Below the range only a listener that
+// names that very port can take it.
+func ListenFree() (net.Listener, error) {
+	low := ephemeralLow()
+	base := max(1024, low-16384)
+	for range 64 {
+		if low-base < 1024 {
+			break
+		}
+		port := base + rand.IntN(low-base)
+		if listener, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port))); err == nil {
+			return listener, nil
+		}
+	}
+	return net.Listen("tcp", "127.0.0.1:0")
+}
+
+// ephemeralLow is the first port of the kernel's ephemeral range (32768 when unknown).
+func ephemeralLow() int {
+	data, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range")
+	if err != nil {
+		return 32768
+	}
+	fields := strings.Fields(string(data))
+	if len(fields) == 0 {
+		return 32768
+	}
+	low, err := strconv.Atoi(fields[0])
+	if err != nil {
+		return 32768
+	}
+	return low
 }
 
 // FreeAddress returns "127.0.0.1:<port>" for a TCP port that was free a moment ago.

@@ -225,14 +225,14 @@ func RunPebble(ctx context.Context, opts PebbleOptions) (_ *Pebble, err error) {
 	return p, nil
 }
 
-// choosePorts picks free loopback ports for everything the options leave open. The ports are
-// free when chosen, not reserved: another process could take one before Pebble binds it, which
-// then shows as a start failure.
+// choosePorts picks free loopback ports for everything the options leave open, below the
+// kernel's ephemeral range (ListenFree). The ports are free when chosen, not reserved: only a
+// process that asks for the same port could take one before Pebble binds it.
 func (p *Pebble) choosePorts(listenHost string) error {
 	// Hold every chosen port open until all are chosen, so that no two are the same.
 	var ports []int
 	for range 5 {
-		listener, err := net.Listen("tcp", "127.0.0.1:0")
+		listener, err := ListenFree()
 		if err != nil {
 			return err
 		}
