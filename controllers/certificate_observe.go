@@ -31,8 +31,8 @@ type observed struct {
 	claim *claimRead
 }
 
-// observe reads the certificate Secret, the claim of its name (before an order), the keystore
-// passwords and the issuer into run. While
+// observe reads the certificate Secret, the claim of its name (before a first order), the
+// keystore passwords and the issuer into run. While
 // an order is open the cache is trusted for a missing Secret (storing reads the API again
 // before writing); before an order, the API is asked, so that a Secret certpilot may not
 // overwrite stops the Certificate before anything is ordered. A Secret certpilot may not
@@ -41,10 +41,11 @@ func (r *CertificateReconciler) observe(ctx context.Context, run *certificateRun
 	cert := run.cert
 	run.observed.claim = nil
 	var claimLookup chan *claimRead
-	if claims := r.parts().claims; !orderOpen(cert) && claims.cached(ctx, run) == nil {
-		// Before an order, a claim the cache does not hold as this Certificate's is looked up
-		// in the API (checkClaimable judges it), as the certificate Secret is: the two reads go
-		// together, not one after the other, on the way to a first order.
+	if claims := r.parts().claims; cert.Status.NotAfter == nil && !orderOpen(cert) && claims.cached(ctx, run) == nil {
+		// Before a first order, a claim the cache does not hold as this Certificate's is looked
+		// up in the API (checkClaimable judges it), as the certificate Secret is: the two reads
+		// go together, not one after the other. A Certificate with a certificate reads its claim
+		// only when it issues (checkClaimable).
 		claimLookup = make(chan *claimRead, 1)
 		go func() { claimLookup <- claims.lookUp(ctx, cert) }()
 	}

@@ -87,8 +87,8 @@ func (s *secretStore) storeCertificate(ctx context.Context, run *certificateRun)
 	for attempt := 0; ; attempt++ {
 		if stored != nil && stored.Annotations[annotationOrder] == run.order.URL {
 			if storedLeaf, err := pki.ParseLeaf(stored.Data[corev1.TLSCertKey]); err == nil {
-				if leaf == nil || !storedLeaf.Equal(leaf) {
-					window = nil
+				if leaf != nil && !storedLeaf.Equal(leaf) {
+					window = nil // prefetched for another certificate
 				}
 				return s.recordStored(ctx, run, stored, storedLeaf, window)
 			}
