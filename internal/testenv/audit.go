@@ -54,6 +54,9 @@ type AuditEvent struct {
 	Name     string
 	Code     int
 	Received time.Time
+	// Completed is when the apiserver answered (stageTimestamp of the line kept: for a watch,
+	// when its response started).
+	Completed time.Time
 }
 
 // Client is the user agent's product, the part before the first "/": a binary's default user
@@ -119,6 +122,7 @@ func ReadAuditLog(path string) ([]AuditEvent, error) {
 				Code int `json:"code"`
 			} `json:"responseStatus"`
 			RequestReceivedTimestamp time.Time `json:"requestReceivedTimestamp"`
+			StageTimestamp           time.Time `json:"stageTimestamp"`
 		}
 		if err := json.Unmarshal(scanner.Bytes(), &raw); err != nil {
 			// The apiserver may be writing the last line while we read.
@@ -133,7 +137,7 @@ func ReadAuditLog(path string) ([]AuditEvent, error) {
 		seen[raw.AuditID] = true
 		event := AuditEvent{
 			AuditID: raw.AuditID, Stage: raw.Stage, Verb: raw.Verb, User: raw.User.Username,
-			UserAgent: raw.UserAgent, Received: raw.RequestReceivedTimestamp,
+			UserAgent: raw.UserAgent, Received: raw.RequestReceivedTimestamp, Completed: raw.StageTimestamp,
 		}
 		if raw.ObjectRef != nil {
 			event.Resource, event.Subresource, event.Namespace = raw.ObjectRef.Resource, raw.ObjectRef.Subresource, raw.ObjectRef.Namespace

@@ -123,6 +123,37 @@ func cpuSince(before, after map[string]time.Duration) map[string]time.Duration {
 	return spent
 }
 
+// readyCommitted returns, for each Certificate seen Ready (seen: when the benchmark's watch saw
+// it), when the apiserver completed the status write that made it Ready: the latest successful
+// status write of that Certificate by the manager that had completed when the watch saw it.
+// The floor's Ready is when its own status write returns; the watch adds its delivery to a
+// benchmark process that is busy applying, which is not certpilot's time. A Certificate
+// without such a write in the log keeps the watch's time.
+func readyCommitted(events []testenv.AuditEvent, namespace string, seen map[string]time.Time) map[string]time.Time {
+	committed := make(map[string]time.Time, len(seen))
+	for name, at := range seen {
+		committed[name] = at
+	}
+	latest := make(map[string]time.Time, len(seen))
+	for _, e := range events {
+		if e.Client() != managerClient || e.Verb != "patch" && e.Verb != "update" || e.Resource != "certificates" ||
+			e.Subresource != "status" || e.Namespace != namespace || e.Code < 200 || e.Code > 299 {
+			continue
+		}
+		at, ok := seen[e.Name]
+		if !ok || e.Completed.IsZero() || e.Completed.After(at) {
+			continue
+		}
+		if e.Completed.After(latest[e.Name]) {
+			latest[e.Name] = e.Completed
+		}
+	}
+	for name, at := range latest {
+		committed[name] = at
+	}
+	return committed
+}
+
 // latencies summarises how long each certificate took, from its own start.
 type latencies struct {
 	// All is from the first start to the last certificate; First, P50, P95 and Max are per
@@ -275,6 +306,35 @@ func TestCountRequests(t *testing.T) {
 	}
 	if _, ok := counts[edgeClient]; ok {
 		t.Errorf("the edge's request before the window was counted")
+	}
+}
+
+func TestReadyCommitted(t *testing.T) {
+	t0 := time.Date(2026, 12, 1, 10, 0, 0, 0, time.UTC)
+	status := func(name string, completed time.Duration, code int) testenv.AuditEvent {
+		return testenv.AuditEvent{Verb: "patch", UserAgent: "manager/v0.0.0", Resource: "certificates", Subresource: "status",
+			Namespace: "bench", Name: name, Code: code, Completed: t0.Add(completed)}
+	}
+	events := []testenv.AuditEvent{
+		status("a", 1*time.Second, 200),
+		status("a", 2*time.Second, 200), // the write that made a Ready
+		status("a", 4*time.Second, 200), // after the watch saw a Ready
+		status("b", 1*time.Second, 409), // refused
+		{Verb: "patch", UserAgent: "bench.test/v0.0.0", Resource: "certificates", Subresource: "status",
+			Namespace: "bench", Name: "c", Code: 200, Completed: t0.Add(time.Second)}, // not the manager's
+		status("d", time.Second, 200), // another namespace below
+	}
+	events[len(events)-1].Namespace = "other"
+	seen := map[string]time.Time{"a": t0.Add(3 * time.Second), "b": t0.Add(3 * time.Second), "c": t0.Add(3 * time.Second), "d": t0.Add(3 * time.Second)}
+	got := readyCommitted(events, "bench", seen)
+	want := map[string]time.Time{"a": t0.Add(2 * time.Second), "b": t0.Add(3 * time.Second), "c": t0.Add(3 * time.Second), "d": t0.Add(3 * time.Second)}
+	if len(got) != len(want) {
+		t.Fatalf("readyCommitted = %v, want %v", got, want)
+	}
+	for name, at := range want {
+		if !got[name].Equal(at) {
+			t.Errorf("%s: %s, want %s", name, got[name].Sub(t0), at.Sub(t0))
+		}
 	}
 }
 
