@@ -101,10 +101,13 @@ func (s *connSet) untrack(conn io.Closer) {
 // stopAccepting closes the listener; tracked connections stay open.
 func (s *connSet) stopAccepting() {
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	s.closing = true
-	if s.listener != nil {
-		_ = s.listener.Close()
+	listener := s.listener
+	s.mu.Unlock()
+	// Outside mu: a splicer's listener (splicer_accept_linux.go) waits for the accepts in
+	// progress, which track their connections.
+	if listener != nil {
+		_ = listener.Close()
 	}
 	s.workers.stop()
 }
@@ -163,7 +166,11 @@ func rawConn(conn net.Conn) net.Conn {
 		if !ok {
 			return conn
 		}
-		conn = wrapped.NetConn()
+		next := wrapped.NetConn()
+		if next == conn { // a wrapper that cannot be bypassed yet (handedConn)
+			return conn
+		}
+		conn = next
 	}
 }
 

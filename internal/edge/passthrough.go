@@ -17,8 +17,9 @@ import (
 	"github.com/valyala/fasthttp"
 )
 
-// clientHelloTimeout bounds how long a client may take to send its ClientHello.
-const clientHelloTimeout = 10 * time.Second
+// clientHelloTimeout bounds how long a client may take to send its ClientHello (a variable
+// for tests; a passthrough takes it when created).
+var clientHelloTimeout = 10 * time.Second
 
 // errHelloRead stops the handshake used to parse a ClientHello once it has been parsed.
 var errHelloRead = errors.New("client hello read")
@@ -44,14 +45,93 @@ func readClientHello(conn net.Conn, buffer *bytes.Buffer) (*tls.ClientHelloInfo,
 // connections: a configuration and a closure per connection showed in allocation profiles.
 var helloReader = &tls.Config{
 	GetConfigForClient: func(info *tls.ClientHelloInfo) (*tls.Config, error) {
-		if recorder, ok := info.Conn.(*recordingConn); ok {
-			copied := *info
-			copied.Conn = nil
-			recorder.hello = &copied
+		copied := *info
+		copied.Conn = nil
+		switch conn := info.Conn.(type) {
+		case *recordingConn:
+			conn.hello = &copied
+		case *bytesHelloConn:
+			conn.hello = &copied
 		}
 		return nil, errHelloRead
 	},
 }
+
+// Limits of a ClientHello read by a splicer (helloFramed): crypto/tls takes handshake
+// messages of up to 64 KiB in records of up to 16 KiB + 2 KiB; a client that sends more
+// without completing its hello is refused.
+const (
+	maxHelloMessage = 4 + 65536
+	maxHelloBytes   = 80 << 10
+	maxRecordLength = 16<<10 + 2048
+)
+
+// helloFramed reports whether data holds a whole first TLS handshake message (the
+// ClientHello), possibly across several records, or cannot be the start of one (not a
+// handshake record, an oversized record or message, not a ClientHello): then crypto/tls has
+// all it needs to parse or refuse it (parseClientHello). False: more bytes are needed.
+func helloFramed(data []byte) bool {
+	var header [4]byte // of the handshake message
+	seen := 0          // handshake bytes in whole records
+	for len(data) >= 5 {
+		if data[0] != 22 { // not a handshake record
+			return true
+		}
+		length := int(data[3])<<8 | int(data[4])
+		if length > maxRecordLength {
+			return true
+		}
+		if len(data) < 5+length {
+			return false
+		}
+		payload := data[5 : 5+length]
+		if seen < len(header) {
+			copy(header[seen:], payload)
+		}
+		seen += length
+		data = data[5+length:]
+		if seen >= len(header) {
+			if header[0] != 1 { // not a ClientHello
+				return true
+			}
+			message := 4 + (int(header[1])<<16 | int(header[2])<<8 | int(header[3]))
+			if message > maxHelloMessage || seen >= message {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// parseClientHello parses the ClientHello at the start of data (helloFramed: whole) with
+// crypto/tls, on a connection that reads data and refuses writes.
+func parseClientHello(data []byte) (*tls.ClientHelloInfo, error) {
+	conn := &bytesHelloConn{}
+	conn.reader.Reset(data)
+	err := tls.Server(conn, helloReader).Handshake()
+	if conn.hello == nil {
+		if err == nil {
+			err = errors.New("no ClientHello")
+		}
+		return nil, err
+	}
+	return conn.hello, nil
+}
+
+// bytesHelloConn is the connection of parseClientHello: it reads the bytes given and nothing else.
+type bytesHelloConn struct {
+	reader bytes.Reader
+	hello  *tls.ClientHelloInfo // once parsed
+}
+
+func (c *bytesHelloConn) Read(p []byte) (int, error)       { return c.reader.Read(p) }
+func (c *bytesHelloConn) Write([]byte) (int, error)        { return 0, io.ErrClosedPipe }
+func (c *bytesHelloConn) Close() error                     { return nil }
+func (c *bytesHelloConn) LocalAddr() net.Addr              { return &net.TCPAddr{} }
+func (c *bytesHelloConn) RemoteAddr() net.Addr             { return &net.TCPAddr{} }
+func (c *bytesHelloConn) SetDeadline(time.Time) error      { return nil }
+func (c *bytesHelloConn) SetReadDeadline(time.Time) error  { return nil }
+func (c *bytesHelloConn) SetWriteDeadline(time.Time) error { return nil }
 
 // helloBuffers recycle the buffers that hold a ClientHello until it is replayed to the
 // upstream: growing a new one for every connection showed in profiles. A hello is usually
@@ -89,6 +169,31 @@ type replayConn struct {
 
 func (c *replayConn) Read(p []byte) (int, error) { return c.reader.Read(p) }
 
+// handedConn is a connection a splicer accepted and handed back to Go (acme-tls/1, an upstream
+// named by a host name): prefix holds what the splicer read, read again first.
+type handedConn struct {
+	net.Conn
+	prefix []byte
+}
+
+func (c *handedConn) Read(p []byte) (int, error) {
+	if len(c.prefix) > 0 {
+		n := copy(p, c.prefix)
+		c.prefix = c.prefix[n:]
+		return n, nil
+	}
+	return c.Conn.Read(p)
+}
+
+// NetConn returns the socket once the prefix has been read; until then the connection
+// itself, which rawConn takes as the end of its unwrapping.
+func (c *handedConn) NetConn() net.Conn {
+	if len(c.prefix) > 0 {
+		return c
+	}
+	return c.Conn
+}
+
 // passthrough serves the HTTPS listener in passthrough mode.
 type passthrough struct {
 	routes      *Routes
@@ -96,17 +201,25 @@ type passthrough struct {
 	metrics     *Metrics
 	accessLog   *AccessLog
 	log         logr.Logger
+	// helloTimeout is clientHelloTimeout.
+	helloTimeout time.Duration
 	// conns holds the accepted connections and their upstream connections: shutdown waits
 	// for them until its deadline, then closes them.
 	conns *connSet
 }
 
 func newPassthrough(routes *Routes, challenges *tls.Config, metrics *Metrics, accessLog *AccessLog, log logr.Logger) *passthrough {
-	return &passthrough{routes: routes, challengeTL: challenges, metrics: metrics, accessLog: accessLog, log: log, conns: newConnSet()}
+	return &passthrough{routes: routes, challengeTL: challenges, metrics: metrics, accessLog: accessLog, log: log,
+		helloTimeout: clientHelloTimeout, conns: newConnSet()}
 }
 
 // serve accepts connections until shutdown.
 func (p *passthrough) serve(listener net.Listener) error {
+	// The splicers accept and read ClientHellos themselves where they can
+	// (splicer_accept_linux.go); the listener returned then only waits for its Close.
+	if accepting := newAcceptor(p, listener); accepting != nil {
+		listener = accepting
+	}
 	return p.conns.serve(listener, func(conn net.Conn) {
 		if !p.handle(conn) {
 			_ = conn.Close()
@@ -125,7 +238,7 @@ func (p *passthrough) closeAll() { p.conns.closeAll() }
 // when the caller closes it.
 func (p *passthrough) handle(conn net.Conn) (handedOver bool) {
 	started := time.Now()
-	_ = conn.SetReadDeadline(started.Add(clientHelloTimeout))
+	_ = conn.SetReadDeadline(started.Add(p.helloTimeout))
 	buffer := helloBuffers.Get().(*bytes.Buffer)
 	buffer.Reset()
 	release := func() { // once the hello has been replayed: prefix is the buffer's
@@ -296,8 +409,12 @@ func (p *passthrough) logConnection(started time.Time, conn net.Conn, sni, upstr
 	if p.accessLog == nil {
 		return
 	}
+	p.writeAccessLog(started, conn.RemoteAddr().String(), sni, upstream, sent, received, status)
+}
+
+func (p *passthrough) writeAccessLog(started time.Time, client, sni, upstream string, sent, received int64, status int) {
 	p.accessLog.write(&accessEntry{start: started, listener: listenerHTTPS, mode: ModePassthrough, kind: accessKindConnection,
-		client: conn.RemoteAddr().String(), sni: sni, status: status, bytesSent: sent, bytesReceived: received, upstream: upstream})
+		client: client, sni: sni, status: status, bytesSent: sent, bytesReceived: received, upstream: upstream})
 }
 
 // splice copies both ways until both directions end, passing half-closes on. Between two TCP

@@ -15,18 +15,19 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// The splicer carries passthrough connections once the ClientHello has been read: the
-// client's socket goes to one of a few splicer goroutines, each with an epoll instance of its
-// own (edge-triggered); the splicer connects to the upstream itself when the route names an
-// IP address (a non-blocking connect in the same epoll, so none of the extra system calls and
-// no goroutine of Go's dialer), writes the PROXY header and the ClientHello, and then moves
-// bytes socket → pipe → socket with splice(2), as nginx's event loop does. There is no
-// goroutine per direction and no read through Go's network poller: Go's poller only wakes a
-// splicer when its epoll instance has events, and the splicer then works through all of them,
-// for every connection it carries. Sockets that Go opened keep their registration in Go's
-// poller (no call to take them out) and are closed through their net.Conn once both
-// directions ended, so that the wrappers' Close runs (metrics); no descriptor is closed while
-// a splicer may still use its number.
+// The splicers carry passthrough connections: each is a goroutine with an epoll instance of
+// its own (edge-triggered). On a TCP listener they accept the connections themselves and read
+// their ClientHellos (splicer_accept_linux.go); otherwise Go's path (passthrough.handle)
+// reads the hello and hands the client's socket over. The splicer connects to the upstream
+// itself when the route names an IP address (a non-blocking connect in the same epoll, so
+// none of the extra system calls and no goroutine of Go's dialer), writes the PROXY header
+// and the ClientHello, and then moves bytes socket → pipe → socket with splice(2), as nginx's
+// event loop does. There is no goroutine per direction and no read through Go's network
+// poller: Go's poller only wakes a splicer when its epoll instance has events, and the
+// splicer then works through all of them, for every connection it carries. Sockets that Go
+// opened keep their registration in Go's poller (no call to take them out) and are closed
+// through their net.Conn once both directions ended, so that the wrappers' Close runs
+// (metrics); no descriptor is closed while a splicer may still use its number.
 
 // flowEvents is how many epoll events a splicer takes at a time.
 const flowEvents = 128
@@ -59,20 +60,24 @@ func nextSplicer() (*splicer, error) {
 
 type splicer struct {
 	epfd int
-	file *os.File   // epfd, in Go's poller; its read deadline is the next dial deadline
-	mu   sync.Mutex // guards flows, free, pipes, dialing and armed
+	file *os.File   // epfd, in Go's poller; its read deadline is the next flow deadline
+	mu   sync.Mutex // guards flows, free, pipes, acceptors, waiting and armed
 	// flows are the connections carried, by slot (an epoll event's Fd); nil slots are in free.
 	flows []*flow
 	free  []int32
 	pipes []pipe // empty pipes, for the next flows
-	// dialing are the flows whose upstream connect is in progress; armed is file's read
-	// deadline (zero: none), at or before the earliest of their dial deadlines.
-	dialing []*flow
+	// acceptors are the listening sockets in this splicer's epoll, by slot (an event's Fd
+	// with Pad padListener); nil once closed.
+	acceptors []*acceptor
+	// waiting are the flows that wait for a ClientHello or an upstream connect, each until
+	// its deadline; armed is file's read deadline (zero: none), at or before the earliest.
+	waiting []*flow
 	armed   time.Time
 	// Only the splicer's goroutine uses the fields below.
 	events  []unix.EpollEvent
-	batch   []*flow // the flows of one batch of events, by event
-	pending []*flow // flows that used their share of a round and have more to move
+	batch   []*flow  // the flows of one batch of events, by event
+	pending []*flow  // flows that used their share of a round and have more to move
+	hellos  [][]byte // empty buffers for ClientHellos
 }
 
 func newSplicer() (*splicer, error) {
@@ -110,34 +115,57 @@ func newSplicer() (*splicer, error) {
 	return s, nil
 }
 
-// expire fails the connects whose deadline has passed and arms the next deadline.
+// expire fails the ClientHello reads and connects whose deadline has passed and arms the
+// next deadline.
 func (s *splicer) expire() {
 	now := time.Now()
 	var expired []*flow
 	s.mu.Lock()
-	kept := s.dialing[:0]
+	kept := s.waiting[:0]
 	next := time.Time{}
-	for _, f := range s.dialing {
+	for _, f := range s.waiting {
 		switch {
-		case !f.connecting:
-		case !f.dialDeadline.After(now):
+		case !f.connecting && !f.helloing:
+		case !f.deadline.After(now):
 			expired = append(expired, f)
 		default:
 			kept = append(kept, f)
-			if next.IsZero() || f.dialDeadline.Before(next) {
-				next = f.dialDeadline
+			if next.IsZero() || f.deadline.Before(next) {
+				next = f.deadline
 			}
 		}
 	}
-	clear(s.dialing[len(kept):])
-	s.dialing = kept
+	clear(s.waiting[len(kept):])
+	s.waiting = kept
 	s.armed = next
 	_ = s.file.SetReadDeadline(next)
 	s.mu.Unlock()
 	for _, f := range expired {
-		if !f.ended && f.connecting {
+		switch {
+		case f.ended:
+		case f.helloing:
+			f.failHello(os.ErrDeadlineExceeded)
+		case f.connecting:
 			f.failConnect(os.ErrDeadlineExceeded)
 		}
+	}
+}
+
+// wait adds f to the flows with a deadline (f.deadline), arming it when it is the earliest.
+func (s *splicer) wait(f *flow) {
+	s.mu.Lock()
+	s.waiting = append(s.waiting, f)
+	s.rearm(f.deadline)
+	s.mu.Unlock()
+}
+
+// rearm arms deadline when it is earlier than the armed one; with s.mu held. The armed
+// deadline is not moved later when flows stop waiting (expire does that), so that flows
+// with the same timeout, arriving in order, arm once.
+func (s *splicer) rearm(deadline time.Time) {
+	if s.armed.IsZero() || deadline.Before(s.armed) {
+		s.armed = deadline
+		_ = s.file.SetReadDeadline(deadline)
 	}
 }
 
@@ -196,8 +224,14 @@ func (s *splicer) run(uintptr) bool {
 			return false
 		}
 		s.batch = s.batch[:0]
+		listening := false
 		s.mu.Lock()
 		for _, event := range s.events[:max(n, 0)] {
+			if event.Pad == padListener {
+				s.batch = append(s.batch, nil)
+				listening = true
+				continue
+			}
 			s.batch = append(s.batch, s.flows[event.Fd])
 		}
 		s.mu.Unlock()
@@ -206,6 +240,14 @@ func (s *splicer) run(uintptr) bool {
 				f.ready(event)
 			}
 			s.batch[i] = nil
+		}
+		// New connections last: the events of the flows already carried first.
+		if listening {
+			for _, event := range s.events[:max(n, 0)] {
+				if event.Pad == padListener {
+					s.accept(event.Fd)
+				}
+			}
 		}
 		// Flows that had more than their share: another round each, after everyone's events.
 		pending := s.pending
@@ -248,11 +290,15 @@ type flow struct {
 	// A flow that dials its upstream itself (newDialFlow) has no upstream net.Conn: until the
 	// connect completes (connecting) nothing moves; then prefix goes to the upstream before
 	// any byte from the client. connected gets the connect's result, before end.
-	dialTo       netip.AddrPort
-	dialDeadline time.Time
-	connecting   bool
-	prefix       []byte
-	connected    func(err error)
+	dialTo     netip.AddrPort
+	deadline   time.Time // of the connect, or of the ClientHello
+	connecting bool
+	prefix     []byte
+	connected  func(err error)
+	// A flow the splicer accepted (splicer_accept_linux.go) has no client net.Conn either: it
+	// reads the ClientHello (helloing), then dials.
+	accepted *acceptedFlow
+	helloing bool
 	// mu and closed guard the file descriptors against Close from other goroutines.
 	mu     sync.Mutex
 	closed bool
@@ -298,7 +344,7 @@ func newDialFlow(client net.Conn, upstream netip.AddrPort, prefix []byte, deadli
 		return nil
 	}
 	f := &flow{s: s, client: client, fds: [2]int{clientFD, -1}, end: end,
-		dialTo: upstream, dialDeadline: deadline, prefix: prefix, connected: connected}
+		dialTo: upstream, deadline: deadline, prefix: prefix, connected: connected}
 	f.dirs[0] = direction{src: clientFD, pipe: pipe{-1, -1}}
 	f.dirs[1] = direction{dst: clientFD, pipe: pipe{-1, -1}}
 	return f
@@ -307,21 +353,18 @@ func newDialFlow(client net.Conn, upstream netip.AddrPort, prefix []byte, deadli
 // connectSocket opens a non-blocking TCP socket with the options of the edge's other
 // sockets (TCP_NODELAY, keep-alive at the kernel's settings) and starts connecting it.
 func connectSocket(address netip.AddrPort) (int, error) {
-	var family int
-	var sockaddr unix.Sockaddr
-	if ip := address.Addr().Unmap(); ip.Is4() {
-		family, sockaddr = unix.AF_INET, &unix.SockaddrInet4{Port: int(address.Port()), Addr: ip.As4()}
-	} else {
-		family, sockaddr = unix.AF_INET6, &unix.SockaddrInet6{Port: int(address.Port()), Addr: ip.As16()}
+	family := unix.AF_INET6
+	if address.Addr().Unmap().Is4() {
+		family = unix.AF_INET
 	}
-	fd, err := unix.Socket(family, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, unix.IPPROTO_TCP)
+	fd, err := socketNonblock(family, unix.SOCK_STREAM, unix.IPPROTO_TCP)
 	if err != nil {
 		return -1, os.NewSyscallError("socket", err)
 	}
-	_ = unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1)
-	_ = unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_KEEPALIVE, 1)
-	if err := unix.Connect(fd, sockaddr); err != nil && err != unix.EINPROGRESS && err != unix.EINTR {
-		_ = unix.Close(fd)
+	setsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1)
+	setsockoptInt(fd, unix.SOL_SOCKET, unix.SO_KEEPALIVE, 1)
+	if err := connectNonblock(fd, address); err != nil && err != unix.EINPROGRESS && err != unix.EINTR {
+		closeFD(fd)
 		return -1, os.NewSyscallError("connect", err)
 	}
 	return fd, nil
@@ -373,16 +416,7 @@ func (f *flow) start() error {
 		f.mu.Unlock()
 		f.connecting = true
 	}
-	s.mu.Lock()
-	if n := len(s.free); n > 0 {
-		f.slot = s.free[n-1]
-		s.free = s.free[:n-1]
-		s.flows[f.slot] = f
-	} else {
-		f.slot = int32(len(s.flows))
-		s.flows = append(s.flows, f)
-	}
-	s.mu.Unlock()
+	s.takeSlot(f)
 	// Edge-triggered: an event when a socket becomes readable or writable (and one now, for
 	// what it already is), after which the splicer reads or writes until EAGAIN. f.mu is
 	// held across both registrations: once the first is made the splicer may run the flow,
@@ -391,12 +425,9 @@ func (f *flow) start() error {
 	const events = unix.EPOLLIN | unix.EPOLLOUT | unix.EPOLLRDHUP | unix.EPOLLET
 	event := unix.EpollEvent{Events: events, Fd: f.slot, Pad: 0}
 	f.mu.Lock()
-	if err := unix.EpollCtl(s.epfd, unix.EPOLL_CTL_ADD, f.fds[0], &event); err != nil {
+	if err := epollCtl(s.epfd, unix.EPOLL_CTL_ADD, f.fds[0], &event); err != nil {
 		f.mu.Unlock()
-		s.mu.Lock()
-		s.flows[f.slot] = nil
-		s.free = append(s.free, f.slot)
-		s.mu.Unlock()
+		s.freeSlot(f)
 		s.putPipe(f.dirs[0].pipe, true)
 		s.putPipe(f.dirs[1].pipe, true)
 		if f.connecting {
@@ -407,7 +438,7 @@ func (f *flow) start() error {
 		return os.NewSyscallError("epoll_ctl", err)
 	}
 	event.Pad = 1
-	registered := unix.EpollCtl(s.epfd, unix.EPOLL_CTL_ADD, f.fds[1], &event) == nil
+	registered := epollCtl(s.epfd, unix.EPOLL_CTL_ADD, f.fds[1], &event) == nil
 	f.mu.Unlock()
 	if !registered {
 		_ = f.Close() // the client's events end the flow, or the dial deadline a connecting one
@@ -415,13 +446,7 @@ func (f *flow) start() error {
 	if f.dialTo.IsValid() {
 		// Only now that the flow is registered may expire fail it. It may have connected (or
 		// failed, or even ended) meanwhile: expire drops flows that no longer connect.
-		s.mu.Lock()
-		s.dialing = append(s.dialing, f)
-		if s.armed.IsZero() || f.dialDeadline.Before(s.armed) {
-			s.armed = f.dialDeadline
-			_ = s.file.SetReadDeadline(s.armed)
-		}
-		s.mu.Unlock()
+		s.wait(f)
 	}
 	return nil
 }
@@ -450,6 +475,12 @@ func (f *flow) ready(event unix.EpollEvent) {
 	if event.Events&(unix.EPOLLOUT|unix.EPOLLHUP|unix.EPOLLERR) != 0 {
 		f.dirs[1-side].writable = true // and the destination of the other
 	}
+	if f.helloing {
+		if side == 0 && f.dirs[0].readable {
+			f.readHello()
+		}
+		return
+	}
 	if f.connecting {
 		if side == 0 {
 			return // the client's bytes wait for the upstream
@@ -469,19 +500,32 @@ func (f *flow) ready(event unix.EpollEvent) {
 			return
 		}
 		f.connectDone()
-		f.connected(nil)
+		f.reportConnect(nil)
 	}
 	f.pump()
 }
 
-// connectDone takes the flow out of its splicer's dialing.
+// reportConnect passes the connect's result on.
+func (f *flow) reportConnect(err error) {
+	if f.accepted != nil {
+		f.accepted.connected(f, err)
+		return
+	}
+	f.connected(err)
+}
+
+// connectDone takes the flow out of its splicer's waiting flows.
 func (f *flow) connectDone() {
 	f.connecting = false
+	f.stopWaiting()
+}
+
+func (f *flow) stopWaiting() {
 	s := f.s
 	s.mu.Lock()
-	for i := len(s.dialing) - 1; i >= 0; i-- {
-		if s.dialing[i] == f {
-			s.dialing = slices.Delete(s.dialing, i, i+1)
+	for i := len(s.waiting) - 1; i >= 0; i-- {
+		if s.waiting[i] == f {
+			s.waiting = slices.Delete(s.waiting, i, i+1)
 			break
 		}
 	}
@@ -491,7 +535,7 @@ func (f *flow) connectDone() {
 // failConnect ends a flow whose upstream could not be connected.
 func (f *flow) failConnect(err error) {
 	f.connectDone()
-	f.connected(f.dialError(err))
+	f.reportConnect(f.dialError(err))
 	for i := range f.dirs {
 		f.dirs[i].eof, f.dirs[i].done, f.dirs[i].shut = true, true, true
 	}
@@ -607,7 +651,11 @@ func (f *flow) finish() {
 	f.closed = true
 	// Closing through the connections runs their wrappers (open-connection metrics) and takes
 	// the sockets out of Go's poller; the kernel drops them from the splicer's epoll.
-	_ = f.client.Close()
+	if f.client != nil {
+		_ = f.client.Close()
+	} else if f.fds[0] >= 0 {
+		closeFD(f.fds[0])
+	}
 	if f.upstream != nil {
 		_ = f.upstream.Close()
 	} else if f.fds[1] >= 0 {
@@ -619,11 +667,33 @@ func (f *flow) finish() {
 		d := &f.dirs[i]
 		s.putPipe(d.pipe, d.buffered == 0)
 	}
+	s.freeSlot(f)
+	if f.accepted != nil {
+		f.accepted.ended(f)
+		return
+	}
+	if f.end != nil {
+		f.end(f.dirs[1].moved, f.dirs[0].moved)
+	}
+}
+
+// takeSlot gives f a slot in its splicer's flows.
+func (s *splicer) takeSlot(f *flow) {
+	s.mu.Lock()
+	if n := len(s.free); n > 0 {
+		f.slot = s.free[n-1]
+		s.free = s.free[:n-1]
+		s.flows[f.slot] = f
+	} else {
+		f.slot = int32(len(s.flows))
+		s.flows = append(s.flows, f)
+	}
+	s.mu.Unlock()
+}
+
+func (s *splicer) freeSlot(f *flow) {
 	s.mu.Lock()
 	s.flows[f.slot] = nil
 	s.free = append(s.free, f.slot)
 	s.mu.Unlock()
-	if f.end != nil {
-		f.end(f.dirs[1].moved, f.dirs[0].moved)
-	}
 }
