@@ -25,7 +25,6 @@ import (
 	eventsv1 "k8s.io/api/events/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
@@ -164,7 +163,7 @@ func BenchmarkIssuance(b *testing.B) {
 	watchCtx, stopWatch := context.WithCancel(ctx)
 	defer stopWatch()
 	ready := newReadiness(cfg.N)
-	go watchReady(watchCtx, c, stack.Namespace, ready)
+	go watchReady(watchCtx, restConfig, stack.Namespace, ready)
 	if err := ready.waitSynced(ctx); err != nil {
 		b.Fatal(err)
 	}
@@ -388,16 +387,17 @@ func newReadiness(want int) *readiness {
 	return &readiness{want: want, readyAt: map[string]time.Time{}, all: make(chan struct{}), synced: make(chan struct{})}
 }
 
-func (r *readiness) observe(cert *certpilotv1alpha1.Certificate, at time.Time) {
-	if !meta.IsStatusConditionTrue(cert.Status.Conditions, certpilotv1alpha1.ConditionReady) || cert.Status.SerialNumber == "" {
+// observe records that the Certificate name was seen, Ready (with a certificate) or not, at at.
+func (r *readiness) observe(name string, ready bool, at time.Time) {
+	if !ready {
 		return
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if _, seen := r.readyAt[cert.Name]; seen {
+	if _, seen := r.readyAt[name]; seen {
 		return
 	}
-	r.readyAt[cert.Name] = at
+	r.readyAt[name] = at
 	if len(r.readyAt) == r.want {
 		close(r.all)
 	}
@@ -427,38 +427,6 @@ func (r *readiness) waitSynced(ctx context.Context) error {
 		return ctx.Err()
 	case <-time.After(time.Minute):
 		return fmt.Errorf("the Certificate watch did not start in a minute")
-	}
-}
-
-// watchReady lists and watches the namespace's Certificates until ctx ends, telling ready about
-// every one it sees; when the watch ends it lists again and resumes.
-func watchReady(ctx context.Context, c client.WithWatch, namespace string, ready *readiness) {
-	for ctx.Err() == nil {
-		list := &certpilotv1alpha1.CertificateList{}
-		if err := c.List(ctx, list, client.InNamespace(namespace)); err != nil {
-			_ = sleep(ctx, time.Second)
-			continue
-		}
-		now := time.Now()
-		for i := range list.Items {
-			ready.observe(&list.Items[i], now)
-		}
-		ready.syncOnce.Do(func() { close(ready.synced) })
-		w, err := c.Watch(ctx, &certpilotv1alpha1.CertificateList{}, client.InNamespace(namespace),
-			&client.ListOptions{Raw: &metav1.ListOptions{ResourceVersion: list.ResourceVersion}})
-		if err != nil {
-			_ = sleep(ctx, time.Second)
-			continue
-		}
-		for event := range w.ResultChan() {
-			if event.Type == watch.Error {
-				break
-			}
-			if cert, ok := event.Object.(*certpilotv1alpha1.Certificate); ok {
-				ready.observe(cert, time.Now())
-			}
-		}
-		w.Stop()
 	}
 }
 
