@@ -41,9 +41,9 @@ func (c *shardChange) wait(ctx context.Context) error {
 }
 
 // submit queues compute for the next write of the shard name and, when no write of it is in
-// flight, starts one, after linger (the changes queued meanwhile go with it). ctx's values (not
-// its end) go with the write.
-func (w *ShardWriter) submit(ctx context.Context, name types.NamespacedName, deployment string, linger time.Duration,
+// flight, starts one, after the linger of a Put in a burst (the changes queued meanwhile go with
+// it); a nil compute (a flush) does not linger. ctx's values (not its end) go with the write.
+func (w *ShardWriter) submit(ctx context.Context, name types.NamespacedName, deployment string,
 	compute func(*corev1.Secret) (data, annotations map[string]any)) *shardChange {
 	change := &shardChange{compute: compute, done: make(chan error, 1)}
 	if compute != nil {
@@ -51,6 +51,10 @@ func (w *ShardWriter) submit(ctx context.Context, name types.NamespacedName, dep
 	}
 	state := w.state(name)
 	state.mu.Lock()
+	var linger time.Duration
+	if compute != nil {
+		linger = w.linger(state)
+	}
 	state.queue = append(state.queue, change)
 	start := !state.writing
 	state.writing = true

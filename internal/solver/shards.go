@@ -6,7 +6,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -29,9 +28,11 @@ import (
 // fail with a conflict instead of overwriting, and the shard is read again. The last written
 // state of each shard is kept in memory, so a write needs no read first.
 //
-// In a burst (a Put less than shardBusy after the one before), a write that no write in flight
-// delays waits Linger for more changes before it goes out: a Certificate's names live in
-// different shards, and without the wait two Certificates rarely meet in one write.
+// In a burst (a Put less than shardBusy after the one before to the same shard), a write that no
+// write in flight delays waits Linger for more changes before it goes out: a Certificate's names
+// live in different shards, and without the wait two Certificates rarely meet in one write. The
+// first Put to each shard in a burst does not wait, so the burst's first issuances are not
+// slowed for company that is not there yet.
 type ShardWriter struct {
 	// Client writes.
 	Client client.Client
@@ -47,9 +48,6 @@ type ShardWriter struct {
 	// MaxHold is how long one Certificate may hold a key another one asks for; 0 means
 	// MaxChallengeHold.
 	MaxHold time.Duration
-
-	// lastPut is when the last Put came (Unix nanoseconds, real time).
-	lastPut atomic.Int64
 
 	mu     sync.Mutex
 	shards map[types.NamespacedName]*shardState
@@ -73,6 +71,9 @@ type shardState struct {
 	// writing is set while a goroutine writes the shard (writeQueue); only it touches secret
 	// and absent.
 	writing bool
+
+	// lastPut is when the last Put to the shard came (real time; mu guards it).
+	lastPut time.Time
 
 	// used is when the state was last handed out (ShardWriter.mu guards it).
 	used time.Time
@@ -230,13 +231,12 @@ func (w *ShardWriter) Put(ctx context.Context, namespace, deployment, owner stri
 		change *shardChange
 		held   *HeldError // set by the change's compute, read after it is done
 	}
-	linger := w.linger()
 	groups := groupByShard(entries, func(e Entry) string { return e.Key })
 	parts := make([]*part, 0, len(groups))
 	for shard, group := range groups {
 		p := &part{}
 		name := types.NamespacedName{Namespace: namespace, Name: certpilotv1alpha1.ChallengeShardName(deployment, shard)}
-		p.change = w.submit(ctx, name, deployment, linger, func(secret *corev1.Secret) (map[string]any, map[string]any) {
+		p.change = w.submit(ctx, name, deployment, func(secret *corev1.Secret) (map[string]any, map[string]any) {
 			p.held = nil // computed again after a conflict
 			data, annotations := map[string]any{}, map[string]any{}
 			for _, entry := range group {
@@ -278,12 +278,14 @@ const DefaultShardLinger = 100 * time.Millisecond
 // shardBusy is how close two Puts must come for the second to be part of a burst.
 const shardBusy = time.Second
 
-// linger notes a Put and returns how long its writes may wait for company: Linger in a burst,
+// linger notes a Put to the shard of state (whose mu the caller holds) and returns how long its
+// write may wait for company: Linger when the shard's last Put came less than shardBusy ago,
 // else nothing.
-func (w *ShardWriter) linger() time.Duration {
-	now := time.Now().UnixNano()
-	previous := w.lastPut.Swap(now)
-	if previous == 0 || time.Duration(now-previous) >= shardBusy || w.Linger < 0 {
+func (w *ShardWriter) linger(state *shardState) time.Duration {
+	now := time.Now()
+	previous := state.lastPut
+	state.lastPut = now
+	if previous.IsZero() || now.Sub(previous) >= shardBusy || w.Linger < 0 {
 		return 0
 	}
 	if w.Linger == 0 {
@@ -321,7 +323,7 @@ func (w *ShardWriter) Remove(ctx context.Context, namespace, deployment, owner s
 func (w *ShardWriter) flush(name types.NamespacedName, deployment string) {
 	ctx, cancel := context.WithTimeout(context.Background(), shardWriteTimeout)
 	defer cancel()
-	_ = w.submit(ctx, name, deployment, 0, nil).wait(ctx)
+	_ = w.submit(ctx, name, deployment, nil).wait(ctx)
 	state := w.state(name)
 	state.mu.Lock()
 	defer state.mu.Unlock()
