@@ -203,15 +203,19 @@ func main() {
 	issuerOptions := controller.Options{MaxConcurrentReconciles: issuerWorkers}
 	must((&controllers.IssuerReconciler{Client: mgr.GetClient(), Accounts: accounts}).SetupWithManager(mgr, issuerOptions))
 	must((&controllers.IssuerReconciler{Client: mgr.GetClient(), Accounts: accounts, ClusterScoped: true}).SetupWithManager(mgr, issuerOptions))
-	// Events are written from a bounded queue, after the writes of issuances in a burst.
+	// Events are written from a bounded queue, after the writes of issuances in a burst: while
+	// Certificates reconcile they wait, up to kube.EventHold.
 	hostname, _ := os.Hostname()
 	recorder := kube.NewEventWriter(mgr.GetClient(), mgr.GetScheme(), "certpilot", "certpilot-"+hostname, ctrl.Log.WithName("events"))
+	certificatesActive := kube.NewActivity()
+	recorder.HoldWhile(certificatesActive, kube.EventHold)
 	must(mgr.Add(recorder))
 	must((&controllers.CertificateReconciler{
 		Client:    mgr.GetClient(),
 		APIReader: mgr.GetAPIReader(),
 		Accounts:  accounts,
 		Recorder:  recorder,
+		Activity:  certificatesActive,
 		Solvers: &solver.Deps{
 			Client:       mgr.GetClient(),
 			APIReader:    mgr.GetAPIReader(),

@@ -55,6 +55,9 @@ type CertificateReconciler struct {
 	Clock clock.PassiveClock
 	// Solvers are what the challenge solvers share (shard writer, mounts, self-check timeout).
 	Solvers *solver.Deps
+	// Activity, when set, counts the reconciles in progress (the Event writer holds Events
+	// while there are any).
+	Activity *kube.Activity
 
 	// written holds, per Certificate, the resourceVersion of this controller's last write.
 	written writeWatermarks
@@ -180,6 +183,10 @@ type certificateStep func(ctx context.Context, run *certificateRun) (ctrl.Result
 // Reconcile runs the certificate flow: resolve the issuer, decide, order, present and check the
 // challenges, accept, finalize, store, clean up, schedule the renewal.
 func (r *CertificateReconciler) Reconcile(ctx context.Context, req ctrl.Request) (result ctrl.Result, err error) {
+	if r.Activity != nil {
+		r.Activity.Begin()
+		defer r.Activity.End()
+	}
 	cert := &certpilotv1alpha1.Certificate{}
 	if err := r.Get(ctx, req.NamespacedName, cert); err != nil {
 		if apierrors.IsNotFound(err) {

@@ -28,14 +28,20 @@ const NoteLimit = 1024
 // Queue bounds of the EventWriter.
 const (
 	// EventQueueSize is how many Events may wait for their write: a burst of issuances emits
-	// one each, and past this many the newest are dropped (and counted) rather than held.
-	EventQueueSize = 1024
+	// one each, and past this many the newest are dropped (and counted) rather than held. Held
+	// Events (HoldWhile) take at most half of it.
+	EventQueueSize = 2048
 	// eventWriters write the queue, one Event each at a time.
 	eventWriters = 2
 	// eventWriteAttempts is how often an Event is sent when the apiserver fails for the moment.
 	eventWriteAttempts = 3
 	// eventWriteTimeout bounds one write.
 	eventWriteTimeout = 10 * time.Second
+	// EventHold is how long the manager holds an Event at most while Certificates reconcile
+	// (HoldWhile): a burst of a thousand issuances on two cores takes about 20 s.
+	EventHold = 30 * time.Second
+	// eventHoldRecheck is how often a held Event looks at the queue's length again.
+	eventHoldRecheck = time.Second
 )
 
 var eventsDropped = prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -47,9 +53,10 @@ func init() { metrics.Registry.MustRegister(eventsDropped) }
 
 // EventWriter is the manager's recorder of Events (events.k8s.io/v1). Events are written from a
 // bounded queue by two writers: they tell people what happened, while the writes of an issuance
-// (claim, Secret, status) are what makes it happen, so in a burst of issuances Events never take
-// more than two of the apiserver's requests at once and are written after the burst instead of
-// competing with it. (client-go's recorder writes each Event from a goroutine of its own, all at
+// (claim, Secret, status) are what makes it happen. With HoldWhile, an Event waits while the
+// issuance controller reconciles (at most a hold's time after it was emitted, and never once half
+// the queue waits), so in a burst of issuances the Events are written after the burst instead of
+// competing with it for the apiserver, and are dated when they were emitted. (client-go's recorder writes each Event from a goroutine of its own, all at
 // once, and keeps every Event it wrote for minutes to count repeats; certpilot emits an Event
 // once per outcome, not per retry.) A note longer than the apiserver accepts is cut to NoteLimit
 // bytes: a refused Event would tell the user nothing at all.
@@ -63,6 +70,9 @@ type EventWriter struct {
 	clock      clock.PassiveClock
 	queue      chan *eventsv1.Event
 	log        logr.Logger
+	// busy, when set, is the work Events wait for, at most hold after they were emitted.
+	busy *Activity
+	hold time.Duration
 }
 
 // NewEventWriter returns an EventWriter that writes with c, names objects with scheme, and
@@ -75,6 +85,12 @@ func NewEventWriter(c client.Client, scheme *runtime.Scheme, reportingController
 }
 
 var _ recorder.EventRecorder = &EventWriter{}
+
+// HoldWhile makes Events wait while busy has work in progress, at most hold after they were
+// emitted, and not at all while half the queue or more waits. Call it before Start.
+func (w *EventWriter) HoldWhile(busy *Activity, hold time.Duration) {
+	w.busy, w.hold = busy, hold
+}
 
 // Eventf queues an Event about regarding (and related, when not nil).
 func (w *EventWriter) Eventf(regarding, related runtime.Object, eventtype, reason, action, note string, args ...any) {
@@ -141,6 +157,9 @@ func (w *EventWriter) Start(ctx context.Context) error {
 				case <-ctx.Done():
 					return
 				case event := <-w.queue:
+					if !w.wait(ctx, event) {
+						return
+					}
 					w.write(ctx, event)
 				}
 			}
@@ -148,6 +167,37 @@ func (w *EventWriter) Start(ctx context.Context) error {
 	}
 	wg.Wait()
 	return nil
+}
+
+// wait holds event while w.busy has work in progress (HoldWhile) and reports whether ctx is
+// still alive.
+func (w *EventWriter) wait(ctx context.Context, event *eventsv1.Event) bool {
+	if w.busy == nil {
+		return ctx.Err() == nil
+	}
+	for len(w.queue) < cap(w.queue)/2 {
+		left := w.hold - w.clock.Since(event.EventTime.Time)
+		if left <= 0 {
+			break
+		}
+		idle := w.busy.Idle()
+		select {
+		case <-idle:
+			return ctx.Err() == nil
+		default:
+		}
+		timer := time.NewTimer(min(left, eventHoldRecheck))
+		select {
+		case <-ctx.Done():
+			timer.Stop()
+			return false
+		case <-idle:
+			timer.Stop()
+			return true
+		case <-timer.C:
+		}
+	}
+	return ctx.Err() == nil
 }
 
 // NeedLeaderElection is false: every replica writes the Events it emits.
