@@ -18,7 +18,7 @@ import (
 // In passthrough mode the splicers also accept: the listening socket is in every splicer's
 // epoll (EPOLLEXCLUSIVE: a new connection wakes one of them), and the splicer that accepts a
 // connection reads its ClientHello itself, from the same event loop, then connects to the
-// route's upstream and splices, as nginx's stream module does. No goroutine, no registration
+// route's upstream and copies, as nginx's stream module does. No goroutine, no registration
 // in Go's poller and no hand-off between goroutines is left per connection. The hello is
 // framed here (helloFramed) and parsed by crypto/tls (parseClientHello). What needs Go's
 // path is handed back to it, with the bytes read: acme-tls/1 (answered by crypto/tls) and
@@ -244,8 +244,8 @@ func (a *acceptor) start(s *splicer, fd int, remote netip.AddrPort) {
 	now := time.Now()
 	f := &flow{s: s, fds: [2]int{fd, -1}, deadline: now.Add(a.p.helloTimeout),
 		accepted: &acceptedFlow{acceptor: a, started: now, remote: remote, hello: s.takeHelloBuffer()}}
-	f.dirs[0] = direction{src: fd, pipe: pipe{-1, -1}}
-	f.dirs[1] = direction{dst: fd, pipe: pipe{-1, -1}}
+	f.dirs[0] = direction{src: fd}
+	f.dirs[1] = direction{dst: fd}
 	if !a.p.conns.trackCloser(f) {
 		closeFD(fd)
 		a.open.Dec()
@@ -411,13 +411,6 @@ func (f *flow) proxyHeader() ([]byte, error) {
 // deadline bounds it. After an error the flow holds no upstream socket.
 func (f *flow) dial(deadline time.Time) error {
 	s := f.s
-	var err error
-	if f.dirs[0].pipe, err = s.takePipe(); err != nil {
-		return err
-	}
-	if f.dirs[1].pipe, err = s.takePipe(); err != nil {
-		return err
-	}
 	fd, err := connectSocket(f.dialTo)
 	if err != nil {
 		return err

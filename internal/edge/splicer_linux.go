@@ -21,8 +21,8 @@ import (
 // reads the hello and hands the client's socket over. The splicer connects to the upstream
 // itself when the route names an IP address (a non-blocking connect in the same epoll, so
 // none of the extra system calls and no goroutine of Go's dialer), writes the PROXY header
-// and the ClientHello, and then moves bytes socket → pipe → socket with splice(2), as nginx's
-// event loop does. There is no goroutine per direction and no read through Go's network
+// and the ClientHello, and then copies bytes socket → buffer → socket with non-blocking reads
+// and writes, as nginx's event loop does. There is no goroutine per direction and no read through Go's network
 // poller: Go's poller only wakes a splicer when its epoll instance has events, and the
 // splicer then works through all of them, for every connection it carries. Sockets that Go
 // opened keep their registration in Go's poller (no call to take them out) and are closed
@@ -61,11 +61,10 @@ func nextSplicer() (*splicer, error) {
 type splicer struct {
 	epfd int
 	file *os.File   // epfd, in Go's poller; its read deadline is the next flow deadline
-	mu   sync.Mutex // guards flows, free, pipes, acceptors, waiting and armed
+	mu   sync.Mutex // guards flows, free, acceptors, waiting and armed
 	// flows are the connections carried, by slot (an epoll event's Fd); nil slots are in free.
 	flows []*flow
 	free  []int32
-	pipes []pipe // empty pipes, for the next flows
 	// acceptors are the listening sockets in this splicer's epoll, by slot (an event's Fd
 	// with Pad padListener); nil once closed.
 	acceptors []*acceptor
@@ -78,6 +77,7 @@ type splicer struct {
 	batch   []*flow  // the flows of one batch of events, by event
 	pending []*flow  // flows that used their share of a round and have more to move
 	hellos  [][]byte // empty buffers for ClientHellos
+	buffers [][]byte // empty copy buffers
 }
 
 func newSplicer() (*splicer, error) {
@@ -169,47 +169,31 @@ func (s *splicer) rearm(deadline time.Time) {
 	}
 }
 
-// pipe is a pipe between the two splices of one direction.
-type pipe struct{ r, w int }
+// copyBuffer is the size of the buffer a direction copies through. Bytes are copied through
+// user space, as nginx's stream module does with its 16 KiB buffers, rather than spliced
+// through a pipe: a splice leaves the sender's pages referenced in the pipe and then in the
+// receiver's socket until the receiver has read them, and over loopback or a veth pair those
+// are the sending process's own pages, so that its kernel allocates new ones for each write
+// (docs/bench-edge.md: the upstream spent a fifth more CPU per MiB behind the splice). 16 KiB
+// is one TLS record; 64 KiB cost the edge more per MiB.
+const copyBuffer = 16 << 10
 
-// pipeSize is the capacity asked for each pipe: one spliceChunk.
-const pipeSize = spliceChunk
-
-func (s *splicer) takePipe() (pipe, error) {
-	s.mu.Lock()
-	if n := len(s.pipes); n > 0 {
-		p := s.pipes[n-1]
-		s.pipes = s.pipes[:n-1]
-		s.mu.Unlock()
-		return p, nil
+// takeBuffer returns an empty buffer; only the splicer's goroutine calls it.
+func (s *splicer) takeBuffer() []byte {
+	if n := len(s.buffers); n > 0 {
+		buffer := s.buffers[n-1]
+		s.buffers[n-1] = nil
+		s.buffers = s.buffers[:n-1]
+		return buffer
 	}
-	s.mu.Unlock()
-	var fds [2]int
-	if err := unix.Pipe2(fds[:], unix.O_NONBLOCK|unix.O_CLOEXEC); err != nil {
-		return pipe{-1, -1}, os.NewSyscallError("pipe2", err)
-	}
-	// Larger than the default 64 KiB; when the system refuses (pipe-user-pages-soft), the
-	// default does.
-	_, _ = unix.FcntlInt(uintptr(fds[0]), unix.F_SETPIPE_SZ, pipeSize)
-	return pipe{r: fds[0], w: fds[1]}, nil
+	return make([]byte, copyBuffer)
 }
 
-// putPipe keeps an empty pipe for the next flow, or closes one that holds bytes.
-func (s *splicer) putPipe(p pipe, empty bool) {
-	if p.r < 0 {
-		return
+// putBuffer keeps a buffer that holds nothing more for the next read.
+func (s *splicer) putBuffer(buffer []byte) {
+	if buffer != nil && len(s.buffers) < 1024 {
+		s.buffers = append(s.buffers, buffer)
 	}
-	if empty {
-		s.mu.Lock()
-		if len(s.pipes) < 1024 {
-			s.pipes = append(s.pipes, p)
-			s.mu.Unlock()
-			return
-		}
-		s.mu.Unlock()
-	}
-	_ = unix.Close(p.r)
-	_ = unix.Close(p.w)
 }
 
 // run works through the splicer's events until there are none; false makes Go's poller
@@ -265,17 +249,18 @@ func (s *splicer) run(uintptr) bool {
 	}
 }
 
-// direction is one way of a flow: from src through a pipe to dst.
+// direction is one way of a flow: from src through a buffer to dst.
 type direction struct {
 	src, dst int
-	pipe     pipe
-	buffered int   // bytes in the pipe
-	moved    int64 // bytes written to dst
-	readable bool  // src had an event since its last EAGAIN
-	writable bool  // dst had an event since its last EAGAIN
-	eof      bool  // src ended or failed: nothing more to read
-	done     bool  // eof and the pipe written out, or dst failed
-	shut     bool  // dst half-closed
+	buffer   []byte // while it holds bytes, or a read is under way
+	offset   int    // of the bytes in buffer
+	buffered int    // bytes in buffer
+	moved    int64  // bytes written to dst
+	readable bool   // src had an event since its last EAGAIN
+	writable bool   // dst had an event since its last EAGAIN
+	eof      bool   // src ended or failed: nothing more to read
+	done     bool   // eof and the buffer written out, or dst failed
+	shut     bool   // dst half-closed
 }
 
 // flow is one passthrough connection on a splicer.
@@ -325,8 +310,8 @@ func newFlow(client, upstream net.Conn, end func(sent, received int64)) *flow {
 		return nil
 	}
 	f := &flow{s: s, client: client, upstream: upstream, fds: [2]int{clientFD, upstreamFD}, end: end}
-	f.dirs[0] = direction{src: clientFD, dst: upstreamFD, pipe: pipe{-1, -1}}
-	f.dirs[1] = direction{src: upstreamFD, dst: clientFD, pipe: pipe{-1, -1}}
+	f.dirs[0] = direction{src: clientFD, dst: upstreamFD}
+	f.dirs[1] = direction{src: upstreamFD, dst: clientFD}
 	return f
 }
 
@@ -345,8 +330,8 @@ func newDialFlow(client net.Conn, upstream netip.AddrPort, prefix []byte, deadli
 	}
 	f := &flow{s: s, client: client, fds: [2]int{clientFD, -1}, end: end,
 		dialTo: upstream, deadline: deadline, prefix: prefix, connected: connected}
-	f.dirs[0] = direction{src: clientFD, pipe: pipe{-1, -1}}
-	f.dirs[1] = direction{dst: clientFD, pipe: pipe{-1, -1}}
+	f.dirs[0] = direction{src: clientFD}
+	f.dirs[1] = direction{dst: clientFD}
 	return f
 }
 
@@ -395,20 +380,10 @@ func socketFD(conn net.Conn) (int, bool) {
 // still owns the connections; after nil the splicer owns them and calls end.
 // For a flow that dials, an error is the dial's (connected is not called for it).
 func (f *flow) start() error {
-	var err error
-	if f.dirs[0].pipe, err = f.s.takePipe(); err != nil {
-		return err
-	}
-	if f.dirs[1].pipe, err = f.s.takePipe(); err != nil {
-		f.s.putPipe(f.dirs[0].pipe, true)
-		return err
-	}
 	s := f.s
 	if f.dialTo.IsValid() {
 		fd, err := connectSocket(f.dialTo)
 		if err != nil {
-			s.putPipe(f.dirs[0].pipe, true)
-			s.putPipe(f.dirs[1].pipe, true)
 			return f.dialError(err)
 		}
 		f.mu.Lock() // against Close
@@ -428,8 +403,6 @@ func (f *flow) start() error {
 	if err := epollCtl(s.epfd, unix.EPOLL_CTL_ADD, f.fds[0], &event); err != nil {
 		f.mu.Unlock()
 		s.freeSlot(f)
-		s.putPipe(f.dirs[0].pipe, true)
-		s.putPipe(f.dirs[1].pipe, true)
 		if f.connecting {
 			f.connecting = false
 			_ = unix.Close(f.fds[1])
@@ -554,7 +527,7 @@ func (f *flow) pump() {
 		if i == 0 && len(f.prefix) > 0 && !d.done {
 			continue // the client's bytes follow the prefix
 		}
-		if !d.done && d.move() {
+		if !d.done && d.move(f.s) {
 			more = true
 		}
 		if d.done && !d.shut && !f.dirs[1-i].done {
@@ -594,16 +567,20 @@ func (f *flow) writePrefix() {
 	f.prefix = nil
 }
 
-// move splices from src to dst until one would block, src ends, or a chunk has moved; true
-// when it stopped for the chunk with more to do.
-func (d *direction) move() bool {
-	budget := spliceChunk
+// turnBytes is the most one direction moves in a turn before the other flows' events.
+const turnBytes = 256 << 10
+
+// move copies from src to dst until one would block, src ends, or turnBytes have moved; true
+// when it stopped for the turn with more to do. The buffer is taken for a read and returned
+// once written out, so that an idle flow holds none.
+func (d *direction) move(s *splicer) bool {
+	budget := turnBytes
 	for {
 		if d.buffered > 0 {
 			if !d.writable {
 				return false
 			}
-			n, err := spliceNonblock(d.pipe.r, d.dst, d.buffered)
+			n, err := writeNonblock(d.dst, d.buffer[d.offset:d.offset+d.buffered])
 			switch {
 			case err == unix.EINTR:
 				continue
@@ -615,36 +592,41 @@ func (d *direction) move() bool {
 				return false
 			}
 			d.buffered -= n
+			d.offset += n
 			d.moved += int64(n)
 			continue
 		}
 		if d.eof {
 			d.done = true
+			s.putBuffer(d.buffer)
+			d.buffer = nil
 			return false
 		}
-		if !d.readable {
-			return false
+		if !d.readable || budget <= 0 {
+			s.putBuffer(d.buffer)
+			d.buffer = nil
+			return d.readable
 		}
-		if budget <= 0 {
-			return true
+		if d.buffer == nil {
+			d.buffer = s.takeBuffer()
 		}
-		n, err := spliceNonblock(d.src, d.pipe.w, min(budget, pipeSize))
+		n, err := readNonblock(d.src, d.buffer)
 		switch {
 		case err == unix.EINTR:
 			continue
 		case err == unix.EAGAIN:
 			d.readable = false
-			return false
+			continue
 		case err != nil || n == 0: // src ended (or failed, as a reset peer does)
 			d.eof = true
 			continue
 		}
-		d.buffered = n
+		d.buffered, d.offset = n, 0
 		budget -= n
 	}
 }
 
-// finish closes both sockets and returns the pipes, then reports the bytes moved.
+// finish closes both sockets and returns the buffers, then reports the bytes moved.
 func (f *flow) finish() {
 	f.ended = true
 	f.mu.Lock()
@@ -665,7 +647,8 @@ func (f *flow) finish() {
 	s := f.s
 	for i := range f.dirs {
 		d := &f.dirs[i]
-		s.putPipe(d.pipe, d.buffered == 0)
+		s.putBuffer(d.buffer)
+		d.buffer, d.buffered = nil, 0
 	}
 	s.freeSlot(f)
 	if f.accepted != nil {

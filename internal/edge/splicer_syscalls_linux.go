@@ -10,7 +10,7 @@ import (
 // The splicer's system calls on its own goroutine never wait: every descriptor is
 // non-blocking and epoll_wait is asked not to. So they go to the kernel without Go's system
 // call bookkeeping (entersyscall and exitsyscall): the processor stays with the splicer for
-// the length of a splice, and Go's monitor thread (sysmon) does not take it away to hand it
+// the length of a call, and Go's monitor thread (sysmon) does not take it away to hand it
 // to another thread, as it does with a processor that sits in a system call while goroutines
 // wait, waking a thread for it each time. A system call with that bookkeeping also wakes
 // sysmon from its deep sleep when the process was idle, after which it polls every 20 µs for
@@ -22,13 +22,6 @@ func rawResult(r uintptr, errno unix.Errno) (int, error) {
 		return 0, errno
 	}
 	return int(r), nil
-}
-
-// spliceNonblock moves at most n bytes from in to out (one of them a pipe).
-func spliceNonblock(in, out, n int) (int, error) {
-	r, _, errno := unix.RawSyscall6(unix.SYS_SPLICE, uintptr(in), 0, uintptr(out), 0, uintptr(n),
-		unix.SPLICE_F_MOVE|unix.SPLICE_F_NONBLOCK)
-	return rawResult(r, errno)
 }
 
 // epollPoll returns the events epfd holds now, without waiting.
