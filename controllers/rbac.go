@@ -17,7 +17,8 @@ package controllers
 //   - secrets: get, list, watch (cache of certpilot's Secrets; direct reads of account, EAB and
 //     TSIG keys and of keystore passwords); create (account keys, challenge shards, secretName
 //     claims); patch (server-side apply of certificate Secrets, merge patches of their template
-//     labels and keystores, the next key into the claim, challenge shard patches); delete (a
+//     labels and keystores, the next key into the claim, the single challenge Secret of earlier
+//     versions); update (challenge shards, with their resourceVersion: ShardWriter); delete (a
 //     stale secretName claim, with a uid and resourceVersion precondition: claimStore.claim).
 //   - deployments, statefulsets, daemonsets: get, list, watch (metadata cache, pod templates);
 //     patch (server-side apply of the challenge volume, and of injections by the injection
@@ -34,7 +35,7 @@ package controllers
 // +kubebuilder:rbac:groups=certpilot.dev,resources=issuers;clusterissuers,verbs=get;list;watch
 // +kubebuilder:rbac:groups=certpilot.dev,resources=certificates/status;issuers/status;clusterissuers/status,verbs=patch
 // +kubebuilder:rbac:groups=certpilot.dev,resources=certificates/finalizers,verbs=update
-// +kubebuilder:rbac:groups="",resources=secrets,verbs=get;list;watch;create;patch;delete
+// +kubebuilder:rbac:groups="",resources=secrets,verbs=get;list;watch;create;update;patch;delete
 // +kubebuilder:rbac:groups="",resources=events,verbs=create;patch
 // +kubebuilder:rbac:groups="",resources=namespaces,verbs=get
 // +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch

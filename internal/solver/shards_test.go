@@ -246,7 +246,7 @@ func TestShardWriterNeverOverwritesForeignSecrets(t *testing.T) {
 	}
 }
 
-// countingClient counts the writes (create and patch) that reach the apiserver and holds each
+// countingClient counts the writes (create, update and patch) that reach the apiserver and holds each
 // for delay, so that Puts arriving meanwhile find a write in flight.
 type countingClient struct {
 	client.Client
@@ -258,6 +258,12 @@ func (c *countingClient) Create(ctx context.Context, obj client.Object, opts ...
 	c.writes.Add(1)
 	time.Sleep(c.delay)
 	return c.Client.Create(ctx, obj, opts...)
+}
+
+func (c *countingClient) Update(ctx context.Context, obj client.Object, opts ...client.UpdateOption) error {
+	c.writes.Add(1)
+	time.Sleep(c.delay)
+	return c.Client.Update(ctx, obj, opts...)
 }
 
 func (c *countingClient) Patch(ctx context.Context, obj client.Object, patch client.Patch, opts ...client.PatchOption) error {

@@ -27,6 +27,7 @@ func TestManagerHasOnlyItsRole(t *testing.T) {
 	system := s.Namespace + "-system"
 	checkAccess(t, manager, []accessCheck{
 		{"create", "", "secrets", s.Namespace, true},
+		{"update", "", "secrets", s.Namespace, true}, // challenge shards (ShardWriter)
 		{"patch", "apps", "deployments", s.Namespace, true},
 		{"patch", "certpilot.dev", "certificates/status", s.Namespace, true},
 		{"update", "coordination.k8s.io", "leases", system, true},
@@ -34,7 +35,7 @@ func TestManagerHasOnlyItsRole(t *testing.T) {
 		{"update", "coordination.k8s.io", "leases", s.Namespace, false},
 		{"get", "", "configmaps", s.Namespace, false},
 		{"create", "apps", "deployments", s.Namespace, false},
-		{"update", "", "secrets", s.Namespace, false},
+		{"deletecollection", "", "secrets", s.Namespace, false},
 		{"delete", "certpilot.dev", "issuers", s.Namespace, false},
 	})
 }
