@@ -104,6 +104,26 @@ func BenchmarkAPIWrites(b *testing.B) {
 			return c.Status().Patch(ctx, cert, client.MergeFrom(base))
 		})
 	})
+	b.Run("update Certificate status", func(b *testing.B) {
+		// The same status written as an update of the status subresource with the
+		// resourceVersion read.
+		prefix := fmt.Sprintf("t%d", round.Add(1))
+		certs := make([]*certpilotv1alpha1.Certificate, b.N+1)
+		for i := range certs {
+			certs[i] = certificate(prefix, i)
+			if err := c.Create(ctx, certs[i]); err != nil {
+				b.Fatal(err)
+			}
+		}
+		measure(b, func(ctx context.Context, _ string, i int) error {
+			cert := certs[i%len(certs)]
+			now := metav1.Now()
+			cert.Status.NotBefore, cert.Status.NotAfter, cert.Status.SerialNumber = &now, &now, "f8d8598429f3463"
+			meta.SetStatusCondition(&cert.Status.Conditions, metav1.Condition{Type: certpilotv1alpha1.ConditionReady,
+				Status: metav1.ConditionTrue, Reason: "UpToDate", Message: "Certificate is valid"})
+			return c.Status().Update(ctx, cert)
+		})
+	})
 	b.Run("create Secret 6 KB", func(b *testing.B) {
 		measure(b, func(ctx context.Context, prefix string, i int) error {
 			return c.Create(ctx, secret(fmt.Sprintf("%s-%d-tls", prefix, i), chain))
