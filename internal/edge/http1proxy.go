@@ -97,7 +97,7 @@ func newUpstreamClient(target *url.URL, insecure bool, timeouts Timeouts) *upstr
 			if err != nil {
 				return nil, err
 			}
-			return newReadTimeoutConn(conn, responseHeader), nil
+			return newReadTimeoutConn(newRawIOConn(conn), responseHeader), nil
 		},
 		MaxConns:                  upstreamConnsPerHost,
 		MaxConnWaitTimeout:        timeouts.Dial.Duration,

@@ -1,0 +1,8 @@
+//go:build !linux
+
+package edge
+
+import "net"
+
+// newRawIOConn: raw system calls only on Linux.
+func newRawIOConn(conn net.Conn) net.Conn { return conn }
