@@ -53,6 +53,7 @@ type watchEvent struct {
 func watchReady(ctx context.Context, config *rest.Config, namespace string, ready *readiness) {
 	config = rest.CopyConfig(config)
 	config.NegotiatedSerializer = scheme.Codecs.WithoutConversion()
+	config.UserAgent = rest.DefaultKubernetesUserAgent() // counted with the benchmark's other requests
 	c, err := rest.UnversionedRESTClientFor(config)
 	if err != nil {
 		panic(err)
