@@ -10,27 +10,35 @@ import (
 	"time"
 )
 
-// tcpPair returns the two ends of a loopback TCP connection, the first wrapped in rawIOConn.
-func tcpPair(t *testing.T) (wrapped net.Conn, peer *net.TCPConn) {
+// loopbackPair returns the two ends of a loopback TCP connection: the one dialed and the one
+// accepted.
+func loopbackPair(t *testing.T) (dialed, accepted net.Conn) {
 	t.Helper()
 	listener, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer listener.Close()
-	accepted := make(chan net.Conn, 1)
+	accepts := make(chan net.Conn, 1)
 	go func() {
 		conn, _ := listener.Accept()
-		accepted <- conn
+		accepts <- conn
 	}()
-	dialed, err := net.Dial("tcp", listener.Addr().String())
+	dialed, err = net.Dial("tcp", listener.Addr().String())
 	if err != nil {
 		t.Fatal(err)
 	}
-	server := <-accepted
-	if server == nil {
+	accepted = <-accepts
+	if accepted == nil {
 		t.Fatal("no connection accepted")
 	}
+	return dialed, accepted
+}
+
+// tcpPair returns the two ends of a loopback TCP connection, the first wrapped in rawIOConn.
+func tcpPair(t *testing.T) (wrapped net.Conn, peer *net.TCPConn) {
+	t.Helper()
+	dialed, server := loopbackPair(t)
 	wrapped = newRawIOConn(server)
 	if _, ok := wrapped.(*rawIOConn); !ok {
 		t.Fatalf("a TCP connection was not wrapped: %T", wrapped)

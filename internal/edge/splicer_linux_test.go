@@ -320,23 +320,9 @@ func TestSplicerDial(t *testing.T) {
 	// dialPair connects a client to a flow that dials upstream with prefix.
 	dialPair := func(t *testing.T, upstream string, timeout time.Duration) (client net.Conn, connected chan error, ended chan [2]int64) {
 		t.Helper()
-		listener, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer listener.Close()
-		accepted := make(chan net.Conn, 1)
-		go func() {
-			conn, _ := listener.Accept()
-			accepted <- conn
-		}()
-		client, err = net.Dial("tcp", listener.Addr().String())
-		if err != nil {
-			t.Fatal(err)
-		}
+		client, edgeClient := loopbackPair(t)
 		t.Cleanup(func() { _ = client.Close() })
 		_ = client.SetDeadline(time.Now().Add(20 * time.Second))
-		edgeClient := <-accepted
 		connected, ended = make(chan error, 1), make(chan [2]int64, 1)
 		f := newDialFlow(edgeClient, netip.MustParseAddrPort(upstream), []byte("prefix "), time.Now().Add(timeout),
 			func(err error) { connected <- err }, func(sent, received int64) { ended <- [2]int64{sent, received} })
