@@ -210,12 +210,22 @@ func main() {
 	certificatesActive := kube.NewActivity()
 	recorder.HoldWhile(certificatesActive, kube.EventHold)
 	must(mgr.Add(recorder))
+	// The names of the Secrets the cache leaves out, so that a first issuance learns without a
+	// request whether its secretName is free.
+	secretNames, err := kube.NewSecretNames(restConfig, cache.Options{Scheme: scheme, HTTPClient: mgr.GetHTTPClient(), Mapper: mgr.GetRESTMapper()},
+		cacheOptions.DefaultNamespaces)
+	if err != nil {
+		log.Error(err, "Unable to create the cache of Secret names")
+		os.Exit(1)
+	}
+	must(mgr.Add(secretNames))
 	must((&controllers.CertificateReconciler{
-		Client:    mgr.GetClient(),
-		APIReader: mgr.GetAPIReader(),
-		Accounts:  accounts,
-		Recorder:  recorder,
-		Activity:  certificatesActive,
+		Client:      mgr.GetClient(),
+		APIReader:   mgr.GetAPIReader(),
+		SecretNames: secretNames,
+		Accounts:    accounts,
+		Recorder:    recorder,
+		Activity:    certificatesActive,
 		Solvers: &solver.Deps{
 			Client:       mgr.GetClient(),
 			APIReader:    mgr.GetAPIReader(),

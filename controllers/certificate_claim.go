@@ -41,6 +41,8 @@ const (
 type claimStore struct {
 	client    client.Client
 	apiReader client.Reader
+	// names answers whether a Secret the cache leaves out exists (nil: ask the API).
+	names *kube.SecretNames
 }
 
 // claimLabels are a claim Secret's labels: certpilot's, its Certificate's, and LabelClaim, which
@@ -124,14 +126,18 @@ type claimRead struct {
 }
 
 // lookUp reads the claim of cert's secretName. The cache holds only Secrets labelled as
-// certpilot's, and only the metadata of those no Certificate controls, so a name it shows
-// unclaimed, or held by a Secret no Certificate controls, is looked up in the API (its watch
-// cache: the claim write that follows the order fails if a Secret of that name appeared since).
+// certpilot's, and only the metadata of those no Certificate controls, so a name held by a
+// Secret no Certificate controls, or one the cache shows unclaimed that a Secret which is not
+// certpilot's holds (kube.LookUpSecret), is read from the API (its watch cache: the claim write
+// that follows the order fails if a Secret of that name appeared since).
 func (c claimStore) lookUp(ctx context.Context, cert *certpilotv1alpha1.Certificate) *claimRead {
 	claim := &corev1.Secret{}
 	key := types.NamespacedName{Namespace: cert.Namespace, Name: claimSecretName(cert.Spec.SecretName)}
 	err := c.client.Get(ctx, key, claim)
-	if apierrors.IsNotFound(err) || (err == nil && !kube.ControlledByCertificate(claim)) {
+	switch {
+	case apierrors.IsNotFound(err):
+		err = kube.LookUpSecret(ctx, c.names, c.apiReader, key, claim)
+	case err == nil && !kube.ControlledByCertificate(claim):
 		claim = &corev1.Secret{}
 		err = c.apiReader.Get(ctx, key, claim, kube.FromWatchCache)
 	}

@@ -49,8 +49,11 @@ type CertificateReconciler struct {
 	// APIReader reads objects certpilot does not cache: a Secret it does not own (to refuse to
 	// overwrite it) and load balancer Deployments.
 	APIReader client.Reader
-	Accounts  *Accounts
-	Recorder  recorder.EventRecorder
+	// SecretNames answers, without a request, whether a Secret the cache leaves out exists
+	// (nil: the API is asked).
+	SecretNames *kube.SecretNames
+	Accounts    *Accounts
+	Recorder    recorder.EventRecorder
 	// Clock is injected so tests can control time; nil means the real clock.
 	Clock clock.PassiveClock
 	// Solvers are what the challenge solvers share (shard writer, mounts, self-check timeout).
@@ -111,7 +114,7 @@ type certificateParts struct {
 // parts builds the reconciler's parts from its fields on first use.
 func (r *CertificateReconciler) parts() *certificateParts {
 	r.partsOnce.Do(func() {
-		claims := claimStore{client: r.Client, apiReader: r.APIReader}
+		claims := claimStore{client: r.Client, apiReader: r.APIReader, names: r.SecretNames}
 		orders := orderBudget{ledger: r.Orders, clock: r.clock(), client: r.Client}
 		failures := failureReporter{recorder: r.Recorder, clock: r.clock(), orders: orders}
 		records := orderRecords{claims: claims, unrecorded: &r.unrecordedOrders}
@@ -126,7 +129,7 @@ func (r *CertificateReconciler) parts() *certificateParts {
 			fallback:    issuerFallback{records: records, challenges: challenges, recorder: r.Recorder},
 			orders: &orderSteps{accounts: r.Accounts, recorder: r.Recorder, clock: r.clock(), keys: &r.keys,
 				claims: claims, records: records, challenges: challenges, failures: failures, budget: orders},
-			store: &secretStore{client: r.Client, apiReader: r.APIReader, recorder: r.Recorder,
+			store: &secretStore{client: r.Client, apiReader: r.APIReader, names: r.SecretNames, recorder: r.Recorder,
 				claims: claims, challenges: challenges, renewalInfo: renewalInfo, failures: failures, written: &r.secretWrites, announced: &r.announced},
 		}
 	})

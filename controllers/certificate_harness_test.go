@@ -92,7 +92,8 @@ func newCertificateHarnessWithProfile(t *testing.T, namespacePrefix, profile str
 	h.cached = testenv.CachedClient(t, testKube, false, h.namespace)
 	h.client = &hookedClient{Client: h.cached, hooks: map[writeKey]writeHook{}, writes: map[writeKey]int{}}
 	h.reconciler = &CertificateReconciler{
-		Client: h.client, APIReader: testKube.Client, Accounts: h.accounts, Recorder: discardRecorder{},
+		Client: h.client, APIReader: testKube.Client, SecretNames: testenv.SecretNames(t, testKube, h.namespace),
+		Accounts: h.accounts, Recorder: discardRecorder{},
 		Solvers: &solver.Deps{Client: h.client, APIReader: testKube.Client, Recorder: discardRecorder{}, CheckTimeout: 10 * time.Second},
 	}
 	return h

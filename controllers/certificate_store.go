@@ -29,8 +29,10 @@ import (
 // secretStore reads and writes the certificate Secret: it stores an issued certificate with its
 // key, records it in the status, and keeps the Secret's template.
 type secretStore struct {
-	client      client.Client
-	apiReader   client.Reader
+	client    client.Client
+	apiReader client.Reader
+	// names answers whether a Secret the cache leaves out exists (nil: ask the API).
+	names       *kube.SecretNames
 	recorder    recorder.EventRecorder
 	claims      claimStore
 	challenges  *challengeSteps
@@ -293,9 +295,9 @@ func (s *secretStore) certificateSecret(ctx context.Context, cert *certpilotv1al
 		err = s.client.Get(ctx, key, secret) // the cache holds only Secrets labelled as certpilot's
 	}
 	if apierrors.IsNotFound(err) && !fresh && askWhenMissing {
-		// Not ours, or not there: ask the API, which sees every Secret (its watch cache: the
-		// create that follows fails if a Secret of that name appeared since).
-		err = s.apiReader.Get(ctx, key, secret, kube.FromWatchCache)
+		// Not ours, or not there: a Secret that is not certpilot's is read from the API (its
+		// watch cache: the create that follows fails if a Secret of that name appeared since).
+		err = kube.LookUpSecret(ctx, s.names, s.apiReader, key, secret)
 	} else if err == nil && !fresh && !kube.ControlledByCertificate(secret) {
 		// The cache keeps only metadata of a Secret no Certificate controls.
 		secret = &corev1.Secret{}

@@ -60,3 +60,34 @@ func CachedClient(t testing.TB, kube *Kube, readYourWrites bool, namespaces ...s
 	}
 	return c
 }
+
+// SecretNames returns the names of the Secrets of namespaces (all when none) that the cache of
+// CachedClient leaves out, as main.go's manager keeps them (kube.SecretNames), synced; it stops
+// when the test ends.
+func SecretNames(t testing.TB, kube *Kube, namespaces ...string) *certpilotkube.SecretNames {
+	t.Helper()
+	var config map[string]cache.Config
+	if len(namespaces) > 0 {
+		config = map[string]cache.Config{}
+		for _, namespace := range namespaces {
+			config[namespace] = cache.Config{}
+		}
+	}
+	names, err := certpilotkube.NewSecretNames(kube.Config, cache.Options{Scheme: kube.Scheme}, config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- names.Start(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("The Secret names' informer stopped with an error: %v", err)
+		}
+	})
+	if !names.GetCache().WaitForCacheSync(ctx) {
+		t.Fatal("The Secret names' informer did not sync")
+	}
+	return names
+}
