@@ -98,7 +98,7 @@ type Pebble struct {
 
 	client *http.Client // trusts CABundle
 	// certFile and keyFile are Pebble's HTTPS certificate and key (signed by CABundle's CA),
-	// which a proxy in front of it serves too (StartGuardedProxy).
+	// which a proxy in front of it serves too (StartProxy).
 	certFile, keyFile string
 	output            *SyncBuffer
 	procs             []*process

@@ -57,16 +57,13 @@ func runFloor(ctx context.Context, cfg config, pebble *testenv.Pebble, bind *tes
 	transport.TLSClientConfig = &tls.Config{RootCAs: pool}
 	// A bare client at its best keeps its connections: as many idle ones as workers.
 	transport.MaxIdleConnsPerHost = cfg.Concurrency
-	// Pebble v2.10.3 deadlocks under concurrent new-orders: the guard keeps them apart, by the
-	// same rule (and code) as the proxy the manager's run goes through.
-	guard := &testenv.PebbleGuard{}
 	accountKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		return floorResult{}, err
 	}
 	client := &acme.Client{
 		Key: accountKey, DirectoryURL: pebble.DirectoryURL(), UserAgent: "certpilot-bench-floor",
-		HTTPClient: &http.Client{Transport: guard.Transport(transport), Timeout: 2 * time.Minute},
+		HTTPClient: &http.Client{Transport: transport, Timeout: 2 * time.Minute},
 	}
 	if _, err := client.Register(ctx, &acme.Account{Contact: []string{"mailto:floor@example.com"}}, acme.AcceptTOS); err != nil {
 		return floorResult{}, fmt.Errorf("registering the floor's account: %w", err)
@@ -201,8 +198,7 @@ func issueOne(ctx context.Context, client *acme.Client, present presenter, cfg c
 			return nil, nil, fmt.Errorf("accepting the challenge: %w", err)
 		}
 	}
-	// Wait on the order, not on each authorization (see testenv.PebbleGuard): it turns ready when they
-	// are valid. Pebble answers finalize with "processing" and no Location header:
+	// Wait on the order, not on each authorization: it turns ready when they are valid. Pebble answers finalize with "processing" and no Location header:
 	// CreateCertFromOrder knows the order's URL, CreateOrderCert would not (DESIGN.md, known
 	// facts).
 	order, err = client.WaitOrder(ctx, order.URI)
