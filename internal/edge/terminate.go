@@ -73,7 +73,7 @@ func (t *terminate) serve(listener net.Listener) error {
 
 // handle completes the handshake of one connection and passes it on.
 func (t *terminate) handle(conn net.Conn) {
-	tlsConn := tls.Server(newRawIOConn(conn), t.tlsConfig)
+	tlsConn := tls.Server(newLazyReadDeadlineConn(newRawIOConn(conn)), t.tlsConfig)
 	_ = conn.SetDeadline(time.Now().Add(readHeaderTimeout))
 	if err := tlsConn.Handshake(); err != nil {
 		_ = conn.Close()
