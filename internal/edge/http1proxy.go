@@ -173,12 +173,94 @@ var hopByHopHeaders = []string{"Keep-Alive", "Proxy-Connection", "Proxy-Authenti
 // forwardedHeaders are the client's own claims, replaced by the edge's.
 var forwardedHeaders = []string{"Forwarded", "X-Forwarded-For", "X-Forwarded-Host", "X-Forwarded-Proto"}
 
+// The headers the edge removes from what it forwards, by kind: a message that has none of a
+// kind is spared that kind's deletions (each one a scan of the header).
+const (
+	removableConnection uint8 = 1 << iota // Connection (and what it names)
+	removableHopByHop                     // hopByHopHeaders, and Expect in requests
+	removableForwarded                    // forwardedHeaders, in requests
+
+	removableHeaderBits = removableConnection | removableHopByHop | removableForwarded
+)
+
+// removableHeader returns the kind of a field name the edge removes, or 0.
+func removableHeader(name []byte) uint8 {
+	if len(name) == 0 {
+		return 0
+	}
+	switch name[0] | 0x20 {
+	case 'c':
+		if equalFoldString(name, "Connection") {
+			return removableConnection
+		}
+		return 0
+	case 'e':
+		if equalFoldString(name, "Expect") {
+			return removableHopByHop
+		}
+		return 0
+	case 'f', 'x':
+		for _, forwarded := range forwardedHeaders {
+			if equalFoldString(name, forwarded) {
+				return removableForwarded
+			}
+		}
+		return 0
+	}
+	for _, hop := range hopByHopHeaders {
+		if equalFoldString(name, hop) {
+			return removableHopByHop
+		}
+	}
+	return 0
+}
+
+// requestRemovableHeaders returns the kinds of removable fields in a raw header section
+// (checkRequestFraming accepted it: CRLF-ended lines, each a name, a colon and a value).
+func requestRemovableHeaders(raw []byte) uint8 {
+	var present uint8
+	for len(raw) > 0 {
+		end := bytes.IndexByte(raw, '\n')
+		if end < 0 {
+			return removableHeaderBits
+		}
+		line := raw[:end]
+		raw = raw[end+1:]
+		colon := bytes.IndexByte(line, ':')
+		if colon < 0 {
+			if len(bytes.TrimSpace(line)) == 0 {
+				break // the end of the header section
+			}
+			return removableHeaderBits
+		}
+		present |= removableHeader(line[:colon])
+	}
+	return present
+}
+
+// equalFoldString reports whether b and s are equal under ASCII case folding.
+func equalFoldString(b []byte, s string) bool {
+	if len(b) != len(s) {
+		return false
+	}
+	for i := range len(b) {
+		x, y := b[i], s[i]
+		if x != y && (x|0x20 != y|0x20 || x|0x20 < 'a' || x|0x20 > 'z') {
+			return false
+		}
+	}
+	return true
+}
+
 // forwardRequest replaces whatever forwarding headers the client sent with the edge's own
 // (client address, original host, https) and puts the request under the upstream's base path.
-func forwardRequest(ctx *fasthttp.RequestCtx, upstream *upstreamClient, host []byte) {
+// clientForwarded is false when the request has none of forwardedHeaders.
+func forwardRequest(ctx *fasthttp.RequestCtx, upstream *upstreamClient, host []byte, clientForwarded bool) {
 	header := &ctx.Request.Header
-	for _, name := range forwardedHeaders {
-		header.Del(name)
+	if clientForwarded {
+		for _, name := range forwardedHeaders {
+			header.Del(name)
+		}
 	}
 	var buffer [64]byte
 	header.SetBytesV("X-Forwarded-For", appendClientIP(buffer[:0], ctx.RemoteAddr()))
@@ -256,15 +338,25 @@ func (p *terminateProxy) serveHTTP1(ctx *fasthttp.RequestCtx) {
 // upstream routes by it), hop-by-hop headers go, X-Forwarded-* are the edge's.
 func (p *terminateProxy) rewriteRequest(ctx *fasthttp.RequestCtx, upstream *upstreamClient) {
 	header := &ctx.Request.Header
-	var connection [128]byte // a copy: Del rewrites the header storage Peek points into
-	removeConnectionHeaders(append(connection[:0], header.Peek("Connection")...), header.Del)
-	header.ResetConnectionClose() // the upstream connection stays pooled whatever the client does
-	header.Del("Connection")
-	for _, name := range hopByHopHeaders {
-		header.Del(name)
+	present := removableHeaderBits
+	if raw := header.RawHeaders(); len(raw) > 0 && header.ContentLength() != -1 {
+		// The header as received says which of them there are (a chunked body's trailer
+		// section, not in it, could add more: then every one is removed).
+		present = requestRemovableHeaders(raw)
 	}
-	header.Del("Expect") // 100-continue was answered by the edge
-	forwardRequest(ctx, upstream, header.Host())
+	header.ResetConnectionClose() // the upstream connection stays pooled whatever the client does
+	if present&removableConnection != 0 {
+		var connection [128]byte // a copy: Del rewrites the header storage Peek points into
+		removeConnectionHeaders(append(connection[:0], header.Peek("Connection")...), header.Del)
+		header.Del("Connection")
+	}
+	if present&removableHopByHop != 0 {
+		for _, name := range hopByHopHeaders {
+			header.Del(name)
+		}
+		header.Del("Expect") // 100-continue was answered by the edge
+	}
+	forwardRequest(ctx, upstream, header.Host(), present&removableForwarded != 0)
 	ctx.Request.UseHostHeader = true
 	scheme := "http"
 	if upstream.https {
@@ -280,10 +372,18 @@ func (p *terminateProxy) copyResponse(ctx *fasthttp.RequestCtx, upstream *fastht
 	response := &ctx.Response
 	upstream.Header.CopyTo(&response.Header)
 	response.Header.ResetConnectionClose()
-	removeConnectionHeaders(upstream.Header.Peek("Connection"), response.Header.Del)
-	response.Header.Del("Connection")
-	for _, name := range hopByHopHeaders {
-		response.Header.Del(name)
+	var present uint8
+	for name := range upstream.Header.All() {
+		present |= removableHeader(name)
+	}
+	if present&removableConnection != 0 {
+		removeConnectionHeaders(upstream.Header.Peek("Connection"), response.Header.Del)
+		response.Header.Del("Connection")
+	}
+	if present&removableHopByHop != 0 {
+		for _, name := range hopByHopHeaders {
+			response.Header.Del(name)
+		}
 	}
 	if entry != nil {
 		entry.status = response.StatusCode()

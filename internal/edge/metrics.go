@@ -4,6 +4,7 @@ import (
 	"net"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -39,6 +40,10 @@ type Metrics struct {
 	reloads          *prometheus.CounterVec
 	refused          *prometheus.CounterVec
 	cachedSecrets    prometheus.Gauge
+
+	// The upstream duration histograms of the two modes, looked up once (a label lookup per
+	// proxied request showed in profiles).
+	upstreamDurationTerminate, upstreamDurationPassthrough atomic.Pointer[prometheus.Observer]
 }
 
 // NewMetrics registers the edge's metrics, and the Go and process collectors, in a new
@@ -146,10 +151,29 @@ func (m *Metrics) upstream(mode Mode, started time.Time, err error) {
 	if m == nil {
 		return
 	}
-	m.upstreamDuration.WithLabelValues(string(mode)).Observe(time.Since(started).Seconds())
+	m.upstreamObserver(mode).Observe(time.Since(started).Seconds())
 	if err != nil {
 		m.upstreamErrors.WithLabelValues(string(mode)).Inc()
 	}
+}
+
+// upstreamObserver returns the upstream duration histogram of mode.
+func (m *Metrics) upstreamObserver(mode Mode) prometheus.Observer {
+	var slot *atomic.Pointer[prometheus.Observer]
+	switch mode {
+	case ModeTerminate:
+		slot = &m.upstreamDurationTerminate
+	case ModePassthrough:
+		slot = &m.upstreamDurationPassthrough
+	default:
+		return m.upstreamDuration.WithLabelValues(string(mode))
+	}
+	if observer := slot.Load(); observer != nil {
+		return *observer
+	}
+	observer := m.upstreamDuration.WithLabelValues(string(mode))
+	slot.Store(&observer)
+	return observer
 }
 
 func (m *Metrics) reload(err error) {

@@ -39,7 +39,7 @@ func (p *terminateProxy) upgrade(ctx *fasthttp.RequestCtx, upstream *upstreamCli
 		}
 	}
 	header.Set("Connection", "Upgrade")
-	forwardRequest(ctx, upstream, host)
+	forwardRequest(ctx, upstream, host, true)
 	// The request head only (isUpgrade requests have no body): ctx is not usable once the
 	// hijack handler runs.
 	head := append([]byte(nil), header.Header()...)
