@@ -2,7 +2,6 @@ package controllers
 
 import (
 	"context"
-	"errors"
 	"slices"
 	"strings"
 	"sync"
@@ -91,52 +90,28 @@ func (cs *challengeSteps) presentChallenges(ctx context.Context, run *certificat
 		return ctrl.Result{}, err
 	}
 	run.cert.Status.Order.Challenges = statuses
-	// Responses that would outlive a Certificate deleted mid-order (TXT records) are removed
-	// first: a finalizer, added now and kept for the next orders, holds the deletion until then.
-	needsFinalizer := slices.ContainsFunc(distinctSolvers(pending), solver.Solver.NeedsFinalizer)
-	if len(pending) == 0 || needsFinalizer {
-		// The finalizer's write replaces the Certificate the order's write reads: one after
-		// the other.
-		if err := cs.records.recordOrClaimed(ctx, run); err != nil {
-			return ctrl.Result{}, err
-		}
+	if err := cs.records.recordOrder(ctx, run); err != nil {
+		return ctrl.Result{}, err
 	}
 	if len(pending) == 0 {
 		return ctrl.Result{}, nil
 	}
-	if needsFinalizer {
+
+	// Responses that would outlive a Certificate deleted mid-order (TXT records) are removed
+	// first: a finalizer, added now and kept for the next orders, holds the deletion until then.
+	if slices.ContainsFunc(distinctSolvers(pending), solver.Solver.NeedsFinalizer) {
 		if err := kube.SetFinalizer(ctx, cs.client, run.cert, challengeFinalizer, true); err != nil {
 			return ctrl.Result{}, err
 		}
 	}
-
-	// The order's write to the claim (when it is still to be made) goes out with the
-	// responses, neither waiting for the other; both have landed before anything is accepted.
-	recorded := make(chan error, 1)
-	go func() { recorded <- cs.records.recordOrder(ctx, run) }()
-	var presentErr error
 	for _, s := range distinctSolvers(pending) {
-		if presentErr = s.Present(ctx, challengesOf(pending, s)); presentErr != nil {
-			break
+		if err := s.Present(ctx, challengesOf(pending, s)); err != nil {
+			return ctrl.Result{}, err
 		}
 	}
-	var errs []error
-	if presentErr == nil {
-		ctrl.LoggerFrom(ctx).Info("Published challenge responses", "count", len(pending))
-		errs = cs.checkAll(ctx, run, pending)
-	}
-	if err := <-recorded; err != nil {
-		if _, ok := asStalled(err); ok {
-			// Another Certificate holds the secretName now: nothing of this order is kept.
-			cleanupErr := cs.removeChallenges(ctx, run)
-			cs.records.forgetUnrecorded(ctx, run)
-			return ctrl.Result{}, errors.Join(err, cleanupErr)
-		}
-		return ctrl.Result{}, err
-	}
-	if presentErr != nil {
-		return ctrl.Result{}, presentErr
-	}
+	ctrl.LoggerFrom(ctx).Info("Published challenge responses", "count", len(pending))
+
+	errs := cs.checkAll(ctx, run, pending)
 	failed := map[solver.Solver][]string{}
 	var firstFailed solver.Solver
 	for i, p := range pending {

@@ -38,10 +38,8 @@ type orderSteps struct {
 }
 
 // ensureOrder resumes the open order (recorded in the status or the claim, restoreOrder), or
-// creates one. A new order is written to the claim (recordOrder) before any challenge is
-// accepted and before it is finalized, so a controller killed at any point after that resumes
-// it: here when the CA has nothing for us to answer, else by presentChallenges, together with the
-// responses.
+// creates one and writes it to the claim (recordOrder) before any challenge is touched, so a
+// controller killed at any point after that resumes it.
 func (o *orderSteps) ensureOrder(ctx context.Context, run *certificateRun) (ctrl.Result, error) {
 	cert := run.cert
 	if recorded := cert.Status.Order; orderOpen(cert) && sameNames(recorded.Identifiers(), cert.Spec.Identifiers()) {
@@ -118,14 +116,20 @@ func (o *orderSteps) ensureOrder(ctx context.Context, run *certificateRun) (ctrl
 	}
 	run.orderUnrecorded = true
 	o.records.unrecorded.Store(client.ObjectKeyFromObject(cert), unrecordedOrder{uid: cert.UID, order: openOrderOf(run)})
-	if order.Status == acme.StatusPending {
-		// presentChallenges writes it to the claim together with the responses, before any
-		// challenge is accepted.
-		return ctrl.Result{}, nil
-	}
 	// Written at once: the moment between the order and its write is the one in which a
 	// crash (or a lost leader) costs a second order.
-	return ctrl.Result{}, o.records.recordOrClaimed(ctx, run)
+	if err := o.records.recordOrder(ctx, run); err != nil {
+		if _, ok := asStalled(err); ok {
+			// The secretName was claimed by another Certificate since the cache was read: this
+			// order is abandoned before anything was published.
+			ctrl.LoggerFrom(ctx).Info("Abandoned the new order: the Secret name is claimed", "order", order.URL)
+			cert.Status.Order, run.orderUnrecorded = run.patchBase.Status.Order.DeepCopy(), false
+			cert.Status.RenewalRequest = run.patchBase.Status.RenewalRequest
+			o.records.unrecorded.Delete(client.ObjectKeyFromObject(cert))
+		}
+		return ctrl.Result{}, err
+	}
+	return ctrl.Result{}, nil
 }
 
 // waitForOrder polls the order after the challenges were accepted: pending or processing

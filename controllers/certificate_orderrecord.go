@@ -18,8 +18,7 @@ import (
 
 // Where an open order is recorded. A new order is written to the Certificate's claim Secret in
 // the write that also stores the private key of its CSR (a create at the first issuance, a patch
-// at a renewal), before any challenge is accepted and before the order is finalized; the write
-// goes out beside the one that publishes the challenge responses (presentChallenges).
+// at a renewal), before any challenge response is published and before the order is finalized.
 // A controller that dies after that write resumes the order from the claim (restoreOrder), so it
 // is never ordered (or issued) twice. The status records the order too whenever a reconcile
 // writes the status for a reason of its own (a failure, a wait longer than progressWait, the
@@ -118,12 +117,10 @@ func (run *certificateRun) resume(order openOrder) {
 	run.orderCreated = order.Created
 }
 
-// recordOrder makes the open order durable before any challenge is accepted and before it is
-// finalized: it writes the order into the claim Secret together with the key of the certificate
-// to come (creating the claim when there is none). Presenting calls it for a new order, and
-// finalizing again, for an order restored from memory whose write had failed. It reads of run
-// only the Certificate's identity, spec and open order, and the key made for it, so it may run
-// while the solvers publish the responses.
+// recordOrder makes the open order durable before any challenge response is published and
+// before it is finalized: it writes the order into the claim Secret together with the key of
+// the certificate to come (creating the claim when there is none). Presenting and finalizing call
+// it again, for an order restored from memory whose write had failed.
 func (rec orderRecords) recordOrder(ctx context.Context, run *certificateRun) error {
 	if !run.orderUnrecorded {
 		return nil
@@ -141,26 +138,6 @@ func (rec orderRecords) recordOrder(ctx context.Context, run *certificateRun) er
 	run.claimOrder = run.cert.Status.Order.URL
 	rec.unrecorded.Store(client.ObjectKeyFromObject(run.cert), unrecordedOrder{uid: run.cert.UID, order: openOrderOf(run), inClaim: true})
 	return nil
-}
-
-// recordOrClaimed is recordOrder, with an order that cannot be recorded because another
-// Certificate claimed the secretName abandoned (forgetUnrecorded).
-func (rec orderRecords) recordOrClaimed(ctx context.Context, run *certificateRun) error {
-	err := rec.recordOrder(ctx, run)
-	if _, ok := asStalled(err); ok {
-		rec.forgetUnrecorded(ctx, run)
-	}
-	return err
-}
-
-// forgetUnrecorded abandons the order this reconcile could not record because the secretName
-// was claimed by another Certificate since the cache was read: the status goes back to what was
-// last written, and nothing of the order was accepted or finalized.
-func (rec orderRecords) forgetUnrecorded(ctx context.Context, run *certificateRun) {
-	ctrl.LoggerFrom(ctx).Info("Abandoned the new order: the Secret name is claimed", "order", run.cert.Status.Order.URL)
-	run.cert.Status.Order, run.orderUnrecorded = run.patchBase.Status.Order.DeepCopy(), false
-	run.cert.Status.RenewalRequest = run.patchBase.Status.RenewalRequest
-	rec.unrecorded.Delete(client.ObjectKeyFromObject(run.cert))
 }
 
 // abandonOrder drops the open order (the spec went back to what the Secret holds, or the CA's
