@@ -176,7 +176,7 @@ func (s *splicer) rearm(deadline time.Time) {
 // are the sending process's own pages, so that its kernel allocates new ones for each write
 // (docs/bench-edge.md: the upstream spent a fifth more CPU per MiB behind the splice). 16 KiB
 // is one TLS record; 64 KiB cost the edge more per MiB.
-const copyBuffer = 16 << 10
+const copyBuffer = 32 << 10
 
 // takeBuffer returns an empty buffer; only the splicer's goroutine calls it.
 func (s *splicer) takeBuffer() []byte {
@@ -256,8 +256,9 @@ type direction struct {
 	offset   int    // of the bytes in buffer
 	buffered int    // bytes in buffer
 	moved    int64  // bytes written to dst
-	readable bool   // src had an event since its last EAGAIN
-	writable bool   // dst had an event since its last EAGAIN
+	readable bool   // src had an event since its last EAGAIN or short read
+	writable bool   // dst had an event since its last EAGAIN or short write
+	closing  bool   // src reported its peer's end (EPOLLRDHUP, EPOLLHUP, EPOLLERR): read to it
 	eof      bool   // src ended or failed: nothing more to read
 	done     bool   // eof and the buffer written out, or dst failed
 	shut     bool   // dst half-closed
@@ -445,6 +446,9 @@ func (f *flow) ready(event unix.EpollEvent) {
 	if event.Events&(unix.EPOLLIN|unix.EPOLLRDHUP|unix.EPOLLHUP|unix.EPOLLERR) != 0 {
 		f.dirs[side].readable = true // side is the source of direction side
 	}
+	if event.Events&(unix.EPOLLRDHUP|unix.EPOLLHUP|unix.EPOLLERR) != 0 {
+		f.dirs[side].closing = true
+	}
 	if event.Events&(unix.EPOLLOUT|unix.EPOLLHUP|unix.EPOLLERR) != 0 {
 		f.dirs[1-side].writable = true // and the destination of the other
 	}
@@ -591,6 +595,11 @@ func (d *direction) move(s *splicer) bool {
 				d.eof, d.done = true, true
 				return false
 			}
+			if n < d.buffered {
+				// A short write: the socket's buffer is full, and its next EPOLLOUT says
+				// when it has room (edge-triggered), so no write to see EAGAIN.
+				d.writable = false
+			}
 			d.buffered -= n
 			d.offset += n
 			d.moved += int64(n)
@@ -620,6 +629,12 @@ func (d *direction) move(s *splicer) bool {
 		case err != nil || n == 0: // src ended (or failed, as a reset peer does)
 			d.eof = true
 			continue
+		}
+		if n < len(d.buffer) && !d.closing {
+			// A short read emptied the socket's receive queue: bytes that arrive later
+			// bring an EPOLLIN (edge-triggered), so no read to see EAGAIN. Once the peer's
+			// end was reported, reads go on to it: its event came and will not come again.
+			d.readable = false
 		}
 		d.buffered, d.offset = n, 0
 		budget -= n
