@@ -5,12 +5,10 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"net/netip"
 	"net/url"
 	"os"
-	"sync"
 	"time"
 
 	"github.com/go-logr/logr"
@@ -62,9 +60,16 @@ func (l fasthttpLogger) Printf(format string, args ...any) {
 	l.log.V(1).Info("HTTP/1.1 server", "message", fmt.Sprintf(format, args...), "source", "fasthttp")
 }
 
+// upstreamRequester sends a request to an upstream and reads its response's header
+// (upstreamConns).
+type upstreamRequester interface {
+	do(*fasthttp.Request) (upstreamExchange, error)
+}
+
 // upstreamClient is the HTTP/1.1 client of one upstream, with its keep-alive pool.
 type upstreamClient struct {
-	client   *fasthttp.HostClient
+	client   *fasthttp.HostClient // dials and pools the connections
+	conns    upstreamRequester    // sends requests over them
 	target   *url.URL
 	https    bool
 	basePath string // the target URL's path, prepended to request paths
@@ -99,22 +104,12 @@ func newUpstreamClient(target *url.URL, insecure bool, timeouts Timeouts) *upstr
 			}
 			return newReadTimeoutConn(newRawIOConn(conn), responseHeader), nil
 		},
-		MaxConns:                  upstreamConnsPerHost,
-		MaxConnWaitTimeout:        timeouts.Dial.Duration,
-		MaxIdleConnDuration:       timeouts.Idle.Duration,
-		MaxIdemponentCallAttempts: 2,
-		// One retry of a GET or HEAD on a pooled connection the upstream had closed; never
-		// after a timeout (that would double the wait) nor of a request with a body.
-		RetryIfErr: func(request *fasthttp.Request, _ int, err error) (bool, bool) {
-			idempotent := request.Header.IsGet() || request.Header.IsHead()
-			return false, idempotent && !request.IsBodyStream() && !errors.Is(err, fasthttp.ErrTimeout) && !isTimeout(err)
-		},
-		ConnPoolStrategy:         fasthttp.LIFO,
-		DisablePathNormalizing:   true, // the upstream gets the path the client sent
-		NoDefaultUserAgentHeader: true,
-		StreamResponseBody:       true,
-		SecureErrorLogMessage:    true,
+		MaxConns:            upstreamConnsPerHost,
+		MaxConnWaitTimeout:  timeouts.Dial.Duration,
+		MaxIdleConnDuration: timeouts.Idle.Duration,
+		ConnPoolStrategy:    fasthttp.LIFO,
 	}
+	u.conns = newUpstreamConns(u.client, (*fasthttp.HostClient).AcquireConn, (*fasthttp.HostClient).ReleaseConn, (*fasthttp.HostClient).CloseConn)
 	return u
 }
 
@@ -323,15 +318,13 @@ func (p *terminateProxy) serveHTTP1(ctx *fasthttp.RequestCtx) {
 	}
 
 	p.rewriteRequest(ctx, upstream)
-	response := fasthttp.AcquireResponse()
-	err := upstream.client.Do(request, response)
+	exchange, err := upstream.conns.do(request)
 	p.metrics.upstream(ModeTerminate, started, err)
 	if err != nil {
-		fasthttp.ReleaseResponse(response)
 		p.upstreamErrorHTTP1(ctx, entry, upstream, err)
 		return
 	}
-	p.copyResponse(ctx, response, entry)
+	p.copyResponse(ctx, exchange, entry)
 }
 
 // rewriteRequest turns the client's request into the upstream's: the client's Host stays (the
@@ -366,18 +359,19 @@ func (p *terminateProxy) rewriteRequest(ctx *fasthttp.RequestCtx, upstream *upst
 }
 
 // copyResponse makes the upstream's response the client's, its body streamed.
-func (p *terminateProxy) copyResponse(ctx *fasthttp.RequestCtx, upstream *fasthttp.Response, entry *accessEntry) {
+func (p *terminateProxy) copyResponse(ctx *fasthttp.RequestCtx, exchange upstreamExchange, entry *accessEntry) {
 	// The client's response is a copy, so that what the client connection does (close after
 	// this response) does not close the pooled upstream connection.
 	response := &ctx.Response
-	upstream.Header.CopyTo(&response.Header)
+	upstream := exchange.header()
+	upstream.CopyTo(&response.Header)
 	response.Header.ResetConnectionClose()
 	var present uint8
-	for name := range upstream.Header.All() {
+	for name := range upstream.All() {
 		present |= removableHeader(name)
 	}
 	if present&removableConnection != 0 {
-		removeConnectionHeaders(upstream.Header.Peek("Connection"), response.Header.Del)
+		removeConnectionHeaders(upstream.Peek("Connection"), response.Header.Del)
 		response.Header.Del("Connection")
 	}
 	if present&removableHopByHop != 0 {
@@ -387,64 +381,24 @@ func (p *terminateProxy) copyResponse(ctx *fasthttp.RequestCtx, upstream *fastht
 	}
 	if entry != nil {
 		entry.status = response.StatusCode()
+		exchange.logTo(entry, p.accessLog)
 	}
-	stream := upstream.BodyStream()
-	if stream == nil { // no body (HEAD, 204, 304) or already read
-		body := upstream.Body()
-		if len(body) > 0 {
-			response.SetBody(body)
-		}
-		if entry != nil {
-			entry.bytesSent = int64(len(body))
-			p.accessLog.write(entry)
-		}
-		fasthttp.ReleaseResponse(upstream)
+	if !exchange.hasBody() { // HEAD, 204, 304
+		_ = exchange.Close()
 		return
 	}
-	size := upstream.Header.ContentLength()
+	size := upstream.ContentLength()
 	if size < 0 {
 		size = -1 // unknown length: chunked to the client
 	}
-	body := upstreamBodyPool.Get().(*upstreamBody)
-	*body = upstreamBody{response: upstream, stream: stream, entry: entry, log: p.accessLog}
 	if ctx.Request.Header.IsHead() {
 		response.SkipBody = true
 	}
-	response.SetBodyStream(body, size)
+	// fasthttp reads the body as it writes it, then closes it: the exchange ends there.
+	response.SetBodyStream(exchange, size)
 	if size >= 0 {
 		response.Header.SetContentLength(size)
 	}
-}
-
-// upstreamBody is the client response's body: it reads the upstream's, counts it for the
-// access log, and when fasthttp closes it, releases the upstream response (and returns the
-// connection to its pool).
-type upstreamBody struct {
-	response *fasthttp.Response
-	stream   io.Reader
-	entry    *accessEntry
-	log      *AccessLog
-	n        int64
-}
-
-var upstreamBodyPool = sync.Pool{New: func() any { return new(upstreamBody) }}
-
-func (b *upstreamBody) Read(p []byte) (int, error) {
-	n, err := b.stream.Read(p)
-	b.n += int64(n)
-	return n, err
-}
-
-func (b *upstreamBody) Close() error {
-	err := b.response.CloseBodyStream()
-	fasthttp.ReleaseResponse(b.response)
-	if b.entry != nil {
-		b.entry.bytesSent = b.n
-		b.log.write(b.entry)
-	}
-	*b = upstreamBody{}
-	upstreamBodyPool.Put(b)
-	return err
 }
 
 // refuseRequest answers a request the edge will not proxy (checkRequestFraming) and closes the

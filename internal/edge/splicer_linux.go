@@ -170,12 +170,13 @@ func (s *splicer) rearm(deadline time.Time) {
 }
 
 // copyBuffer is the size of the buffer a direction copies through. Bytes are copied through
-// user space, as nginx's stream module does with its 16 KiB buffers, rather than spliced
-// through a pipe: a splice leaves the sender's pages referenced in the pipe and then in the
-// receiver's socket until the receiver has read them, and over loopback or a veth pair those
-// are the sending process's own pages, so that its kernel allocates new ones for each write
-// (docs/bench-edge.md: the upstream spent a fifth more CPU per MiB behind the splice). 16 KiB
-// is one TLS record; 64 KiB cost the edge more per MiB.
+// user space, as nginx's stream module does, rather than spliced through a pipe: a splice
+// leaves the sender's pages referenced in the pipe and then in the receiver's socket until the
+// receiver has read them, and over loopback or a veth pair those are the sending process's own
+// pages, so that its kernel allocates new ones for each write (docs/bench-edge.md: the upstream
+// spent a fifth more CPU per MiB behind the splice). 32 KiB (two TLS records) cost the edge and
+// the reader less per MiB than 16 KiB; 64 KiB, a write larger than one loopback packet, cost
+// more than either.
 const copyBuffer = 32 << 10
 
 // takeBuffer returns an empty buffer; only the splicer's goroutine calls it.
