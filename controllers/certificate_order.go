@@ -82,6 +82,11 @@ func (o *orderSteps) ensureOrder(ctx context.Context, run *certificateRun) (ctrl
 		}
 		run.nextKey = keyPEM
 	}
+	if !acme.RoomForRequest(ctx, time.Now()) { // a deadline is wall-clock time, whatever the run's clock
+		// Earlier requests of this reconcile were slow: a new order cut by its deadline after
+		// the CA made it would be an order nobody records. Order in a reconcile of its own.
+		return ctrl.Result{}, wait(time.Second, reasonIssuerBusy, "The CA answered slowly; ordering again shortly")
+	}
 	if err := o.budget.take(ctx, run); err != nil {
 		return ctrl.Result{}, err
 	}

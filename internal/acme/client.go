@@ -104,7 +104,7 @@ func New(ctx context.Context, opts Options) (*Client, error) {
 	if base == nil {
 		base = http.DefaultTransport
 	}
-	base = &boundedTransport{base: base, origin: directoryOrigin}
+	base = &boundedTransport{base: finishingTransport{base: base}, origin: directoryOrigin}
 	if opts.ObserveRequest != nil {
 		base = &observingTransport{base: base, observe: opts.ObserveRequest}
 	}
@@ -167,7 +167,7 @@ func newHTTPClient(opts Options) (*http.Client, error) {
 		}
 		transport.TLSClientConfig = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
 	}
-	return &http.Client{Transport: transport, Timeout: 30 * time.Second}, nil
+	return &http.Client{Transport: transport, Timeout: RequestTimeout}, nil
 }
 
 // replayBadNonceOnly replaces x/crypto's retry backoff, which sleeps up to 10 s between retries

@@ -9,8 +9,11 @@ import (
 // A reconciler talks to an ACME server with a worker that serves every tenant. Two bounds keep
 // one slow or hostile server from holding those workers: a deadline on the ACME requests of one
 // reconcile (WithReconcileDeadline) and a number of reconciles that may talk to one issuer at
-// once (Gate). Both are the caller's to apply; the package's own per-request timeout (30 s) and
-// body cap (MaxResponseBytes) hold regardless.
+// once (Gate). Both are the caller's to apply; the package's own per-request timeout
+// (RequestTimeout) and body cap (MaxResponseBytes) hold regardless.
+
+// RequestTimeout bounds each request of the package's HTTP client, its body read included.
+const RequestTimeout = 30 * time.Second
 
 // ReconcileDeadline bounds the ACME requests of one reconcile. A step against a working CA
 // makes one to three requests of well under a second each; a reconcile past this is stuck on a
@@ -21,6 +24,13 @@ const ReconcileDeadline = 45 * time.Second
 // that is sooner.
 func WithReconcileDeadline(ctx context.Context) (context.Context, context.CancelFunc) {
 	return context.WithTimeout(ctx, ReconcileDeadline)
+}
+
+// RoomForRequest reports whether ctx, at now, leaves a request its whole RequestTimeout: a
+// request that makes something at the CA (a new order) is started only then (finish.go).
+func RoomForRequest(ctx context.Context, now time.Time) bool {
+	deadline, ok := ctx.Deadline()
+	return !ok || deadline.Sub(now) >= RequestTimeout
 }
 
 // GateRetry is how long to wait before trying a full Gate again: a reconcile that found no

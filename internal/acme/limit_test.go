@@ -93,6 +93,33 @@ func TestWithReconcileDeadline(t *testing.T) {
 	}
 }
 
+func TestRoomForRequest(t *testing.T) {
+	now := time.Date(2026, 12, 7, 12, 0, 0, 0, time.UTC)
+	for _, tc := range []struct {
+		name     string
+		deadline time.Duration // from now; 0: none
+		want     bool
+	}{
+		{"no deadline", 0, true},
+		{"a whole reconcile left", ReconcileDeadline, true},
+		{"exactly one request left", RequestTimeout, true},
+		{"less than one request left", RequestTimeout - time.Millisecond, false},
+		{"past the deadline", -time.Second, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx := context.Background()
+			if tc.deadline != 0 {
+				var cancel context.CancelFunc
+				ctx, cancel = context.WithDeadline(ctx, now.Add(tc.deadline))
+				defer cancel()
+			}
+			if got := RoomForRequest(ctx, now); got != tc.want {
+				t.Errorf("RoomForRequest = %v, want %v", got, tc.want)
+			}
+		})
+	}
+}
+
 // TestGateFairness: a holder that releases and asks again at once does not take its slot back
 // before the holders that waited; a waiter that stops asking leaves the queue.
 func TestGateFairness(t *testing.T) {

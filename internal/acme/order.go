@@ -98,6 +98,7 @@ func (c *Client) CreateOrder(ctx context.Context, request OrderRequest) (*Order,
 				dnsNames, c.acme.DirectoryURL, profile, c.profileNames()))
 		}
 	}
+	ctx = finishOnceSent(ctx) // an order the CA made is never left unknown (finish.go)
 	if request.Replaces != "" && c.SupportsRenewalInfo() {
 		return c.createReplacingOrder(ctx, request)
 	}
