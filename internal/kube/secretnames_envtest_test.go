@@ -35,7 +35,9 @@ func TestSecretNames(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	key := func(name string) types.NamespacedName { return types.NamespacedName{Namespace: namespace.Name, Name: name} }
+	key := func(name string) types.NamespacedName {
+		return types.NamespacedName{Namespace: namespace.Name, Name: name}
+	}
 	testenv.Eventually(t, 30*time.Second, "SecretNames sees the foreign Secret", func() error {
 		if exists, err := names.Exists(ctx, key("foreign")); err != nil || !exists {
 			return fmt.Errorf("Exists(foreign) = %v, %v", exists, err)
