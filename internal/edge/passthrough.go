@@ -47,10 +47,7 @@ var helloReader = &tls.Config{
 	GetConfigForClient: func(info *tls.ClientHelloInfo) (*tls.Config, error) {
 		copied := *info
 		copied.Conn = nil
-		switch conn := info.Conn.(type) {
-		case *recordingConn:
-			conn.hello = &copied
-		case *bytesHelloConn:
+		if conn, ok := info.Conn.(*recordingConn); ok {
 			conn.hello = &copied
 		}
 		return nil, errHelloRead
@@ -68,8 +65,8 @@ const (
 
 // helloFramed reports whether data holds a whole first TLS handshake message (the
 // ClientHello), possibly across several records, or cannot be the start of one (not a
-// handshake record, an oversized record or message, not a ClientHello): then crypto/tls has
-// all it needs to parse or refuse it (parseClientHello). False: more bytes are needed.
+// handshake record, an oversized record or message, not a ClientHello): then parseHello has
+// all it needs to parse or refuse it. False: more bytes are needed.
 func helloFramed(data []byte) bool {
 	var header [4]byte // of the handshake message
 	seen := 0          // handshake bytes in whole records
@@ -102,36 +99,6 @@ func helloFramed(data []byte) bool {
 	}
 	return false
 }
-
-// parseClientHello parses the ClientHello at the start of data (helloFramed: whole) with
-// crypto/tls, on a connection that reads data and refuses writes.
-func parseClientHello(data []byte) (*tls.ClientHelloInfo, error) {
-	conn := &bytesHelloConn{}
-	conn.reader.Reset(data)
-	err := tls.Server(conn, helloReader).Handshake()
-	if conn.hello == nil {
-		if err == nil {
-			err = errors.New("no ClientHello")
-		}
-		return nil, err
-	}
-	return conn.hello, nil
-}
-
-// bytesHelloConn is the connection of parseClientHello: it reads the bytes given and nothing else.
-type bytesHelloConn struct {
-	reader bytes.Reader
-	hello  *tls.ClientHelloInfo // once parsed
-}
-
-func (c *bytesHelloConn) Read(p []byte) (int, error)       { return c.reader.Read(p) }
-func (c *bytesHelloConn) Write([]byte) (int, error)        { return 0, io.ErrClosedPipe }
-func (c *bytesHelloConn) Close() error                     { return nil }
-func (c *bytesHelloConn) LocalAddr() net.Addr              { return &net.TCPAddr{} }
-func (c *bytesHelloConn) RemoteAddr() net.Addr             { return &net.TCPAddr{} }
-func (c *bytesHelloConn) SetDeadline(time.Time) error      { return nil }
-func (c *bytesHelloConn) SetReadDeadline(time.Time) error  { return nil }
-func (c *bytesHelloConn) SetWriteDeadline(time.Time) error { return nil }
 
 // helloBuffers recycle the buffers that hold a ClientHello until it is replayed to the
 // upstream: growing a new one for every connection showed in profiles. A hello is usually

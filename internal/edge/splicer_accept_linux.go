@@ -12,6 +12,7 @@ import (
 	proxyproto "github.com/pires/go-proxyproto"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/valyala/fasthttp"
+	"golang.org/x/crypto/acme"
 	"golang.org/x/sys/unix"
 )
 
@@ -20,7 +21,7 @@ import (
 // connection reads its ClientHello itself, from the same event loop, then connects to the
 // route's upstream and copies, as nginx's stream module does. No goroutine, no registration
 // in Go's poller and no hand-off between goroutines is left per connection. The hello is
-// framed here (helloFramed) and parsed by crypto/tls (parseClientHello). What needs Go's
+// framed here (helloFramed) and parsed by parseHello, with crypto/tls's rules. What needs Go's
 // path is handed back to it, with the bytes read: acme-tls/1 (answered by crypto/tls) and
 // routes whose upstream is a host name (resolved and dialed by Go's dialer).
 
@@ -344,21 +345,21 @@ func (f *flow) failHello(err error) {
 func (f *flow) routeHello() {
 	af := f.accepted
 	p := af.acceptor.p
-	hello, err := parseClientHello(af.hello)
+	hello, err := parseHello(af.hello)
 	if err != nil {
 		f.failHello(err)
 		return
 	}
-	if offersACMETLS(hello) {
+	if hello.offers(acme.ALPNProto) {
 		f.handBack()
 		return
 	}
 	routes := p.routes.current()
-	route := routes.match(hello.ServerName, "")
+	route := routes.match(hello.serverName, "")
 	if route == nil {
 		f.helloing = false
 		p.metrics.handshake(handshakeFailed)
-		p.log.V(1).Info("No route for a passthrough connection", "serverName", hello.ServerName)
+		p.log.V(1).Info("No route for a passthrough connection", "serverName", hello.serverName)
 		f.stopWaiting()
 		f.endUnmoved()
 		return
@@ -370,7 +371,7 @@ func (f *flow) routeHello() {
 	}
 	p.metrics.handshake(handshakeSpliced)
 	f.helloing = false
-	af.sni, af.upstream = hello.ServerName, route.Upstream
+	af.sni, af.upstream = hello.serverName, route.Upstream
 	af.replayed = int64(len(af.hello))
 	f.prefix = af.hello
 	if route.ProxyProtocol {
