@@ -77,6 +77,8 @@ type Client struct {
 	recorder  *retryAfterRecorder
 	// renewalInfoURL is the directory's renewalInfo (RFC 9773), empty when the server has no ARI.
 	renewalInfoURL string
+	// nonces serves the requests this package signs itself (jws.go).
+	nonces noncePool
 
 	mu         sync.Mutex
 	accountURI string

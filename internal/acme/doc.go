@@ -7,7 +7,10 @@
 // x/crypto's own polling helpers (WaitAuthorization, WaitOrder, CreateOrderCert,
 // CreateCertFromOrder) sleep until the server is done, so this package does not use them, and it
 // disables x/crypto's retry backoff for everything but badNonce. Finalize signs its request
-// itself (jws.go), because the only x/crypto calls that finalize an order also wait for it.
+// itself (jws.go), because the only x/crypto calls that finalize an order also wait for it; the
+// requests signed here keep their own pool of nonces (nonces.go). A new order is never left
+// unknown: it starts only with a whole request timeout left, and once sent it finishes
+// (finish.go).
 //
 // ACME Renewal Information (RFC 9773), which x/crypto lacks, is here too (renewalinfo.go):
 // RenewalInfo fetches a certificate's suggested window, and CreateOrder's OrderRequest.Replaces

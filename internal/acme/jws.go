@@ -13,13 +13,14 @@ import (
 	"fmt"
 	"math/big"
 	"net/http"
+	"time"
 )
 
 // postJWS sends payload to url as a JWS signed by the account key in "kid" form (RFC 8555
 // section 6.2), for the requests x/crypto only offers bundled with waiting (finalize) or not at
-// all (ARI's "replaces"). It fetches a fresh nonce from the server rather than sharing x/crypto's
-// nonce pool, which is unexported, and replays immediately after a badNonce, with the fresh nonce
-// the rejection carried, as x/crypto does (see replayBadNonceOnly).
+// all (ARI's "replaces"). Its nonces come from the Client's own pool (nonces.go), else from
+// newNonce, since x/crypto's pool is unexported; it replays immediately after a badNonce, with
+// the fresh nonce the rejection carried, as x/crypto does (see replayBadNonceOnly).
 //
 // The caller closes the response body; a non-2xx response is returned as is, for the caller to
 // turn into a problem.
@@ -46,9 +47,12 @@ func (c *Client) postAsGet(ctx context.Context, url string) (*http.Response, err
 
 // postSigned signs payloadJSON (empty for POST-as-GET) and sends it, replaying after badNonce.
 func (c *Client) postSigned(ctx context.Context, kid, url string, payloadJSON []byte) (*http.Response, error) {
-	nonce, err := c.fetchNonce(ctx)
-	if err != nil {
-		return nil, err
+	nonce, ok := c.nonces.take(time.Now())
+	if !ok {
+		var err error
+		if nonce, err = c.fetchNonce(ctx); err != nil {
+			return nil, err
+		}
 	}
 	for attempt := 0; ; attempt++ {
 		body, err := signJWS(c.acme.Key, kid, nonce, url, payloadJSON)
@@ -65,13 +69,15 @@ func (c *Client) postSigned(ctx context.Context, kid, url string, payloadJSON []
 		if err != nil {
 			return nil, err
 		}
+		next := res.Header.Get("Replay-Nonce")
 		if res.StatusCode != http.StatusBadRequest || attempt >= maxBadNonceReplays {
+			c.nonces.put(next, time.Now())
 			return res, nil
 		}
-		next := res.Header.Get("Replay-Nonce")
 		err = problem(res)
 		res.Body.Close()
 		if ProblemType(err) != "badNonce" || next == "" {
+			c.nonces.put(next, time.Now())
 			return nil, err
 		}
 		nonce = next

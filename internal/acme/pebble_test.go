@@ -653,3 +653,40 @@ func TestFailedValidation(t *testing.T) {
 		t.Errorf("order is %s, want invalid", order.Status)
 	}
 }
+
+// TestOwnNoncesReused: the package's own signed requests (finalize) take the nonce an earlier
+// one of them received instead of asking newNonce each time.
+func TestOwnNoncesReused(t *testing.T) {
+	t.Parallel()
+	pebble := testenv.StartPebble(t, testenv.PebbleOptions{})
+	ctx, cancel := context.WithTimeout(context.Background(), flowTimeout)
+	t.Cleanup(cancel)
+	key, err := pki.GenerateKey(pki.ECDSA, 256)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var newNonces atomic.Int64
+	client, err := acme.New(ctx, acme.Options{
+		DirectoryURL: pebble.DirectoryURL(),
+		AccountKey:   key,
+		CABundle:     pebble.CABundle,
+		ObserveRequest: func(endpoint string, _ int, _ time.Duration) {
+			if endpoint == "newNonce" {
+				newNonces.Add(1)
+			}
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := client.Register(ctx, "", nil); err != nil {
+		t.Fatal(err)
+	}
+	issue(t, ctx, client, []string{"nonce-first.example.test"}, "", dns01Solver(client, pebble))
+	before := newNonces.Load()
+	chain, _ := issue(t, ctx, client, []string{"nonce-second.example.test"}, "", dns01Solver(client, pebble))
+	verifyIssued(t, pebble, chain, []string{"nonce-second.example.test"})
+	if fetched := newNonces.Load() - before; fetched != 0 {
+		t.Errorf("the second issuance asked newNonce %d times, want 0 (x/crypto's pool and the package's own serve it)", fetched)
+	}
+}
