@@ -115,12 +115,19 @@ func RunWithKube(m *testing.M, kube **Kube) int {
 	return RunWithKubeOptions(m, kube, KubeOptions{})
 }
 
+// fuzzWorker reports whether this test process is one of `go test -fuzz`'s workers: they run
+// only the fuzz target, which needs no apiserver, and each would otherwise start its own.
+func fuzzWorker() bool {
+	worker := flag.Lookup("test.fuzzworker")
+	return worker != nil && worker.Value.String() == "true"
+}
+
 // RunWithKubeOptions is RunWithKube with the apiserver configured by opts (an audit log).
 func RunWithKubeOptions(m *testing.M, kube **Kube, opts KubeOptions) int {
 	if !flag.Parsed() {
 		flag.Parse()
 	}
-	if testing.Short() {
+	if testing.Short() || fuzzWorker() {
 		return m.Run()
 	}
 	started, err := StartKubeWith(opts)
