@@ -227,7 +227,16 @@ func StartStack(ctx context.Context, kube *Kube, pebble *Pebble, opts StackOptio
 	if err := kube.Client.Create(ctx, issuer); err != nil {
 		return nil, err
 	}
+	rebinds := 0
 	err = Poll(ctx, time.Minute, func() error {
+		if exited, _ := s.Manager.Exited(); exited && rebinds < maxManagerRebinds && strings.Contains(s.Manager.Output(), "address already in use") {
+			// A port chosen for the manager was taken before it bound it (FreePort: another
+			// test process chose it too): start it again on other ports.
+			rebinds++
+			if err := s.rebindManager(); err != nil {
+				return err
+			}
+		}
 		if err := kube.Client.Get(ctx, client.ObjectKeyFromObject(issuer), issuer); err != nil {
 			return err
 		}
@@ -259,6 +268,43 @@ func (s *Stack) StartManager() error {
 	return nil
 }
 
+// maxManagerRebinds is how many times StartStack starts a manager again on other ports after
+// it found one of its ports taken.
+const maxManagerRebinds = 3
+
+// rebindManager starts the manager again with new metrics and health ports.
+func (s *Stack) rebindManager() error {
+	args, err := withFreshPorts(s.managerArgs)
+	if err != nil {
+		return err
+	}
+	s.managerArgs = args
+	for i, arg := range args {
+		if arg == "--metrics-bind-address" && i+1 < len(args) {
+			s.MetricsAddress = args[i+1]
+		}
+	}
+	return s.StartManager()
+}
+
+// withFreshPorts returns args with a newly chosen free port after each --metrics-bind-address
+// and --health-probe-bind-address.
+func withFreshPorts(args []string) ([]string, error) {
+	fresh := make([]string, 0, len(args))
+	for i := 0; i < len(args); i++ {
+		fresh = append(fresh, args[i])
+		if (args[i] == "--metrics-bind-address" || args[i] == "--health-probe-bind-address") && i+1 < len(args) {
+			port, err := FreePort()
+			if err != nil {
+				return nil, err
+			}
+			fresh = append(fresh, fmt.Sprintf("127.0.0.1:%d", port))
+			i++
+		}
+	}
+	return fresh, nil
+}
+
 // RestartManager stops the manager and starts it again with extraArgs after its flags (a flag
 // given twice takes the later value).
 func (s *Stack) RestartManager(extraArgs ...string) error {
@@ -271,18 +317,9 @@ func (s *Stack) RestartManager(extraArgs ...string) error {
 // ports, and extraArgs (for example --leader-elect), as a second replica of a Deployment. The
 // caller stops it.
 func (s *Stack) StartReplica(name string, extraArgs ...string) (*Process, error) {
-	args := make([]string, 0, len(s.managerArgs)+len(extraArgs))
-	for i := 0; i < len(s.managerArgs); i++ {
-		arg := s.managerArgs[i]
-		args = append(args, arg)
-		if (arg == "--metrics-bind-address" || arg == "--health-probe-bind-address") && i+1 < len(s.managerArgs) {
-			port, err := FreePort()
-			if err != nil {
-				return nil, err
-			}
-			args = append(args, fmt.Sprintf("127.0.0.1:%d", port))
-			i++
-		}
+	args, err := withFreshPorts(s.managerArgs)
+	if err != nil {
+		return nil, err
 	}
 	return StartProcess(name, s.managerBinary, append(args, extraArgs...), s.output)
 }
