@@ -8,8 +8,10 @@ import (
 	"net"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
@@ -138,7 +140,16 @@ func (s *loadBalancerSolver) Present(ctx context.Context, challenges []Challenge
 		}
 		entries = append(entries, Entry{Key: s.key(c), Value: value, Satisfied: s.satisfied(c)})
 	}
+	// The shard write, the look for the Secret of earlier versions and the check of the
+	// Deployment's mount do not depend on each other: they go out together, so that a present
+	// that needs all three waits for one round trip, not three.
+	var legacy *corev1.Secret
+	var legacyErr, mountErr error
+	var others sync.WaitGroup
+	others.Go(func() { legacy, legacyErr = s.deps.Shards.LegacySecret(ctx, lb.Namespace, lb.Name) })
+	others.Go(func() { mountErr = s.deps.Mounts.Ensure(ctx, s.deps, lb) })
 	err := s.deps.Shards.Put(ctx, lb.Namespace, lb.Name, s.owner.ID(), entries, s.replaceable(ctx, now))
+	others.Wait()
 	var held *HeldError
 	if errors.As(err, &held) {
 		return outcome.NewWait(busyRetry, "ChallengeNameBusy",
@@ -148,10 +159,15 @@ func (s *loadBalancerSolver) Present(ctx context.Context, challenges []Challenge
 	if err != nil {
 		return err
 	}
-	if err := s.deps.Shards.PutLegacy(ctx, lb.Namespace, lb.Name, entries); err != nil {
-		return err
+	if legacyErr != nil {
+		return legacyErr
 	}
-	return s.deps.Mounts.Ensure(ctx, s.deps, lb)
+	if legacy != nil {
+		if err := s.deps.Shards.PutLegacy(ctx, legacy, entries); err != nil {
+			return err
+		}
+	}
+	return mountErr
 }
 
 // satisfied says whether a stored value already answers c (a tls-alpn-01 certificate is made

@@ -125,9 +125,14 @@ func splitBatch(err error, batch []*shardChange) bool {
 func (w *ShardWriter) writeBatch(ctx context.Context, name types.NamespacedName, deployment string,
 	state *shardState, batch []*shardChange) error {
 	fresh := false
+	attempts := 3
 	for attempt := 0; ; attempt++ {
-		if err := w.load(ctx, name, state, fresh); err != nil {
+		blind, err := w.load(ctx, name, state, fresh)
+		if err != nil {
 			return err
+		}
+		if blind {
+			attempts++ // a create that finds the shard is a read, not a conflict
 		}
 		// Queued removals and responses past MaxResponseAge go out with this write; the changes
 		// see the shard without them.
@@ -140,12 +145,12 @@ func (w *ShardWriter) writeBatch(ctx context.Context, name types.NamespacedName,
 			return nil
 		}
 		shardWrites.WithLabelValues(carried(batch)).Inc()
-		err := w.write(ctx, name, deployment, state, data, annotations)
+		err = w.write(ctx, name, deployment, state, data, annotations)
 		if err == nil {
 			state.forgetRemovals(removals)
 			return nil
 		}
-		if !(apierrors.IsConflict(err) || apierrors.IsAlreadyExists(err) || apierrors.IsNotFound(err)) || attempt == 2 {
+		if !(apierrors.IsConflict(err) || apierrors.IsAlreadyExists(err) || apierrors.IsNotFound(err)) || attempt == attempts-1 {
 			return fmt.Errorf("writing challenge Secret %s: %w", name, err)
 		}
 		fresh = true // someone else wrote the shard: read it again
@@ -253,25 +258,52 @@ func withoutKeys(secret *corev1.Secret, data map[string]any) *corev1.Secret {
 }
 
 // load makes state.secret current enough to write against: the last state this process wrote
-// or read, else (the first write, or fresh after a conflict) the API's.
-func (w *ShardWriter) load(ctx context.Context, name types.NamespacedName, state *shardState, fresh bool) error {
+// or read, else (the first write, or fresh after a conflict) the API's. A shard this process
+// has never seen exist is taken as absent without a read (blind): the write creates it, and a
+// shard that exists after all fails that create, which reads it (fresh) and writes again. On
+// a new load balancer, and on a fresh install, the first response through each shard then
+// costs one request instead of two; after a restart, the first write of each existing shard
+// costs one more.
+func (w *ShardWriter) load(ctx context.Context, name types.NamespacedName, state *shardState, fresh bool) (blind bool, err error) {
 	if !fresh && (state.secret != nil || state.absent) {
-		return nil
+		return false, nil
+	}
+	if !fresh && !w.seen(name) {
+		state.secret, state.absent = nil, true
+		return true, nil
 	}
 	secret := &corev1.Secret{}
-	err := w.APIReader.Get(ctx, name, secret)
+	err = w.APIReader.Get(ctx, name, secret)
 	switch {
 	case apierrors.IsNotFound(err):
 		state.secret, state.absent = nil, true
-		return nil
+		return false, nil
 	case err != nil:
-		return fmt.Errorf("reading challenge Secret %s: %w", name, err)
+		return false, fmt.Errorf("reading challenge Secret %s: %w", name, err)
 	}
+	w.markExisting(name)
 	if !kube.IsManaged(secret) {
-		return notOwned(name)
+		return false, notOwned(name)
 	}
 	state.secret, state.absent = secret, false
-	return nil
+	return false, nil
+}
+
+// seen reports whether this process has read or written the shard name.
+func (w *ShardWriter) seen(name types.NamespacedName) bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.existing[name]
+}
+
+// markExisting records that the shard name exists.
+func (w *ShardWriter) markExisting(name types.NamespacedName) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.existing == nil {
+		w.existing = map[types.NamespacedName]bool{}
+	}
+	w.existing[name] = true
 }
 
 func notOwned(name types.NamespacedName) error {
@@ -306,8 +338,12 @@ func (w *ShardWriter) write(ctx context.Context, name types.NamespacedName, depl
 			}
 		}
 		if err := w.Client.Create(ctx, secret); err != nil {
+			if apierrors.IsAlreadyExists(err) {
+				w.markExisting(name)
+			}
 			return err
 		}
+		w.markExisting(name)
 		state.secret, state.absent = secret, false
 		return nil
 	}

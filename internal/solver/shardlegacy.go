@@ -14,14 +14,15 @@ import (
 	certpilotv1alpha1 "github.com/certpilot/certpilot/api/v1alpha1"
 )
 
-// PutLegacy writes entries into the single challenge Secret of earlier versions when it
-// exists, so that a load balancer still mounting it keeps working through an upgrade; its
-// absence (the normal case) costs one read a minute.
-func (w *ShardWriter) PutLegacy(ctx context.Context, namespace, deployment string, entries []Entry) error {
-	secret, err := w.legacy(ctx, namespace, deployment)
-	if err != nil || secret == nil {
-		return err
-	}
+// LegacySecret returns the single challenge Secret of earlier versions, nil when the load
+// balancer has none; its absence (the normal case) costs one read a minute.
+func (w *ShardWriter) LegacySecret(ctx context.Context, namespace, deployment string) (*corev1.Secret, error) {
+	return w.legacy(ctx, namespace, deployment)
+}
+
+// PutLegacy writes entries into secret, the single challenge Secret of earlier versions
+// (LegacySecret), so that a load balancer still mounting it keeps working through an upgrade.
+func (w *ShardWriter) PutLegacy(ctx context.Context, secret *corev1.Secret, entries []Entry) error {
 	data := map[string]any{}
 	for _, entry := range entries {
 		if current, ok := secret.Data[entry.Key]; !ok || !entry.satisfiedBy(current) {

@@ -36,9 +36,10 @@ import (
 type ShardWriter struct {
 	// Client writes.
 	Client client.Client
-	// APIReader reads a shard the first time this process writes it, and again after a
-	// conflict. The manager's cache leaves challenge Secrets out: every write of a shard would
-	// otherwise come back through its watch, whole, besides the write's own response.
+	// APIReader reads a shard after a conflict, and before the first write of a shard this
+	// process has seen exist (a shard it never saw is created without a read: see load). The
+	// manager's cache leaves challenge Secrets out: every write of a shard would otherwise come
+	// back through its watch, whole, besides the write's own response.
 	APIReader client.Reader
 	// Clock dates the responses (MaxResponseAge); nil means the real clock.
 	Clock clock.PassiveClock
@@ -56,6 +57,10 @@ type ShardWriter struct {
 	// legacyAbsent holds when the single challenge Secret of earlier versions was last found
 	// missing, per load balancer (looked for again after legacyRecheck).
 	legacyAbsent map[types.NamespacedName]time.Time
+	// existing names the shards this process has read or written: they exist (shards are never
+	// deleted by certpilot). Kept when an idle shard's state is dropped; 32 names per load
+	// balancer.
+	existing map[types.NamespacedName]bool
 }
 
 type shardState struct {

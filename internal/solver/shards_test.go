@@ -538,3 +538,65 @@ func TestShardWriterForgetsIdleShards(t *testing.T) {
 		t.Errorf("the forgotten shard holds %q, want a2", secret.Data[key])
 	}
 }
+
+// countingReader counts the reads that reach the apiserver.
+type countingReader struct {
+	client.Reader
+	reads atomic.Int32
+}
+
+func (r *countingReader) Get(ctx context.Context, key client.ObjectKey, obj client.Object, opts ...client.GetOption) error {
+	r.reads.Add(1)
+	return r.Reader.Get(ctx, key, obj, opts...)
+}
+
+// TestShardWriterCreatesUnseenShardsWithoutARead: the first write of a shard this process has
+// never seen is a create with no read before it; when the shard exists after all (another
+// replica wrote it), the failed create reads it and the write lands beside what it holds; a
+// shard known to exist is read before its first write again, even after its state was dropped.
+func TestShardWriterCreatesUnseenShardsWithoutARead(t *testing.T) {
+	testenv.SkipIfShort(t)
+	ctx := context.Background()
+	namespace := newNamespace(t)
+	keys := sameShardKeys(3)
+
+	firstWrites := &countingClient{Client: kube.Client}
+	firstReads := &countingReader{Reader: kube.Client}
+	first := &solver.ShardWriter{Client: firstWrites, APIReader: firstReads}
+	if err := first.Put(ctx, namespace, "lb", "team/a", []solver.Entry{{Key: keys[0], Value: []byte("a")}}, never); err != nil {
+		t.Fatal(err)
+	}
+	if reads, writes := firstReads.reads.Load(), firstWrites.writes.Load(); reads != 0 || writes != 1 {
+		t.Errorf("a new shard took %d reads and %d writes, want 0 and 1", reads, writes)
+	}
+
+	clock := clocktesting.NewFakeClock(time.Now())
+	secondWrites := &countingClient{Client: kube.Client}
+	secondReads := &countingReader{Reader: kube.Client}
+	second := &solver.ShardWriter{Client: secondWrites, APIReader: secondReads, Clock: clock}
+	if err := second.Put(ctx, namespace, "lb", "team/b", []solver.Entry{{Key: keys[1], Value: []byte("b")}}, never); err != nil {
+		t.Fatalf("Put into a shard another writer created: %v", err)
+	}
+	if reads, writes := secondReads.reads.Load(), secondWrites.writes.Load(); reads != 1 || writes != 2 {
+		t.Errorf("an existing shard unseen by its writer took %d reads and %d writes, want 1 and 2 (a failed create, an update)", reads, writes)
+	}
+	shard := shardOf(t, namespace, keys[0])
+	if string(shard.Data[keys[0]]) != "a" || string(shard.Data[keys[1]]) != "b" {
+		t.Errorf("shard data %v, want both writers' entries", shard.Data)
+	}
+
+	// Dropped after being idle, the state is read again before the next write: the shard is
+	// known to exist, so no create is tried.
+	clock.Step(30 * time.Minute)
+	if err := second.Put(ctx, namespace, "other", "team/c", []solver.Entry{{Key: keys[2], Value: []byte("c")}}, never); err != nil {
+		t.Fatal(err)
+	}
+	secondReads.reads.Store(0)
+	secondWrites.writes.Store(0)
+	if err := second.Put(ctx, namespace, "lb", "team/b", []solver.Entry{{Key: keys[2], Value: []byte("b2")}}, never); err != nil {
+		t.Fatal(err)
+	}
+	if reads, writes := secondReads.reads.Load(), secondWrites.writes.Load(); reads != 1 || writes != 1 {
+		t.Errorf("a known shard whose state was dropped took %d reads and %d writes, want 1 and 1", reads, writes)
+	}
+}
