@@ -142,7 +142,7 @@ func (cs *challengeSteps) pendingChallenges(ctx context.Context, run *certificat
 	var statuses []certpilotv1alpha1.ChallengeStatus
 	var pending []pendingChallenge
 	for _, url := range run.order.AuthzURLs {
-		authz, err := run.acme.GetAuthorization(ctx, url)
+		authz, err := run.authorizations.authorization(ctx, run.acme, url)
 		if err != nil {
 			return nil, nil, err
 		}

@@ -172,6 +172,9 @@ type certificateRun struct {
 	orderCreated time.Time
 	// nextKey is the private key (PEM) made for the claim write that records a new order.
 	nextKey []byte
+	// authorizations are a new order's authorizations, fetched while the order is recorded
+	// (nil for an order this reconcile did not create).
+	authorizations *authorizationFetch
 	// accept are the challenges whose responses passed the self-check.
 	accept []pendingChallenge
 	// releaseIssuer gives back this reconcile's slot of its issuer's gate (nil: none held).

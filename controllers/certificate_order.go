@@ -121,6 +121,7 @@ func (o *orderSteps) ensureOrder(ctx context.Context, run *certificateRun) (ctrl
 	}
 	run.orderUnrecorded = true
 	o.records.unrecorded.Store(client.ObjectKeyFromObject(cert), unrecordedOrder{uid: cert.UID, order: openOrderOf(run)})
+	run.authorizations = fetchAuthorizations(ctx, run.acme, order.AuthzURLs)
 	// Written at once: the moment between the order and its write is the one in which a
 	// crash (or a lost leader) costs a second order.
 	if err := o.records.recordOrder(ctx, run); err != nil {
@@ -135,6 +136,52 @@ func (o *orderSteps) ensureOrder(ctx context.Context, run *certificateRun) (ctrl
 		return ctrl.Result{}, err
 	}
 	return ctrl.Result{}, nil
+}
+
+// authorizationFetch holds a new order's authorizations, fetched from the CA while the order
+// is written into the claim: the two do not depend on each other, so the challenges step finds
+// them fetched instead of asking the CA after the write.
+type authorizationFetch struct {
+	done    chan struct{}
+	results map[string]authorizationResult // written before done is closed
+}
+
+type authorizationResult struct {
+	authz *acme.Authorization
+	err   error
+}
+
+// fetchAuthorizations starts fetching the authorizations at urls, in order, until one fails;
+// ctx (the reconcile's) bounds it.
+func fetchAuthorizations(ctx context.Context, client *acme.Client, urls []string) *authorizationFetch {
+	f := &authorizationFetch{done: make(chan struct{}), results: make(map[string]authorizationResult, len(urls))}
+	go func() {
+		defer close(f.done)
+		for _, url := range urls {
+			authz, err := client.GetAuthorization(ctx, url)
+			f.results[url] = authorizationResult{authz: authz, err: err}
+			if err != nil {
+				return
+			}
+		}
+	}()
+	return f
+}
+
+// authorization returns the authorization at url: as the fetch got it (its error included),
+// else from the CA now (no fetch, or one that stopped before url).
+func (f *authorizationFetch) authorization(ctx context.Context, client *acme.Client, url string) (*acme.Authorization, error) {
+	if f != nil {
+		select {
+		case <-f.done:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+		if result, ok := f.results[url]; ok {
+			return result.authz, result.err
+		}
+	}
+	return client.GetAuthorization(ctx, url)
 }
 
 // waitForOrder polls the order after the challenges were accepted: pending or processing
