@@ -289,7 +289,7 @@ func (s *splicer) putHelloBuffer(buffer []byte) {
 }
 
 // readHello reads the client's socket until the ClientHello is whole or the socket has
-// nothing more, then routes the flow.
+// nothing more (a read returned EAGAIN or less than it asked for), then routes the flow.
 func (f *flow) readHello() {
 	af := f.accepted
 	d := &f.dirs[0]
@@ -320,11 +320,18 @@ func (f *flow) readHello() {
 			return
 		}
 		af.hello = af.hello[:len(af.hello)+n]
-		// Even after a short read the socket stays readable for the splice: its end may
-		// have come with the bytes, and brings no new event.
+		if n < len(space) && !d.closing {
+			// A short read emptied the socket, as in direction.move: what the client sends
+			// next brings an event, so the splice reads nothing to see EAGAIN. Once its end
+			// was reported, reads go on to it.
+			d.readable = false
+		}
 		if helloFramed(af.hello) {
 			f.routeHello()
 			return
+		}
+		if !d.readable {
+			return // the rest of the hello brings an event
 		}
 	}
 }
