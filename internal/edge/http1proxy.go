@@ -102,7 +102,7 @@ func newUpstreamClient(target *url.URL, insecure bool, timeouts Timeouts) *upstr
 			if err != nil {
 				return nil, err
 			}
-			return newReadTimeoutConn(newRawIOConn(conn), responseHeader), nil
+			return newReadTimeoutConn(newRequestConn(conn), responseHeader), nil
 		},
 		MaxConns:            upstreamConnsPerHost,
 		MaxConnWaitTimeout:  timeouts.Dial.Duration,
@@ -160,6 +160,17 @@ func (c *readTimeoutConn) Read(p []byte) (int, error) {
 	c.refresh()
 	return c.Conn.Read(p)
 }
+
+// awaitReply passes on to a rawIOConn (replyAwaiter).
+func (c *readTimeoutConn) awaitReply(on bool) {
+	if conn, ok := c.Conn.(replyAwaiter); ok {
+		conn.awaitReply(on)
+	}
+}
+
+// replyAwaiter is a connection whose writes can wait for the reply to the request they end
+// (rawIOConn), so that reading it needs no read that finds nothing yet.
+type replyAwaiter interface{ awaitReply(on bool) }
 
 // hop-by-hop headers (RFC 9110, section 7.6.1), never forwarded. Transfer-Encoding and
 // Content-Length are fasthttp's: it frames bodies itself.

@@ -16,6 +16,14 @@ import (
 // monitor thread (sysmon), which then polls every 20 µs for a millisecond or more
 // (docs/bench-edge.md); the edge's proxied requests read and write at every request.
 // Deadlines, Close and addresses are the wrapped connection's.
+//
+// A write that ends a request whose reply is read next (awaitReply) also waits for that reply,
+// when it is the request's only write: it is made inside RawConn.Read, after the poller forgot
+// the socket's earlier readiness and before the peer has any byte of the request to answer,
+// so the read that follows reads the reply's first bytes (or the peer's end) instead of first
+// seeing EAGAIN, as a read right after the write nearly always did. After an earlier write
+// the peer may have answered already (a 401 to the head of an upload), and the readiness that
+// answer brought must not be forgotten: such a write does not wait.
 type rawIOConn struct {
 	net.Conn
 	raw syscall.RawConn
@@ -25,6 +33,13 @@ type rawIOConn struct {
 	readN, writeN           int
 	readErr, writeErr       error
 	readFunc, writeFunc     func(fd uintptr) bool
+	replyFunc               func(fd uintptr) bool
+	// replies: made by newRequestConn, the connection carries requests and their replies,
+	// one goroutine at a time (a client's connection may be read and written at once, and
+	// never uses the fields below); replyNext: the next write ends a request (awaitReply);
+	// sent: a write since the last read; written: replyFunc has written all of the request
+	// and waits for the reply.
+	replies, replyNext, sent, written bool
 }
 
 // newRawIOConn wraps conn when it is a TCP connection (under the edge's wrappers), and returns
@@ -69,12 +84,41 @@ func newRawIOConn(conn net.Conn) net.Conn {
 		}
 		return true
 	}
+	c.replyFunc = func(fd uintptr) bool {
+		if c.written {
+			return true // readable: the reply began, or the peer ended
+		}
+		if !c.writeFunc(fd) || c.writeErr != nil {
+			return true // no room for all of it (Write finishes it), or failed
+		}
+		c.written = true
+		return false // wait in the poller until the socket is readable
+	}
 	return c
 }
+
+// newRequestConn is newRawIOConn for a connection that carries requests and their replies,
+// one goroutine at a time (an upstream connection): its writes can wait for the reply
+// (awaitReply).
+func newRequestConn(conn net.Conn) net.Conn {
+	wrapped := newRawIOConn(conn)
+	if c, ok := wrapped.(*rawIOConn); ok {
+		c.replies = true
+	}
+	return wrapped
+}
+
+// awaitReply has the writes until awaitReply(false) wait for the reply once they wrote
+// everything; the caller sets it around the write that ends a request, and reads the reply
+// next.
+func (c *rawIOConn) awaitReply(on bool) { c.replyNext = on }
 
 func (c *rawIOConn) Read(p []byte) (int, error) {
 	if len(p) == 0 {
 		return 0, nil
+	}
+	if c.replies {
+		c.sent = false
 	}
 	c.readBuffer, c.readN, c.readErr = p, 0, nil
 	err := c.raw.Read(c.readFunc)
@@ -95,7 +139,19 @@ func (c *rawIOConn) Write(p []byte) (int, error) {
 		return 0, nil
 	}
 	c.writeBuffer, c.writeN, c.writeErr = p, 0, nil
-	err := c.raw.Write(c.writeFunc)
+	if c.replies {
+		if c.replyNext && !c.sent {
+			// Whatever ends the wait (the reply, a deadline, Close) the next read sees too;
+			// the write succeeded once it wrote everything.
+			c.written = false
+			_ = c.raw.Read(c.replyFunc)
+		}
+		c.sent = true
+	}
+	var err error
+	if len(c.writeBuffer) > 0 && c.writeErr == nil {
+		err = c.raw.Write(c.writeFunc)
+	}
 	c.writeBuffer = nil
 	if err == nil && c.writeErr != nil {
 		err = c.opError("write", c.writeErr)

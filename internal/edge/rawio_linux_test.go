@@ -122,6 +122,88 @@ func TestRawIOConn(t *testing.T) {
 		}
 	})
 
+	// A write that ends a request waits for the reply (awaitReply); the read after it gets
+	// the reply, or the peer's end.
+	exchange := func(t *testing.T, wrapped net.Conn, request string) {
+		t.Helper()
+		wrapped.(*rawIOConn).awaitReply(true)
+		n, err := wrapped.Write([]byte(request))
+		wrapped.(*rawIOConn).awaitReply(false)
+		if n != len(request) || err != nil {
+			t.Fatalf("Write: %d, %v; want %d", n, err, len(request))
+		}
+	}
+	answer := func(peer net.Conn, request, reply string) <-chan error {
+		done := make(chan error, 1)
+		go func() {
+			buffer := make([]byte, len(request))
+			_, err := io.ReadFull(peer, buffer)
+			if err == nil && string(buffer) != request {
+				err = errors.New("the peer read " + string(buffer))
+			}
+			if err == nil {
+				_, err = peer.Write([]byte(reply))
+			}
+			done <- err
+		}()
+		return done
+	}
+	readReply := func(t *testing.T, wrapped net.Conn, want string) {
+		t.Helper()
+		got := make([]byte, len(want))
+		if _, err := io.ReadFull(wrapped, got); err != nil || string(got) != want {
+			t.Fatalf("read %q, %v; want %q", got, err, want)
+		}
+	}
+
+	t.Run("reply awaited", func(t *testing.T) {
+		wrapped, peer := tcpPair(t)
+		wrapped.(*rawIOConn).replies = true // as newRequestConn
+		for range 3 {
+			done := answer(peer, "request", "reply")
+			exchange(t, wrapped, "request")
+			readReply(t, wrapped, "reply")
+			if err := <-done; err != nil {
+				t.Fatal(err)
+			}
+		}
+		_ = peer.Close()
+		exchange(t, wrapped, "request")
+		if n, err := wrapped.Read(make([]byte, 16)); err == nil {
+			t.Errorf("Read after the peer closed: %d bytes", n)
+		}
+	})
+
+	t.Run("answered before the request ended", func(t *testing.T) {
+		// The peer answers the request's first write; the write that ends the request must
+		// not wait for a reply that has come already.
+		wrapped, peer := tcpPair(t)
+		wrapped.(*rawIOConn).replies = true
+		done := answer(peer, "head ", "early answer")
+		if _, err := wrapped.Write([]byte("head ")); err != nil {
+			t.Fatal(err)
+		}
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+		// Not a wait for the answer, which has arrived: with every goroutine parked, Go's
+		// poller takes the socket's readiness now, the case where a wait would miss it.
+		time.Sleep(10 * time.Millisecond)
+		_ = wrapped.SetReadDeadline(time.Now().Add(5 * time.Second)) // a wait would end here
+		exchange(t, wrapped, "body")
+		readReply(t, wrapped, "early answer")
+	})
+
+	t.Run("reply deadline", func(t *testing.T) {
+		wrapped, _ := tcpPair(t) // the peer never answers
+		wrapped.(*rawIOConn).replies = true
+		_ = wrapped.SetReadDeadline(time.Now().Add(50 * time.Millisecond))
+		exchange(t, wrapped, "request")
+		if _, err := wrapped.Read(make([]byte, 10)); !errors.Is(err, os.ErrDeadlineExceeded) {
+			t.Errorf("Read: %v, want a timeout", err)
+		}
+	})
+
 	t.Run("closed", func(t *testing.T) {
 		wrapped, _ := tcpPair(t)
 		_ = wrapped.Close()

@@ -101,7 +101,15 @@ func (u *upstreamConns[C]) roundTrip(request *fasthttp.Request) (_ *exchange[C],
 	writer := u.client.AcquireWriter(netConn)
 	err = request.Write(writer)
 	if err == nil {
+		// The flush writes the end of the request; the reply is read next.
+		awaiter, _ := netConn.(replyAwaiter)
+		if awaiter != nil {
+			awaiter.awaitReply(true)
+		}
 		err = writer.Flush()
+		if awaiter != nil {
+			awaiter.awaitReply(false)
+		}
 	}
 	u.client.ReleaseWriter(writer)
 	if err != nil {
