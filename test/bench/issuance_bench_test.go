@@ -79,6 +79,10 @@ func BenchmarkIssuance(b *testing.B) {
 	r := results{Config: cfg, Date: time.Now(), Machine: machine(), ManagerFlags: managerFlags(cfg.ManagerArgs),
 		Revision: measured}
 	if cfg.Floor {
+		progress("resting %s before the floor", cfg.Rest)
+		if err := sleep(ctx, cfg.Rest); err != nil {
+			b.Fatal(err)
+		}
 		progress("floor: %d certificates with a bare x/crypto/acme client, %d at a time", cfg.N, cfg.Concurrency)
 		floorPebble := testenv.StartPebble(b, pebbleOptions)
 		floor, err := runFloor(ctx, cfg, floorPebble, bind, names("f", cfg.Names), nil)
