@@ -7,7 +7,6 @@ import (
 
 	"github.com/certpilot/certpilot/internal/acme"
 	"github.com/certpilot/certpilot/internal/acme/acmetest"
-	"github.com/certpilot/certpilot/internal/pki"
 )
 
 // TestAuthorizationFetch: a new order's authorizations fetched while its claim is written are
@@ -23,15 +22,8 @@ func TestAuthorizationFetch(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer ca.Close()
-	key, err := pki.GenerateKey(pki.ECDSA, 256)
+	client, err := ca.NewClient(ctx, "")
 	if err != nil {
-		t.Fatal(err)
-	}
-	client, err := acme.New(ctx, acme.Options{DirectoryURL: ca.DirectoryURL(), AccountKey: key, CABundle: ca.CABundle()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := client.Register(ctx, "", nil); err != nil {
 		t.Fatal(err)
 	}
 	order, err := client.CreateOrder(ctx, acme.OrderRequest{Identifiers: []string{"a.example.com", "b.example.com"}})

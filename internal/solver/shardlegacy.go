@@ -14,12 +14,6 @@ import (
 	certpilotv1alpha1 "github.com/certpilot/certpilot/api/v1alpha1"
 )
 
-// LegacySecret returns the single challenge Secret of earlier versions, nil when the load
-// balancer has none; its absence (the normal case) costs one read a minute.
-func (w *ShardWriter) LegacySecret(ctx context.Context, namespace, deployment string) (*corev1.Secret, error) {
-	return w.legacy(ctx, namespace, deployment)
-}
-
 // PutLegacy writes entries into secret, the single challenge Secret of earlier versions
 // (LegacySecret), so that a load balancer still mounting it keeps working through an upgrade.
 func (w *ShardWriter) PutLegacy(ctx context.Context, secret *corev1.Secret, entries []Entry) error {
@@ -38,7 +32,7 @@ func (w *ShardWriter) RemoveLegacy(ctx context.Context, namespace, deployment st
 	if len(keys) == 0 {
 		return nil
 	}
-	secret, err := w.legacy(ctx, namespace, deployment)
+	secret, err := w.LegacySecret(ctx, namespace, deployment)
 	if err != nil || secret == nil {
 		return err
 	}
@@ -55,7 +49,9 @@ func (w *ShardWriter) RemoveLegacy(ctx context.Context, namespace, deployment st
 // is taken as missing before it is looked for again (nothing but an earlier version creates it).
 const legacyRecheck = time.Minute
 
-func (w *ShardWriter) legacy(ctx context.Context, namespace, deployment string) (*corev1.Secret, error) {
+// LegacySecret returns the single challenge Secret of earlier versions, nil when the load
+// balancer has none; its absence (the normal case) costs one read a minute.
+func (w *ShardWriter) LegacySecret(ctx context.Context, namespace, deployment string) (*corev1.Secret, error) {
 	name := types.NamespacedName{Namespace: namespace, Name: certpilotv1alpha1.ChallengeSecretName(deployment)}
 	now := w.now()
 	w.mu.Lock()

@@ -600,3 +600,56 @@ func TestShardWriterCreatesUnseenShardsWithoutARead(t *testing.T) {
 		t.Errorf("a known shard whose state was dropped took %d reads and %d writes, want 1 and 1", reads, writes)
 	}
 }
+
+// TestShardWriterLegacySecret: the single challenge Secret of earlier versions is found while it
+// exists, takes the entries written into it and loses the keys removed from it; a load balancer
+// without one has none, and another Secret of that name is not taken for it.
+func TestShardWriterLegacySecret(t *testing.T) {
+	testenv.SkipIfShort(t)
+	ctx := context.Background()
+	namespace := newNamespace(t)
+	w := newWriter()
+	if secret, err := w.LegacySecret(ctx, namespace, "lb"); err != nil || secret != nil {
+		t.Fatalf("no Secret of earlier versions: got %v, %v; want none", secret, err)
+	}
+
+	name := certpilotv1alpha1.ChallengeSecretName("old")
+	old := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: namespace, Name: name, Labels: map[string]string{
+		certpilotv1alpha1.LabelManagedBy: "certpilot", certpilotv1alpha1.LabelChallenges: "true",
+	}}, Data: map[string][]byte{"kept": []byte("k")}}
+	if err := kube.Client.Create(ctx, old); err != nil {
+		t.Fatal(err)
+	}
+	secret, err := w.LegacySecret(ctx, namespace, "old")
+	if err != nil || secret == nil {
+		t.Fatalf("the Secret of earlier versions: got %v, %v", secret, err)
+	}
+	key := certpilotv1alpha1.HTTP01Key("token")
+	if err := w.PutLegacy(ctx, secret, []solver.Entry{{Key: key, Value: []byte("v")}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := kube.Client.Get(ctx, client.ObjectKeyFromObject(old), old); err != nil {
+		t.Fatal(err)
+	}
+	if string(old.Data[key]) != "v" || string(old.Data["kept"]) != "k" {
+		t.Fatalf("after PutLegacy the Secret holds %v, want the entry beside what it held", old.Data)
+	}
+	if err := w.RemoveLegacy(ctx, namespace, "old", []string{key}); err != nil {
+		t.Fatal(err)
+	}
+	if err := kube.Client.Get(ctx, client.ObjectKeyFromObject(old), old); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := old.Data[key]; ok || string(old.Data["kept"]) != "k" {
+		t.Errorf("after RemoveLegacy the Secret holds %v, want only what it held before", old.Data)
+	}
+
+	// A Secret of that name without the challenges label is someone else's.
+	foreign := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: namespace, Name: certpilotv1alpha1.ChallengeSecretName("other")}}
+	if err := kube.Client.Create(ctx, foreign); err != nil {
+		t.Fatal(err)
+	}
+	if secret, err := w.LegacySecret(ctx, namespace, "other"); err != nil || secret != nil {
+		t.Errorf("a Secret without the challenges label: got %v, %v; want none", secret, err)
+	}
+}

@@ -95,15 +95,8 @@ func TestIssueRenewAndFaults(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer ca.Close()
-	key, err := pki.GenerateKey(pki.ECDSA, 256)
+	client, err := ca.NewClient(ctx, "ops@example.com")
 	if err != nil {
-		t.Fatal(err)
-	}
-	client, err := acme.New(ctx, acme.Options{DirectoryURL: ca.DirectoryURL(), AccountKey: key, CABundle: ca.CABundle()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := client.Register(ctx, "ops@example.com", nil); err != nil {
 		t.Fatal(err)
 	}
 	if !client.SupportsRenewalInfo() {
