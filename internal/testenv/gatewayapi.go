@@ -12,6 +12,7 @@ import (
 
 	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/yaml"
 )
@@ -145,10 +146,29 @@ func UninstallGatewayAPI(ctx context.Context, c client.Client) error {
 		if err != nil {
 			return err
 		}
+		for i := range left {
+			// A CRD deleted while its storage was still starting can stay Terminating: the
+			// apiserver's finalizer failed to list its instances and backs off for minutes. Any
+			// update of the CRD queues it again at once.
+			if terminating := findCRDCondition(left[i], apiextensionsv1.Terminating); terminating != nil && terminating.Reason == "InstanceDeletionFailed" {
+				nudge := client.RawPatch(types.MergePatchType, []byte(fmt.Sprintf(`{"metadata":{"annotations":{"certpilot.dev/nudged":%q}}}`, time.Now().Format(time.RFC3339Nano))))
+				_ = c.Patch(ctx, &left[i], nudge)
+			}
+		}
 		if len(left) > 0 {
 			return fmt.Errorf("%d Gateway API CRDs are still there, %s first (finalizers %v, conditions %+v)",
 				len(left), left[0].Name, left[0].Finalizers, left[0].Status.Conditions)
 		}
 		return nil
 	})
+}
+
+// findCRDCondition returns crd's condition of type t, nil when it has none.
+func findCRDCondition(crd apiextensionsv1.CustomResourceDefinition, t apiextensionsv1.CustomResourceDefinitionConditionType) *apiextensionsv1.CustomResourceDefinitionCondition {
+	for i := range crd.Status.Conditions {
+		if crd.Status.Conditions[i].Type == t {
+			return &crd.Status.Conditions[i]
+		}
+	}
+	return nil
 }
